@@ -1,0 +1,54 @@
+# Thin wrapper over CMake. The two quick-start commands are `make run` and `make test`.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test test-fast test-asan run bench fuzz chaos clean format
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Everything, twice: a normal build, then AddressSanitizer + UBSan.
+test: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cmake -S . -B $(ASAN_BUILD) -DMR_ASAN=ON -DMR_UBSAN=ON $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && MR_SCHEDULES=$${MR_ASAN_SCHEDULES:-2000} ctest --output-on-failure -j $(JOBS)
+
+# Only the normal build (quick iteration).
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DMR_ASAN=ON -DMR_UBSAN=ON $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+run: build
+	@sh scripts/run-cluster.sh $(BUILD)
+
+bench: build
+	@sh scripts/bench.sh $(BUILD)
+
+fuzz: deps
+	@sh scripts/fuzz.sh $${FUZZ_SECONDS:-600}
+
+chaos: build
+	@sh scripts/chaos.sh $(BUILD)
+
+format:
+	clang-format -i src/*/*.c src/*/*.h tests/*/*.c tests/*/*.h
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
