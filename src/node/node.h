@@ -1,8 +1,81 @@
-/* node: the moonraft server process. It wires the Raft core, storage, peer
- * transport, the Lua state machine and the HTTP API onto one libuv loop. */
+/* node: the moonraft server process. It wires the Raft core, storage, the
+ * peer transport, the Lua state machine and the HTTP API onto one libuv
+ * loop (DESIGN.md "The picture").
+ *
+ * Exit codes of mr_node_run: 0 clean shutdown (SIGINT/SIGTERM), 1 runtime
+ * failure (cannot listen, disk failure at start...), 2 configuration error
+ * (bad script, bad options), 3 corrupt data directory. */
 #ifndef MR_NODE_H
 #define MR_NODE_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "util/util.h"
+
+#define MR_NODE_NAME_MAX 64
+
+enum { MR_NODE_EXIT_OK = 0, MR_NODE_EXIT_RUNTIME = 1, MR_NODE_EXIT_CONFIG = 2,
+       MR_NODE_EXIT_CORRUPT = 3 };
+
+/* A member known from the configuration (static peers). */
+struct mr_node_peer {
+    const char *name;      /* "n2" */
+    const char *raft_addr; /* "127.0.0.1:7002" */
+    const char *http_addr; /* may be NULL or "" when unknown */
+};
+
+/* Everything the node needs; strings are borrowed for the node's lifetime.
+ * Zero numeric fields take the defaults given in brackets. */
+struct mr_node_options {
+    const char *name;          /* required: this node's id ("n1") */
+    const char *data_dir;      /* required */
+    const char *raft_addr;     /* required: peer port, "127.0.0.1:7001" */
+    const char *http_addr;     /* required: client port, "127.0.0.1:8001" */
+    const char *state_machine; /* path of the Lua script ["lua/kv.lua"] */
+    /* Cluster formation (exactly one of these, or an existing data dir). */
+    const struct mr_node_peer *peers; /* static: every node lists the same set */
+    size_t n_peers;
+    unsigned bootstrap_expect;        /* wait for this many members, then bootstrap */
+    const char *const *join;          /* HTTP addresses of members to join through */
+    size_t n_join;
+    /* Timing */
+    unsigned heartbeat_ms;            /* [50] */
+    unsigned election_min_ms;         /* [300] */
+    unsigned election_max_ms;         /* [600] */
+    unsigned request_timeout_ms;      /* [5000] wait for a commit before 504 */
+    /* Snapshots */
+    uint64_t snapshot_entries;        /* [10000] applied entries between snapshots */
+    uint64_t snapshot_trailing;       /* [1000] entries kept in the log after one */
+    /* Limits */
+    size_t max_body_bytes;            /* [1 MiB] */
+    size_t max_header_bytes;          /* [16 KiB] */
+    uint32_t http_idle_timeout_ms;    /* [60000] */
+    uint32_t max_connections;         /* [10000] */
+    unsigned max_append_entries;      /* [256] */
+    unsigned max_inflight;            /* [256] */
+    uint64_t idempotency_window;      /* [100000] log entries a key is remembered */
+    /* Lua */
+    uint64_t lua_instruction_budget;  /* [sm default] */
+    uint64_t lua_memory_bytes;        /* [sm default] */
+    /* Storage */
+    uint32_t wal_segment_bytes;       /* [64 MiB] */
+    /* Security (NULL or "" = off). Never logged. */
+    const char *client_token;
+    const char *admin_token;
+    const char *cluster_secret;
+    const char *cluster_id;           /* ["moonraft"] */
+    /* Raft features */
+    int pre_vote;                     /* 1/0; -1 = default (on) */
+    int check_quorum;                 /* 1/0; -1 = default (on) */
+    int lease_reads;                  /* allow consistency=lease [0] */
+    const char *log_level;            /* "debug" "info" "warn" "error" ["info"] */
+    /* Test hook for the chaos suite: serve linearizable reads from local state
+     * without ReadIndex (a deliberate bug the checker must catch). */
+    int unsafe_local_reads;
+};
+
+/* Runs a node until SIGINT/SIGTERM. Returns an exit code (see above). */
+int mr_node_run(const struct mr_node_options *opts);
 
 #endif

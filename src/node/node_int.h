@@ -68,4 +68,284 @@ int mr_idem_decode(struct mr_idem *t, const unsigned char *p, size_t len, size_t
 /* Node ids: the Raft core uses 64-bit ids; people use names ("n1"). */
 mr_node_id mr_node_id_from_name(const char *name);
 
+/* ---- the node ----------------------------------------------------------------- */
+#include <uv.h>
+
+#include "http/http.h"
+#include "net/net.h"
+#include "raft/raft.h"
+#include "sm/sm.h"
+#include "storage/storage.h"
+
+#define MR_NODE_TICK_MS 10 /* one Raft tick */
+
+/* A member as the node sees it: parsed from a server's config context
+ * "name=n1 raft=127.0.0.1:7001 http=127.0.0.1:8001 [learner=keep]". */
+struct mr_node_member {
+    mr_node_id id;
+    int role; /* MR_RAFT_VOTER / MR_RAFT_LEARNER */
+    int keep_learner;
+    char name[MR_NODE_NAME_MAX + 1];
+    char raft_addr[128];
+    char http_addr[128];
+};
+/* Parses a context string; missing fields stay "". */
+void mr_node_member_parse(struct mr_node_member *m, mr_node_id id, int role,
+                          const char *context);
+/* Builds a context string into buf (size n). */
+void mr_node_member_context(char *buf, size_t n, const char *name, const char *raft_addr,
+                            const char *http_addr, int keep_learner);
+
+enum op_kind {
+    OP_COMMAND = 1,
+    OP_MEMBER_ADD = 2,
+    OP_MEMBER_REMOVE = 3,
+    OP_TRANSFER = 4,
+    OP_READ = 5,
+};
+
+enum op_shape {
+    SHAPE_RESULT = 0, /* {"result":R,"index":n} */
+    SHAPE_KV_GET,     /* {"key":k,"value":v,"index":n}, 404 when null */
+    SHAPE_KV_WRITE,   /* {"key":k,"result":R,"index":n} */
+    SHAPE_RAW,        /* R as is (members, transfer) */
+};
+
+enum { CONS_LINEARIZABLE = 0, CONS_LEASE = 1, CONS_STALE = 2 };
+
+/* One client operation in flight, from an HTTP request on this node or
+ * forwarded by a follower. Lives in exactly one of the node's queues. */
+struct mr_node_op {
+    struct mr_queue link;
+    struct mr_node *node;
+    int kind;
+    int shape;
+    int consistency;
+    struct mr_http_request *req; /* HTTP origin, or NULL */
+    mr_node_id fwd_from;         /* forwarded origin (we answer with FORWARD_REPLY) */
+    uint64_t fwd_id;
+    uint64_t id;                 /* our id for it (forward id, read ctx) */
+    char *body;                  /* owned copy of the command/query JSON */
+    size_t body_len;
+    char key[MR_NODE_MAX_IDEM_KEY + 1]; /* idempotency key */
+    size_t key_len;
+    char kv_key[512];            /* for SHAPE_KV_* (escaped on output) */
+    mr_index index;              /* proposal's index (and term) */
+    mr_term term;
+    mr_index read_index;
+    uint64_t deadline;           /* loop time (ms) */
+    int attempts;
+    mr_node_id target;           /* transfer target, member id */
+};
+
+struct mr_node_held {
+    struct mr_queue link;
+    uint64_t seq;
+    struct mr_raft_msg *msgs;
+    size_t n;
+};
+
+/* A snapshot being streamed to one follower. */
+struct mr_node_snap_send {
+    struct mr_queue link;
+    mr_node_id to;
+    struct mr_store_snap_reader *reader;
+    mr_index index;
+    mr_term term;
+    uint64_t offset;
+    uint64_t size;
+};
+
+/* Recent change events for long-poll watches. */
+struct mr_node_event {
+    mr_index index;
+    char *json; /* one event object */
+    size_t len;
+    char *key;  /* its "key" field or NULL */
+};
+#define MR_NODE_EVENT_RING 4096
+
+struct mr_node {
+    const struct mr_node_options *o;
+    uv_loop_t loop;
+    char name[MR_NODE_NAME_MAX + 1];
+    mr_node_id id;
+    int exit_code;
+    int is_stopping;
+    int is_closed;
+
+    struct mr_raft raft;
+    int raft_ready;
+    struct mr_store *store;
+    struct mr_sm *sm;
+    struct mr_net net;
+    int net_ready;
+    struct mr_http_server http;
+    int http_ready;
+    struct mr_http_metrics metrics;
+
+    uv_timer_t tick;
+    uv_async_t store_async;
+    uv_signal_t sigint, sigterm;
+    unsigned handles_open;
+
+    /* Raft-facing state */
+    uint8_t role;
+    mr_node_id leader;
+    mr_term term;
+    mr_index last_queued;   /* last log index handed to storage */
+    uint64_t last_seq;      /* last storage op queued */
+    uint64_t done_seq;
+    mr_index persisted_reported;
+    struct mr_queue held;   /* struct mr_node_held, by seq */
+    int disk_error;
+    char disk_errmsg[MR_ERRMSG_SIZE];
+
+    /* State machine */
+    mr_index applied;
+    mr_term applied_term;
+    struct mr_rcbuf *applied_conf; /* encoded config as of `applied` */
+    struct mr_idem idem;
+    char hash[65];
+    mr_index hash_index;
+    int has_hash;
+
+    /* Operations */
+    uint64_t next_op_id;
+    struct mr_queue wait_leader; /* ops waiting for a leader to be known */
+    struct mr_queue proposals;   /* ops proposed here, by index */
+    struct mr_queue forwarded;   /* ops sent to the leader, awaiting reply */
+    struct mr_queue reads;       /* reads waiting for a read index */
+    struct mr_queue read_apply;  /* reads with an index, waiting for apply */
+    struct mr_queue transfers;   /* transfer ops waiting for the new leader */
+    struct mr_queue watches;     /* long-poll watches */
+
+    /* Snapshots */
+    mr_index snap_index;          /* newest durable snapshot */
+    struct mr_sm_snapjob job;
+    struct mr_store_snap_writer *snap_writer;
+    mr_index job_index;
+    mr_term job_term;
+    int job_running;
+    int snap_requested;
+    uv_work_t snap_work;
+    int snap_work_busy;
+    int snap_work_rc;
+    char snap_errmsg[MR_ERRMSG_SIZE];
+    struct mr_queue snap_sends;   /* struct mr_node_snap_send */
+    struct mr_store_snap_receiver *rx;
+    mr_index rx_index;
+    mr_term rx_term;
+    mr_node_id rx_from;
+    struct mr_raft_msg rx_msg;    /* the SNAPSHOT message to step once complete */
+    int rx_has_msg;
+    uint64_t snapshots_taken, snapshots_installed, snapshots_sent;
+
+    /* Membership / formation */
+    int is_bootstrapping;         /* bootstrap_expect: collecting members */
+    struct mr_node_member pending_members[16];
+    unsigned n_pending_members;
+    struct mr_queue pending_join_ops;
+    int needs_join;               /* empty data dir + join addresses */
+    uint64_t next_join_at;
+    int join_inflight;
+    uint64_t last_promote_try;
+    mr_index synced_config_index; /* peers match the core's config at this index */
+
+    /* Watch ring */
+    struct mr_node_event events[MR_NODE_EVENT_RING];
+    uint64_t events_head;         /* number of events ever stored */
+
+    /* Metrics */
+    struct mr_http_metric *m_term, *m_role, *m_commit, *m_applied, *m_lag, *m_proposals,
+        *m_reads, *m_elections, *m_snapshots, *m_wal_sync, *m_leader_changes,
+        *m_peers_up;
+    uint64_t last_sync_start_ms;
+
+    /* Helper Lua state with lua-cjson for validating and reading request JSON. */
+    void *json_L;
+};
+
+/* node.c */
+uint64_t mr_node_now(struct mr_node *n);
+/* Steps the core and does what the ready batch says. Returns the step's code. */
+int mr_node_step(struct mr_node *n, struct mr_raft_event *ev);
+int mr_node_propose(struct mr_node *n, struct mr_node_op *op);
+const char *mr_node_name_of(struct mr_node *n, mr_node_id id, char *buf, size_t len);
+int mr_node_find_member(struct mr_node *n, mr_node_id id, struct mr_node_member *out);
+void mr_node_request_stop(struct mr_node *n, int code);
+
+/* node_ops.c: operations and their answers */
+struct mr_node_op *mr_node_op_new(struct mr_node *n, int kind);
+void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op);
+/* Answers and frees the op. For status 200, `json` is the result and `index`
+ * its log index; otherwise `json` is a complete error body. */
+void mr_node_op_finish(struct mr_node_op *op, unsigned status, mr_index index,
+                       const char *json, size_t len, unsigned retry_after);
+void mr_node_op_fail(struct mr_node_op *op, unsigned status, const char *code,
+                     const char *message);
+void mr_node_ops_on_leader_change(struct mr_node *n);
+/* Entry `index` (of `term`) was applied with outcome `sm_status` (enum
+ * mr_sm_status); `text` is the result JSON (OK) or the error message, and
+ * `answer_index` the index reported to the client (the first application's,
+ * for an idempotent retry). */
+void mr_node_ops_on_applied(struct mr_node *n, mr_index index, mr_term term, int sm_status,
+                            const char *text, size_t len, mr_index answer_index);
+/* A membership change (or its failure) reached `index`. */
+void mr_node_ops_on_config_applied(struct mr_node *n, mr_index index, mr_term term);
+void mr_node_ops_on_read_states(struct mr_node *n, const struct mr_raft_read_state *rs,
+                                size_t n_rs);
+void mr_node_ops_check_reads(struct mr_node *n);
+void mr_node_ops_expire(struct mr_node *n);
+void mr_node_ops_cancel_all(struct mr_node *n);
+void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
+                        const uint8_t *data, size_t len);
+void mr_node_on_forward_reply(struct mr_net *net, mr_node_id from, uint64_t req_id,
+                              const uint8_t *data, size_t len);
+
+/* node_http.c */
+void mr_node_http_handler(void *data, struct mr_http_request *req);
+int mr_node_metrics_init(struct mr_node *n);
+
+/* node_json.c: a Lua state with lua-cjson used to validate and read JSON */
+int mr_node_json_init(struct mr_node *n);
+void mr_node_json_close(struct mr_node *n);
+/* 0 if valid JSON; else MR_EMALFORMED and errmsg says where. */
+int mr_node_json_check(struct mr_node *n, const char *s, size_t len, char *errmsg);
+/* Reads top-level string/boolean fields of a JSON object. Returns 0 or
+ * MR_EMALFORMED. Missing fields give "" / -1. */
+int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char *const *names,
+                        char (*out)[256], unsigned nfields, char *errmsg);
+
+/* node_snap.c */
+void mr_node_snap_maybe_start(struct mr_node *n, int force);
+void mr_node_snap_poll(struct mr_node *n);
+void mr_node_snap_send_start(struct mr_node *n, const struct mr_raft_msg *m);
+void mr_node_snap_send_pump(struct mr_node *n);
+void mr_node_snap_on_msg(struct mr_node *n, mr_node_id from, const struct mr_raft_msg *m);
+void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
+                               const struct mr_net_snapshot_chunk *chunk);
+int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term,
+                         struct mr_rcbuf *conf);
+/* Restores the state machine from a node snapshot payload file at path. */
+int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg);
+void mr_node_snap_close(struct mr_node *n);
+
+/* node_members.c */
+void mr_node_apply_config(struct mr_node *n, const void *data, size_t len, mr_index index);
+void mr_node_members_tick(struct mr_node *n);
+/* Adds transport peers for every server of the core's newest configuration. */
+void mr_node_members_sync(struct mr_node *n);
+int mr_node_members_bootstrap_static(struct mr_node *n);
+void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op);
+void mr_node_members_json(struct mr_node *n, struct mr_http_json *j);
+
+/* node_watch.c */
+void mr_node_watch_record(struct mr_node *n, mr_index index, const char *events,
+                          size_t len);
+void mr_node_watch_add(struct mr_node *n, struct mr_http_request *req);
+void mr_node_watch_notify(struct mr_node *n);
+void mr_node_watch_expire(struct mr_node *n, int all);
+void mr_node_watch_close(struct mr_node *n);
+
 #endif

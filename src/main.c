@@ -1,0 +1,146 @@
+/* moonraft: the command-line entry point.
+ *
+ *   moonraft [--config FILE] [flags]     run a node
+ *   moonraft console [host:port] ...     interactive Lua console over HTTP
+ *   moonraft data verify|dump DIR        inspect a data directory
+ *   moonraft --help | --version */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "console/console.h"
+#include "node/node.h"
+#include "storage/storage.h"
+
+static const char *level_name(int l)
+{
+    switch (l) {
+    case MR_CFG_LOG_DEBUG:
+        return "debug";
+    case MR_CFG_LOG_WARN:
+        return "warn";
+    case MR_CFG_LOG_ERROR:
+        return "error";
+    default:
+        return "info";
+    }
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "moonraft %s: a Raft node whose state machine is a Lua script\n\n"
+            "usage:\n"
+            "  moonraft --config conf/node1.lua [flags]   run a node\n"
+            "  moonraft [flags]                           run a node from flags alone\n"
+            "  moonraft console [host:port] [-e CODE | SCRIPT.lua]\n"
+            "                                             Lua console over the HTTP API\n"
+            "  moonraft data verify DIR                   check every checksum of a data dir\n"
+            "  moonraft data dump DIR                     print the log entries\n\n"
+            "node flags (override the config file):\n",
+            MR_VERSION);
+    mr_cfg_usage(out);
+}
+
+static int run_node(int argc, char **argv)
+{
+    struct mr_cfg cfg;
+    struct mr_node_options o;
+    struct mr_node_peer *peers = NULL;
+    char err[MR_ERRMSG_SIZE] = "";
+    size_t i;
+    int rv;
+
+    mr_cfg_defaults(&cfg);
+    rv = mr_cfg_parse_args(&cfg, argc, argv, err);
+    if (rv == 0 && cfg.is_help) {
+        usage(stdout);
+        mr_cfg_free(&cfg);
+        return 0;
+    }
+    if (rv == 0 && cfg.is_version) {
+        printf("moonraft %s\n", MR_VERSION);
+        mr_cfg_free(&cfg);
+        return 0;
+    }
+    if (rv == 0) rv = mr_cfg_validate(&cfg, err);
+    if (rv != 0) {
+        fprintf(stderr, "moonraft: configuration error: %s\n", err);
+        fprintf(stderr, "moonraft: run 'moonraft --help' for the flags\n");
+        mr_cfg_free(&cfg);
+        return MR_NODE_EXIT_CONFIG;
+    }
+    if (cfg.is_dump) {
+        mr_cfg_dump(stdout, &cfg);
+        mr_cfg_free(&cfg);
+        return 0;
+    }
+    memset(&o, 0, sizeof o);
+    o.name = cfg.id;
+    o.data_dir = cfg.data_dir;
+    o.raft_addr = cfg.raft_addr;
+    o.http_addr = cfg.http_addr;
+    o.state_machine = cfg.state_machine;
+    if (cfg.n_peers > 0) {
+        peers = calloc(cfg.n_peers, sizeof *peers);
+        if (peers == NULL) {
+            mr_cfg_free(&cfg);
+            return MR_NODE_EXIT_RUNTIME;
+        }
+        for (i = 0; i < cfg.n_peers; i++) {
+            peers[i].name = cfg.peers[i].id;
+            peers[i].raft_addr = cfg.peers[i].raft_addr;
+            peers[i].http_addr = cfg.peers[i].http_addr;
+        }
+    }
+    o.peers = peers;
+    o.n_peers = cfg.n_peers;
+    o.bootstrap_expect = cfg.bootstrap_expect > 0 ? (unsigned)cfg.bootstrap_expect : 0;
+    o.join = (const char *const *)cfg.join;
+    o.n_join = cfg.n_join;
+    o.heartbeat_ms = (unsigned)cfg.heartbeat_ms;
+    o.election_min_ms = (unsigned)cfg.election_timeout_min_ms;
+    o.election_max_ms = (unsigned)cfg.election_timeout_max_ms;
+    o.request_timeout_ms = (unsigned)cfg.request_timeout_ms;
+    o.snapshot_entries = cfg.snapshot_entries;
+    o.snapshot_trailing = cfg.snapshot_trailing;
+    o.max_body_bytes = (size_t)cfg.max_body_bytes;
+    o.max_header_bytes = (size_t)cfg.max_header_bytes;
+    o.http_idle_timeout_ms = (uint32_t)cfg.http_idle_timeout_ms;
+    o.max_connections = (uint32_t)cfg.max_connections;
+    o.max_append_entries = (unsigned)cfg.max_append_entries;
+    o.max_inflight = (unsigned)cfg.max_inflight;
+    o.lua_instruction_budget = cfg.lua_instruction_budget;
+    o.lua_memory_bytes = cfg.lua_memory_mb << 20;
+    o.wal_segment_bytes = (uint32_t)(cfg.wal_segment_mb << 20);
+    o.client_token = cfg.client_token;
+    o.admin_token = cfg.admin_token;
+    o.cluster_secret = cfg.cluster_secret;
+    o.pre_vote = cfg.pre_vote;
+    o.check_quorum = cfg.check_quorum;
+    o.lease_reads = cfg.lease_reads;
+    o.log_level = level_name(cfg.log_level);
+    o.unsafe_local_reads = getenv("MOONRAFT_UNSAFE_LOCAL_READS") != NULL;
+    rv = mr_node_run(&o);
+    free(peers);
+    mr_cfg_free(&cfg);
+    return rv;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "console") == 0) return mr_console_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "data") == 0) {
+        if (argc < 3) {
+            fprintf(stderr, "usage: moonraft data verify|dump DIR\n");
+            return 2;
+        }
+        return mr_store_tool_main(argc - 2, argv + 2, stdout, stderr);
+    }
+    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    return run_node(argc, argv);
+}

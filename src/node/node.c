@@ -1,0 +1,753 @@
+/* node: lifecycle, the ready/step cycle, persistence ordering and apply.
+ *
+ * One libuv loop runs everything except the WAL writer thread (storage) and
+ * the forked snapshot child (sm). Every input (tick, peer message, storage
+ * progress, client request) ends in mr_node_step(), which feeds the Raft core
+ * and then does what the ready batch asks, in the order raft.h prescribes. */
+#include "node/node_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+uint64_t mr_node_now(struct mr_node *n) { return uv_now(&n->loop); }
+
+static uint64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+int mr_node_find_member(struct mr_node *n, mr_node_id id, struct mr_node_member *out)
+{
+    struct mr_raft_status st;
+    const struct mr_raft_server *s;
+    mr_raft_status(&n->raft, &st);
+    s = st.config ? mr_raft_config_get(st.config, id) : NULL;
+    if (s == NULL) return MR_ENOTFOUND;
+    mr_node_member_parse(out, s->id, s->role, s->context);
+    return 0;
+}
+
+const char *mr_node_name_of(struct mr_node *n, mr_node_id id, char *buf, size_t len)
+{
+    struct mr_node_member m;
+    if (id == 0) return NULL;
+    if (id == n->id) {
+        snprintf(buf, len, "%s", n->name);
+    } else if (mr_node_find_member(n, id, &m) == 0 && m.name[0]) {
+        snprintf(buf, len, "%s", m.name);
+    } else {
+        snprintf(buf, len, "%016llx", (unsigned long long)id);
+    }
+    return buf;
+}
+
+void mr_node_request_stop(struct mr_node *n, int code)
+{
+    if (n->is_stopping) return;
+    n->exit_code = code;
+    n->is_stopping = 1;
+    uv_stop(&n->loop);
+}
+
+/* ---- tracer: the core's reasons go to the debug log --------------------------- */
+static void trace_cb(void *data, mr_node_id id, const char *line)
+{
+    (void)data;
+    (void)id;
+    mr_node_log(MR_LOG_DEBUG, "raft: %s", line);
+}
+
+/* ---- sending ----------------------------------------------------------------- */
+static void send_msg(struct mr_node *n, const struct mr_raft_msg *m)
+{
+    int rv;
+    if (m->type == MR_RAFT_MSG_SNAPSHOT) {
+        mr_node_snap_send_start(n, m);
+        return;
+    }
+    rv = mr_net_send_raft(&n->net, m->to, m);
+    if (rv != 0 && rv != MR_EBUSY && rv != MR_EUNAVAIL) {
+        char nb[32];
+        LOGD("send %s to %s failed: %s", mr_raft_msg_name(m->type),
+             mr_node_name_of(n, m->to, nb, sizeof nb), mr_strerror(rv));
+    }
+}
+
+static void release_held(struct mr_node *n, int send)
+{
+    while (!mr_queue_empty(&n->held)) {
+        struct mr_node_held *h = MR_CONTAINER_OF(n->held.next, struct mr_node_held, link);
+        size_t i;
+        if (send && h->seq > n->done_seq) break;
+        mr_queue_remove(&h->link);
+        for (i = 0; i < h->n; i++) {
+            if (send) send_msg(n, &h->msgs[i]);
+            mr_raft_msg_release(&h->msgs[i]);
+        }
+        mr_free(h->msgs);
+        mr_free(h);
+    }
+}
+
+/* ---- disk failure ------------------------------------------------------------ */
+static void disk_failed(struct mr_node *n, int rv, const char *what)
+{
+    if (n->disk_error) return;
+    n->disk_error = rv;
+    if (n->store != NULL) mr_store_status(n->store, n->disk_errmsg);
+    if (n->disk_errmsg[0] == '\0') snprintf(n->disk_errmsg, sizeof n->disk_errmsg, "%s", mr_strerror(rv));
+    LOGE("disk failure (%s): %s; this node stops accepting writes", what, n->disk_errmsg);
+}
+
+/* ---- apply ------------------------------------------------------------------- */
+static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
+{
+    struct mr_node_entry ne;
+    struct mr_sm_result res;
+    struct mr_sm_ctx ctx;
+    const struct mr_idem_rec *rec;
+    int rv;
+
+    memset(&res, 0, sizeof res);
+    if (e->data == NULL || mr_node_entry_decode(e->data->data, e->data->len, &ne) != 0) {
+        /* Same bytes on every node, so the same outcome everywhere. */
+        static const char msg[] = "malformed log entry payload";
+        LOGW("entry %llu: %s", (unsigned long long)e->index, msg);
+        mr_node_ops_on_applied(n, e->index, e->term, MR_SM_SCRIPT_ERROR, msg, sizeof msg - 1,
+                               e->index);
+        return;
+    }
+    if (ne.key_len > 0 && (rec = mr_idem_get(&n->idem, ne.key, ne.key_len)) != NULL) {
+        /* A retry of a command already applied: answer what the first one got. */
+        mr_node_ops_on_applied(n, e->index, e->term, rec->status, rec->result,
+                               rec->result_len, rec->index);
+        return;
+    }
+    ctx.index = e->index;
+    ctx.term = e->term;
+    ctx.time_ms = (int64_t)ne.time_ms;
+    rv = mr_sm_apply(n->sm, &ctx, ne.cmd, ne.cmd_len, &res);
+    if (rv != 0) {
+        LOGE("state machine host failed at entry %llu: %s; stopping to avoid divergence",
+             (unsigned long long)e->index, mr_strerror(rv));
+        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+        mr_sm_result_free(&res);
+        return;
+    }
+    {
+        const char *text = res.status == MR_SM_OK ? res.json : res.error;
+        size_t len = res.status == MR_SM_OK ? res.json_len : (res.error ? strlen(res.error) : 0);
+        if (text == NULL) {
+            text = "";
+            len = 0;
+        }
+        if (res.status != MR_SM_OK && res.traceback != NULL) {
+            LOGD("entry %llu: script %s: %s", (unsigned long long)e->index,
+                 mr_sm_status_name(res.status), res.traceback);
+        }
+        if (ne.key_len > 0) {
+            rv = mr_idem_put(&n->idem, ne.key, ne.key_len, e->index, res.status, text, len);
+            if (rv == MR_ENOMEM) {
+                LOGE("out of memory recording an idempotency key; stopping");
+                mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+            }
+        }
+        if (res.events != NULL) mr_node_watch_record(n, e->index, res.events, res.events_len);
+        mr_node_ops_on_applied(n, e->index, e->term, res.status, text, len, e->index);
+    }
+    mr_sm_result_free(&res);
+}
+
+static void apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count)
+{
+    size_t i;
+    for (i = 0; i < count && !n->is_stopping; i++) {
+        const struct mr_raft_entry *e = &es[i];
+        if (e->index <= n->applied) continue;
+        switch (e->type) {
+        case MR_RAFT_ENTRY_NORMAL:
+            apply_normal(n, e);
+            break;
+        case MR_RAFT_ENTRY_CONFIG:
+            if (e->data != NULL) mr_node_apply_config(n, e->data->data, e->data->len, e->index);
+            mr_node_ops_on_config_applied(n, e->index, e->term);
+            break;
+        default: /* NOOP */
+            break;
+        }
+        n->applied = e->index;
+        n->applied_term = e->term;
+        mr_idem_expire(&n->idem, n->applied);
+    }
+    if (count > 0) {
+        mr_node_ops_check_reads(n);
+        mr_node_watch_notify(n);
+        mr_node_snap_maybe_start(n, 0);
+    }
+}
+
+/* ---- the ready cycle ---------------------------------------------------------- */
+static void on_soft_state(struct mr_node *n, uint8_t state, mr_node_id leader)
+{
+    char nb[32];
+    int leader_changed = leader != n->leader;
+    if (state != n->role) {
+        if (state == MR_RAFT_LEADER) {
+            LOGI("became leader for term %llu", (unsigned long long)n->raft.term);
+            if (n->m_elections) mr_http_metric_add(n->m_elections, 1);
+        } else if (n->role == MR_RAFT_LEADER) {
+            LOGI("stepped down from leader (term %llu)", (unsigned long long)n->raft.term);
+        } else if (state == MR_RAFT_CANDIDATE) {
+            LOGI("starting an election for term %llu", (unsigned long long)n->raft.term);
+        }
+    }
+    if (leader_changed) {
+        if (leader != 0) {
+            LOGI("leader is now %s (term %llu)", mr_node_name_of(n, leader, nb, sizeof nb),
+                 (unsigned long long)n->raft.term);
+        } else if (n->leader != 0) {
+            LOGI("lost contact with leader %s", mr_node_name_of(n, n->leader, nb, sizeof nb));
+        }
+        if (n->m_leader_changes) mr_http_metric_add(n->m_leader_changes, 1);
+    }
+    n->role = state;
+    n->leader = leader;
+    if (leader_changed || state != MR_RAFT_LEADER) mr_node_ops_on_leader_change(n);
+}
+
+static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
+                         struct mr_raft_event *deferred, int *n_deferred)
+{
+    size_t i;
+    int rv;
+    uint64_t seq;
+
+    if (rd->flags & MR_RAFT_READY_SNAPSHOT) {
+        rv = mr_node_snap_install(n, rd->snap_index, rd->snap_term, rd->snap_config);
+        if (rv == 0) {
+            memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
+            deferred[*n_deferred].type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED;
+            deferred[*n_deferred].index = rd->snap_index;
+            deferred[*n_deferred].term = rd->snap_term;
+            (*n_deferred)++;
+        }
+    }
+    if ((rd->flags & MR_RAFT_READY_ENTRIES) && rd->n_entries > 0 && !n->disk_error) {
+        mr_index first = rd->entries[0].index;
+        if (first <= n->last_queued) {
+            rv = mr_store_truncate(n->store, first, &seq);
+            if (rv != 0) disk_failed(n, rv, "truncate");
+            else n->last_seq = seq;
+        }
+        if (!n->disk_error) {
+            rv = mr_store_append(n->store, rd->entries, rd->n_entries, &seq);
+            if (rv != 0) {
+                disk_failed(n, rv, "append");
+            } else {
+                n->last_seq = seq;
+                n->last_queued = rd->entries[rd->n_entries - 1].index;
+                if (n->last_sync_start_ms == 0) n->last_sync_start_ms = mr_node_now(n);
+            }
+        }
+    }
+    if ((rd->flags & MR_RAFT_READY_HARD_STATE) && !n->disk_error) {
+        rv = mr_store_save_hard_state(n->store, rd->term, rd->vote, &seq);
+        if (rv != 0) disk_failed(n, rv, "save term and vote");
+        else n->last_seq = seq;
+    }
+    for (i = 0; i < rd->n_msgs; i++) send_msg(n, &rd->msgs[i]);
+    if (rd->n_msgs_after > 0) {
+        if (n->disk_error) {
+            /* Nothing of ours is durable any more: promise nothing. */
+        } else if (n->last_seq <= n->done_seq && mr_queue_empty(&n->held)) {
+            for (i = 0; i < rd->n_msgs_after; i++) send_msg(n, &rd->msgs_after[i]);
+        } else {
+            struct mr_node_held *h = mr_malloc(sizeof *h);
+            if (h != NULL) {
+                h->seq = n->last_seq;
+                h->msgs = rd->msgs_after;
+                h->n = rd->n_msgs_after;
+                rd->msgs_after = NULL;
+                rd->n_msgs_after = 0;
+                mr_queue_push_tail(&n->held, &h->link);
+            } /* else: dropped; Raft retries */
+        }
+    }
+    if (rd->flags & MR_RAFT_READY_SOFT_STATE) on_soft_state(n, rd->state, rd->leader);
+    if (rd->n_committed > 0) apply_entries(n, rd->committed, rd->n_committed);
+    if (rd->n_reads > 0) mr_node_ops_on_read_states(n, rd->reads, rd->n_reads);
+}
+
+int mr_node_step(struct mr_node *n, struct mr_raft_event *ev)
+{
+    struct mr_raft_event deferred[4];
+    int n_deferred = 0, i, rv;
+    struct mr_raft_ready rd;
+
+    memset(&rd, 0, sizeof rd);
+    rv = mr_raft_step(&n->raft, ev, &rd);
+    handle_ready(n, &rd, deferred, &n_deferred);
+    mr_raft_ready_release(&rd);
+    for (i = 0; i < n_deferred; i++) {
+        memset(&rd, 0, sizeof rd);
+        mr_raft_step(&n->raft, &deferred[i], &rd);
+        handle_ready(n, &rd, deferred, &n_deferred); /* installs never chain */
+        mr_raft_ready_release(&rd);
+    }
+    if (n->net_ready) mr_node_members_sync(n);
+    return rv;
+}
+
+/* Proposes op->body as a command. Fills op->index/term. */
+int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
+{
+    struct mr_raft_event ev;
+    struct mr_rcbuf *payload;
+    int rv;
+    if (n->disk_error) return MR_EDISKFAIL;
+    payload = mr_node_entry_encode(wall_ms(), op->key, op->key_len, op->body, op->body_len);
+    if (payload == NULL) return MR_ENOMEM;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_PROPOSE;
+    ev.entry_type = MR_RAFT_ENTRY_NORMAL;
+    ev.data = payload;
+    rv = mr_node_step(n, &ev);
+    mr_rcbuf_unref(payload);
+    if (rv == 0) {
+        op->index = ev.out_index;
+        op->term = ev.out_term;
+        if (n->m_proposals) mr_http_metric_add(n->m_proposals, 1);
+    }
+    return rv;
+}
+
+/* ---- callbacks ---------------------------------------------------------------- */
+static void on_tick(uv_timer_t *t)
+{
+    struct mr_node *n = t->data;
+    struct mr_raft_event ev;
+    static unsigned count;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_TICK;
+    mr_node_step(n, &ev);
+    mr_node_snap_send_pump(n);
+    if ((++count % 5) == 0) {
+        mr_node_ops_expire(n);
+        mr_node_watch_expire(n, 0);
+        mr_node_snap_poll(n);
+        mr_node_members_tick(n);
+    }
+}
+
+static void on_store_async(uv_async_t *a)
+{
+    struct mr_node *n = a->data;
+    struct mr_store_progress p;
+    int rv = mr_store_poll(n->store, &p);
+    if (rv != 0 && !n->disk_error) disk_failed(n, rv, "write-ahead log");
+    if (p.done_seq > n->done_seq) {
+        n->done_seq = p.done_seq;
+        if (n->m_wal_sync && n->last_sync_start_ms) {
+            mr_http_metric_observe(n->m_wal_sync,
+                                   (double)(mr_node_now(n) - n->last_sync_start_ms) / 1000.0);
+            n->last_sync_start_ms = n->done_seq < n->last_seq ? mr_node_now(n) : 0;
+        }
+    }
+    if (!n->disk_error) release_held(n, 1);
+    if (p.persisted_index > n->persisted_reported ||
+        (p.persisted_index < n->persisted_reported && p.persisted_index > 0)) {
+        struct mr_raft_event ev;
+        n->persisted_reported = p.persisted_index;
+        memset(&ev, 0, sizeof ev);
+        ev.type = MR_RAFT_EVENT_PERSISTED;
+        ev.index = p.persisted_index;
+        ev.term = p.persisted_term;
+        mr_node_step(n, &ev);
+    }
+}
+
+static void store_notify(void *arg)
+{
+    struct mr_node *n = arg;
+    uv_async_send(&n->store_async);
+}
+
+static void on_raft_msg(struct mr_net *net, mr_node_id from, const struct mr_raft_msg *msg)
+{
+    struct mr_node *n = net->data;
+    struct mr_raft_event ev;
+    if (n->is_stopping) return;
+    if (msg->type == MR_RAFT_MSG_SNAPSHOT) {
+        mr_node_snap_on_msg(n, from, msg);
+        return;
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_RECEIVE;
+    ev.msg = msg;
+    mr_node_step(n, &ev);
+}
+
+static void on_net_event(struct mr_net *net, const struct mr_net_event *e)
+{
+    struct mr_node *n = net->data;
+    const char *who = e->peer_name[0] ? e->peer_name : e->addr;
+    switch (e->type) {
+    case MR_NET_EV_UP:
+        LOGI("peer %s connected (%s, %s)", who, e->addr, e->is_inbound ? "inbound" : "outbound");
+        break;
+    case MR_NET_EV_DOWN:
+        LOGI("peer %s disconnected: %s", who, e->reason);
+        if (!e->is_inbound && e->peer_id) {
+            struct mr_raft_event ev;
+            memset(&ev, 0, sizeof ev);
+            ev.type = MR_RAFT_EVENT_REPORT_UNREACHABLE;
+            ev.node = e->peer_id;
+            mr_node_step(n, &ev);
+        }
+        break;
+    case MR_NET_EV_FAILED:
+        /* Repeated connection failures are normal while a peer is down: log
+         * the first and then every 20th. */
+        if (e->attempt <= 1 || e->attempt % 20 == 0)
+            LOGI("cannot reach peer %s (%s): %s; retrying in %llu ms", who, e->addr, e->reason,
+                 (unsigned long long)e->retry_in_ms);
+        break;
+    case MR_NET_EV_REFUSED:
+        LOGW("peer connection %s refused: %s", who, e->reason);
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct mr_node *n = s->data;
+    LOGI("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    mr_node_request_stop(n, MR_NODE_EXIT_OK);
+}
+
+/* ---- start and stop ----------------------------------------------------------- */
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct mr_node *n = h->data;
+    n->handles_open--;
+}
+
+static void on_http_closed(struct mr_http_server *srv)
+{
+    (void)srv;
+}
+
+static void on_net_closed(struct mr_net *net)
+{
+    (void)net;
+}
+
+static int fail(struct mr_node *n, int code, const char *fmt, const char *detail)
+{
+    LOGE(fmt, detail);
+    n->exit_code = code;
+    return code;
+}
+
+static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
+{
+    struct mr_store_options so;
+    char err[MR_ERRMSG_SIZE] = "";
+    int rv;
+    memset(&so, 0, sizeof so);
+    so.data_dir = n->o->data_dir;
+    so.segment_size = n->o->wal_segment_bytes;
+    so.node_id = n->id;
+    so.notify = store_notify;
+    so.notify_arg = n;
+    rv = mr_store_open(&n->store, &so, rec, err);
+    if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged: %s", err);
+    if (rv == MR_ECONFIG) return fail(n, MR_NODE_EXIT_CONFIG, "data directory belongs to another node: %s", err);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot open the data directory: %s", err);
+    if (rec->note[0]) LOGW("storage recovery: %s", rec->note);
+    LOGI("recovered: term %llu, log %llu..%llu, snapshot at %llu",
+         (unsigned long long)rec->term, (unsigned long long)rec->first_index,
+         (unsigned long long)rec->last_index, (unsigned long long)rec->snap_index);
+    return 0;
+}
+
+static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
+{
+    struct mr_raft_options ro;
+    char err[MR_ERRMSG_SIZE] = "";
+    unsigned hb = n->o->heartbeat_ms, emin = n->o->election_min_ms, emax = n->o->election_max_ms;
+    int rv, has_state;
+
+    mr_raft_options_default(&ro, n->id);
+    ro.heartbeat_ticks = (hb + MR_NODE_TICK_MS - 1) / MR_NODE_TICK_MS;
+    ro.election_min_ticks = emin / MR_NODE_TICK_MS;
+    ro.election_max_ticks = emax / MR_NODE_TICK_MS;
+    if (ro.heartbeat_ticks < 1) ro.heartbeat_ticks = 1;
+    if (ro.election_min_ticks <= ro.heartbeat_ticks) ro.election_min_ticks = ro.heartbeat_ticks + 1;
+    if (ro.election_max_ticks <= ro.election_min_ticks) ro.election_max_ticks = ro.election_min_ticks + 1;
+    if (n->o->max_append_entries) ro.max_append_entries = n->o->max_append_entries;
+    if (n->o->max_inflight) ro.max_inflight = n->o->max_inflight;
+    ro.snapshot_trailing = (unsigned)n->o->snapshot_trailing;
+    if (n->o->pre_vote >= 0) ro.pre_vote = (uint8_t)n->o->pre_vote;
+    if (n->o->check_quorum >= 0) ro.check_quorum = (uint8_t)n->o->check_quorum;
+    ro.lease_reads = (uint8_t)(n->o->lease_reads && ro.check_quorum);
+    ro.seed = n->id ^ wall_ms();
+    ro.tracer.data = n;
+    ro.tracer.emit_cb = trace_cb;
+    rv = mr_raft_init(&n->raft, &ro);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_CONFIG, "invalid Raft options: %s", mr_strerror(rv));
+    n->raft_ready = 1;
+
+    has_state = rec->term > 0 || rec->n_entries > 0 || rec->has_snapshot;
+    if (has_state) {
+        struct mr_raft_persisted p;
+        memset(&p, 0, sizeof p);
+        p.term = rec->term;
+        p.vote = rec->vote;
+        if (rec->has_snapshot) {
+            p.snap_index = rec->snap_index;
+            p.snap_term = rec->snap_term;
+            p.snap_config = rec->snap_conf;
+        }
+        p.entries = rec->entries;
+        p.n_entries = rec->n_entries;
+        rv = mr_raft_load(&n->raft, &p, err);
+        if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot load the log: %s", err);
+        n->last_queued = rec->last_index;
+        n->persisted_reported = rec->last_index;
+        if (rec->has_snapshot) {
+            n->snap_index = rec->snap_index;
+            n->applied = rec->snap_index;
+            n->applied_term = rec->snap_term;
+            n->applied_conf = mr_rcbuf_ref(rec->snap_conf);
+            rv = mr_node_snap_restore_newest(n, err);
+            if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot restore the snapshot: %s", err);
+            if (rec->snap_conf)
+                mr_node_apply_config(n, rec->snap_conf->data, rec->snap_conf->len, rec->snap_index);
+        }
+        /* Peers from the newest configuration in the log. */
+        {
+            struct mr_raft_status st;
+            unsigned i;
+            mr_raft_status(&n->raft, &st);
+            for (i = 0; st.config && i < st.config->n; i++) {
+                struct mr_node_member m;
+                mr_node_member_parse(&m, st.config->servers[i].id, st.config->servers[i].role,
+                                     st.config->servers[i].context);
+                if (m.id != n->id && m.raft_addr[0]) mr_net_set_peer(&n->net, m.id, m.raft_addr);
+            }
+        }
+        /* The previous run answered PERSISTED for everything recovered. */
+        {
+            struct mr_raft_event ev;
+            memset(&ev, 0, sizeof ev);
+            ev.type = MR_RAFT_EVENT_PERSISTED;
+            ev.index = rec->last_index;
+            ev.term = rec->last_term;
+            mr_node_step(n, &ev);
+        }
+        return 0;
+    }
+    /* A fresh data directory. */
+    if (n->o->n_peers > 0) return mr_node_members_bootstrap_static(n);
+    if (n->o->bootstrap_expect > 0) {
+        n->is_bootstrapping = 1;
+        if (n->o->bootstrap_expect == 1) return mr_node_members_bootstrap_static(n);
+        LOGI("waiting for %u members to join before bootstrapping the cluster",
+             n->o->bootstrap_expect);
+        return 0;
+    }
+    if (n->o->n_join > 0) {
+        n->needs_join = 1;
+        LOGI("empty data directory: joining the cluster through %s", n->o->join[0]);
+        return 0;
+    }
+    return fail(n, MR_NODE_EXIT_CONFIG, "%s",
+                "empty data directory and no way to form a cluster: give peers, "
+                "bootstrap_expect or join");
+}
+
+static int start_net(struct mr_node *n)
+{
+    struct mr_net_options no;
+    struct mr_net_callbacks cb;
+    int rv;
+    memset(&no, 0, sizeof no);
+    memset(&cb, 0, sizeof cb);
+    no.self_id = n->id;
+    no.self_name = n->name;
+    no.cluster_id = n->o->cluster_id && n->o->cluster_id[0] ? n->o->cluster_id : "moonraft";
+    no.secret = n->o->cluster_secret;
+    no.listen_addr = n->o->raft_addr;
+    no.backoff_min_ms = 20;
+    no.backoff_max_ms = 1000;
+    no.connect_timeout_ms = 1000;
+    cb.on_raft_msg = on_raft_msg;
+    cb.on_forward = mr_node_on_forward;
+    cb.on_forward_reply = mr_node_on_forward_reply;
+    cb.on_snapshot_chunk = mr_node_on_snapshot_chunk;
+    cb.on_event = on_net_event;
+    rv = mr_net_init(&n->net, &n->loop, &no, &cb, n);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_CONFIG, "peer transport: %s", mr_net_errmsg(&n->net));
+    n->net_ready = 1;
+    rv = mr_net_listen(&n->net);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen on the peer port: %s", mr_net_errmsg(&n->net));
+    LOGI("peer port listening on %s", n->o->raft_addr);
+    return 0;
+}
+
+static int start_http(struct mr_node *n)
+{
+    struct mr_http_options ho;
+    char err[MR_ERRMSG_SIZE] = "";
+    int rv;
+    memset(&ho, 0, sizeof ho);
+    ho.max_body_bytes = n->o->max_body_bytes;
+    ho.max_header_bytes = n->o->max_header_bytes;
+    ho.idle_timeout_ms = n->o->http_idle_timeout_ms;
+    ho.max_connections = n->o->max_connections;
+    ho.metrics = &n->metrics;
+    rv = mr_http_server_init(&n->http, &n->loop, &ho, mr_node_http_handler, n);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "http server: %s", mr_strerror(rv));
+    n->http_ready = 1;
+    rv = mr_http_server_listen(&n->http, n->o->http_addr, err);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen for HTTP: %s", err);
+    LOGI("HTTP API listening on %s", n->o->http_addr);
+    return 0;
+}
+
+static void init_handles(struct mr_node *n)
+{
+    uv_timer_init(&n->loop, &n->tick);
+    n->tick.data = n;
+    uv_async_init(&n->loop, &n->store_async, on_store_async);
+    n->store_async.data = n;
+    uv_signal_init(&n->loop, &n->sigint);
+    n->sigint.data = n;
+    uv_signal_init(&n->loop, &n->sigterm);
+    n->sigterm.data = n;
+    n->handles_open = 4;
+}
+
+static void close_handles(struct mr_node *n)
+{
+    uv_close((uv_handle_t *)&n->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&n->store_async, on_handle_closed);
+    uv_close((uv_handle_t *)&n->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&n->sigterm, on_handle_closed);
+}
+
+static void shutdown_node(struct mr_node *n)
+{
+    /* Answer what is in flight, stop taking traffic, sync the log. */
+    mr_node_ops_cancel_all(n);
+    mr_node_watch_close(n);
+    mr_node_snap_close(n);
+    if (n->http_ready) mr_http_server_close(&n->http, on_http_closed);
+    if (n->net_ready) mr_net_close(&n->net, on_net_closed);
+    close_handles(n);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    release_held(n, 0);
+    if (n->store != NULL) {
+        mr_store_close(n->store); /* drains: everything queued is written and synced */
+        n->store = NULL;
+    }
+    if (n->raft_ready) mr_raft_close(&n->raft);
+    if (n->sm != NULL) mr_sm_close(n->sm);
+    mr_rcbuf_unref(n->applied_conf);
+    mr_idem_close(&n->idem);
+    mr_node_json_close(n);
+    mr_http_metrics_close(&n->metrics);
+    if (uv_loop_close(&n->loop) != 0) LOGW("event loop closed with handles still open");
+}
+
+int mr_node_run(const struct mr_node_options *o)
+{
+    struct mr_node *n;
+    struct mr_store_recovered rec;
+    struct mr_sm_options smo;
+    char err[MR_ERRMSG_SIZE] = "";
+    int rv, code;
+
+    n = mr_calloc(1, sizeof *n);
+    if (n == NULL) return MR_NODE_EXIT_RUNTIME;
+    memset(&rec, 0, sizeof rec);
+    n->o = o;
+    snprintf(n->name, sizeof n->name, "%s", o->name);
+    n->id = mr_node_id_from_name(o->name);
+    mr_node_log_setup(o->name, mr_node_log_level_parse(o->log_level ? o->log_level : "info"));
+    mr_queue_init(&n->held);
+    mr_queue_init(&n->wait_leader);
+    mr_queue_init(&n->proposals);
+    mr_queue_init(&n->forwarded);
+    mr_queue_init(&n->reads);
+    mr_queue_init(&n->read_apply);
+    mr_queue_init(&n->transfers);
+    mr_queue_init(&n->watches);
+    mr_queue_init(&n->snap_sends);
+    mr_queue_init(&n->pending_join_ops);
+    mr_http_metrics_init(&n->metrics);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (uv_loop_init(&n->loop) != 0) {
+        mr_free(n);
+        return MR_NODE_EXIT_RUNTIME;
+    }
+    init_handles(n);
+    LOGI("moonraft %s starting: data %s, peer port %s, HTTP %s", MR_VERSION, o->data_dir,
+         o->raft_addr, o->http_addr);
+
+    rv = mr_idem_init(&n->idem, o->idempotency_window ? o->idempotency_window : 100000);
+    if (rv == 0) rv = mr_node_json_init(n);
+    if (rv != 0) {
+        fail(n, MR_NODE_EXIT_RUNTIME, "%s", "out of memory");
+        goto out;
+    }
+    mr_node_metrics_init(n);
+
+    memset(&smo, 0, sizeof smo);
+    smo.script_path = o->state_machine ? o->state_machine : "lua/kv.lua";
+    smo.instruction_budget = o->lua_instruction_budget;
+    smo.memory_limit_bytes = o->lua_memory_bytes;
+    rv = mr_sm_open(&n->sm, &smo, err);
+    if (rv != 0) {
+        fail(n, MR_NODE_EXIT_CONFIG, "state machine script: %s", err);
+        goto out;
+    }
+    LOGI("state machine %s loaded", smo.script_path);
+
+    if (start_storage(n, &rec) != 0) goto out;
+    if (start_net(n) != 0) goto out;
+    if (start_raft(n, &rec) != 0) goto out;
+    mr_store_recovered_release(&rec);
+    if (start_http(n) != 0) goto out;
+
+    uv_timer_start(&n->tick, on_tick, MR_NODE_TICK_MS, MR_NODE_TICK_MS);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    {
+        struct mr_raft_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = MR_RAFT_EVENT_NONE;
+        mr_node_step(n, &ev);
+    }
+    LOGI("node %s ready", n->name);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+out:
+    mr_store_recovered_release(&rec);
+    shutdown_node(n);
+    code = n->exit_code;
+    LOGI("stopped (exit code %d)", code);
+    mr_free(n);
+    return code;
+}

@@ -1,0 +1,631 @@
+/* node_ops: client operations from submission to answer.
+ *
+ * An op comes from an HTTP request on this node or from a follower's FORWARD
+ * frame. Writes (commands, membership, transfer) run on the leader: a
+ * follower forwards them over the peer connection and relays the answer (no
+ * HTTP redirect). Reads use ReadIndex through the core on whichever node got
+ * them. An op waits in exactly one queue of the node; every queue has a
+ * deadline, after which the client gets 503 no_leader (nothing was proposed)
+ * or 504 timeout (proposed: the outcome is unknown).
+ *
+ * Forwarded request payload: u8 kind | u8 flags | u16 key_len | u32 target_len
+ *   | key | target name | body. Reply: u16 status | u64 index | body. */
+#include "node/node_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define FWD_HDR 8
+#define REPLY_HDR 10
+
+static unsigned timeout_ms(struct mr_node *n)
+{
+    return n->o->request_timeout_ms ? n->o->request_timeout_ms : 5000;
+}
+
+struct mr_node_op *mr_node_op_new(struct mr_node *n, int kind)
+{
+    struct mr_node_op *op = mr_calloc(1, sizeof *op);
+    if (op == NULL) return NULL;
+    op->node = n;
+    op->kind = kind;
+    op->id = ++n->next_op_id;
+    op->deadline = mr_node_now(n) + timeout_ms(n);
+    mr_queue_init(&op->link);
+    return op;
+}
+
+static void op_free(struct mr_node_op *op)
+{
+    mr_queue_remove(&op->link);
+    mr_free(op->body);
+    mr_free(op);
+}
+
+static void leader_name(struct mr_node *n, char *buf, size_t len, const char **out)
+{
+    *out = n->leader ? mr_node_name_of(n, n->leader, buf, len) : NULL;
+}
+
+/* Shapes a successful result for the client. */
+static void shape_ok(struct mr_node_op *op, struct mr_http_buf *b, unsigned *status,
+                     mr_index index, const char *json, size_t len)
+{
+    struct mr_http_json j;
+    mr_http_json_init(&j, b);
+    switch (op->shape) {
+    case SHAPE_KV_GET:
+        /* kv.lua answers {"value":v}; null means absent. */
+        if (len >= 14 && strncmp(json, "{\"value\":null}", 14) == 0) {
+            char msg[600];
+            *status = 404;
+            snprintf(msg, sizeof msg, "no such key: %s", op->kv_key);
+            mr_http_error_body(b, "not_found", msg, NULL);
+            return;
+        }
+        mr_http_json_obj_begin(&j);
+        mr_http_json_key(&j, "key");
+        mr_http_json_str(&j, op->kv_key);
+        mr_http_json_key(&j, "index");
+        mr_http_json_uint(&j, index);
+        if (len > 2 && json[0] == '{') {
+            /* splice the result object's fields in: exact, no re-encoding */
+            mr_http_buf_puts(b, ",");
+            mr_http_buf_append(b, json + 1, len - 1);
+        } else {
+            mr_http_json_key(&j, "result");
+            mr_http_json_raw(&j, json, len);
+            mr_http_json_obj_end(&j);
+        }
+        return;
+    case SHAPE_KV_WRITE:
+        mr_http_json_obj_begin(&j);
+        mr_http_json_key(&j, "key");
+        mr_http_json_str(&j, op->kv_key);
+        mr_http_json_key(&j, "result");
+        mr_http_json_raw(&j, json, len);
+        mr_http_json_key(&j, "index");
+        mr_http_json_uint(&j, index);
+        mr_http_json_obj_end(&j);
+        return;
+    case SHAPE_RAW:
+        mr_http_buf_append(b, json, len);
+        return;
+    default:
+        mr_http_json_obj_begin(&j);
+        mr_http_json_key(&j, "result");
+        mr_http_json_raw(&j, json, len);
+        mr_http_json_key(&j, "index");
+        mr_http_json_uint(&j, index);
+        mr_http_json_obj_end(&j);
+        return;
+    }
+}
+
+void mr_node_op_finish(struct mr_node_op *op, unsigned status, mr_index index,
+                       const char *json, size_t len, unsigned retry_after)
+{
+    struct mr_node *n = op->node;
+    struct mr_http_buf b;
+    mr_queue_remove(&op->link);
+    mr_http_buf_init(&b);
+    if (op->req != NULL) {
+        if (status == 200) {
+            shape_ok(op, &b, &status, index, json, len);
+        } else {
+            mr_http_buf_append(&b, json, len);
+        }
+        if (b.is_oom) {
+            mr_http_respond_error(op->req, 500, "no_memory", "out of memory", NULL, 0);
+        } else if (retry_after > 0) {
+            char hdr[64];
+            snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", retry_after);
+            mr_http_respond(op->req, status, "application/json", hdr, b.data, b.len);
+        } else {
+            mr_http_respond_json(op->req, status, b.data ? b.data : "", b.len);
+        }
+    } else if (op->fwd_from != 0) {
+        unsigned char hdr[REPLY_HDR];
+        hdr[0] = (unsigned char)(status & 0xff);
+        hdr[1] = (unsigned char)(status >> 8);
+        mr_put_u64(hdr + 2, index);
+        mr_http_buf_append(&b, hdr, sizeof hdr);
+        mr_http_buf_append(&b, json, len);
+        if (!b.is_oom) mr_net_send_forward_reply(&n->net, op->fwd_from, op->fwd_id, b.data, b.len);
+    }
+    mr_http_buf_close(&b);
+    op_free(op);
+}
+
+void mr_node_op_fail(struct mr_node_op *op, unsigned status, const char *code,
+                     const char *message)
+{
+    struct mr_node *n = op->node;
+    struct mr_http_buf b;
+    char lb[72];
+    const char *leader;
+    leader_name(n, lb, sizeof lb, &leader);
+    mr_http_buf_init(&b);
+    mr_http_error_body(&b, code, message, leader);
+    mr_node_op_finish(op, status, 0, b.data ? b.data : "", b.len, status == 503 ? 1 : 0);
+    mr_http_buf_close(&b);
+}
+
+/* ---- running an op on the leader ------------------------------------------------ */
+static void fail_for_code(struct mr_node_op *op, int rv)
+{
+    switch (rv) {
+    case MR_EBUSY:
+        mr_node_op_fail(op, 409, "busy", "another membership change or transfer is in progress");
+        break;
+    case MR_EDISKFAIL:
+        mr_node_op_fail(op, 503, "disk_failed", "a disk error stopped writes on this node");
+        break;
+    case MR_EEXISTS:
+        mr_node_op_fail(op, 409, "exists", "that member already exists");
+        break;
+    case MR_ENOTFOUND:
+        mr_node_op_fail(op, 404, "not_found", "no such member");
+        break;
+    case MR_EINVAL:
+        mr_node_op_fail(op, 400, "invalid_request", "invalid request");
+        break;
+    default:
+        mr_node_op_fail(op, 500, mr_err_name(rv), mr_strerror(rv));
+        break;
+    }
+}
+
+static void run_on_leader(struct mr_node *n, struct mr_node_op *op)
+{
+    int rv;
+    switch (op->kind) {
+    case OP_COMMAND:
+        rv = mr_node_propose(n, op);
+        break;
+    case OP_MEMBER_ADD:
+        mr_node_members_on_add(n, op); /* answers or queues itself */
+        return;
+    case OP_MEMBER_REMOVE: {
+        struct mr_raft_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = MR_RAFT_EVENT_CHANGE_MEMBERS;
+        ev.change = MR_RAFT_REMOVE;
+        ev.node = op->target;
+        rv = mr_node_step(n, &ev);
+        if (rv == 0) {
+            op->index = ev.out_index;
+            op->term = ev.out_term;
+        }
+        break;
+    }
+    case OP_TRANSFER: {
+        struct mr_raft_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = MR_RAFT_EVENT_TRANSFER_LEADER;
+        ev.node = op->target;
+        if (op->target == n->id) {
+            mr_node_op_finish(op, 200, 0, "{\"leader\":\"self\"}", 17, 0);
+            return;
+        }
+        rv = mr_node_step(n, &ev);
+        if (rv == 0) {
+            mr_queue_push_tail(&n->transfers, &op->link);
+            return;
+        }
+        break;
+    }
+    default:
+        rv = MR_EINVAL;
+        break;
+    }
+    if (rv == MR_ENOTLEADER || rv == MR_ENOLEADER) {
+        /* Lost leadership in between: wait for the next leader. */
+        mr_queue_push_tail(&n->wait_leader, &op->link);
+        return;
+    }
+    if (rv != 0) {
+        fail_for_code(op, rv);
+        return;
+    }
+    mr_queue_push_tail(&n->proposals, &op->link);
+}
+
+/* ---- forwarding --------------------------------------------------------------- */
+static int forward(struct mr_node *n, struct mr_node_op *op)
+{
+    struct mr_http_buf b;
+    unsigned char hdr[FWD_HDR];
+    char target[MR_NODE_NAME_MAX + 1] = "";
+    size_t tlen;
+    int rv;
+    if (op->target) {
+        struct mr_node_member m;
+        if (mr_node_find_member(n, op->target, &m) == 0) snprintf(target, sizeof target, "%s", m.name);
+    }
+    tlen = strlen(target);
+    hdr[0] = (unsigned char)op->kind;
+    hdr[1] = 0;
+    hdr[2] = (unsigned char)(op->key_len & 0xff);
+    hdr[3] = (unsigned char)(op->key_len >> 8);
+    mr_put_u32(hdr + 4, (uint32_t)tlen);
+    mr_http_buf_init(&b);
+    mr_http_buf_append(&b, hdr, sizeof hdr);
+    mr_http_buf_append(&b, op->key, op->key_len);
+    mr_http_buf_append(&b, target, tlen);
+    mr_http_buf_append(&b, op->body, op->body_len);
+    if (b.is_oom) {
+        mr_http_buf_close(&b);
+        return MR_ENOMEM;
+    }
+    rv = mr_net_send_forward(&n->net, n->leader, op->id, b.data, b.len);
+    mr_http_buf_close(&b);
+    return rv;
+}
+
+static int is_write(int kind) { return kind != OP_READ; }
+
+static void start_read(struct mr_node *n, struct mr_node_op *op);
+
+void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op)
+{
+    int rv;
+    if (n->is_stopping) {
+        mr_node_op_fail(op, 503, "shutting_down", "this node is shutting down");
+        return;
+    }
+    if (op->kind == OP_READ) {
+        start_read(n, op);
+        return;
+    }
+    if (!is_write(op->kind)) return;
+    if (op->kind == OP_COMMAND && n->disk_error && n->role == MR_RAFT_LEADER) {
+        fail_for_code(op, MR_EDISKFAIL);
+        return;
+    }
+    if (op->kind == OP_MEMBER_ADD && n->is_bootstrapping) {
+        mr_node_members_on_add(n, op);
+        return;
+    }
+    if (n->role == MR_RAFT_LEADER) {
+        run_on_leader(n, op);
+        return;
+    }
+    if (n->leader == 0) {
+        mr_queue_push_tail(&n->wait_leader, &op->link);
+        return;
+    }
+    rv = forward(n, op);
+    if (rv == 0) {
+        mr_queue_push_tail(&n->forwarded, &op->link);
+        return;
+    }
+    /* The link to the leader is down or full: wait and retry. */
+    op->attempts++;
+    mr_queue_push_tail(&n->wait_leader, &op->link);
+}
+
+void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
+                        const uint8_t *data, size_t len)
+{
+    struct mr_node *n = net->data;
+    struct mr_node_op *op;
+    size_t key_len, tlen;
+    int kind;
+    if (len < FWD_HDR) return;
+    kind = data[0];
+    key_len = (size_t)data[2] | (size_t)data[3] << 8;
+    tlen = mr_get_u32(data + 4);
+    if (kind < OP_COMMAND || kind > OP_TRANSFER || key_len > MR_NODE_MAX_IDEM_KEY ||
+        tlen > MR_NODE_NAME_MAX || len - FWD_HDR < key_len + tlen) {
+        LOGW("dropped a malformed forwarded request");
+        return;
+    }
+    op = mr_node_op_new(n, kind);
+    if (op == NULL) return;
+    op->fwd_from = from;
+    op->fwd_id = req_id;
+    op->shape = SHAPE_RESULT;
+    memcpy(op->key, data + FWD_HDR, key_len);
+    op->key_len = key_len;
+    if (tlen) {
+        char t[MR_NODE_NAME_MAX + 1];
+        memcpy(t, data + FWD_HDR + key_len, tlen);
+        t[tlen] = '\0';
+        op->target = mr_node_id_from_name(t);
+    }
+    op->body_len = len - FWD_HDR - key_len - tlen;
+    op->body = mr_malloc(op->body_len + 1);
+    if (op->body == NULL) {
+        mr_node_op_fail(op, 500, "no_memory", "out of memory");
+        return;
+    }
+    memcpy(op->body, data + FWD_HDR + key_len + tlen, op->body_len);
+    op->body[op->body_len] = '\0';
+    if (n->role != MR_RAFT_LEADER && !(kind == OP_MEMBER_ADD && n->is_bootstrapping)) {
+        /* Not (or no longer) the leader: tell the follower who is. */
+        mr_node_op_fail(op, 503, "not_leader", "this node is not the leader");
+        return;
+    }
+    if (kind == OP_MEMBER_ADD) {
+        /* The joiner must be reachable to get our answer. */
+        mr_node_members_on_add(n, op);
+        return;
+    }
+    run_on_leader(n, op);
+}
+
+void mr_node_on_forward_reply(struct mr_net *net, mr_node_id from, uint64_t req_id,
+                              const uint8_t *data, size_t len)
+{
+    struct mr_node *n = net->data;
+    struct mr_queue *it;
+    (void)from;
+    if (len < REPLY_HDR) return;
+    MR_QUEUE_FOREACH(it, &n->forwarded)
+    {
+        struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
+        unsigned status;
+        if (op->id != req_id) continue;
+        status = (unsigned)data[0] | (unsigned)data[1] << 8;
+        if (status == 503 && op->attempts < 3 && mr_node_now(n) < op->deadline &&
+            len - REPLY_HDR < 300 && memmem(data + REPLY_HDR, len - REPLY_HDR, "not_leader", 10)) {
+            /* The node we thought was leader is not: try again with the next. */
+            mr_queue_remove(&op->link);
+            op->attempts++;
+            mr_queue_push_tail(&n->wait_leader, &op->link);
+            return;
+        }
+        mr_node_op_finish(op, status, mr_get_u64(data + 2), (const char *)data + REPLY_HDR,
+                          len - REPLY_HDR, status == 503 ? 1 : 0);
+        return;
+    }
+}
+
+/* ---- reads ------------------------------------------------------------------- */
+static void run_query(struct mr_node *n, struct mr_node_op *op)
+{
+    struct mr_sm_result res;
+    int rv;
+    memset(&res, 0, sizeof res);
+    rv = mr_sm_query(n->sm, op->body, op->body_len, &res);
+    if (n->m_reads) mr_http_metric_add(n->m_reads, 1);
+    if (rv != 0) {
+        mr_node_op_fail(op, 500, "no_memory", "out of memory running the query");
+    } else if (res.status == MR_SM_OK) {
+        mr_node_op_finish(op, 200, n->applied, res.json, res.json_len, 0);
+    } else if (res.status == MR_SM_INVALID_JSON) {
+        mr_node_op_fail(op, 400, "invalid_json", res.error ? res.error : "invalid JSON");
+    } else {
+        mr_node_op_fail(op, 422, "script_error", res.error ? res.error : mr_sm_status_name(res.status));
+    }
+    mr_sm_result_free(&res);
+}
+
+static void start_read(struct mr_node *n, struct mr_node_op *op)
+{
+    struct mr_raft_event ev;
+    int rv;
+    if (op->consistency == CONS_STALE || n->o->unsafe_local_reads) {
+        run_query(n, op);
+        return;
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_READ_INDEX;
+    ev.ctx = op->id;
+    ev.is_lease = op->consistency == CONS_LEASE;
+    mr_queue_push_tail(&n->reads, &op->link);
+    rv = mr_node_step(n, &ev);
+    if (rv == 0) return; /* the read state arrives in a ready batch (maybe already did) */
+    mr_queue_remove(&op->link);
+    if (rv == MR_ENOLEADER || rv == MR_ENOTLEADER) {
+        mr_queue_push_tail(&n->wait_leader, &op->link);
+        return;
+    }
+    fail_for_code(op, rv);
+}
+
+void mr_node_ops_on_read_states(struct mr_node *n, const struct mr_raft_read_state *rs,
+                                size_t n_rs)
+{
+    size_t i;
+    for (i = 0; i < n_rs; i++) {
+        struct mr_queue *it;
+        MR_QUEUE_FOREACH(it, &n->reads)
+        {
+            struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
+            if (op->id != rs[i].ctx) continue;
+            mr_queue_remove(&op->link);
+            if (rs[i].status != 0) {
+                /* Abandoned (leadership changed): try again under the next leader. */
+                mr_queue_push_tail(&n->wait_leader, &op->link);
+            } else {
+                op->read_index = rs[i].index;
+                mr_queue_push_tail(&n->read_apply, &op->link);
+            }
+            break;
+        }
+    }
+    mr_node_ops_check_reads(n);
+}
+
+void mr_node_ops_check_reads(struct mr_node *n)
+{
+    struct mr_queue *it, *next;
+    for (it = n->read_apply.next; it != &n->read_apply; it = next) {
+        struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
+        next = it->next;
+        if (op->read_index <= n->applied) {
+            mr_queue_remove(&op->link);
+            run_query(n, op);
+        }
+    }
+}
+
+/* ---- outcomes ------------------------------------------------------------------ */
+void mr_node_ops_on_applied(struct mr_node *n, mr_index index, mr_term term, int sm_status,
+                            const char *text, size_t len, mr_index answer_index)
+{
+    while (!mr_queue_empty(&n->proposals)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(n->proposals.next, struct mr_node_op, link);
+        if (op->index > index) break;
+        if (op->index < index || op->term != term) {
+            /* Another leader's entry took this slot: ours never committed. */
+            mr_node_op_fail(op, 503, "no_leader",
+                            "leadership changed before the command committed; it was not "
+                            "applied, retry");
+            continue;
+        }
+        if (op->kind != OP_COMMAND) break; /* a config op waits for its CONFIG entry */
+        if (sm_status == MR_SM_OK) {
+            mr_node_op_finish(op, 200, answer_index, text, len, 0);
+        } else if (sm_status == MR_SM_INVALID_JSON) {
+            char msg[MR_ERRMSG_SIZE];
+            snprintf(msg, sizeof msg, "%.*s", (int)len, text);
+            mr_node_op_fail(op, 400, "invalid_json", msg);
+        } else {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s%.*s",
+                     sm_status == MR_SM_BUDGET_EXCEEDED   ? "instruction budget exceeded: "
+                     : sm_status == MR_SM_MEMORY_EXCEEDED ? "memory limit exceeded: "
+                                                          : "",
+                     (int)(len > 900 ? 900 : len), text);
+            mr_node_op_fail(op, 422, "script_error", msg);
+        }
+    }
+}
+
+void mr_node_ops_on_config_applied(struct mr_node *n, mr_index index, mr_term term)
+{
+    while (!mr_queue_empty(&n->proposals)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(n->proposals.next, struct mr_node_op, link);
+        if (op->index > index) break;
+        if (op->index < index || op->term != term) {
+            mr_node_op_fail(op, 503, "no_leader",
+                            "leadership changed before the change committed; retry");
+            continue;
+        }
+        {
+            struct mr_http_buf b;
+            struct mr_http_json j;
+            mr_http_buf_init(&b);
+            mr_http_json_init(&j, &b);
+            mr_http_json_obj_begin(&j);
+            mr_http_json_key(&j, "index");
+            mr_http_json_uint(&j, index);
+            mr_http_json_key(&j, "members");
+            mr_node_members_json(n, &j);
+            mr_http_json_obj_end(&j);
+            op->shape = op->req ? SHAPE_RAW : op->shape;
+            mr_node_op_finish(op, 200, index, b.data ? b.data : "{}", b.len, 0);
+            mr_http_buf_close(&b);
+        }
+    }
+}
+
+void mr_node_ops_on_leader_change(struct mr_node *n)
+{
+    struct mr_queue moved, *it, *next;
+    /* Transfers finish when leadership moves away from us. */
+    if (n->role != MR_RAFT_LEADER) {
+        while (!mr_queue_empty(&n->transfers)) {
+            struct mr_node_op *op = MR_CONTAINER_OF(n->transfers.next, struct mr_node_op, link);
+            char lb[72], body[160];
+            const char *l;
+            leader_name(n, lb, sizeof lb, &l);
+            snprintf(body, sizeof body, "{\"leader\":\"%s\"}", l ? l : "");
+            if (l == NULL) {
+                /* No leader yet: keep waiting until the deadline. */
+                break;
+            }
+            mr_node_op_finish(op, 200, 0, body, strlen(body), 0);
+        }
+    }
+    if (n->leader == 0 && n->role != MR_RAFT_LEADER) return;
+    /* Resubmit everything that was waiting for a leader. */
+    mr_queue_init(&moved);
+    for (it = n->wait_leader.next; it != &n->wait_leader; it = next) {
+        next = it->next;
+        mr_queue_remove(it);
+        mr_queue_push_tail(&moved, it);
+    }
+    while (!mr_queue_empty(&moved)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(moved.next, struct mr_node_op, link);
+        mr_queue_remove(&op->link);
+        mr_node_op_submit(n, op);
+    }
+}
+
+static void expire_queue(struct mr_node *n, struct mr_queue *q, unsigned status,
+                         const char *code, const char *msg, uint64_t now)
+{
+    struct mr_queue *it, *next;
+    for (it = q->next; it != q; it = next) {
+        struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
+        next = it->next;
+        if (op->deadline <= now) mr_node_op_fail(op, status, code, msg);
+    }
+    (void)n;
+}
+
+void mr_node_ops_expire(struct mr_node *n)
+{
+    uint64_t now = mr_node_now(n);
+    struct mr_queue *it, *next;
+    /* Retry ops whose forward could not be sent, while a leader is known. */
+    if (n->leader != 0 || n->role == MR_RAFT_LEADER) {
+        struct mr_queue retry;
+        mr_queue_init(&retry);
+        for (it = n->wait_leader.next; it != &n->wait_leader; it = next) {
+            next = it->next;
+            mr_queue_remove(it);
+            mr_queue_push_tail(&retry, it);
+        }
+        while (!mr_queue_empty(&retry)) {
+            struct mr_node_op *op = MR_CONTAINER_OF(retry.next, struct mr_node_op, link);
+            mr_queue_remove(&op->link);
+            if (op->deadline <= now) {
+                mr_node_op_fail(op, 503, "no_leader", "no leader could take the request in time");
+            } else {
+                mr_node_op_submit(n, op);
+            }
+        }
+    }
+    expire_queue(n, &n->wait_leader, 503, "no_leader",
+                 "no leader is known; the request was not applied", now);
+    expire_queue(n, &n->proposals, 504, "timeout",
+                 "the command was proposed but did not commit in time: it may or may not "
+                 "have been applied",
+                 now);
+    expire_queue(n, &n->forwarded, 504, "timeout",
+                 "the leader did not answer in time: the command may or may not have been "
+                 "applied",
+                 now);
+    expire_queue(n, &n->reads, 503, "no_leader", "the read could not be confirmed by a leader", now);
+    expire_queue(n, &n->read_apply, 504, "timeout", "this node did not catch up in time", now);
+    expire_queue(n, &n->transfers, 504, "timeout", "leadership did not move in time", now);
+    expire_queue(n, &n->pending_join_ops, 503, "no_leader", "the cluster has not formed yet", now);
+}
+
+void mr_node_ops_cancel_all(struct mr_node *n)
+{
+    struct mr_queue *qs[] = {&n->wait_leader, &n->reads,     &n->read_apply,
+                             &n->transfers,   &n->pending_join_ops};
+    unsigned i;
+    for (i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        while (!mr_queue_empty(qs[i])) {
+            struct mr_node_op *op = MR_CONTAINER_OF(qs[i]->next, struct mr_node_op, link);
+            mr_node_op_fail(op, 503, "shutting_down", "this node is shutting down; not applied");
+        }
+    }
+    while (!mr_queue_empty(&n->proposals)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(n->proposals.next, struct mr_node_op, link);
+        mr_node_op_fail(op, 504, "timeout",
+                        "this node is shutting down: the command may or may not be applied");
+    }
+    while (!mr_queue_empty(&n->forwarded)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(n->forwarded.next, struct mr_node_op, link);
+        mr_node_op_fail(op, 504, "timeout",
+                        "this node is shutting down: the command may or may not be applied");
+    }
+}

@@ -1,0 +1,433 @@
+/* node_snap: taking, sending, receiving and installing snapshots.
+ *
+ * Node snapshot payload (inside the storage snapshot file, after its header):
+ *   "MRNS" | u32 version (1) | u64 idem_len | idempotency table | state machine payload
+ *
+ * Taking: the idempotency table is written by the loop thread, then the state
+ * machine forks (sm_fork.c): the child writes the script's snapshot() into the
+ * same file while the parent goes on serving; the loop thread only pays for
+ * fork() itself. Finishing the file (checksum, fsync, rename) runs on the libuv
+ * work queue; then the core is told (SNAPSHOT_TAKEN) and the WAL compacted.
+ *
+ * Sending: when the core asks for MR_RAFT_MSG_SNAPSHOT to a follower, the
+ * message itself goes first (it carries index, term and membership), then the
+ * file in chunks, paced by the peer's queue. The receiver writes chunks to a
+ * temp file (storage), checks the whole file on the last one, and only then
+ * steps its core with the SNAPSHOT message, which answers by asking the host
+ * to install it (ready.snapshot). */
+#include "node/node_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHUNK_SIZE (256u * 1024u)     /* bytes per SNAPSHOT_CHUNK frame */
+#define SEND_WINDOW (4u * 1024u * 1024u) /* bytes queued per peer before pausing */
+#define NODE_SNAP_MAGIC "MRNS"
+#define NODE_SNAP_HDR 16
+
+/* ---- taking ------------------------------------------------------------------- */
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+void mr_node_snap_maybe_start(struct mr_node *n, int force)
+{
+    uint64_t every = n->o->snapshot_entries ? n->o->snapshot_entries : 10000;
+    char err[MR_ERRMSG_SIZE] = "";
+    unsigned char hdr[NODE_SNAP_HDR];
+    unsigned char *idem = NULL;
+    size_t idem_len;
+    int rv, fd;
+
+    if (n->job_running || n->snap_work_busy || n->is_stopping || n->disk_error) return;
+    if (n->applied <= n->snap_index || n->applied_conf == NULL) return;
+    if (!force && n->applied - n->snap_index < every) return;
+
+    rv = mr_store_snap_writer_begin(n->store, n->applied, n->applied_term, n->applied_conf->data,
+                                    n->applied_conf->len, &n->snap_writer, err);
+    if (rv != 0) {
+        LOGW("cannot start a snapshot: %s", err);
+        return;
+    }
+    fd = mr_store_snap_writer_fd(n->snap_writer);
+    idem_len = mr_idem_encoded_size(&n->idem);
+    idem = mr_malloc(idem_len);
+    if (idem == NULL) {
+        mr_store_snap_writer_abort(n->snap_writer);
+        n->snap_writer = NULL;
+        return;
+    }
+    mr_idem_encode(&n->idem, idem);
+    memcpy(hdr, NODE_SNAP_MAGIC, 4);
+    mr_put_u32(hdr + 4, 1);
+    mr_put_u64(hdr + 8, idem_len);
+    rv = write_all(fd, hdr, sizeof hdr);
+    if (rv == 0) rv = write_all(fd, idem, idem_len);
+    mr_free(idem);
+    if (rv == 0) rv = mr_sm_snapshot_fork(n->sm, fd, &n->job, err);
+    if (rv != 0) {
+        LOGW("cannot start a snapshot: %s", err[0] ? err : mr_strerror(rv));
+        mr_store_snap_writer_abort(n->snap_writer);
+        n->snap_writer = NULL;
+        return;
+    }
+    n->job_running = 1;
+    n->job_index = n->applied;
+    n->job_term = n->applied_term;
+    LOGI("taking a snapshot at index %llu (child pid %d)", (unsigned long long)n->job_index,
+         (int)n->job.pid);
+}
+
+static void finish_work(uv_work_t *w)
+{
+    struct mr_node *n = w->data;
+    n->snap_work_rc = mr_store_snap_writer_finish(n->snap_writer, n->snap_errmsg);
+    n->snap_writer = NULL;
+}
+
+static void finish_done(uv_work_t *w, int status)
+{
+    struct mr_node *n = w->data;
+    struct mr_raft_event ev;
+    uint64_t trailing = n->o->snapshot_trailing;
+    (void)status;
+    n->snap_work_busy = 0;
+    if (n->snap_work_rc != 0) {
+        LOGW("snapshot at index %llu failed: %s", (unsigned long long)n->job_index, n->snap_errmsg);
+        return;
+    }
+    n->snap_index = n->job_index;
+    n->snapshots_taken++;
+    if (n->m_snapshots) mr_http_metric_add(n->m_snapshots, 1);
+    LOGI("snapshot at index %llu is durable", (unsigned long long)n->job_index);
+    if (n->is_stopping) return;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_SNAPSHOT_TAKEN;
+    ev.index = n->job_index;
+    ev.term = n->job_term;
+    mr_node_step(n, &ev);
+    if (n->job_index > trailing + 1 && !n->disk_error) {
+        int rv = mr_store_compact(n->store, n->job_index - trailing, NULL);
+        if (rv != 0 && rv != MR_EINVAL) LOGW("compaction failed: %s", mr_strerror(rv));
+    }
+}
+
+void mr_node_snap_poll(struct mr_node *n)
+{
+    char err[MR_ERRMSG_SIZE] = "";
+    int rv;
+    if (!n->job_running) return;
+    rv = mr_sm_snapshot_poll(&n->job, 0, err);
+    if (rv == MR_EBUSY) return;
+    n->job_running = 0;
+    if (rv != 0) {
+        LOGW("snapshot at index %llu failed: %s", (unsigned long long)n->job_index, err);
+        mr_store_snap_writer_abort(n->snap_writer);
+        n->snap_writer = NULL;
+        return;
+    }
+    n->snap_work.data = n;
+    n->snap_work_busy = 1;
+    if (uv_queue_work(&n->loop, &n->snap_work, finish_work, finish_done) != 0) {
+        n->snap_work_busy = 0;
+        mr_store_snap_writer_abort(n->snap_writer);
+        n->snap_writer = NULL;
+    }
+}
+
+/* ---- installing ---------------------------------------------------------------- */
+static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r, char *errmsg)
+{
+    const struct mr_store_snap_info *info = mr_store_snap_reader_info(r);
+    unsigned char *buf;
+    uint64_t off = 0, idem_len;
+    size_t used;
+    int rv;
+    if (info->size < NODE_SNAP_HDR || info->size > (uint64_t)SIZE_MAX / 2) {
+        mr_errmsg_printf(errmsg, "snapshot %llu: payload too small", (unsigned long long)info->index);
+        return MR_ECORRUPT;
+    }
+    buf = mr_malloc((size_t)info->size + 1);
+    if (buf == NULL) return MR_ENOMEM;
+    while (off < info->size) {
+        ssize_t got = mr_store_snap_reader_read(r, off, buf + off, (size_t)(info->size - off));
+        if (got <= 0) {
+            mr_free(buf);
+            mr_errmsg_printf(errmsg, "snapshot %llu: read failed", (unsigned long long)info->index);
+            return got < 0 ? (int)got : MR_ECORRUPT;
+        }
+        off += (uint64_t)got;
+    }
+    idem_len = mr_get_u64(buf + 8);
+    if (memcmp(buf, NODE_SNAP_MAGIC, 4) != 0 || mr_get_u32(buf + 4) != 1 ||
+        idem_len > info->size - NODE_SNAP_HDR) {
+        mr_free(buf);
+        mr_errmsg_printf(errmsg, "snapshot %llu: not a moonraft node snapshot", (unsigned long long)info->index);
+        return MR_ECORRUPT;
+    }
+    rv = mr_idem_decode(&n->idem, buf + NODE_SNAP_HDR, (size_t)idem_len, &used);
+    if (rv != 0) {
+        mr_free(buf);
+        mr_errmsg_printf(errmsg, "snapshot %llu: bad idempotency table", (unsigned long long)info->index);
+        return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
+    }
+    rv = mr_sm_restore(n->sm, (const char *)buf + NODE_SNAP_HDR + idem_len,
+                       (size_t)(info->size - NODE_SNAP_HDR - idem_len), errmsg);
+    mr_free(buf);
+    return rv;
+}
+
+int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg)
+{
+    struct mr_store_snap_reader *r;
+    int rv = mr_store_snap_reader_open(n->store, &r, errmsg);
+    if (rv != 0) return rv;
+    rv = restore_from_reader(n, r, errmsg);
+    mr_store_snap_reader_close(r);
+    return rv;
+}
+
+int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct mr_rcbuf *conf)
+{
+    char err[MR_ERRMSG_SIZE] = "";
+    struct mr_store_snap_reader *r;
+    int rv = mr_store_snap_reader_open(n->store, &r, err);
+    if (rv == 0 && mr_store_snap_reader_info(r)->index != index) {
+        mr_store_snap_reader_close(r);
+        rv = MR_ENOTFOUND;
+        mr_errmsg_printf(err, "the received snapshot is not at index %llu", (unsigned long long)index);
+    }
+    if (rv == 0) {
+        rv = restore_from_reader(n, r, err);
+        mr_store_snap_reader_close(r);
+    }
+    if (rv != 0) {
+        /* The old state stays (sm restore is atomic); the leader will retry. */
+        LOGE("cannot install the snapshot at index %llu: %s", (unsigned long long)index, err);
+        return rv;
+    }
+    rv = mr_store_reset(n->store, index + 1, NULL);
+    if (rv != 0) LOGE("cannot reset the log after the snapshot: %s", mr_strerror(rv));
+    n->last_queued = index;
+    n->applied = index;
+    n->applied_term = term;
+    n->snap_index = index;
+    n->has_hash = 0;
+    if (conf != NULL) mr_node_apply_config(n, conf->data, conf->len, index);
+    n->snapshots_installed++;
+    if (n->m_snapshots) mr_http_metric_add(n->m_snapshots, 1);
+    LOGI("installed the leader's snapshot at index %llu (term %llu)", (unsigned long long)index,
+         (unsigned long long)term);
+    return 0;
+}
+
+/* ---- sending -------------------------------------------------------------------- */
+static void send_free(struct mr_node_snap_send *s)
+{
+    mr_queue_remove(&s->link);
+    mr_store_snap_reader_close(s->reader);
+    mr_free(s);
+}
+
+static void send_done(struct mr_node *n, mr_node_id to, int ok)
+{
+    struct mr_raft_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_SNAPSHOT_DONE;
+    ev.node = to;
+    ev.ok = (uint8_t)ok;
+    mr_node_step(n, &ev);
+}
+
+void mr_node_snap_send_start(struct mr_node *n, const struct mr_raft_msg *m)
+{
+    struct mr_queue *it;
+    struct mr_node_snap_send *s;
+    struct mr_raft_msg announce;
+    const struct mr_store_snap_info *info;
+    char err[MR_ERRMSG_SIZE] = "", nb[72];
+    MR_QUEUE_FOREACH(it, &n->snap_sends)
+    {
+        s = MR_CONTAINER_OF(it, struct mr_node_snap_send, link);
+        if (s->to == m->to) return; /* already streaming to it */
+    }
+    s = mr_calloc(1, sizeof *s);
+    if (s == NULL) return;
+    mr_queue_init(&s->link);
+    if (mr_store_snap_reader_open(n->store, &s->reader, err) != 0) {
+        LOGW("cannot send a snapshot: %s", err);
+        mr_free(s);
+        return;
+    }
+    info = mr_store_snap_reader_info(s->reader);
+    s->to = m->to;
+    s->index = info->index;
+    s->term = info->term;
+    s->size = info->size;
+    announce = *m;
+    announce.snap_index = info->index;
+    announce.snap_term = info->term;
+    announce.snap_config = info->conf;
+    announce.snap_chunk = NULL;
+    announce.entries = NULL;
+    announce.n_entries = 0;
+    if (mr_net_send_raft(&n->net, m->to, &announce) != 0) {
+        send_free(s);
+        send_done(n, m->to, 0);
+        return;
+    }
+    mr_queue_push_tail(&n->snap_sends, &s->link);
+    LOGI("sending snapshot at index %llu (%llu bytes) to %s", (unsigned long long)s->index,
+         (unsigned long long)s->size, mr_node_name_of(n, m->to, nb, sizeof nb));
+}
+
+void mr_node_snap_send_pump(struct mr_node *n)
+{
+    struct mr_queue *it, *next;
+    for (it = n->snap_sends.next; it != &n->snap_sends; it = next) {
+        struct mr_node_snap_send *s = MR_CONTAINER_OF(it, struct mr_node_snap_send, link);
+        next = it->next;
+        for (;;) {
+            struct mr_net_peer_stats ps;
+            struct mr_net_snapshot_chunk c;
+            struct mr_rcbuf *buf;
+            size_t want;
+            ssize_t got;
+            int rv;
+            if (mr_net_peer_stats(&n->net, s->to, &ps) != 0 || !ps.is_up) {
+                mr_node_id to = s->to;
+                send_free(s);
+                send_done(n, to, 0);
+                break;
+            }
+            if (ps.queued_bytes > SEND_WINDOW) break;
+            want = s->size - s->offset > CHUNK_SIZE ? CHUNK_SIZE : (size_t)(s->size - s->offset);
+            buf = mr_rcbuf_new(want);
+            if (buf == NULL) break;
+            got = want ? mr_store_snap_reader_read(s->reader, s->offset, buf->data, want) : 0;
+            if (got < 0 || (size_t)got != want) {
+                mr_node_id to = s->to;
+                mr_rcbuf_unref(buf);
+                send_free(s);
+                send_done(n, to, 0);
+                break;
+            }
+            memset(&c, 0, sizeof c);
+            c.index = s->index;
+            c.term = s->term;
+            c.offset = s->offset;
+            c.is_last = s->offset + want >= s->size;
+            rv = mr_net_send_snapshot_chunk(&n->net, s->to, &c, buf);
+            mr_rcbuf_unref(buf);
+            if (rv == MR_EBUSY) break;
+            if (rv != 0) {
+                mr_node_id to = s->to;
+                send_free(s);
+                send_done(n, to, 0);
+                break;
+            }
+            s->offset += want;
+            if (c.is_last) {
+                mr_node_id to = s->to;
+                n->snapshots_sent++;
+                send_free(s);
+                send_done(n, to, 1);
+                break;
+            }
+        }
+    }
+}
+
+/* ---- receiving -------------------------------------------------------------------- */
+static void rx_reset(struct mr_node *n)
+{
+    mr_store_snap_receiver_abort(n->rx);
+    n->rx = NULL;
+    if (n->rx_has_msg) mr_rcbuf_unref(n->rx_msg.snap_config);
+    memset(&n->rx_msg, 0, sizeof n->rx_msg);
+    n->rx_has_msg = 0;
+}
+
+void mr_node_snap_on_msg(struct mr_node *n, mr_node_id from, const struct mr_raft_msg *m)
+{
+    char err[MR_ERRMSG_SIZE] = "", nb[72];
+    const void *conf = m->snap_config ? m->snap_config->data : NULL;
+    size_t conf_len = m->snap_config ? m->snap_config->len : 0;
+    int rv;
+    rx_reset(n);
+    rv = mr_store_snap_receiver_begin(n->store, m->snap_index, m->snap_term, conf, conf_len, &n->rx, err);
+    if (rv != 0) {
+        LOGW("cannot receive a snapshot: %s", err);
+        n->rx = NULL;
+        return;
+    }
+    n->rx_msg = *m;
+    n->rx_msg.entries = NULL;
+    n->rx_msg.n_entries = 0;
+    n->rx_msg.snap_chunk = NULL;
+    n->rx_msg.snap_config = mr_rcbuf_ref(m->snap_config);
+    n->rx_has_msg = 1;
+    n->rx_index = m->snap_index;
+    n->rx_term = m->snap_term;
+    n->rx_from = from;
+    LOGI("receiving a snapshot at index %llu from %s", (unsigned long long)m->snap_index,
+         mr_node_name_of(n, from, nb, sizeof nb));
+}
+
+void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
+                               const struct mr_net_snapshot_chunk *c)
+{
+    struct mr_node *n = net->data;
+    char err[MR_ERRMSG_SIZE] = "";
+    struct mr_raft_event ev;
+    struct mr_raft_msg msg;
+    int rv;
+    if (n->rx == NULL || from != n->rx_from || c->index != n->rx_index || c->term != n->rx_term) return;
+    rv = mr_store_snap_receiver_write(n->rx, c->offset, c->data, c->len, err);
+    if (rv != 0) {
+        LOGW("snapshot chunk at offset %llu refused: %s", (unsigned long long)c->offset, err);
+        rx_reset(n);
+        return;
+    }
+    if (!c->is_last) return;
+    rv = mr_store_snap_receiver_finish(n->rx, 0, 0, err);
+    n->rx = NULL;
+    if (rv != 0) {
+        LOGW("received snapshot is invalid: %s", err);
+        rx_reset(n);
+        return;
+    }
+    msg = n->rx_msg;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_RECEIVE;
+    ev.msg = &msg;
+    mr_node_step(n, &ev);
+    rx_reset(n);
+}
+
+void mr_node_snap_close(struct mr_node *n)
+{
+    while (!mr_queue_empty(&n->snap_sends))
+        send_free(MR_CONTAINER_OF(n->snap_sends.next, struct mr_node_snap_send, link));
+    rx_reset(n);
+    if (n->job_running) {
+        mr_sm_snapshot_abort(&n->job);
+        n->job_running = 0;
+        mr_store_snap_writer_abort(n->snap_writer);
+        n->snap_writer = NULL;
+    }
+    /* A finish on the work queue completes during the final uv_run. */
+}
