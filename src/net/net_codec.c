@@ -338,8 +338,9 @@ void mr_net_msg_release(struct mr_raft_msg *m)
     memset(m, 0, sizeof *m);
 }
 
-/* An optional payload: u8 present | u32 len | bytes. */
-static int decode_opt_buf(struct mr_net_cur *c, struct mr_rcbuf **out,
+/* An optional payload: u8 present | u32 len | bytes. Copied into a fresh
+ * rcbuf only when `build`. */
+static int decode_opt_buf(struct mr_net_cur *c, int build, struct mr_rcbuf **out,
                           const char *what, char *errmsg)
 {
     uint8_t present;
@@ -365,6 +366,7 @@ static int decode_opt_buf(struct mr_net_cur *c, struct mr_rcbuf **out,
                          c->left);
         return MR_EMALFORMED;
     }
+    if (!build) return 0;
     *out = mr_rcbuf_copy(p, n);
     if (*out == NULL) {
         mr_errmsg_printf(errmsg, "out of memory decoding %s", what);
@@ -373,14 +375,17 @@ static int decode_opt_buf(struct mr_net_cur *c, struct mr_rcbuf **out,
     return 0;
 }
 
-int mr_net_msg_decode(const uint8_t *buf, size_t len, struct mr_raft_msg *out,
-                      char *errmsg)
+/* One pass over an encoded message. With build == 0 it only validates and
+ * allocates nothing; with build == 1 (on input already validated) it fills
+ * `out`, and can only fail with MR_ENOMEM. Two passes mean garbage never
+ * costs an allocation, whatever its counts claim. */
+static int msg_parse(const uint8_t *buf, size_t len, int build, struct mr_raft_msg *out,
+                     char *errmsg)
 {
     struct mr_net_cur c = {buf, len};
-    uint32_t n = 0, i;
-    int rv = MR_EMALFORMED;
+    uint32_t n, i;
+    int rv;
 
-    memset(out, 0, sizeof *out);
     if (len < MSG_FIXED_SIZE) {
         mr_errmsg_printf(errmsg, "message of %zu bytes is shorter than its %d-byte header",
                          len, MSG_FIXED_SIZE);
@@ -405,74 +410,84 @@ int mr_net_msg_decode(const uint8_t *buf, size_t len, struct mr_raft_msg *out,
     (void)mr_net_cur_u64(&c, &out->snap_offset);
     if (out->type == 0 || out->type > MR_RAFT_MSG_TYPE_MAX) {
         mr_errmsg_printf(errmsg, "unknown message type %u", out->type);
-        goto err;
+        return MR_EMALFORMED;
     }
     if (out->reject > 1 || out->snap_last > 1 || out->pad_ != 0) {
         mr_errmsg_printf(errmsg, "bad message flags (reject %u, last %u, pad %u)",
                          out->reject, out->snap_last, out->pad_);
-        goto err;
+        return MR_EMALFORMED;
     }
-    if ((rv = decode_opt_buf(&c, &out->snap_config, "snapshot config", errmsg)) != 0) goto err;
-    if ((rv = decode_opt_buf(&c, &out->snap_chunk, "snapshot chunk", errmsg)) != 0) goto err;
-    rv = MR_EMALFORMED;
+    rv = decode_opt_buf(&c, build, &out->snap_config, "snapshot config", errmsg);
+    if (rv != 0) return rv;
+    rv = decode_opt_buf(&c, build, &out->snap_chunk, "snapshot chunk", errmsg);
+    if (rv != 0) return rv;
     if (mr_net_cur_u32(&c, &n) != 0) {
         mr_errmsg_printf(errmsg, "truncated entry count");
-        goto err;
+        return MR_EMALFORMED;
     }
-    /* A count that lies is refused before the array is allocated. */
     if (n > MR_NET_MAX_ENTRIES || (uint64_t)n * ENTRY_MIN_SIZE > c.left) {
         mr_errmsg_printf(errmsg, "entry count %u does not fit in the %zu bytes left", n,
                          c.left);
-        goto err;
+        return MR_EMALFORMED;
     }
-    if (n > 0) {
+    if (build && n > 0) {
         out->entries = mr_calloc(n, sizeof *out->entries);
         if (out->entries == NULL) {
             mr_errmsg_printf(errmsg, "out of memory for %u entries", n);
-            rv = MR_ENOMEM;
-            goto err;
+            return MR_ENOMEM;
         }
+        /* calloc'd: entries not reached yet hold no payload to release. */
+        out->n_entries = n;
     }
     for (i = 0; i < n; i++) {
-        struct mr_raft_entry *e = &out->entries[i];
+        struct mr_raft_entry scratch, *e = build ? &out->entries[i] : &scratch;
         uint8_t flags;
         uint32_t dlen;
         const uint8_t *p;
         if (mr_net_cur_u64(&c, &e->term) != 0 || mr_net_cur_u64(&c, &e->index) != 0 ||
             mr_net_cur_u8(&c, &e->type) != 0 || mr_net_cur_u8(&c, &flags) != 0) {
             mr_errmsg_printf(errmsg, "truncated entry %u", i);
-            goto err;
+            return MR_EMALFORMED;
         }
         if (e->type < MR_RAFT_ENTRY_NORMAL || e->type > MR_RAFT_ENTRY_CONFIG) {
             mr_errmsg_printf(errmsg, "entry %u has unknown type %u", i, e->type);
-            goto err;
+            return MR_EMALFORMED;
         }
         if (flags > 1) {
             mr_errmsg_printf(errmsg, "entry %u has bad flags %u", i, flags);
-            goto err;
+            return MR_EMALFORMED;
         }
         if (!flags) continue;
         if (mr_net_cur_u32(&c, &dlen) != 0 || mr_net_cur_bytes(&c, dlen, &p) != 0) {
             mr_errmsg_printf(errmsg, "entry %u payload exceeds the %zu bytes left", i, c.left);
-            goto err;
+            return MR_EMALFORMED;
         }
+        if (!build) continue;
         e->data = mr_rcbuf_copy(p, dlen);
         if (e->data == NULL) {
             mr_errmsg_printf(errmsg, "out of memory for entry %u", i);
-            rv = MR_ENOMEM;
-            goto err;
+            return MR_ENOMEM;
         }
     }
-    out->n_entries = n;
     if (c.left != 0) {
         mr_errmsg_printf(errmsg, "%zu trailing bytes after the message", c.left);
-        goto err;
+        return MR_EMALFORMED;
     }
     return 0;
-err:
-    /* The array is calloc'd: entries not reached yet hold no payload. */
-    if (out->entries != NULL) out->n_entries = n;
-    mr_net_msg_release(out);
+}
+
+int mr_net_msg_decode(const uint8_t *buf, size_t len, struct mr_raft_msg *out,
+                      char *errmsg)
+{
+    int rv;
+    memset(out, 0, sizeof *out);
+    rv = msg_parse(buf, len, 0, out, errmsg);
+    if (rv == 0) {
+        memset(out, 0, sizeof *out);
+        rv = msg_parse(buf, len, 1, out, errmsg);
+        MR_ASSERT(rv == 0 || rv == MR_ENOMEM);
+    }
+    if (rv != 0) mr_net_msg_release(out);
     return rv;
 }
 

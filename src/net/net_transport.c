@@ -590,7 +590,7 @@ static void on_reply(struct conn *c, const uint8_t *buf, size_t len)
         snprintf(reason, sizeof reason, "protocol version %u is not supported (this node speaks %u)",
                  r.version, MR_NET_PROTO_VERSION);
     } else if (r.from != p->id) {
-        snprintf(reason, sizeof reason, "expected node %llu at %s but found node %llu",
+        snprintf(reason, sizeof reason, "expected node %llu at %.120s but found node %llu",
                  (unsigned long long)p->id, p->addr, (unsigned long long)r.from);
     } else if (net->secret != NULL) {
         mr_net_handshake_proof(net->secret, net->secret_len, 1, net->cluster_id,
