@@ -218,7 +218,8 @@ struct mr_net_event {
     uint64_t retry_in_ms; /* outbound DOWN/FAILED/REFUSED: next attempt in */
 };
 
-/* Callbacks, all on the loop thread. They may call any mr_net function,
+/* Callbacks, all on the loop thread, and never from inside an mr_net_*()
+ * call (they run from loop callbacks). They may call any mr_net function,
  * including mr_net_close() and mr_net_remove_peer(). Pointers passed to them
  * are borrowed for the duration of the call only. Any may be NULL. */
 struct mr_net_callbacks {
@@ -307,8 +308,9 @@ int mr_net_init(struct mr_net *net, uv_loop_t *loop,
                 const struct mr_net_callbacks *cbs, void *data);
 
 /* Binds opts.listen_addr (resolved synchronously: numeric or a host name)
- * and starts accepting. Errors: MR_EINVAL (no/unparsable address),
- * MR_EBUSY (already listening), MR_ESHUTDOWN, -errno from bind/listen
+ * and starts accepting. Call it at most once per transport (even after a
+ * failure; then close the transport). Errors: MR_EINVAL (no/unparsable
+ * address), MR_EBUSY (called before), MR_ESHUTDOWN, -errno from bind/listen
  * (e.g. -EADDRINUSE); reason in net->errmsg. */
 int mr_net_listen(struct mr_net *net);
 
@@ -318,7 +320,8 @@ int mr_net_bound_port(const struct mr_net *net);
 /* Adds peer `id` at "host:port" and starts dialing it now; if the peer
  * exists with another address, switches to the new one (the current
  * connection is closed, queued frames are kept). Same address: no-op.
- * `addr` is copied. Host names are resolved asynchronously on each attempt.
+ * `addr` is copied. Dialing starts from the loop, not inside this call. Host
+ * names are resolved asynchronously on each attempt (IPv4 preferred).
  * Errors: MR_EINVAL (id 0, own id, unparsable address), MR_ESHUTDOWN,
  * MR_ENOMEM. */
 int mr_net_set_peer(struct mr_net *net, mr_node_id id, const char *addr);

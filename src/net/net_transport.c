@@ -57,6 +57,7 @@ struct conn {
     unsigned open_handles; /* of tcp and timer */
     mr_node_id remote_id;
     char remote_name[MR_NET_NAME_MAX + 1];
+    char deferred_reason[96]; /* a failure to report from the timer */
     char addr[ADDR_MAX];
     uint8_t my_nonce[MR_NET_NONCE_SIZE];
     uint8_t their_nonce[MR_NET_NONCE_SIZE];
@@ -93,6 +94,7 @@ static void conn_close(struct conn *c, int ev_type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void peer_connect(struct mr_net_peer *p);
 static void peer_flush(struct mr_net_peer *p);
+static void on_conn_timer(uv_timer_t *t);
 
 /* ---- small helpers -------------------------------------------------------- */
 static void pending_dec(struct mr_net *net)
@@ -381,7 +383,16 @@ static void conn_write(struct conn *c, struct wreq *w)
             w->peer->dropped++;
         }
         wreq_free(w);
-        conn_close(c, 0, "write: %s", uv_strerror(rv));
+        if (c->state == C_READY) {
+            /* We may be inside an mr_net_send_*() call: close from the loop,
+             * so that no event callback runs inside the caller's call. */
+            snprintf(c->deferred_reason, sizeof c->deferred_reason, "write: %s",
+                     uv_strerror(rv));
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            uv_timer_start(&c->timer, on_conn_timer, 0, 0);
+        } else {
+            conn_close(c, 0, "write: %s", uv_strerror(rv));
+        }
     }
 }
 
@@ -763,6 +774,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_conn_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
+    if (c->deferred_reason[0] != '\0') {
+        conn_close(c, 0, "%s", c->deferred_reason);
+        return;
+    }
     conn_close(c, 0, "%s timed out after %u ms",
                c->state == C_CONNECTING || c->state == C_RESOLVING ? "connect" : "handshake",
                c->net->opts.connect_timeout_ms);
@@ -843,7 +858,16 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     if (status < 0 || res == NULL) {
         conn_close(c, 0, "resolve %s: %s", c->peer->addr, uv_strerror(status));
     } else {
-        conn_connect(c, res->ai_addr);
+        /* One address per attempt: IPv4 first, as "localhost" often lists
+         * ::1 first while nodes listen on 127.0.0.1. */
+        struct addrinfo *ai, *pick = res;
+        for (ai = res; ai != NULL; ai = ai->ai_next) {
+            if (ai->ai_family == AF_INET) {
+                pick = ai;
+                break;
+            }
+        }
+        conn_connect(c, pick->ai_addr);
     }
     if (res != NULL) uv_freeaddrinfo(res);
 }
@@ -1022,8 +1046,9 @@ int mr_net_listen(struct mr_net *net)
     struct sockaddr_storage ss;
     int rv;
     if (net->is_closing) return MR_ESHUTDOWN;
-    if (net->is_listening) {
-        mr_errmsg_printf(net->errmsg, "net: already listening");
+    if (net->is_listening || net->listener.type == UV_TCP) {
+        /* One attempt per transport: a failed listener may still be closing. */
+        mr_errmsg_printf(net->errmsg, "net: listen was already called");
         return MR_EBUSY;
     }
     if (parse_addr(net->listen_addr, host, sizeof host, port, sizeof port, 1) != 0) {
@@ -1114,8 +1139,7 @@ int mr_net_set_peer(struct mr_net *net, mr_node_id id, const char *addr)
             p->conn->is_reported = 1;
             conn_close(p->conn, 0, "peer address changed");
         } else {
-            uv_timer_stop(&p->timer);
-            peer_connect(p);
+            uv_timer_start(&p->timer, on_reconnect_timer, 0, 0);
         }
         return 0;
     }
@@ -1135,7 +1159,8 @@ int mr_net_set_peer(struct mr_net *net, mr_node_id id, const char *addr)
     p->is_timer_open = 1;
     mr_queue_push_tail(&net->peers, &p->link);
     net->pending++;
-    peer_connect(p);
+    /* Dial from the loop: no callback runs inside this call. */
+    uv_timer_start(&p->timer, on_reconnect_timer, 0, 0);
     return 0;
 }
 

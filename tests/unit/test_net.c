@@ -770,9 +770,11 @@ struct tnode {
     unsigned fail_attempts[32];
     uint64_t fail_retry[32];
     unsigned n_fail_log;
+    uint64_t down_retry;
 };
 
 struct tctx {
+    long live; /* allocations through the seam at setup */
     uv_loop_t loop;
     uv_timer_t ticker;
     struct tnode nodes[MAX_NODES];
@@ -850,6 +852,7 @@ static void on_event(struct mr_net *net, const struct mr_net_event *ev)
         break;
     case MR_NET_EV_DOWN:
         t->n_down++;
+        if (!ev->is_inbound) t->down_retry = ev->retry_in_ms;
         break;
     case MR_NET_EV_FAILED:
         t->n_failed++;
@@ -881,6 +884,7 @@ static int setup(void **state)
     struct tctx *c = calloc(1, sizeof *c);
     assert_int_equal(uv_loop_init(&c->loop), 0);
     assert_int_equal(uv_timer_init(&c->loop, &c->ticker), 0);
+    c->live = mr_alloc_live();
     *state = c;
     return 0;
 }
@@ -901,6 +905,7 @@ static int teardown(void **state)
         mr_net_msg_release(&c->nodes[i].last);
     }
     assert_int_equal(uv_loop_close(&c->loop), 0);
+    assert_int_equal(mr_alloc_live(), c->live);
     free(c);
     return 0;
 }
@@ -1232,7 +1237,32 @@ static void test_down_peer_is_retried_with_backoff_and_messages_flow_once_up(voi
     assert_int_equal(mr_net_send_raft(&a->net, 2, &m), 0);
     assert_true(wait_count(c, &b->n_raft, 1));
     assert_int_equal(b->last.term, 5);
+
+    /* An established connection that drops is reconnected quickly... */
+    mr_net_close(&b->net, on_net_closed);
+    assert_true(wait_count(c, &a->n_down, 1));
+    assert_true(a->down_retry <= 10);
+    assert_non_null(strstr(a->last_reason, "closed by the peer"));
+    assert_true(wait_count(c, (unsigned *)&b->is_closed, 1));
+    /* ...and once the peer is back, traffic resumes. */
+    b = start(c, 1, &o);
+    assert_true(wait_up(c, a, b));
+    m.term = 6;
+    assert_int_equal(mr_net_send_raft(&a->net, 2, &m), 0);
+    assert_true(wait_count(c, &b->n_raft, 1));
+    assert_int_equal(b->last.term, 6);
 }
+
+static void test_peer_given_by_host_name_is_resolved_and_reached(void **state)
+{
+    struct tctx *c = *state;
+    struct tnode *a = start_default(c, 0), *b = start_default(c, 1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "localhost:%d", mr_net_bound_port(&b->net));
+    assert_int_equal(mr_net_set_peer(&a->net, 2, addr), 0);
+    assert_true(wait_up(c, a, b));
+}
+
 
 static void test_full_queue_drops_instead_of_blocking_and_others_keep_flowing(void **state)
 {
@@ -1379,6 +1409,22 @@ static void raw_drip(uv_timer_t *t)
     }
     raw_send(r, r->bytes + r->pos, 1);
     r->pos++;
+}
+
+static void test_silent_client_is_timed_out_during_the_handshake(void **state)
+{
+    struct tctx *c = *state;
+    struct mr_net_options o;
+    struct tnode *a;
+    struct raw r;
+    default_opts(&o, 1, "test-cluster", NULL);
+    o.connect_timeout_ms = 100;
+    a = start(c, 0, &o);
+    raw_connect(c, &r, a);
+    assert_true(wait_count(c, (unsigned *)&r.is_eof, 1));
+    assert_int_equal(a->n_failed, 1);
+    assert_non_null(strstr(a->last_reason, "handshake timed out after 100 ms"));
+    raw_close(c, &r);
 }
 
 static void test_raw_client_sending_garbage_is_disconnected_and_real_peer_still_served(void **state)
@@ -1595,6 +1641,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_down_peer_is_retried_with_backoff_and_messages_flow_once_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_peer_given_by_host_name_is_resolved_and_reached,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_client_is_timed_out_during_the_handshake,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_full_queue_drops_instead_of_blocking_and_others_keep_flowing, setup, teardown),
         cmocka_unit_test_setup_teardown(
