@@ -200,7 +200,8 @@ static uint64_t backoff_delay(struct mr_net *net, unsigned n)
     unsigned i;
     for (i = 1; i < n && d < net->opts.backoff_max_ms; i++) d *= 2;
     if (d > net->opts.backoff_max_ms) d = net->opts.backoff_max_ms;
-    return d / 2 + mr_rand_below(&net->rand, d / 2 + 1);
+    d = d / 2 + mr_rand_below(&net->rand, d / 2 + 1);
+    return d > 0 ? d : 1;
 }
 
 static void report(struct mr_net *net, const struct mr_net_event *ev)

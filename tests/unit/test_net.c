@@ -1427,6 +1427,171 @@ static void test_silent_client_is_timed_out_during_the_handshake(void **state)
     raw_close(c, &r);
 }
 
+/* ---- a hand-made acceptor, to watch what a dialer with a secret says ---- */
+struct fake_acceptor {
+    uv_tcp_t server;
+    uv_tcp_t conn;
+    int has_conn, n_closed;
+    int is_honest; /* reply with a valid proof? */
+    struct mr_net_reader rd;
+    uint8_t raw[4096];
+    size_t raw_len;
+    struct mr_net_hello hello;
+    struct mr_net_proof proof;
+    int n_hello, n_proof;
+    uint8_t nonce[MR_NET_NONCE_SIZE];
+};
+
+static const char *fake_secret = "s3cret-value";
+
+static void fake_closed(uv_handle_t *h)
+{
+    struct fake_acceptor *f = h->data;
+    f->n_closed++;
+}
+
+static void fake_conn_closed(uv_handle_t *h)
+{
+    struct fake_acceptor *f = h->data;
+    f->has_conn = 0;
+}
+
+static void fake_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct fake_acceptor *f = s->data;
+    struct mr_net_frame fr;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint8_t *p;
+    size_t room;
+    if (n < 0) {
+        uv_close((uv_handle_t *)&f->conn, fake_conn_closed);
+        return;
+    }
+    assert_true(f->raw_len + (size_t)n <= sizeof f->raw);
+    memcpy(f->raw + f->raw_len, buf->base, (size_t)n);
+    f->raw_len += (size_t)n;
+    assert_int_equal(mr_net_reader_reserve(&f->rd, &p, &room), 0);
+    assert_true(room >= (size_t)n);
+    memcpy(p, buf->base, (size_t)n);
+    mr_net_reader_commit(&f->rd, (size_t)n);
+    while (mr_net_reader_next(&f->rd, &fr, errmsg) == 1) {
+        if (fr.type == MR_NET_FRAME_HANDSHAKE) {
+            struct mr_net_hello_reply r;
+            struct mr_net_wbuf wb;
+            uv_write_t *req;
+            assert_int_equal(mr_net_hello_decode(fr.payload, fr.len, &f->hello, errmsg), 0);
+            f->n_hello++;
+            memset(&r, 0, sizeof r);
+            r.version = MR_NET_PROTO_VERSION;
+            r.from = 2;
+            strcpy(r.name, "fake");
+            memset(f->nonce, 0x42, sizeof f->nonce);
+            memcpy(r.nonce, f->nonce, sizeof r.nonce);
+            r.has_proof = 1;
+            if (f->is_honest) {
+                mr_net_handshake_proof(fake_secret, strlen(fake_secret), 1, "k", 1, 2,
+                                       f->hello.nonce, f->nonce, r.proof);
+            } else {
+                memset(r.proof, 0x99, sizeof r.proof);
+            }
+            assert_int_equal(mr_net_hello_reply_encode(&r, &wb), 0);
+            req = malloc(sizeof *req + wb.total);
+            memcpy(req + 1, wb.bufs[0].base, wb.total);
+            {
+                uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)wb.total);
+                assert_int_equal(uv_write(req, s, &b, 1, raw_write_cb), 0);
+            }
+            mr_net_wbuf_release(&wb);
+        } else if (fr.type == MR_NET_FRAME_HANDSHAKE_PROOF) {
+            assert_int_equal(mr_net_proof_decode(fr.payload, fr.len, &f->proof, errmsg), 0);
+            f->n_proof++;
+        }
+    }
+}
+
+static void fake_connection(uv_stream_t *server, int status)
+{
+    struct fake_acceptor *f = server->data;
+    assert_int_equal(status, 0);
+    assert_false(f->has_conn);
+    assert_int_equal(uv_tcp_init(server->loop, &f->conn), 0);
+    f->conn.data = f;
+    f->has_conn = 1;
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&f->conn), 0);
+    mr_net_reader_close(&f->rd);
+    mr_net_reader_init(&f->rd, 4096);
+    f->raw_len = 0;
+    assert_int_equal(uv_read_start((uv_stream_t *)&f->conn, raw_alloc, fake_read), 0);
+}
+
+static int has_secret_bytes(const struct fake_acceptor *f)
+{
+    return memmem(f->raw, f->raw_len, fake_secret, strlen(fake_secret)) != NULL ||
+           memmem(f->raw, f->raw_len, "s3cret", 6) != NULL;
+}
+
+static void test_dialer_proves_the_secret_only_to_an_acceptor_that_proved_it(void **state)
+{
+    struct tctx *c = *state;
+    struct mr_net_options o;
+    struct fake_acceptor f;
+    struct sockaddr_in sin;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    struct tnode *a;
+    char addr[64];
+    uint8_t want[MR_NET_MAC_SIZE];
+
+    memset(&f, 0, sizeof f);
+    mr_net_reader_init(&f.rd, 4096);
+    assert_int_equal(uv_tcp_init(&c->loop, &f.server), 0);
+    f.server.data = &f;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sin), 0);
+    assert_int_equal(uv_tcp_bind(&f.server, (struct sockaddr *)&sin, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&f.server, 8, fake_connection), 0);
+    assert_int_equal(uv_tcp_getsockname(&f.server, (struct sockaddr *)&ss, &len), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+
+    default_opts(&o, 1, "k", fake_secret);
+    o.backoff_min_ms = 100; /* time for the fake to see the first hang-up */
+    o.backoff_max_ms = 200;
+    a = start(c, 0, &o);
+    assert_int_equal(mr_net_set_peer(&a->net, 2, addr), 0);
+
+    /* A fake acceptor that cannot prove the secret gets a refusal, not a
+     * proof it could replay. */
+    assert_true(wait_count(c, &a->n_refused, 1));
+    assert_true(wait_count(c, (unsigned *)&f.n_proof, 1));
+    assert_int_equal(f.hello.from, 1);
+    assert_int_equal(f.hello.to, 2);
+    assert_int_equal(f.hello.has_secret, 1);
+    assert_string_equal(f.hello.cluster, "k");
+    assert_int_equal(f.proof.is_refused, 1);
+    assert_int_equal(f.proof.has_proof, 0);
+    assert_non_null(strstr(f.proof.reason, "failed to prove the cluster secret"));
+    assert_false(has_secret_bytes(&f));
+
+    /* An honest acceptor gets the dialer's proof over both nonces. */
+    f.is_honest = 1;
+    assert_true(wait_count(c, (unsigned *)&f.n_proof, 2));
+    assert_int_equal(f.proof.is_refused, 0);
+    assert_int_equal(f.proof.has_proof, 1);
+    mr_net_handshake_proof(fake_secret, strlen(fake_secret), 0, "k", 1, 2, f.hello.nonce, f.nonce,
+                           want);
+    assert_memory_equal(f.proof.proof, want, sizeof want);
+    assert_false(has_secret_bytes(&f));
+    assert_true(mr_net_peer_is_up(&a->net, 2));
+    assert_int_equal(f.n_hello, 2);
+
+    mr_net_close(&a->net, on_net_closed);
+    assert_true(wait_count(c, (unsigned *)&a->is_closed, 1));
+    if (f.has_conn) uv_close((uv_handle_t *)&f.conn, fake_conn_closed);
+    uv_close((uv_handle_t *)&f.server, fake_closed);
+    assert_true(wait_count(c, (unsigned *)&f.n_closed, 1));
+    run_for(c, 5);
+    mr_net_reader_close(&f.rd);
+}
+
 static void test_raw_client_sending_garbage_is_disconnected_and_real_peer_still_served(void **state)
 {
     struct tctx *c = *state;
@@ -1647,6 +1812,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_full_queue_drops_instead_of_blocking_and_others_keep_flowing, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_dialer_proves_the_secret_only_to_an_acceptor_that_proved_it, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_raw_client_sending_garbage_is_disconnected_and_real_peer_still_served, setup,
             teardown),
