@@ -43,8 +43,15 @@
  *                   u8 n + node name | 32-byte nonce | [32-byte proof] |
  *                   u16 n + reason text (refused only)
  *   HANDSHAKE_PROOF dialer->acceptor: u8 status (0 ok, 1 refused) | u8 flags
- *                   (bit0: has proof) | [32-byte proof] | u16 n + reason
- *   RAFT            an encoded struct mr_raft_msg (see mr_net_msg_encode)
+ *                   (bit0: has proof) | [32-byte proof] |
+ *                   u16 n + reason text (refused only)
+ *   RAFT            u8 type | u8 reject | u8 snap_last | u8 0 |
+ *                   u64 from, to, term, index, log_term, commit, reject_hint,
+ *                   hint_term, ctx, snap_index, snap_term, snap_offset |
+ *                   snap_config: u8 present | u32 n | n bytes |
+ *                   snap_chunk:  u8 present | u32 n | n bytes |
+ *                   u32 n_entries | n_entries x (u64 term | u64 index |
+ *                   u8 type | u8 has_data | [u32 n | n bytes])
  *   FORWARD         u64 request id | opaque bytes (rest of the frame)
  *   FORWARD_REPLY   u64 request id | opaque bytes
  *   SNAPSHOT_CHUNK  u64 index | u64 term | u64 offset | u8 flags (bit0: last)
@@ -57,6 +64,9 @@
  *   The dialer checks the acceptor's proof before it proves itself, so a
  *   fake acceptor learns nothing; the secret never travels and never appears
  *   in any message or event text. Nonces come from getrandom().
+ *
+ * Ordering: frames to one peer leave in send order on one connection and
+ * arrive in that order; frames in flight when a connection dies are lost.
  *
  * Threading: everything here runs on the loop thread. Nothing logs (STYLE 6):
  * connection events go to the `on_event` callback with a reason text. */
@@ -338,7 +348,9 @@ int mr_net_peer_is_up(const struct mr_net *net, mr_node_id id);
 int mr_net_peer_stats(const struct mr_net *net, mr_node_id id,
                       struct mr_net_peer_stats *out);
 
-/* Sending. None of these blocks. `to` must be a configured peer.
+/* Sending. None of these blocks. `to` must be a configured peer; it picks
+ * the connection (a RAFT message's own `to` field travels unchanged and is
+ * not checked here; its `from` must be this node, as the receiver checks).
  * Returns 0 when the frame was accepted: it is written when the connection
  * is up, or queued while the first attempt / a reconnect is in progress.
  * "Accepted" is not "delivered": a connection may still die with it.
