@@ -771,6 +771,7 @@ struct tnode {
     uint64_t fail_retry[32];
     unsigned n_fail_log;
     uint64_t down_retry;
+    char up_name[MR_NET_NAME_MAX + 1]; /* peer name of the last outbound UP */
 };
 
 struct tctx {
@@ -849,6 +850,7 @@ static void on_event(struct mr_net *net, const struct mr_net_event *ev)
     case MR_NET_EV_UP:
         t->n_up++;
         if (ev->is_inbound) t->n_up_inbound++;
+        if (!ev->is_inbound) snprintf(t->up_name, sizeof t->up_name, "%s", ev->peer_name);
         break;
     case MR_NET_EV_DOWN:
         t->n_down++;
@@ -1057,6 +1059,23 @@ static void test_two_transports_exchange_messages_both_ways(void **state)
     assert_memory_equal(b->last_data, "ok", 2);
     assert_int_equal(a->n_up, 2); /* outbound + inbound */
     assert_int_equal(a->n_failed + a->n_refused + a->n_down, 0);
+    assert_string_equal(a->up_name, "n2");
+    assert_string_equal(b->up_name, "n1");
+
+    /* Allocation failures while sending drop the message, nothing leaks. */
+    {
+        struct mr_net_peer_stats st;
+        mr_alloc_fail_at(1, 0); /* the frame */
+        assert_int_equal(mr_net_send_raft(&a->net, 2, &m), MR_ENOMEM);
+        mr_alloc_fail_at(2, 0); /* the write request */
+        assert_int_equal(mr_net_send_forward(&a->net, 2, 1, "x", 1), MR_ENOMEM);
+        mr_alloc_fail_at(0, 0);
+        assert_int_equal(mr_net_peer_stats(&a->net, 2, &st), 0);
+        assert_int_equal(st.dropped_frames, 2);
+        assert_int_equal(st.queued_frames, 0);
+        assert_true(st.is_up);
+        assert_int_equal(st.connects, 1);
+    }
 
     /* Unknown peers and self are refused at the API. */
     assert_int_equal(mr_net_send_raft(&a->net, 9, &m), MR_ENOTFOUND);
