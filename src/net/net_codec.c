@@ -834,7 +834,12 @@ void mr_net_reader_close(struct mr_net_reader *r)
 int mr_net_reader_reserve(struct mr_net_reader *r, uint8_t **p, size_t *n)
 {
     size_t have = r->end - r->start;
-    size_t need = READ_CHUNK; /* bytes wanted from `start` on */
+    /* Bytes wanted from `start` on. A connection still in its handshake
+     * (max_frame 4 KiB) gets no more than that: unauthenticated clients are
+     * cheap to hold. */
+    size_t need = r->max_frame + MR_NET_FRAME_HEADER_SIZE < READ_CHUNK
+                      ? r->max_frame + MR_NET_FRAME_HEADER_SIZE
+                      : READ_CHUNK;
     if (have >= 4) {
         /* A length above max_frame never gets here: next() refused it. */
         size_t plen = mr_get_u32(r->buf + r->start);
@@ -842,7 +847,7 @@ int mr_net_reader_reserve(struct mr_net_reader *r, uint8_t **p, size_t *n)
             need = MR_NET_FRAME_HEADER_SIZE + plen;
         }
     }
-    if (need <= have) need = have + READ_CHUNK; /* caller did not drain */
+    if (need <= have) need = have + need; /* caller did not drain */
     if (have == 0 && r->cap > 4 * READ_CHUNK) {
         /* Do not keep a huge buffer after a big frame. */
         mr_free(r->buf);

@@ -29,6 +29,7 @@
 #define DEFAULT_IO_TIMEOUT 15000                /* ms */
 #define KEEPALIVE_DELAY 10                      /* seconds of idleness */
 #define ADDR_MAX 300                            /* bytes of "host:port" text */
+#define MAX_HANDSHAKING 64 /* inbound connections not yet authenticated */
 
 enum conn_state {
     C_RESOLVING = 1, /* outbound: getaddrinfo in flight */
@@ -928,9 +929,18 @@ static void on_connection(uv_stream_t *server, int status)
     int len = sizeof ss;
     struct conn *c;
     int rv;
+    struct mr_queue *it;
+    unsigned handshaking = 0;
     if (status < 0 || net->is_closing) return; /* e.g. EMFILE; the kernel queue retries */
+    /* XXX: on OOM the connection stays in the backlog and libuv stops
+     * accepting until a later accept; the node is in trouble anyway. */
     c = conn_new(net);
     if (c == NULL) return;
+    MR_QUEUE_FOREACH(it, &net->inbound)
+    {
+        struct conn *o = MR_CONTAINER_OF(it, struct conn, link);
+        if (!o->is_closing && o->state != C_READY) handshaking++;
+    }
     c->is_inbound = 1;
     c->state = C_WAIT_HELLO;
     mr_queue_push_tail(&net->inbound, &c->link);
@@ -942,6 +952,10 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         sockaddr_text(&ss, c->addr, sizeof c->addr);
+    }
+    if (handshaking >= MAX_HANDSHAKING) {
+        conn_close(c, 0, "too many connections in the handshake (%u)", handshaking);
+        return;
     }
     set_sockopts(c);
     uv_timer_start(&c->timer, on_conn_timer, net->opts.connect_timeout_ms, 0);

@@ -742,8 +742,9 @@ static void test_reader_rejects_an_oversized_frame_before_buffering_it(void **st
     assert_int_equal(mr_net_reader_reserve(&r, &p, &n), 0);
     memcpy(p, "GET / HTTP/1.1\r\n", 16);
     mr_net_reader_commit(&r, 16);
+    /* Before the handshake completes a connection buffers at most 4 KiB. */
+    assert_true(r.cap <= 4096 + MR_NET_FRAME_HEADER_SIZE);
     assert_int_equal(mr_net_reader_next(&r, &f, errmsg), MR_EMALFORMED);
-    assert_true(r.cap <= 64 * 1024);
     mr_net_reader_close(&r);
 }
 
@@ -1611,6 +1612,24 @@ static void test_dialer_proves_the_secret_only_to_an_acceptor_that_proved_it(voi
     mr_net_reader_close(&f.rd);
 }
 
+static void test_unauthenticated_connections_are_capped(void **state)
+{
+    struct tctx *c = *state;
+    struct tnode *a = start_default(c, 0), *b = start_default(c, 1);
+    struct raw *r = calloc(65, sizeof *r);
+    int i;
+    for (i = 0; i < 65; i++) raw_connect(c, &r[i], a);
+    assert_true(wait_count(c, &a->n_failed, 1));
+    assert_non_null(strstr(a->last_reason, "too many connections in the handshake"));
+    run_for(c, 20);
+    assert_int_equal(a->n_failed, 1);
+    /* A real peer still gets in once the silent ones are gone. */
+    for (i = 0; i < 65; i++) raw_close(c, &r[i]);
+    connect_to(b, a);
+    assert_true(wait_up(c, b, a));
+    free(r);
+}
+
 static void test_raw_client_sending_garbage_is_disconnected_and_real_peer_still_served(void **state)
 {
     struct tctx *c = *state;
@@ -1833,6 +1852,8 @@ int main(void)
             test_full_queue_drops_instead_of_blocking_and_others_keep_flowing, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_dialer_proves_the_secret_only_to_an_acceptor_that_proved_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unauthenticated_connections_are_capped, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_raw_client_sending_garbage_is_disconnected_and_real_peer_still_served, setup,
             teardown),
