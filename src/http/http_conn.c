@@ -92,8 +92,21 @@ static void finish_token(struct mr_http_req *r)
         r->fields[r->nhdrs - 1].value = (uint32_t)r->raw.len;
         mr_http_buf_append(&r->raw, "", 1);
     } else {
+        /* Trailing whitespace is not part of a field value (RFC 9110 5.5). */
+        uint32_t start = r->fields[r->nhdrs - 1].value;
+        while (r->raw.len > start &&
+               (r->raw.data[r->raw.len - 1] == ' ' || r->raw.data[r->raw.len - 1] == '\t')) {
+            r->raw.len--;
+        }
         mr_http_buf_append(&r->raw, "", 1);
     }
+}
+
+/* http-parser asserts when paused in an error state, so only pause a parser
+ * that is fine. */
+static void pause_parser(http_parser *p)
+{
+    if (HTTP_PARSER_ERRNO(p) == HPE_OK) http_parser_pause(p, 1);
 }
 
 static int count_header_bytes(struct mr_http_conn *c, struct mr_http_req *r, size_t n)
@@ -138,6 +151,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct mr_http_conn *c = p->data;
     struct mr_http_req *r = c->cur;
     if (count_header_bytes(c, r, len) != 0) return -1;
+    if (!c->is_in_headers) return 0; /* chunked trailer: counted, not kept */
     if (r->last_cb != 1) {
         finish_token(r);
         if (r->nhdrs >= MR_HTTP_MAX_HEADERS) {
@@ -161,6 +175,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     struct mr_http_conn *c = p->data;
     struct mr_http_req *r = c->cur;
     if (count_header_bytes(c, r, len) != 0) return -1;
+    if (!c->is_in_headers) return 0;
     if (r->last_cb == 1) {
         mr_http_buf_append(&r->raw, "", 1);
         r->fields[r->nhdrs - 1].value = (uint32_t)r->raw.len;
@@ -228,6 +243,9 @@ static int on_headers_complete(http_parser *p)
     c->is_in_headers = 0;
     c->is_in_body = 1;
     c->t_body_start = mr_http__now(srv);
+    if (p->http_major != 1) {
+        return reject(c, 400, "invalid_request", "unsupported HTTP version");
+    }
     if (p->upgrade || p->method == HTTP_CONNECT) {
         return reject(c, 400, "invalid_request", "protocol upgrade is not supported");
     }
@@ -327,10 +345,10 @@ static int on_message_complete(http_parser *p)
     /* Stop here when this connection reads no more, or when it has enough
      * unanswered requests (backpressure): the caller keeps the rest. */
     if (c->phase != MR_HTTP_CONN_OPEN || c->is_read_done) {
-        http_parser_pause(p, 1);
+        pause_parser(p);
     } else if (c->nqueue >= srv->opt.max_pipelined) {
         c->is_paused = 1;
-        http_parser_pause(p, 1);
+        pause_parser(p);
     }
     return 0;
 }
@@ -418,7 +436,7 @@ static void conn_die(struct mr_http_conn *c)
 {
     if (c->phase == MR_HTTP_CONN_DEAD) return;
     c->phase = MR_HTTP_CONN_DEAD;
-    http_parser_pause(&c->parser, 1);
+    pause_parser(&c->parser);
     c->io->timer(c, UINT64_MAX);
     c->io->close(c);
     abort_all(c);
@@ -559,6 +577,7 @@ void mr_http__conn_feed(struct mr_http_conn *c, const char *data, size_t len)
 static void conn_resume(struct mr_http_conn *c)
 {
     c->is_paused = 0;
+    MR_ASSERT(HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED);
     http_parser_pause(&c->parser, 0);
     if (c->stash_len > c->stash_off) {
         size_t n = conn_parse(c, c->stash + c->stash_off, c->stash_len - c->stash_off);
