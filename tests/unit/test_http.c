@@ -584,7 +584,7 @@ static void test_malformed_requests_get_400_json(void **state)
         "GET /a%zz HTTP/1.1\r\n\r\n",          /* bad escape in path */
         "GET /a%00 HTTP/1.1\r\n\r\n",          /* NUL in path */
         "GET /?a=%4 HTTP/1.1\r\n\r\n",         /* bad escape in query */
-        "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad\x01: x\r\n\r\n",
         "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
