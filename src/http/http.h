@@ -28,7 +28,26 @@
  * max_body_bytes, whether announced by Content-Length or counted while
  * decoding chunks), 431 too_large (header section above max_header_bytes or
  * more than MR_HTTP_MAX_HEADERS fields) and 503 unavailable (over
- * max_connections). After each of these the connection is closed. */
+ * max_connections, or out of memory). After each of these the connection is
+ * closed once the answers queued before it have been sent: the server sends
+ * FIN and drains input for up to 2 s, so clients read the error instead of a
+ * reset. Chunked trailers are parsed (and count against max_header_bytes) but
+ * not exposed. HTTP versions other than 1.x get 400.
+ *
+ * Connection end: when the client closes (or half-closes) its side, or a
+ * read or write fails, every unanswered request of that connection is
+ * aborted at once (hooks fire) and the connection is closed.
+ * Expect: 100-continue is answered with "100 Continue" when the request
+ * reaches the head of the pipeline and its announced body fits the limit
+ * (otherwise 413 without reading the body).
+ * Timeouts: header_timeout_ms runs from a request's first byte to the end of
+ * its headers, body_timeout_ms from there to the end of its body (both
+ * answered 408 then close); idle_timeout_ms closes silently a connection that
+ * has no request in progress and no unanswered request, counted from the last
+ * read or completed write (this also drops clients that stop reading
+ * answers). While a handler holds a request, no timeout runs: the node
+ * answers 504 itself. Backpressure: with max_pipelined requests queued
+ * (unanswered or unsent), the server stops reading that connection. */
 #ifndef MR_HTTP_H
 #define MR_HTTP_H
 
@@ -273,7 +292,8 @@ int mr_http_request_is_aborted(const struct mr_http_request *req);
 void mr_http_request_on_abort(struct mr_http_request *req, mr_http_abort_cb cb, void *data);
 
 /* Answers `req` (exactly once; `req` is invalid after the call whatever it
- * returns). status: 100 < status < 600. content_type may be NULL (no
+ * returns). status: 200..599 (asserted; 1xx are the server's business).
+ * content_type may be NULL (no
  * Content-Type). extra_headers is NULL or complete header lines, each ending
  * in "\r\n" (e.g. "Allow: GET, PUT\r\n"), copied. body (len bytes) is copied
  * and may point into the request (e.g. an echo). The server adds Date,

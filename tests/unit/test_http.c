@@ -785,6 +785,45 @@ static void test_disconnect_aborts_pending_and_discards_later_answer(void **stat
     fake_teardown(&f);
 }
 
+static void test_write_error_closes_and_aborts_the_rest(void **state)
+{
+    struct fake f;
+    (void)state;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+    mr_http_request_on_abort(f.held[1], abort_counter, &f);
+    assert_int_equal(mr_http_respond(f.held[0], 200, NULL, NULL, "x", 1), 0);
+    f.held[0] = NULL;
+    assert_true(f.is_writing);
+    f.is_writing = 0;
+    mr_http__conn_write_done(f.c, UV_EPIPE);
+    assert_true(f.is_close_pending);
+    assert_int_equal(f.naborts, 1);
+    fake_pump(&f);
+    assert_int_equal(fake_answer(&f, 1, "late"), MR_ECANCELED);
+    fake_teardown(&f);
+}
+
+static void test_body_timeout_answers_408(void **state)
+{
+    struct fake f;
+    struct mr_http_options o = {0};
+    (void)state;
+    o.body_timeout_ms = 50;
+    fake_setup(&f, &o);
+    fake_feed(&f, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345");
+    assert_int_equal(f.timer, 50);
+    f.srv.fake_now = 50;
+    mr_http__conn_timeout(f.c);
+    fake_pump(&f);
+    assert_int_equal(f.ncalls, 0);
+    assert_non_null(strstr(f.out.data, "HTTP/1.1 408 "));
+    assert_non_null(strstr(f.out.data, "request body not received in time"));
+    assert_true(f.is_shut);
+    fake_teardown(&f);
+}
+
 static void test_out_of_memory_while_reading_closes_cleanly(void **state)
 {
     /* Fail each allocation in turn while a request is read and answered. */
@@ -824,6 +863,8 @@ struct sock_test {
     client_fn client;
     int port;
     int closed;
+    int is_close_requested;
+    int no_done; /* the client does not signal the end (server closes itself) */
     /* handler control */
     int hold;                  /* hold requests (answer on abort) */
     struct mr_http_request *held[16];
@@ -849,6 +890,8 @@ static void on_srv_closed(struct mr_http_server *srv)
 static void on_done(uv_async_t *a)
 {
     struct sock_test *t = a->data;
+    if (t->is_close_requested) return;
+    t->is_close_requested = 1;
     mr_http_server_close(&t->srv, on_srv_closed);
 }
 
@@ -903,6 +946,13 @@ static void sock_handler(void *data, struct mr_http_request *req)
         uv_timer_start(&p->timer, on_pending_timer, strtoul(req->path + 6, NULL, 10), 0);
         return;
     }
+    if (strcmp(req->path, "/shutdown") == 0) {
+        /* Closing the server from inside a handler aborts this request too. */
+        t->is_close_requested = 1;
+        mr_http_server_close(&t->srv, on_srv_closed);
+        t->late_rc = mr_http_respond(req, 200, NULL, NULL, "bye", 3);
+        return;
+    }
     if (strcmp(req->path, "/hold") == 0 || t->hold) {
         t->held[t->nheld++] = req;
         mr_http_request_on_abort(req, sock_abort, t);
@@ -916,7 +966,7 @@ static void *client_main(void *arg)
     struct sock_test *t = arg;
     t->ok = 1;
     t->client(t);
-    uv_async_send(&t->done);
+    if (!t->no_done) uv_async_send(&t->done);
     return NULL;
 }
 
@@ -1340,6 +1390,62 @@ static void noop_handler(void *data, struct mr_http_request *req)
     mr_http_respond(req, 204, NULL, NULL, NULL, 0);
 }
 
+static void client_shutdown(struct sock_test *t)
+{
+    int fd = cli_connect(t);
+    if (fd < 0) CFAIL_RET(t, "connect");
+    cli_send(fd, "GET /shutdown HTTP/1.1\r\n\r\n", 26);
+    if (cli_wait_closed(fd, 3000, t->resp, sizeof t->resp) != 0) CFAIL(t, "not closed");
+    close(fd);
+}
+
+static void test_socket_handler_may_close_the_server(void **state)
+{
+    struct sock_test t;
+    (void)state;
+    memset(&t, 0, sizeof t);
+    t.no_done = 1;
+    run_socket_test(&t, client_shutdown);
+    assert_int_equal(t.late_rc, MR_ECANCELED);
+    assert_string_equal(t.resp, "");
+}
+
+static void client_pipeline_flood(struct sock_test *t)
+{
+    enum { N = 2000 };
+    struct mr_http_buf req;
+    static char buf[1 << 20];
+    int fd = cli_connect(t), i;
+    const char *p;
+    if (fd < 0) CFAIL_RET(t, "connect");
+    mr_http_buf_init(&req);
+    for (i = 0; i < N; i++) mr_http_buf_printf(&req, "GET /p/%d HTTP/1.1\r\n\r\n", i);
+    if (cli_send(fd, req.data, req.len) != 0) CFAIL(t, "send");
+    mr_http_buf_close(&req);
+    if (!t->ok) return;
+    if (cli_read_responses(fd, buf, sizeof buf, N, 10000) < 0) CFAIL_RET(t, "read");
+    p = buf;
+    for (i = 0; i < N; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "\r\n\r\n/p/%d", i);
+        p = strstr(p, want);
+        if (p == NULL) CFAIL_RET(t, "answer %d missing or out of order", i);
+        p += strlen(want);
+        t->n_ok++;
+    }
+    close(fd);
+}
+
+static void test_socket_pipeline_flood_is_answered_in_order_under_backpressure(void **state)
+{
+    struct sock_test t;
+    (void)state;
+    memset(&t, 0, sizeof t);
+    t.opt.max_pipelined = 8;
+    run_socket_test(&t, client_pipeline_flood);
+    assert_int_equal(t.n_ok, 2000);
+}
+
 static void test_listen_parses_addresses_and_reports_errors(void **state)
 {
     uv_loop_t loop;
@@ -1450,6 +1556,8 @@ int main(void)
         cmocka_unit_test(test_error_helpers_add_retry_after_allow_and_leader),
         cmocka_unit_test(test_header_timeout_answers_408_and_idle_timeout_closes),
         cmocka_unit_test(test_disconnect_aborts_pending_and_discards_later_answer),
+        cmocka_unit_test(test_write_error_closes_and_aborts_the_rest),
+        cmocka_unit_test(test_body_timeout_answers_408),
         cmocka_unit_test(test_out_of_memory_while_reading_closes_cleanly),
         cmocka_unit_test(test_socket_keep_alive_and_pipelined_async_order),
         cmocka_unit_test(test_socket_slowloris_is_dropped_after_header_timeout),
@@ -1458,6 +1566,8 @@ int main(void)
         cmocka_unit_test(test_socket_oversized_chunked_body_gets_413_then_close),
         cmocka_unit_test(test_socket_client_disconnect_while_handler_pending),
         cmocka_unit_test(test_socket_server_close_aborts_pending_requests),
+        cmocka_unit_test(test_socket_handler_may_close_the_server),
+        cmocka_unit_test(test_socket_pipeline_flood_is_answered_in_order_under_backpressure),
         cmocka_unit_test(test_listen_parses_addresses_and_reports_errors),
         cmocka_unit_test(test_socket_server_records_metrics_by_status_class),
     };
