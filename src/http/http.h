@@ -135,11 +135,7 @@ int mr_http_error_body(struct mr_http_buf *b, const char *code, const char *mess
 
 /* ==== metrics (Prometheus text exposition format 0.0.4) ==================== */
 
-enum mr_http_metric_type {
-    MR_HTTP_COUNTER,
-    MR_HTTP_GAUGE,
-    MR_HTTP_HISTOGRAM
-};
+enum mr_http_metric_type { MR_HTTP_COUNTER, MR_HTTP_GAUGE, MR_HTTP_HISTOGRAM };
 
 /* One time series. Handles are owned by the registry and valid until
  * mr_http_metrics_close(). Values are doubles (integers exact up to 2^53). */
@@ -289,7 +285,8 @@ int mr_http_request_is_aborted(const struct mr_http_request *req);
  * in any case it still must answer exactly once. If the request is already
  * aborted when this is called, the hook is NOT called: check
  * mr_http_request_is_aborted(). */
-void mr_http_request_on_abort(struct mr_http_request *req, mr_http_abort_cb cb, void *data);
+void mr_http_request_on_abort(struct mr_http_request *req, mr_http_abort_cb cb,
+                              void *data);
 
 /* Answers `req` (exactly once; `req` is invalid after the call whatever it
  * returns). status: 200..599 (asserted; 1xx are the server's business).
@@ -302,27 +299,29 @@ void mr_http_request_on_abort(struct mr_http_request *req, mr_http_abort_cb cb, 
  * Returns 0, MR_ECANCELED if the client is gone (answer discarded) or
  * MR_ENOMEM (the answer could not be built: the connection is closed after
  * the earlier answers have been sent). */
-int mr_http_respond(struct mr_http_request *req, unsigned status, const char *content_type,
-                    const char *extra_headers, const void *body, size_t len);
+int mr_http_respond(struct mr_http_request *req, unsigned status,
+                    const char *content_type, const char *extra_headers, const void *body,
+                    size_t len);
 /* mr_http_respond with Content-Type application/json. */
 int mr_http_respond_json(struct mr_http_request *req, unsigned status, const char *json,
                          size_t len);
 /* JSON error answer (see mr_http_error_body). leader may be NULL (-> null).
  * retry_after_s > 0 adds "Retry-After: N". */
 int mr_http_respond_error(struct mr_http_request *req, unsigned status, const char *code,
-                          const char *message, const char *leader, unsigned retry_after_s);
+                          const char *message, const char *leader,
+                          unsigned retry_after_s);
 /* The same with extra header lines (e.g. "Allow: GET\r\n" for a 405). */
 int mr_http_respond_error_hdr(struct mr_http_request *req, unsigned status,
                               const char *code, const char *message, const char *leader,
                               unsigned retry_after_s, const char *extra_headers);
 
 struct mr_http_server_stats {
-    uint64_t accepted;      /* connections accepted */
-    uint64_t rejected;      /* of those, answered 503 (over max_connections) */
-    uint64_t requests;      /* requests handed to the handler */
-    uint64_t errors;        /* error answers the server made itself */
-    uint32_t connections;   /* connection objects alive now */
-    uint32_t outstanding;   /* requests handed out and not yet answered */
+    uint64_t accepted;    /* connections accepted */
+    uint64_t rejected;    /* of those, answered 503 (over max_connections) */
+    uint64_t requests;    /* requests handed to the handler */
+    uint64_t errors;      /* error answers the server made itself */
+    uint32_t connections; /* connection objects alive now */
+    uint32_t outstanding; /* requests handed out and not yet answered */
 };
 
 /* Everything below is private; the caller only provides the storage. */
@@ -337,18 +336,18 @@ struct mr_http_server {
     int is_closing;
     int is_listener_closed;
     int port;
-    struct mr_queue conns;   /* struct mr_http_conn, open or closing */
-    struct mr_queue pool;    /* reusable requests */
+    struct mr_queue conns; /* struct mr_http_conn, open or closing */
+    struct mr_queue pool;  /* reusable requests */
     unsigned pool_len;
     struct mr_http_server_stats stats;
-    uint64_t fake_now;       /* clock when loop == NULL (tests, fuzzing) */
+    uint64_t fake_now; /* clock when loop == NULL (tests, fuzzing) */
     struct mr_http_metric *m_class[5];
     struct mr_http_metric *m_latency;
     struct mr_http_metric *m_conns;
     struct mr_http_metric *m_rejected;
     long date_sec;
-    char date[40];           /* "Date: ...\r\n" */
-    char *rbuf;              /* shared read buffer (one loop thread) */
+    char date[40]; /* "Date: ...\r\n" */
+    char *rbuf;    /* shared read buffer (one loop thread) */
     char errmsg[MR_ERRMSG_SIZE];
 };
 

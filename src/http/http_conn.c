@@ -94,8 +94,8 @@ static void finish_token(struct mr_http_req *r)
     } else {
         /* Trailing whitespace is not part of a field value (RFC 9110 5.5). */
         uint32_t start = r->fields[r->nhdrs - 1].value;
-        while (r->raw.len > start &&
-               (r->raw.data[r->raw.len - 1] == ' ' || r->raw.data[r->raw.len - 1] == '\t')) {
+        while (r->raw.len > start && (r->raw.data[r->raw.len - 1] == ' ' ||
+                                      r->raw.data[r->raw.len - 1] == '\t')) {
             r->raw.len--;
         }
         mr_http_buf_append(&r->raw, "", 1);
@@ -118,7 +118,8 @@ static int count_header_bytes(struct mr_http_conn *c, struct mr_http_req *r, siz
     return 0;
 }
 
-/* ---- parser callbacks --------------------------------------------------------------- */
+/* ---- parser callbacks ---------------------------------------------------------------
+ */
 static int on_message_begin(http_parser *p)
 {
     struct mr_http_conn *c = p->data;
@@ -442,7 +443,10 @@ static void conn_die(struct mr_http_conn *c)
     abort_all(c);
 }
 
-void mr_http__conn_kill(struct mr_http_conn *c) { conn_die(c); }
+void mr_http__conn_kill(struct mr_http_conn *c)
+{
+    conn_die(c);
+}
 
 /* Every answer is out and nothing more will be read: send FIN, drain. */
 static void conn_finish(struct mr_http_conn *c)
@@ -496,7 +500,8 @@ static void conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
     r->is_close = 1;
     mr_http_buf_init(&b);
     if (mr_http_error_body(&b, code, msg, NULL) != 0 ||
-        mr_http__build_response(r, status, "application/json", NULL, b.data, b.len) != 0) {
+        mr_http__build_response(r, status, "application/json", NULL, b.data, b.len) !=
+            0) {
         mr_http_buf_reset(&r->out);
     }
     mr_http_buf_close(&b);
@@ -651,9 +656,10 @@ static void conn_flush(struct mr_http_conn *c)
             nw++;
             if (r->is_close) break;
         } else {
-            if (r->is_continue && !r->is_continue_sent && r->state == MR_HTTP_REQ_PARSING &&
-                n < MR_HTTP_WBUFS) {
-                c->wbufs[n++] = uv_buf_init((char *)continue_100, sizeof continue_100 - 1);
+            if (r->is_continue && !r->is_continue_sent &&
+                r->state == MR_HTTP_REQ_PARSING && n < MR_HTTP_WBUFS) {
+                c->wbufs[n++] =
+                    uv_buf_init((char *)continue_100, sizeof continue_100 - 1);
                 r->is_continue_sent = 1;
             }
             break;
@@ -731,9 +737,11 @@ void mr_http__conn_closed(struct mr_http_conn *c)
     maybe_free(c);
 }
 
-/* ---- answering ---------------------------------------------------------------------- */
-int mr_http_respond(struct mr_http_request *req, unsigned status, const char *content_type,
-                    const char *extra_headers, const void *body, size_t len)
+/* ---- answering ----------------------------------------------------------------------
+ */
+int mr_http_respond(struct mr_http_request *req, unsigned status,
+                    const char *content_type, const char *extra_headers, const void *body,
+                    size_t len)
 {
     struct mr_http_req *r = (struct mr_http_req *)(void *)req;
     struct mr_http_conn *c = r->conn;

@@ -36,19 +36,19 @@ struct mr_http_field {
 struct mr_http_req {
     struct mr_http_request pub; /* first: handlers get &pub */
     struct mr_http_conn *conn;
-    struct mr_queue link; /* conn->reqs, a local abort list, or srv->pool */
-    struct mr_http_buf raw;  /* url, header fields, decoded path, params */
-    struct mr_http_buf body; /* decoded body */
-    struct mr_http_buf out;  /* the answer, ready to write */
+    struct mr_queue link;         /* conn->reqs, a local abort list, or srv->pool */
+    struct mr_http_buf raw;       /* url, header fields, decoded path, params */
+    struct mr_http_buf body;      /* decoded body */
+    struct mr_http_buf out;       /* the answer, ready to write */
     struct mr_http_field *fields; /* headers [0, nhdrs), params after */
     unsigned nhdrs, nparams, cap_fields;
     uint32_t url_off, url_len;
     size_t header_bytes;
     int last_cb; /* 0 none yet, 1 header field, 2 header value */
     int state;
-    unsigned is_close : 1;         /* close the connection after this answer */
-    unsigned is_aborted : 1;       /* the answer will be discarded */
-    unsigned is_continue : 1;      /* client sent Expect: 100-continue */
+    unsigned is_close : 1;    /* close the connection after this answer */
+    unsigned is_aborted : 1;  /* the answer will be discarded */
+    unsigned is_continue : 1; /* client sent Expect: 100-continue */
     unsigned is_continue_sent : 1;
     unsigned is_head : 1;
     uint64_t t_start; /* uv_hrtime() at dispatch, ns */
@@ -86,7 +86,7 @@ enum {
 struct mr_http_conn {
     struct mr_http_server *srv;
     const struct mr_http_io *io;
-    void *io_data; /* for test transports */
+    void *io_data;        /* for test transports */
     struct mr_queue link; /* srv->conns */
     http_parser parser;
     struct mr_http_req *cur; /* being parsed; also the tail of reqs */
@@ -97,10 +97,10 @@ struct mr_http_conn {
     unsigned is_read_done : 1; /* parse no more requests */
     unsigned is_paused : 1;    /* backpressure: parser paused, reads stopped */
     unsigned is_writing : 1;
-    unsigned is_closed : 1;    /* transport closed; free at nrefs == 0 */
+    unsigned is_closed : 1; /* transport closed; free at nrefs == 0 */
     unsigned is_in_headers : 1;
     unsigned is_in_body : 1;
-    unsigned is_rejected : 1;  /* over max_connections */
+    unsigned is_rejected : 1; /* over max_connections */
     /* Set by parser callbacks that refuse a request. */
     unsigned reject_status;
     const char *reject_code;

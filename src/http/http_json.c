@@ -96,12 +96,12 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
         need = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
         need = 3;
-        if (c == 0xE0) lo = 0xA0;      /* overlong */
-        if (c == 0xED) hi = 0x9F;      /* surrogates */
+        if (c == 0xE0) lo = 0xA0; /* overlong */
+        if (c == 0xED) hi = 0x9F; /* surrogates */
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
-        if (c == 0xF0) lo = 0x90;      /* overlong */
-        if (c == 0xF4) hi = 0x8F;      /* above U+10FFFF */
+        if (c == 0xF0) lo = 0x90; /* overlong */
+        if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
     } else {
         *bad = 1;
         return 0;
@@ -137,7 +137,8 @@ int mr_http_json_escape(struct mr_http_buf *b, const char *str, size_t len)
         }
         if (c >= 0x80) {
             n = utf8_seq(s + i, len - i, &bad);
-            if (n == 3 && c == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
+            if (n == 3 && c == 0xE2 && s[i + 1] == 0x80 &&
+                (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
                 out = s[i + 2] == 0xA8 ? "\\u2028" : "\\u2029";
                 outlen = 6;
             } else if (n > 0) {
@@ -152,13 +153,27 @@ int mr_http_json_escape(struct mr_http_buf *b, const char *str, size_t len)
         } else {
             n = 1;
             switch (c) {
-            case '"': out = "\\\""; break;
-            case '\\': out = "\\\\"; break;
-            case '\b': out = "\\b"; break;
-            case '\f': out = "\\f"; break;
-            case '\n': out = "\\n"; break;
-            case '\r': out = "\\r"; break;
-            case '\t': out = "\\t"; break;
+            case '"':
+                out = "\\\"";
+                break;
+            case '\\':
+                out = "\\\\";
+                break;
+            case '\b':
+                out = "\\b";
+                break;
+            case '\f':
+                out = "\\f";
+                break;
+            case '\n':
+                out = "\\n";
+                break;
+            case '\r':
+                out = "\\r";
+                break;
+            case '\t':
+                out = "\\t";
+                break;
             default:
                 memcpy(esc, "\\u00", 4);
                 esc[4] = hex[c >> 4];
@@ -214,10 +229,22 @@ static void close_level(struct mr_http_json *j, char c)
     mr_http_buf_append(j->b, &c, 1);
 }
 
-void mr_http_json_obj_begin(struct mr_http_json *j) { open_level(j, '{'); }
-void mr_http_json_obj_end(struct mr_http_json *j) { close_level(j, '}'); }
-void mr_http_json_arr_begin(struct mr_http_json *j) { open_level(j, '['); }
-void mr_http_json_arr_end(struct mr_http_json *j) { close_level(j, ']'); }
+void mr_http_json_obj_begin(struct mr_http_json *j)
+{
+    open_level(j, '{');
+}
+void mr_http_json_obj_end(struct mr_http_json *j)
+{
+    close_level(j, '}');
+}
+void mr_http_json_arr_begin(struct mr_http_json *j)
+{
+    open_level(j, '[');
+}
+void mr_http_json_arr_end(struct mr_http_json *j)
+{
+    close_level(j, ']');
+}
 
 void mr_http_json_key(struct mr_http_json *j, const char *key)
 {

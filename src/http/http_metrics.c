@@ -38,15 +38,16 @@ static int name_is_valid(const char *s)
     if (s == NULL || s[0] == '\0') return 0;
     for (i = 0; s[i] != '\0'; i++) {
         char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
-                 (i > 0 && c >= '0' && c <= '9');
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                 c == ':' || (i > 0 && c >= '0' && c <= '9');
         if (!ok) return 0;
     }
     return 1;
 }
 
-static struct mr_http_metric *add(struct mr_http_metrics *m, enum mr_http_metric_type type,
-                                  const char *name, const char *labels, const char *help,
+static struct mr_http_metric *add(struct mr_http_metrics *m,
+                                  enum mr_http_metric_type type, const char *name,
+                                  const char *labels, const char *help,
                                   const double *bounds, unsigned nbounds)
 {
     struct mr_http_metric *x, *first = NULL, *last = NULL;
@@ -56,7 +57,8 @@ static struct mr_http_metric *add(struct mr_http_metrics *m, enum mr_http_metric
     if (type == MR_HTTP_HISTOGRAM) {
         if (bounds == NULL || nbounds == 0) return NULL;
         for (i = 0; i < nbounds; i++) {
-            if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) return NULL;
+            if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1])))
+                return NULL;
         }
     }
     for (x = m->head; x != NULL; x = x->next) {

@@ -127,7 +127,8 @@ int mr_http_request_is_aborted(const struct mr_http_request *req)
     return cpriv(req)->is_aborted;
 }
 
-void mr_http_request_on_abort(struct mr_http_request *req, mr_http_abort_cb cb, void *data)
+void mr_http_request_on_abort(struct mr_http_request *req, mr_http_abort_cb cb,
+                              void *data)
 {
     struct mr_http_req *r = (struct mr_http_req *)(void *)req;
     MR_ASSERT(r->state == MR_HTTP_REQ_DISPATCHED);
@@ -167,7 +168,8 @@ int mr_http__build_response(struct mr_http_req *r, unsigned status, const char *
     int has_body = !r->is_head && status != 204 && status != 304;
     update_date(srv);
     mr_http_buf_reset(b);
-    mr_http_buf_reserve(b, 160 + (extra != NULL ? strlen(extra) : 0) + (has_body ? len : 0));
+    mr_http_buf_reserve(b,
+                        160 + (extra != NULL ? strlen(extra) : 0) + (has_body ? len : 0));
     mr_http_buf_printf(b, "HTTP/1.1 %u %s\r\n", status, reason(status));
     mr_http_buf_puts(b, srv->date);
     if (ct != NULL) {

@@ -118,11 +118,12 @@ static const struct mr_http_io uv_io = {
 
 /* ---- server ---------------------------------------------------------------------- */
 static int setup(struct mr_http_server *srv, uv_loop_t *loop,
-                 const struct mr_http_options *opt, mr_http_handler_cb handler, void *data)
+                 const struct mr_http_options *opt, mr_http_handler_cb handler,
+                 void *data)
 {
-    static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                    0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
-                                    5,      10};
+    static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                    0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                    1,      2.5,     5,      10};
     static const char *const cls[] = {"code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"",
                                       "code=\"4xx\"", "code=\"5xx\""};
     struct mr_http_options *o = &srv->opt;
@@ -134,7 +135,8 @@ static int setup(struct mr_http_server *srv, uv_loop_t *loop,
     if (o->max_header_bytes == 0) o->max_header_bytes = MR_HTTP_DEFAULT_MAX_HEADER_BYTES;
     if (o->max_body_bytes == 0) o->max_body_bytes = MR_HTTP_DEFAULT_MAX_BODY_BYTES;
     if (o->idle_timeout_ms == 0) o->idle_timeout_ms = MR_HTTP_DEFAULT_IDLE_TIMEOUT_MS;
-    if (o->header_timeout_ms == 0) o->header_timeout_ms = MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+    if (o->header_timeout_ms == 0)
+        o->header_timeout_ms = MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
     if (o->body_timeout_ms == 0) o->body_timeout_ms = MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
     if (o->max_connections == 0) o->max_connections = MR_HTTP_DEFAULT_MAX_CONNECTIONS;
     if (o->max_pipelined == 0) o->max_pipelined = MR_HTTP_DEFAULT_MAX_PIPELINED;
@@ -150,15 +152,16 @@ static int setup(struct mr_http_server *srv, uv_loop_t *loop,
     if (o->metrics != NULL) {
         struct mr_http_metrics *m = o->metrics;
         for (i = 0; i < 5; i++) {
-            srv->m_class[i] = mr_http_metrics_counter(m, "moonraft_http_requests_total",
-                                                      cls[i], "HTTP answers by status class.");
+            srv->m_class[i] =
+                mr_http_metrics_counter(m, "moonraft_http_requests_total", cls[i],
+                                        "HTTP answers by status class.");
         }
-        srv->m_latency = mr_http_metrics_histogram(
-            m, "moonraft_http_request_duration_seconds", NULL,
-            "Time from a complete request to its answer.", bounds,
-            sizeof bounds / sizeof bounds[0]);
-        srv->m_conns =
-            mr_http_metrics_gauge(m, "moonraft_http_connections", NULL, "Open connections.");
+        srv->m_latency =
+            mr_http_metrics_histogram(m, "moonraft_http_request_duration_seconds", NULL,
+                                      "Time from a complete request to its answer.",
+                                      bounds, sizeof bounds / sizeof bounds[0]);
+        srv->m_conns = mr_http_metrics_gauge(m, "moonraft_http_connections", NULL,
+                                             "Open connections.");
         srv->m_rejected =
             mr_http_metrics_counter(m, "moonraft_http_connections_rejected_total", NULL,
                                     "Connections refused over max_connections.");
@@ -271,8 +274,8 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, char *errms
     return 0;
 bad:
     if (errmsg != NULL) {
-        mr_errmsg_printf(errmsg, "bad listen address \"%s\" (want host:port or [v6]:port)",
-                         addr);
+        mr_errmsg_printf(errmsg,
+                         "bad listen address \"%s\" (want host:port or [v6]:port)", addr);
     }
     return MR_EINVAL;
 }
@@ -288,7 +291,8 @@ int mr_http_server_listen(struct mr_http_server *srv, const char *addr, char *er
     rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
     if (rc != 0) {
-        if (errmsg != NULL) mr_errmsg_printf(errmsg, "listen on %s: %s", addr, uv_strerror(rc));
+        if (errmsg != NULL)
+            mr_errmsg_printf(errmsg, "listen on %s: %s", addr, uv_strerror(rc));
         return rc;
     }
     srv->is_listening = 1;
@@ -326,7 +330,10 @@ static void maybe_done(struct mr_http_server *srv)
     if (cb != NULL) cb(srv);
 }
 
-void mr_http__server_conn_freed(struct mr_http_server *srv) { maybe_done(srv); }
+void mr_http__server_conn_freed(struct mr_http_server *srv)
+{
+    maybe_done(srv);
+}
 
 static void on_listener_close(uv_handle_t *h)
 {

@@ -13,9 +13,9 @@
 
 #include "http/http_int.h"
 
-#define CHECK(x)                          \
-    do {                                  \
-        if (!(x)) __builtin_trap();       \
+#define CHECK(x)                                                                         \
+    do {                                                                                 \
+        if (!(x)) __builtin_trap();                                                      \
     } while (0)
 
 struct fz {
@@ -37,8 +37,14 @@ static void fio_write(struct mr_http_conn *c, const uv_buf_t *bufs, unsigned n)
     for (i = 0; i < n; i++) mr_http_buf_append(&f->out, bufs[i].base, bufs[i].len);
     f->is_writing = 1;
 }
-static void fio_shutdown(struct mr_http_conn *c) { (void)c; }
-static void fio_close(struct mr_http_conn *c) { ((struct fz *)c->io_data)->is_close_pending = 1; }
+static void fio_shutdown(struct mr_http_conn *c)
+{
+    (void)c;
+}
+static void fio_close(struct mr_http_conn *c)
+{
+    ((struct fz *)c->io_data)->is_close_pending = 1;
+}
 static void fio_read(struct mr_http_conn *c, int on)
 {
     (void)c;
@@ -49,7 +55,8 @@ static void fio_timer(struct mr_http_conn *c, uint64_t d)
     (void)c;
     (void)d;
 }
-static const struct mr_http_io fio = {fio_write, fio_shutdown, fio_close, fio_read, fio_timer};
+static const struct mr_http_io fio = {fio_write, fio_shutdown, fio_close, fio_read,
+                                      fio_timer};
 
 static void on_abort(void *data, struct mr_http_request *req)
 {

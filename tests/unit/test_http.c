@@ -59,7 +59,8 @@ static void test_json_escape_keeps_valid_utf8_and_replaces_invalid(void **state)
     assert_string_equal(escape("\xe2\x80\xa8\xe2\x80\xa9", 6), "\"\\u2028\\u2029\"");
     /* Stray continuation byte, invalid lead bytes. */
     assert_string_equal(escape("a\x80z", 3), "\"a\xef\xbf\xbdz\"");
-    assert_string_equal(escape("\xff\xc0\xc1", 3), "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    assert_string_equal(escape("\xff\xc0\xc1", 3),
+                        "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
     /* Overlong (E0 80 80), surrogate (ED A0 80), above U+10FFFF (F4 90 ..). */
     assert_string_equal(escape("\xe0\x80\x80", 3),
                         "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
@@ -102,8 +103,9 @@ static void test_json_writer_places_commas_and_colons(void **state)
     mr_http_json_strn(&j, "x\0y", 3);
     mr_http_json_obj_end(&j);
     assert_false(b.is_oom);
-    assert_string_equal(b.data, "{\"a\":-5,\"b\":[18446744073709551615,0.1,null,true,null,{},[]],"
-                                "\"k\\\"q\":null,\"r\":{\"x\":1},\"s\":\"x\\u0000y\"}");
+    assert_string_equal(b.data,
+                        "{\"a\":-5,\"b\":[18446744073709551615,0.1,null,true,null,{},[]],"
+                        "\"k\\\"q\":null,\"r\":{\"x\":1},\"s\":\"x\\u0000y\"}");
     mr_http_buf_close(&b);
 }
 
@@ -160,7 +162,8 @@ static void test_metrics_render_exact_prometheus_text(void **state)
     assert_null(mr_http_metrics_counter(&m, "bad-name", NULL, "x"));
     assert_null(mr_http_metrics_counter(&m, "req_total", "code=\"2xx\"", "x"));
     assert_null(mr_http_metrics_gauge(&m, "req_total", "code=\"3xx\"", "x"));
-    assert_null(mr_http_metrics_histogram(&m, "h2", NULL, "x", (const double[]){1, 1}, 2));
+    assert_null(
+        mr_http_metrics_histogram(&m, "h2", NULL, "x", (const double[]){1, 1}, 2));
     assert_null(mr_http_metrics_histogram(&m, "lat_seconds", NULL, "x", bounds, 2));
     mr_http_metric_add(c1, 3);
     mr_http_metric_add(c2, 1);
@@ -218,7 +221,10 @@ static void fio_write(struct mr_http_conn *c, const uv_buf_t *bufs, unsigned n)
     for (i = 0; i < n; i++) mr_http_buf_append(&f->out, bufs[i].base, bufs[i].len);
     f->is_writing = 1;
 }
-static void fio_shutdown(struct mr_http_conn *c) { ((struct fake *)c->io_data)->is_shut = 1; }
+static void fio_shutdown(struct mr_http_conn *c)
+{
+    ((struct fake *)c->io_data)->is_shut = 1;
+}
 static void fio_close(struct mr_http_conn *c)
 {
     ((struct fake *)c->io_data)->is_close_pending = 1;
@@ -307,7 +313,10 @@ static void fake_feed_n(struct fake *f, const char *s, size_t len)
     fake_pump(f);
 }
 
-static void fake_feed(struct fake *f, const char *s) { fake_feed_n(f, s, strlen(s)); }
+static void fake_feed(struct fake *f, const char *s)
+{
+    fake_feed_n(f, s, strlen(s));
+}
 
 static int fake_answer(struct fake *f, unsigned i, const char *body)
 {
@@ -368,7 +377,8 @@ static void test_get_decodes_path_query_and_headers(void **state)
     assert_string_equal(f.param_y, "\xc3\xa9");
     assert_string_equal(f.hdr_test, "hello"); /* case-insensitive, trimmed */
     assert_non_null(strstr(f.out.data, "HTTP/1.1 200 OK\r\n"));
-    assert_non_null(strstr(f.out.data, "Content-Type: text/plain\r\nContent-Length: 14\r\n"));
+    assert_non_null(
+        strstr(f.out.data, "Content-Type: text/plain\r\nContent-Length: 14\r\n"));
     assert_non_null(strstr(f.out.data, "\r\nDate: "));
     assert_null(strstr(f.out.data, "Connection:"));
     assert_non_null(strstr(f.out.data, "\r\n\r\n/v1/kv/a b/c+d"));
@@ -424,7 +434,9 @@ static void test_pipelined_answers_leave_in_request_order(void **state)
     (void)state;
     fake_setup(&f, NULL);
     f.hold = 1;
-    fake_feed(&f, "GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\nGET /three HTTP/1.1\r\n\r\n");
+    fake_feed(
+        &f,
+        "GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\nGET /three HTTP/1.1\r\n\r\n");
     assert_int_equal(f.nheld, 3);
     assert_int_equal(fake_answer(&f, 2, "third"), 0);
     assert_int_equal(fake_answer(&f, 1, "second"), 0);
@@ -490,7 +502,8 @@ static void test_oversized_header_gets_431_json_and_close(void **state)
     fake_feed(&f, "GET / HTTP/1.1\r\nX-Big: ");
     fake_feed(&f, big);
     assert_int_equal(f.ncalls, 0);
-    assert_non_null(strstr(f.out.data, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+    assert_non_null(
+        strstr(f.out.data, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
     assert_non_null(strstr(f.out.data, "Connection: close\r\n"));
     assert_non_null(strstr(f.out.data, "{\"error\":{\"code\":\"too_large\""));
     assert_true(f.is_shut);
@@ -579,11 +592,11 @@ static void test_malformed_requests_get_400_json(void **state)
 {
     static const char *const bad[] = {
         "GARBAGE\r\n\r\n",
-        "FOO / HTTP/1.1\r\n\r\n",              /* unknown method */
-        "GET / HTTP/9.9\r\n\r\n",              /* version */
-        "GET /a%zz HTTP/1.1\r\n\r\n",          /* bad escape in path */
-        "GET /a%00 HTTP/1.1\r\n\r\n",          /* NUL in path */
-        "GET /?a=%4 HTTP/1.1\r\n\r\n",         /* bad escape in query */
+        "FOO / HTTP/1.1\r\n\r\n",      /* unknown method */
+        "GET / HTTP/9.9\r\n\r\n",      /* version */
+        "GET /a%zz HTTP/1.1\r\n\r\n",  /* bad escape in path */
+        "GET /a%00 HTTP/1.1\r\n\r\n",  /* NUL in path */
+        "GET /?a=%4 HTTP/1.1\r\n\r\n", /* bad escape in query */
         "GET / HTTP/1.1\r\nBad\x01: x\r\n\r\n",
         "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -667,7 +680,8 @@ static void test_expect_100_continue_is_answered_before_the_body(void **state)
         struct mr_http_options o = {0};
         o.max_body_bytes = 2;
         fake_setup(&f, &o);
-        fake_feed(&f, "PUT /k HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        fake_feed(&f,
+                  "PUT /k HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
         assert_null(strstr(f.out.data, "100 Continue"));
         assert_non_null(strstr(f.out.data, "HTTP/1.1 413 "));
         fake_teardown(&f);
@@ -682,7 +696,8 @@ static void test_head_answer_has_length_but_no_body(void **state)
     fake_feed(&f, "HEAD /abc HTTP/1.1\r\n\r\n");
     assert_int_equal(f.ncalls, 1);
     assert_non_null(strstr(f.out.data, "Content-Length: 4\r\n"));
-    assert_int_equal(f.out.len, (size_t)(strstr(f.out.data, "\r\n\r\n") - f.out.data) + 4);
+    assert_int_equal(f.out.len,
+                     (size_t)(strstr(f.out.data, "\r\n\r\n") - f.out.data) + 4);
     fake_teardown(&f);
 }
 
@@ -694,10 +709,10 @@ static void test_error_helpers_add_retry_after_allow_and_leader(void **state)
     f.hold = 1;
     fake_feed(&f, "POST /v1/command HTTP/1.1\r\n\r\nDELETE /v1/status HTTP/1.1\r\n\r\n");
     assert_int_equal(f.nheld, 2);
-    assert_int_equal(mr_http_respond_error(f.held[0], 503, "no_leader", "election", "n3", 2),
-                     0);
-    assert_int_equal(mr_http_respond_error_hdr(f.held[1], 405, "method_not_allowed", "use GET",
-                                               NULL, 0, "Allow: GET\r\n"),
+    assert_int_equal(
+        mr_http_respond_error(f.held[0], 503, "no_leader", "election", "n3", 2), 0);
+    assert_int_equal(mr_http_respond_error_hdr(f.held[1], 405, "method_not_allowed",
+                                               "use GET", NULL, 0, "Allow: GET\r\n"),
                      0);
     f.held[0] = f.held[1] = NULL;
     fake_pump(&f);
@@ -866,10 +881,10 @@ struct sock_test {
     int is_close_requested;
     int no_done; /* the client does not signal the end (server closes itself) */
     /* handler control */
-    int hold;                  /* hold requests (answer on abort) */
+    int hold; /* hold requests (answer on abort) */
     struct mr_http_request *held[16];
     unsigned nheld, naborts, ncalls;
-    int late_rc;               /* rc of an answer given after abort */
+    int late_rc; /* rc of an answer given after abort */
     int is_late_answered;
     uv_timer_t late;
     /* client results (written by the client thread, read after join) */
@@ -895,7 +910,10 @@ static void on_done(uv_async_t *a)
     mr_http_server_close(&t->srv, on_srv_closed);
 }
 
-static void on_pending_timer_closed(uv_handle_t *h) { mr_free(h->data); }
+static void on_pending_timer_closed(uv_handle_t *h)
+{
+    mr_free(h->data);
+}
 
 static void on_pending_timer(uv_timer_t *tm)
 {
@@ -992,15 +1010,15 @@ static void run_socket_test(struct sock_test *t, client_fn client)
     if (!t->ok) fail_msg("client: %s", t->err);
 }
 
-#define CFAIL(t, ...)                                     \
-    do {                                                  \
-        (t)->ok = 0;                                      \
-        snprintf((t)->err, sizeof(t)->err, __VA_ARGS__);  \
+#define CFAIL(t, ...)                                                                    \
+    do {                                                                                 \
+        (t)->ok = 0;                                                                     \
+        snprintf((t)->err, sizeof(t)->err, __VA_ARGS__);                                 \
     } while (0)
-#define CFAIL_RET(t, ...)      \
-    do {                       \
-        CFAIL(t, __VA_ARGS__); \
-        return;                \
+#define CFAIL_RET(t, ...)                                                                \
+    do {                                                                                 \
+        CFAIL(t, __VA_ARGS__);                                                           \
+        return;                                                                          \
     } while (0)
 
 static double now_s(void)
@@ -1063,7 +1081,8 @@ static long cli_read_responses(int fd, char *buf, size_t size, int n, int timeou
             const char *p0 = buf;
             got = 0;
             for (;;) {
-                const char *end = strstr(p0, "\r\n\r\n"), *cl = strstr(p0, "Content-Length: ");
+                const char *end = strstr(p0, "\r\n\r\n"),
+                           *cl = strstr(p0, "Content-Length: ");
                 size_t body;
                 if (end == NULL || cl == NULL || cl > end) break;
                 body = strtoul(cl + 16, NULL, 10);
@@ -1111,7 +1130,8 @@ static void client_keep_alive_and_pipelining(struct sock_test *t)
         int n = snprintf(req, sizeof req, "GET /n/%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
         char want[32];
         if (cli_send(fd, req, (size_t)n) != 0) CFAIL_RET(t, "send %d", i);
-        if (cli_read_responses(fd, buf, sizeof buf, 1, 2000) < 0) CFAIL_RET(t, "read %d", i);
+        if (cli_read_responses(fd, buf, sizeof buf, 1, 2000) < 0)
+            CFAIL_RET(t, "read %d", i);
         snprintf(want, sizeof want, "\r\n\r\n/n/%d", i);
         if (strstr(buf, want) == NULL) CFAIL_RET(t, "answer %d: %.120s", i, buf);
         t->n_ok++;
@@ -1145,7 +1165,8 @@ static void test_socket_keep_alive_and_pipelined_async_order(void **state)
 
 static void client_slowloris(struct sock_test *t)
 {
-    const char *req = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *req = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     int fd = cli_connect(t);
     size_t i;
     double start = now_s();
@@ -1436,7 +1457,8 @@ static void client_pipeline_flood(struct sock_test *t)
     close(fd);
 }
 
-static void test_socket_pipeline_flood_is_answered_in_order_under_backpressure(void **state)
+static void
+test_socket_pipeline_flood_is_answered_in_order_under_backpressure(void **state)
 {
     struct sock_test t;
     (void)state;
@@ -1453,9 +1475,9 @@ static void test_listen_parses_addresses_and_reports_errors(void **state)
     struct mr_http_metrics m;
     struct mr_http_options o = {0};
     char errmsg[MR_ERRMSG_SIZE] = "", addr[64];
-    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:x",
-                                      "127.0.0.1:70000", "[::1", "[::1]8000",
-                                      "nohost:80", ":80", "1.2.3:80"};
+    static const char *const bad[] = {"127.0.0.1",       "127.0.0.1:", "127.0.0.1:x",
+                                      "127.0.0.1:70000", "[::1",       "[::1]8000",
+                                      "nohost:80",       ":80",        "1.2.3:80"};
     unsigned i;
     int rc;
     (void)state;
@@ -1521,7 +1543,8 @@ static void test_socket_server_records_metrics_by_status_class(void **state)
     assert_non_null(strstr(b.data, "moonraft_http_requests_total{code=\"4xx\"} 1\n"));
     assert_non_null(strstr(b.data, "moonraft_http_request_duration_seconds_count 2\n"));
     assert_non_null(strstr(b.data, "moonraft_http_connections 0\n"));
-    assert_non_null(strstr(b.data, "# TYPE moonraft_http_request_duration_seconds histogram\n"));
+    assert_non_null(
+        strstr(b.data, "# TYPE moonraft_http_request_duration_seconds histogram\n"));
     mr_http_buf_close(&b);
     mr_http_metrics_close(&m);
     assert_int_equal(mr_alloc_live(), live);
@@ -1567,7 +1590,8 @@ int main(void)
         cmocka_unit_test(test_socket_client_disconnect_while_handler_pending),
         cmocka_unit_test(test_socket_server_close_aborts_pending_requests),
         cmocka_unit_test(test_socket_handler_may_close_the_server),
-        cmocka_unit_test(test_socket_pipeline_flood_is_answered_in_order_under_backpressure),
+        cmocka_unit_test(
+            test_socket_pipeline_flood_is_answered_in_order_under_backpressure),
         cmocka_unit_test(test_listen_parses_addresses_and_reports_errors),
         cmocka_unit_test(test_socket_server_records_metrics_by_status_class),
     };
