@@ -346,8 +346,9 @@ struct mr_http_server {
     struct mr_http_metric *m_conns;
     struct mr_http_metric *m_rejected;
     long date_sec;
-    char date[40]; /* "Date: ...\r\n" */
-    char *rbuf;    /* shared read buffer (one loop thread) */
+    char date[40];              /* "Date: ...\r\n" */
+    char *rbuf;                 /* shared read buffer (one loop thread) */
+    struct mr_http_buf scratch; /* error bodies (one loop thread) */
     char errmsg[MR_ERRMSG_SIZE];
 };
 

@@ -470,7 +470,7 @@ static void conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
 {
     struct mr_http_server *srv = c->srv;
     struct mr_http_req *r;
-    struct mr_http_buf b;
+    struct mr_http_buf *b = &srv->scratch; /* one loop thread: reusable */
     if (c->phase != MR_HTTP_CONN_OPEN || c->is_read_done) return;
     c->is_read_done = 1;
     c->is_in_headers = 0;
@@ -498,13 +498,12 @@ static void conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
     r->pub.is_keep_alive = 0;
     r->is_head = 0;
     r->is_close = 1;
-    mr_http_buf_init(&b);
-    if (mr_http_error_body(&b, code, msg, NULL) != 0 ||
-        mr_http__build_response(r, status, "application/json", NULL, b.data, b.len) !=
+    mr_http_buf_reset(b);
+    if (mr_http_error_body(b, code, msg, NULL) != 0 ||
+        mr_http__build_response(r, status, "application/json", NULL, b->data, b->len) !=
             0) {
         mr_http_buf_reset(&r->out);
     }
-    mr_http_buf_close(&b);
     r->state = MR_HTTP_REQ_ANSWERED;
     mr_queue_push_tail(&c->reqs, &r->link);
     c->nqueue++;

@@ -219,36 +219,17 @@ int mr_http_respond_error_hdr(struct mr_http_request *req, unsigned status,
                               const char *code, const char *message, const char *leader,
                               unsigned retry_after_s, const char *extra_headers)
 {
-    char small[512], hdr[256];
-    struct mr_http_buf b;
+    struct mr_http_req *r = (struct mr_http_req *)(void *)req;
+    struct mr_http_buf *b = &r->conn->srv->scratch; /* one loop thread: reusable */
+    char hdr[256];
     const char *extra = extra_headers;
-    int rc;
-    /* Errors are small: build in a stack buffer when it fits. */
-    mr_http_buf_init(&b);
-    b.data = small;
-    b.cap = sizeof small;
-    small[0] = '\0';
-    if (retry_after_s > 0) {
+    if (retry_after_s > 0 &&
+        (extra_headers == NULL || strlen(extra_headers) + 40 < sizeof hdr)) {
         snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n%s", retry_after_s,
                  extra_headers != NULL ? extra_headers : "");
         extra = hdr;
-        if (extra_headers != NULL && strlen(extra_headers) + 32 > sizeof hdr) {
-            extra = extra_headers; /* too long to merge: keep the caller's */
-        }
     }
-    /* The stack buffer must never be realloc'd: copy out when it overflows. */
-    if (strlen(code) + strlen(message) * 6 + (leader ? strlen(leader) * 6 : 0) + 64 <
-        sizeof small) {
-        mr_http_error_body(&b, code, message, leader);
-        rc = mr_http_respond(req, status, "application/json", extra, b.data, b.len);
-    } else {
-        mr_http_buf_init(&b);
-        if (mr_http_error_body(&b, code, message, leader) != 0) {
-            mr_http_buf_close(&b);
-            b.len = 0;
-        }
-        rc = mr_http_respond(req, status, "application/json", extra, b.data, b.len);
-        mr_http_buf_close(&b);
-    }
-    return rc;
+    mr_http_buf_reset(b);
+    if (mr_http_error_body(b, code, message, leader) != 0) mr_http_buf_reset(b);
+    return mr_http_respond(req, status, "application/json", extra, b->data, b->len);
 }

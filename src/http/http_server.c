@@ -207,6 +207,7 @@ void mr_http__server_close_detached(struct mr_http_server *srv)
 {
     MR_ASSERT(srv->loop == NULL && mr_queue_empty(&srv->conns));
     mr_http__pool_drain(srv);
+    mr_http_buf_close(&srv->scratch);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -322,6 +323,7 @@ static void maybe_done(struct mr_http_server *srv)
         return;
     }
     mr_http__pool_drain(srv);
+    mr_http_buf_close(&srv->scratch);
     mr_free(srv->rbuf);
     srv->rbuf = NULL;
     cb = srv->close_cb;
