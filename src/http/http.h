@@ -315,6 +315,32 @@ int mr_http_respond_error_hdr(struct mr_http_request *req, unsigned status,
                               const char *code, const char *message, const char *leader,
                               unsigned retry_after_s, const char *extra_headers);
 
+/* ==== routing ============================================================== */
+
+/* Method bit for route masks: MR_HTTP_M(HTTP_GET) | MR_HTTP_M(HTTP_PUT). */
+#define MR_HTTP_M(method) ((uint64_t)1 << (method))
+
+/* A route handler. `tail` is the decoded path after the route's prefix
+ * ("" for exact routes), pointing into req (valid until the answer). The
+ * handler owns the duty to answer req exactly once. */
+typedef void (*mr_http_route_cb)(void *data, struct mr_http_request *req,
+                                 const char *tail);
+
+struct mr_http_route {
+    uint64_t methods; /* MR_HTTP_M(...) bits */
+    const char *path; /* exact path, or prefix when is_prefix ("/v1/kv/") */
+    int is_prefix;
+    mr_http_route_cb cb;
+};
+
+/* Dispatches req over routes[0..n) (not owned; typically a static table):
+ * the first route whose path matches and whose methods include req->method
+ * gets it, with `data`. When paths match but no method does, answers 405
+ * method_not_allowed with an Allow header listing the matching routes'
+ * methods; when no path matches, 404 not_found. */
+void mr_http_route(const struct mr_http_route *routes, unsigned n, void *data,
+                   struct mr_http_request *req);
+
 struct mr_http_server_stats {
     uint64_t accepted;    /* connections accepted */
     uint64_t rejected;    /* of those, answered 503 (over max_connections) */

@@ -264,8 +264,10 @@ static int on_headers_complete(http_parser *p)
         q_len = u.field_data[UF_QUERY].len;
     }
     /* Everything below appends at most this much, so raw never moves and the
-     * pointers into it stay valid: raw path, decoded path, query copy, and
-     * for each parameter its decoded name and value plus two NULs. */
+     * pointers into it stay valid: raw path and decoded path (2p + 2), the
+     * query copy (q + 1) and, per non-empty segment of length s, its decoded
+     * name and value with two NULs (s + 2 at most; with k segments that sums
+     * to q - (k - 1) + 2k <= q + (q + 1) / 2 + 1). Total <= 2p + 2.5q + 5. */
     if (mr_http_buf_reserve(&r->raw, 2 * path_len + 3 * q_len + 8) != 0) {
         return reject(c, 503, "unavailable", "out of memory");
     }

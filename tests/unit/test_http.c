@@ -203,6 +203,7 @@ struct fake {
     uint64_t timer;
     int hold;     /* keep requests instead of answering */
     int may_fail; /* answers may fail (allocation failure tests) */
+    int use_router;
     struct mr_http_request *held[128];
     unsigned nheld;
     unsigned ncalls, naborts;
@@ -245,6 +246,22 @@ static void copy_str(char *dst, size_t size, const char *s)
     snprintf(dst, size, "%s", s != NULL ? s : "(null)");
 }
 
+static void route_echo(void *data, struct mr_http_request *req, const char *tail)
+{
+    char body[300];
+    int n = snprintf(body, sizeof body, "%s tail=[%s]", req->method_name, tail);
+    (void)data;
+    assert_int_equal(mr_http_respond(req, 200, "text/plain", NULL, body, (size_t)n), 0);
+}
+
+static const struct mr_http_route test_routes[] = {
+    {MR_HTTP_M(HTTP_GET) | MR_HTTP_M(HTTP_PUT) | MR_HTTP_M(HTTP_DELETE), "/v1/kv/", 1,
+     route_echo},
+    {MR_HTTP_M(HTTP_GET), "/v1/status", 0, route_echo},
+    {MR_HTTP_M(HTTP_POST), "/v1/status", 0, route_echo},
+    {MR_HTTP_M(HTTP_POST), "/v1/command", 0, route_echo},
+};
+
 static void fake_handler(void *data, struct mr_http_request *req)
 {
     struct fake *f = data;
@@ -258,6 +275,10 @@ static void fake_handler(void *data, struct mr_http_request *req)
     copy_str(f->hdr_test, sizeof f->hdr_test, mr_http_request_header(req, "x-TEST"));
     copy_str(f->param_x, sizeof f->param_x, mr_http_request_param(req, "x"));
     copy_str(f->param_e, sizeof f->param_e, mr_http_request_param(req, "e"));
+    if (f->use_router) {
+        mr_http_route(test_routes, sizeof test_routes / sizeof test_routes[0], f, req);
+        return;
+    }
     y = mr_http_request_param(req, "y");
     f->has_param_y = y != NULL;
     copy_str(f->param_y, sizeof f->param_y, y);
@@ -797,6 +818,46 @@ static void test_disconnect_aborts_pending_and_discards_later_answer(void **stat
     assert_int_equal(f.srv.stats.connections, 0);
     assert_int_equal(f.naborts, 1);
     assert_int_equal(f.out.len, 0);
+    fake_teardown(&f);
+}
+
+static void test_router_dispatches_and_answers_404_and_405(void **state)
+{
+    struct fake f;
+    (void)state;
+    fake_setup(&f, NULL);
+    f.use_router = 1;
+    fake_feed(&f, "PUT /v1/kv/a%2Fb HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
+                  "GET /v1/status HTTP/1.1\r\n\r\n"
+                  "POST /v1/status HTTP/1.1\r\n\r\n"
+                  "GET /v1/kv/ HTTP/1.1\r\n\r\n"
+                  "GET /v1/statusx HTTP/1.1\r\n\r\n"
+                  "DELETE /v1/status HTTP/1.1\r\n\r\n"
+                  "GET /v1/command HTTP/1.1\r\n\r\n");
+    assert_int_equal(f.ncalls, 7);
+    {
+        const char *want[] = {
+            "\r\n\r\nPUT tail=[a/b]",
+            "\r\n\r\nGET tail=[]",
+            "\r\n\r\nPOST tail=[]",
+            "\r\n\r\nGET tail=[]",
+            "HTTP/1.1 404 Not Found\r\n",
+            "HTTP/1.1 405 Method Not Allowed\r\n",
+            "Allow: GET, POST\r\n",
+            "\"code\":\"method_not_allowed\",\"message\":\"method DELETE is not allowed "
+            "here\"",
+            "HTTP/1.1 405 Method Not Allowed\r\n",
+            "Allow: POST\r\n",
+        };
+        const char *p = f.out.data;
+        unsigned i;
+        for (i = 0; i < sizeof want / sizeof want[0]; i++) {
+            const char *q = strstr(p, want[i]);
+            if (q == NULL) fail_msg("missing in order: %s", want[i]);
+            p = q + strlen(want[i]);
+        }
+        assert_non_null(strstr(f.out.data, "\"code\":\"not_found\""));
+    }
     fake_teardown(&f);
 }
 
@@ -1579,6 +1640,7 @@ int main(void)
         cmocka_unit_test(test_error_helpers_add_retry_after_allow_and_leader),
         cmocka_unit_test(test_header_timeout_answers_408_and_idle_timeout_closes),
         cmocka_unit_test(test_disconnect_aborts_pending_and_discards_later_answer),
+        cmocka_unit_test(test_router_dispatches_and_answers_404_and_405),
         cmocka_unit_test(test_write_error_closes_and_aborts_the_rest),
         cmocka_unit_test(test_body_timeout_answers_408),
         cmocka_unit_test(test_out_of_memory_while_reading_closes_cleanly),
