@@ -86,6 +86,18 @@ static void answer(struct fz *f, struct mr_http_request *req, unsigned how)
     (void)f;
 }
 
+static void route_cb(void *data, struct mr_http_request *req, const char *tail)
+{
+    CHECK(strlen(tail) <= req->path_len);
+    mr_http_respond(req, 200, "text/plain", NULL, tail, strlen(tail));
+    (void)data;
+}
+
+static const struct mr_http_route routes[] = {
+    {MR_HTTP_M(HTTP_GET) | MR_HTTP_M(HTTP_PUT), "/v1/kv/", 1, route_cb},
+    {MR_HTTP_M(HTTP_POST), "/v1/command", 0, route_cb},
+};
+
 static void handler(void *data, struct mr_http_request *req)
 {
     struct fz *f = data;
@@ -103,6 +115,10 @@ static void handler(void *data, struct mr_http_request *req)
     }
     (void)p;
     if (req->method == HTTP_HEAD) f->saw_head = 1;
+    if ((f->mode & 0x41) == 0x40) {
+        mr_http_route(routes, 2, f, req);
+        return;
+    }
     if ((f->mode & 1) && f->nheld < 256) {
         f->held[f->nheld++] = req;
         mr_http_request_on_abort(req, on_abort, f);

@@ -861,6 +861,25 @@ static void test_router_dispatches_and_answers_404_and_405(void **state)
     fake_teardown(&f);
 }
 
+static void test_keep_alive_requests_allocate_nothing_in_steady_state(void **state)
+{
+    struct fake f;
+    const char *req = "POST /v1/command?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                      "application/json\r\nContent-Length: 12\r\n\r\n{\"op\":\"get\"}";
+    unsigned i;
+    (void)state;
+    fake_setup(&f, NULL);
+    fake_feed(&f, req); /* warm up: the pool gets its request */
+    assert_int_equal(mr_http_buf_reserve(&f.out, 1 << 20), 0);
+    mr_alloc_fail_at(1, 1); /* every allocation from now on fails */
+    for (i = 0; i < 100; i++) fake_feed(&f, req);
+    mr_alloc_fail_at(0, 0);
+    assert_int_equal(f.ncalls, 101);
+    assert_int_equal(count(f.out.data, "HTTP/1.1 200 OK"), 101);
+    assert_false(f.is_shut);
+    fake_teardown(&f);
+}
+
 static void test_write_error_closes_and_aborts_the_rest(void **state)
 {
     struct fake f;
@@ -1641,6 +1660,7 @@ int main(void)
         cmocka_unit_test(test_header_timeout_answers_408_and_idle_timeout_closes),
         cmocka_unit_test(test_disconnect_aborts_pending_and_discards_later_answer),
         cmocka_unit_test(test_router_dispatches_and_answers_404_and_405),
+        cmocka_unit_test(test_keep_alive_requests_allocate_nothing_in_steady_state),
         cmocka_unit_test(test_write_error_closes_and_aborts_the_rest),
         cmocka_unit_test(test_body_timeout_answers_408),
         cmocka_unit_test(test_out_of_memory_while_reading_closes_cleanly),
