@@ -16,9 +16,12 @@
  * first: the answer is then discarded (mr_http_respond returns MR_ECANCELED).
  * A handler that keeps requests waiting for a long time (e.g. for a Raft
  * commit) may register an abort hook with mr_http_request_on_abort(): it fires
- * at most once, when the answer can no longer be delivered (client gone,
- * connection timed out or server closing), so the node can answer (and so
- * release) the request early. The hook never fires after the answer.
+ * at most once, when the answer can no longer be delivered (client closed,
+ * read or write failed, an earlier answer could not be built, or the server
+ * is closing), so the node can answer (and so release) the request early.
+ * The hook never fires after the answer. Note: while a connection is paused
+ * by backpressure it is not read, so a client leaving is noticed only when
+ * reading resumes (or when the write of an answer fails).
  *
  * Error answers are JSON:
  *   {"error":{"code":"...","message":"...","leader":"id"|null}}
@@ -401,7 +404,9 @@ void mr_http_server_stats(const struct mr_http_server *srv,
  * aborted (their abort hooks fire now) and their answers will be discarded.
  * cb (may be NULL) runs once, from the loop, after every handle is closed,
  * every outstanding request has been answered and all memory is freed; the
- * storage of srv may be reused then. Call once. */
+ * storage of srv may be reused then. So the node must answer every request it
+ * still holds (answering from the abort hook is simplest), or cb never runs.
+ * Call once; may be called from inside a handler or hook. */
 void mr_http_server_close(struct mr_http_server *srv, mr_http_server_close_cb cb);
 
 #endif /* MR_HTTP_H */
