@@ -391,10 +391,10 @@ int mr_http_server_init(struct mr_http_server *srv, uv_loop_t *loop,
                         const struct mr_http_options *opt, mr_http_handler_cb handler,
                         void *data);
 /* Binds and listens on "host:port": "127.0.0.1:8001", "0.0.0.0:80",
- * "[::1]:8001"; port 0 picks a free port (see mr_http_server_port). Returns 0,
- * MR_EINVAL (bad address; errmsg says why) or a -errno from libuv (e.g.
- * -EADDRINUSE; errmsg names the address). errmsg: MR_ERRMSG_SIZE bytes or
- * NULL. At most once per server. */
+ * "[::1]:8001" (numeric addresses only, no DNS); port 0 picks a free port (see
+ * mr_http_server_port). Returns 0, MR_EINVAL (bad address; errmsg says why) or a -errno
+ * from libuv (e.g. -EADDRINUSE; errmsg names the address). errmsg: MR_ERRMSG_SIZE bytes
+ * or NULL. At most once per server. */
 int mr_http_server_listen(struct mr_http_server *srv, const char *addr, char *errmsg);
 /* The bound port, or -1 when not listening. */
 int mr_http_server_port(const struct mr_http_server *srv);
