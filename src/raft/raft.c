@@ -275,7 +275,7 @@ int send_msg(struct mr_raft *r, struct mr_raft_msg *m)
 {
     if (m->from == 0) m->from = r->id;
     if (m->term == 0) m->term = r->term;
-    int after = needs_persist(m->type);
+    int after = needs_persist(m->type) || r->term_unsafe;
     struct mr_raft_msg **arr = after ? &r->msgs_after : &r->msgs;
     unsigned *n = after ? &r->n_msgs_after : &r->n_msgs;
     unsigned *cap = after ? &r->cap_msgs_after : &r->cap_msgs;
@@ -317,6 +317,7 @@ void become_follower(struct mr_raft *r, mr_term term, mr_node_id leader)
     if (term > r->term) {
         r->term = term;
         r->vote = 0;
+        r->term_unsafe = 0; /* learned from a message: durable elsewhere */
     }
     if (r->state == MR_RAFT_LEADER) {
         read_abort_all(r);

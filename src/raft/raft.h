@@ -53,6 +53,14 @@
  *   - A configuration change is refused until the leader has committed an
  *     entry of its own term (fixes the single-server change bug found after
  *     the thesis; see Ongaro's raft-dev post of 2015).
+ *   - A server removed by a configuration entry that is not committed yet may
+ *     still campaign (votes counted in that new configuration): otherwise a
+ *     leader that appended its own removal and crashed, holding the longest
+ *     log, could block every election. It steps down once the entry commits.
+ *   - A leader elected without any remote vote (a single voter) sends every
+ *     message through `msgs_after` until an entry of its term is persisted:
+ *     otherwise a crash could lose its term and let it lead the same term
+ *     again with different entries (found by the randomized test).
  *   - Promoting a learner is refused while its match index is below the
  *     leader's commit index (thesis 4.2.1: catch up before voting).
  */
@@ -312,6 +320,8 @@ struct mr_raft {
     unsigned election_timeout;  /* randomized, in [min, max) */
     unsigned transfer_elapsed;
     uint8_t quiet_start;        /* refuse votes during the first min ticks */
+    uint8_t term_unsafe;        /* our term may not be durable and nobody else
+                                   knows it: every message waits (msgs_after) */
     /* elections */
     mr_node_id *granted;        /* voters that granted us (pre)votes */
     mr_node_id *rejected;

@@ -2,7 +2,18 @@
  * leadership transfer (paper 5.2, thesis 3.4, 3.10, 4.2.3, 6.2, 9.6). */
 #include "raft/raft_int.h"
 
-static int promotable(const struct mr_raft *r) { return is_voter(r, r->id); }
+/* A voter of the latest configuration may campaign. So may a server that an
+ * uncommitted configuration entry removed: if it holds the longest log (say
+ * a leader that appended its own removal and crashed), the others cannot win
+ * without its vote, and it cannot be elected by a configuration it is not in
+ * unless it campaigns itself, counting votes of that new configuration only.
+ * Once elected it commits the entry and steps down (thesis 4.2.2). */
+static int promotable(const struct mr_raft *r)
+{
+    if (is_voter(r, r->id)) return 1;
+    return r->config_index > r->commit && mr_raft_config_get(&r->config, r->id) == NULL &&
+           mr_raft_config_voters(&r->config) > 0;
+}
 
 int election_in_lease(const struct mr_raft *r)
 {

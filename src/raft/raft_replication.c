@@ -225,6 +225,12 @@ int repl_become_leader(struct mr_raft *r)
         self->next = log_last_index(r) + 1;
     }
     TRACE(r, "won the election: leader of term %llu", U(r->term));
+    if (r->persisted_term != r->term) {
+        /* won in the very step that raised the term: no vote request left,
+         * so nothing proves the term durable yet */
+        TRACE(r, "term %llu not durable yet -> hold messages until persisted", U(r->term));
+        r->term_unsafe = 1;
+    }
     /* thesis 6.4: a no-op so that entries of earlier terms can commit */
     struct mr_raft_entry e = {.term = r->term, .index = log_last_index(r) + 1,
                               .type = MR_RAFT_ENTRY_NOOP};
@@ -514,6 +520,10 @@ void repl_persisted(struct mr_raft *r, mr_index index, mr_term term)
         return;
     }
     r->persisted = index;
+    if (r->term_unsafe && term == r->term) {
+        TRACE(r, "term %llu is durable -> messages may leave at once", U(r->term));
+        r->term_unsafe = 0;
+    }
     if (r->state == MR_RAFT_LEADER) {
         struct mr_raft_progress *self = progress_get(r, r->id);
         if (self != NULL) self->match = index;
