@@ -11,6 +11,8 @@
 
 #include "sim.h"
 
+struct sim_stats sim_stats;
+
 /* ---- pieces ------------------------------------------------------------------ */
 
 struct net_msg {
@@ -365,6 +367,7 @@ static void check_leader(struct sim *s, struct sim_node *n)
     }
     if (s->leaders[r->term] == 0) {
         s->leaders[r->term] = n->id;
+        sim_stats.leaders++;
         sim_log(s, "node %llu is leader of term %llu", (unsigned long long)n->id,
                 (unsigned long long)r->term);
     } else if (s->leaders[r->term] != n->id) {
@@ -410,6 +413,7 @@ static uint64_t rnd(struct sim *s, uint64_t lo, uint64_t hi)
 static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m)
 {
     if (m->type <= MR_RAFT_MSG_TYPE_MAX) s->sent[from->id][m->type]++;
+    if (m->type == MR_RAFT_MSG_SNAPSHOT) sim_stats.snapshots_sent++;
     if (m->to < 1 || m->to > s->n) {
         mr_raft_msg_release(m);
         return;
@@ -486,6 +490,8 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
         d->snap_hash = w->snap_hash;
     }
     if (w->n_entries > 0) {
+        if (d->n_wal > 0 && d->wal[d->n_wal - 1].index >= w->entries[0].index)
+            sim_stats.truncations++;
         disk_truncate(d, w->entries[0].index);
         for (size_t i = 0; i < w->n_entries; i++) {
             if (w->entries[i].index <= d->snap_index) continue;
@@ -529,6 +535,7 @@ static void apply_entry(struct sim *s, struct sim_node *n, const struct mr_raft_
         sim_fail(s, "node %llu applies %llu after %llu", (unsigned long long)n->id,
                  (unsigned long long)e->index, (unsigned long long)n->applied);
     check_apply(s, n, e);
+    sim_stats.applied++;
     n->applied = e->index;
     n->applied_term = e->term;
     n->hash = (n->hash ^ hash_bytes(e->data) ^ e->index) * 1099511628211ull;
@@ -593,6 +600,7 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         w.snap_hash = n->incoming_snap_hash;
         n->mem_snap_index = rd->snap_index;
         n->mem_snap_hash = n->incoming_snap_hash;
+        sim_stats.snapshots_installed++;
         need_write = 1;
     }
     if (rd->flags & MR_RAFT_READY_ENTRIES) {
@@ -639,10 +647,12 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
          * ignores contexts it no longer waits for (but each answer must
          * still be safe) */
         if (st->status != 0) {
+            if (rr->status == 0) sim_stats.reads_failed++;
             if (rr->status == 0) rr->status = -1;
             continue;
         }
         if (rr->status == 0) {
+            sim_stats.reads_ok++;
             rr->status = 1;
             rr->index = st->index;
         }
@@ -796,6 +806,7 @@ void sim_crash(struct sim *s, mr_node_id id)
     struct sim_node *n = node(s, id);
     if (!n->alive) return;
     sim_log(s, "crash node %llu (%zu writes lost)", (unsigned long long)id, n->n_writes);
+    sim_stats.crashes++;
     node_stop(n);
 }
 
@@ -1038,6 +1049,7 @@ int sim_change(struct sim *s, mr_node_id at, int change, mr_node_id id)
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = (uint8_t)change,
                                .node = id, .context = ctx};
     int rv = sim_step(s, at, &ev);
+    if (rv == 0) sim_stats.changes_ok++;
     sim_log(s, "change %d of node %llu at %llu -> %s (index %llu)", change,
             (unsigned long long)id, (unsigned long long)at, mr_err_name(rv),
             (unsigned long long)ev.out_index);
@@ -1048,6 +1060,7 @@ int sim_transfer(struct sim *s, mr_node_id at, mr_node_id to)
 {
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_TRANSFER_LEADER, .node = to};
     int rv = sim_step(s, at, &ev);
+    if (rv == 0) sim_stats.transfers_ok++;
     sim_log(s, "transfer leadership %llu -> %llu: %s", (unsigned long long)at,
             (unsigned long long)to, mr_err_name(rv));
     return rv;

@@ -100,4 +100,12 @@ unsigned sim_trace_count(struct sim *s, mr_node_id id, const char *needle);
 /* Number of messages of `type` sent by `from` (0 = any) so far. */
 unsigned long sim_sent(struct sim *s, mr_node_id from, int type);
 
+/* Totals over every sim since the program started (to show a randomized
+ * run really exercises each mechanism). */
+struct sim_stats {
+    unsigned long leaders, applied, snapshots_sent, snapshots_installed, changes_ok,
+        reads_ok, reads_failed, crashes, truncations, transfers_ok, lease_reads;
+};
+extern struct sim_stats sim_stats;
+
 #endif

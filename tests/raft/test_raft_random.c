@@ -165,6 +165,13 @@ static void test_random_schedules_keep_raft_safety_and_liveness(void **state)
     if (getenv("MR_SCHEDULES") != NULL) n = (unsigned)strtoul(getenv("MR_SCHEDULES"), NULL, 10);
     for (unsigned i = 1; i <= n; i++) run_schedule(i, 250);
     fprintf(stderr, "%u random schedules passed\n", n);
+    fprintf(stderr,
+            "exercised: %lu leaders, %lu entries applied, %lu crashes, %lu WAL truncations, "
+            "%lu membership changes, %lu transfers, %lu snapshots sent / %lu installed, "
+            "%lu reads ok / %lu failed\n",
+            sim_stats.leaders, sim_stats.applied, sim_stats.crashes, sim_stats.truncations,
+            sim_stats.changes_ok, sim_stats.transfers_ok, sim_stats.snapshots_sent,
+            sim_stats.snapshots_installed, sim_stats.reads_ok, sim_stats.reads_failed);
 }
 
 int main(void)
