@@ -114,8 +114,9 @@ int election_start(struct mr_raft *r, int pre_vote, int transfer)
     r->n_granted = r->n_rejected = 0;
     reset_election_timer(r);
     tally(r, r->id, 1);
-    TRACE(r, "%s for term %llu (last %llu/%llu)", pre_vote ? "pre-campaign" : "campaign",
-          U(campaign_term), U(log_last_index(r)), U(log_last_term(r)));
+    TRACE(r, "%s for term %llu (last %llu/%llu, %u voters, config %llu)",
+          pre_vote ? "pre-campaign" : "campaign", U(campaign_term), U(log_last_index(r)),
+          U(log_last_term(r)), mr_raft_config_voters(&r->config), U(r->config_index));
     if (r->n_granted >= quorum(r)) {
         if (pre_vote) return election_start(r, 0, transfer);
         return repl_become_leader(r);

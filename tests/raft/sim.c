@@ -359,6 +359,10 @@ static void check_leader(struct sim *s, struct sim_node *n)
 {
     struct mr_raft *r = &n->raft;
     if (r->state != MR_RAFT_LEADER) return;
+    /* A leader whose term is not durable yet (a single voter that elected
+     * itself) sends nothing and commits nothing until it is; if it crashes
+     * first it never led as far as the protocol is concerned. */
+    if (n->disk.term < r->term) return;
     while (r->term >= s->cap_leaders) {
         size_t oc = s->cap_leaders;
         s->cap_leaders = oc ? oc * 2 : 64;
@@ -370,6 +374,13 @@ static void check_leader(struct sim *s, struct sim_node *n)
         sim_stats.leaders++;
         sim_log(s, "node %llu is leader of term %llu", (unsigned long long)n->id,
                 (unsigned long long)r->term);
+        if (s->o.isolate_new_leader_permille &&
+            mr_rand_below(&s->rand, 1000) < s->o.isolate_new_leader_permille) {
+            /* its no-op stays local: the Figure 8 pattern needs such leaders */
+            for (unsigned i = 0; i < s->n; i++) s->nodes[i].group = 0;
+            n->group = 1;
+            sim_log(s, "isolate new leader %llu", (unsigned long long)n->id);
+        }
     } else if (s->leaders[r->term] != n->id) {
         sim_fail(s, "election safety: nodes %llu and %llu both leaders of term %llu",
                  (unsigned long long)s->leaders[r->term], (unsigned long long)n->id,
@@ -849,6 +860,11 @@ void sim_set_loss(struct sim *s, unsigned drop, unsigned dup)
     s->o.drop_permille = drop;
     s->o.dup_permille = dup;
     sim_log(s, "loss drop=%u/1000 dup=%u/1000", drop, dup);
+}
+
+void sim_set_isolate_new_leader(struct sim *s, unsigned permille)
+{
+    s->o.isolate_new_leader_permille = permille;
 }
 
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg)

@@ -32,7 +32,8 @@ struct sim_opts {
     int pre_vote, check_quorum, lease_reads;
     uint64_t seed;
     int trace; /* print core traces (or set env MR_TRACE=1) */
-    int keep_traces; /* keep trace lines for sim_trace_count() */
+    int keep_traces;
+    unsigned isolate_new_leader_permille; /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 
 /* Defaults: 3 voters, tick 10 units, heartbeat 1, election 10..20 ticks,
@@ -80,6 +81,7 @@ void sim_partition(struct sim *s, const unsigned *group);
 void sim_isolate(struct sim *s, mr_node_id id);
 void sim_heal(struct sim *s);
 void sim_set_loss(struct sim *s, unsigned drop_permille, unsigned dup_permille);
+void sim_set_isolate_new_leader(struct sim *s, unsigned permille);
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
 /* Drop every message in flight. */
 void sim_flush_network(struct sim *s);

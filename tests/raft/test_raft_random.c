@@ -74,6 +74,15 @@ static void run_schedule(uint64_t seed, unsigned steps)
     o.max_inflight = 1 + (unsigned)pick(&r, 8);
     o.max_append_entries = 1 + (unsigned)pick(&r, 8);
     o.lease_reads = 1;
+    /* half of the schedules churn leaders: the leader itself is crashed or
+     * cut off often, with little time between actions, so that entries are
+     * caught half-replicated across terms (Figure 8 situations) */
+    int churn = (int)pick(&r, 2);
+    if (churn) {
+        o.isolate_new_leader_permille = 250;
+        o.max_append_entries = 1 + (unsigned)pick(&r, 2);
+        o.max_inflight = 1 + (unsigned)pick(&r, 2);
+    }
     struct sim *s = sim_new(&o);
     sim_log(s, "opts: snap_every %u trailing %u inflight %u batch %u", o.snap_every, o.trailing,
             o.max_inflight, o.max_append_entries);
@@ -116,14 +125,25 @@ static void run_schedule(uint64_t seed, unsigned steps)
             }
         } else if (a < 75) {
             if (l != 0) sim_transfer(s, l, 1 + pick(&r, sim_n(s)));
+        } else if (churn && a < 85 && l != 0) {
+            if (pick(&r, 2)) {
+                sim_crash(s, l);
+            } else {
+                sim_isolate(s, l);
+            }
+        } else if (churn && a < 95) {
+            mr_node_id v = random_dead(s, &r);
+            if (v != 0) sim_restart(s, v);
+            else sim_heal(s);
         }
-        sim_run(s, 1 + pick(&r, 15));
+        sim_run(s, 1 + pick(&r, churn ? 6 : 15));
     }
 
     /* heal everything; then every proposal must commit everywhere */
     if (!sim_failed(s)) {
         sim_log(s, "=== heal ===");
         for (unsigned i = 1; i <= sim_n(s); i++) sim_restart(s, i);
+        sim_set_isolate_new_leader(s, 0);
         sim_heal(s);
         sim_set_loss(s, 0, 0);
         sim_run(s, (uint64_t)o.election_max * o.tick_units * 3);
