@@ -442,6 +442,8 @@ static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m
             msg_dup(&nm->m, m);
         }
         nm->at = s->now + rnd(s, s->o.net_min, s->o.net_max);
+        if (s->o.slow_permille && mr_rand_below(&s->rand, 1000) < s->o.slow_permille)
+            nm->at = s->now + rnd(s, s->o.net_max, s->o.slow_max);
         nm->seq = s->net_seq++;
         nm->snap_hash = nm->m.type == MR_RAFT_MSG_SNAPSHOT ? from->mem_snap_hash : 0;
         if (nm->m.type == MR_RAFT_MSG_SNAPSHOT && from->mem_snap_index != nm->m.snap_index)
@@ -859,8 +861,11 @@ void sim_set_loss(struct sim *s, unsigned drop, unsigned dup)
 {
     s->o.drop_permille = drop;
     s->o.dup_permille = dup;
+
     sim_log(s, "loss drop=%u/1000 dup=%u/1000", drop, dup);
 }
+
+void sim_set_slow(struct sim *s, unsigned permille) { s->o.slow_permille = permille; }
 
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille)
 {

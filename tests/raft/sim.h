@@ -26,6 +26,7 @@ struct sim_opts {
     unsigned net_min, net_max;   /* message delay in units */
     unsigned disk_min, disk_max; /* write delay in units */
     unsigned drop_permille, dup_permille;
+    unsigned slow_permille, slow_max; /* some messages take up to slow_max units */
     unsigned snap_every;   /* take a snapshot every n applied entries (0 = never) */
     unsigned trailing;
     unsigned max_inflight, max_append_entries;
@@ -81,6 +82,7 @@ void sim_partition(struct sim *s, const unsigned *group);
 void sim_isolate(struct sim *s, mr_node_id id);
 void sim_heal(struct sim *s);
 void sim_set_loss(struct sim *s, unsigned drop_permille, unsigned dup_permille);
+void sim_set_slow(struct sim *s, unsigned permille);
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille);
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
 /* Drop every message in flight. */

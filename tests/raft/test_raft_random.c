@@ -78,6 +78,11 @@ static void run_schedule(uint64_t seed, unsigned steps)
      * cut off often, with little time between actions, so that entries are
      * caught half-replicated across terms (Figure 8 situations) */
     int churn = (int)pick(&r, 2);
+    if (pick(&r, 2)) {
+        /* a few messages are held back for up to 3 election timeouts */
+        o.slow_permille = 20;
+        o.slow_max = 3 * o.election_max * o.tick_units;
+    }
     if (churn) {
         o.isolate_new_leader_permille = 250;
         o.max_append_entries = 1 + (unsigned)pick(&r, 2);
@@ -146,6 +151,7 @@ static void run_schedule(uint64_t seed, unsigned steps)
         sim_set_isolate_new_leader(s, 0);
         sim_heal(s);
         sim_set_loss(s, 0, 0);
+        sim_set_slow(s, 0);
         sim_run(s, (uint64_t)o.election_max * o.tick_units * 3);
         struct pending p = {.n = 0};
         uint64_t deadline = sim_now(s) + 20000;
