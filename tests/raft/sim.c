@@ -476,6 +476,7 @@ static void disk_compact(struct disk *d, mr_index upto)
 {
     size_t k = 0;
     while (k < d->n_wal && d->wal[k].index <= upto) mr_rcbuf_unref(d->wal[k++].data);
+    if (k == 0) return;
     memmove(d->wal, d->wal + k, (d->n_wal - k) * sizeof(*d->wal));
     d->n_wal -= k;
 }
