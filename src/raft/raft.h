@@ -137,6 +137,26 @@ struct mr_raft_msg {
     struct mr_rcbuf *snap_chunk;  /* bytes of this chunk */
 };
 
+/* Exactly what the core puts in each message type (all other fields are 0):
+ *   APPEND          index, log_term (the entry before), commit, entries
+ *   APPEND_RESP     accept: index = last index now matching the leader's log
+ *                   reject: reject=1, index = the rejected prev index,
+ *                   reject_hint/hint_term for fast backtracking. A reply to a
+ *                   stale leader carries only our (higher) term.
+ *   VOTE, PREVOTE   index, log_term = candidate's last entry; ctx = 1 when
+ *                   the election comes from a leadership transfer
+ *   *VOTE_RESP      reject; term = the campaign term when granted
+ *   HEARTBEAT       commit (= min(follower match, leader commit)), ctx = the
+ *                   heartbeat round, echoed in HEARTBEAT_RESP.ctx
+ *   SNAPSHOT        snap_index, snap_term, snap_config, snap_last = 1. The
+ *                   host streams the bytes (snap_chunk, snap_offset,
+ *                   snap_last are the host's), and steps the receiver's core
+ *                   with the metadata once the whole file is there.
+ *   SNAPSHOT_RESP   index = the receiver's matched index, or reject
+ *   TIMEOUT_NOW     nothing but term
+ *   READ_INDEX      ctx (the follower's read context)
+ *   READ_INDEX_RESP ctx, index = the read index, or reject = 1
+ * No field was added to this struct by the core's owner. */
 
 /* Releases the references a message holds (entries' payloads, snap_config,
  * snap_chunk) and frees its `entries` array; leaves the struct zeroed. Only

@@ -190,6 +190,13 @@ void sim_log(struct sim *s, const char *fmt, ...)
 
 int sim_failed(const struct sim *s) { return s->failed; }
 
+void sim_print_schedule(const struct sim *s)
+{
+    fprintf(stderr, "\n=== seed %llu (replay with MR_TEST_SEED=%llu) at t=%llu ===\n%s",
+            (unsigned long long)s->o.seed, (unsigned long long)s->o.seed,
+            (unsigned long long)s->now, s->log ? s->log : "");
+}
+
 void sim_fail(struct sim *s, const char *fmt, ...)
 {
     char why[512];

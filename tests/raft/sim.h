@@ -53,6 +53,8 @@ void sim_log(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 
 /* Print the seed, the reason and the schedule, then fail the cmocka test. */
 void sim_fail(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sim_failed(const struct sim *s);
+/* Print the seed and the schedule so far (used when the core aborts). */
+void sim_print_schedule(const struct sim *s);
 
 uint64_t sim_now(const struct sim *s);
 void sim_run(struct sim *s, uint64_t units);

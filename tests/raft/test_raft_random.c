@@ -15,11 +15,22 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sim.h"
+
+/* If the core aborts (MR_ASSERT), still say which seed and schedule did it. */
+static struct sim *current;
+
+static void on_abort(int sig)
+{
+    if (current != NULL) sim_print_schedule(current);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static uint64_t pick(struct mr_rand *r, uint64_t n) { return mr_rand_below(r, n); }
 
@@ -89,6 +100,7 @@ static void run_schedule(uint64_t seed, unsigned steps)
         o.max_inflight = 1 + (unsigned)pick(&r, 2);
     }
     struct sim *s = sim_new(&o);
+    current = s;
     sim_log(s, "opts: snap_every %u trailing %u inflight %u batch %u", o.snap_every, o.trailing,
             o.max_inflight, o.max_append_entries);
     unsigned nprop = 0;
@@ -174,6 +186,7 @@ static void run_schedule(uint64_t seed, unsigned steps)
                     sim_fail(s, "nodes %u and %u differ at applied index %llu", i, j,
                              (unsigned long long)sim_applied(s, i));
     }
+    current = NULL;
     sim_free(s);
 }
 
@@ -202,6 +215,8 @@ static void test_random_schedules_keep_raft_safety_and_liveness(void **state)
 
 int main(void)
 {
+    signal(SIGABRT, on_abort);
+    signal(SIGSEGV, on_abort);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_schedules_keep_raft_safety_and_liveness),
     };
