@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "raft/raft.h"
@@ -387,6 +388,52 @@ static struct h *h_new_no_cq(unsigned voters)
     return h_new_opts(voters, &o);
 }
 
+struct trace_log {
+    char lines[32][MR_ERRMSG_SIZE];
+    unsigned n;
+};
+
+static void record_trace(void *data, mr_node_id id, const char *line)
+{
+    struct trace_log *t = data;
+    (void)id;
+    if (t->n < 32) snprintf(t->lines[t->n++], MR_ERRMSG_SIZE, "%s", line);
+}
+
+/* STYLE 12/17: each decision of the core is explained, and a scenario can
+ * pin the exact sequence. */
+static void test_election_traces_explain_each_decision(void **state)
+{
+    (void)state;
+    struct trace_log t = {.n = 0};
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.tracer.data = &t;
+    o.tracer.emit_cb = record_trace;
+    struct h *h = h_new_opts(3, &o);
+    unsigned timeout = h->r.election_timeout;
+    h_tick(h, timeout);
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_PREVOTE_RESP, .from = 2, .term = 2});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE_RESP, .from = 3, .term = 2, .reject = 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE_RESP, .from = 2, .term = 2});
+    char first[MR_ERRMSG_SIZE];
+    snprintf(first, sizeof(first), "election timeout (%u ticks) in term 1 -> pre-vote", timeout);
+    const char *want[] = {
+        "configuration at 1 takes effect: 3 servers, 3 voters",
+        "bootstrap with 3 servers",
+        first,
+        "pre-campaign for term 2 (last 1/1, 3 voters, config 1)",
+        "pre-vote from 2: granted (2 granted, 0 rejected, quorum 2)",
+        "campaign for term 2 (last 1/1, 3 voters, config 1)",
+        "vote from 3: rejected (1 granted, 1 rejected, quorum 2)",
+        "vote from 2: granted (2 granted, 1 rejected, quorum 2)",
+        "won the election: leader of term 2",
+    };
+    assert_int_equal(t.n, sizeof(want) / sizeof(want[0]));
+    for (unsigned i = 0; i < t.n; i++) assert_string_equal(t.lines[i], want[i]);
+    h_free(h);
+}
+
 static void test_election_grants_one_vote_per_term(void **state)
 {
     (void)state;
@@ -561,6 +608,48 @@ static void test_replication_pipelines_within_the_inflight_window(void **state)
     h_ack(h, 2, noop + 1); /* one slot frees */
     assert_int_equal(h_count(h, MR_RAFT_MSG_APPEND, 2), 1);
     assert_int_equal(h_find(h, MR_RAFT_MSG_APPEND, 2)->entries[0].index, noop + 4);
+    h_free(h);
+}
+
+static void test_replication_batches_are_capped_by_count_and_bytes(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.max_append_entries = 3;
+    o.max_append_bytes = 10;
+    o.max_inflight = 100;
+    struct h *h = h_new_opts(3, &o);
+    h_make_leader(h);
+    h_ack(h, 2, last_index(h));
+    h->auto_persist = 0;
+    h_clear(h);
+    /* 5-byte payloads: two fit in 10 bytes */
+    for (int i = 0; i < 6; i++) h_propose(h, "12345", NULL);
+    h_clear(h);
+    h_ack(h, 3, 2); /* 3 matches the no-op: it gets everything in one go */
+    assert_int_equal(h_count(h, MR_RAFT_MSG_APPEND, 3), 3);
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->msgs[i].type == MR_RAFT_MSG_APPEND) assert_int_equal(h->msgs[i].n_entries, 2);
+    /* an entry larger than the cap still goes, alone */
+    h_clear(h);
+    h_propose(h, "a payload longer than ten bytes", NULL);
+    h_propose(h, "x", NULL);
+    struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_APPEND, 2);
+    assert_non_null(m);
+    assert_int_equal(m->n_entries, 1);
+    /* the count cap */
+    h_clear(h);
+    o.max_append_bytes = 0;
+    h->r.opts.max_append_bytes = 0; /* 0 = no byte cap */
+    for (int i = 0; i < 7; i++) h_propose(h, "y", NULL);
+    h_clear(h);
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP, .from = 3, .term = h->r.term,
+                                   .reject = 1, .index = h->r.progress[2].next - 1,
+                                   .reject_hint = 2, .hint_term = h->r.term});
+    m = h_find(h, MR_RAFT_MSG_APPEND, 3);
+    assert_non_null(m);
+    assert_int_equal(m->n_entries, 3);
     h_free(h);
 }
 
@@ -980,6 +1069,7 @@ int main(void)
         cmocka_unit_test(test_core_bootstrap_writes_the_configuration_at_index_1),
         cmocka_unit_test(test_core_load_restores_state_and_rejects_gaps),
         cmocka_unit_test(test_config_roundtrips_and_rejects_every_malformed_input),
+        cmocka_unit_test(test_election_traces_explain_each_decision),
         cmocka_unit_test(test_election_grants_one_vote_per_term),
         cmocka_unit_test(test_election_rejects_a_candidate_with_an_older_log),
         cmocka_unit_test(test_election_prevote_does_not_change_terms),
@@ -988,6 +1078,7 @@ int main(void)
         cmocka_unit_test(test_replication_leader_sends_before_its_write_and_counts_itself_after),
         cmocka_unit_test(test_replication_follower_acks_only_after_persisting),
         cmocka_unit_test(test_replication_pipelines_within_the_inflight_window),
+        cmocka_unit_test(test_replication_batches_are_capped_by_count_and_bytes),
         cmocka_unit_test(test_replication_backtracks_fast_with_the_conflict_hint),
         cmocka_unit_test(test_replication_follower_truncates_a_conflicting_suffix),
         cmocka_unit_test(test_replication_rejects_malformed_messages),
