@@ -85,6 +85,9 @@ static void run_schedule(uint64_t seed, unsigned steps)
     o.max_inflight = 1 + (unsigned)pick(&r, 8);
     o.max_append_entries = 1 + (unsigned)pick(&r, 8);
     o.lease_reads = 1;
+    /* the protocol must stay safe with the optional mechanisms off too */
+    if (pick(&r, 10) == 0) o.pre_vote = 0;
+    if (pick(&r, 10) == 0) o.check_quorum = 0;
     /* half of the schedules churn leaders: the leader itself is crashed or
      * cut off often, with little time between actions, so that entries are
      * caught half-replicated across terms (Figure 8 situations) */
@@ -142,6 +145,12 @@ static void run_schedule(uint64_t seed, unsigned steps)
             }
         } else if (a < 75) {
             if (l != 0) sim_transfer(s, l, 1 + pick(&r, sim_n(s)));
+        } else if (a < 76) {
+            if (l != 0) {
+                struct mr_raft_event ev = {.type = MR_RAFT_EVENT_REPORT_UNREACHABLE,
+                                           .node = 1 + pick(&r, sim_n(s))};
+                sim_step(s, l, &ev);
+            }
         } else if (churn && a < 85 && l != 0) {
             if (pick(&r, 2)) {
                 sim_crash(s, l);
@@ -165,6 +174,18 @@ static void run_schedule(uint64_t seed, unsigned steps)
         sim_set_loss(s, 0, 0);
         sim_set_slow(s, 0);
         sim_run(s, (uint64_t)o.election_max * o.tick_units * 3);
+        if (!o.pre_vote || !o.check_quorum) {
+            /* without pre-vote or check-quorum, servers removed from the
+             * configuration disrupt the cluster forever (thesis 4.2.3):
+             * stop them, which is what an operator would do */
+            mr_node_id l = sim_wait_leader(s, 5000);
+            if (l != 0) {
+                const struct mr_raft_config *c = &sim_raft(s, l)->config;
+                for (unsigned i = 1; i <= sim_n(s); i++)
+                    if (mr_raft_config_get(c, i) == NULL) sim_crash(s, i);
+                sim_run(s, (uint64_t)o.election_max * o.tick_units * 3);
+            }
+        }
         struct pending p = {.n = 0};
         uint64_t deadline = sim_now(s) + 20000;
         while (p.n < 3 && sim_now(s) < deadline && !sim_failed(s)) {
