@@ -61,8 +61,29 @@
  *     message through `msgs_after` until an entry of its term is persisted:
  *     otherwise a crash could lose its term and let it lead the same term
  *     again with different entries (found by the randomized test).
- *   - Promoting a learner is refused while its match index is below the
- *     leader's commit index (thesis 4.2.1: catch up before voting).
+ *   - Promoting a learner is refused (MR_EBUSY) while it is more than
+ *     max_append_entries entries behind the leader's last index (thesis
+ *     4.2.1: catch up before voting; one batch of slack so that promotion
+ *     is possible under steady load).
+ *   - Commit is not part of the hard state: after a restart commit starts at
+ *     the snapshot index and is learned again from the leader. (A restarted
+ *     server that was removed may therefore campaign once, see above; it
+ *     steps down as soon as it commits anything.)
+ *
+ * READS. READ_INDEX on the leader queues the read; it comes back in `reads`
+ * once a heartbeat round sent after it arrived is acknowledged by a majority
+ * (and the leader has committed an entry of its term); many reads share one
+ * round. On a follower the request goes to the leader (MR_RAFT_MSG_READ_INDEX)
+ * and the answer comes back in `reads` when it returns; if the leader changes
+ * meanwhile no answer may come (the host times out), and a duplicated message
+ * may be answered twice (the host ignores contexts it no longer waits for).
+ * The host serves the read once its state machine has applied `index`.
+ * Reads pending on a leader that steps down come back with MR_ENOTLEADER.
+ *
+ * SNAPSHOTS. The host decides when to snapshot (at an applied index), writes
+ * it durably with the configuration effective at that index (the data of the
+ * last CONFIG entry it applied, or of the snapshot it installed last), then
+ * steps SNAPSHOT_TAKEN; the core compacts its log.
  */
 #ifndef MR_RAFT_H
 #define MR_RAFT_H

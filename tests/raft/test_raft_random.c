@@ -178,12 +178,21 @@ static void run_schedule(uint64_t seed, unsigned steps)
             /* without pre-vote or check-quorum, servers removed from the
              * configuration disrupt the cluster forever (thesis 4.2.3):
              * stop them, which is what an operator would do */
-            mr_node_id l = sim_wait_leader(s, 5000);
-            if (l != 0) {
-                const struct mr_raft_config *c = &sim_raft(s, l)->config;
+            for (int tries = 0; tries < 50; tries++) {
+                mr_node_id l = sim_wait_leader(s, 5000);
+                if (l == 0) break;
+                struct mr_raft *lr = sim_raft(s, l);
+                if (lr->config_index > lr->commit) { /* not settled yet */
+                    sim_run(s, 50);
+                    continue;
+                }
+                int member[SIM_MAX_NODES + 1];
                 for (unsigned i = 1; i <= sim_n(s); i++)
-                    if (mr_raft_config_get(c, i) == NULL) sim_crash(s, i);
+                    member[i] = mr_raft_config_get(&lr->config, i) != NULL;
+                for (unsigned i = 1; i <= sim_n(s); i++)
+                    if (!member[i]) sim_crash(s, i);
                 sim_run(s, (uint64_t)o.election_max * o.tick_units * 3);
+                break;
             }
         }
         struct pending p = {.n = 0};
