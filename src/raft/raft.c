@@ -139,18 +139,24 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
     r->persisted = log_last_index(r);
     r->unstable = r->persisted + 1;
     if (p->snap_config != NULL) r->snap_config = mr_rcbuf_ref((struct mr_rcbuf *)p->snap_config);
-    /* the configuration is the latest one in the log (thesis 4.1) */
-    struct mr_rcbuf *enc = member_config_at(r, log_last_index(r));
+    /* the configuration is the latest one in the log (thesis 4.1), else the
+     * snapshot's; scanned once, backwards, at start */
     mr_index at = r->snap_index;
-    for (mr_index i = log_last_index(r); i > r->log.offset; i--)
+    const struct mr_rcbuf *enc = r->snap_config;
+    for (mr_index i = log_last_index(r); i > r->log.offset; i--) {
         if (log_get(r, i)->type == MR_RAFT_ENTRY_CONFIG) {
             at = i;
+            enc = log_get(r, i)->data;
             break;
         }
-    if (enc != NULL) {
+    }
+    if (enc != NULL || at != r->snap_index) {
         struct mr_raft_config c;
+        if (enc == NULL) {
+            if (errmsg) mr_errmsg_printf(errmsg, "empty configuration entry");
+            return MR_EMALFORMED;
+        }
         rv = mr_raft_config_decode(enc->data, enc->len, &c, errmsg);
-        mr_rcbuf_unref(enc);
         if (rv != 0) {
             if (errmsg) mr_errmsg_wrapf(errmsg, "load: configuration at index %llu", U(at));
             return rv;
