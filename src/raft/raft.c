@@ -9,20 +9,36 @@
 const char *mr_raft_state_name(int state)
 {
     switch (state) {
-    case MR_RAFT_FOLLOWER: return "follower";
-    case MR_RAFT_PRECANDIDATE: return "pre-candidate";
-    case MR_RAFT_CANDIDATE: return "candidate";
-    case MR_RAFT_LEADER: return "leader";
-    default: return "unknown";
+    case MR_RAFT_FOLLOWER:
+        return "follower";
+    case MR_RAFT_PRECANDIDATE:
+        return "pre-candidate";
+    case MR_RAFT_CANDIDATE:
+        return "candidate";
+    case MR_RAFT_LEADER:
+        return "leader";
+    default:
+        return "unknown";
     }
 }
 
 const char *mr_raft_msg_name(int type)
 {
     static const char *const names[] = {
-        "?", "append", "append_resp", "vote", "vote_resp", "prevote", "prevote_resp",
-        "heartbeat", "heartbeat_resp", "snapshot", "snapshot_resp", "timeout_now",
-        "read_index", "read_index_resp",
+        "?",
+        "append",
+        "append_resp",
+        "vote",
+        "vote_resp",
+        "prevote",
+        "prevote_resp",
+        "heartbeat",
+        "heartbeat_resp",
+        "snapshot",
+        "snapshot_resp",
+        "timeout_now",
+        "read_index",
+        "read_index_resp",
     };
     if (type < 1 || type > MR_RAFT_MSG_TYPE_MAX) return "unknown";
     return names[type];
@@ -122,8 +138,9 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
     if (has_state(r)) return MR_EINVAL;
     for (size_t i = 0; i < p->n_entries; i++) {
         if (p->entries[i].index != p->snap_index + 1 + i) {
-            if (errmsg) mr_errmsg_printf(errmsg, "load: entry %zu has index %llu, want %llu",
-                                         i, U(p->entries[i].index), U(p->snap_index + 1 + i));
+            if (errmsg)
+                mr_errmsg_printf(errmsg, "load: entry %zu has index %llu, want %llu", i,
+                                 U(p->entries[i].index), U(p->snap_index + 1 + i));
             return MR_EINVAL;
         }
     }
@@ -138,7 +155,8 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
     r->commit = r->applied = p->snap_index;
     r->persisted = log_last_index(r);
     r->unstable = r->persisted + 1;
-    if (p->snap_config != NULL) r->snap_config = mr_rcbuf_ref((struct mr_rcbuf *)p->snap_config);
+    if (p->snap_config != NULL)
+        r->snap_config = mr_rcbuf_ref((struct mr_rcbuf *)p->snap_config);
     /* the configuration is the latest one in the log (thesis 4.1), else the
      * snapshot's; scanned once, backwards, at start */
     mr_index at = r->snap_index;
@@ -158,7 +176,8 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
         }
         rv = mr_raft_config_decode(enc->data, enc->len, &c, errmsg);
         if (rv != 0) {
-            if (errmsg) mr_errmsg_wrapf(errmsg, "load: configuration at index %llu", U(at));
+            if (errmsg)
+                mr_errmsg_wrapf(errmsg, "load: configuration at index %llu", U(at));
             return rv;
         }
         rv = member_set(r, &c, at);
@@ -195,7 +214,8 @@ int mr_raft_bootstrap(struct mr_raft *r, const struct mr_raft_config *cfg)
 void reset_election_timer(struct mr_raft *r)
 {
     unsigned span = r->opts.election_max_ticks - r->opts.election_min_ticks;
-    r->election_timeout = r->opts.election_min_ticks + (unsigned)mr_rand_below(&r->rand, span);
+    r->election_timeout =
+        r->opts.election_min_ticks + (unsigned)mr_rand_below(&r->rand, span);
     r->election_elapsed = 0;
 }
 
@@ -212,7 +232,10 @@ int is_voter(const struct mr_raft *r, mr_node_id id)
     return s != NULL && s->role == MR_RAFT_VOTER;
 }
 
-unsigned quorum(const struct mr_raft *r) { return mr_raft_config_voters(&r->config) / 2 + 1; }
+unsigned quorum(const struct mr_raft *r)
+{
+    return mr_raft_config_voters(&r->config) / 2 + 1;
+}
 
 void progress_reset(struct mr_raft *r, struct mr_raft_progress *p)
 {
@@ -289,7 +312,8 @@ int send_msg(struct mr_raft *r, struct mr_raft_msg *m)
         unsigned nc = *cap ? *cap * 2 : 16;
         struct mr_raft_msg *na = mr_realloc(*arr, nc * sizeof(*na));
         if (na == NULL) {
-            TRACE(r, "out of memory: dropping %s to %llu", mr_raft_msg_name(m->type), U(m->to));
+            TRACE(r, "out of memory: dropping %s to %llu", mr_raft_msg_name(m->type),
+                  U(m->to));
             mr_raft_msg_release(m);
             return MR_ENOMEM;
         }
@@ -346,8 +370,10 @@ static int validate(const struct mr_raft *r, const struct mr_raft_msg *m)
         if (m->type != MR_RAFT_MSG_APPEND || m->entries == NULL) return 0;
         for (uint32_t i = 0; i < m->n_entries; i++) {
             const struct mr_raft_entry *e = &m->entries[i];
-            if (e->index != m->index + 1 + i || e->term > m->term || e->term == 0) return 0;
-            if (e->type < MR_RAFT_ENTRY_NORMAL || e->type > MR_RAFT_ENTRY_CONFIG) return 0;
+            if (e->index != m->index + 1 + i || e->term > m->term || e->term == 0)
+                return 0;
+            if (e->type < MR_RAFT_ENTRY_NORMAL || e->type > MR_RAFT_ENTRY_CONFIG)
+                return 0;
             if (i > 0 && e->term < m->entries[i - 1].term) return 0;
             if (i == 0 && e->term < m->log_term) return 0;
         }
@@ -400,8 +426,8 @@ static int receive(struct mr_raft *r, const struct mr_raft_msg *m)
             return send_msg(r, &resp);
         }
         if (m->type == MR_RAFT_MSG_PREVOTE) {
-            struct mr_raft_msg resp = {.type = MR_RAFT_MSG_PREVOTE_RESP, .to = m->from,
-                                       .reject = 1};
+            struct mr_raft_msg resp = {
+                .type = MR_RAFT_MSG_PREVOTE_RESP, .to = m->from, .reject = 1};
             TRACE(r, "reject prevote from %llu: stale term %llu < %llu", U(m->from),
                   U(m->term), U(r->term));
             return send_msg(r, &resp);
@@ -597,7 +623,10 @@ void mr_raft_ready_release(struct mr_raft_ready *rd)
 
 /* ---- status ---------------------------------------------------------------------- */
 
-mr_term mr_raft_term_at(const struct mr_raft *r, mr_index index) { return log_term(r, index); }
+mr_term mr_raft_term_at(const struct mr_raft *r, mr_index index)
+{
+    return log_term(r, index);
+}
 
 void mr_raft_status(const struct mr_raft *r, struct mr_raft_status *st)
 {

@@ -109,15 +109,15 @@ struct mr_raft_entry {
 
 /* Message kinds exchanged between cores (carried by src/net frames). */
 enum mr_raft_msg_type {
-    MR_RAFT_MSG_APPEND = 1,       /* AppendEntries (also heartbeats: n_entries may be 0) */
-    MR_RAFT_MSG_APPEND_RESP = 2,  /* reject + hints, or the matched index */
-    MR_RAFT_MSG_VOTE = 3,         /* RequestVote */
+    MR_RAFT_MSG_APPEND = 1,      /* AppendEntries (n_entries may be 0) */
+    MR_RAFT_MSG_APPEND_RESP = 2, /* reject + hints, or the matched index */
+    MR_RAFT_MSG_VOTE = 3,        /* RequestVote */
     MR_RAFT_MSG_VOTE_RESP = 4,
-    MR_RAFT_MSG_PREVOTE = 5,      /* Pre-Vote (thesis 9.6): term is the term it would use */
+    MR_RAFT_MSG_PREVOTE = 5, /* Pre-Vote (thesis 9.6): term is the term it would use */
     MR_RAFT_MSG_PREVOTE_RESP = 6,
-    MR_RAFT_MSG_HEARTBEAT = 7,    /* leader liveness + commit, carries ctx for ReadIndex */
+    MR_RAFT_MSG_HEARTBEAT = 7, /* leader liveness + commit, carries ctx for ReadIndex */
     MR_RAFT_MSG_HEARTBEAT_RESP = 8,
-    MR_RAFT_MSG_SNAPSHOT = 9,     /* one chunk of an InstallSnapshot transfer */
+    MR_RAFT_MSG_SNAPSHOT = 9, /* one chunk of an InstallSnapshot transfer */
     MR_RAFT_MSG_SNAPSHOT_RESP = 10,
     MR_RAFT_MSG_TIMEOUT_NOW = 11, /* leadership transfer: start an election now */
     MR_RAFT_MSG_READ_INDEX = 12,  /* follower asks the leader for a read index */
@@ -135,19 +135,19 @@ enum mr_raft_msg_type {
  * message passed to the core in a STEP event is borrowed: the core takes its
  * own references to whatever it keeps. */
 struct mr_raft_msg {
-    uint8_t type; /* enum mr_raft_msg_type */
-    uint8_t reject;        /* responses: 1 = rejected / vote not granted */
-    uint8_t snap_last;     /* SNAPSHOT: this is the final chunk */
+    uint8_t type;      /* enum mr_raft_msg_type */
+    uint8_t reject;    /* responses: 1 = rejected / vote not granted */
+    uint8_t snap_last; /* SNAPSHOT: this is the final chunk */
     uint8_t pad_;
     mr_node_id from;
     mr_node_id to;
-    mr_term term;          /* sender's term (PREVOTE: the term it would campaign in) */
-    mr_index index;        /* APPEND: prev_log_index; *_RESP: match/last index; VOTE: last log index */
-    mr_term log_term;      /* APPEND: prev_log_term; VOTE: last log term */
-    mr_index commit;       /* leader's commit index (APPEND, HEARTBEAT) */
-    mr_index reject_hint;  /* APPEND_RESP reject: follower's conflict index */
-    mr_term hint_term;     /* APPEND_RESP reject: term at the conflict index (0 if none) */
-    uint64_t ctx;          /* HEARTBEAT / READ_INDEX: read context; VOTE: 1 = transfer (ignore lease) */
+    mr_term term;         /* sender's term (PREVOTE: the term it would campaign in) */
+    mr_index index;       /* APPEND: prev index; *_RESP: match index; VOTE: last index */
+    mr_term log_term;     /* APPEND: prev_log_term; VOTE: last log term */
+    mr_index commit;      /* leader's commit index (APPEND, HEARTBEAT) */
+    mr_index reject_hint; /* APPEND_RESP reject: follower's conflict index */
+    mr_term hint_term;    /* APPEND_RESP reject: term at the conflict index (0 if none) */
+    uint64_t ctx;         /* HEARTBEAT: round; READ_INDEX: read ctx; VOTE: 1 = transfer */
     uint32_t n_entries;
     struct mr_raft_entry *entries; /* APPEND: entries after (index, log_term) */
     /* SNAPSHOT: chunk `snap_offset` of the snapshot at (snap_index, snap_term). */
@@ -193,9 +193,9 @@ enum mr_raft_role_in_config {
 };
 
 struct mr_raft_server {
-    mr_node_id id;      /* never 0 */
-    uint8_t role;       /* enum mr_raft_role_in_config */
-    char *context;      /* opaque NUL-terminated text for the host (addresses) */
+    mr_node_id id; /* never 0 */
+    uint8_t role;  /* enum mr_raft_role_in_config */
+    char *context; /* opaque NUL-terminated text for the host (addresses) */
 };
 
 /* A cluster configuration. Owns `servers` and each server's `context`. */
@@ -250,19 +250,19 @@ struct mr_tracer {
 };
 
 struct mr_raft_options {
-    mr_node_id id;                 /* this node, nonzero */
-    unsigned election_min_ticks;   /* election timeout drawn in [min, max) */
-    unsigned election_max_ticks;   /* > min */
-    unsigned heartbeat_ticks;      /* >= 1, < election_min_ticks */
-    unsigned max_append_entries;   /* entries per AppendEntries, >= 1 */
-    size_t max_append_bytes;       /* payload bytes per AppendEntries (>= 1 entry always) */
-    unsigned max_inflight;         /* AppendEntries in flight per follower, >= 1 */
-    unsigned snapshot_trailing;    /* entries kept behind a snapshot on compaction */
-    uint8_t check_quorum;          /* leader steps down without a majority */
-    uint8_t pre_vote;              /* thesis 9.6 */
-    uint8_t lease_reads;           /* allow READ_INDEX with is_lease (needs check_quorum) */
-    uint64_t seed;                 /* PRNG seed for election timeouts */
-    struct mr_tracer tracer;       /* emit_cb may be NULL */
+    mr_node_id id;               /* this node, nonzero */
+    unsigned election_min_ticks; /* election timeout drawn in [min, max) */
+    unsigned election_max_ticks; /* > min */
+    unsigned heartbeat_ticks;    /* >= 1, < election_min_ticks */
+    unsigned max_append_entries; /* entries per AppendEntries, >= 1 */
+    size_t max_append_bytes;     /* payload bytes per AppendEntries (>= 1 entry always) */
+    unsigned max_inflight;       /* AppendEntries in flight per follower, >= 1 */
+    unsigned snapshot_trailing;  /* entries kept behind a snapshot on compaction */
+    uint8_t check_quorum;        /* leader steps down without a majority */
+    uint8_t pre_vote;            /* thesis 9.6 */
+    uint8_t lease_reads;         /* allow READ_INDEX with is_lease (needs check_quorum) */
+    uint64_t seed;               /* PRNG seed for election timeouts */
+    struct mr_tracer tracer;     /* emit_cb may be NULL */
 };
 
 /* Fills `o` with the defaults for `id` (election 30..60, heartbeat 5, 64
@@ -295,10 +295,10 @@ struct mr_raft_progress {
     mr_index match;
     mr_index next;
     mr_index pending_snapshot;
-    unsigned snap_elapsed;        /* ticks in SNAPSHOT state */
-    uint64_t read_ack;            /* highest heartbeat round acknowledged this term */
-    uint64_t ack_tick;            /* send tick of that round (lease) */
-    uint64_t last_heard_tick;     /* core tick when it last answered */
+    unsigned snap_elapsed;    /* ticks in SNAPSHOT state */
+    uint64_t read_ack;        /* highest heartbeat round acknowledged this term */
+    uint64_t ack_tick;        /* send tick of that round (lease) */
+    uint64_t last_heard_tick; /* core tick when it last answered */
     /* inflight window: ring of last indexes of AppendEntries in flight */
     mr_index *inflight;
     unsigned inflight_start, inflight_count;
@@ -309,7 +309,7 @@ struct mr_raft_read {
     uint64_t ctx;
     mr_node_id from; /* 0 = local request */
     mr_index index;
-    uint64_t round;  /* heartbeat round that must be acknowledged */
+    uint64_t round; /* heartbeat round that must be acknowledged */
 };
 
 struct mr_raft_read_state {
@@ -335,14 +335,14 @@ struct mr_raft {
     /* log (raft_log.c) */
     struct {
         struct mr_raft_entry *ring;
-        size_t cap, start, n;   /* entries at ring[(start + k) % cap] */
-        mr_index offset;        /* index of the entry before ring[start] */
-        mr_term offset_term;    /* its term (the snapshot's or compaction point) */
+        size_t cap, start, n; /* entries at ring[(start + k) % cap] */
+        mr_index offset;      /* index of the entry before ring[start] */
+        mr_term offset_term;  /* its term (the snapshot's or compaction point) */
     } log;
     mr_index commit;
-    mr_index applied;           /* last index handed out in `committed` */
-    mr_index persisted;         /* WAL durable up to here */
-    mr_index unstable;          /* first index not yet handed to the host */
+    mr_index applied;   /* last index handed out in `committed` */
+    mr_index persisted; /* WAL durable up to here */
+    mr_index unstable;  /* first index not yet handed to the host */
     /* latest snapshot (taken locally or installed) */
     mr_index snap_index;
     mr_term snap_term;
@@ -350,29 +350,29 @@ struct mr_raft {
     uint8_t snap_to_install;
     /* configuration: the latest one appended (thesis 4.1) */
     struct mr_raft_config config;
-    mr_index config_index;      /* index of that entry (or snapshot index) */
-    mr_index pending_conf;      /* no change until commit reaches this */
+    mr_index config_index;             /* index of that entry (or snapshot index) */
+    mr_index pending_conf;             /* no change until commit reaches this */
     struct mr_raft_progress *progress; /* one per config server, plus self */
     unsigned n_progress;
     /* timers */
     uint64_t ticks;
     unsigned election_elapsed;
     unsigned heartbeat_elapsed;
-    unsigned election_timeout;  /* randomized, in [min, max) */
+    unsigned election_timeout; /* randomized, in [min, max) */
     unsigned transfer_elapsed;
-    uint8_t quiet_start;        /* refuse votes during the first min ticks */
-    uint8_t term_unsafe;        /* our term may not be durable and nobody else
-                                   knows it: every message waits (msgs_after) */
+    uint8_t quiet_start; /* refuse votes during the first min ticks */
+    uint8_t term_unsafe; /* our term may not be durable and nobody else
+                            knows it: every message waits (msgs_after) */
     /* elections */
-    mr_node_id *granted;        /* voters that granted us (pre)votes */
+    mr_node_id *granted; /* voters that granted us (pre)votes */
     mr_node_id *rejected;
     unsigned n_granted, n_rejected;
-    mr_node_id transferee;      /* leadership transfer target */
-    mr_index term_start;        /* index of this leader's no-op */
+    mr_node_id transferee; /* leadership transfer target */
+    mr_index term_start;   /* index of this leader's no-op */
     /* reads (raft_read.c) */
     struct mr_queue reads;
-    uint64_t read_round;        /* last heartbeat round sent */
-    uint64_t round_tick[64];    /* send tick of rounds, by round % 64 */
+    uint64_t read_round;     /* last heartbeat round sent */
+    uint64_t round_tick[64]; /* send tick of rounds, by round % 64 */
     /* output being collected */
     struct mr_raft_msg *msgs, *msgs_after;
     unsigned n_msgs, cap_msgs, n_msgs_after, cap_msgs_after;
@@ -394,9 +394,9 @@ void mr_raft_close(struct mr_raft *r);
 struct mr_raft_persisted {
     mr_term term;
     mr_node_id vote;
-    mr_index snap_index;          /* 0 if none */
+    mr_index snap_index; /* 0 if none */
     mr_term snap_term;
-    const struct mr_rcbuf *snap_config; /* encoded config at snap_index (NULL if none) */
+    const struct mr_rcbuf *snap_config;  /* encoded config at snap_index (NULL if none) */
     const struct mr_raft_entry *entries; /* contiguous, starting at snap_index + 1 */
     size_t n_entries;
 };
@@ -416,18 +416,18 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
 int mr_raft_bootstrap(struct mr_raft *r, const struct mr_raft_config *cfg);
 
 enum mr_raft_event_type {
-    MR_RAFT_EVENT_NONE = 0,        /* just collect pending output */
+    MR_RAFT_EVENT_NONE = 0, /* just collect pending output */
     MR_RAFT_EVENT_TICK = 1,
-    MR_RAFT_EVENT_RECEIVE = 2,     /* msg */
-    MR_RAFT_EVENT_PROPOSE = 3,     /* entry_type, data -> out_index, out_term */
-    MR_RAFT_EVENT_READ_INDEX = 4,  /* ctx, is_lease */
-    MR_RAFT_EVENT_CHANGE_MEMBERS = 5, /* change, node, context -> out_index, out_term */
+    MR_RAFT_EVENT_RECEIVE = 2,         /* msg */
+    MR_RAFT_EVENT_PROPOSE = 3,         /* entry_type, data -> out_index, out_term */
+    MR_RAFT_EVENT_READ_INDEX = 4,      /* ctx, is_lease */
+    MR_RAFT_EVENT_CHANGE_MEMBERS = 5,  /* change, node, context -> out_index, out_term */
     MR_RAFT_EVENT_TRANSFER_LEADER = 6, /* node */
-    MR_RAFT_EVENT_PERSISTED = 7,   /* index, term */
-    MR_RAFT_EVENT_SNAPSHOT_TAKEN = 8, /* index, term: host has a durable snapshot */
-    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9, /* index, term */
+    MR_RAFT_EVENT_PERSISTED = 7,       /* index, term */
+    MR_RAFT_EVENT_SNAPSHOT_TAKEN = 8,  /* index, term: host has a durable snapshot */
+    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9,  /* index, term */
     MR_RAFT_EVENT_REPORT_UNREACHABLE = 10, /* node */
-    MR_RAFT_EVENT_SNAPSHOT_DONE = 11, /* node, ok: streaming to node finished */
+    MR_RAFT_EVENT_SNAPSHOT_DONE = 11,      /* node, ok: streaming to node finished */
 };
 
 enum mr_raft_change {
@@ -448,10 +448,10 @@ struct mr_raft_event {
     uint8_t is_lease;              /* READ_INDEX: lease read if allowed */
     uint8_t change;                /* CHANGE_MEMBERS: enum mr_raft_change */
     uint8_t ok;                    /* SNAPSHOT_DONE */
-    mr_node_id node;               /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
-    const char *context;           /* CHANGE_MEMBERS add: server context text */
-    mr_index index;                /* PERSISTED, SNAPSHOT_* */
-    mr_term term;                  /* PERSISTED, SNAPSHOT_* */
+    mr_node_id node;     /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
+    const char *context; /* CHANGE_MEMBERS add: server context text */
+    mr_index index;      /* PERSISTED, SNAPSHOT_* */
+    mr_term term;        /* PERSISTED, SNAPSHOT_* */
     mr_index out_index;
     mr_term out_term;
 };
@@ -477,7 +477,7 @@ struct mr_raft_ready {
     struct mr_raft_entry *entries;
     size_t n_entries;
     /* MSGS */
-    struct mr_raft_msg *msgs;       /* may leave at once */
+    struct mr_raft_msg *msgs; /* may leave at once */
     size_t n_msgs;
     struct mr_raft_msg *msgs_after; /* only once everything so far is durable */
     size_t n_msgs_after;
@@ -493,7 +493,7 @@ struct mr_raft_ready {
     struct mr_raft_read_state *reads;
     size_t n_reads;
     /* SOFT_STATE (always filled; the flag says it changed) */
-    uint8_t state;  /* enum mr_raft_state */
+    uint8_t state; /* enum mr_raft_state */
     mr_node_id leader;
 };
 
@@ -508,7 +508,8 @@ struct mr_raft_ready {
  * MR_ENOTFOUND (membership), MR_EMALFORMED (a received message failed
  * validation; it was dropped), MR_ENOMEM (the core stays consistent but
  * outgoing messages of this step may have been dropped). */
-int mr_raft_step(struct mr_raft *r, struct mr_raft_event *ev, struct mr_raft_ready *ready);
+int mr_raft_step(struct mr_raft *r, struct mr_raft_event *ev,
+                 struct mr_raft_ready *ready);
 
 /* Releases everything a ready batch owns; leaves it zeroed. NULL-safe. */
 void mr_raft_ready_release(struct mr_raft_ready *ready);
@@ -526,8 +527,8 @@ struct mr_raft_status {
     mr_term last_term;
     mr_index persisted;
     mr_index snap_index;
-    mr_index first_index;                 /* first index still in the log */
-    const struct mr_raft_config *config;  /* borrowed until the next step */
+    mr_index first_index;                /* first index still in the log */
+    const struct mr_raft_config *config; /* borrowed until the next step */
     mr_index config_index;
     const struct mr_raft_progress *progress; /* borrowed; meaningful on a leader */
     unsigned n_progress;

@@ -8,7 +8,10 @@
 
 #define CONFIG_VERSION 1
 
-void mr_raft_config_init(struct mr_raft_config *c) { memset(c, 0, sizeof(*c)); }
+void mr_raft_config_init(struct mr_raft_config *c)
+{
+    memset(c, 0, sizeof(*c));
+}
 
 void mr_raft_config_close(struct mr_raft_config *c)
 {
@@ -66,7 +69,8 @@ int mr_raft_config_remove(struct mr_raft_config *c, mr_node_id id)
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].id != id) continue;
         mr_free(c->servers[i].context);
-        memmove(&c->servers[i], &c->servers[i + 1], (c->n - i - 1) * sizeof(c->servers[0]));
+        memmove(&c->servers[i], &c->servers[i + 1],
+                (c->n - i - 1) * sizeof(c->servers[0]));
         c->n--;
         return 0;
     }
@@ -111,7 +115,8 @@ struct mr_rcbuf *mr_raft_config_encode(const struct mr_raft_config *c)
     return b;
 }
 
-static int malformed(char *errmsg, struct mr_raft_config *out, const char *why, unsigned i)
+static int malformed(char *errmsg, struct mr_raft_config *out, const char *why,
+                     unsigned i)
 {
     if (errmsg != NULL) mr_errmsg_printf(errmsg, "configuration: server %u: %s", i, why);
     mr_raft_config_close(out);
@@ -134,7 +139,8 @@ int mr_raft_config_decode(const void *buf, size_t len, struct mr_raft_config *ou
     }
     uint32_t n = mr_get_u32(p + 1);
     p += 5;
-    if (n > MR_RAFT_CONFIG_MAX_SERVERS) return malformed(errmsg, out, "too many servers", n);
+    if (n > MR_RAFT_CONFIG_MAX_SERVERS)
+        return malformed(errmsg, out, "too many servers", n);
     for (uint32_t i = 0; i < n; i++) {
         if ((size_t)(end - p) < 13) return malformed(errmsg, out, "truncated", i);
         mr_node_id id = mr_get_u64(p);
@@ -144,10 +150,12 @@ int mr_raft_config_decode(const void *buf, size_t len, struct mr_raft_config *ou
         if (id == 0) return malformed(errmsg, out, "id 0", i);
         if (role != MR_RAFT_VOTER && role != MR_RAFT_LEARNER)
             return malformed(errmsg, out, "bad role", i);
-        if (l > MR_RAFT_CONFIG_MAX_CONTEXT) return malformed(errmsg, out, "context too long", i);
+        if (l > MR_RAFT_CONFIG_MAX_CONTEXT)
+            return malformed(errmsg, out, "context too long", i);
         if ((size_t)(end - p) < l) return malformed(errmsg, out, "truncated context", i);
         if (memchr(p, 0, l) != NULL) return malformed(errmsg, out, "NUL in context", i);
-        if (mr_raft_config_get(out, id) != NULL) return malformed(errmsg, out, "duplicate id", i);
+        if (mr_raft_config_get(out, id) != NULL)
+            return malformed(errmsg, out, "duplicate id", i);
         char *ctx = mr_malloc((size_t)l + 1);
         if (ctx == NULL) {
             mr_raft_config_close(out);

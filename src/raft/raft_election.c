@@ -47,7 +47,8 @@ static void leader_tick(struct mr_raft *r)
             /* thesis 6.2: step down without a majority for an election timeout */
             unsigned active = count_active_voters(r);
             if (active < quorum(r)) {
-                TRACE(r, "check quorum: only %u of %u voters active (need %u) -> step down",
+                TRACE(r,
+                      "check quorum: only %u of %u voters active (need %u) -> step down",
                       active, mr_raft_config_voters(&r->config), quorum(r));
                 become_follower(r, r->term, 0);
                 return;
@@ -70,7 +71,8 @@ void election_tick(struct mr_raft *r)
         return;
     }
     if (r->election_elapsed < 0xffffffffu) r->election_elapsed++;
-    if (r->quiet_start && r->election_elapsed >= r->opts.election_min_ticks) r->quiet_start = 0;
+    if (r->quiet_start && r->election_elapsed >= r->opts.election_min_ticks)
+        r->quiet_start = 0;
     if (r->election_elapsed < r->election_timeout) return;
     if (!promotable(r)) {
         r->election_elapsed = r->election_timeout; /* keep the lease expired */
@@ -91,10 +93,13 @@ static int tally_has(const mr_node_id *ids, unsigned n, mr_node_id id)
 static int tally(struct mr_raft *r, mr_node_id id, int granted)
 {
     if (!is_voter(r, id)) return 0;
-    if (tally_has(r->granted, r->n_granted, id) || tally_has(r->rejected, r->n_rejected, id))
+    if (tally_has(r->granted, r->n_granted, id) ||
+        tally_has(r->rejected, r->n_rejected, id))
         return 0;
-    if (granted) r->granted[r->n_granted++] = id;
-    else r->rejected[r->n_rejected++] = id;
+    if (granted)
+        r->granted[r->n_granted++] = id;
+    else
+        r->rejected[r->n_rejected++] = id;
     return 1;
 }
 
@@ -147,8 +152,8 @@ int election_recv_vote(struct mr_raft *r, const struct mr_raft_msg *m)
     int can_vote = r->vote == m->from || (r->vote == 0 && r->leader == 0) ||
                    (pre && m->term > r->term);
     int up_to_date = log_is_up_to_date(r, m->index, m->log_term);
-    struct mr_raft_msg resp = {.type = pre ? MR_RAFT_MSG_PREVOTE_RESP : MR_RAFT_MSG_VOTE_RESP,
-                               .to = m->from};
+    struct mr_raft_msg resp = {
+        .type = pre ? MR_RAFT_MSG_PREVOTE_RESP : MR_RAFT_MSG_VOTE_RESP, .to = m->from};
     if (can_vote && up_to_date) {
         TRACE(r, "grant %s to %llu for term %llu (its log %llu/%llu, ours %llu/%llu)",
               pre ? "pre-vote" : "vote", U(m->from), U(m->term), U(m->index),
@@ -218,6 +223,7 @@ int election_recv_timeout_now(struct mr_raft *r, const struct mr_raft_msg *m)
         TRACE(r, "ignore timeout_now from %llu: not a voter", U(m->from));
         return 0;
     }
-    TRACE(r, "timeout_now from %llu -> campaign at once (leadership transfer)", U(m->from));
+    TRACE(r, "timeout_now from %llu -> campaign at once (leadership transfer)",
+          U(m->from));
     return election_start(r, 0, 1);
 }

@@ -6,14 +6,13 @@
 
 /* STYLE 12: every decision is traced; formatting happens only when a tracer
  * is installed. */
-#define TRACE(r, ...)                                                  \
-    do {                                                               \
-        if ((r)->opts.tracer.emit_cb != NULL) {                        \
-            char trace_buf_[MR_ERRMSG_SIZE];                           \
-            mr_errmsg_printf(trace_buf_, __VA_ARGS__);                 \
-            (r)->opts.tracer.emit_cb((r)->opts.tracer.data, (r)->id,   \
-                                     trace_buf_);                      \
-        }                                                              \
+#define TRACE(r, ...)                                                                    \
+    do {                                                                                 \
+        if ((r)->opts.tracer.emit_cb != NULL) {                                          \
+            char trace_buf_[MR_ERRMSG_SIZE];                                             \
+            mr_errmsg_printf(trace_buf_, __VA_ARGS__);                                   \
+            (r)->opts.tracer.emit_cb((r)->opts.tracer.data, (r)->id, trace_buf_);        \
+        }                                                                                \
     } while (0)
 
 #define U(x) ((unsigned long long)(x))
@@ -75,8 +74,8 @@ int election_recv_timeout_now(struct mr_raft *r, const struct mr_raft_msg *m);
 
 /* ---- raft_replication.c ---------------------------------------------------- */
 int repl_become_leader(struct mr_raft *r);
-int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data,
-                 mr_index *index, mr_term *term);
+int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, mr_index *index,
+                 mr_term *term);
 void repl_send_append(struct mr_raft *r, struct mr_raft_progress *p, int allow_empty);
 void repl_broadcast_append(struct mr_raft *r);
 void repl_broadcast_heartbeat(struct mr_raft *r, uint64_t round);

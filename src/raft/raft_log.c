@@ -9,9 +9,15 @@
 
 #define RING(r, k) ((r)->log.ring[((r)->log.start + (k)) % (r)->log.cap])
 
-mr_index log_first_index(const struct mr_raft *r) { return r->log.offset + 1; }
+mr_index log_first_index(const struct mr_raft *r)
+{
+    return r->log.offset + 1;
+}
 
-mr_index log_last_index(const struct mr_raft *r) { return r->log.offset + r->log.n; }
+mr_index log_last_index(const struct mr_raft *r)
+{
+    return r->log.offset + r->log.n;
+}
 
 mr_term log_last_term(const struct mr_raft *r)
 {

@@ -28,10 +28,12 @@ int member_apply_entry(struct mr_raft *r, const struct mr_raft_entry *e)
 {
     struct mr_raft_config c;
     char err[MR_ERRMSG_SIZE];
-    int rv = e->data == NULL ? MR_EMALFORMED
-                             : mr_raft_config_decode(e->data->data, e->data->len, &c, err);
+    int rv = e->data == NULL
+                 ? MR_EMALFORMED
+                 : mr_raft_config_decode(e->data->data, e->data->len, &c, err);
     if (rv != 0) {
-        TRACE(r, "configuration entry %llu is undecodable -> keep the old one", U(e->index));
+        TRACE(r, "configuration entry %llu is undecodable -> keep the old one",
+              U(e->index));
         return rv;
     }
     rv = member_set(r, &c, e->index);
@@ -60,18 +62,20 @@ int member_truncated(struct mr_raft *r, mr_index from)
     for (mr_index i = from - 1; i > r->log.offset; i--) {
         const struct mr_raft_entry *e = log_get(r, i);
         if (e->type == MR_RAFT_ENTRY_CONFIG) {
-            TRACE(r, "configuration entry %llu truncated -> back to %llu", U(r->config_index),
-                  U(i));
+            TRACE(r, "configuration entry %llu truncated -> back to %llu",
+                  U(r->config_index), U(i));
             return member_apply_entry(r, e);
         }
     }
     struct mr_raft_config c;
     mr_raft_config_init(&c);
     if (r->snap_config != NULL) {
-        int rv = mr_raft_config_decode(r->snap_config->data, r->snap_config->len, &c, NULL);
+        int rv =
+            mr_raft_config_decode(r->snap_config->data, r->snap_config->len, &c, NULL);
         if (rv != 0) return rv;
     }
-    TRACE(r, "configuration entry %llu truncated -> back to the snapshot's", U(r->config_index));
+    TRACE(r, "configuration entry %llu truncated -> back to the snapshot's",
+          U(r->config_index));
     int rv = member_set(r, &c, r->snap_index);
     mr_raft_config_close(&c);
     return rv;
@@ -107,9 +111,9 @@ int member_change(struct mr_raft *r, struct mr_raft_event *ev)
     switch (ev->change) {
     case MR_RAFT_ADD_VOTER:
     case MR_RAFT_ADD_LEARNER:
-        rv = mr_raft_config_add(&c, id,
-                                ev->change == MR_RAFT_ADD_VOTER ? MR_RAFT_VOTER : MR_RAFT_LEARNER,
-                                ev->context);
+        rv = mr_raft_config_add(
+            &c, id, ev->change == MR_RAFT_ADD_VOTER ? MR_RAFT_VOTER : MR_RAFT_LEARNER,
+            ev->context);
         break;
     case MR_RAFT_PROMOTE: {
         if (s == NULL) {
@@ -123,8 +127,8 @@ int member_change(struct mr_raft *r, struct mr_raft_event *ev)
         /* thesis 4.2.1: only a caught-up learner may vote */
         struct mr_raft_progress *p = progress_get(r, id);
         if (p->match + r->opts.max_append_entries < log_last_index(r)) {
-            TRACE(r, "refuse promotion of %llu: match %llu, last %llu", U(id), U(p->match),
-                  U(log_last_index(r)));
+            TRACE(r, "refuse promotion of %llu: match %llu, last %llu", U(id),
+                  U(p->match), U(log_last_index(r)));
             rv = MR_EBUSY;
             break;
         }
@@ -133,7 +137,8 @@ int member_change(struct mr_raft *r, struct mr_raft_event *ev)
         break;
     }
     case MR_RAFT_REMOVE:
-        if (s != NULL && s->role == MR_RAFT_VOTER && mr_raft_config_voters(&r->config) == 1)
+        if (s != NULL && s->role == MR_RAFT_VOTER &&
+            mr_raft_config_voters(&r->config) == 1)
             rv = MR_EINVAL; /* would leave no voter */
         else
             rv = mr_raft_config_remove(&c, id);
@@ -145,8 +150,8 @@ int member_change(struct mr_raft *r, struct mr_raft_event *ev)
         mr_raft_config_close(&c);
         return rv;
     }
-    struct mr_raft_entry e = {.term = r->term, .index = log_last_index(r) + 1,
-                              .type = MR_RAFT_ENTRY_CONFIG};
+    struct mr_raft_entry e = {
+        .term = r->term, .index = log_last_index(r) + 1, .type = MR_RAFT_ENTRY_CONFIG};
     e.data = mr_raft_config_encode(&c);
     mr_raft_config_close(&c);
     if (e.data == NULL) return MR_ENOMEM;

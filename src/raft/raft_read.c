@@ -11,11 +11,15 @@ static int committed_in_term(const struct mr_raft *r)
     return r->commit >= r->term_start && log_term(r, r->term_start) == r->term;
 }
 
-static int deliver(struct mr_raft *r, uint64_t ctx, mr_node_id from, mr_index index, int status)
+static int deliver(struct mr_raft *r, uint64_t ctx, mr_node_id from, mr_index index,
+                   int status)
 {
     if (from == 0) return emit_read(r, ctx, index, status);
-    struct mr_raft_msg m = {.type = MR_RAFT_MSG_READ_INDEX_RESP, .to = from, .ctx = ctx,
-                            .index = index, .reject = status != 0};
+    struct mr_raft_msg m = {.type = MR_RAFT_MSG_READ_INDEX_RESP,
+                            .to = from,
+                            .ctx = ctx,
+                            .index = index,
+                            .reject = status != 0};
     return send_msg(r, &m);
 }
 
@@ -38,11 +42,15 @@ static void quorum_acked(const struct mr_raft *r, uint64_t *round, uint64_t *tic
     /* insertion sort, descending; n is small */
     for (unsigned i = 1; i < n; i++)
         for (unsigned j = i; j > 0 && rounds[j - 1] < rounds[j]; j--) {
-            uint64_t t = rounds[j]; rounds[j] = rounds[j - 1]; rounds[j - 1] = t;
+            uint64_t t = rounds[j];
+            rounds[j] = rounds[j - 1];
+            rounds[j - 1] = t;
         }
     for (unsigned i = 1; i < n; i++)
         for (unsigned j = i; j > 0 && ticks[j - 1] < ticks[j]; j--) {
-            uint64_t t = ticks[j]; ticks[j] = ticks[j - 1]; ticks[j - 1] = t;
+            uint64_t t = ticks[j];
+            ticks[j] = ticks[j - 1];
+            ticks[j - 1] = t;
         }
     *round = rounds[n / 2];
     *tick = ticks[n / 2];
@@ -67,7 +75,8 @@ static void process(struct mr_raft *r)
     uint64_t acked, tick;
     quorum_acked(r, &acked, &tick);
     while (!mr_queue_empty(&r->reads)) {
-        struct mr_raft_read *rd = MR_CONTAINER_OF(r->reads.next, struct mr_raft_read, link);
+        struct mr_raft_read *rd =
+            MR_CONTAINER_OF(r->reads.next, struct mr_raft_read, link);
         if (rd->index == 0) rd->index = r->commit;
         if (rd->round > acked) break;
         TRACE(r, "read %llu confirmed by heartbeat round %llu -> index %llu", U(rd->ctx),
@@ -91,7 +100,8 @@ int read_request(struct mr_raft *r, uint64_t ctx, mr_node_id from, int is_lease)
         if (from != 0) return deliver(r, ctx, from, 0, MR_ENOTLEADER);
         if (r->leader == 0) return MR_ENOLEADER;
         /* thesis 6.4.1: a follower asks the leader for the read index */
-        struct mr_raft_msg m = {.type = MR_RAFT_MSG_READ_INDEX, .to = r->leader, .ctx = ctx};
+        struct mr_raft_msg m = {
+            .type = MR_RAFT_MSG_READ_INDEX, .to = r->leader, .ctx = ctx};
         TRACE(r, "read %llu: ask leader %llu for a read index", U(ctx), U(r->leader));
         return send_msg(r, &m);
     }
@@ -136,12 +146,16 @@ void read_ack(struct mr_raft *r, struct mr_raft_progress *p, uint64_t round)
     process(r);
 }
 
-void read_term_committed(struct mr_raft *r) { process(r); }
+void read_term_committed(struct mr_raft *r)
+{
+    process(r);
+}
 
 void read_abort_all(struct mr_raft *r)
 {
     while (!mr_queue_empty(&r->reads)) {
-        struct mr_raft_read *rd = MR_CONTAINER_OF(r->reads.next, struct mr_raft_read, link);
+        struct mr_raft_read *rd =
+            MR_CONTAINER_OF(r->reads.next, struct mr_raft_read, link);
         mr_queue_remove(&rd->link);
         TRACE(r, "read %llu abandoned: no longer leader", U(rd->ctx));
         deliver(r, rd->ctx, rd->from, 0, MR_ENOTLEADER);

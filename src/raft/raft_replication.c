@@ -19,14 +19,16 @@ static int inflight_full(const struct mr_raft *r, const struct mr_raft_progress 
     return p->inflight_count >= r->opts.max_inflight;
 }
 
-static void inflight_add(const struct mr_raft *r, struct mr_raft_progress *p, mr_index last)
+static void inflight_add(const struct mr_raft *r, struct mr_raft_progress *p,
+                         mr_index last)
 {
     MR_ASSERT(!inflight_full(r, p));
     p->inflight[(p->inflight_start + p->inflight_count) % r->opts.max_inflight] = last;
     p->inflight_count++;
 }
 
-static void inflight_free_to(const struct mr_raft *r, struct mr_raft_progress *p, mr_index idx)
+static void inflight_free_to(const struct mr_raft *r, struct mr_raft_progress *p,
+                             mr_index idx)
 {
     while (p->inflight_count > 0 && p->inflight[p->inflight_start] <= idx) {
         p->inflight_start = (p->inflight_start + 1) % r->opts.max_inflight;
@@ -152,8 +154,8 @@ void repl_broadcast_heartbeat(struct mr_raft *r, uint64_t round)
         struct mr_raft_progress *p = &r->progress[i];
         if (p->id == r->id) continue;
         mr_index commit = p->match < r->commit ? p->match : r->commit;
-        struct mr_raft_msg m = {.type = MR_RAFT_MSG_HEARTBEAT, .to = p->id, .commit = commit,
-                                .ctx = round};
+        struct mr_raft_msg m = {
+            .type = MR_RAFT_MSG_HEARTBEAT, .to = p->id, .commit = commit, .ctx = round};
         send_msg(r, &m);
     }
     read_ack(r, NULL, round); /* the leader acknowledges its own round */
@@ -192,7 +194,8 @@ int repl_maybe_commit(struct mr_raft *r)
         if (idx > r->commit) {
             /* Figure 8 / 5.4.2: count replicas only for entries of our term */
             if (log_term(r, idx) == r->term) {
-                TRACE(r, "commit %llu -> %llu (replicated on a majority)", U(r->commit), U(idx));
+                TRACE(r, "commit %llu -> %llu (replicated on a majority)", U(r->commit),
+                      U(idx));
                 r->commit = idx;
                 advanced = 1;
             } else {
@@ -228,12 +231,13 @@ int repl_become_leader(struct mr_raft *r)
     if (r->persisted_term != r->term) {
         /* won in the very step that raised the term: no vote request left,
          * so nothing proves the term durable yet */
-        TRACE(r, "term %llu not durable yet -> hold messages until persisted", U(r->term));
+        TRACE(r, "term %llu not durable yet -> hold messages until persisted",
+              U(r->term));
         r->term_unsafe = 1;
     }
     /* thesis 6.4: a no-op so that entries of earlier terms can commit */
-    struct mr_raft_entry e = {.term = r->term, .index = log_last_index(r) + 1,
-                              .type = MR_RAFT_ENTRY_NOOP};
+    struct mr_raft_entry e = {
+        .term = r->term, .index = log_last_index(r) + 1, .type = MR_RAFT_ENTRY_NOOP};
     int rv = log_append(r, &e);
     r->term_start = e.index;
     r->pending_conf = e.index;
@@ -248,8 +252,8 @@ int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, mr_inde
 {
     if (r->state != MR_RAFT_LEADER) return MR_ENOTLEADER;
     if (r->transferee != 0) return MR_EBUSY; /* thesis 3.10 */
-    struct mr_raft_entry e = {.term = r->term, .index = log_last_index(r) + 1, .type = type,
-                              .data = data};
+    struct mr_raft_entry e = {
+        .term = r->term, .index = log_last_index(r) + 1, .type = type, .data = data};
     int rv = log_append(r, &e);
     if (rv != 0) return rv;
     *index = e.index;
@@ -269,8 +273,8 @@ int repl_recv_append_resp(struct mr_raft *r, const struct mr_raft_msg *m)
         mr_index rejected = m->index;
         if (p->state == MR_RAFT_REPLICATE) {
             if (rejected <= p->match) return 0; /* stale */
-            TRACE(r, "peer %llu rejected %llu while pipelining -> probe from %llu", U(p->id),
-                  U(rejected), U(p->match + 1));
+            TRACE(r, "peer %llu rejected %llu while pipelining -> probe from %llu",
+                  U(p->id), U(rejected), U(p->match + 1));
             become_probe(r, p);
         } else if (p->state == MR_RAFT_PROBE) {
             if (p->next - 1 != rejected) return 0; /* stale */
@@ -280,8 +284,8 @@ int repl_recv_append_resp(struct mr_raft *r, const struct mr_raft_msg *m)
             mr_index next = rejected < hint + 1 ? rejected : hint + 1;
             if (next < p->match + 1) next = p->match + 1;
             if (next < 1) next = 1;
-            TRACE(r, "peer %llu rejected %llu (hint %llu/%llu) -> probe from %llu", U(p->id),
-                  U(rejected), U(m->reject_hint), U(m->hint_term), U(next));
+            TRACE(r, "peer %llu rejected %llu (hint %llu/%llu) -> probe from %llu",
+                  U(p->id), U(rejected), U(m->reject_hint), U(m->hint_term), U(next));
             p->next = next;
             p->probe_sent = 0;
         } else {
@@ -315,7 +319,8 @@ int repl_recv_append_resp(struct mr_raft *r, const struct mr_raft_msg *m)
         send_all(r, p);
     }
     if (r->transferee == p->id && p->match == log_last_index(r)) {
-        TRACE(r, "transfer target %llu caught up at %llu -> timeout now", U(p->id), U(p->match));
+        TRACE(r, "transfer target %llu caught up at %llu -> timeout now", U(p->id),
+              U(p->match));
         struct mr_raft_msg t = {.type = MR_RAFT_MSG_TIMEOUT_NOW, .to = p->id};
         send_msg(r, &t);
     }
@@ -351,8 +356,10 @@ int repl_recv_snapshot_resp(struct mr_raft *r, const struct mr_raft_msg *m)
     if (m->index > p->match) p->match = m->index;
     TRACE(r, "peer %llu installed snapshot, match %llu -> probe", U(p->id), U(p->match));
     become_probe(r, p);
-    if (repl_maybe_commit(r) && r->state == MR_RAFT_LEADER) repl_broadcast_append(r);
-    else send_append(r, p, 1);
+    if (repl_maybe_commit(r) && r->state == MR_RAFT_LEADER)
+        repl_broadcast_append(r);
+    else
+        send_append(r, p, 1);
     return 0;
 }
 
@@ -419,7 +426,8 @@ int repl_recv_append(struct mr_raft *r, const struct mr_raft_msg *m)
         resp.reject_hint = hint;
         resp.hint_term = log_term(r, hint);
         TRACE(r, "reject append: no entry %llu/%llu (last %llu) -> hint %llu/%llu",
-              U(m->index), U(m->log_term), U(log_last_index(r)), U(hint), U(resp.hint_term));
+              U(m->index), U(m->log_term), U(log_last_index(r)), U(hint),
+              U(resp.hint_term));
         return send_msg(r, &resp);
     }
     /* Figure 2 steps 3-4: skip what we have, truncate at the first conflict */
@@ -459,7 +467,8 @@ int repl_recv_append(struct mr_raft *r, const struct mr_raft_msg *m)
 int repl_recv_heartbeat(struct mr_raft *r, const struct mr_raft_msg *m)
 {
     commit_to(r, m->commit);
-    struct mr_raft_msg resp = {.type = MR_RAFT_MSG_HEARTBEAT_RESP, .to = m->from, .ctx = m->ctx};
+    struct mr_raft_msg resp = {
+        .type = MR_RAFT_MSG_HEARTBEAT_RESP, .to = m->from, .ctx = m->ctx};
     return send_msg(r, &resp);
 }
 
@@ -509,7 +518,8 @@ int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m)
     return send_msg(r, &resp);
 }
 
-/* ---- host acknowledgements ---------------------------------------------------------- */
+/* ---- host acknowledgements ----------------------------------------------------------
+ */
 
 void repl_persisted(struct mr_raft *r, mr_index index, mr_term term)
 {
@@ -542,9 +552,11 @@ int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term)
     r->snap_index = index;
     r->snap_term = term;
     if (r->persisted < index) r->persisted = index;
-    mr_index upto = index > r->opts.snapshot_trailing ? index - r->opts.snapshot_trailing : 0;
+    mr_index upto =
+        index > r->opts.snapshot_trailing ? index - r->opts.snapshot_trailing : 0;
     if (upto > r->log.offset) {
-        TRACE(r, "snapshot at %llu/%llu -> compact log up to %llu", U(index), U(term), U(upto));
+        TRACE(r, "snapshot at %llu/%llu -> compact log up to %llu", U(index), U(term),
+              U(upto));
         log_compact(r, upto);
     }
     return 0;

@@ -134,12 +134,12 @@ static void *xrealloc(void *p, size_t n)
     return q;
 }
 
-#define GROW(arr, n, cap)                                              \
-    do {                                                               \
-        if ((n) == (cap)) {                                            \
-            (cap) = (cap) ? (cap) * 2 : 16;                            \
-            (arr) = xrealloc((arr), (cap) * sizeof(*(arr)));           \
-        }                                                              \
+#define GROW(arr, n, cap)                                                                \
+    do {                                                                                 \
+        if ((n) == (cap)) {                                                              \
+            (cap) = (cap) ? (cap)*2 : 16;                                                \
+            (arr) = xrealloc((arr), (cap) * sizeof(*(arr)));                             \
+        }                                                                                \
     } while (0)
 
 static uint64_t hash_bytes(const struct mr_rcbuf *b)
@@ -188,7 +188,10 @@ void sim_log(struct sim *s, const char *fmt, ...)
     if (s->o.trace) fprintf(stderr, "%s\n", line);
 }
 
-int sim_failed(const struct sim *s) { return s->failed; }
+int sim_failed(const struct sim *s)
+{
+    return s->failed;
+}
 
 void sim_print_schedule(const struct sim *s)
 {
@@ -205,18 +208,22 @@ void sim_fail(struct sim *s, const char *fmt, ...)
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     s->failed = 1;
-    fprintf(stderr, "\n=== SIM FAILURE (seed %llu, replay with MR_TEST_SEED=%llu) at t=%llu: %s\n",
-            (unsigned long long)s->o.seed, (unsigned long long)s->o.seed,
-            (unsigned long long)s->now, why);
-    fprintf(stderr, "--- schedule ---\n%s--- end of schedule ---\n", s->log ? s->log : "");
+    fprintf(
+        stderr,
+        "\n=== SIM FAILURE (seed %llu, replay with MR_TEST_SEED=%llu) at t=%llu: %s\n",
+        (unsigned long long)s->o.seed, (unsigned long long)s->o.seed,
+        (unsigned long long)s->now, why);
+    fprintf(stderr, "--- schedule ---\n%s--- end of schedule ---\n",
+            s->log ? s->log : "");
     fail_msg("seed %llu: %s", (unsigned long long)s->o.seed, why);
 }
 
 static void tracer_cb(void *data, mr_node_id id, const char *line)
 {
     struct sim *s = data;
-    if (s->o.trace) fprintf(stderr, "  [t=%llu] %llu: %s\n", (unsigned long long)s->now,
-                            (unsigned long long)id, line);
+    if (s->o.trace)
+        fprintf(stderr, "  [t=%llu] %llu: %s\n", (unsigned long long)s->now,
+                (unsigned long long)id, line);
     if (s->o.keep_traces) {
         GROW(s->traces, s->n_traces, s->cap_traces);
         s->trace_ids = xrealloc(s->trace_ids, s->cap_traces * sizeof(*s->trace_ids));
@@ -230,7 +237,8 @@ unsigned sim_trace_count(struct sim *s, mr_node_id id, const char *needle)
 {
     unsigned c = 0;
     for (size_t i = 0; i < s->n_traces; i++)
-        if ((id == 0 || s->trace_ids[i] == id) && strstr(s->traces[i], needle) != NULL) c++;
+        if ((id == 0 || s->trace_ids[i] == id) && strstr(s->traces[i], needle) != NULL)
+            c++;
     return c;
 }
 
@@ -304,14 +312,16 @@ static void check_append(struct sim *s, struct sim_node *n, const struct mr_raft
                  (unsigned long long)n->id, (unsigned long long)e->index,
                  (unsigned long long)e->term);
     if (k->prev_term != prev && prev != 0 && k->prev_term != 0)
-        sim_fail(s, "log matching: node %llu entry %llu/%llu follows term %llu, elsewhere %llu",
-                 (unsigned long long)n->id, (unsigned long long)e->index,
-                 (unsigned long long)e->term, (unsigned long long)prev,
-                 (unsigned long long)k->prev_term);
+        sim_fail(
+            s,
+            "log matching: node %llu entry %llu/%llu follows term %llu, elsewhere %llu",
+            (unsigned long long)n->id, (unsigned long long)e->index,
+            (unsigned long long)e->term, (unsigned long long)prev,
+            (unsigned long long)k->prev_term);
 }
 
-static void mirror_append(struct sim *s, struct sim_node *n, const struct mr_raft_entry *ents,
-                          size_t cnt)
+static void mirror_append(struct sim *s, struct sim_node *n,
+                          const struct mr_raft_entry *ents, size_t cnt)
 {
     if (cnt == 0) return;
     mr_index first = ents[0].index;
@@ -320,8 +330,8 @@ static void mirror_append(struct sim *s, struct sim_node *n, const struct mr_raf
                  (unsigned long long)n->id, (unsigned long long)first,
                  (unsigned long long)n->mirror_offset);
     if (first > n->mirror_offset + n->n_terms + 1)
-        sim_fail(s, "node %llu: gap in entries (%llu after %llu)", (unsigned long long)n->id,
-                 (unsigned long long)first,
+        sim_fail(s, "node %llu: gap in entries (%llu after %llu)",
+                 (unsigned long long)n->id, (unsigned long long)first,
                  (unsigned long long)(n->mirror_offset + n->n_terms));
     n->n_terms = (size_t)(first - n->mirror_offset - 1);
     for (size_t i = 0; i < cnt; i++) {
@@ -353,7 +363,9 @@ static void check_apply(struct sim *s, struct sim_node *n, const struct mr_raft_
         a->term = e->term;
         a->data_hash = h;
     } else if (a->term != e->term || a->data_hash != h) {
-        sim_fail(s, "state machine safety: node %llu applied %llu/%llu, another applied %llu/%llu",
+        sim_fail(s,
+                 "state machine safety: node %llu applied %llu/%llu, another applied "
+                 "%llu/%llu",
                  (unsigned long long)n->id, (unsigned long long)e->index,
                  (unsigned long long)e->term, (unsigned long long)e->index,
                  (unsigned long long)a->term);
@@ -395,12 +407,15 @@ static void check_leader(struct sim *s, struct sim_node *n)
     }
     if (n->last_leader_term_checked == r->term) return;
     n->last_leader_term_checked = r->term;
-    for (mr_index i = n->mirror_offset + 1; i <= s->max_applied && i < s->cap_applied; i++) {
+    for (mr_index i = n->mirror_offset + 1; i <= s->max_applied && i < s->cap_applied;
+         i++) {
         if (s->applied[i].term == 0) continue;
         if (mirror_term(n, i) != s->applied[i].term)
-            sim_fail(s, "leader completeness: leader %llu of term %llu lacks committed %llu/%llu",
-                     (unsigned long long)n->id, (unsigned long long)r->term,
-                     (unsigned long long)i, (unsigned long long)s->applied[i].term);
+            sim_fail(
+                s,
+                "leader completeness: leader %llu of term %llu lacks committed %llu/%llu",
+                (unsigned long long)n->id, (unsigned long long)r->term,
+                (unsigned long long)i, (unsigned long long)s->applied[i].term);
     }
 }
 
@@ -437,8 +452,10 @@ static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m
         return;
     }
     int copies = 1;
-    if (s->o.drop_permille && mr_rand_below(&s->rand, 1000) < s->o.drop_permille) copies = 0;
-    else if (s->o.dup_permille && mr_rand_below(&s->rand, 1000) < s->o.dup_permille) copies = 2;
+    if (s->o.drop_permille && mr_rand_below(&s->rand, 1000) < s->o.drop_permille)
+        copies = 0;
+    else if (s->o.dup_permille && mr_rand_below(&s->rand, 1000) < s->o.dup_permille)
+        copies = 2;
     for (int c = 0; c < copies; c++) {
         GROW(s->net, s->n_net, s->cap_net);
         struct net_msg *nm = &s->net[s->n_net++];
@@ -453,7 +470,8 @@ static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m
             nm->at = s->now + rnd(s, s->o.net_max, s->o.slow_max);
         nm->seq = s->net_seq++;
         nm->snap_hash = nm->m.type == MR_RAFT_MSG_SNAPSHOT ? from->mem_snap_hash : 0;
-        if (nm->m.type == MR_RAFT_MSG_SNAPSHOT && from->mem_snap_index != nm->m.snap_index)
+        if (nm->m.type == MR_RAFT_MSG_SNAPSHOT &&
+            from->mem_snap_index != nm->m.snap_index)
             sim_fail(s, "node %llu sends snapshot %llu but holds %llu",
                      (unsigned long long)from->id, (unsigned long long)nm->m.snap_index,
                      (unsigned long long)from->mem_snap_index);
@@ -467,9 +485,11 @@ void sim_flush_network(struct sim *s)
     s->n_net = 0;
 }
 
-/* ---- host: ready processing --------------------------------------------------------- */
+/* ---- host: ready processing ---------------------------------------------------------
+ */
 
-static void step_node(struct sim *s, struct sim_node *n, struct mr_raft_event *ev, int *rv);
+static void step_node(struct sim *s, struct sim_node *n, struct mr_raft_event *ev,
+                      int *rv);
 
 static void disk_truncate(struct disk *d, mr_index from)
 {
@@ -519,7 +539,8 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
             mr_index want = d->snap_index + d->n_wal + 1;
             if (w->entries[i].index != want)
                 sim_fail(s, "node %llu: WAL gap: writing %llu, expected %llu",
-                         (unsigned long long)n->id, (unsigned long long)w->entries[i].index,
+                         (unsigned long long)n->id,
+                         (unsigned long long)w->entries[i].index,
                          (unsigned long long)want);
             /* Log Matching over durable logs: what a crash can lose never
              * existed as far as the protocol is concerned */
@@ -539,7 +560,8 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
     int rv;
     if (w->has_snap) {
         struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED,
-                                   .index = w->snap_index, .term = w->snap_term};
+                                   .index = w->snap_index,
+                                   .term = w->snap_term};
         step_node(s, n, &ev, &rv);
     }
     if (w->n_entries > 0 && n->alive) {
@@ -580,13 +602,15 @@ static void maybe_snapshot(struct sim *s, struct sim_node *n)
     n->mem_snap_index = d->snap_index;
     n->mem_snap_hash = d->snap_hash;
     disk_compact(d, d->snap_index);
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = n->applied,
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_TAKEN,
+                               .index = n->applied,
                                .term = n->applied_term};
     int rv;
     step_node(s, n, &ev, &rv);
     if (rv != 0)
-        sim_fail(s, "node %llu: SNAPSHOT_TAKEN %llu failed: %s", (unsigned long long)n->id,
-                 (unsigned long long)ev.index, mr_err_name(rv));
+        sim_fail(s, "node %llu: SNAPSHOT_TAKEN %llu failed: %s",
+                 (unsigned long long)n->id, (unsigned long long)ev.index,
+                 mr_err_name(rv));
 }
 
 static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready *rd)
@@ -612,7 +636,8 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
             s->applied[rd->snap_index].term != rd->snap_term)
             sim_fail(s, "node %llu installs snapshot %llu/%llu but %llu/%llu was applied",
                      (unsigned long long)n->id, (unsigned long long)rd->snap_index,
-                     (unsigned long long)rd->snap_term, (unsigned long long)rd->snap_index,
+                     (unsigned long long)rd->snap_term,
+                     (unsigned long long)rd->snap_index,
                      (unsigned long long)s->applied[rd->snap_index].term);
         w.has_snap = 1;
         w.snap_index = rd->snap_index;
@@ -647,7 +672,8 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
             rd->n_msgs_after = 0;
             need_write = 1;
         } else {
-            for (size_t i = 0; i < rd->n_msgs_after; i++) net_send(s, n, &rd->msgs_after[i]);
+            for (size_t i = 0; i < rd->n_msgs_after; i++)
+                net_send(s, n, &rd->msgs_after[i]);
         }
     }
     if (need_write) {
@@ -661,7 +687,8 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
     for (size_t i = 0; i < rd->n_committed; i++) apply_entry(s, n, &rd->committed[i]);
     for (size_t i = 0; i < rd->n_reads; i++) {
         const struct mr_raft_read_state *st = &rd->reads[i];
-        if (st->ctx >= s->n_reads) sim_fail(s, "unknown read ctx %llu", (unsigned long long)st->ctx);
+        if (st->ctx >= s->n_reads)
+            sim_fail(s, "unknown read ctx %llu", (unsigned long long)st->ctx);
         struct read_rec *rr = &s->reads[st->ctx];
         if (rr->node != n->id) sim_fail(s, "read ctx answered on the wrong node");
         /* a duplicated READ_INDEX message may be answered twice: a host
@@ -680,15 +707,17 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         /* linearizability: every entry applied anywhere before the read began
          * may have been acknowledged to a client; the read must see it */
         if (st->index < rr->floor)
-            sim_fail(s, "stale read: node %llu read %llu at index %llu < %llu applied before",
-                     (unsigned long long)n->id, (unsigned long long)st->ctx,
-                     (unsigned long long)st->index, (unsigned long long)rr->floor);
+            sim_fail(
+                s, "stale read: node %llu read %llu at index %llu < %llu applied before",
+                (unsigned long long)n->id, (unsigned long long)st->ctx,
+                (unsigned long long)st->index, (unsigned long long)rr->floor);
     }
     mr_raft_ready_release(rd);
     maybe_snapshot(s, n);
 }
 
-static void step_node(struct sim *s, struct sim_node *n, struct mr_raft_event *ev, int *rv)
+static void step_node(struct sim *s, struct sim_node *n, struct mr_raft_event *ev,
+                      int *rv)
 {
     struct mr_raft_ready rd;
     *rv = 0;
@@ -707,7 +736,8 @@ int sim_step(struct sim *s, mr_node_id id, struct mr_raft_event *ev)
     return rv;
 }
 
-/* ---- lifecycle ----------------------------------------------------------------------- */
+/* ---- lifecycle -----------------------------------------------------------------------
+ */
 
 static void node_start(struct sim *s, struct sim_node *n)
 {
@@ -731,9 +761,13 @@ static void node_start(struct sim *s, struct sim_node *n)
     if (rv != 0) sim_fail(s, "init: %s", mr_err_name(rv));
     struct disk *d = &n->disk;
     struct mr_raft_persisted p = {
-        .term = d->term, .vote = d->vote, .snap_index = d->snap_index,
-        .snap_term = d->snap_term, .snap_config = d->snap_config,
-        .entries = d->wal, .n_entries = d->n_wal,
+        .term = d->term,
+        .vote = d->vote,
+        .snap_index = d->snap_index,
+        .snap_term = d->snap_term,
+        .snap_config = d->snap_config,
+        .entries = d->wal,
+        .n_entries = d->n_wal,
     };
     char err[MR_ERRMSG_SIZE];
     rv = mr_raft_load(&n->raft, &p, err);
@@ -835,9 +869,9 @@ void sim_restart(struct sim *s, mr_node_id id)
 {
     struct sim_node *n = node(s, id);
     if (n->alive) return;
-    sim_log(s, "restart node %llu (term %llu, snapshot %llu, wal %zu)", (unsigned long long)id,
-            (unsigned long long)n->disk.term, (unsigned long long)n->disk.snap_index,
-            n->disk.n_wal);
+    sim_log(s, "restart node %llu (term %llu, snapshot %llu, wal %zu)",
+            (unsigned long long)id, (unsigned long long)n->disk.term,
+            (unsigned long long)n->disk.snap_index, n->disk.n_wal);
     node_start(s, n);
 }
 
@@ -873,7 +907,10 @@ void sim_set_loss(struct sim *s, unsigned drop, unsigned dup)
     sim_log(s, "loss drop=%u/1000 dup=%u/1000", drop, dup);
 }
 
-void sim_set_slow(struct sim *s, unsigned permille) { s->o.slow_permille = permille; }
+void sim_set_slow(struct sim *s, unsigned permille)
+{
+    s->o.slow_permille = permille;
+}
 
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille)
 {
@@ -886,7 +923,8 @@ void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg)
     s->filter_arg = arg;
 }
 
-/* ---- time ------------------------------------------------------------------------------ */
+/* ---- time
+ * ------------------------------------------------------------------------------ */
 
 static void deliver_due(struct sim *s)
 {
@@ -914,8 +952,8 @@ static void deliver_due(struct sim *s)
                          (unsigned long long)to->id, (unsigned long long)nm.m.from);
         } else if (nm.m.type == MR_RAFT_MSG_SNAPSHOT && from->alive) {
             /* the host's stream failed: tell the sender's core */
-            struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_DONE, .node = nm.m.to,
-                                       .ok = 0};
+            struct mr_raft_event ev = {
+                .type = MR_RAFT_EVENT_SNAPSHOT_DONE, .node = nm.m.to, .ok = 0};
             int rv;
             step_node(s, from, &ev, &rv);
         }
@@ -953,14 +991,18 @@ static void one_unit(struct sim *s)
     }
 }
 
-uint64_t sim_now(const struct sim *s) { return s->now; }
+uint64_t sim_now(const struct sim *s)
+{
+    return s->now;
+}
 
 void sim_run(struct sim *s, uint64_t units)
 {
     for (uint64_t i = 0; i < units && !s->failed; i++) one_unit(s);
 }
 
-int sim_run_until(struct sim *s, int (*cond)(struct sim *, void *), void *arg, uint64_t max)
+int sim_run_until(struct sim *s, int (*cond)(struct sim *, void *), void *arg,
+                  uint64_t max)
 {
     for (uint64_t i = 0; i <= max; i++) {
         if (cond(s, arg)) return 1;
@@ -969,10 +1011,17 @@ int sim_run_until(struct sim *s, int (*cond)(struct sim *, void *), void *arg, u
     return 0;
 }
 
-/* ---- queries and host actions ------------------------------------------------------------ */
+/* ---- queries and host actions
+ * ------------------------------------------------------------ */
 
-unsigned sim_n(const struct sim *s) { return s->n; }
-int sim_alive(const struct sim *s, mr_node_id id) { return s->nodes[id - 1].alive; }
+unsigned sim_n(const struct sim *s)
+{
+    return s->n;
+}
+int sim_alive(const struct sim *s, mr_node_id id)
+{
+    return s->nodes[id - 1].alive;
+}
 struct mr_raft *sim_raft(struct sim *s, mr_node_id id)
 {
     struct sim_node *n = node(s, id);
@@ -988,13 +1037,19 @@ mr_term sim_term(struct sim *s, mr_node_id id)
     struct sim_node *n = node(s, id);
     return n->alive ? n->raft.term : n->disk.term;
 }
-mr_index sim_applied(struct sim *s, mr_node_id id) { return node(s, id)->applied; }
+mr_index sim_applied(struct sim *s, mr_node_id id)
+{
+    return node(s, id)->applied;
+}
 mr_index sim_commit(struct sim *s, mr_node_id id)
 {
     struct sim_node *n = node(s, id);
     return n->alive ? n->raft.commit : 0;
 }
-uint64_t sim_hash(struct sim *s, mr_node_id id) { return node(s, id)->hash; }
+uint64_t sim_hash(struct sim *s, mr_node_id id)
+{
+    return node(s, id)->hash;
+}
 
 mr_node_id sim_leader(struct sim *s)
 {
@@ -1032,7 +1087,8 @@ mr_term sim_max_term(struct sim *s)
     return t;
 }
 
-int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index, mr_term *term)
+int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index,
+                mr_term *term)
 {
     struct mr_rcbuf *b = mr_rcbuf_copy(data, strlen(data));
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b};
@@ -1054,13 +1110,13 @@ int sim_read(struct sim *s, mr_node_id id, int lease, uint64_t *ctx)
     s->reads[c].floor = s->max_applied;
     s->reads[c].status = 0;
     s->reads[c].index = 0;
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_READ_INDEX, .ctx = c,
-                               .is_lease = (uint8_t)lease};
+    struct mr_raft_event ev = {
+        .type = MR_RAFT_EVENT_READ_INDEX, .ctx = c, .is_lease = (uint8_t)lease};
     int rv = sim_step(s, id, &ev);
     if (rv != 0) s->reads[c].status = -1;
     if (ctx) *ctx = c;
-    sim_log(s, "read %llu at node %llu%s -> %s", (unsigned long long)c, (unsigned long long)id,
-            lease ? " (lease)" : "", mr_err_name(rv));
+    sim_log(s, "read %llu at node %llu%s -> %s", (unsigned long long)c,
+            (unsigned long long)id, lease ? " (lease)" : "", mr_err_name(rv));
     return rv;
 }
 
@@ -1075,8 +1131,10 @@ int sim_change(struct sim *s, mr_node_id at, int change, mr_node_id id)
 {
     char ctx[64];
     snprintf(ctx, sizeof(ctx), "raft=127.0.0.1:%llu", (unsigned long long)(7000 + id));
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = (uint8_t)change,
-                               .node = id, .context = ctx};
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS,
+                               .change = (uint8_t)change,
+                               .node = id,
+                               .context = ctx};
     int rv = sim_step(s, at, &ev);
     if (rv == 0) sim_stats.changes_ok++;
     sim_log(s, "change %d of node %llu at %llu -> %s (index %llu)", change,

@@ -19,22 +19,23 @@
 #define SIM_MAX_NODES 8
 
 struct sim_opts {
-    unsigned n_voters;     /* bootstrapped voters 1..n_voters */
-    unsigned n_spares;     /* extra empty nodes n_voters+1.. (to be added) */
-    unsigned tick_units;   /* time units per tick */
+    unsigned n_voters;   /* bootstrapped voters 1..n_voters */
+    unsigned n_spares;   /* extra empty nodes n_voters+1.. (to be added) */
+    unsigned tick_units; /* time units per tick */
     unsigned heartbeat_ticks, election_min, election_max;
     unsigned net_min, net_max;   /* message delay in units */
     unsigned disk_min, disk_max; /* write delay in units */
     unsigned drop_permille, dup_permille;
     unsigned slow_permille, slow_max; /* some messages take up to slow_max units */
-    unsigned snap_every;   /* take a snapshot every n applied entries (0 = never) */
+    unsigned snap_every; /* take a snapshot every n applied entries (0 = never) */
     unsigned trailing;
     unsigned max_inflight, max_append_entries;
     int pre_vote, check_quorum, lease_reads;
     uint64_t seed;
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;
-    unsigned isolate_new_leader_permille; /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
+    unsigned isolate_new_leader_permille;
+        /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 
 /* Defaults: 3 voters, tick 10 units, heartbeat 1, election 10..20 ticks,
@@ -59,7 +60,8 @@ void sim_print_schedule(const struct sim *s);
 uint64_t sim_now(const struct sim *s);
 void sim_run(struct sim *s, uint64_t units);
 /* Runs until cond(s, arg) holds (checked every unit) or max units pass. */
-int sim_run_until(struct sim *s, int (*cond)(struct sim *, void *), void *arg, uint64_t max);
+int sim_run_until(struct sim *s, int (*cond)(struct sim *, void *), void *arg,
+                  uint64_t max);
 
 unsigned sim_n(const struct sim *s);
 struct mr_raft *sim_raft(struct sim *s, mr_node_id id); /* NULL if crashed */
@@ -91,7 +93,8 @@ void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
 void sim_flush_network(struct sim *s);
 
 /* host actions: return the core's return code */
-int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index, mr_term *term);
+int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index,
+                mr_term *term);
 int sim_read(struct sim *s, mr_node_id id, int lease, uint64_t *ctx);
 int sim_change(struct sim *s, mr_node_id at, int change, mr_node_id node);
 int sim_transfer(struct sim *s, mr_node_id at, mr_node_id to);

@@ -13,7 +13,7 @@
 
 #include "sim.h"
 
-#define UNIT 10 /* time units per tick (sim_opts_default) */
+#define UNIT 10              /* time units per tick (sim_opts_default) */
 #define ELECTION (20 * UNIT) /* max election timeout in units */
 
 static struct sim *cluster(unsigned voters, unsigned spares, uint64_t seed)
@@ -146,7 +146,8 @@ static void test_election_leader_that_loses_its_majority_steps_down(void **state
     sim_free(s);
 }
 
-static void test_election_without_check_quorum_an_isolated_leader_stays_leader(void **state)
+static void
+test_election_without_check_quorum_an_isolated_leader_stays_leader(void **state)
 {
     (void)state;
     struct sim_opts o;
@@ -189,8 +190,8 @@ static void test_replication_entry_on_a_minority_is_never_committed(void **state
 
 struct fig8 {
     struct sim *sim;
-    mr_node_id center;  /* only messages to or from it pass (0 = all) */
-    mr_node_id from;    /* drop APPENDs from `from` that would append entries >= min_index */
+    mr_node_id center; /* only messages to or from it pass (0 = all) */
+    mr_node_id from; /* drop APPENDs from `from` that would append entries >= min_index */
     mr_index min_index;
 };
 
@@ -216,7 +217,8 @@ static int is_leader(struct sim *s, void *arg)
  * must not be committed by counting replicas; a later leader may overwrite
  * it. Elections are steered with a "star" filter: only the centre can talk
  * to the others, so only the centre can gather a majority. */
-static void test_replication_figure8_old_term_entry_on_majority_is_not_committed(void **state)
+static void
+test_replication_figure8_old_term_entry_on_majority_is_not_committed(void **state)
 {
     (void)state;
     struct sim_opts o;
@@ -527,7 +529,8 @@ static void test_transfer_leadership_under_load(void **state)
     sim_free(s);
 }
 
-/* ---- reads --------------------------------------------------------------------------- */
+/* ---- reads ---------------------------------------------------------------------------
+ */
 
 static void test_read_deposed_leader_in_minority_never_answers(void **state)
 {
@@ -622,9 +625,11 @@ int main(void)
         cmocka_unit_test(test_election_minority_never_elects_and_prevote_keeps_its_terms),
         cmocka_unit_test(test_election_without_prevote_an_isolated_node_raises_terms),
         cmocka_unit_test(test_election_leader_that_loses_its_majority_steps_down),
-        cmocka_unit_test(test_election_without_check_quorum_an_isolated_leader_stays_leader),
+        cmocka_unit_test(
+            test_election_without_check_quorum_an_isolated_leader_stays_leader),
         cmocka_unit_test(test_replication_entry_on_a_minority_is_never_committed),
-        cmocka_unit_test(test_replication_figure8_old_term_entry_on_majority_is_not_committed),
+        cmocka_unit_test(
+            test_replication_figure8_old_term_entry_on_majority_is_not_committed),
         cmocka_unit_test(test_replication_divergent_follower_suffix_is_repaired_quickly),
         cmocka_unit_test(test_replication_leader_change_loses_no_committed_entry),
         cmocka_unit_test(test_replication_crash_loses_only_unpersisted_entries),

@@ -24,7 +24,7 @@ struct h {
     mr_index applied;
     struct mr_raft_read_state reads[64];
     unsigned n_reads;
-    unsigned flags;            /* union of ready flags since h_clear */
+    unsigned flags; /* union of ready flags since h_clear */
     mr_term hs_term;
     mr_node_id hs_vote;
     int has_snapshot;
@@ -63,11 +63,13 @@ static int h_step(struct h *h, struct mr_raft_event *ev)
         assert_int_equal(rd.committed[i].index, h->applied + 1);
         h->applied = rd.committed[i].index;
     }
-    for (size_t i = 0; i < rd.n_reads && h->n_reads < 64; i++) h->reads[h->n_reads++] = rd.reads[i];
+    for (size_t i = 0; i < rd.n_reads && h->n_reads < 64; i++)
+        h->reads[h->n_reads++] = rd.reads[i];
     int persist = h->auto_persist && rd.n_entries > 0;
     mr_raft_ready_release(&rd);
     if (persist) {
-        struct mr_raft_event p = {.type = MR_RAFT_EVENT_PERSISTED, .index = h->last_written,
+        struct mr_raft_event p = {.type = MR_RAFT_EVENT_PERSISTED,
+                                  .index = h->last_written,
                                   .term = h->last_written_term};
         h_step(h, &p);
     }
@@ -110,7 +112,8 @@ static int h_propose(struct h *h, const char *data, mr_index *idx)
 
 static void h_persist(struct h *h)
 {
-    struct mr_raft_event p = {.type = MR_RAFT_EVENT_PERSISTED, .index = h->last_written,
+    struct mr_raft_event p = {.type = MR_RAFT_EVENT_PERSISTED,
+                              .index = h->last_written,
                               .term = h->last_written_term};
     h_step(h, &p);
 }
@@ -118,7 +121,8 @@ static void h_persist(struct h *h)
 static struct mr_raft_msg *h_find(struct h *h, int type, mr_node_id to)
 {
     for (unsigned i = 0; i < h->n; i++)
-        if (h->msgs[i].type == type && (to == 0 || h->msgs[i].to == to)) return &h->msgs[i];
+        if (h->msgs[i].type == type && (to == 0 || h->msgs[i].to == to))
+            return &h->msgs[i];
     return NULL;
 }
 
@@ -130,7 +134,10 @@ static unsigned h_count(struct h *h, int type, mr_node_id to)
     return c;
 }
 
-static int h_after(struct h *h, const struct mr_raft_msg *m) { return h->after[m - h->msgs]; }
+static int h_after(struct h *h, const struct mr_raft_msg *m)
+{
+    return h->after[m - h->msgs];
+}
 
 static void h_init_opts(struct mr_raft_options *o, mr_node_id id)
 {
@@ -149,7 +156,8 @@ static struct h *h_new_opts(unsigned voters, const struct mr_raft_options *o)
     assert_int_equal(mr_raft_init(&h->r, o), 0);
     struct mr_raft_config c;
     mr_raft_config_init(&c);
-    for (unsigned i = 1; i <= voters; i++) assert_int_equal(mr_raft_config_add(&c, i, MR_RAFT_VOTER, "addr"), 0);
+    for (unsigned i = 1; i <= voters; i++)
+        assert_int_equal(mr_raft_config_add(&c, i, MR_RAFT_VOTER, "addr"), 0);
     assert_int_equal(mr_raft_bootstrap(&h->r, &c), 0);
     mr_raft_config_close(&c);
     h->auto_persist = 1;
@@ -178,21 +186,24 @@ static void h_make_leader(struct h *h)
     for (int i = 0; i < 40 && h->r.state == MR_RAFT_FOLLOWER; i++) h_tick(h, 1);
     assert_int_equal(h->r.state, MR_RAFT_PRECANDIDATE);
     assert_non_null(h_find(h, MR_RAFT_MSG_PREVOTE, 2));
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_PREVOTE_RESP, .from = 2,
-                                   .term = h->r.term + 1});
+    h_recv(h, (struct mr_raft_msg){
+                  .type = MR_RAFT_MSG_PREVOTE_RESP, .from = 2, .term = h->r.term + 1});
     assert_int_equal(h->r.state, MR_RAFT_CANDIDATE);
     struct mr_raft_msg *v = h_find(h, MR_RAFT_MSG_VOTE, 2);
     assert_non_null(v);
     assert_true(h_after(h, v)); /* a vote request implies our durable self-vote */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE_RESP, .from = 2, .term = h->r.term});
+    h_recv(h, (struct mr_raft_msg){
+                  .type = MR_RAFT_MSG_VOTE_RESP, .from = 2, .term = h->r.term});
     assert_int_equal(h->r.state, MR_RAFT_LEADER);
 }
 
 /* Follower `from` acknowledges everything up to idx. */
 static void h_ack(struct h *h, mr_node_id from, mr_index idx)
 {
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP, .from = from,
-                                   .term = h->r.term, .index = idx});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP,
+                                   .from = from,
+                                   .term = h->r.term,
+                                   .index = idx});
 }
 
 static mr_index last_index(struct h *h)
@@ -246,8 +257,9 @@ static void test_core_bootstrap_writes_the_configuration_at_index_1(void **state
     assert_int_equal(rd.entries[0].type, MR_RAFT_ENTRY_CONFIG);
     assert_int_equal(rd.n_committed, 1);
     struct mr_raft_config back;
-    assert_int_equal(mr_raft_config_decode(rd.entries[0].data->data, rd.entries[0].data->len,
-                                           &back, NULL), 0);
+    assert_int_equal(mr_raft_config_decode(rd.entries[0].data->data,
+                                           rd.entries[0].data->len, &back, NULL),
+                     0);
     assert_int_equal(back.n, 2);
     assert_string_equal(mr_raft_config_get(&back, 2)->context, "raft=127.0.0.1:7002");
     assert_int_equal(mr_raft_config_get(&back, 2)->role, MR_RAFT_LEARNER);
@@ -272,8 +284,13 @@ static void test_core_load_restores_state_and_rejects_gaps(void **state)
         {.term = 3, .index = 12, .type = MR_RAFT_ENTRY_NORMAL},
         {.term = 4, .index = 14, .type = MR_RAFT_ENTRY_NORMAL},
     };
-    struct mr_raft_persisted p = {.term = 4, .vote = 2, .snap_index = 10, .snap_term = 3,
-                                  .snap_config = cfg, .entries = e, .n_entries = 3};
+    struct mr_raft_persisted p = {.term = 4,
+                                  .vote = 2,
+                                  .snap_index = 10,
+                                  .snap_term = 3,
+                                  .snap_config = cfg,
+                                  .entries = e,
+                                  .n_entries = 3};
     struct mr_raft r;
     char err[MR_ERRMSG_SIZE];
     assert_int_equal(mr_raft_init(&r, &o), 0);
@@ -313,7 +330,8 @@ static void test_config_roundtrips_and_rejects_every_malformed_input(void **stat
     (void)state;
     struct mr_raft_config c, d;
     mr_raft_config_init(&c);
-    assert_int_equal(mr_raft_config_add(&c, 7, MR_RAFT_VOTER, "raft=127.0.0.1:7001 http=x"), 0);
+    assert_int_equal(
+        mr_raft_config_add(&c, 7, MR_RAFT_VOTER, "raft=127.0.0.1:7001 http=x"), 0);
     assert_int_equal(mr_raft_config_add(&c, 9, MR_RAFT_LEARNER, NULL), 0);
     assert_int_equal(mr_raft_config_add(&c, 9, MR_RAFT_VOTER, "dup"), MR_EEXISTS);
     assert_int_equal(mr_raft_config_add(&c, 0, MR_RAFT_VOTER, "zero"), MR_EINVAL);
@@ -413,11 +431,14 @@ static void test_election_traces_explain_each_decision(void **state)
     struct h *h = h_new_opts(3, &o);
     unsigned timeout = h->r.election_timeout;
     h_tick(h, timeout);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_PREVOTE_RESP, .from = 2, .term = 2});
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE_RESP, .from = 3, .term = 2, .reject = 1});
+    h_recv(h,
+           (struct mr_raft_msg){.type = MR_RAFT_MSG_PREVOTE_RESP, .from = 2, .term = 2});
+    h_recv(h, (struct mr_raft_msg){
+                  .type = MR_RAFT_MSG_VOTE_RESP, .from = 3, .term = 2, .reject = 1});
     h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE_RESP, .from = 2, .term = 2});
     char first[MR_ERRMSG_SIZE];
-    snprintf(first, sizeof(first), "election timeout (%u ticks) in term 1 -> pre-vote", timeout);
+    snprintf(first, sizeof(first), "election timeout (%u ticks) in term 1 -> pre-vote",
+             timeout);
     const char *want[] = {
         "configuration at 1 takes effect: 3 servers, 3 voters",
         "bootstrap with 3 servers",
@@ -438,8 +459,10 @@ static void test_election_grants_one_vote_per_term(void **state)
 {
     (void)state;
     struct h *h = h_new_no_cq(3);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE, .from = 2, .term = 5, .index = 1,
-                                   .log_term = 1});
+    h_recv(
+        h,
+        (struct mr_raft_msg){
+            .type = MR_RAFT_MSG_VOTE, .from = 2, .term = 5, .index = 1, .log_term = 1});
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_VOTE_RESP, 2);
     assert_non_null(m);
     assert_int_equal(m->reject, 0);
@@ -448,15 +471,19 @@ static void test_election_grants_one_vote_per_term(void **state)
     assert_int_equal(h->hs_term, 5);
     assert_int_equal(h->hs_vote, 2);
     h_clear(h);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE, .from = 3, .term = 5, .index = 9,
-                                   .log_term = 1});
+    h_recv(
+        h,
+        (struct mr_raft_msg){
+            .type = MR_RAFT_MSG_VOTE, .from = 3, .term = 5, .index = 9, .log_term = 1});
     m = h_find(h, MR_RAFT_MSG_VOTE_RESP, 3);
     assert_non_null(m);
     assert_int_equal(m->reject, 1);
     h_clear(h);
     /* a retransmitted request from the same candidate is granted again */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE, .from = 2, .term = 5, .index = 1,
-                                   .log_term = 1});
+    h_recv(
+        h,
+        (struct mr_raft_msg){
+            .type = MR_RAFT_MSG_VOTE, .from = 2, .term = 5, .index = 1, .log_term = 1});
     assert_int_equal(h_find(h, MR_RAFT_MSG_VOTE_RESP, 2)->reject, 0);
     h_free(h);
 }
@@ -469,8 +496,11 @@ static void test_election_rejects_a_candidate_with_an_older_log(void **state)
     mr_term t = h->r.term;
     h_clear(h);
     /* last entry is (2, t): a candidate with (5, t-1) is behind */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE, .from = 3, .term = t + 1,
-                                   .index = 5, .log_term = t - 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE,
+                                   .from = 3,
+                                   .term = t + 1,
+                                   .index = 5,
+                                   .log_term = t - 1});
     assert_int_equal(h->r.state, MR_RAFT_FOLLOWER); /* higher term: step down anyway */
     assert_int_equal(h_find(h, MR_RAFT_MSG_VOTE_RESP, 3)->reject, 1);
     assert_int_equal(h->r.vote, 0);
@@ -490,8 +520,11 @@ static void test_election_prevote_does_not_change_terms(void **state)
     assert_int_equal(h_count(h, MR_RAFT_MSG_VOTE, 0), 0);
     /* granting a pre-vote changes nothing on the voter either */
     h_clear(h);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_PREVOTE, .from = 2, .term = t + 1,
-                                   .index = 1, .log_term = 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_PREVOTE,
+                                   .from = 2,
+                                   .term = t + 1,
+                                   .index = 1,
+                                   .log_term = 1});
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_PREVOTE_RESP, 2);
     assert_non_null(m);
     assert_int_equal(m->reject, 0);
@@ -501,7 +534,8 @@ static void test_election_prevote_does_not_change_terms(void **state)
     h_free(h);
 }
 
-static void test_election_check_quorum_leader_ignores_votes_and_steps_down_alone(void **state)
+static void
+test_election_check_quorum_leader_ignores_votes_and_steps_down_alone(void **state)
 {
     (void)state;
     struct h *h = h_new(3);
@@ -509,8 +543,11 @@ static void test_election_check_quorum_leader_ignores_votes_and_steps_down_alone
     mr_term t = h->r.term;
     h_clear(h);
     /* a disruptive node: ignored while the leader holds its lease */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE, .from = 3, .term = t + 5,
-                                   .index = 100, .log_term = t});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_VOTE,
+                                   .from = 3,
+                                   .term = t + 5,
+                                   .index = 100,
+                                   .log_term = t});
     assert_int_equal(h->r.state, MR_RAFT_LEADER);
     assert_int_equal(h->r.term, t);
     assert_int_equal(h->n, 0);
@@ -527,8 +564,10 @@ static void test_election_stale_leader_learns_the_new_term(void **state)
     struct h *h = h_new_no_cq(3);
     h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT, .from = 2, .term = 7});
     h_clear(h);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 3, .term = 4, .index = 1,
-                                   .log_term = 1});
+    h_recv(
+        h,
+        (struct mr_raft_msg){
+            .type = MR_RAFT_MSG_APPEND, .from = 3, .term = 4, .index = 1, .log_term = 1});
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_APPEND_RESP, 3);
     assert_non_null(m);
     assert_int_equal(m->term, 7);
@@ -539,7 +578,8 @@ static void test_election_stale_leader_learns_the_new_term(void **state)
 /* ---- replication ------------------------------------------------------------------ */
 
 /* thesis 10.2.1 */
-static void test_replication_leader_sends_before_its_write_and_counts_itself_after(void **state)
+static void
+test_replication_leader_sends_before_its_write_and_counts_itself_after(void **state)
 {
     (void)state;
     struct h *h = h_new(3);
@@ -574,10 +614,17 @@ static void test_replication_follower_acks_only_after_persisting(void **state)
     (void)state;
     struct h *h = h_new_no_cq(3);
     struct mr_rcbuf *d = mr_rcbuf_copy("v", 1);
-    struct mr_raft_entry e[2] = {{.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
-                                 {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_NORMAL, .data = d}};
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1,
-                                   .log_term = 1, .commit = 2, .n_entries = 2, .entries = e});
+    struct mr_raft_entry e[2] = {
+        {.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
+        {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_NORMAL, .data = d}};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 2,
+                                   .n_entries = 2,
+                                   .entries = e});
     mr_rcbuf_unref(d);
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_APPEND_RESP, 2);
     assert_non_null(m);
@@ -630,7 +677,8 @@ static void test_replication_batches_are_capped_by_count_and_bytes(void **state)
     h_ack(h, 3, 2); /* 3 matches the no-op: it gets everything in one go */
     assert_int_equal(h_count(h, MR_RAFT_MSG_APPEND, 3), 3);
     for (unsigned i = 0; i < h->n; i++)
-        if (h->msgs[i].type == MR_RAFT_MSG_APPEND) assert_int_equal(h->msgs[i].n_entries, 2);
+        if (h->msgs[i].type == MR_RAFT_MSG_APPEND)
+            assert_int_equal(h->msgs[i].n_entries, 2);
     /* an entry larger than the cap still goes, alone */
     h_clear(h);
     h_propose(h, "a payload longer than ten bytes", NULL);
@@ -644,9 +692,13 @@ static void test_replication_batches_are_capped_by_count_and_bytes(void **state)
     h->r.opts.max_append_bytes = 0; /* 0 = no byte cap */
     for (int i = 0; i < 7; i++) h_propose(h, "y", NULL);
     h_clear(h);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP, .from = 3, .term = h->r.term,
-                                   .reject = 1, .index = h->r.progress[2].next - 1,
-                                   .reject_hint = 2, .hint_term = h->r.term});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP,
+                                   .from = 3,
+                                   .term = h->r.term,
+                                   .reject = 1,
+                                   .index = h->r.progress[2].next - 1,
+                                   .reject_hint = 2,
+                                   .hint_term = h->r.term});
     m = h_find(h, MR_RAFT_MSG_APPEND, 3);
     assert_non_null(m);
     assert_int_equal(m->n_entries, 3);
@@ -665,8 +717,8 @@ static void test_replication_backtracks_fast_with_the_conflict_hint(void **state
     for (mr_node_id i = 1; i <= 3; i++) mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
     struct mr_raft_entry e[50];
     for (int i = 0; i < 50; i++)
-        e[i] = (struct mr_raft_entry){.term = 1, .index = (mr_index)i + 1,
-                                      .type = MR_RAFT_ENTRY_NOOP};
+        e[i] = (struct mr_raft_entry){
+            .term = 1, .index = (mr_index)i + 1, .type = MR_RAFT_ENTRY_NOOP};
     e[0].type = MR_RAFT_ENTRY_CONFIG;
     e[0].data = mr_raft_config_encode(&c);
     struct mr_raft_persisted p = {.term = 1, .entries = e, .n_entries = 50};
@@ -680,8 +732,13 @@ static void test_replication_backtracks_fast_with_the_conflict_hint(void **state
     assert_int_equal(h->r.progress[2].next, 51);
     h_clear(h);
     /* follower 3 rejects the probe at 50: it only has index 1 (term 1) */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP, .from = 3, .term = h->r.term,
-                                   .reject = 1, .index = 50, .reject_hint = 1, .hint_term = 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP,
+                                   .from = 3,
+                                   .term = h->r.term,
+                                   .reject = 1,
+                                   .index = 50,
+                                   .reject_hint = 1,
+                                   .hint_term = 1});
     struct mr_raft_msg *a = h_find(h, MR_RAFT_MSG_APPEND, 3);
     assert_non_null(a);
     assert_int_equal(a->index, 1); /* straight to the hint, not one step back */
@@ -689,8 +746,13 @@ static void test_replication_backtracks_fast_with_the_conflict_hint(void **state
     assert_int_equal(a->n_entries, 50);
     /* a stale duplicate of that reject is ignored */
     h_clear(h);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP, .from = 3, .term = h->r.term,
-                                   .reject = 1, .index = 50, .reject_hint = 1, .hint_term = 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP,
+                                   .from = 3,
+                                   .term = h->r.term,
+                                   .reject = 1,
+                                   .index = 50,
+                                   .reject_hint = 1,
+                                   .hint_term = 1});
     assert_null(h_find(h, MR_RAFT_MSG_APPEND, 3));
     h_free(h);
 }
@@ -702,27 +764,49 @@ static void test_replication_follower_truncates_a_conflicting_suffix(void **stat
     struct mr_raft_entry e[3] = {{.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
                                  {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_NOOP},
                                  {.term = 2, .index = 4, .type = MR_RAFT_ENTRY_NOOP}};
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1,
-                                   .log_term = 1, .commit = 1, .n_entries = 3, .entries = e});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 1,
+                                   .n_entries = 3,
+                                   .entries = e});
     h_clear(h);
     /* leader of term 3 has (3,3) at index 3: reject with a hint first */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 3, .term = 3, .index = 3,
-                                   .log_term = 3, .commit = 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 3,
+                                   .term = 3,
+                                   .index = 3,
+                                   .log_term = 3,
+                                   .commit = 1});
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_APPEND_RESP, 3);
     assert_int_equal(m->reject, 1);
     assert_int_equal(m->reject_hint, 3);
     assert_int_equal(m->hint_term, 2);
     h_clear(h);
     struct mr_raft_entry f[1] = {{.term = 3, .index = 3, .type = MR_RAFT_ENTRY_NOOP}};
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 3, .term = 3, .index = 2,
-                                   .log_term = 2, .commit = 1, .n_entries = 1, .entries = f});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 3,
+                                   .term = 3,
+                                   .index = 2,
+                                   .log_term = 2,
+                                   .commit = 1,
+                                   .n_entries = 1,
+                                   .entries = f});
     assert_int_equal(last_index(h), 3);
     assert_int_equal(mr_raft_term_at(&h->r, 3), 3);
     assert_true(h->flags & MR_RAFT_READY_ENTRIES);
     assert_int_equal(h->last_written, 3); /* the WAL truncates at 3 and rewrites */
     /* a stale duplicate of the old append changes nothing */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 3, .term = 3, .index = 2,
-                                   .log_term = 2, .commit = 1, .n_entries = 1, .entries = f});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 3,
+                                   .term = 3,
+                                   .index = 2,
+                                   .log_term = 2,
+                                   .commit = 1,
+                                   .n_entries = 1,
+                                   .entries = f});
     assert_int_equal(last_index(h), 3);
     h_free(h);
 }
@@ -733,18 +817,43 @@ static void test_replication_rejects_malformed_messages(void **state)
     struct h *h = h_new_no_cq(3);
     struct mr_raft_entry gap[2] = {{.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
                                    {.term = 2, .index = 4, .type = MR_RAFT_ENTRY_NOOP}};
-    struct mr_raft_entry future[1] = {{.term = 9, .index = 2, .type = MR_RAFT_ENTRY_NOOP}};
+    struct mr_raft_entry future[1] = {
+        {.term = 9, .index = 2, .type = MR_RAFT_ENTRY_NOOP}};
     struct mr_raft_entry badtype[1] = {{.term = 2, .index = 2, .type = 77}};
     struct mr_raft_msg bad[] = {
         {.type = 0, .from = 2, .term = 2},
         {.type = 99, .from = 2, .term = 2},
         {.type = MR_RAFT_MSG_APPEND, .from = 0, .term = 2},
         {.type = MR_RAFT_MSG_APPEND, .from = 1, .term = 2},
-        {.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1, .n_entries = 2, .entries = gap},
-        {.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1, .n_entries = 1, .entries = future},
-        {.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1, .n_entries = 1, .entries = badtype},
-        {.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1, .n_entries = 1, .entries = NULL},
-        {.type = MR_RAFT_MSG_VOTE, .from = 2, .term = 2, .n_entries = 1, .entries = future},
+        {.type = MR_RAFT_MSG_APPEND,
+         .from = 2,
+         .term = 2,
+         .index = 1,
+         .n_entries = 2,
+         .entries = gap},
+        {.type = MR_RAFT_MSG_APPEND,
+         .from = 2,
+         .term = 2,
+         .index = 1,
+         .n_entries = 1,
+         .entries = future},
+        {.type = MR_RAFT_MSG_APPEND,
+         .from = 2,
+         .term = 2,
+         .index = 1,
+         .n_entries = 1,
+         .entries = badtype},
+        {.type = MR_RAFT_MSG_APPEND,
+         .from = 2,
+         .term = 2,
+         .index = 1,
+         .n_entries = 1,
+         .entries = NULL},
+        {.type = MR_RAFT_MSG_VOTE,
+         .from = 2,
+         .term = 2,
+         .n_entries = 1,
+         .entries = future},
     };
     mr_term t = h->r.term;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -752,7 +861,8 @@ static void test_replication_rejects_malformed_messages(void **state)
         assert_int_equal(h->r.term, t);
         assert_int_equal(last_index(h), 1);
     }
-    struct mr_raft_msg wrong_to = {.type = MR_RAFT_MSG_HEARTBEAT, .from = 2, .to = 3, .term = 2};
+    struct mr_raft_msg wrong_to = {
+        .type = MR_RAFT_MSG_HEARTBEAT, .from = 2, .to = 3, .term = 2};
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_RECEIVE, .msg = &wrong_to};
     assert_int_equal(h_step(h, &ev), MR_EMALFORMED);
     struct mr_raft_event bad_ev = {.type = 1234};
@@ -775,28 +885,33 @@ static void test_snapshot_compacts_and_is_sent_to_a_follower_that_needs_it(void 
     h_ack(h, 2, last_index(h));
     mr_index applied = h->applied;
     assert_int_equal(applied, last_index(h));
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = applied,
-                               .term = h->r.term};
+    struct mr_raft_event ev = {
+        .type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = applied, .term = h->r.term};
     assert_int_equal(h_step(h, &ev), 0);
     struct mr_raft_status st;
     mr_raft_status(&h->r, &st);
     assert_int_equal(st.snap_index, applied);
     assert_int_equal(st.first_index, applied - 2 + 1); /* two trailing entries kept */
     /* a snapshot beyond what was applied is refused */
-    struct mr_raft_event bad = {.type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = applied + 5,
-                                .term = h->r.term};
+    struct mr_raft_event bad = {
+        .type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = applied + 5, .term = h->r.term};
     assert_int_equal(h_step(h, &bad), MR_EINVAL);
     h_clear(h);
     /* follower 3 says it has nothing beyond index 1 */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP, .from = 3, .term = h->r.term,
-                                   .reject = 1, .index = h->r.progress[2].next - 1,
-                                   .reject_hint = 1, .hint_term = 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND_RESP,
+                                   .from = 3,
+                                   .term = h->r.term,
+                                   .reject = 1,
+                                   .index = h->r.progress[2].next - 1,
+                                   .reject_hint = 1,
+                                   .hint_term = 1});
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_SNAPSHOT, 3);
     assert_non_null(m);
     assert_int_equal(m->snap_index, applied);
     assert_int_equal(m->snap_term, h->r.term);
     struct mr_raft_config c;
-    assert_int_equal(mr_raft_config_decode(m->snap_config->data, m->snap_config->len, &c, NULL), 0);
+    assert_int_equal(
+        mr_raft_config_decode(m->snap_config->data, m->snap_config->len, &c, NULL), 0);
     assert_int_equal(c.n, 3);
     mr_raft_config_close(&c);
     assert_int_equal(h->r.progress[2].state, MR_RAFT_SNAPSHOT);
@@ -804,8 +919,10 @@ static void test_snapshot_compacts_and_is_sent_to_a_follower_that_needs_it(void 
     h_clear(h);
     h_propose(h, "more", NULL);
     assert_null(h_find(h, MR_RAFT_MSG_APPEND, 3));
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT_RESP, .from = 3,
-                                   .term = h->r.term, .index = applied});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT_RESP,
+                                   .from = 3,
+                                   .term = h->r.term,
+                                   .index = applied});
     assert_int_equal(h->r.progress[2].match, applied);
     assert_non_null(h_find(h, MR_RAFT_MSG_APPEND, 3));
     h_free(h);
@@ -819,8 +936,12 @@ static void test_snapshot_follower_installs_it_through_the_host(void **state)
     mr_raft_config_init(&c);
     for (mr_node_id i = 1; i <= 4; i++) mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
     struct mr_rcbuf *cfg = mr_raft_config_encode(&c);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT, .from = 2, .term = 3,
-                                   .snap_index = 50, .snap_term = 3, .snap_config = cfg,
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT,
+                                   .from = 2,
+                                   .term = 3,
+                                   .snap_index = 50,
+                                   .snap_term = 3,
+                                   .snap_config = cfg,
                                    .snap_last = 1});
     assert_true(h->has_snapshot);
     assert_int_equal(h->snap_index, 50);
@@ -834,15 +955,19 @@ static void test_snapshot_follower_installs_it_through_the_host(void **state)
     assert_int_equal(st.commit, 50);
     assert_int_equal(st.last_index, 50);
     assert_int_equal(st.config->n, 4);
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED, .index = 50, .term = 3};
+    struct mr_raft_event ev = {
+        .type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED, .index = 50, .term = 3};
     h_step(h, &ev);
     mr_raft_status(&h->r, &st);
     assert_int_equal(st.persisted, 50);
     /* a malformed configuration is rejected, not asserted on */
     struct mr_rcbuf *bad = mr_rcbuf_copy("garbage", 7);
     h_clear(h);
-    assert_int_equal(h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT, .from = 2,
-                                                    .term = 3, .snap_index = 90, .snap_term = 3,
+    assert_int_equal(h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT,
+                                                    .from = 2,
+                                                    .term = 3,
+                                                    .snap_index = 90,
+                                                    .snap_term = 3,
                                                     .snap_config = bad}),
                      MR_EMALFORMED);
     assert_int_equal(h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2)->reject, 1);
@@ -869,14 +994,18 @@ static void test_read_index_needs_a_round_sent_after_the_read(void **state)
     struct mr_raft_event rd = {.type = MR_RAFT_EVENT_READ_INDEX, .ctx = 77};
     assert_int_equal(h_step(h, &rd), 0);
     /* round k left before the read arrived: its acks prove nothing */
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP, .from = 2,
-                                   .term = h->r.term, .ctx = k});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP,
+                                   .from = 2,
+                                   .term = h->r.term,
+                                   .ctx = k});
     assert_int_equal(h->n_reads, 0);
     hb = h_find(h, MR_RAFT_MSG_HEARTBEAT, 3);
     assert_non_null(hb); /* the next round started at once */
     assert_int_equal(hb->ctx, k + 1);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP, .from = 3,
-                                   .term = h->r.term, .ctx = k + 1});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP,
+                                   .from = 3,
+                                   .term = h->r.term,
+                                   .ctx = k + 1});
     assert_int_equal(h->n_reads, 1);
     assert_int_equal(h->reads[0].ctx, 77);
     assert_int_equal(h->reads[0].status, 0);
@@ -896,7 +1025,8 @@ static void test_read_index_waits_for_the_leader_to_commit_in_its_term(void **st
     for (unsigned i = 0; i < h->n; i++)
         if (h->msgs[i].type == MR_RAFT_MSG_HEARTBEAT)
             h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP,
-                                           .from = h->msgs[i].to, .term = h->r.term,
+                                           .from = h->msgs[i].to,
+                                           .term = h->r.term,
                                            .ctx = h->msgs[i].ctx});
     assert_int_equal(h->n_reads, 0); /* the no-op has not committed */
     h_ack(h, 2, last_index(h));
@@ -904,7 +1034,8 @@ static void test_read_index_waits_for_the_leader_to_commit_in_its_term(void **st
     for (unsigned i = 0; i < h->n; i++)
         if (h->msgs[i].type == MR_RAFT_MSG_HEARTBEAT)
             h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP,
-                                           .from = h->msgs[i].to, .term = h->r.term,
+                                           .from = h->msgs[i].to,
+                                           .term = h->r.term,
                                            .ctx = h->msgs[i].ctx});
     assert_int_equal(h->n_reads, 1);
     assert_int_equal(h->reads[0].index, last_index(h));
@@ -929,14 +1060,17 @@ static void test_read_pending_reads_fail_when_the_leader_steps_down(void **state
     h_free(h);
 }
 
-/* ---- membership ----------------------------------------------------------------------- */
+/* ---- membership -----------------------------------------------------------------------
+ */
 
 static void test_membership_changes_wait_for_the_term_and_for_each_other(void **state)
 {
     (void)state;
     struct h *h = h_new(3);
-    struct mr_raft_event ch = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = MR_RAFT_ADD_LEARNER,
-                               .node = 4, .context = "raft=127.0.0.1:7004"};
+    struct mr_raft_event ch = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS,
+                               .change = MR_RAFT_ADD_LEARNER,
+                               .node = 4,
+                               .context = "raft=127.0.0.1:7004"};
     assert_int_equal(h_step(h, &ch), MR_ENOTLEADER);
     h_make_leader(h);
     assert_int_equal(h_step(h, &ch), MR_EBUSY); /* no-op not committed yet */
@@ -946,13 +1080,13 @@ static void test_membership_changes_wait_for_the_term_and_for_each_other(void **
     /* in effect as soon as appended */
     assert_non_null(mr_raft_config_get(&h->r.config, 4));
     assert_int_equal(h->r.n_progress, 4);
-    struct mr_raft_event ch2 = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = MR_RAFT_REMOVE,
-                                .node = 3};
+    struct mr_raft_event ch2 = {
+        .type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = MR_RAFT_REMOVE, .node = 3};
     assert_int_equal(h_step(h, &ch2), MR_EBUSY);
     h_ack(h, 2, last_index(h));
     assert_int_equal(h_step(h, &ch2), 0);
-    struct mr_raft_event bad = {.type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = MR_RAFT_PROMOTE,
-                                .node = 9};
+    struct mr_raft_event bad = {
+        .type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = MR_RAFT_PROMOTE, .node = 9};
     h_ack(h, 2, last_index(h));
     assert_int_equal(h_step(h, &bad), MR_ENOTFOUND);
     bad.change = MR_RAFT_PROMOTE;
@@ -969,15 +1103,28 @@ static void test_membership_truncated_configuration_entry_is_reverted(void **sta
     mr_raft_config_init(&c);
     for (mr_node_id i = 1; i <= 4; i++) mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
     struct mr_rcbuf *cfg = mr_raft_config_encode(&c);
-    struct mr_raft_entry e[2] = {{.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
-                                 {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_CONFIG, .data = cfg}};
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 2, .term = 2, .index = 1,
-                                   .log_term = 1, .commit = 1, .n_entries = 2, .entries = e});
+    struct mr_raft_entry e[2] = {
+        {.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
+        {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_CONFIG, .data = cfg}};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 1,
+                                   .n_entries = 2,
+                                   .entries = e});
     assert_int_equal(h->r.config.n, 4);
     assert_int_equal(h->r.config_index, 3);
     struct mr_raft_entry f[1] = {{.term = 3, .index = 3, .type = MR_RAFT_ENTRY_NOOP}};
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND, .from = 3, .term = 3, .index = 2,
-                                   .log_term = 2, .commit = 1, .n_entries = 1, .entries = f});
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 3,
+                                   .term = 3,
+                                   .index = 2,
+                                   .log_term = 2,
+                                   .commit = 1,
+                                   .n_entries = 1,
+                                   .entries = f});
     assert_int_equal(h->r.config.n, 3);
     assert_int_equal(h->r.config_index, 1);
     mr_rcbuf_unref(cfg);
@@ -1004,7 +1151,8 @@ static void test_transfer_sends_timeout_now_once_the_target_caught_up(void **sta
     h_free(h);
 }
 
-/* ---- robustness ----------------------------------------------------------------------- */
+/* ---- robustness -----------------------------------------------------------------------
+ */
 
 /* Fails the n-th allocation for every n until a full run needs no failure:
  * the core returns errors, never crashes, never leaks. */
@@ -1028,13 +1176,15 @@ static void test_core_survives_every_allocation_failure(void **state)
             struct mr_raft_ready rd;
             struct mr_raft_event ev = {.type = MR_RAFT_EVENT_TICK};
             if (i == 40 && r.state == MR_RAFT_PRECANDIDATE) {
-                struct mr_raft_msg m = {.type = MR_RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1,
+                struct mr_raft_msg m = {.type = MR_RAFT_MSG_PREVOTE_RESP,
+                                        .from = 2,
+                                        .to = 1,
                                         .term = r.term + 1};
                 ev = (struct mr_raft_event){.type = MR_RAFT_EVENT_RECEIVE, .msg = &m};
                 mr_raft_step(&r, &ev, &rd);
             } else if (i == 41 && r.state == MR_RAFT_CANDIDATE) {
-                struct mr_raft_msg m = {.type = MR_RAFT_MSG_VOTE_RESP, .from = 2, .to = 1,
-                                        .term = r.term};
+                struct mr_raft_msg m = {
+                    .type = MR_RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = r.term};
                 ev = (struct mr_raft_event){.type = MR_RAFT_EVENT_RECEIVE, .msg = &m};
                 mr_raft_step(&r, &ev, &rd);
             } else if (i > 41 && r.state == MR_RAFT_LEADER) {
@@ -1043,8 +1193,11 @@ static void test_core_survives_every_allocation_failure(void **state)
                 mr_raft_step(&r, &ev, &rd);
                 mr_rcbuf_unref(b);
                 mr_raft_ready_release(&rd);
-                struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1,
-                                        .term = r.term, .index = r.log.offset + r.log.n};
+                struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP,
+                                        .from = 2,
+                                        .to = 1,
+                                        .term = r.term,
+                                        .index = r.log.offset + r.log.n};
                 ev = (struct mr_raft_event){.type = MR_RAFT_EVENT_RECEIVE, .msg = &m};
                 mr_raft_step(&r, &ev, &rd);
                 mr_raft_ready_release(&rd);
@@ -1073,9 +1226,11 @@ int main(void)
         cmocka_unit_test(test_election_grants_one_vote_per_term),
         cmocka_unit_test(test_election_rejects_a_candidate_with_an_older_log),
         cmocka_unit_test(test_election_prevote_does_not_change_terms),
-        cmocka_unit_test(test_election_check_quorum_leader_ignores_votes_and_steps_down_alone),
+        cmocka_unit_test(
+            test_election_check_quorum_leader_ignores_votes_and_steps_down_alone),
         cmocka_unit_test(test_election_stale_leader_learns_the_new_term),
-        cmocka_unit_test(test_replication_leader_sends_before_its_write_and_counts_itself_after),
+        cmocka_unit_test(
+            test_replication_leader_sends_before_its_write_and_counts_itself_after),
         cmocka_unit_test(test_replication_follower_acks_only_after_persisting),
         cmocka_unit_test(test_replication_pipelines_within_the_inflight_window),
         cmocka_unit_test(test_replication_batches_are_capped_by_count_and_bytes),

@@ -32,7 +32,10 @@ static void on_abort(int sig)
     raise(sig);
 }
 
-static uint64_t pick(struct mr_rand *r, uint64_t n) { return mr_rand_below(r, n); }
+static uint64_t pick(struct mr_rand *r, uint64_t n)
+{
+    return mr_rand_below(r, n);
+}
 
 static mr_node_id random_alive(struct sim *s, struct mr_rand *r)
 {
@@ -104,8 +107,8 @@ static void run_schedule(uint64_t seed, unsigned steps)
     }
     struct sim *s = sim_new(&o);
     current = s;
-    sim_log(s, "opts: snap_every %u trailing %u inflight %u batch %u", o.snap_every, o.trailing,
-            o.max_inflight, o.max_append_entries);
+    sim_log(s, "opts: snap_every %u trailing %u inflight %u batch %u", o.snap_every,
+            o.trailing, o.max_inflight, o.max_append_entries);
     unsigned nprop = 0;
     char buf[64];
 
@@ -115,7 +118,8 @@ static void run_schedule(uint64_t seed, unsigned steps)
         if (a < 40) {
             mr_node_id at = (l != 0 && pick(&r, 10) < 8) ? l : random_alive(s, &r);
             if (at != 0) {
-                snprintf(buf, sizeof(buf), "cmd-%llu-%u", (unsigned long long)seed, nprop++);
+                snprintf(buf, sizeof(buf), "cmd-%llu-%u", (unsigned long long)seed,
+                         nprop++);
                 sim_propose(s, at, buf, NULL, NULL);
             }
         } else if (a < 48) {
@@ -159,8 +163,10 @@ static void run_schedule(uint64_t seed, unsigned steps)
             }
         } else if (churn && a < 95) {
             mr_node_id v = random_dead(s, &r);
-            if (v != 0) sim_restart(s, v);
-            else sim_heal(s);
+            if (v != 0)
+                sim_restart(s, v);
+            else
+                sim_heal(s);
         }
         sim_run(s, 1 + pick(&r, churn ? 6 : 15));
     }
@@ -202,12 +208,16 @@ static void run_schedule(uint64_t seed, unsigned steps)
             if (l == 0) continue;
             snprintf(buf, sizeof(buf), "after-heal-%u", p.n);
             int rv = sim_propose(s, l, buf, &p.index[p.n], &p.term[p.n]);
-            if (rv == 0) p.n++;
-            else sim_run(s, 10);
+            if (rv == 0)
+                p.n++;
+            else
+                sim_run(s, 10);
         }
-        if (!sim_failed(s) && p.n < 3) sim_fail(s, "liveness: no leader accepted proposals after heal");
+        if (!sim_failed(s) && p.n < 3)
+            sim_fail(s, "liveness: no leader accepted proposals after heal");
         if (!sim_failed(s) && !sim_run_until(s, all_applied, &p, 20000))
-            sim_fail(s, "liveness: proposals made after heal did not commit on every member");
+            sim_fail(
+                s, "liveness: proposals made after heal did not commit on every member");
         /* replicas at the same applied index hold the same state */
         for (unsigned i = 1; i <= sim_n(s) && !sim_failed(s); i++)
             for (unsigned j = i + 1; j <= sim_n(s); j++)
@@ -231,16 +241,18 @@ static void test_random_schedules_keep_raft_safety_and_liveness(void **state)
         return;
     }
     unsigned n = 10000;
-    if (getenv("MR_SCHEDULES") != NULL) n = (unsigned)strtoul(getenv("MR_SCHEDULES"), NULL, 10);
+    if (getenv("MR_SCHEDULES") != NULL)
+        n = (unsigned)strtoul(getenv("MR_SCHEDULES"), NULL, 10);
     for (unsigned i = 1; i <= n; i++) run_schedule(i, 250);
     fprintf(stderr, "%u random schedules passed\n", n);
-    fprintf(stderr,
-            "exercised: %lu leaders, %lu entries applied, %lu crashes, %lu WAL truncations, "
-            "%lu membership changes, %lu transfers, %lu snapshots sent / %lu installed, "
-            "%lu reads ok / %lu failed\n",
-            sim_stats.leaders, sim_stats.applied, sim_stats.crashes, sim_stats.truncations,
-            sim_stats.changes_ok, sim_stats.transfers_ok, sim_stats.snapshots_sent,
-            sim_stats.snapshots_installed, sim_stats.reads_ok, sim_stats.reads_failed);
+    fprintf(
+        stderr,
+        "exercised: %lu leaders, %lu entries applied, %lu crashes, %lu WAL truncations, "
+        "%lu membership changes, %lu transfers, %lu snapshots sent / %lu installed, "
+        "%lu reads ok / %lu failed\n",
+        sim_stats.leaders, sim_stats.applied, sim_stats.crashes, sim_stats.truncations,
+        sim_stats.changes_ok, sim_stats.transfers_ok, sim_stats.snapshots_sent,
+        sim_stats.snapshots_installed, sim_stats.reads_ok, sim_stats.reads_failed);
 }
 
 int main(void)
