@@ -555,15 +555,18 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
             rv = err; /* handed out on a later step */
         }
     }
-    if (r->applied < r->commit) {
+    /* never hand out for applying what was not handed out for writing (they
+     * differ only after an allocation failure above) */
+    mr_index apply_to = r->commit < r->unstable ? r->commit : r->unstable - 1;
+    if (r->applied < apply_to) {
         size_t n;
         int err;
         MR_ASSERT(r->applied >= r->log.offset);
-        rd->committed = log_slice(r, r->applied + 1, r->commit, 0, 0, &n, &err);
+        rd->committed = log_slice(r, r->applied + 1, apply_to, 0, 0, &n, &err);
         if (err == 0) {
             rd->n_committed = n;
             rd->flags |= MR_RAFT_READY_COMMITTED;
-            r->applied = r->commit;
+            r->applied = apply_to;
         } else {
             rv = err;
         }

@@ -431,6 +431,7 @@ int repl_recv_append(struct mr_raft *r, const struct mr_raft_msg *m)
         return send_msg(r, &resp);
     }
     /* Figure 2 steps 3-4: skip what we have, truncate at the first conflict */
+    mr_index last_new = m->index + m->n_entries;
     uint32_t k = 0;
     for (; k < m->n_entries; k++) {
         const struct mr_raft_entry *e = &m->entries[k];
@@ -450,15 +451,25 @@ int repl_recv_append(struct mr_raft *r, const struct mr_raft_msg *m)
             log_truncate(r, conflict);
             if (r->unstable > conflict) r->unstable = conflict;
             if (r->persisted >= conflict) r->persisted = conflict - 1;
+            /* XXX(#raft-oom): if reverting the configuration runs out of
+             * memory, the truncated entry's configuration stays in effect
+             * until the next configuration entry arrives */
             member_truncated(r, conflict);
         }
         for (; k < m->n_entries; k++) {
-            log_append(r, &m->entries[k]);
-            if (m->entries[k].type == MR_RAFT_ENTRY_CONFIG)
-                member_apply_entry(r, log_get(r, m->entries[k].index));
+            const struct mr_raft_entry *e = &m->entries[k];
+            log_append(r, e);
+            if (e->type != MR_RAFT_ENTRY_CONFIG) continue;
+            rv = member_apply_entry(r, log_get(r, e->index));
+            if (rv == MR_ENOMEM) {
+                /* keep log and configuration in step: take the entry back
+                 * and acknowledge what comes before it; the leader resends */
+                log_truncate(r, e->index);
+                last_new = e->index - 1;
+                break;
+            }
         }
     }
-    mr_index last_new = m->index + m->n_entries;
     commit_to(r, m->commit < last_new ? m->commit : last_new);
     resp.index = last_new;
     return send_msg(r, &resp);

@@ -35,7 +35,7 @@ struct sim_opts {
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;
     unsigned isolate_new_leader_permille;
-        /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
+    /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 
 /* Defaults: 3 voters, tick 10 units, heartbeat 1, election 10..20 ticks,

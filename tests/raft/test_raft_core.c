@@ -1215,6 +1215,47 @@ static void test_core_survives_every_allocation_failure(void **state)
     }
 }
 
+/* A follower under allocation failures keeps its log and its configuration
+ * in step (the configuration is the latest CONFIG entry in the log). */
+static void
+test_core_follower_keeps_log_and_configuration_in_step_without_memory(void **state)
+{
+    (void)state;
+    struct mr_raft_config c4;
+    mr_raft_config_init(&c4);
+    for (mr_node_id i = 1; i <= 4; i++) mr_raft_config_add(&c4, i, MR_RAFT_VOTER, "x");
+    struct mr_rcbuf *cfg = mr_raft_config_encode(&c4);
+    struct mr_rcbuf *d = mr_rcbuf_copy("data", 4);
+    struct mr_raft_entry e[3] = {
+        {.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NOOP},
+        {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_CONFIG, .data = cfg},
+        {.term = 2, .index = 4, .type = MR_RAFT_ENTRY_NORMAL, .data = d},
+    };
+    for (unsigned long n = 1; n < 200; n++) {
+        long live = mr_alloc_live();
+        struct h *h = h_new_no_cq(3);
+        mr_alloc_fail_at(n, 0);
+        for (int round = 0; round < 3; round++) /* retransmissions */
+            h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                           .from = 2,
+                                           .term = 2,
+                                           .index = 1,
+                                           .log_term = 1,
+                                           .commit = 1,
+                                           .n_entries = 3,
+                                           .entries = e});
+        mr_alloc_fail_at(0, 0);
+        mr_index want = last_index(h) >= 3 ? 3 : 1;
+        assert_int_equal(h->r.config_index, want);
+        assert_int_equal(h->r.config.n, want == 3 ? 4 : 3);
+        h_free(h);
+        assert_int_equal(mr_alloc_live(), live);
+    }
+    mr_rcbuf_unref(cfg);
+    mr_rcbuf_unref(d);
+    mr_raft_config_close(&c4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1246,6 +1287,8 @@ int main(void)
         cmocka_unit_test(test_membership_truncated_configuration_entry_is_reverted),
         cmocka_unit_test(test_transfer_sends_timeout_now_once_the_target_caught_up),
         cmocka_unit_test(test_core_survives_every_allocation_failure),
+        cmocka_unit_test(
+            test_core_follower_keeps_log_and_configuration_in_step_without_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
