@@ -67,6 +67,9 @@ struct sim_node {
     uint64_t hash;
     struct mr_rcbuf *sm_config; /* configuration at `applied` */
     uint64_t incoming_snap_hash;
+    mr_node_id rx_from; /* snapshot stream being received */
+    mr_index rx_index;
+    uint64_t rx_next;
     mr_index mem_snap_index; /* latest snapshot this host holds (maybe not durable yet) */
     uint64_t mem_snap_hash;
     unsigned group;
@@ -442,15 +445,13 @@ static uint64_t rnd(struct sim *s, uint64_t lo, uint64_t hi)
     return lo + mr_rand_below(&s->rand, hi - lo + 1);
 }
 
-/* Takes ownership of *m (zeroes it). */
-static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m)
+/* Queues copies of *m (0, 1 or 2 of them: loss and duplication) and
+ * releases *m. Delivery is not before `not_before`. Returns the delivery time
+ * of the last copy queued (or not_before). */
+static uint64_t net_queue(struct sim *s, struct sim_node *from, struct mr_raft_msg *m,
+                          uint64_t not_before)
 {
-    if (m->type <= MR_RAFT_MSG_TYPE_MAX) s->sent[from->id][m->type]++;
-    if (m->type == MR_RAFT_MSG_SNAPSHOT) sim_stats.snapshots_sent++;
-    if (m->to < 1 || m->to > s->n) {
-        mr_raft_msg_release(m);
-        return;
-    }
+    uint64_t last = not_before;
     int copies = 1;
     if (s->o.drop_permille && mr_rand_below(&s->rand, 1000) < s->o.drop_permille)
         copies = 0;
@@ -468,13 +469,43 @@ static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m
         nm->at = s->now + rnd(s, s->o.net_min, s->o.net_max);
         if (s->o.slow_permille && mr_rand_below(&s->rand, 1000) < s->o.slow_permille)
             nm->at = s->now + rnd(s, s->o.net_max, s->o.slow_max);
+        if (nm->at < not_before) nm->at = not_before;
+        last = nm->at;
         nm->seq = s->net_seq++;
         nm->snap_hash = nm->m.type == MR_RAFT_MSG_SNAPSHOT ? from->mem_snap_hash : 0;
-        if (nm->m.type == MR_RAFT_MSG_SNAPSHOT &&
-            from->mem_snap_index != nm->m.snap_index)
-            sim_fail(s, "node %llu sends snapshot %llu but holds %llu",
-                     (unsigned long long)from->id, (unsigned long long)nm->m.snap_index,
-                     (unsigned long long)from->mem_snap_index);
+    }
+    mr_raft_msg_release(m);
+    return last;
+}
+
+/* Takes ownership of *m (zeroes it). A SNAPSHOT is streamed by the host in
+ * 1-3 chunks (snap_offset = chunk number, snap_last on the final one); the
+ * receiving host steps its core once the whole file is there. */
+static void net_send(struct sim *s, struct sim_node *from, struct mr_raft_msg *m)
+{
+    if (m->type <= MR_RAFT_MSG_TYPE_MAX) s->sent[from->id][m->type]++;
+    if (m->to < 1 || m->to > s->n) {
+        mr_raft_msg_release(m);
+        return;
+    }
+    if (m->type != MR_RAFT_MSG_SNAPSHOT) {
+        net_queue(s, from, m, 0);
+        return;
+    }
+    sim_stats.snapshots_sent++;
+    if (from->mem_snap_index != m->snap_index)
+        sim_fail(s, "node %llu sends snapshot %llu but holds %llu",
+                 (unsigned long long)from->id, (unsigned long long)m->snap_index,
+                 (unsigned long long)from->mem_snap_index);
+    unsigned chunks = 1 + (unsigned)mr_rand_below(&s->rand, 3);
+    uint64_t at = 0;
+    for (unsigned k = 0; k < chunks; k++) {
+        struct mr_raft_msg c;
+        msg_dup(&c, m);
+        c.snap_offset = k;
+        c.snap_last = k + 1 == chunks;
+        c.snap_chunk = mr_rcbuf_copy("chunkdata", 9);
+        at = net_queue(s, from, &c, at); /* a stream: in order */
     }
     mr_raft_msg_release(m);
 }
@@ -942,8 +973,27 @@ static void deliver_due(struct sim *s)
         struct sim_node *from = node(s, nm.m.from), *to = node(s, nm.m.to);
         int drop = !to->alive || from->group != to->group ||
                    (s->filter != NULL && s->filter(s->filter_arg, &nm.m));
+        if (!drop && nm.m.type == MR_RAFT_MSG_SNAPSHOT) {
+            /* the receiving host reassembles the stream */
+            if (nm.m.snap_offset == 0) {
+                to->rx_from = nm.m.from;
+                to->rx_index = nm.m.snap_index;
+                to->rx_next = 1;
+            } else if (to->rx_from == nm.m.from && to->rx_index == nm.m.snap_index &&
+                       to->rx_next == nm.m.snap_offset) {
+                to->rx_next++;
+            } else {
+                mr_raft_msg_release(&nm.m); /* a duplicate or a broken stream */
+                continue;
+            }
+            if (!nm.m.snap_last) {
+                mr_raft_msg_release(&nm.m);
+                continue;
+            }
+            to->rx_from = 0;
+            to->incoming_snap_hash = nm.snap_hash;
+        }
         if (!drop) {
-            if (nm.m.type == MR_RAFT_MSG_SNAPSHOT) to->incoming_snap_hash = nm.snap_hash;
             struct mr_raft_event ev = {.type = MR_RAFT_EVENT_RECEIVE, .msg = &nm.m};
             int rv;
             step_node(s, to, &ev, &rv);

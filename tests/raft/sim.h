@@ -6,7 +6,9 @@
  * per node (writes complete after a random delay, in order; a crash loses the
  * writes not completed), and a simple state machine (a hash chain of applied
  * payloads) on every node. The harness plays the host: it follows the ready
- * rules of raft.h to the letter, takes snapshots and "streams" them.
+ * rules of raft.h to the letter, takes snapshots and streams them in 1-3
+ * chunks (each chunk can be lost, duplicated or delayed; the receiver steps
+ * its core only once the whole stream arrived in order).
  *
  * Every step is checked: one leader per term, log matching, leader
  * completeness, state machine safety, linearizable read indexes. A
