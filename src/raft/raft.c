@@ -237,6 +237,25 @@ unsigned quorum(const struct mr_raft *r)
     return mr_raft_config_voters(&r->config) / 2 + 1;
 }
 
+uint64_t quorum_value(const struct mr_raft *r,
+                      uint64_t (*value)(const struct mr_raft *r,
+                                        const struct mr_raft_progress *p))
+{
+    unsigned q = quorum(r);
+    uint64_t best = 0;
+    for (unsigned i = 0; i < r->n_progress; i++) {
+        if (r->progress[i].role != MR_RAFT_VOTER) continue;
+        uint64_t v = value(r, &r->progress[i]);
+        if (v <= best) continue;
+        unsigned have = 0;
+        for (unsigned k = 0; k < r->n_progress; k++)
+            if (r->progress[k].role == MR_RAFT_VOTER && value(r, &r->progress[k]) >= v)
+                have++;
+        if (have >= q) best = v;
+    }
+    return best;
+}
+
 void progress_reset(struct mr_raft *r, struct mr_raft_progress *p)
 {
     p->match = 0;

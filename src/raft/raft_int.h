@@ -59,6 +59,12 @@ void reset_election_timer(struct mr_raft *r);
 struct mr_raft_progress *progress_get(struct mr_raft *r, mr_node_id id);
 int is_voter(const struct mr_raft *r, mr_node_id id);
 unsigned quorum(const struct mr_raft *r);
+/* The largest v such that a majority of the voters have value(voter) >= v
+ * (0 without voters): the commit index for match values, the acknowledged
+ * heartbeat round for read acks. O(voters^2), no allocation. */
+uint64_t quorum_value(const struct mr_raft *r,
+                      uint64_t (*value)(const struct mr_raft *r,
+                                        const struct mr_raft_progress *p));
 /* Rebuilds progress after the configuration changed (keeps known peers). */
 int progress_sync(struct mr_raft *r);
 void progress_reset(struct mr_raft *r, struct mr_raft_progress *p);

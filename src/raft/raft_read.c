@@ -23,37 +23,22 @@ static int deliver(struct mr_raft *r, uint64_t ctx, mr_node_id from, mr_index in
     return send_msg(r, &m);
 }
 
-/* The send tick of the round that a majority of voters has acknowledged and
- * the round itself; 0/0 if none. */
+static uint64_t round_of(const struct mr_raft *r, const struct mr_raft_progress *p)
+{
+    return p->id == r->id ? r->read_round : p->read_ack;
+}
+
+static uint64_t tick_of(const struct mr_raft *r, const struct mr_raft_progress *p)
+{
+    return p->id == r->id ? r->ticks + 1 : p->ack_tick;
+}
+
+/* The latest heartbeat round a majority of voters has acknowledged, and the
+ * latest (send tick + 1) of rounds that a majority acknowledged; 0 if none. */
 static void quorum_acked(const struct mr_raft *r, uint64_t *round, uint64_t *tick)
 {
-    uint64_t rounds[64], ticks[64];
-    unsigned n = 0;
-    *round = 0;
-    *tick = 0;
-    for (unsigned i = 0; i < r->n_progress && n < 64; i++) {
-        const struct mr_raft_progress *p = &r->progress[i];
-        if (p->role != MR_RAFT_VOTER) continue;
-        rounds[n] = p->id == r->id ? r->read_round : p->read_ack;
-        ticks[n] = p->id == r->id ? r->ticks + 1 : p->ack_tick;
-        n++;
-    }
-    if (n == 0) return;
-    /* insertion sort, descending; n is small */
-    for (unsigned i = 1; i < n; i++)
-        for (unsigned j = i; j > 0 && rounds[j - 1] < rounds[j]; j--) {
-            uint64_t t = rounds[j];
-            rounds[j] = rounds[j - 1];
-            rounds[j - 1] = t;
-        }
-    for (unsigned i = 1; i < n; i++)
-        for (unsigned j = i; j > 0 && ticks[j - 1] < ticks[j]; j--) {
-            uint64_t t = ticks[j];
-            ticks[j] = ticks[j - 1];
-            ticks[j - 1] = t;
-        }
-    *round = rounds[n / 2];
-    *tick = ticks[n / 2];
+    *round = quorum_value(r, round_of);
+    *tick = quorum_value(r, tick_of);
 }
 
 static int lease_valid(const struct mr_raft *r)

@@ -161,55 +161,28 @@ void repl_broadcast_heartbeat(struct mr_raft *r, uint64_t round)
     read_ack(r, NULL, round); /* the leader acknowledges its own round */
 }
 
-static int sort_desc(const void *a, const void *b)
+static uint64_t match_of(const struct mr_raft *r, const struct mr_raft_progress *p)
 {
-    mr_index x = *(const mr_index *)a, y = *(const mr_index *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
+    /* thesis 10.2.1: the leader counts itself only once its write is durable */
+    return p->id == r->id ? r->persisted : p->match;
 }
 
 int repl_maybe_commit(struct mr_raft *r)
 {
     if (r->state != MR_RAFT_LEADER) return 0;
-    mr_index matches[64], *mv = matches;
-    unsigned n = 0;
-    if (r->n_progress > 64) {
-        mv = mr_malloc(r->n_progress * sizeof(*mv));
-        if (mv == NULL) return 0;
+    mr_index idx = quorum_value(r, match_of);
+    if (idx <= r->commit) return 0;
+    /* Figure 8 / 5.4.2: count replicas only for entries of our term */
+    if (log_term(r, idx) != r->term) {
+        TRACE(r, "index %llu is on a majority but from term %llu, not %llu: wait", U(idx),
+              U(log_term(r, idx)), U(r->term));
+        return 0;
     }
-    for (unsigned i = 0; i < r->n_progress; i++) {
-        const struct mr_raft_progress *p = &r->progress[i];
-        if (p->role != MR_RAFT_VOTER) continue;
-        /* thesis 10.2.1: the leader counts itself only once its write is durable */
-        mv[n++] = p->id == r->id ? r->persisted : p->match;
-    }
-    int advanced = 0;
-    if (n > 0) {
-        for (unsigned i = 1; i < n; i++) /* n is small: insertion sort */
-            for (unsigned j = i; j > 0 && sort_desc(&mv[j - 1], &mv[j]) > 0; j--) {
-                mr_index t = mv[j];
-                mv[j] = mv[j - 1];
-                mv[j - 1] = t;
-            }
-        mr_index idx = mv[n / 2]; /* the quorum-th largest: n/2 + 1 voters have it */
-        if (idx > r->commit) {
-            /* Figure 8 / 5.4.2: count replicas only for entries of our term */
-            if (log_term(r, idx) == r->term) {
-                TRACE(r, "commit %llu -> %llu (replicated on a majority)", U(r->commit),
-                      U(idx));
-                r->commit = idx;
-                advanced = 1;
-            } else {
-                TRACE(r, "index %llu is on a majority but from term %llu, not %llu: wait",
-                      U(idx), U(log_term(r, idx)), U(r->term));
-            }
-        }
-    }
-    if (mv != matches) mr_free(mv);
-    if (advanced) {
-        if (r->commit >= r->term_start) read_term_committed(r);
-        member_committed(r);
-    }
-    return advanced;
+    TRACE(r, "commit %llu -> %llu (replicated on a majority)", U(r->commit), U(idx));
+    r->commit = idx;
+    if (r->commit >= r->term_start) read_term_committed(r);
+    member_committed(r);
+    return 1;
 }
 
 int repl_become_leader(struct mr_raft *r)
