@@ -377,6 +377,75 @@ static void check_apply(struct sim *s, struct sim_node *n, const struct mr_raft_
 }
 
 /* Election Safety (5.2) and Leader Completeness (5.4) */
+/* Last (index, term) of a node's durable log. */
+static void durable_last(const struct sim_node *n, mr_index *index, mr_term *term)
+{
+    const struct disk *d = &n->disk;
+    if (d->n_wal > 0) {
+        *index = d->wal[d->n_wal - 1].index;
+        *term = d->wal[d->n_wal - 1].term;
+    } else {
+        *index = d->snap_index;
+        *term = d->snap_term;
+    }
+}
+
+/* Does node c hold entry (index, term)? Its in-memory log if it runs. */
+static int holds(const struct sim_node *c, mr_index index, mr_term term)
+{
+    if (c->alive) {
+        if (index <= c->raft.log.offset) return 1; /* compacted: was committed there */
+        return mr_raft_term_at(&c->raft, index) == term;
+    }
+    const struct disk *d = &c->disk;
+    if (index <= d->snap_index) return 1;
+    if (d->n_wal == 0 || index > d->wal[d->n_wal - 1].index) return 0;
+    return d->wal[index - d->snap_index - 1].term == term;
+}
+
+/* Commit safety, checked the moment a leader commits (index, term): no voter
+ * lacking the entry could win an election, even if every voter crashed back
+ * to its durable log. This is the inductive reason behind Leader Completeness;
+ * it turns a Figure 8 bug into an immediate failure instead of one that needs
+ * a further election to show. Checked within the leader's configuration. */
+static void check_commit_safe(struct sim *s, struct sim_node *l, mr_index index,
+                              mr_term term)
+{
+    const struct mr_raft_config *cfg = &l->raft.config;
+    unsigned voters = mr_raft_config_voters(cfg);
+    for (unsigned ci = 0; ci < cfg->n; ci++) {
+        if (cfg->servers[ci].role != MR_RAFT_VOTER || cfg->servers[ci].id > s->n)
+            continue;
+        struct sim_node *c = node(s, cfg->servers[ci].id);
+        if (holds(c, index, term)) continue;
+        mr_index cl;
+        mr_term ct;
+        if (c->alive) {
+            cl = c->raft.log.offset + c->raft.log.n;
+            ct = mr_raft_term_at(&c->raft, cl);
+        } else {
+            durable_last(c, &cl, &ct);
+        }
+        unsigned willing = 0;
+        for (unsigned vi = 0; vi < cfg->n; vi++) {
+            if (cfg->servers[vi].role != MR_RAFT_VOTER || cfg->servers[vi].id > s->n)
+                continue;
+            struct sim_node *v = node(s, cfg->servers[vi].id);
+            mr_index vl;
+            mr_term vt;
+            durable_last(v, &vl, &vt);
+            if (v == c || ct > vt || (ct == vt && cl >= vl)) willing++;
+        }
+        if (willing >= voters / 2 + 1)
+            sim_fail(
+                s,
+                "commit safety: leader %llu committed %llu/%llu but node %llu lacks it "
+                "and could win the votes of %u of %u voters",
+                (unsigned long long)l->id, (unsigned long long)index,
+                (unsigned long long)term, (unsigned long long)c->id, willing, voters);
+    }
+}
+
 static void check_leader(struct sim *s, struct sim_node *n)
 {
     struct mr_raft *r = &n->raft;
@@ -716,6 +785,10 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         n->writes[n->n_writes++] = w;
     }
     for (size_t i = 0; i < rd->n_committed; i++) apply_entry(s, n, &rd->committed[i]);
+    if (rd->n_committed > 0 && n->raft.state == MR_RAFT_LEADER) {
+        const struct mr_raft_entry *e = &rd->committed[rd->n_committed - 1];
+        check_commit_safe(s, n, e->index, e->term);
+    }
     for (size_t i = 0; i < rd->n_reads; i++) {
         const struct mr_raft_read_state *st = &rd->reads[i];
         if (st->ctx >= s->n_reads)
