@@ -468,8 +468,7 @@ static void check_leader(struct sim *s, struct sim_node *n)
         if (s->o.isolate_new_leader_permille &&
             mr_rand_below(&s->rand, 1000) < s->o.isolate_new_leader_permille) {
             /* its no-op stays local: the Figure 8 pattern needs such leaders */
-            for (unsigned i = 0; i < s->n; i++) s->nodes[i].group = 0;
-            n->group = 1;
+            n->group = 100 + (unsigned)n->id; /* alone, others stay as they are */
             sim_log(s, "isolate new leader %llu", (unsigned long long)n->id);
         }
     } else if (s->leaders[r->term] != n->id) {

@@ -101,9 +101,9 @@ static void run_schedule(uint64_t seed, unsigned steps)
         o.slow_max = 3 * o.election_max * o.tick_units;
     }
     if (churn) {
-        o.isolate_new_leader_permille = 250;
-        o.max_append_entries = 1 + (unsigned)pick(&r, 2);
-        o.max_inflight = 1 + (unsigned)pick(&r, 2);
+        o.isolate_new_leader_permille = 400;
+        o.max_append_entries = 1;
+        o.max_inflight = 1;
     }
     struct sim *s = sim_new(&o);
     current = s;
@@ -237,13 +237,13 @@ static void test_random_schedules_keep_raft_safety_and_liveness(void **state)
     if (one != NULL) {
         uint64_t seed = strtoull(one, NULL, 10);
         fprintf(stderr, "replaying seed %llu\n", (unsigned long long)seed);
-        run_schedule(seed, 250);
+        run_schedule(seed, 400);
         return;
     }
     unsigned n = 10000;
     if (getenv("MR_SCHEDULES") != NULL)
         n = (unsigned)strtoul(getenv("MR_SCHEDULES"), NULL, 10);
-    for (unsigned i = 1; i <= n; i++) run_schedule(i, 250);
+    for (unsigned i = 1; i <= n; i++) run_schedule(i, 400);
     fprintf(stderr, "%u random schedules passed\n", n);
     fprintf(
         stderr,
