@@ -1015,6 +1015,12 @@ void sim_set_slow(struct sim *s, unsigned permille)
     s->o.slow_permille = permille;
 }
 
+void sim_set_disk(struct sim *s, unsigned min, unsigned max)
+{
+    s->o.disk_min = min;
+    s->o.disk_max = max;
+}
+
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille)
 {
     s->o.isolate_new_leader_permille = permille;

@@ -89,6 +89,8 @@ void sim_isolate(struct sim *s, mr_node_id id);
 void sim_heal(struct sim *s);
 void sim_set_loss(struct sim *s, unsigned drop_permille, unsigned dup_permille);
 void sim_set_slow(struct sim *s, unsigned permille);
+/* Write delay range for writes issued from now on. */
+void sim_set_disk(struct sim *s, unsigned min, unsigned max);
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille);
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
 /* Drop every message in flight. */

@@ -61,6 +61,11 @@ static void propose_and_wait(struct sim *s, mr_node_id leader, const char *data,
 
 static const mr_node_id ALL5[] = {1, 2, 3, 4, 5};
 
+static int is_leader(struct sim *s, void *arg)
+{
+    return sim_state(s, *(mr_node_id *)arg) == MR_RAFT_LEADER;
+}
+
 /* ---- election ----------------------------------------------------------------- */
 
 static void test_election_majority_elects_exactly_one_leader(void **state)
@@ -162,6 +167,48 @@ test_election_without_check_quorum_an_isolated_leader_stays_leader(void **state)
     sim_free(s);
 }
 
+/* A single voter elects itself in one step, so no vote request proves its
+ * new term durable: until it is, nothing may leave, or a crash lets it lead
+ * the same term twice with different entries (here: the learner would keep
+ * the first incarnation's entry and apply it). */
+static void
+test_election_self_elected_leader_sends_nothing_before_its_term_is_durable(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.n_voters = 1;
+    o.n_spares = 1;
+    o.seed = 67;
+    o.keep_traces = 1;
+    struct sim *s = sim_new(&o);
+    mr_node_id one = 1;
+    assert_true(sim_run_until(s, is_leader, &one, 20 * ELECTION));
+    sim_run(s, ELECTION);
+    assert_int_equal(sim_change(s, 1, MR_RAFT_ADD_LEARNER, 2), 0);
+    const mr_node_id both[] = {1, 2};
+    propose_and_wait(s, 1, "before", both, 2);
+    /* restart with a slow disk; it elects itself at once */
+    sim_set_disk(s, 30, 30);
+    sim_crash(s, 1);
+    sim_restart(s, 1);
+    assert_true(sim_run_until(s, is_leader, &one, 20 * ELECTION));
+    unsigned long sent =
+        sim_sent(s, 1, MR_RAFT_MSG_APPEND) + sim_sent(s, 1, MR_RAFT_MSG_HEARTBEAT);
+    assert_int_equal(sim_propose(s, 1, "phantom", NULL, NULL), 0);
+    sim_run(s, 10);
+    assert_int_equal(
+        sim_sent(s, 1, MR_RAFT_MSG_APPEND) + sim_sent(s, 1, MR_RAFT_MSG_HEARTBEAT), sent);
+    sim_crash(s, 1); /* the term was never durable */
+    sim_run(s, 60);
+    sim_set_disk(s, 1, 6);
+    sim_restart(s, 1);
+    assert_true(sim_run_until(s, is_leader, &one, 20 * ELECTION));
+    propose_and_wait(s, 1, "real", both, 2);
+    assert_int_equal(sim_hash(s, 1), sim_hash(s, 2));
+    sim_free(s);
+}
+
 /* ---- replication ------------------------------------------------------------- */
 
 static void test_replication_entry_on_a_minority_is_never_committed(void **state)
@@ -206,11 +253,6 @@ static int fig8_filter(void *arg, const struct mr_raft_msg *m)
     for (uint32_t i = 0; i < m->n_entries; i++)
         if (m->entries[i].index >= f->min_index) return 1;
     return 0;
-}
-
-static int is_leader(struct sim *s, void *arg)
-{
-    return sim_state(s, *(mr_node_id *)arg) == MR_RAFT_LEADER;
 }
 
 /* Raft paper, Figure 8: an entry from an earlier term that sits on a majority
@@ -627,6 +669,8 @@ int main(void)
         cmocka_unit_test(test_election_leader_that_loses_its_majority_steps_down),
         cmocka_unit_test(
             test_election_without_check_quorum_an_isolated_leader_stays_leader),
+        cmocka_unit_test(
+            test_election_self_elected_leader_sends_nothing_before_its_term_is_durable),
         cmocka_unit_test(test_replication_entry_on_a_minority_is_never_committed),
         cmocka_unit_test(
             test_replication_figure8_old_term_entry_on_majority_is_not_committed),
