@@ -397,7 +397,8 @@ struct mr_raft_persisted {
     mr_index snap_index; /* 0 if none */
     mr_term snap_term;
     const struct mr_rcbuf *snap_config;  /* encoded config at snap_index (NULL if none) */
-    const struct mr_raft_entry *entries; /* contiguous, starting at snap_index + 1 */
+    const struct mr_raft_entry *entries; /* contiguous, from snap_index + 1 (the WAL's
+                                            older entries are left out) */
     size_t n_entries;
 };
 
@@ -506,8 +507,12 @@ struct mr_raft_ready {
  * leadership transfer is pending, or the leader has not committed an entry
  * of its term yet for a change), MR_EINVAL (bad event), MR_EEXISTS /
  * MR_ENOTFOUND (membership), MR_EMALFORMED (a received message failed
- * validation; it was dropped), MR_ENOMEM (the core stays consistent but
- * outgoing messages of this step may have been dropped). */
+ * validation; it was dropped), MR_EPROTO (a well-formed message that
+ * contradicts the protocol, e.g. an append that would overwrite a committed
+ * entry; dropped and traced), MR_EINVAL for SNAPSHOT_TAKEN beyond the
+ * applied index or with the wrong term, MR_ENOMEM (the core stays consistent
+ * but outgoing messages of this step may have been dropped; they are
+ * retransmitted by the protocol). */
 int mr_raft_step(struct mr_raft *r, struct mr_raft_event *ev,
                  struct mr_raft_ready *ready);
 
