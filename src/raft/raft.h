@@ -13,8 +13,9 @@
  *
  * WHAT MUST BE DURABLE BEFORE WHAT (the host's obligations):
  *   1. Process ready batches in the order they come out of mr_raft_step().
- *      Within a batch: install `snapshot` (if any), then truncate the WAL at
- *      entries[0].index and append `entries`, then store the hard state.
+ *      Within a batch: install `snapshot` (if any), store the hard state,
+ *      then truncate the WAL at entries[0].index and append `entries` (never
+ *      leave entries of a term durable while that term is not).
  *   2. `msgs` may be sent at once (these are a leader's AppendEntries,
  *      heartbeats, snapshots, TimeoutNow, ReadIndex traffic and Pre-Vote:
  *      none of them promises anything about local storage; the leader writes
