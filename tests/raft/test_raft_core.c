@@ -1256,6 +1256,81 @@ test_core_follower_keeps_log_and_configuration_in_step_without_memory(void **sta
     mr_raft_config_close(&c4);
 }
 
+/* STYLE 8: bytes from the network never trip an assertion. Random (mostly
+ * plausible) messages hit a leader and a follower; the core may reject them
+ * but keeps its invariants. */
+static void test_core_survives_random_messages(void **state)
+{
+    (void)state;
+    struct mr_rand rnd;
+    mr_rand_seed(&rnd, 7);
+    struct mr_raft_config c;
+    mr_raft_config_init(&c);
+    for (mr_node_id i = 1; i <= 3; i++) mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
+    struct mr_rcbuf *good_cfg = mr_raft_config_encode(&c);
+    struct mr_rcbuf *bad_cfg = mr_rcbuf_copy("\x01\x02\x00\x00\x00", 5);
+    struct mr_rcbuf *payload = mr_rcbuf_copy("p", 1);
+    unsigned long accepted = 0;
+    for (int round = 0; round < 2; round++) {
+        struct h *h = h_new(3);
+        if (round == 0) {
+            h_make_leader(h);
+            h_ack(h, 2, last_index(h));
+        }
+        for (int i = 0; i < 20000; i++) {
+            struct mr_raft_entry ents[4];
+            mr_term t = h->r.term + mr_rand_below(&rnd, 3);
+            if (t > 0 && mr_rand_below(&rnd, 3) == 0) t -= 1;
+            struct mr_raft_msg m = {
+                .type = (uint8_t)(1 + mr_rand_below(&rnd, MR_RAFT_MSG_TYPE_MAX + 1)),
+                .from = 2 + mr_rand_below(&rnd, 3), /* 4 is not a member */
+                .term = t,
+                .index = mr_rand_below(&rnd, last_index(h) + 5),
+                .log_term = mr_rand_below(&rnd, h->r.term + 2),
+                .commit = mr_rand_below(&rnd, last_index(h) + 10),
+                .reject = (uint8_t)mr_rand_below(&rnd, 2),
+                .reject_hint = mr_rand_below(&rnd, last_index(h) + 3),
+                .hint_term = mr_rand_below(&rnd, h->r.term + 2),
+                .ctx = mr_rand_below(&rnd, h->r.read_round + 3),
+                .snap_index = mr_rand_below(&rnd, last_index(h) + 20),
+                .snap_term = mr_rand_below(&rnd, h->r.term + 2),
+                .snap_config = mr_rand_below(&rnd, 2) ? good_cfg : bad_cfg,
+            };
+            if (m.type == MR_RAFT_MSG_APPEND && mr_rand_below(&rnd, 2)) {
+                uint32_t n = 1 + (uint32_t)mr_rand_below(&rnd, 4);
+                mr_term et = m.log_term;
+                for (uint32_t k = 0; k < n; k++) {
+                    if (mr_rand_below(&rnd, 3) == 0 && et < m.term) et++;
+                    ents[k] = (struct mr_raft_entry){
+                        .term = et ? et : 1,
+                        .index = m.index + 1 + k,
+                        .type = (uint8_t)(1 + mr_rand_below(&rnd, 3)),
+                        .data = payload,
+                    };
+                    if (ents[k].type == MR_RAFT_ENTRY_CONFIG)
+                        ents[k].data = mr_rand_below(&rnd, 2) ? good_cfg : bad_cfg;
+                }
+                m.entries = ents;
+                m.n_entries = n;
+            }
+            mr_term before = h->r.term;
+            int rv = h_recv(h, m);
+            assert_true(rv == 0 || rv == MR_EMALFORMED || rv == MR_EPROTO);
+            if (rv == 0) accepted++;
+            assert_true(h->r.term >= before);
+            assert_true(h->r.commit <= last_index(h));
+            if (i % 16 == 0) h_tick(h, 1);
+            if (i % 64 == 0) h_clear(h);
+        }
+        h_free(h);
+    }
+    assert_true(accepted > 20000); /* most of them reached the protocol */
+    mr_rcbuf_unref(good_cfg);
+    mr_rcbuf_unref(bad_cfg);
+    mr_rcbuf_unref(payload);
+    mr_raft_config_close(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1286,6 +1361,7 @@ int main(void)
         cmocka_unit_test(test_membership_changes_wait_for_the_term_and_for_each_other),
         cmocka_unit_test(test_membership_truncated_configuration_entry_is_reverted),
         cmocka_unit_test(test_transfer_sends_timeout_now_once_the_target_caught_up),
+        cmocka_unit_test(test_core_survives_random_messages),
         cmocka_unit_test(test_core_survives_every_allocation_failure),
         cmocka_unit_test(
             test_core_follower_keeps_log_and_configuration_in_step_without_memory),
