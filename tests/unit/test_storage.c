@@ -523,7 +523,7 @@ static void build_crash_log(const char *dir)
     struct mr_store_recovered rec;
     char errmsg[MR_ERRMSG_SIZE];
     uint64_t seq;
-    assert_int_equal(open_store(dir, 0, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(open_store(dir, 8192, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
     append_range(st, 1, 5, 1, 40, 1, 1);
     seq = append_range(st, 6, 8, 2, 40, 3, 0);
@@ -562,17 +562,33 @@ static void test_store_crash_at_every_byte_of_the_tail_keeps_complete_records(vo
                 memset(b + cut, 0, size - cut); /* preallocated zeros after */
                 spit(path, b, size);
             }
-            for (k = 0; k < rs.n; k++)
-                if (rs.off[k] + 32 + pad8(rs.len[k]) <= cut) complete = k + 1;
-            if (rw) {
-                assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
-            } else {
-                assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), 0);
+            for (k = 0; k < rs.n; k++) {
+                uint64_t rend = rs.off[k] + 32 + pad8(rs.len[k]), z;
+                int intact = rend <= cut;
+                if (!intact && mode == 1 && cut >= rs.off[k]) {
+                    /* zeroing bytes that were zero (padding) leaves it intact */
+                    intact = 1;
+                    for (z = cut; z < rend; z++)
+                        if (orig[z] != 0) intact = 0;
+                }
+                if (intact) complete = k + 1;
+            }
+            {
+                int rv = rw ? open_store(f->dir, 8192, NULL, &st, &rec, errmsg)
+                            : open_ro(f->dir, &st, &rec, errmsg);
+                if (rv != 0)
+                    fail_msg("mode %d cut %" PRIu64 ": %s", mode, cut, errmsg);
             }
             assert_int_equal(rec.n_entries, complete);
             for (k = 0; k < complete; k++)
                 check_entry(&rec.entries[k], k + 1, k < 5 ? 1 : 2, 40);
-            if (cut < end && mode == 0) assert_non_null(strstr(rec.note, "torn"));
+            {
+                int at_boundary = cut == tail_start;
+                for (k = 0; k < rs.n; k++)
+                    if (rs.off[k] + 32 + pad8(rs.len[k]) == cut) at_boundary = 1;
+                if (!at_boundary && mode == 0) assert_non_null(strstr(rec.note, "torn"));
+                if (at_boundary) assert_string_equal(rec.note, "");
+            }
             mr_store_recovered_release(&rec);
             if (rw) {
                 /* later appends work and survive */
@@ -586,6 +602,11 @@ static void test_store_crash_at_every_byte_of_the_tail_keeps_complete_records(vo
                 mr_store_recovered_release(&rec);
             }
             mr_store_close(st);
+            for (k = 2; k <= 12; k++) { /* appends may have rolled into a new file */
+                char other[256];
+                seg_abs(other, sizeof other, f->dir, k);
+                unlink(other);
+            }
         }
     }
     spit(path, orig, size);
@@ -606,7 +627,7 @@ static void test_store_bit_flip_in_any_record_names_file_and_offset(void **state
     /* Small segments: 60 records, one per batch, over several files. */
     assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
-    seq = append_range(st, 1, 60, 1, 150, 1, 1);
+    seq = append_range(st, 1, 100, 1, 100, 1, 1);
     wait_seq(st, seq);
     mr_store_close(st);
     {
@@ -614,7 +635,7 @@ static void test_store_bit_flip_in_any_record_names_file_and_offset(void **state
         assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL, 0,
                                            NULL, NULL, &r, &rec, errmsg),
                          0);
-        assert_true(r.n_segs >= 3);
+        assert_true(r.n_segs >= 2);
         for (s = 0; s < r.n_segs; s++) firsts[n_segs++] = r.segs[s].first;
         mr_store__recovery_free(&r);
         mr_store_recovered_release(&rec);
@@ -638,7 +659,7 @@ static void test_store_bit_flip_in_any_record_names_file_and_offset(void **state
                 orig[at] ^= (unsigned char)(1u << (at % 8));
                 if (is_tail) {
                     assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), 0);
-                    assert_int_equal(rec.last_index, 59);
+                    assert_int_equal(rec.last_index, 99);
                     assert_non_null(strstr(rec.note, "torn"));
                     mr_store_recovered_release(&rec);
                     mr_store_close(st);
@@ -668,7 +689,7 @@ static void test_store_bit_flip_in_any_record_names_file_and_offset(void **state
         mr_free(orig);
     }
     assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), 0);
-    assert_int_equal(rec.n_entries, 60);
+    assert_int_equal(rec.n_entries, 100);
     mr_store_recovered_release(&rec);
     mr_store_close(st);
 }
@@ -691,7 +712,7 @@ static void test_store_corruption_in_a_synced_group_before_the_tail_is_fatal(voi
      * corruption, not a torn tail */
     memset(b + rs.off[3], 0, 32 + pad8(rs.len[3]));
     spit(path, b, size);
-    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), MR_ECORRUPT);
+    assert_int_equal(open_store(f->dir, 8192, NULL, &st, &rec, errmsg), MR_ECORRUPT);
     snprintf((char *)b, 128, "wal/0000000000000001.seg offset %" PRIu64 ": checksum mismatch",
              rs.off[3]);
     assert_string_equal(errmsg, (char *)b);
@@ -1027,7 +1048,7 @@ static void run_schedule(const char *dir, uint64_t seed)
                              0);
             m.snap = at;
             m.snap_term = m.term[at];
-            assert_int_equal(mr_store_compact(st, at - mr_rand_below(&r, 3), &seq), 0);
+            assert_int_equal(mr_store_compact(st, at - mr_rand_below(&r, at < 3 ? at : 3), &seq), 0);
         } else if (pick < 86) { /* hard state */
             m.hs_term = cur_term;
             m.hs_vote = mr_rand_below(&r, 5);
@@ -1037,6 +1058,7 @@ static void run_schedule(const char *dir, uint64_t seed)
             assert_int_equal(open_store(dir, 4096, &fl.fs, &st, &rec, errmsg), 0);
             check_model(&m, &rec);
             mr_store_recovered_release(&rec);
+            seq = 0; /* a new store numbers its operations from 1 again */
         }
     }
     mr_store_close(st);
@@ -1413,7 +1435,7 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
 
     assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
-    e.data = mr_rcbuf_copy("{\"op\":\"put\",\"key\":\"a\"}\n", 24);
+    e.data = mr_rcbuf_copy("{\"op\":\"put\",\"key\":\"a\"}\n", 23);
     assert_int_equal(mr_store_append(st, &e, 1, NULL), 0);
     mr_rcbuf_unref(e.data);
     wait_seq(st, append_range(st, 2, 50, 3, 100, 5, 0));
@@ -1433,7 +1455,7 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
     free(err);
 
     assert_int_equal(run_tool("dump", f->dir, &out, &err), 0);
-    assert_non_null(strstr(out, "1\t3\tnormal\t24\t{\"op\":\"put\",\"key\":\"a\"}\\x0a\n"));
+    assert_non_null(strstr(out, "1\t3\tnormal\t23\t{\"op\":\"put\",\"key\":\"a\"}\\x0a\n"));
     assert_non_null(strstr(out, "\n50\t3\tnormal\t"));
     free(out);
     free(err);
