@@ -42,7 +42,10 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
     return remove(path);
 }
 
-static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 /* ---- counting fs seam: how many fdatasyncs the store issued ------------------ */
 static unsigned long n_syncs;
@@ -234,8 +237,8 @@ static void bench_recovery(const char *base)
         fprintf(stderr, "bench_wal: recovered %zu entries\n", rec.n_entries);
         exit(1);
     }
-    printf("recovery of %zu entries (warm page cache): %.3f s %s\n", rec.n_entries, t1 - t0,
-           t1 - t0 < 1.0 ? "(target < 1 s: met)" : "(target < 1 s: MISSED)");
+    printf("recovery of %zu entries (warm page cache): %.3f s %s\n", rec.n_entries,
+           t1 - t0, t1 - t0 < 1.0 ? "(target < 1 s: met)" : "(target < 1 s: MISSED)");
     mr_store_recovered_release(&rec);
     mr_store_close(st);
     mr_rcbuf_unref(data);
@@ -263,7 +266,8 @@ int main(int argc, char **argv)
     if (argc > 2) secs = atof(argv[2]);
     if (secs <= 0) secs = 2.0;
     printf("bench_wal: dir %s, %.1f s per row\n", base, secs);
-    printf("%-22s %8s %12s %10s %12s\n", "row", "entry", "entries/s", "MB/s", "entries/sync");
+    printf("%-22s %8s %12s %10s %12s\n", "row", "entry", "entries/s", "MB/s",
+           "entries/sync");
     bench_raw(base, secs);
     bench_store(base, 100, 0, secs);
     bench_store(base, 4096, 0, secs);

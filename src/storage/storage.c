@@ -296,10 +296,13 @@ static int wal_truncate(struct mr_store *st, mr_index from, char *errmsg)
         mr_store__seg_name(rel + 4, sg->first);
         rv = mr_store__read_file(path, &buf, &size);
         if (rv == 0) {
-            rv = mr_store__seg_scan(buf, size, rel, sg->first, 1, find_cb, &f, &sc, errmsg);
+            rv = mr_store__seg_scan(buf, size, rel, sg->first, 1, find_cb, &f, &sc,
+                                    errmsg);
             mr_free(buf);
-            if (rv == 1) rv = 0;
-            else if (rv == 0) rv = MR_ECORRUPT; /* the record must be there */
+            if (rv == 1)
+                rv = 0;
+            else if (rv == 0)
+                rv = MR_ECORRUPT; /* the record must be there */
         }
         if (rv != 0) {
             mr_free(path);
@@ -378,7 +381,8 @@ static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *do
         struct op *op = MR_CONTAINER_OF(it, struct op, link);
         switch (op->kind) {
         case OP_APPEND:
-            for (i = 0; i < op->n && rv == 0; i++) rv = wal_add(st, &op->entries[i], errmsg);
+            for (i = 0; i < op->n && rv == 0; i++)
+                rv = wal_add(st, &op->entries[i], errmsg);
             break;
         case OP_TRUNCATE:
             rv = wal_truncate(st, op->a, errmsg);
@@ -410,7 +414,8 @@ static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *do
     }
     rv = wal_flush(st, errmsg);
     if (rv == 0) rv = wal_sync(st, errmsg);
-    if (rv == 0 && meta_dirty) rv = mr_store__meta_write(st->fs, st->dir, &st->meta, errmsg);
+    if (rv == 0 && meta_dirty)
+        rv = mr_store__meta_write(st->fs, st->dir, &st->meta, errmsg);
     return rv;
 }
 
@@ -533,15 +538,19 @@ static int queue_simple(struct mr_store *st, int kind, uint64_t a, uint64_t b,
     if (rv == 0) {
         switch (kind) {
         case OP_TRUNCATE:
-            if (a == 0) rv = MR_EINVAL;
-            else if (a <= st->enq_last) st->enq_last = a - 1;
+            if (a == 0)
+                rv = MR_EINVAL;
+            else if (a <= st->enq_last)
+                st->enq_last = a - 1;
             break;
         case OP_COMPACT:
             if (a > st->snap_index) rv = MR_EINVAL;
             break;
         case OP_RESET:
-            if (a == 0 || a - 1 > st->snap_index) rv = MR_EINVAL;
-            else st->enq_last = a - 1;
+            if (a == 0 || a - 1 > st->snap_index)
+                rv = MR_EINVAL;
+            else
+                st->enq_last = a - 1;
             break;
         default:
             break;
@@ -651,7 +660,8 @@ int mr_store_open(struct mr_store **out, const struct mr_store_options *opts,
     pthread_mutex_init(&st->snap_mu, NULL);
     pthread_cond_init(&st->cond, NULL);
     st->fs = opts->fs != NULL ? opts->fs : mr_store_fs_default();
-    st->seg_size = opts->segment_size ? opts->segment_size : MR_STORE_SEGMENT_SIZE_DEFAULT;
+    st->seg_size =
+        opts->segment_size ? opts->segment_size : MR_STORE_SEGMENT_SIZE_DEFAULT;
     st->is_read_only = opts->is_read_only;
     st->notify = opts->notify;
     st->notify_arg = opts->notify_arg;

@@ -48,10 +48,10 @@
 #include "util/util.h"
 
 #define MR_STORE_SEGMENT_SIZE_DEFAULT (64u * 1024u * 1024u) /* bytes */
-#define MR_STORE_SEGMENT_SIZE_MIN (4096u)                    /* bytes */
-#define MR_STORE_SEGMENT_SIZE_MAX (1024u * 1024u * 1024u)    /* bytes */
-#define MR_STORE_RECORD_HEADER 32u                           /* bytes */
-#define MR_STORE_SEGMENT_HEADER 32u                          /* bytes */
+#define MR_STORE_SEGMENT_SIZE_MIN (4096u)                   /* bytes */
+#define MR_STORE_SEGMENT_SIZE_MAX (1024u * 1024u * 1024u)   /* bytes */
+#define MR_STORE_RECORD_HEADER 32u                          /* bytes */
+#define MR_STORE_SEGMENT_HEADER 32u                         /* bytes */
 #define MR_STORE_SNAP_HEADER 56u /* bytes, before the membership blob */
 
 /* ---- file-operation seam (fault injection) ---------------------------------
@@ -82,14 +82,14 @@ const struct mr_store_fs *mr_store_fs_default(void);
 typedef void (*mr_store_notify_cb)(void *arg);
 
 struct mr_store_options {
-    const char *data_dir;        /* borrowed during mr_store_open only */
-    uint32_t segment_size;       /* 0: MR_STORE_SEGMENT_SIZE_DEFAULT */
-    int is_read_only;            /* recover only: change nothing, no writer
-                                  * thread (the data tool uses this) */
-    mr_node_id node_id;          /* written to a fresh meta; if nonzero it
-                                  * must match an existing one (MR_ECONFIG) */
-    uint64_t cluster_id;         /* likewise (0 = unknown yet) */
-    mr_store_notify_cb notify;   /* may be NULL */
+    const char *data_dir;      /* borrowed during mr_store_open only */
+    uint32_t segment_size;     /* 0: MR_STORE_SEGMENT_SIZE_DEFAULT */
+    int is_read_only;          /* recover only: change nothing, no writer
+                                * thread (the data tool uses this) */
+    mr_node_id node_id;        /* written to a fresh meta; if nonzero it
+                                * must match an existing one (MR_ECONFIG) */
+    uint64_t cluster_id;       /* likewise (0 = unknown yet) */
+    mr_store_notify_cb notify; /* may be NULL */
     void *notify_arg;
     const struct mr_store_fs *fs; /* NULL: mr_store_fs_default(); borrowed,
                                    * must outlive the store */
@@ -97,23 +97,23 @@ struct mr_store_options {
 
 /* What recovery found. Entries are those after the snapshot. */
 struct mr_store_recovered {
-    mr_term term;          /* current term */
-    mr_node_id vote;       /* vote in `term`, 0 if none */
+    mr_term term;    /* current term */
+    mr_node_id vote; /* vote in `term`, 0 if none */
     mr_node_id node_id;
     uint64_t cluster_id;
-    mr_index log_start;    /* compaction boundary: entries before it are gone */
+    mr_index log_start; /* compaction boundary: entries before it are gone */
     int has_snapshot;
     mr_index snap_index;
     mr_term snap_term;
-    struct mr_rcbuf *snap_conf; /* membership blob at snap_index (owned ref) */
-    uint64_t snap_size;         /* payload bytes */
-    char *snap_path;            /* owned (mr_free'd by release) */
+    struct mr_rcbuf *snap_conf;    /* membership blob at snap_index (owned ref) */
+    uint64_t snap_size;            /* payload bytes */
+    char *snap_path;               /* owned (mr_free'd by release) */
     struct mr_raft_entry *entries; /* owned array; each holds a data ref */
     size_t n_entries;
     mr_index first_index; /* index of entries[0]; snap_index+1 if none */
     mr_index last_index;  /* last index in the log (snap_index if none) */
     mr_term last_term;
-    int is_fresh;         /* the directory was empty and got initialised */
+    int is_fresh;              /* the directory was empty and got initialised */
     char note[MR_ERRMSG_SIZE]; /* non-empty: something was repaired (torn
                                 * tail cut, leftovers removed); log it */
 };
@@ -189,12 +189,12 @@ int mr_store_reset(struct mr_store *st, mr_index next_index, uint64_t *seq);
 /* What became durable. All fields describe the state after the operations
  * up to done_seq. */
 struct mr_store_progress {
-    uint64_t done_seq;          /* every op with seq <= this is durable */
-    mr_index persisted_index;   /* last durable log index (0 if empty) */
-    mr_term persisted_term;     /* its term */
-    mr_term term;               /* durable hard state */
+    uint64_t done_seq;        /* every op with seq <= this is durable */
+    mr_index persisted_index; /* last durable log index (0 if empty) */
+    mr_term persisted_term;   /* its term */
+    mr_term term;             /* durable hard state */
     mr_node_id vote;
-    int error;                  /* 0, or the error that failed the store */
+    int error; /* 0, or the error that failed the store */
     char errmsg[MR_ERRMSG_SIZE];
 };
 
@@ -248,9 +248,9 @@ struct mr_store_snap_reader;
 struct mr_store_snap_info {
     mr_index index;
     mr_term term;
-    uint64_t size;              /* payload bytes */
-    uint32_t payload_crc;       /* CRC32C of the payload */
-    struct mr_rcbuf *conf;      /* membership blob; owned by the reader */
+    uint64_t size;         /* payload bytes */
+    uint32_t payload_crc;  /* CRC32C of the payload */
+    struct mr_rcbuf *conf; /* membership blob; owned by the reader */
 };
 /* Opens the newest snapshot of `st` (MR_ENOTFOUND if none) after checking its
  * header. *out must be closed with mr_store_snap_reader_close(). The file
@@ -262,12 +262,12 @@ int mr_store_snap_reader_open(struct mr_store *st, struct mr_store_snap_reader *
 int mr_store_snap_reader_open_path(const char *path, struct mr_store_snap_reader **out,
                                    char *errmsg);
 /* Borrowed view of the header; valid until close. */
-const struct mr_store_snap_info *mr_store_snap_reader_info(
-    const struct mr_store_snap_reader *r);
+const struct mr_store_snap_info *
+mr_store_snap_reader_info(const struct mr_store_snap_reader *r);
 /* Reads up to `len` payload bytes at payload offset `off` into buf; returns
  * the count (0 at the end) or a negative error. Thread-compatible (pread). */
-ssize_t mr_store_snap_reader_read(struct mr_store_snap_reader *r, uint64_t off,
-                                  void *buf, size_t len);
+ssize_t mr_store_snap_reader_read(struct mr_store_snap_reader *r, uint64_t off, void *buf,
+                                  size_t len);
 /* Reads the whole payload and checks its checksum: 0 or MR_ECORRUPT. */
 int mr_store_snap_reader_verify(struct mr_store_snap_reader *r, char *errmsg);
 void mr_store_snap_reader_close(struct mr_store_snap_reader *r); /* NULL-safe */

@@ -80,11 +80,14 @@ static int real_unlink(void *ctx, const char *path)
 }
 
 static const struct mr_store_fs real_fs = {
-    NULL,          real_open,      real_close,    real_pwrite,     real_fdatasync,
-    real_fsync,    real_rename,    real_ftruncate, real_fallocate, real_unlink,
+    NULL,       real_open,   real_close,     real_pwrite,    real_fdatasync,
+    real_fsync, real_rename, real_ftruncate, real_fallocate, real_unlink,
 };
 
-const struct mr_store_fs *mr_store_fs_default(void) { return &real_fs; }
+const struct mr_store_fs *mr_store_fs_default(void)
+{
+    return &real_fs;
+}
 
 int mr_store__write_all(const struct mr_store_fs *fs, int fd, const void *buf, size_t n,
                         off_t off)
@@ -132,8 +135,8 @@ int mr_store__read_file(const char *path, unsigned char **buf, uint64_t *size)
             return MR_ENOMEM;
         }
         while (got < (uint64_t)sb.st_size) {
-            ssize_t r = pread(fd, b + got, (size_t)((uint64_t)sb.st_size - got),
-                              (off_t)got);
+            ssize_t r =
+                pread(fd, b + got, (size_t)((uint64_t)sb.st_size - got), (off_t)got);
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) {
                 int e = -errno;
@@ -162,4 +165,7 @@ char *mr_store__join(const char *a, const char *b)
     return p;
 }
 
-int mr_store__is_disk_error(int rv) { return rv < 0 && rv > MR_E__BASE; }
+int mr_store__is_disk_error(int rv)
+{
+    return rv < 0 && rv > MR_E__BASE;
+}

@@ -13,10 +13,13 @@
 #define META_SIZE 64u
 #define META_NAME "meta"
 #define META_TMP_NAME "meta.tmp"
-#define SEG_NAME_LEN 20 /* 16 hex digits + ".seg" */
+#define SEG_NAME_LEN 20  /* 16 hex digits + ".seg" */
 #define SNAP_NAME_LEN 38 /* 16 + '-' + 16 + ".snap" */
 
-static inline uint64_t pad8(uint64_t n) { return (n + 7u) & ~(uint64_t)7u; }
+static inline uint64_t pad8(uint64_t n)
+{
+    return (n + 7u) & ~(uint64_t)7u;
+}
 
 /* ---- fs helpers (storage_fs.c) ---------------------------------------------- */
 /* Writes all of buf at off, looping over short writes. 0 or -errno. */
@@ -50,7 +53,7 @@ void mr_store__meta_encode(const struct mr_store_meta *m, unsigned char *buf);
 
 /* ---- WAL records (storage_wal.c) ---------------------------------------------- */
 struct mr_store_rec {
-    uint64_t off;   /* offset of the record in its segment */
+    uint64_t off; /* offset of the record in its segment */
     uint32_t len;
     uint8_t type;
     mr_term term;
@@ -62,14 +65,14 @@ struct mr_store_rec {
 typedef int (*mr_store_rec_cb)(void *arg, const struct mr_store_rec *r);
 
 struct mr_store_seg_scan {
-    mr_index first;      /* from the header (or name if header torn) */
-    mr_index last;       /* first - 1 if no record */
-    mr_term last_term;   /* 0 if no record */
+    mr_index first;    /* from the header (or name if header torn) */
+    mr_index last;     /* first - 1 if no record */
+    mr_term last_term; /* 0 if no record */
     uint64_t n_records;
-    uint64_t end;        /* offset just past the last valid record */
-    uint64_t size;       /* file size */
-    int is_torn;         /* damage at `end` in the last write group */
-    int is_header_torn;  /* the segment header itself is torn (end == 0) */
+    uint64_t end;       /* offset just past the last valid record */
+    uint64_t size;      /* file size */
+    int is_torn;        /* damage at `end` in the last write group */
+    int is_header_torn; /* the segment header itself is torn (end == 0) */
 };
 void mr_store__seg_header_encode(unsigned char *p, mr_index first);
 /* Encodes one record header at p (payload and padding must follow already
@@ -94,10 +97,10 @@ void mr_store__snap_name(char *buf, mr_index index, mr_term term);
 /* ---- recovery (storage_recover.c) ---------------------------------------------- */
 struct mr_store_seg {
     mr_index first;
-    mr_index last;       /* first - 1 when empty */
+    mr_index last; /* first - 1 when empty */
     mr_term last_term;
-    uint64_t end;        /* write offset */
-    uint64_t size;       /* file size (preallocated) */
+    uint64_t end;  /* write offset */
+    uint64_t size; /* file size (preallocated) */
     uint64_t n_records;
 };
 

@@ -227,6 +227,11 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
             mr_errmsg_printf(errmsg, "%s: mkdir: %s", dir, strerror(errno));
             goto fail;
         }
+        rv = mr_store__sync_dir(fs, dir); /* the new wal/ and snap/ entries */
+        if (rv != 0) {
+            mr_errmsg_printf(errmsg, "%s: fsync: %s", dir, mr_strerror(rv));
+            goto fail;
+        }
     }
     rv = list_dirs(wal_dir, snap_dir, read_only, fs, &seg_names, &n_seg_names, &snaps,
                    &n_snaps, errmsg);
@@ -236,7 +241,8 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
     rv = mr_store__meta_read(dir, &rs->meta, errmsg);
     if (rv == MR_ENOTFOUND) {
         if (n_seg_names > 0 || n_snaps > 0) {
-            mr_errmsg_printf(errmsg, "meta offset 0: missing, but wal/ or snap/ has data");
+            mr_errmsg_printf(errmsg,
+                             "meta offset 0: missing, but wal/ or snap/ has data");
             rv = MR_ECORRUPT;
             goto fail;
         }
@@ -265,7 +271,8 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
                           opts->node_id != rs->meta.node_id) ||
                          (opts->cluster_id != 0 && rs->meta.cluster_id != 0 &&
                           opts->cluster_id != rs->meta.cluster_id))) {
-        mr_errmsg_printf(errmsg, "meta: node id %" PRIu64 " / cluster id %" PRIu64
+        mr_errmsg_printf(errmsg,
+                         "meta: node id %" PRIu64 " / cluster id %" PRIu64
                          " differ from the configured %" PRIu64 " / %" PRIu64,
                          rs->meta.node_id, rs->meta.cluster_id, opts->node_id,
                          opts->cluster_id);
@@ -296,8 +303,10 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
         rv = mr_store_snap_reader_verify(r, errmsg);
         info = mr_store_snap_reader_info(r);
         if (rv == 0 && (info->index != sn->index || info->term != sn->term)) {
-            mr_errmsg_printf(errmsg, "%s offset 8: header (%" PRIu64 ", %" PRIu64
-                             ") does not match the file name", rel, info->index, info->term);
+            mr_errmsg_printf(errmsg,
+                             "%s offset 8: header (%" PRIu64 ", %" PRIu64
+                             ") does not match the file name",
+                             rel, info->index, info->term);
             rv = MR_ECORRUPT;
         }
         if (rv != 0) {
@@ -325,7 +334,8 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
         }
     }
     if (rs->meta.log_start > S + 1) {
-        mr_errmsg_printf(errmsg, "meta offset 40: log was compacted up to %" PRIu64
+        mr_errmsg_printf(errmsg,
+                         "meta offset 40: log was compacted up to %" PRIu64
                          " but the newest snapshot ends at %" PRIu64,
                          rs->meta.log_start - 1, S);
         rv = MR_ECORRUPT;
@@ -357,8 +367,9 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
             goto fail;
         }
         if (rs->n_segs > 0 && seg_names[i] != rs->segs[rs->n_segs - 1].last + 1) {
-            mr_errmsg_printf(errmsg, "%s offset 0: first index %" PRIu64
-                             ", expected %" PRIu64 " (gap between segments)",
+            mr_errmsg_printf(errmsg,
+                             "%s offset 0: first index %" PRIu64 ", expected %" PRIu64
+                             " (gap between segments)",
                              rel, seg_names[i], rs->segs[rs->n_segs - 1].last + 1);
             rv = MR_ECORRUPT;
             goto fail;
@@ -368,8 +379,8 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
             mr_errmsg_printf(errmsg, "%s: read: %s", rel, mr_strerror(rv));
             goto fail;
         }
-        rv = mr_store__seg_scan(buf, size, rel, seg_names[i], is_last, collect_cb, &c, &sc,
-                                errmsg);
+        rv = mr_store__seg_scan(buf, size, rel, seg_names[i], is_last, collect_cb, &c,
+                                &sc, errmsg);
         mr_free(buf);
         buf = NULL;
         if (rv != 0) {
@@ -387,8 +398,9 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
                 }
             }
             char msg[MR_ERRMSG_SIZE];
-            snprintf(msg, sizeof msg, "%s: torn segment header (%" PRIu64
-                     " bytes), segment removed", rel, size);
+            snprintf(msg, sizeof msg,
+                     "%s: torn segment header (%" PRIu64 " bytes), segment removed", rel,
+                     size);
             note_add(rec, msg);
         } else {
             struct mr_store_seg *sg = &rs->segs[rs->n_segs++];
@@ -410,8 +422,11 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
                     sg->size = alloc;
                 }
                 char msg[MR_ERRMSG_SIZE];
-                snprintf(msg, sizeof msg, "%s offset %" PRIu64 ": torn write at the tail (%"
-                         PRIu64 " bytes) cut", rel, sc.end, size - sc.end);
+                snprintf(msg, sizeof msg,
+                         "%s offset %" PRIu64 ": torn write at the tail (%" PRIu64
+                         " bytes) %s",
+                         rel, sc.end, size - sc.end,
+                         read_only ? "found (read-only: left in place)" : "cut");
                 note_add(rec, msg);
             }
         }
@@ -422,7 +437,8 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
     if (rs->n_segs > 0 && rs->segs[0].first > S + 1) {
         char name[SEG_NAME_LEN + 1];
         mr_store__seg_name(name, rs->segs[0].first);
-        mr_errmsg_printf(errmsg, "wal/%s offset 0: log starts at %" PRIu64
+        mr_errmsg_printf(errmsg,
+                         "wal/%s offset 0: log starts at %" PRIu64
                          " but the snapshot ends at %" PRIu64 " (gap)",
                          name, rs->segs[0].first, S);
         rv = MR_ECORRUPT;

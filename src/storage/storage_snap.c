@@ -58,9 +58,12 @@ static int parse_hex16(const char *s, uint64_t *v)
     for (i = 0; i < 16; i++) {
         char c = s[i];
         int d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else return 0;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else
+            return 0;
         *v = *v << 4 | (uint64_t)d;
     }
     return 1;
@@ -68,7 +71,8 @@ static int parse_hex16(const char *s, uint64_t *v)
 
 int mr_store__snap_name_parse(const char *name, mr_index *index, mr_term *term)
 {
-    if (strlen(name) != SNAP_NAME_LEN || name[16] != '-' || strcmp(name + 33, ".snap") != 0)
+    if (strlen(name) != SNAP_NAME_LEN || name[16] != '-' ||
+        strcmp(name + 33, ".snap") != 0)
         return 0;
     return parse_hex16(name, index) && parse_hex16(name + 17, term) && *index > 0;
 }
@@ -151,9 +155,10 @@ int mr_store__snap_open(const char *path, const char *relname,
     r->info.payload_crc = mr_get_u32(h + 36);
     r->payload_off = MR_STORE_SNAP_HEADER + (uint64_t)conf_len;
     if ((uint64_t)sb.st_size - r->payload_off != r->info.size) {
-        mr_errmsg_printf(errmsg, "%s offset 24: payload length %" PRIu64
-                         " but the file holds %" PRIu64, relname, r->info.size,
-                         (uint64_t)sb.st_size - r->payload_off);
+        mr_errmsg_printf(errmsg,
+                         "%s offset 24: payload length %" PRIu64
+                         " but the file holds %" PRIu64,
+                         relname, r->info.size, (uint64_t)sb.st_size - r->payload_off);
         goto fail;
     }
     *out = r;
@@ -213,14 +218,14 @@ int mr_store_snap_reader_open(struct mr_store *st, struct mr_store_snap_reader *
     return rv;
 }
 
-const struct mr_store_snap_info *mr_store_snap_reader_info(
-    const struct mr_store_snap_reader *r)
+const struct mr_store_snap_info *
+mr_store_snap_reader_info(const struct mr_store_snap_reader *r)
 {
     return &r->info;
 }
 
-ssize_t mr_store_snap_reader_read(struct mr_store_snap_reader *r, uint64_t off,
-                                  void *buf, size_t len)
+ssize_t mr_store_snap_reader_read(struct mr_store_snap_reader *r, uint64_t off, void *buf,
+                                  size_t len)
 {
     ssize_t n;
     if (off >= r->info.size) return 0;
@@ -242,7 +247,8 @@ int mr_store_snap_reader_verify(struct mr_store_snap_reader *r, char *errmsg)
         if (n <= 0) {
             mr_free(buf);
             mr_errmsg_printf(errmsg, "%s offset %" PRIu64 ": read: %s", r->relname,
-                             r->payload_off + off, n == 0 ? "short file" : strerror((int)-n));
+                             r->payload_off + off,
+                             n == 0 ? "short file" : strerror((int)-n));
             return n == 0 ? MR_ECORRUPT : (int)n;
         }
         crc = mr_crc32c(crc, buf, (size_t)n);
@@ -334,7 +340,10 @@ int mr_store_snap_writer_begin(struct mr_store *st, mr_index index, mr_term term
     return 0;
 }
 
-int mr_store_snap_writer_fd(const struct mr_store_snap_writer *w) { return w->fd; }
+int mr_store_snap_writer_fd(const struct mr_store_snap_writer *w)
+{
+    return w->fd;
+}
 
 int mr_store_snap_writer_append(struct mr_store_snap_writer *w, const void *data,
                                 size_t len, char *errmsg)
@@ -360,7 +369,8 @@ static void remove_others(struct mr_store *st, const char *keep)
     if (d == NULL) return;
     while ((de = readdir(d)) != NULL) {
         char *p;
-        if (!mr_store__snap_name_parse(de->d_name, &i, &t) || strcmp(de->d_name, keep) == 0)
+        if (!mr_store__snap_name_parse(de->d_name, &i, &t) ||
+            strcmp(de->d_name, keep) == 0)
             continue;
         p = mr_store__join(st->snap_dir, de->d_name);
         if (p != NULL) st->fs->unlink(st->fs->ctx, p);
@@ -424,7 +434,9 @@ static int writer_complete(struct mr_store_snap_writer *w, int is_rx, int has_cr
     if (is_rx) {
         /* Read back what landed on disk before trusting it. */
         struct mr_store_snap_reader *r;
-        rv = mr_store__snap_open(w->tmp_path, name, &r, errmsg);
+        char rel[SNAP_NAME_LEN + 16];
+        snprintf(rel, sizeof rel, "snap/%s.part", name);
+        rv = mr_store__snap_open(w->tmp_path, rel, &r, errmsg);
         if (rv == 0) {
             rv = mr_store_snap_reader_verify(r, errmsg);
             mr_store_snap_reader_close(r);
@@ -491,7 +503,8 @@ int mr_store_snapshot_write(struct mr_store *st, mr_index index, mr_term term,
     return mr_store_snap_writer_finish(w, errmsg);
 }
 
-/* ---- receiver ------------------------------------------------------------------------ */
+/* ---- receiver ------------------------------------------------------------------------
+ */
 
 int mr_store_snap_receiver_begin(struct mr_store *st, mr_index index, mr_term term,
                                  const void *conf, size_t conf_len,
@@ -511,8 +524,9 @@ int mr_store_snap_receiver_write(struct mr_store_snap_receiver *rx, uint64_t off
     struct mr_store_snap_writer *w = &rx->w;
     uint64_t skip;
     if (off > w->written) {
-        mr_errmsg_printf(errmsg, "snapshot: chunk at offset %" PRIu64 ", expected %" PRIu64,
-                         off, w->written);
+        mr_errmsg_printf(errmsg,
+                         "snapshot: chunk at offset %" PRIu64 ", expected %" PRIu64, off,
+                         w->written);
         return MR_EINVAL;
     }
     if (off + len <= w->written) return 0; /* a resent chunk we already have */

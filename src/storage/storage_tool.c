@@ -24,12 +24,14 @@ static int dump_cb(void *arg, const struct mr_store_rec *r)
 {
     FILE *out = arg;
     uint32_t i, n = r->len < PREVIEW_BYTES ? r->len : PREVIEW_BYTES;
-    fprintf(out, "%" PRIu64 "\t%" PRIu64 "\t%s\t%u\t", r->index, r->term, type_name(r->type),
-            r->len);
+    fprintf(out, "%" PRIu64 "\t%" PRIu64 "\t%s\t%u\t", r->index, r->term,
+            type_name(r->type), r->len);
     for (i = 0; i < n; i++) {
         unsigned char c = r->data[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\') fputc(c, out);
-        else fprintf(out, "\\x%02x", c);
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            fputc(c, out);
+        else
+            fprintf(out, "\\x%02x", c);
     }
     if (n < r->len) fputs("...", out);
     fputc('\n', out);
@@ -64,8 +66,8 @@ int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err)
         return 2;
     }
     if (is_dump) fputs("index\tterm\ttype\tsize\tpayload\n", out);
-    rv = mr_store__recover(argv[1], mr_store_fs_default(), MR_STORE_SEGMENT_SIZE_DEFAULT, 1,
-                           NULL, 0, is_dump ? dump_cb : NULL, out, &rs, &rec, errmsg);
+    rv = mr_store__recover(argv[1], mr_store_fs_default(), MR_STORE_SEGMENT_SIZE_DEFAULT,
+                           1, NULL, 0, is_dump ? dump_cb : NULL, out, &rs, &rec, errmsg);
     if (rv == MR_ECORRUPT) {
         fprintf(err, "corrupt: %s\n", errmsg);
         return 3;
@@ -76,13 +78,15 @@ int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err)
     }
     if (!is_dump) {
         fprintf(out, "data dir: %s\n", argv[1]);
-        fprintf(out, "term: %" PRIu64 "\nvote: %" PRIu64 "\nnode id: %" PRIu64
-                     "\ncluster id: %" PRIu64 "\nlog start: %" PRIu64 "\n",
+        fprintf(out,
+                "term: %" PRIu64 "\nvote: %" PRIu64 "\nnode id: %" PRIu64
+                "\ncluster id: %" PRIu64 "\nlog start: %" PRIu64 "\n",
                 rec.term, rec.vote, rec.node_id, rec.cluster_id, rec.log_start);
         if (rec.has_snapshot) {
             const char *base = strrchr(rec.snap_path, '/');
-            fprintf(out, "snapshot: index %" PRIu64 " term %" PRIu64 " payload %" PRIu64
-                         " bytes membership %zu bytes (snap/%s)\n",
+            fprintf(out,
+                    "snapshot: index %" PRIu64 " term %" PRIu64 " payload %" PRIu64
+                    " bytes membership %zu bytes (snap/%s)\n",
                     rec.snap_index, rec.snap_term, rec.snap_size,
                     rec.snap_conf ? rec.snap_conf->len : 0,
                     base ? base + 1 : rec.snap_path);
@@ -99,8 +103,9 @@ int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err)
         for (i = 0; i < rs.n_segs; i++) {
             char name[SEG_NAME_LEN + 1];
             mr_store__seg_name(name, rs.segs[i].first);
-            fprintf(out, "  wal/%s first %" PRIu64 " last %" PRIu64 " records %" PRIu64
-                         " used %" PRIu64 " of %" PRIu64 " bytes\n",
+            fprintf(out,
+                    "  wal/%s first %" PRIu64 " last %" PRIu64 " records %" PRIu64
+                    " used %" PRIu64 " of %" PRIu64 " bytes\n",
                     name, rs.segs[i].first, rs.segs[i].last, rs.segs[i].n_records,
                     rs.segs[i].end, rs.segs[i].size);
         }

@@ -19,9 +19,12 @@ int mr_store__seg_name_parse(const char *name, mr_index *first)
     for (i = 0; i < 16; i++) {
         char c = name[i];
         int d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else return 0;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else
+            return 0;
         v = v << 4 | (mr_index)d;
     }
     *first = v;
@@ -151,8 +154,10 @@ int mr_store__seg_scan(const unsigned char *buf, uint64_t size, const char *reln
         return MR_ECORRUPT;
     }
     if (mr_get_u64(buf + 16) != name_first) {
-        mr_errmsg_printf(errmsg, "%s offset 16: header first index %" PRIu64
-                         " does not match the file name", relname, mr_get_u64(buf + 16));
+        mr_errmsg_printf(errmsg,
+                         "%s offset 16: header first index %" PRIu64
+                         " does not match the file name",
+                         relname, mr_get_u64(buf + 16));
         return MR_ECORRUPT;
     }
     expect = name_first;
@@ -161,13 +166,17 @@ int mr_store__seg_scan(const unsigned char *buf, uint64_t size, const char *reln
         if (rec_check(buf, size, o, &r, &why)) {
             uint32_t ss = mr_get_u32(buf + o + 28);
             if (r.index != expect) {
-                mr_errmsg_printf(errmsg, "%s offset %" PRIu64 ": record index %" PRIu64
-                                 ", expected %" PRIu64, relname, o, r.index, expect);
+                mr_errmsg_printf(errmsg,
+                                 "%s offset %" PRIu64 ": record index %" PRIu64
+                                 ", expected %" PRIu64,
+                                 relname, o, r.index, expect);
                 return MR_ECORRUPT;
             }
             if (r.term < prev_term) {
-                mr_errmsg_printf(errmsg, "%s offset %" PRIu64 ": term %" PRIu64
-                                 " goes back from %" PRIu64, relname, o, r.term, prev_term);
+                mr_errmsg_printf(errmsg,
+                                 "%s offset %" PRIu64 ": term %" PRIu64
+                                 " goes back from %" PRIu64,
+                                 relname, o, r.term, prev_term);
                 return MR_ECORRUPT;
             }
             if (ss > o || ss < MR_STORE_SEGMENT_HEADER) {

@@ -65,8 +65,18 @@ static void wipe_dir(const char *dir)
 
 /* ---- fault-injecting file operations ---------------------------------------- */
 
-enum { F_ANY, F_OPEN, F_PWRITE, F_FDATASYNC, F_FSYNC, F_RENAME, F_FTRUNCATE, F_FALLOCATE,
-       F_UNLINK, F_NKINDS };
+enum {
+    F_ANY,
+    F_OPEN,
+    F_PWRITE,
+    F_FDATASYNC,
+    F_FSYNC,
+    F_RENAME,
+    F_FTRUNCATE,
+    F_FALLOCATE,
+    F_UNLINK,
+    F_NKINDS
+};
 
 struct faults {
     struct mr_store_fs fs;
@@ -246,7 +256,8 @@ static void check_entry(const struct mr_raft_entry *e, mr_index i, mr_term t, si
     }
     assert_non_null(e->data);
     assert_int_equal(e->data->len, n);
-    for (k = 0; k < n; k++) assert_int_equal(e->data->data[k], (unsigned char)(i * 13 + t * 5 + k));
+    for (k = 0; k < n; k++)
+        assert_int_equal(e->data->data[k], (unsigned char)(i * 13 + t * 5 + k));
 }
 
 /* Appends [from, to] with `term`, `per` entries per call, then waits until
@@ -263,8 +274,8 @@ static uint64_t wait_seq(struct mr_store *st, uint64_t seq)
     }
 }
 
-static uint64_t append_range(struct mr_store *st, mr_index from, mr_index to, mr_term term,
-                             size_t max, size_t per, int wait_each)
+static uint64_t append_range(struct mr_store *st, mr_index from, mr_index to,
+                             mr_term term, size_t max, size_t per, int wait_each)
 {
     uint64_t seq = 0;
     mr_index i = from;
@@ -344,7 +355,8 @@ static void scan_file(const char *dir, mr_index first, struct recs *rs)
     seg_rel(rel, sizeof rel, first);
     b = slurp(path, &size);
     rs->n = 0;
-    assert_int_equal(mr_store__seg_scan(b, size, rel, first, 1, recs_cb, rs, &sc, errmsg), 0);
+    assert_int_equal(mr_store__seg_scan(b, size, rel, first, 1, recs_cb, rs, &sc, errmsg),
+                     0);
     mr_free(b);
 }
 
@@ -531,7 +543,8 @@ static void build_crash_log(const char *dir)
     mr_store_close(st);
 }
 
-static void test_store_crash_at_every_byte_of_the_tail_keeps_complete_records(void **state)
+static void
+test_store_crash_at_every_byte_of_the_tail_keeps_complete_records(void **state)
 {
     struct fx *f = *state;
     struct recs rs;
@@ -576,8 +589,7 @@ static void test_store_crash_at_every_byte_of_the_tail_keeps_complete_records(vo
             {
                 int rv = rw ? open_store(f->dir, 8192, NULL, &st, &rec, errmsg)
                             : open_ro(f->dir, &st, &rec, errmsg);
-                if (rv != 0)
-                    fail_msg("mode %d cut %" PRIu64 ": %s", mode, cut, errmsg);
+                if (rv != 0) fail_msg("mode %d cut %" PRIu64 ": %s", mode, cut, errmsg);
             }
             assert_int_equal(rec.n_entries, complete);
             for (k = 0; k < complete; k++)
@@ -632,8 +644,8 @@ static void test_store_bit_flip_in_any_record_names_file_and_offset(void **state
     mr_store_close(st);
     {
         struct mr_store_recovery r;
-        assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL, 0,
-                                           NULL, NULL, &r, &rec, errmsg),
+        assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL,
+                                           0, NULL, NULL, &r, &rec, errmsg),
                          0);
         assert_true(r.n_segs >= 2);
         for (s = 0; s < r.n_segs; s++) firsts[n_segs++] = r.segs[s].first;
@@ -666,10 +678,11 @@ static void test_store_bit_flip_in_any_record_names_file_and_offset(void **state
                 } else {
                     assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), MR_ECORRUPT);
                     assert_null(st);
-                    snprintf(want, sizeof want, "%s offset %" PRIu64 ": ", rel, rs.off[k]);
+                    snprintf(want, sizeof want, "%s offset %" PRIu64 ": ", rel,
+                             rs.off[k]);
                     if (strncmp(errmsg, want, strlen(want)) != 0)
-                        fail_msg("byte %" PRIu64 ": got \"%s\", want \"%s...\"", at, errmsg,
-                                 want);
+                        fail_msg("byte %" PRIu64 ": got \"%s\", want \"%s...\"", at,
+                                 errmsg, want);
                 }
             }
         }
@@ -713,9 +726,50 @@ static void test_store_corruption_in_a_synced_group_before_the_tail_is_fatal(voi
     memset(b + rs.off[3], 0, 32 + pad8(rs.len[3]));
     spit(path, b, size);
     assert_int_equal(open_store(f->dir, 8192, NULL, &st, &rec, errmsg), MR_ECORRUPT);
-    snprintf((char *)b, 128, "wal/0000000000000001.seg offset %" PRIu64 ": checksum mismatch",
-             rs.off[3]);
+    snprintf((char *)b, 128,
+             "wal/0000000000000001.seg offset %" PRIu64 ": checksum mismatch", rs.off[3]);
     assert_string_equal(errmsg, (char *)b);
+    mr_free(b);
+}
+
+static void test_store_bit_flip_in_the_last_write_group_is_a_torn_tail(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct recs rs;
+    char errmsg[MR_ERRMSG_SIZE], path[256], want[96];
+    unsigned char *b;
+    uint64_t size;
+    size_t k;
+
+    build_crash_log(f->dir); /* 1..5 one per group, then 6..8 as one group */
+    scan_file(f->dir, 1, &rs);
+    seg_abs(path, sizeof path, f->dir, 1);
+    b = slurp(path, &size);
+    for (k = 4; k < 8; k++) {
+        uint64_t at = rs.off[k] + 20 + k; /* inside the header's index field */
+        b[at] ^= 0x04;
+        spit(path, b, size);
+        b[at] ^= 0x04;
+        if (k == 4) {
+            assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), MR_ECORRUPT);
+            snprintf(want, sizeof want,
+                     "wal/0000000000000001.seg offset %" PRIu64 ": checksum mismatch",
+                     rs.off[4]);
+            assert_string_equal(errmsg, want);
+        } else {
+            /* 6..8 were never acknowledged as a group: cut from the damage */
+            assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), 0);
+            assert_int_equal(rec.n_entries, k);
+            assert_non_null(strstr(rec.note, "torn"));
+            mr_store_recovered_release(&rec);
+            /* read-only: refuses writes and leaves the file alone */
+            assert_int_equal(mr_store_truncate(st, 2, NULL), MR_EINVAL);
+            mr_store_close(st);
+        }
+    }
+    spit(path, b, size);
     mr_free(b);
 }
 
@@ -734,8 +788,8 @@ static void test_store_gap_between_segments_and_missing_meta_are_fatal(void **st
     mr_store_recovered_release(&rec);
     wait_seq(st, append_range(st, 1, 100, 1, 150, 4, 0));
     mr_store_close(st);
-    assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL, 0, NULL,
-                                       NULL, &r, &rec, errmsg),
+    assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL, 0,
+                                       NULL, NULL, &r, &rec, errmsg),
                      0);
     assert_true(r.n_segs >= 3);
     second = r.segs[1].first;
@@ -863,7 +917,8 @@ static size_t count_files(const char *dir, const char *suffix)
     return n;
 }
 
-static void test_store_compaction_deletes_whole_segments_and_records_boundary(void **state)
+static void
+test_store_compaction_deletes_whole_segments_and_records_boundary(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
@@ -880,7 +935,8 @@ static void test_store_compaction_deletes_whole_segments_and_records_boundary(vo
     assert_true(before >= 4);
     /* compaction needs a snapshot covering it */
     assert_int_equal(mr_store_compact(st, 150, NULL), MR_EINVAL);
-    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg), 0);
+    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg),
+                     0);
     assert_int_equal(mr_store_compact(st, 150, &seq), 0);
     wait_seq(st, seq);
     after = count_files(wal, ".seg");
@@ -959,7 +1015,8 @@ static void test_store_reset_after_installing_a_snapshot_starts_a_new_log(void *
     mr_store_close(st);
 }
 
-/* ---- randomized model check --------------------------------------------------------- */
+/* ---- randomized model check ---------------------------------------------------------
+ */
 
 struct model {
     mr_term term[2048]; /* term of index i (1-based), 0 = absent */
@@ -1043,12 +1100,12 @@ static void run_schedule(const char *dir, uint64_t seed)
             wait_seq(st, seq); /* the snapshot covers applied = durable entries */
             if (m.last <= m.snap) continue;
             at = m.snap + 1 + mr_rand_below(&r, m.last - m.snap);
-            assert_int_equal(mr_store_snapshot_write(st, at, m.term[at], "c", 1, "s", 1,
-                                                     errmsg),
-                             0);
+            assert_int_equal(
+                mr_store_snapshot_write(st, at, m.term[at], "c", 1, "s", 1, errmsg), 0);
             m.snap = at;
             m.snap_term = m.term[at];
-            assert_int_equal(mr_store_compact(st, at - mr_rand_below(&r, at < 3 ? at : 3), &seq), 0);
+            assert_int_equal(
+                mr_store_compact(st, at - mr_rand_below(&r, at < 3 ? at : 3), &seq), 0);
         } else if (pick < 86) { /* hard state */
             m.hs_term = cur_term;
             m.hs_vote = mr_rand_below(&r, 5);
@@ -1086,7 +1143,8 @@ static void test_store_random_workloads_match_an_in_memory_model(void **state)
     }
 }
 
-/* ---- metadata ----------------------------------------------------------------------- */
+/* ---- metadata -----------------------------------------------------------------------
+ */
 
 static void test_store_meta_crash_at_any_step_keeps_old_or_new_value(void **state)
 {
@@ -1166,7 +1224,8 @@ static void test_store_hard_state_is_durable_when_its_seq_completes(void **state
     mr_store_close(st);
 }
 
-/* ---- disk errors ---------------------------------------------------------------------- */
+/* ---- disk errors ----------------------------------------------------------------------
+ */
 
 static void check_fault(const char *dir, int kind, int err, int is_short)
 {
@@ -1242,7 +1301,8 @@ static void test_store_disk_errors_fail_the_store_without_damage(void **state)
     check_fault(f->dir, F_RENAME, -EIO, 0);
 }
 
-/* ---- snapshots -------------------------------------------------------------------------- */
+/* ---- snapshots
+ * -------------------------------------------------------------------------- */
 
 static void test_store_snapshot_round_trip_in_chunks_and_older_ones_removed(void **state)
 {
@@ -1263,12 +1323,10 @@ static void test_store_snapshot_round_trip_in_chunks_and_older_ones_removed(void
     assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
     assert_int_equal(mr_store_snap_reader_open(st, &r, errmsg), MR_ENOTFOUND);
-    assert_int_equal(mr_store_snapshot_write(st, 10, 2, "members", 7, payload_buf, 1000,
-                                             errmsg),
-                     0);
-    assert_int_equal(mr_store_snapshot_write(st, 20, 3, "members2", 8, payload_buf, plen,
-                                             errmsg),
-                     0);
+    assert_int_equal(
+        mr_store_snapshot_write(st, 10, 2, "members", 7, payload_buf, 1000, errmsg), 0);
+    assert_int_equal(
+        mr_store_snapshot_write(st, 20, 3, "members2", 8, payload_buf, plen, errmsg), 0);
     assert_int_equal(count_files(snapdir, ".snap"), 1);
     assert_int_equal(mr_store_snapshot_index(st), 20);
 
@@ -1299,18 +1357,18 @@ static void test_store_snapshot_round_trip_in_chunks_and_older_ones_removed(void
             ssize_t n = mr_store_snap_reader_read(r, off, chunk, sizeof chunk);
             assert_true(n >= 0);
             if (n == 0) break;
-            assert_int_equal(mr_store_snap_receiver_write(rx, off, chunk, (size_t)n, errmsg),
-                             0);
+            assert_int_equal(
+                mr_store_snap_receiver_write(rx, off, chunk, (size_t)n, errmsg), 0);
             if (off == 5000) /* a duplicate is harmless */
-                assert_int_equal(mr_store_snap_receiver_write(rx, off, chunk, (size_t)n,
-                                                              errmsg),
-                                 0);
+                assert_int_equal(
+                    mr_store_snap_receiver_write(rx, off, chunk, (size_t)n, errmsg), 0);
             off += (uint64_t)n;
         }
         assert_int_equal(mr_store_snap_receiver_offset(rx), plen);
         assert_int_equal(mr_store_snap_receiver_write(rx, plen + 10, chunk, 1, errmsg),
                          MR_EINVAL);
-        assert_int_equal(mr_store_snap_receiver_finish(rx, 1, info->payload_crc, errmsg), 0);
+        assert_int_equal(mr_store_snap_receiver_finish(rx, 1, info->payload_crc, errmsg),
+                         0);
         assert_int_equal(mr_store_snap_reader_open(st2, &r2, errmsg), 0);
         assert_int_equal(mr_store_snap_reader_info(r2)->size, plen);
         assert_int_equal(mr_store_snap_reader_read(r2, 299000, chunk, 5000), 1000);
@@ -1318,12 +1376,15 @@ static void test_store_snapshot_round_trip_in_chunks_and_older_ones_removed(void
         mr_store_snap_reader_close(r2);
 
         /* a receive whose bytes do not match the sender's checksum is refused */
-        assert_int_equal(mr_store_snap_receiver_begin(st2, 30, 3, "m", 1, &rx, errmsg), 0);
+        assert_int_equal(mr_store_snap_receiver_begin(st2, 30, 3, "m", 1, &rx, errmsg),
+                         0);
         assert_int_equal(mr_store_snap_receiver_write(rx, 0, "abc", 3, errmsg), 0);
-        assert_int_equal(mr_store_snap_receiver_finish(rx, 1, 12345, errmsg), MR_ECORRUPT);
+        assert_int_equal(mr_store_snap_receiver_finish(rx, 1, 12345, errmsg),
+                         MR_ECORRUPT);
         assert_int_equal(mr_store_snapshot_index(st2), 20);
         /* an aborted receive leaves nothing behind */
-        assert_int_equal(mr_store_snap_receiver_begin(st2, 40, 3, "m", 1, &rx, errmsg), 0);
+        assert_int_equal(mr_store_snap_receiver_begin(st2, 40, 3, "m", 1, &rx, errmsg),
+                         0);
         mr_store_snap_receiver_abort(rx);
         {
             char d2[256];
@@ -1384,9 +1445,8 @@ static void test_store_corrupt_snapshot_header_or_payload_is_detected(void **sta
 
     assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
-    assert_int_equal(mr_store_snapshot_write(st, 9, 2, "conf", 4, "payload-bytes", 13,
-                                             errmsg),
-                     0);
+    assert_int_equal(
+        mr_store_snapshot_write(st, 9, 2, "conf", 4, "payload-bytes", 13, errmsg), 0);
     mr_store_close(st);
     mr_store__snap_name(name, 9, 2);
     snprintf(path, sizeof path, "%s/snap/%s", f->dir, name);
@@ -1418,7 +1478,8 @@ static void test_store_corrupt_snapshot_header_or_payload_is_detected(void **sta
     mr_store_close(st);
 }
 
-/* ---- the data tool ------------------------------------------------------------------------ */
+/* ---- the data tool
+ * ------------------------------------------------------------------------ */
 
 static int run_tool(const char *cmd, const char *dir, char **out, char **err)
 {
@@ -1468,7 +1529,8 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
     free(err);
 
     assert_int_equal(run_tool("dump", f->dir, &out, &err), 0);
-    assert_non_null(strstr(out, "1\t3\tnormal\t23\t{\"op\":\"put\",\"key\":\"a\"}\\x0a\n"));
+    assert_non_null(
+        strstr(out, "1\t3\tnormal\t23\t{\"op\":\"put\",\"key\":\"a\"}\\x0a\n"));
     assert_non_null(strstr(out, "\n50\t3\tnormal\t"));
     free(out);
     free(err);
@@ -1502,8 +1564,8 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
         struct stat sb1, sb2;
         mr_index last_first;
         struct mr_store_recovery r;
-        assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL, 0,
-                                           NULL, NULL, &r, &rec, errmsg),
+        assert_int_equal(mr_store__recover(f->dir, mr_store_fs_default(), 4096, 1, NULL,
+                                           0, NULL, NULL, &r, &rec, errmsg),
                          0);
         last_first = r.segs[r.n_segs - 1].first;
         mr_store__recovery_free(&r);
@@ -1528,12 +1590,12 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_store_fresh_dir_is_initialised_and_reopens_empty,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_fresh_dir_is_initialised_and_reopens_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_appends_survive_reopen_across_segments,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_group_commit_syncs_once_per_batch, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_group_commit_syncs_once_per_batch,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_crash_at_every_byte_of_the_tail_keeps_complete_records, setup,
             teardown),
@@ -1542,6 +1604,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_store_corruption_in_a_synced_group_before_the_tail_is_fatal, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_bit_flip_in_the_last_write_group_is_a_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_gap_between_segments_and_missing_meta_are_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown(
@@ -1552,7 +1616,8 @@ int main(void)
             test_store_compaction_deletes_whole_segments_and_records_boundary, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
-            test_store_reset_after_installing_a_snapshot_starts_a_new_log, setup, teardown),
+            test_store_reset_after_installing_a_snapshot_starts_a_new_log, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_store_random_workloads_match_an_in_memory_model, setup, teardown),
         cmocka_unit_test_setup_teardown(
@@ -1568,8 +1633,8 @@ int main(void)
             test_store_snapshot_payload_can_come_from_a_forked_child, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_corrupt_snapshot_header_or_payload_is_detected, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_tool_verifies_and_dumps_with_exit_codes,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_tool_verifies_and_dumps_with_exit_codes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
