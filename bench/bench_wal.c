@@ -252,7 +252,7 @@ int main(int argc, char **argv)
     const char *base;
     double secs = 2.0;
     int own = 0;
-    if (argc > 1) {
+    if (argc > 1 && argv[1][0] != '\0') {
         base = argv[1];
         mkdir(base, 0755);
     } else {
