@@ -49,9 +49,20 @@ static int setup(void **state)
     return 0;
 }
 
+/* The seed of the randomized run in progress, printed if it fails. */
+static uint64_t g_seed;
+static int g_seed_active;
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
+    if (g_seed_active) {
+        fprintf(stderr,
+                "random workload failed with seed 0x%" PRIx64
+                " (replay: MR_TEST_SEED=0x%" PRIx64 ")\n",
+                g_seed, g_seed);
+        g_seed_active = 0;
+    }
     nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;
@@ -1050,6 +1061,89 @@ static void check_model(const struct model *m, const struct mr_store_recovered *
     }
 }
 
+/* A write or sync fails at a random point while appends are in flight; the
+ * store must fail cleanly, and after a restart hold a prefix of what was
+ * queued that includes everything it had reported durable. */
+static void crash_step(const char *dir, struct mr_rand *r, struct model *m,
+                       struct faults *fl, struct mr_store **stp, mr_term *cur_term,
+                       uint64_t pending)
+{
+    static const int kinds[] = {F_PWRITE, F_FDATASYNC, F_FSYNC, F_FALLOCATE, F_RENAME};
+    static const int errs[] = {-EIO, -ENOSPC};
+    struct mr_store *st = *stp;
+    struct mr_store_recovered rec;
+    struct mr_store_progress p;
+    char errmsg[MR_ERRMSG_SIZE];
+    mr_index queued = m->last, i;
+    mr_term hs[10];
+    mr_node_id votes[10];
+    int n_hs = 1, ok_hs = 0;
+    uint64_t seq = 0;
+    int n = 1 + (int)mr_rand_below(r, 8), rv = 0, k;
+
+    hs[0] = m->hs_term;
+    votes[0] = m->hs_vote;
+
+    wait_seq(st, pending); /* what came before is durable */
+    pthread_mutex_lock(&fl->mu);
+    fl->is_sticky = 1;
+    fl->is_short = (int)mr_rand_below(r, 2);
+    pthread_mutex_unlock(&fl->mu);
+    faults_arm(fl, kinds[mr_rand_below(r, 5)], 1 + mr_rand_below(r, 4),
+               errs[mr_rand_below(r, 2)]);
+    for (k = 0; k < n && rv == 0; k++) {
+        struct mr_raft_entry e[8];
+        size_t cnt = 1 + (size_t)mr_rand_below(r, 8), j;
+        if (queued + cnt >= 2000) break;
+        if (mr_rand_below(r, 4) == 0) {
+            hs[n_hs] = *cur_term + (mr_term)k;
+            votes[n_hs] = 1 + mr_rand_below(r, 3);
+            rv = mr_store_save_hard_state(st, hs[n_hs], votes[n_hs], &seq);
+            if (rv == 0) n_hs++;
+            continue;
+        }
+        for (j = 0; j < cnt; j++) {
+            e[j].index = queued + 1 + j;
+            e[j].term = *cur_term;
+            e[j].type = MR_RAFT_ENTRY_NORMAL;
+            e[j].data = payload(e[j].index, *cur_term, 64);
+        }
+        rv = mr_store_append(st, e, cnt, &seq);
+        for (j = 0; j < cnt; j++) mr_rcbuf_unref(e[j].data);
+        if (rv == 0) {
+            for (j = 0; j < cnt; j++) m->term[queued + 1 + j] = *cur_term;
+            queued += cnt;
+        }
+    }
+    assert_true(rv == 0 || rv == MR_EDISKFAIL);
+    if (seq != 0) wait_seq(st, seq);
+    mr_store_poll(st, &p);
+    mr_store_close(st);
+    pthread_mutex_lock(&fl->mu);
+    fl->fail_at = 0;
+    fl->is_sticky = 0;
+    fl->is_short = 0;
+    pthread_mutex_unlock(&fl->mu);
+
+    assert_int_equal(open_store(dir, 4096, &fl->fs, stp, &rec, errmsg), 0);
+    if (p.error == 0) assert_int_equal(rec.last_index, queued);
+    assert_true(rec.last_index >= p.persisted_index);
+    assert_true(rec.last_index >= m->last);
+    assert_true(rec.last_index <= queued);
+    for (i = 0; i < rec.n_entries; i++) {
+        mr_index idx = rec.entries[i].index;
+        check_entry(&rec.entries[i], idx, m->term[idx], 64);
+    }
+    for (k = 0; k < n_hs; k++) /* the old value or one of the queued ones */
+        if (rec.term == hs[k] && rec.vote == votes[k]) ok_hs = 1;
+    assert_true(ok_hs);
+    m->last = rec.last_index; /* the rest was never acknowledged */
+    m->hs_term = rec.term;
+    m->hs_vote = rec.vote;
+    (*cur_term)++;
+    mr_store_recovered_release(&rec);
+}
+
 static void run_schedule(const char *dir, uint64_t seed)
 {
     struct mr_rand r;
@@ -1062,6 +1156,8 @@ static void run_schedule(const char *dir, uint64_t seed)
     uint64_t seq = 0;
     int step, steps;
 
+    g_seed = seed;
+    g_seed_active = 1;
     mr_rand_seed(&r, seed);
     memset(&m, 0, sizeof m);
     faults_init(&fl);
@@ -1110,6 +1206,9 @@ static void run_schedule(const char *dir, uint64_t seed)
             m.hs_term = cur_term;
             m.hs_vote = mr_rand_below(&r, 5);
             assert_int_equal(mr_store_save_hard_state(st, m.hs_term, m.hs_vote, &seq), 0);
+        } else if (pick < 94) { /* disk failure mid-write, then restart */
+            crash_step(dir, &r, &m, &fl, &st, &cur_term, seq);
+            seq = 0;
         } else { /* restart */
             mr_store_close(st);
             assert_int_equal(open_store(dir, 4096, &fl.fs, &st, &rec, errmsg), 0);
@@ -1124,6 +1223,7 @@ static void run_schedule(const char *dir, uint64_t seed)
     mr_store_recovered_release(&rec);
     mr_store_close(st);
     pthread_mutex_destroy(&fl.mu);
+    g_seed_active = 0;
 }
 
 static void test_store_random_workloads_match_an_in_memory_model(void **state)
@@ -1137,6 +1237,9 @@ static void test_store_random_workloads_match_an_in_memory_model(void **state)
         run_schedule(dir, strtoull(one, NULL, 0));
         return;
     }
+    print_message("random workloads: %lu seeded runs from 0x5eed0000 (MR_SCHEDULES, "
+                  "MR_TEST_SEED)\n",
+                  runs);
     for (i = 0; i < runs; i++) {
         uint64_t seed = 0x5eed0000u + i;
         run_schedule(dir, seed);
