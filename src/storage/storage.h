@@ -23,7 +23,11 @@
  * group unless some valid record after X belongs to a group that started after
  * X. In the first case the tail from X is cut (and reported in `note`); in the
  * second the damage sits under acknowledged data and recovery fails with
- * MR_ECORRUPT naming the file and offset.
+ * MR_ECORRUPT naming the file and offset. (Damage inside the last write group
+ * cannot be told apart from a torn write: it is cut too, and always reported
+ * in `note`, never silently.) Only the newest segment can be torn: a full
+ * segment is fdatasynced before the next one is created, and a new segment's
+ * header and directory entry are durable before records go in.
  *
  * Threads. Appends, truncations, compactions and hard-state writes go into one
  * ordered queue drained by a private writer thread, which writes everything
