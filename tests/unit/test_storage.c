@@ -867,6 +867,50 @@ static void test_store_torn_header_of_a_new_last_segment_is_removed(void **state
     mr_store_close(st);
 }
 
+static void test_store_open_survives_allocation_failure_at_every_step(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    char errmsg[MR_ERRMSG_SIZE];
+    unsigned long n;
+    long live;
+    int is_rw;
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    wait_seq(st, append_range(st, 1, 120, 1, 100, 10, 0));
+    assert_int_equal(mr_store_snapshot_write(st, 50, 1, "conf", 4, "payload", 7, errmsg),
+                     0);
+    mr_store_close(st);
+    for (is_rw = 0; is_rw < 2; is_rw++) {
+        int failures = 0, successes = 0;
+        for (n = 1; n <= 300; n++) {
+            int rv;
+            live = mr_alloc_live();
+            mr_alloc_fail_at(n, 0);
+            rv = is_rw ? open_store(f->dir, 4096, NULL, &st, &rec, errmsg)
+                       : open_ro(f->dir, &st, &rec, errmsg);
+            mr_alloc_fail_at(0, 0);
+            if (rv == 0) {
+                assert_int_equal(rec.n_entries, 70);
+                check_entry(&rec.entries[69], 120, 1, 100);
+                mr_store_recovered_release(&rec);
+                mr_store_close(st);
+                successes++;
+            } else {
+                assert_int_equal(rv, MR_ENOMEM);
+                assert_null(st);
+                failures++;
+            }
+            assert_int_equal(mr_alloc_live(), live); /* nothing leaked */
+        }
+        /* ~90 allocations in an open: the first ones all fail it */
+        assert_true(failures >= 70);
+        assert_true(successes >= 100);
+    }
+}
+
 /* ---- truncation, compaction, reset ----------------------------------------------- */
 
 static void test_store_truncate_replaces_a_conflicting_suffix(void **state)
@@ -1713,6 +1757,8 @@ int main(void)
             test_store_gap_between_segments_and_missing_meta_are_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_torn_header_of_a_new_last_segment_is_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_open_survives_allocation_failure_at_every_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_truncate_replaces_a_conflicting_suffix,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
