@@ -119,7 +119,7 @@ int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errms
             goto fail;
         }
     }
-    rv = mr_sm_vm_new(&sm->vm, sm->src, sm->srclen, sm->name, sm->mem_limit, errmsg);
+    rv = mr_sm_vm_new(&sm->vm, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit, errmsg);
     if (rv != 0) goto fail;
     *out = sm;
     return 0;
@@ -362,7 +362,7 @@ static int restore_body(lua_State *L)
 int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
 {
     struct mr_sm_vm *fresh;
-    int rv = mr_sm_vm_new(&fresh, sm->src, sm->srclen, sm->name, sm->mem_limit, errmsg);
+    int rv = mr_sm_vm_new(&fresh, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit, errmsg);
     if (rv != 0) {
         mr_errmsg_wrapf(errmsg, "restore");
         return rv;

@@ -38,7 +38,8 @@
  * encoder) and `cjson` (an alias of `json`, for scripts written for
  * lua-cjson). Strings must be valid UTF-8; NaN and infinities are refused.
  *
- * Budgets. Each apply/query call runs under an instruction budget
+ * Budgets. Loading the script and each apply/query call run under the
+ * instruction budget
  * (LUA_MASKCOUNT hook). Once tripped the hook fires on every instruction, so
  * the script's own pcall cannot swallow it. The Lua heap has a byte cap
  * enforced by the allocator during load, apply and query (not during snapshot

@@ -62,11 +62,11 @@ static inline struct mr_sm_vm *mr_sm_vm_of(lua_State *L)
 }
 
 /* Creates a sandboxed state (libraries, replacements, json, canonical) and
- * loads the script into it, checking the contract and capturing the four
+ * loads the script into it (under `budget` instructions), checking the contract and capturing the four
  * functions as registry refs; then locks globals. On failure returns
  * MR_ESCRIPT/MR_ENOMEM with errmsg and frees everything. */
 int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const char *name,
-                 uint64_t mem_limit, char *errmsg);
+                 uint64_t budget, uint64_t mem_limit, char *errmsg);
 void mr_sm_vm_free(struct mr_sm_vm *vm);
 
 /* Protected call helper (STYLE 14): the function and its nargs arguments are

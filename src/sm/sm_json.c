@@ -39,6 +39,7 @@ int mr_sm_buf_reserve(struct mr_sm_buf *b, size_t extra)
 
 int mr_sm_buf_append(struct mr_sm_buf *b, const void *data, size_t n)
 {
+    if (n == 0) return 0;
     if (mr_sm_buf_reserve(b, n) != 0) return MR_ENOMEM;
     memcpy(b->p + b->len, data, n);
     b->len += n;
@@ -269,7 +270,7 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth, ch
         struct mr_sm_key *k = &js->keys[base + i];
         if (k->is_int) k->s = js->numbuf.p + k->numoff;
     }
-    qsort(js->keys + base, count, sizeof *js->keys, key_cmp);
+    if (count > 1) qsort(js->keys + base, count, sizeof *js->keys, key_cmp);
     if ((rv = buf_putc(out, '{')) != 0) return rv;
     for (size_t i = 0; i < count; i++) {
         /* Re-read through the array each time: nested levels may move it. */
@@ -719,7 +720,7 @@ static int l_keys(lua_State *L)
         e->is_int = 0;
         count++;
     }
-    qsort(js->keys + base, count, sizeof *js->keys, key_cmp);
+    if (count > 1) qsort(js->keys + base, count, sizeof *js->keys, key_cmp);
     size_t n = (lua_Unsigned)limit < count ? (size_t)limit : count;
     /* Pushing keys cannot move js->keys, but may raise on OOM: reset the
      * stack first so that a longjmp leaves it consistent (the key strings

@@ -385,7 +385,7 @@ static int setup(lua_State *L)
 }
 
 int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const char *name,
-                 uint64_t mem_limit, char *errmsg)
+                 uint64_t budget, uint64_t mem_limit, char *errmsg)
 {
     struct mr_sm_vm *vm = mr_calloc(1, sizeof *vm);
     if (vm == NULL) {
@@ -407,7 +407,7 @@ int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const ch
     struct setup_args a = {vm, src, srclen, name};
     lua_pushcfunction(vm->L, setup);
     lua_pushlightuserdata(vm->L, &a);
-    int st = mr_sm_vm_pcall(vm, 1, 0, MR_SM_BULK_INSTRUCTION_BUDGET, 1);
+    int st = mr_sm_vm_pcall(vm, 1, 0, budget, 1);
     if (st != MR_SM_OK) {
         /* The message without the traceback: "kv.lua:3: '=' expected". */
         const char *msg = lua_tostring(vm->L, -1);
