@@ -180,6 +180,12 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg);
  * Errors as mr_sm_snapshot. */
 int mr_sm_state_hash(struct mr_sm *sm, char hex[65], char *errmsg);
 
+/* Checks that [s, s+len) is one JSON value exactly as mr_sm_apply will parse
+ * it (RFC 8259, UTF-8 checked, nesting up to MR_SM_JSON_MAX_DEPTH). Pure C, no
+ * Lua state: the HTTP layer can reject a bad command before proposing it.
+ * Returns 0, or MR_EMALFORMED with errmsg "invalid JSON at byte N: why". */
+int mr_sm_json_validate(const char *s, size_t len, char *errmsg);
+
 /* SHA-256 hex of a byte range (helper shared with the fork path). */
 void mr_sm_sha256_hex(const void *data, size_t len, char hex[65]);
 

@@ -36,6 +36,26 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Closes every descriptor from 3 up except the two the child needs, so that
+ * a long-running child does not keep the node's listening sockets, peer
+ * connections or WAL files open after the parent has gone. */
+static void close_other_fds(int a, int b)
+{
+    if (a > b) {
+        int t = a;
+        a = b;
+        b = t;
+    }
+    unsigned lo = 3;
+    int keep[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < (int)lo) continue;
+        if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
+        lo = (unsigned)keep[i] + 1;
+    }
+    close_range(lo, ~0u, 0);
+}
+
 static void child_main(struct mr_sm *sm, int fd, int pipefd)
 {
     struct report r;
@@ -47,6 +67,7 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
+    close_other_fds(fd, pipefd);
     struct mr_sm_vm *vm = mr_sm_vm_get(sm);
     int rv = mr_sm_vm_snapshot(vm, &data, &len, r.msg);
     if (rv == 0) {

@@ -429,11 +429,11 @@ static int dec_string(struct dec *d)
             d->p++;
             continue;
         }
-        if (b == NULL) {
+        if (b == NULL && d->L != NULL) {
             b = &d->vm->js.str;
             b->len = 0;
         }
-        if (mr_sm_buf_append(b, run, (size_t)(d->p - run)) != 0) return MR_ENOMEM;
+        if (b != NULL && mr_sm_buf_append(b, run, (size_t)(d->p - run)) != 0) return MR_ENOMEM;
         if (d->end - d->p < 2) return dec_fail(d, "unterminated escape");
         char e = d->p[1], ch;
         d->p += 2;
@@ -458,7 +458,7 @@ static int dec_string(struct dec *d)
                 d->p += 6;
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
-            if (put_utf8(b, cp) != 0) return MR_ENOMEM;
+            if (b != NULL && put_utf8(b, cp) != 0) return MR_ENOMEM;
             run = d->p;
             continue;
         }
@@ -466,10 +466,12 @@ static int dec_string(struct dec *d)
             d->p -= 2;
             return dec_fail(d, "bad escape");
         }
-        if (buf_putc(b, ch) != 0) return MR_ENOMEM;
+        if (b != NULL && buf_putc(b, ch) != 0) return MR_ENOMEM;
         run = d->p;
     }
-    if (b == NULL) {
+    if (d->L == NULL) {
+        /* validating only */
+    } else if (b == NULL) {
         lua_pushlstring(d->L, start, (size_t)(d->p - start));
     } else {
         if (mr_sm_buf_append(b, run, (size_t)(d->p - run)) != 0) return MR_ENOMEM;
@@ -520,6 +522,7 @@ static int dec_number(struct dec *d)
         while (p < d->end && *p >= '0' && *p <= '9') p++;
     }
     d->p = p;
+    if (d->L == NULL) return 0;
     if (is_int && !overflow) {
         if (!neg && acc <= (uint64_t)INT64_MAX) {
             lua_pushinteger(d->L, (lua_Integer)acc);
@@ -547,9 +550,11 @@ static int dec_value(struct dec *d, int depth)
     if (depth > MR_SM_JSON_MAX_DEPTH) return dec_fail(d, "nesting too deep");
     switch (*d->p) {
     case '{': {
-        if (!lua_checkstack(d->L, 4)) return MR_ENOMEM;
+        if (d->L != NULL) {
+            if (!lua_checkstack(d->L, 4)) return MR_ENOMEM;
+            lua_createtable(d->L, 0, 0);
+        }
         d->p++;
-        lua_createtable(d->L, 0, 0);
         skip_ws(d);
         if (d->p < d->end && *d->p == '}') {
             d->p++;
@@ -563,7 +568,7 @@ static int dec_value(struct dec *d, int depth)
             if (d->p >= d->end || *d->p != ':') return dec_fail(d, "':' expected");
             d->p++;
             if ((rv = dec_value(d, depth + 1)) != 0) return rv;
-            lua_rawset(d->L, -3);
+            if (d->L != NULL) lua_rawset(d->L, -3);
             skip_ws(d);
             if (d->p < d->end && *d->p == ',') {
                 d->p++;
@@ -578,11 +583,13 @@ static int dec_value(struct dec *d, int depth)
     }
     case '[': {
         lua_Integer i = 0;
-        if (!lua_checkstack(d->L, 4)) return MR_ENOMEM;
+        if (d->L != NULL) {
+            if (!lua_checkstack(d->L, 4)) return MR_ENOMEM;
+            lua_createtable(d->L, 0, 0);
+            lua_rawgeti(d->L, LUA_REGISTRYINDEX, d->vm->ref_array_mt);
+            lua_setmetatable(d->L, -2);
+        }
         d->p++;
-        lua_createtable(d->L, 0, 0);
-        lua_rawgeti(d->L, LUA_REGISTRYINDEX, d->vm->ref_array_mt);
-        lua_setmetatable(d->L, -2);
         skip_ws(d);
         if (d->p < d->end && *d->p == ']') {
             d->p++;
@@ -590,7 +597,8 @@ static int dec_value(struct dec *d, int depth)
         }
         while (1) {
             if ((rv = dec_value(d, depth + 1)) != 0) return rv;
-            lua_rawseti(d->L, -2, ++i);
+            ++i;
+            if (d->L != NULL) lua_rawseti(d->L, -2, i);
             skip_ws(d);
             if (d->p < d->end && *d->p == ',') {
                 d->p++;
@@ -608,21 +616,21 @@ static int dec_value(struct dec *d, int depth)
     case 't':
         if (d->end - d->p >= 4 && memcmp(d->p, "true", 4) == 0) {
             d->p += 4;
-            lua_pushboolean(d->L, 1);
+            if (d->L != NULL) lua_pushboolean(d->L, 1);
             return 0;
         }
         return dec_fail(d, "unexpected character");
     case 'f':
         if (d->end - d->p >= 5 && memcmp(d->p, "false", 5) == 0) {
             d->p += 5;
-            lua_pushboolean(d->L, 0);
+            if (d->L != NULL) lua_pushboolean(d->L, 0);
             return 0;
         }
         return dec_fail(d, "unexpected character");
     case 'n':
         if (d->end - d->p >= 4 && memcmp(d->p, "null", 4) == 0) {
             d->p += 4;
-            lua_pushlightuserdata(d->L, NULL);
+            if (d->L != NULL) lua_pushlightuserdata(d->L, NULL);
             return 0;
         }
         return dec_fail(d, "unexpected character");
@@ -647,6 +655,17 @@ int mr_sm_json_decode(lua_State *L, const char *s, size_t len, char *errmsg)
         return rv;
     }
     return 0;
+}
+
+int mr_sm_json_validate(const char *s, size_t len, char *errmsg)
+{
+    struct dec d = {NULL, NULL, s, s, s + len, errmsg};
+    int rv = dec_value(&d, 0);
+    if (rv == 0) {
+        skip_ws(&d);
+        if (d.p != d.end) rv = dec_fail(&d, "trailing characters after the value");
+    }
+    return rv;
 }
 
 /* ---- Lua functions ----------------------------------------------------------- */

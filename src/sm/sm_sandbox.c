@@ -86,6 +86,10 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget, in
     lua_sethook(L, NULL, 0, 0);
     lua_remove(L, base);
     if (st == LUA_OK) return MR_SM_OK;
+    if (!lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "(error object is not a string)");
+    }
     if (vm->budget_tripped) return MR_SM_BUDGET_EXCEEDED;
     /* LUA_ERRERR: the message handler itself failed, which under a heap cap
      * means it could not allocate the traceback. */
@@ -94,10 +98,6 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget, in
         lua_pushliteral(L, "not enough memory (Lua heap limit reached)");
         lua_gc(L, LUA_GCCOLLECT);
         return MR_SM_MEMORY_EXCEEDED;
-    }
-    if (!lua_isstring(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushliteral(L, "(error object is not a string)");
     }
     return MR_SM_SCRIPT_ERROR;
 }
@@ -214,10 +214,13 @@ static int l_sort(lua_State *L)
 static int l_setmetatable(lua_State *L)
 {
     if (lua_type(L, 2) == LUA_TTABLE) {
-        if (lua_getfield(L, 2, "__gc") != LUA_TNIL)
+        /* raw lookups: that is how Lua itself finds __gc and __mode */
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
             return luaL_error(L, "setmetatable: __gc is not allowed in the sandbox "
                                  "(finalizers would run at different times on each node)");
-        if (lua_getfield(L, 2, "__mode") != LUA_TNIL)
+        lua_pushliteral(L, "__mode");
+        if (lua_rawget(L, 2) != LUA_TNIL)
             return luaL_error(L, "setmetatable: __mode is not allowed in the sandbox "
                                  "(weak tables would differ between nodes)");
         lua_pop(L, 2);

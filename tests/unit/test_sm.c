@@ -209,8 +209,8 @@ static void test_setmetatable_refuses_finalizers_and_weak_tables(void **state)
 static void test_random_is_seeded_from_the_entry(void **state)
 {
     (void)state;
-    struct mr_sm *a = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    struct mr_sm *b = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    struct mr_sm *a = open_script(FIXTURE("sm_probe.lua"), 1000000, 32u << 20);
+    struct mr_sm *b = open_script(FIXTURE("sm_probe.lua"), 1000000, 32u << 20);
     const char *code = "return {math.random(), ctx.random(1, 1000000), math.random(5), "
                        "ctx.random(math.mininteger, math.maxinteger)}";
     struct mr_sm_result ra = {0}, rb = {0}, rc = {0};
@@ -228,6 +228,19 @@ static void test_random_is_seeded_from_the_entry(void **state)
     assert_string_equal(ra.json, rb.json);
     mr_sm_result_free(&ra);
     mr_sm_result_free(&rb);
+    /* failures are identical too: budget, memory, errors */
+    static const char *const failing[] = {
+        "local n = 0; while true do n = n + 1 end",
+        "local t = {}; for i = 1, 1e9 do t[i] = {i} end",
+        "error('x' .. math.random(1000))",
+        "table.sort({3, 2, 1}, function(x, y) while true do end end)"};
+    for (size_t i = 0; i < sizeof failing / sizeof *failing; i++) {
+        assert_int_equal(eval_at(a, 9, failing[i], &ra), eval_at(b, 9, failing[i], &rb));
+        assert_true(ra.status != MR_SM_OK);
+        assert_string_equal(ra.error, rb.error);
+        mr_sm_result_free(&ra);
+        mr_sm_result_free(&rb);
+    }
     expect_eval(a, "local x = math.random(3, 5); return x >= 3 and x <= 5", "true");
     expect_eval(a, "local x = math.random(); return x >= 0 and x < 1", "true");
     expect_eval_error(a, "math.randomseed(42)", MR_SM_SCRIPT_ERROR, "disabled");
@@ -338,6 +351,10 @@ static void test_invalid_json_is_reported_with_its_position(void **state)
         if (apply_at(sm, 1, bad[i], &res) != MR_SM_INVALID_JSON)
             fail_msg("'%s' was accepted", bad[i]);
         assert_non_null(strstr(res.error, "invalid JSON at byte"));
+        /* the Lua-free validator agrees, word for word */
+        char errmsg[MR_ERRMSG_SIZE] = "";
+        assert_int_equal(mr_sm_json_validate(bad[i], strlen(bad[i]), errmsg), MR_EMALFORMED);
+        assert_string_equal(errmsg, res.error);
         mr_sm_result_free(&res);
     }
     /* nesting limit */
@@ -352,6 +369,9 @@ static void test_invalid_json_is_reported_with_its_position(void **state)
     assert_int_equal(res.status, MR_SM_INVALID_JSON);
     assert_non_null(strstr(res.error, "too deep"));
     mr_sm_result_free(&res);
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    assert_int_equal(mr_sm_json_validate(deep, 2 * (MR_SM_JSON_MAX_DEPTH + 5), errmsg),
+                     MR_EMALFORMED);
     mr_sm_close(sm);
 }
 
@@ -375,6 +395,8 @@ static void test_json_values_round_trip_exactly(void **state)
         /* \u00e9 comes back as raw UTF-8 */
         const char *want = strcmp(same[i], "\"h\\u00e9\"") == 0 ? "\"h\xc3\xa9\"" : same[i];
         expect_apply(sm, 1, cmd, want);
+        char errmsg[MR_ERRMSG_SIZE] = "";
+        if (mr_sm_json_validate(cmd, strlen(cmd), errmsg) != 0) fail_msg("%s: %s", cmd, errmsg);
     }
     /* spelling normalised: keys sorted, whitespace gone, exponent forms, surrogates */
     expect_apply(sm, 1, "{\"op\":\"echo\",\"v\": { \"b\" : 1 , \"a\" : [ 2 ] } }",
