@@ -35,8 +35,12 @@
  * `[]` re-encodes as `[]`, and always writes object keys sorted bytewise, so
  * every encoding is canonical. Scripts see it as `json` (encode, decode,
  * null, array(t) marks a table as an array), `canonical.encode` (the same
- * encoder) and `cjson` (an alias of `json`, for scripts written for
- * lua-cjson). Strings must be valid UTF-8; NaN and infinities are refused.
+ * encoder), `canonical.keys(t [, prefix [, limit]])` (the string keys of t,
+ * sorted, in C: the deterministic way to iterate) and `cjson` (an alias of
+ * `json`, for scripts written for lua-cjson). Strings must be valid UTF-8;
+ * NaN and infinities are refused. Tables whose keys are exactly 1..n encode
+ * as arrays, others as objects (integer keys become strings); an empty
+ * table is `{}` unless marked with json.array.
  *
  * Budgets. Loading the script and each apply/query call run under the
  * instruction budget
@@ -61,9 +65,11 @@
  * returned, so watchers see every change that happened.
  *
  * Determinism caveats the host cannot remove: `pairs`/`next` order differs
- * between processes (Lua seeds string hashing per process), and
- * `tostring(table)`/`%p` show addresses. Never let either reach the state,
- * a result or a snapshot; sort keys, or use canonical.encode.
+ * between processes (Lua seeds string hashing per process); `#t` on a table
+ * with holes depends on the table's layout, which differs between a replica
+ * that replayed the log and one restored from a snapshot; and
+ * `tostring(table)`/`%p` show addresses. Never let any of them reach the
+ * state, a result or a snapshot: use canonical.keys / canonical.encode.
  *
  * Threading: an mr_sm is used by one thread at a time. Nothing here touches
  * libuv. */

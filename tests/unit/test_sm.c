@@ -423,6 +423,76 @@ static void test_json_values_round_trip_exactly(void **state)
     mr_sm_close(sm);
 }
 
+/* Random JSON in canonical form (sorted unique keys, integers, strings with
+ * escapes and multi-byte UTF-8), from a seeded generator. */
+static void gen_string(struct mr_rand *r, char **p)
+{
+    static const char *const pieces[] = {"a", "Z", "0", " ", "\\n", "\\\"", "\\\\",
+                                         "\\u0001", "\xc3\xa9", "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80", "/", "\\t"};
+    int n = (int)mr_rand_below(r, 6);
+    *(*p)++ = '"';
+    for (int i = 0; i < n; i++) {
+        const char *s = pieces[mr_rand_below(r, sizeof pieces / sizeof *pieces)];
+        size_t l = strlen(s);
+        memcpy(*p, s, l);
+        *p += l;
+    }
+    *(*p)++ = '"';
+}
+
+static void gen_value(struct mr_rand *r, char **p, int depth)
+{
+    int kind = (int)mr_rand_below(r, depth > 4 ? 5 : 7);
+    switch (kind) {
+    case 0: *p += sprintf(*p, "null"); break;
+    case 1: *p += sprintf(*p, mr_rand_below(r, 2) ? "true" : "false"); break;
+    case 2: *p += sprintf(*p, "%lld", (long long)mr_rand_next(r)); break;
+    case 3: *p += sprintf(*p, "%lld", (long long)mr_rand_below(r, 1000) - 500); break;
+    case 4: gen_string(r, p); break;
+    case 5: {
+        int n = (int)mr_rand_below(r, 4);
+        *(*p)++ = '[';
+        for (int i = 0; i < n; i++) {
+            if (i) *(*p)++ = ',';
+            gen_value(r, p, depth + 1);
+        }
+        *(*p)++ = ']';
+        break;
+    }
+    default: {
+        /* keys k0 < k1 < ... are sorted and unique by construction */
+        int n = (int)mr_rand_below(r, 4), k = 0;
+        *(*p)++ = '{';
+        for (int i = 0; i < n; i++) {
+            k += 1 + (int)mr_rand_below(r, 3);
+            *p += sprintf(*p, "%s\"k%d\":", i ? "," : "", k);
+            gen_value(r, p, depth + 1);
+        }
+        *(*p)++ = '}';
+    }
+    }
+    **p = '\0';
+}
+
+static void test_random_json_documents_round_trip(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    struct mr_rand r;
+    mr_rand_seed(&r, 20261122);
+    static char doc[1 << 16], cmd[(1 << 16) + 64];
+    for (int i = 0; i < 300; i++) {
+        char *p = doc;
+        gen_value(&r, &p, 0);
+        char errmsg[MR_ERRMSG_SIZE];
+        if (mr_sm_json_validate(doc, strlen(doc), errmsg) != 0) fail_msg("%s: %s", doc, errmsg);
+        snprintf(cmd, sizeof cmd, "{\"op\":\"echo\",\"v\":%s}", doc);
+        expect_apply(sm, (mr_index)i + 1, cmd, doc);
+    }
+    mr_sm_close(sm);
+}
+
 /* ---- kv -------------------------------------------------------------------------------- */
 
 static void test_kv_put_get_delete_cas_list(void **state)
@@ -628,6 +698,21 @@ static void test_a_failed_restore_leaves_the_old_state(void **state)
     assert_int_equal(mr_sm_snapshot(sm, &snap, &len, errmsg), 0);
     assert_string_equal(snap, "[1,2]");
     mr_free(snap);
+    /* a snapshot() that fails: synchronously, and in a forked child */
+    struct mr_sm_result res = {0};
+    assert_int_equal(eval_at(sm, 2, "probe.state = {f = function() end}", &res), MR_SM_OK);
+    mr_sm_result_free(&res);
+    assert_int_equal(mr_sm_snapshot(sm, &snap, &len, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "cannot encode a value of type function"));
+    char hex[65];
+    assert_int_equal(mr_sm_state_hash(sm, hex, errmsg), MR_ESCRIPT);
+    struct mr_sm_snapjob job;
+    int fd = open("/dev/null", O_WRONLY);
+    assert_int_equal(mr_sm_snapshot_fork(sm, fd, &job, errmsg), 0);
+    close(fd);
+    errmsg[0] = '\0';
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "cannot encode a value of type function"));
     mr_sm_close(sm);
 }
 
@@ -723,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_a_lua_error_becomes_script_error_with_its_message),
         cmocka_unit_test(test_invalid_json_is_reported_with_its_position),
         cmocka_unit_test(test_json_values_round_trip_exactly),
+        cmocka_unit_test(test_random_json_documents_round_trip),
         cmocka_unit_test(test_kv_put_get_delete_cas_list),
         cmocka_unit_test(test_kv_emits_change_events),
         cmocka_unit_test(test_kv_snapshots_are_byte_identical_whatever_the_insertion_order),
