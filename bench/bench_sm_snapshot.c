@@ -60,7 +60,8 @@ int main(int argc, char **argv)
     }
     double t1 = now_ms();
     printf("keys                 %ld\n", n);
-    printf("apply                %.0f ms (%.0f commands/s)\n", t1 - t0, n / ((t1 - t0) / 1e3));
+    printf("apply                %.0f ms (%.0f commands/s)\n", t1 - t0,
+           n / ((t1 - t0) / 1e3));
     printf("lua heap             %.1f MiB\n", mr_sm_memory_used(sm) / 1048576.0);
     printf("rss                  %.1f MiB (%.1f MiB before filling)\n", rss_kb() / 1024.0,
            rss0 / 1024.0);
@@ -77,8 +78,9 @@ int main(int argc, char **argv)
     double f2 = now_ms();
     if (rv != 0) die("snapshot child", errmsg);
     unlink(path);
-    printf("fork snapshot        parent stall %.1f ms, child done after %.0f ms, %.1f MiB\n",
-           f1 - f0, f2 - f1, job.size / 1048576.0);
+    printf(
+        "fork snapshot        parent stall %.1f ms, child done after %.0f ms, %.1f MiB\n",
+        f1 - f0, f2 - f1, job.size / 1048576.0);
 
     char *data;
     size_t len;

@@ -12,11 +12,23 @@
 
 #include "config/config.h"
 
-#define CFG_LUA_HEAP_MAX (64u << 20)     /* bytes a config file may allocate */
-#define CFG_LUA_INSTRUCTIONS 100000000   /* a config file that runs longer is a bug */
+#define CFG_LUA_HEAP_MAX (64u << 20)   /* bytes a config file may allocate */
+#define CFG_LUA_INSTRUCTIONS 100000000 /* a config file that runs longer is a bug */
 
-enum kind { K_STR, K_ID, K_ADDR, K_PATH, K_TOKEN, K_INT, K_U64, K_BOOL, K_LOGLEVEL,
-            K_PEERS, K_JOIN, K_ETIMEOUT };
+enum kind {
+    K_STR,
+    K_ID,
+    K_ADDR,
+    K_PATH,
+    K_TOKEN,
+    K_INT,
+    K_U64,
+    K_BOOL,
+    K_LOGLEVEL,
+    K_PEERS,
+    K_JOIN,
+    K_ETIMEOUT
+};
 
 struct keydesc {
     const char *name;
@@ -29,19 +41,26 @@ struct keydesc {
 #define F(x) offsetof(struct mr_cfg, x)
 static const struct keydesc keys[] = {
     {"id", K_ID, F(id), 0, 0, "this node's id, [A-Za-z0-9_.-]{1,64} (required)"},
-    {"data_dir", K_PATH, F(data_dir), 0, 0, "directory for the log and snapshots (data/<id>)"},
-    {"raft_addr", K_ADDR, F(raft_addr), 0, 0, "host:port for peer traffic (127.0.0.1:7001)"},
-    {"http_addr", K_ADDR, F(http_addr), 0, 0, "host:port for the HTTP API (127.0.0.1:8001)"},
-    {"state_machine", K_PATH, F(state_machine), 0, 0, "Lua state machine script (lua/kv.lua)"},
+    {"data_dir", K_PATH, F(data_dir), 0, 0,
+     "directory for the log and snapshots (data/<id>)"},
+    {"raft_addr", K_ADDR, F(raft_addr), 0, 0,
+     "host:port for peer traffic (127.0.0.1:7001)"},
+    {"http_addr", K_ADDR, F(http_addr), 0, 0,
+     "host:port for the HTTP API (127.0.0.1:8001)"},
+    {"state_machine", K_PATH, F(state_machine), 0, 0,
+     "Lua state machine script (lua/kv.lua)"},
     {"peers", K_PEERS, F(peers), 0, 0, "static members: n1=host:port,n2=host:port,..."},
     {"bootstrap_expect", K_INT, F(bootstrap_expect), 1, 1000,
      "form a new cluster once this many nodes have joined"},
     {"join", K_JOIN, F(join), 0, 0, "raft addresses of existing members: a:p,b:p"},
     {"heartbeat_ms", K_INT, F(heartbeat_ms), 1, 60000, "leader heartbeat interval (50)"},
-    {"election_timeout_ms", K_ETIMEOUT, 0, 2, 600000, "min,max election timeout (300,600)"},
+    {"election_timeout_ms", K_ETIMEOUT, 0, 2, 600000,
+     "min,max election timeout (300,600)"},
     {"pre_vote", K_BOOL, F(pre_vote), 0, 1, "Pre-Vote before elections (true)"},
-    {"check_quorum", K_BOOL, F(check_quorum), 0, 1, "leader steps down without a quorum (true)"},
-    {"lease_reads", K_BOOL, F(lease_reads), 0, 1, "allow consistency=lease reads (false)"},
+    {"check_quorum", K_BOOL, F(check_quorum), 0, 1,
+     "leader steps down without a quorum (true)"},
+    {"lease_reads", K_BOOL, F(lease_reads), 0, 1,
+     "allow consistency=lease reads (false)"},
     {"max_append_entries", K_INT, F(max_append_entries), 1, 100000,
      "entries per AppendEntries message (512)"},
     {"max_inflight", K_INT, F(max_inflight), 1, 4096, "pipelined appends per peer (64)"},
@@ -148,13 +167,15 @@ int mr_cfg_parse_addr(const char *addr, char *host, size_t hostlen, int *port)
         hl = (size_t)(close - h);
         colon = close + 1;
         for (size_t i = 0; i < hl; i++)
-            if (!isxdigit((unsigned char)h[i]) && h[i] != ':' && h[i] != '.') return MR_EINVAL;
+            if (!isxdigit((unsigned char)h[i]) && h[i] != ':' && h[i] != '.')
+                return MR_EINVAL;
     } else {
         colon = strchr(addr, ':');
         if (colon == NULL || strchr(colon + 1, ':') != NULL) return MR_EINVAL;
         hl = (size_t)(colon - addr);
         for (size_t i = 0; i < hl; i++)
-            if (!isalnum((unsigned char)h[i]) && h[i] != '.' && h[i] != '-' && h[i] != '_')
+            if (!isalnum((unsigned char)h[i]) && h[i] != '.' && h[i] != '-' &&
+                h[i] != '_')
                 return MR_EINVAL;
     }
     if (hl == 0 || hl >= hostlen) return MR_EINVAL;
@@ -183,7 +204,8 @@ static int id_ok(const char *s)
     size_t n = strlen(s);
     if (n == 0 || n > MR_CFG_ID_MAX) return 0;
     for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-') return 0;
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
+            return 0;
     return 1;
 }
 
@@ -208,7 +230,8 @@ static int set_string(struct mr_cfg *cfg, const struct keydesc *d, const char *s
         problem = "expected \"debug\", \"info\", \"warn\" or \"error\"";
     }
     if (problem) {
-        mr_errmsg_printf(errmsg, "%s: %s: %s (got \"%.64s\")", where, d->name, problem, s);
+        mr_errmsg_printf(errmsg, "%s: %s: %s (got \"%.64s\")", where, d->name, problem,
+                         s);
         return MR_ECONFIG;
     }
     char *copy = mr_strdup(s);
@@ -222,22 +245,24 @@ static int set_string(struct mr_cfg *cfg, const struct keydesc *d, const char *s
     return 0;
 }
 
-static int set_int(struct mr_cfg *cfg, const struct keydesc *d, int64_t v, const char *where,
-                   char *errmsg)
+static int set_int(struct mr_cfg *cfg, const struct keydesc *d, int64_t v,
+                   const char *where, char *errmsg)
 {
     if (v < d->min || v > d->max) {
-        mr_errmsg_printf(errmsg, "%s: %s: %lld is out of range %lld..%lld", where, d->name,
-                         (long long)v, (long long)d->min, (long long)d->max);
+        mr_errmsg_printf(errmsg, "%s: %s: %lld is out of range %lld..%lld", where,
+                         d->name, (long long)v, (long long)d->min, (long long)d->max);
         return MR_ECONFIG;
     }
     void *p = (char *)cfg + d->off;
-    if (d->kind == K_U64) *(uint64_t *)p = (uint64_t)v;
-    else *(int *)p = (int)v;
+    if (d->kind == K_U64)
+        *(uint64_t *)p = (uint64_t)v;
+    else
+        *(int *)p = (int)v;
     return 0;
 }
 
-static int add_peer(struct mr_cfg *cfg, const char *id, const char *raft, const char *http,
-                    const char *where, char *errmsg)
+static int add_peer(struct mr_cfg *cfg, const char *id, const char *raft,
+                    const char *http, const char *where, char *errmsg)
 {
     if (!id_ok(id)) {
         mr_errmsg_printf(errmsg, "%s: peers: id \"%.64s\": %s", where, id, ID_HINT);
@@ -265,7 +290,8 @@ static int add_peer(struct mr_cfg *cfg, const char *id, const char *raft, const 
     p->id = mr_strdup(id);
     p->raft_addr = mr_strdup(raft);
     p->http_addr = http ? mr_strdup(http) : NULL;
-    if (p->id == NULL || p->raft_addr == NULL || (http && p->http_addr == NULL)) goto nomem;
+    if (p->id == NULL || p->raft_addr == NULL || (http && p->http_addr == NULL))
+        goto nomem;
     return 0;
 nomem:
     mr_errmsg_printf(errmsg, "%s: peers: out of memory", where);
@@ -289,12 +315,12 @@ nomem:
     return MR_ENOMEM;
 }
 
-static int set_etimeout(struct mr_cfg *cfg, const struct keydesc *d, int64_t lo, int64_t hi,
-                        const char *where, char *errmsg)
+static int set_etimeout(struct mr_cfg *cfg, const struct keydesc *d, int64_t lo,
+                        int64_t hi, const char *where, char *errmsg)
 {
     if (lo < d->min || lo > d->max || hi < d->min || hi > d->max) {
-        mr_errmsg_printf(errmsg, "%s: %s: values must be in %lld..%lld ms", where, d->name,
-                         (long long)d->min, (long long)d->max);
+        mr_errmsg_printf(errmsg, "%s: %s: values must be in %lld..%lld ms", where,
+                         d->name, (long long)d->min, (long long)d->max);
         return MR_ECONFIG;
     }
     cfg->election_timeout_min_ms = (int)lo;
@@ -306,7 +332,8 @@ static int set_etimeout(struct mr_cfg *cfg, const struct keydesc *d, int64_t lo,
 
 static const char *lua_type_of(lua_State *L, int idx)
 {
-    if (lua_type(L, idx) == LUA_TNUMBER) return lua_isinteger(L, idx) ? "integer" : "float";
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        return lua_isinteger(L, idx) ? "integer" : "float";
     return luaL_typename(L, idx);
 }
 
@@ -331,7 +358,8 @@ static int lua_int(lua_State *L, int idx, int64_t *v)
 static int type_error(const char *where, const char *key, const char *want, lua_State *L,
                       int idx, char *errmsg)
 {
-    mr_errmsg_printf(errmsg, "%s: %s: expected %s, got %s", where, key, want, lua_type_of(L, idx));
+    mr_errmsg_printf(errmsg, "%s: %s: expected %s, got %s", where, key, want,
+                     lua_type_of(L, idx));
     return MR_ECONFIG;
 }
 
@@ -345,8 +373,8 @@ static int peers_from_lua(struct mr_cfg *cfg, lua_State *L, int idx, const char 
     lua_pushnil(L);
     while (rv == 0 && lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING) {
-            mr_errmsg_printf(errmsg, "%s: peers: keys must be node ids (strings), got %s", where,
-                             lua_type_of(L, -2));
+            mr_errmsg_printf(errmsg, "%s: peers: keys must be node ids (strings), got %s",
+                             where, lua_type_of(L, -2));
             rv = MR_ECONFIG;
             break;
         }
@@ -357,26 +385,31 @@ static int peers_from_lua(struct mr_cfg *cfg, lua_State *L, int idx, const char 
             int t = lua_gettop(L);
             lua_pushnil(L);
             while (lua_next(L, t) != 0) {
-                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+                const char *k =
+                    lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
                 if (k == NULL || (strcmp(k, "raft") != 0 && strcmp(k, "http") != 0)) {
-                    mr_errmsg_printf(errmsg, "%s: peers.%s: unknown key '%s' (expected raft, http)",
-                                     where, id, k ? k : lua_type_of(L, -2));
+                    mr_errmsg_printf(
+                        errmsg, "%s: peers.%s: unknown key '%s' (expected raft, http)",
+                        where, id, k ? k : lua_type_of(L, -2));
                     return MR_ECONFIG;
                 }
                 if (lua_type(L, -1) != LUA_TSTRING) {
-                    mr_errmsg_printf(errmsg, "%s: peers.%s.%s: expected a string, got %s", where,
-                                     id, k, lua_type_of(L, -1));
+                    mr_errmsg_printf(errmsg, "%s: peers.%s.%s: expected a string, got %s",
+                                     where, id, k, lua_type_of(L, -1));
                     return MR_ECONFIG;
                 }
                 lua_pop(L, 1);
             }
             lua_getfield(L, t, "raft");
             lua_getfield(L, t, "http");
-            rv = add_peer(cfg, id, lua_tostring(L, -2), lua_tostring(L, -1), where, errmsg);
+            rv = add_peer(cfg, id, lua_tostring(L, -2), lua_tostring(L, -1), where,
+                          errmsg);
             lua_pop(L, 2);
         } else {
-            mr_errmsg_printf(errmsg, "%s: peers.%s: expected \"host:port\" or {raft=..., http=...}, got %s",
-                             where, id, lua_type_of(L, -1));
+            mr_errmsg_printf(
+                errmsg,
+                "%s: peers.%s: expected \"host:port\" or {raft=..., http=...}, got %s",
+                where, id, lua_type_of(L, -1));
             rv = MR_ECONFIG;
         }
         lua_pop(L, 1);
@@ -388,16 +421,24 @@ static int peers_from_lua(struct mr_cfg *cfg, lua_State *L, int idx, const char 
     return rv;
 }
 
-static int set_from_lua(struct mr_cfg *cfg, const struct keydesc *d, lua_State *L, int idx,
-                        const char *where, char *errmsg)
+static int set_from_lua(struct mr_cfg *cfg, const struct keydesc *d, lua_State *L,
+                        int idx, const char *where, char *errmsg)
 {
     int64_t v, v2;
     switch (d->kind) {
-    case K_STR: case K_ID: case K_ADDR: case K_PATH: case K_TOKEN: case K_LOGLEVEL:
-        if (lua_type(L, idx) != LUA_TSTRING) return type_error(where, d->name, "a string", L, idx, errmsg);
+    case K_STR:
+    case K_ID:
+    case K_ADDR:
+    case K_PATH:
+    case K_TOKEN:
+    case K_LOGLEVEL:
+        if (lua_type(L, idx) != LUA_TSTRING)
+            return type_error(where, d->name, "a string", L, idx, errmsg);
         return set_string(cfg, d, lua_tostring(L, idx), where, errmsg);
-    case K_INT: case K_U64:
-        if (!lua_int(L, idx, &v)) return type_error(where, d->name, "an integer", L, idx, errmsg);
+    case K_INT:
+    case K_U64:
+        if (!lua_int(L, idx, &v))
+            return type_error(where, d->name, "an integer", L, idx, errmsg);
         return set_int(cfg, d, v, where, errmsg);
     case K_BOOL:
         if (lua_type(L, idx) != LUA_TBOOLEAN)
@@ -408,9 +449,11 @@ static int set_from_lua(struct mr_cfg *cfg, const struct keydesc *d, lua_State *
         return peers_from_lua(cfg, L, idx, where, errmsg);
     case K_JOIN:
         free_join(cfg);
-        if (lua_type(L, idx) == LUA_TSTRING) return add_join(cfg, lua_tostring(L, idx), where, errmsg);
+        if (lua_type(L, idx) == LUA_TSTRING)
+            return add_join(cfg, lua_tostring(L, idx), where, errmsg);
         if (!lua_istable(L, idx))
-            return type_error(where, d->name, "an address or a list of addresses", L, idx, errmsg);
+            return type_error(where, d->name, "an address or a list of addresses", L, idx,
+                              errmsg);
         for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, idx); i <= n; i++) {
             lua_rawgeti(L, idx, i);
             int rv = lua_type(L, -1) == LUA_TSTRING
@@ -425,7 +468,8 @@ static int set_from_lua(struct mr_cfg *cfg, const struct keydesc *d, lua_State *
         }
         return 0;
     case K_ETIMEOUT: {
-        if (!lua_istable(L, idx)) return type_error(where, d->name, "{min, max}", L, idx, errmsg);
+        if (!lua_istable(L, idx))
+            return type_error(where, d->name, "{min, max}", L, idx, errmsg);
         int ok;
         if (lua_getfield(L, idx, "min") != LUA_TNIL) {
             lua_getfield(L, idx, "max");
@@ -437,7 +481,8 @@ static int set_from_lua(struct mr_cfg *cfg, const struct keydesc *d, lua_State *
         ok = lua_int(L, -2, &v) && lua_int(L, -1, &v2);
         lua_pop(L, 2);
         if (!ok) {
-            mr_errmsg_printf(errmsg, "%s: %s: expected {min, max} in integer ms", where, d->name);
+            mr_errmsg_printf(errmsg, "%s: %s: expected {min, max} in integer ms", where,
+                             d->name);
             return MR_ECONFIG;
         }
         return set_etimeout(cfg, d, v, v2, where, errmsg);
@@ -453,7 +498,8 @@ static const struct keydesc *find_key(const char *name)
     return NULL;
 }
 
-/* ---- the config file ------------------------------------------------------------------- */
+/* ---- the config file
+ * ------------------------------------------------------------------- */
 
 struct file_ctx {
     struct mr_cfg *cfg;
@@ -481,7 +527,8 @@ static void *cfg_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 static void cfg_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    lua_sethook(L, cfg_hook, LUA_MASKCOUNT, 1); /* keep raising: pcall cannot swallow it */
+    lua_sethook(L, cfg_hook, LUA_MASKCOUNT,
+                1); /* keep raising: pcall cannot swallow it */
     luaL_error(L, "the config file runs for too long (more than %d instructions)",
                CFG_LUA_INSTRUCTIONS);
 }
@@ -489,8 +536,10 @@ static void cfg_hook(lua_State *L, lua_Debug *ar)
 static int l_env(lua_State *L)
 {
     const char *v = getenv(luaL_checkstring(L, 1));
-    if (v == NULL) lua_pushnil(L);
-    else lua_pushstring(L, v);
+    if (v == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, v);
     return 1;
 }
 
@@ -506,8 +555,8 @@ static int open_sandbox(lua_State *L)
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
     }
-    static const char *const removed[] = {"dofile", "loadfile", "load", "require", "print",
-                                          "collectgarbage", "warn", NULL};
+    static const char *const removed[] = {"dofile", "loadfile",       "load", "require",
+                                          "print",  "collectgarbage", "warn", NULL};
     for (const char *const *r = removed; *r; r++) {
         lua_pushnil(L);
         lua_setglobal(L, *r);
@@ -525,8 +574,8 @@ static int apply_table(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, 1) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING) {
-            mr_errmsg_printf(fc->errmsg, "%s: keys must be names (got a key of type %s)", fc->path,
-                             lua_type_of(L, -2));
+            mr_errmsg_printf(fc->errmsg, "%s: keys must be names (got a key of type %s)",
+                             fc->path, lua_type_of(L, -2));
             fc->rv = MR_ECONFIG;
             return 0;
         }
@@ -605,15 +654,16 @@ int mr_cfg_load_file(struct mr_cfg *cfg, const char *path, char *errmsg)
     lua_remove(L, -2);
     lua_sethook(L, cfg_hook, LUA_MASKCOUNT, CFG_LUA_INSTRUCTIONS);
     if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        mr_errmsg_printf(errmsg, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1)
-                                                           : "error object is not a string");
+        mr_errmsg_printf(errmsg, "%s",
+                         lua_isstring(L, -1) ? lua_tostring(L, -1)
+                                             : "error object is not a string");
         rv = MR_ECONFIG;
         goto out;
     }
     lua_sethook(L, NULL, 0, 0);
     if (!lua_istable(L, -1)) {
-        mr_errmsg_printf(errmsg, "%s: the file must return a table (it returned %s)", path,
-                         lua_type_of(L, -1));
+        mr_errmsg_printf(errmsg, "%s: the file must return a table (it returned %s)",
+                         path, lua_type_of(L, -1));
         rv = MR_ECONFIG;
         goto out;
     }
@@ -640,7 +690,8 @@ out:
     return rv;
 }
 
-/* ---- flags ------------------------------------------------------------------------------ */
+/* ---- flags
+ * ------------------------------------------------------------------------------ */
 
 static int parse_i64(const char *s, int64_t *v)
 {
@@ -659,32 +710,45 @@ static int set_from_flag(struct mr_cfg *cfg, const struct keydesc *d, const char
     int64_t v, v2;
     snprintf(where, sizeof where, "flag %s", flag);
     switch (d->kind) {
-    case K_STR: case K_ID: case K_ADDR: case K_PATH: case K_TOKEN: case K_LOGLEVEL:
+    case K_STR:
+    case K_ID:
+    case K_ADDR:
+    case K_PATH:
+    case K_TOKEN:
+    case K_LOGLEVEL:
         return set_string(cfg, d, val, where, errmsg);
-    case K_INT: case K_U64:
+    case K_INT:
+    case K_U64:
         if (!parse_i64(val, &v)) {
-            mr_errmsg_printf(errmsg, "%s: %s: expected an integer, got \"%.64s\"", where, d->name, val);
+            mr_errmsg_printf(errmsg, "%s: %s: expected an integer, got \"%.64s\"", where,
+                             d->name, val);
             return MR_ECONFIG;
         }
         return set_int(cfg, d, v, where, errmsg);
     case K_BOOL: {
-        static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
+        static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {
+                                                                         "false", "no",
+                                                                         "off", "0"};
         for (int i = 0; i < 4; i++) {
             if (strcmp(val, yes[i]) == 0 || strcmp(val, no[i]) == 0) {
                 *(int *)(void *)((char *)cfg + d->off) = strcmp(val, yes[i]) == 0;
                 return 0;
             }
         }
-        mr_errmsg_printf(errmsg, "%s: %s: expected true or false, got \"%.64s\"", where, d->name, val);
+        mr_errmsg_printf(errmsg, "%s: %s: expected true or false, got \"%.64s\"", where,
+                         d->name, val);
         return MR_ECONFIG;
     }
-    case K_PEERS: case K_JOIN: {
+    case K_PEERS:
+    case K_JOIN: {
         /* n1=host:port,n2=host:port   or   host:port,host:port */
         char *copy = mr_strdup(val), *save = NULL;
         int rv = 0;
         if (copy == NULL) return MR_ENOMEM;
-        if (d->kind == K_PEERS) free_peers(cfg);
-        else free_join(cfg);
+        if (d->kind == K_PEERS)
+            free_peers(cfg);
+        else
+            free_join(cfg);
         for (char *item = strtok_r(copy, ",", &save); item && rv == 0;
              item = strtok_r(NULL, ",", &save)) {
             if (d->kind == K_JOIN) {
@@ -693,7 +757,9 @@ static int set_from_flag(struct mr_cfg *cfg, const struct keydesc *d, const char
             }
             char *eq = strchr(item, '=');
             if (eq == NULL) {
-                mr_errmsg_printf(errmsg, "%s: peers: expected id=host:port, got \"%.64s\"", where, item);
+                mr_errmsg_printf(errmsg,
+                                 "%s: peers: expected id=host:port, got \"%.64s\"", where,
+                                 item);
                 rv = MR_ECONFIG;
                 break;
             }
@@ -717,7 +783,8 @@ static int set_from_flag(struct mr_cfg *cfg, const struct keydesc *d, const char
         if (!parse_i64(a, &v) || !parse_i64(comma + 1, &v2)) goto bad_et;
         return set_etimeout(cfg, d, v, v2, where, errmsg);
     bad_et:
-        mr_errmsg_printf(errmsg, "%s: %s: expected MIN,MAX in ms, got \"%.64s\"", where, d->name, val);
+        mr_errmsg_printf(errmsg, "%s: %s: expected MIN,MAX in ms, got \"%.64s\"", where,
+                         d->name, val);
         return MR_ECONFIG;
     }
     }
@@ -768,7 +835,8 @@ int mr_cfg_parse_args(struct mr_cfg *cfg, int argc, char **argv, char *errmsg)
             continue;
         }
         if (flag_to_key(arg, name, sizeof name) == NULL) {
-            mr_errmsg_printf(errmsg, "unexpected argument \"%.64s\" (flags look like --id n1)", arg);
+            mr_errmsg_printf(
+                errmsg, "unexpected argument \"%.64s\" (flags look like --id n1)", arg);
             return MR_ECONFIG;
         }
         const char *eq = strchr(arg, '=');
@@ -793,7 +861,8 @@ int mr_cfg_parse_args(struct mr_cfg *cfg, int argc, char **argv, char *errmsg)
     return mr_cfg_validate(cfg, errmsg);
 }
 
-/* ---- validation ---------------------------------------------------------------------------- */
+/* ---- validation
+ * ---------------------------------------------------------------------------- */
 
 static int fill(char **p, const char *s, char *errmsg)
 {
@@ -822,7 +891,8 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
         for (size_t j = 0; j < i; j++)
             if (strcmp(cfg->peers[i].raft_addr, cfg->peers[j].raft_addr) == 0) {
                 mr_errmsg_printf(errmsg, "peers: %s and %s share the raft address %s",
-                                 cfg->peers[j].id, cfg->peers[i].id, cfg->peers[i].raft_addr);
+                                 cfg->peers[j].id, cfg->peers[i].id,
+                                 cfg->peers[i].raft_addr);
                 return MR_ECONFIG;
             }
     }
@@ -832,12 +902,13 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
     }
     if (self != NULL) {
         if (cfg->raft_addr != NULL && strcmp(cfg->raft_addr, self->raft_addr) != 0) {
-            mr_errmsg_printf(errmsg, "raft_addr: %s differs from peers.%s (%s)", cfg->raft_addr,
-                             cfg->id, self->raft_addr);
+            mr_errmsg_printf(errmsg, "raft_addr: %s differs from peers.%s (%s)",
+                             cfg->raft_addr, cfg->id, self->raft_addr);
             return MR_ECONFIG;
         }
         if ((rv = fill(&cfg->raft_addr, self->raft_addr, errmsg)) != 0) return rv;
-        if (self->http_addr && (rv = fill(&cfg->http_addr, self->http_addr, errmsg)) != 0) return rv;
+        if (self->http_addr && (rv = fill(&cfg->http_addr, self->http_addr, errmsg)) != 0)
+            return rv;
     }
     if ((rv = fill(&cfg->raft_addr, "127.0.0.1:7001", errmsg)) != 0) return rv;
     if ((rv = fill(&cfg->http_addr, "127.0.0.1:8001", errmsg)) != 0) return rv;
@@ -856,7 +927,8 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
         return MR_ECONFIG;
     }
     if (strcmp(cfg->raft_addr, cfg->http_addr) == 0) {
-        mr_errmsg_printf(errmsg, "http_addr: must differ from raft_addr (%s)", cfg->raft_addr);
+        mr_errmsg_printf(errmsg, "http_addr: must differ from raft_addr (%s)",
+                         cfg->raft_addr);
         return MR_ECONFIG;
     }
     if (cfg->n_peers > 0 && cfg->bootstrap_expect > 0) {
@@ -887,16 +959,19 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
     return 0;
 }
 
-/* ---- help and dump ------------------------------------------------------------------------- */
+/* ---- help and dump
+ * ------------------------------------------------------------------------- */
 
 void mr_cfg_usage(FILE *out)
 {
-    fprintf(out, "usage: moonraft [--config FILE] [--KEY VALUE ...]\n\n"
-                 "Flags override keys of the config file (a Lua file returning a table;\n"
-                 "see conf/node1.lua). Every key has a flag: heartbeat_ms is --heartbeat-ms.\n\n"
-                 "  --config FILE          load this config file first\n"
-                 "  --print-config         print the effective configuration and exit\n"
-                 "  --help, --version\n");
+    fprintf(
+        out,
+        "usage: moonraft [--config FILE] [--KEY VALUE ...]\n\n"
+        "Flags override keys of the config file (a Lua file returning a table;\n"
+        "see conf/node1.lua). Every key has a flag: heartbeat_ms is --heartbeat-ms.\n\n"
+        "  --config FILE          load this config file first\n"
+        "  --print-config         print the effective configuration and exit\n"
+        "  --help, --version\n");
     for (size_t i = 0; i < N_KEYS; i++) {
         char flag[64];
         size_t j = 0;
@@ -909,9 +984,12 @@ void mr_cfg_usage(FILE *out)
 
 static void dump_str(FILE *out, const char *k, const char *v, int secret)
 {
-    if (v == NULL) fprintf(out, "  -- %s = nil,\n", k);
-    else if (secret) fprintf(out, "  %s = \"<set>\",\n", k);
-    else fprintf(out, "  %s = \"%s\",\n", k, v);
+    if (v == NULL)
+        fprintf(out, "  -- %s = nil,\n", k);
+    else if (secret)
+        fprintf(out, "  %s = \"<set>\",\n", k);
+    else
+        fprintf(out, "  %s = \"%s\",\n", k, v);
 }
 
 void mr_cfg_dump(FILE *out, const struct mr_cfg *cfg)
@@ -921,15 +999,22 @@ void mr_cfg_dump(FILE *out, const struct mr_cfg *cfg)
         const struct keydesc *d = &keys[i];
         const void *p = (const char *)cfg + d->off;
         switch (d->kind) {
-        case K_STR: case K_ID: case K_ADDR: case K_PATH: case K_TOKEN:
+        case K_STR:
+        case K_ID:
+        case K_ADDR:
+        case K_PATH:
+        case K_TOKEN:
             dump_str(out, d->name, *(char *const *)p, d->kind == K_TOKEN);
             break;
         case K_INT:
-            if (*(const int *)p == 0 && d->min > 0) fprintf(out, "  -- %s = nil,\n", d->name);
-            else fprintf(out, "  %s = %d,\n", d->name, *(const int *)p);
+            if (*(const int *)p == 0 && d->min > 0)
+                fprintf(out, "  -- %s = nil,\n", d->name);
+            else
+                fprintf(out, "  %s = %d,\n", d->name, *(const int *)p);
             break;
         case K_U64:
-            fprintf(out, "  %s = %llu,\n", d->name, (unsigned long long)*(const uint64_t *)p);
+            fprintf(out, "  %s = %llu,\n", d->name,
+                    (unsigned long long)*(const uint64_t *)p);
             break;
         case K_BOOL:
             fprintf(out, "  %s = %s,\n", d->name, *(const int *)p ? "true" : "false");
@@ -947,8 +1032,8 @@ void mr_cfg_dump(FILE *out, const struct mr_cfg *cfg)
             for (size_t j = 0; j < cfg->n_peers; j++) {
                 const struct mr_cfg_peer *pe = &cfg->peers[j];
                 if (pe->http_addr)
-                    fprintf(out, "    [\"%s\"] = {raft = \"%s\", http = \"%s\"},\n", pe->id,
-                            pe->raft_addr, pe->http_addr);
+                    fprintf(out, "    [\"%s\"] = {raft = \"%s\", http = \"%s\"},\n",
+                            pe->id, pe->raft_addr, pe->http_addr);
                 else
                     fprintf(out, "    [\"%s\"] = \"%s\",\n", pe->id, pe->raft_addr);
             }

@@ -30,7 +30,12 @@ struct mr_cfg_peer {
     char *http_addr; /* "host:port" or NULL when not given */
 };
 
-enum mr_cfg_log_level { MR_CFG_LOG_DEBUG, MR_CFG_LOG_INFO, MR_CFG_LOG_WARN, MR_CFG_LOG_ERROR };
+enum mr_cfg_log_level {
+    MR_CFG_LOG_DEBUG,
+    MR_CFG_LOG_INFO,
+    MR_CFG_LOG_WARN,
+    MR_CFG_LOG_ERROR
+};
 
 /* Every string is owned by the struct (mr_strdup'd) and freed by mr_cfg_free;
  * a NULL string means "not set". Units are in the names. */
@@ -47,8 +52,8 @@ struct mr_cfg {
      * state: the node checks that. */
     struct mr_cfg_peer *peers; /* static membership, includes this node */
     size_t n_peers;
-    int bootstrap_expect;      /* 0 = not set; else wait for this many voters */
-    char **join;               /* addresses (raft "host:port") of existing members */
+    int bootstrap_expect; /* 0 = not set; else wait for this many voters */
+    char **join;          /* addresses (raft "host:port") of existing members */
     size_t n_join;
 
     int heartbeat_ms;            /* default 50, 1..60000 */
@@ -60,19 +65,21 @@ struct mr_cfg {
     int max_append_entries;      /* entries per AppendEntries, default 512 */
     int max_inflight;            /* pipelined AppendEntries per peer, default 64 */
 
-    uint64_t snapshot_entries;  /* snapshot after this many applied entries, default 10000 */
-    uint64_t snapshot_trailing; /* entries kept in the log after a snapshot, default 1000 */
-    uint64_t wal_segment_mb;    /* default 64 */
-    int fsync;                  /* bool, default 1; 0 is for tests and benchmarks only */
+    uint64_t
+        snapshot_entries; /* snapshot after this many applied entries, default 10000 */
+    uint64_t
+        snapshot_trailing;   /* entries kept in the log after a snapshot, default 1000 */
+    uint64_t wal_segment_mb; /* default 64 */
+    int fsync;               /* bool, default 1; 0 is for tests and benchmarks only */
 
-    uint64_t max_body_bytes;      /* default 1 MiB */
-    uint64_t max_header_bytes;    /* default 16 KiB */
-    int http_idle_timeout_ms;     /* default 60000 */
-    int request_timeout_ms;       /* default 5000 */
-    int max_connections;          /* default 1024 */
+    uint64_t max_body_bytes;   /* default 1 MiB */
+    uint64_t max_header_bytes; /* default 16 KiB */
+    int http_idle_timeout_ms;  /* default 60000 */
+    int request_timeout_ms;    /* default 5000 */
+    int max_connections;       /* default 1024 */
 
-    char *client_token;   /* Bearer token for /v1/command, /v1/query, /v1/kv; NULL = open */
-    char *admin_token;    /* Bearer token for members, transfer, snapshot; NULL = open */
+    char *client_token; /* Bearer token for /v1/command, /v1/query, /v1/kv; NULL = open */
+    char *admin_token;  /* Bearer token for members, transfer, snapshot; NULL = open */
     char *cluster_secret; /* shared by peers to authenticate frames; NULL = none */
 
     uint64_t lua_instruction_budget; /* per apply/query, default 10,000,000 */

@@ -21,12 +21,18 @@ struct mr_sm {
 const char *mr_sm_status_name(int status)
 {
     switch (status) {
-    case MR_SM_OK: return "ok";
-    case MR_SM_SCRIPT_ERROR: return "script_error";
-    case MR_SM_INVALID_JSON: return "invalid_json";
-    case MR_SM_BUDGET_EXCEEDED: return "budget_exceeded";
-    case MR_SM_MEMORY_EXCEEDED: return "memory_exceeded";
-    default: return "unknown";
+    case MR_SM_OK:
+        return "ok";
+    case MR_SM_SCRIPT_ERROR:
+        return "script_error";
+    case MR_SM_INVALID_JSON:
+        return "invalid_json";
+    case MR_SM_BUDGET_EXCEEDED:
+        return "budget_exceeded";
+    case MR_SM_MEMORY_EXCEEDED:
+        return "memory_exceeded";
+    default:
+        return "unknown";
     }
 }
 
@@ -99,8 +105,8 @@ int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errms
     int rv;
     sm->budget = opts->instruction_budget ? opts->instruction_budget
                                           : MR_SM_DEFAULT_INSTRUCTION_BUDGET;
-    sm->mem_limit = opts->memory_limit_bytes ? opts->memory_limit_bytes
-                                             : MR_SM_DEFAULT_MEMORY_LIMIT;
+    sm->mem_limit =
+        opts->memory_limit_bytes ? opts->memory_limit_bytes : MR_SM_DEFAULT_MEMORY_LIMIT;
     if (opts->script_source != NULL) {
         sm->srclen = strlen(opts->script_source);
         sm->src = dup_mem(opts->script_source, sm->srclen);
@@ -111,7 +117,8 @@ int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errms
             goto fail;
         }
     } else {
-        if ((rv = read_file(opts->script_path, &sm->src, &sm->srclen, errmsg)) != 0) goto fail;
+        if ((rv = read_file(opts->script_path, &sm->src, &sm->srclen, errmsg)) != 0)
+            goto fail;
         sm->name = mr_strdup(opts->script_path);
         if (sm->name == NULL) {
             rv = MR_ENOMEM;
@@ -119,7 +126,8 @@ int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errms
             goto fail;
         }
     }
-    rv = mr_sm_vm_new(&sm->vm, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit, errmsg);
+    rv = mr_sm_vm_new(&sm->vm, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit,
+                      errmsg);
     if (rv != 0) goto fail;
     *out = sm;
     return 0;
@@ -139,7 +147,10 @@ void mr_sm_close(struct mr_sm *sm)
     mr_free(sm);
 }
 
-size_t mr_sm_memory_used(const struct mr_sm *sm) { return sm->vm->mem_used; }
+size_t mr_sm_memory_used(const struct mr_sm *sm)
+{
+    return sm->vm->mem_used;
+}
 
 /* ---- apply / query -------------------------------------------------------------- */
 
@@ -200,8 +211,8 @@ static int fill_error(struct mr_sm_result *res, const char *full)
     return 0;
 }
 
-static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *in, size_t len,
-                    struct mr_sm_result *res)
+static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *in,
+                    size_t len, struct mr_sm_result *res)
 {
     struct mr_sm_vm *vm = sm->vm;
     lua_State *L = vm->L;
@@ -251,8 +262,8 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *i
     return rv;
 }
 
-int mr_sm_apply(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *cmd, size_t len,
-                struct mr_sm_result *res)
+int mr_sm_apply(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *cmd,
+                size_t len, struct mr_sm_result *res)
 {
     MR_ASSERT(ctx != NULL);
     return run_call(sm, ctx, cmd, len, res);
@@ -362,7 +373,8 @@ static int restore_body(lua_State *L)
 int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
 {
     struct mr_sm_vm *fresh;
-    int rv = mr_sm_vm_new(&fresh, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit, errmsg);
+    int rv = mr_sm_vm_new(&fresh, sm->src, sm->srclen, sm->name, sm->budget,
+                          sm->mem_limit, errmsg);
     if (rv != 0) {
         mr_errmsg_wrapf(errmsg, "restore");
         return rv;
@@ -383,4 +395,7 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
     return 0;
 }
 
-struct mr_sm_vm *mr_sm_vm_get(struct mr_sm *sm) { return sm->vm; }
+struct mr_sm_vm *mr_sm_vm_get(struct mr_sm *sm)
+{
+    return sm->vm;
+}

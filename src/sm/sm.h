@@ -83,8 +83,9 @@
 #include "util/util.h"
 
 /* Defaults for struct mr_sm_options fields left at 0. */
-#define MR_SM_DEFAULT_INSTRUCTION_BUDGET 10000000ULL /* Lua VM instructions per apply/query */
-#define MR_SM_DEFAULT_MEMORY_LIMIT (1024ULL << 20)   /* bytes of Lua heap: 1 GiB */
+#define MR_SM_DEFAULT_INSTRUCTION_BUDGET                                                 \
+    10000000ULL /* Lua VM instructions per apply/query */
+#define MR_SM_DEFAULT_MEMORY_LIMIT (1024ULL << 20) /* bytes of Lua heap: 1 GiB */
 /* Snapshot and restore run under this budget (instructions): it is only there
  * to stop a snapshot() that loops forever. */
 #define MR_SM_BULK_INSTRUCTION_BUDGET 4000000000ULL
@@ -112,10 +113,11 @@ struct mr_sm_options {
  * the same state gives the same status, json and events on every node. */
 enum mr_sm_status {
     MR_SM_OK = 0,
-    MR_SM_SCRIPT_ERROR,     /* the script raised an error, or returned something JSON cannot hold */
-    MR_SM_INVALID_JSON,     /* the command/query text is not valid JSON */
-    MR_SM_BUDGET_EXCEEDED,  /* the instruction budget tripped */
-    MR_SM_MEMORY_EXCEEDED,  /* the Lua heap cap was hit */
+    MR_SM_SCRIPT_ERROR, /* the script raised an error, or returned something JSON cannot
+                           hold */
+    MR_SM_INVALID_JSON, /* the command/query text is not valid JSON */
+    MR_SM_BUDGET_EXCEEDED, /* the instruction budget tripped */
+    MR_SM_MEMORY_EXCEEDED, /* the Lua heap cap was hit */
 };
 /* Stable machine name: "ok", "script_error", "invalid_json",
  * "budget_exceeded", "memory_exceeded". Never NULL. */
@@ -131,13 +133,14 @@ struct mr_sm_ctx {
  * freed by mr_sm_result_free (which also resets it); a result may be reused
  * after that. Strings are NUL-terminated; lengths exclude the NUL. */
 struct mr_sm_result {
-    int status;        /* enum mr_sm_status */
-    char *json;        /* MR_SM_OK: the encoded return value ("null" for nil); else NULL */
+    int status; /* enum mr_sm_status */
+    char *json; /* MR_SM_OK: the encoded return value ("null" for nil); else NULL */
     size_t json_len;
-    char *events;      /* JSON array of events emitted by ctx.emit, or NULL if none */
+    char *events; /* JSON array of events emitted by ctx.emit, or NULL if none */
     size_t events_len;
-    char *error;       /* not OK: the error message ("kv.lua:12: boom"); else NULL */
-    char *traceback;   /* not OK, if available: error + Lua traceback, for logs; else NULL */
+    char *error; /* not OK: the error message ("kv.lua:12: boom"); else NULL */
+    char
+        *traceback; /* not OK, if available: error + Lua traceback, for logs; else NULL */
 };
 void mr_sm_result_free(struct mr_sm_result *res);
 
@@ -210,18 +213,19 @@ size_t mr_sm_memory_used(const struct mr_sm *sm);
  * the Lua heap, write(2) and _exit(2). The caller keeps ownership of `fd` and
  * may close its own copy right after mr_sm_snapshot_fork returns. */
 struct mr_sm_snapjob {
-    pid_t pid;      /* child, or 0 when no job is running */
-    int pipefd;     /* read end of the child's report pipe, -1 when idle */
+    pid_t pid;  /* child, or 0 when no job is running */
+    int pipefd; /* read end of the child's report pipe, -1 when idle */
     /* Filled when mr_sm_snapshot_poll returns 0: */
-    uint64_t size;  /* payload bytes written */
+    uint64_t size; /* payload bytes written */
     uint32_t crc32c;
-    char hash[65];  /* SHA-256 hex of the payload, = mr_sm_state_hash at fork time */
+    char hash[65]; /* SHA-256 hex of the payload, = mr_sm_state_hash at fork time */
 };
 
 /* Starts a job. `job` is owned by the caller and must stay valid until
  * mr_sm_snapshot_poll returns something other than MR_EBUSY, or until
  * mr_sm_snapshot_abort. Errors: -errno from pipe/fork (no child exists then). */
-int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg);
+int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job,
+                        char *errmsg);
 
 /* Reaps the child. If `wait` is 0 and the child is still running, returns
  * MR_EBUSY. Otherwise the job is finished (pid = 0, pipe closed) and the

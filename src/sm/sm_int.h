@@ -41,17 +41,17 @@ struct mr_sm_vm {
     lua_State *L;
     size_t mem_used;
     size_t mem_limit;
-    int mem_enforce;          /* allocator refuses growth past mem_limit */
-    uint64_t budget;          /* instructions for the current call, 0 = none */
-    uint64_t counted;         /* instructions counted so far (in hook chunks) */
-    int hook_chunk;           /* count given to lua_sethook */
+    int mem_enforce;  /* allocator refuses growth past mem_limit */
+    uint64_t budget;  /* instructions for the current call, 0 = none */
+    uint64_t counted; /* instructions counted so far (in hook chunks) */
+    int hook_chunk;   /* count given to lua_sethook */
     int budget_tripped;
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
-    int ref_array_mt;         /* registry ref of the JSON array marker metatable */
-    int in_apply;             /* ctx.emit allowed */
-    struct mr_sm_buf out;     /* encoder output */
-    struct mr_sm_buf events;  /* "[ev,ev" while applying */
+    int ref_array_mt;        /* registry ref of the JSON array marker metatable */
+    int in_apply;            /* ctx.emit allowed */
+    struct mr_sm_buf out;    /* encoder output */
+    struct mr_sm_buf events; /* "[ev,ev" while applying */
     struct mr_sm_json_scratch js;
 };
 
@@ -62,8 +62,8 @@ static inline struct mr_sm_vm *mr_sm_vm_of(lua_State *L)
 }
 
 /* Creates a sandboxed state (libraries, replacements, json, canonical) and
- * loads the script into it (under `budget` instructions), checking the contract and capturing the four
- * functions as registry refs; then locks globals. On failure returns
+ * loads the script into it (under `budget` instructions), checking the contract and
+ * capturing the four functions as registry refs; then locks globals. On failure returns
  * MR_ESCRIPT/MR_ENOMEM with errmsg and frees everything. */
 int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const char *name,
                  uint64_t budget, uint64_t mem_limit, char *errmsg);
@@ -75,7 +75,8 @@ void mr_sm_vm_free(struct mr_sm_vm *vm);
  * enum mr_sm_status; on success nres results are on the stack, on failure
  * the error text (message + traceback) is on the stack instead (1 value).
  * For MR_SM_MEMORY_EXCEEDED the message is Lua's "not enough memory". */
-int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget, int mem_enforce);
+int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
+                   int mem_enforce);
 
 /* ctx.emit and ctx.random (== math.random) for sm.c to put in ctx. */
 lua_CFunction mr_sm_fn_emit(void);

@@ -126,13 +126,27 @@ static int enc_string(struct mr_sm_buf *out, const char *s, size_t len, char *er
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
         size_t elen = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';
@@ -198,9 +212,11 @@ static int push_key(struct mr_sm_json_scratch *js, struct mr_sm_key **k)
     return 0;
 }
 
-static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth, char *errmsg);
+static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
+                     char *errmsg);
 
-static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth, char *errmsg)
+static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
+                     char *errmsg)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     struct mr_sm_json_scratch *js = &vm->js;
@@ -230,11 +246,14 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth, ch
             k->numoff = js->numbuf.len;
             k->len = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)k->ik);
             if (mr_sm_buf_append(&js->numbuf, tmp, k->len) != 0) return MR_ENOMEM;
-            if (k->ik < 1) all_int = 0;
-            else if (k->ik > maxi) maxi = k->ik;
+            if (k->ik < 1)
+                all_int = 0;
+            else if (k->ik > maxi)
+                maxi = k->ik;
         } else {
             mr_errmsg_printf(errmsg, "cannot encode a table key of type %s",
-                             lua_type(L, -2) == LUA_TNUMBER ? "float" : luaL_typename(L, -2));
+                             lua_type(L, -2) == LUA_TNUMBER ? "float"
+                                                            : luaL_typename(L, -2));
             return MR_EMALFORMED;
         }
         lua_pop(L, 1);
@@ -304,7 +323,8 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth, ch
     return buf_putc(out, '}');
 }
 
-static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth, char *errmsg)
+static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
+                     char *errmsg)
 {
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
@@ -325,7 +345,8 @@ static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth, ch
         if (lua_touserdata(L, idx) == NULL) return mr_sm_buf_append(out, "null", 4);
         /* fall through */
     default:
-        mr_errmsg_printf(errmsg, "cannot encode a value of type %s", luaL_typename(L, idx));
+        mr_errmsg_printf(errmsg, "cannot encode a value of type %s",
+                         luaL_typename(L, idx));
         return MR_EMALFORMED;
     }
 }
@@ -357,13 +378,15 @@ struct dec {
 
 static int dec_fail(struct dec *d, const char *what)
 {
-    mr_errmsg_printf(d->errmsg, "invalid JSON at byte %zu: %s", (size_t)(d->p - d->s), what);
+    mr_errmsg_printf(d->errmsg, "invalid JSON at byte %zu: %s", (size_t)(d->p - d->s),
+                     what);
     return MR_EMALFORMED;
 }
 
 static void skip_ws(struct dec *d)
 {
-    while (d->p < d->end && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
+    while (d->p < d->end &&
+           (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
         d->p++;
 }
 
@@ -373,10 +396,14 @@ static int hex4(const char *p, unsigned *out)
     for (int i = 0; i < 4; i++) {
         char c = p[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return -1;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
     }
     *out = v;
     return 0;
@@ -420,7 +447,8 @@ static int dec_string(struct dec *d)
         if (c == '"') break;
         if (c < 0x20) return dec_fail(d, "control character in string");
         if (c >= 0x80) {
-            size_t n = utf8_seq((const unsigned char *)d->p, (const unsigned char *)d->end);
+            size_t n =
+                utf8_seq((const unsigned char *)d->p, (const unsigned char *)d->end);
             if (n == 0) return dec_fail(d, "invalid UTF-8 in string");
             d->p += n;
             continue;
@@ -433,22 +461,40 @@ static int dec_string(struct dec *d)
             b = &d->vm->js.str;
             b->len = 0;
         }
-        if (b != NULL && mr_sm_buf_append(b, run, (size_t)(d->p - run)) != 0) return MR_ENOMEM;
+        if (b != NULL && mr_sm_buf_append(b, run, (size_t)(d->p - run)) != 0)
+            return MR_ENOMEM;
         if (d->end - d->p < 2) return dec_fail(d, "unterminated escape");
         char e = d->p[1], ch;
         d->p += 2;
         switch (e) {
-        case '"': ch = '"'; break;
-        case '\\': ch = '\\'; break;
-        case '/': ch = '/'; break;
-        case 'b': ch = '\b'; break;
-        case 'f': ch = '\f'; break;
-        case 'n': ch = '\n'; break;
-        case 'r': ch = '\r'; break;
-        case 't': ch = '\t'; break;
+        case '"':
+            ch = '"';
+            break;
+        case '\\':
+            ch = '\\';
+            break;
+        case '/':
+            ch = '/';
+            break;
+        case 'b':
+            ch = '\b';
+            break;
+        case 'f':
+            ch = '\f';
+            break;
+        case 'n':
+            ch = '\n';
+            break;
+        case 'r':
+            ch = '\r';
+            break;
+        case 't':
+            ch = '\t';
+            break;
         case 'u': {
             unsigned cp, lo;
-            if (d->end - d->p < 4 || hex4(d->p, &cp) != 0) return dec_fail(d, "bad \\u escape");
+            if (d->end - d->p < 4 || hex4(d->p, &cp) != 0)
+                return dec_fail(d, "bad \\u escape");
             d->p += 4;
             if (cp >= 0xDC00 && cp <= 0xDFFF) return dec_fail(d, "lone low surrogate");
             if (cp >= 0xD800 && cp <= 0xDBFF) {
@@ -497,8 +543,10 @@ static int dec_number(struct dec *d)
     } else {
         while (p < d->end && *p >= '0' && *p <= '9') {
             unsigned dig = (unsigned)(*p - '0');
-            if (acc > (UINT64_MAX - dig) / 10) overflow = 1;
-            else acc = acc * 10 + dig;
+            if (acc > (UINT64_MAX - dig) / 10)
+                overflow = 1;
+            else
+                acc = acc * 10 + dig;
             p++;
         }
     }

@@ -21,7 +21,8 @@ static void *sm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     /* Refusing makes Lua run an emergency full collection and retry, so
      * garbage never counts against the cap: only live data does. */
-    if (nsize > osize && vm->mem_enforce && vm->mem_used + (nsize - osize) > vm->mem_limit)
+    if (nsize > osize && vm->mem_enforce &&
+        vm->mem_used + (nsize - osize) > vm->mem_limit)
         return NULL;
     void *p = mr_realloc(ptr, nsize);
     if (p == NULL) return NULL;
@@ -67,7 +68,8 @@ static int msghandler(lua_State *L)
     return 1;
 }
 
-int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget, int mem_enforce)
+int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
+                   int mem_enforce)
 {
     lua_State *L = vm->L;
     int base = lua_gettop(L) - nargs; /* the function's slot */
@@ -217,8 +219,9 @@ static int l_setmetatable(lua_State *L)
         /* raw lookups: that is how Lua itself finds __gc and __mode */
         lua_pushliteral(L, "__gc");
         if (lua_rawget(L, 2) != LUA_TNIL)
-            return luaL_error(L, "setmetatable: __gc is not allowed in the sandbox "
-                                 "(finalizers would run at different times on each node)");
+            return luaL_error(L,
+                              "setmetatable: __gc is not allowed in the sandbox "
+                              "(finalizers would run at different times on each node)");
         lua_pushliteral(L, "__mode");
         if (lua_rawget(L, 2) != LUA_TNIL)
             return luaL_error(L, "setmetatable: __mode is not allowed in the sandbox "
@@ -238,8 +241,10 @@ static int l_load(lua_State *L)
     luaL_checkany(L, 1);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
-    if (n >= 2) lua_pushvalue(L, 2);
-    else lua_pushnil(L);
+    if (n >= 2)
+        lua_pushvalue(L, 2);
+    else
+        lua_pushnil(L);
     lua_pushliteral(L, "t");
     if (n >= 4) lua_pushvalue(L, 4);
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
@@ -248,8 +253,9 @@ static int l_load(lua_State *L)
 
 static int l_global_newindex(lua_State *L)
 {
-    return luaL_error(L, "attempt to set global '%s': globals are locked after the script "
-                         "loads (keep state in the module table or in locals)",
+    return luaL_error(L,
+                      "attempt to set global '%s': globals are locked after the script "
+                      "loads (keep state in the module table or in locals)",
                       lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
 }
 
@@ -267,11 +273,14 @@ static int l_emit(lua_State *L)
     if (!vm->in_apply) return luaL_error(L, "ctx.emit is only available during apply");
     size_t mark = vm->events.len;
     int rv = mr_sm_buf_append(&vm->events, vm->events.len == 0 ? "[" : ",", 1);
-    if (rv == 0) rv = mr_sm_json_encode(L, 1, &vm->events, errmsg);
-    else mr_errmsg_printf(errmsg, "out of memory");
+    if (rv == 0)
+        rv = mr_sm_json_encode(L, 1, &vm->events, errmsg);
+    else
+        mr_errmsg_printf(errmsg, "out of memory");
     if (rv == 0 && vm->events.len > MR_SM_MAX_EVENT_BYTES) {
         rv = MR_ETOOBIG;
-        mr_errmsg_printf(errmsg, "events of one command exceed %u bytes", MR_SM_MAX_EVENT_BYTES);
+        mr_errmsg_printf(errmsg, "events of one command exceed %u bytes",
+                         MR_SM_MAX_EVENT_BYTES);
     }
     if (rv != 0) {
         vm->events.len = mark;
@@ -291,12 +300,10 @@ struct setup_args {
 
 static void open_libs(lua_State *L)
 {
-    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
-                                    {LUA_TABLIBNAME, luaopen_table},
-                                    {LUA_STRLIBNAME, luaopen_string},
-                                    {LUA_MATHLIBNAME, luaopen_math},
-                                    {LUA_UTF8LIBNAME, luaopen_utf8},
-                                    {NULL, NULL}};
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},  {NULL, NULL}};
     for (const luaL_Reg *l = libs; l->name; l++) {
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
@@ -305,8 +312,8 @@ static void open_libs(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
 
-    static const char *const removed[] = {"dofile", "loadfile", "print", "warn",
-                                          "collectgarbage", NULL};
+    static const char *const removed[] = {"dofile", "loadfile",       "print",
+                                          "warn",   "collectgarbage", NULL};
     for (const char *const *r = removed; *r; r++) {
         lua_pushnil(L);
         lua_setglobal(L, *r);
@@ -345,9 +352,11 @@ static void open_libs(lua_State *L)
 static int check_fn(lua_State *L, const char *name, int *ref)
 {
     if (lua_getfield(L, -1, name) != LUA_TFUNCTION)
-        return luaL_error(L, "the script's table has no function '%s' (it needs apply, query, "
-                             "snapshot and restore)",
-                          name);
+        return luaL_error(
+            L,
+            "the script's table has no function '%s' (it needs apply, query, "
+            "snapshot and restore)",
+            name);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
@@ -435,5 +444,11 @@ void mr_sm_vm_free(struct mr_sm_vm *vm)
     mr_free(vm);
 }
 
-lua_CFunction mr_sm_fn_emit(void) { return l_emit; }
-lua_CFunction mr_sm_fn_random(void) { return l_random; }
+lua_CFunction mr_sm_fn_emit(void)
+{
+    return l_emit;
+}
+lua_CFunction mr_sm_fn_random(void)
+{
+    return l_random;
+}

@@ -120,7 +120,8 @@ static void test_a_config_file_may_compute_its_values(void **state)
     struct mr_cfg cfg;
     char errmsg[MR_ERRMSG_SIZE] = "";
     setenv("MR_TEST_CFG_TOKEN", "s3cret", 1);
-    int rv = parse(&cfg, errmsg, "--config", SRC("tests/unit/fixtures/cfg_computed.lua"), NULL);
+    int rv = parse(&cfg, errmsg, "--config", SRC("tests/unit/fixtures/cfg_computed.lua"),
+                   NULL);
     unsetenv("MR_TEST_CFG_TOKEN");
     if (rv != 0) fail_msg("%s", errmsg);
     assert_string_equal(cfg.id, "c2");
@@ -140,9 +141,10 @@ static void test_flags_override_the_file_whatever_their_order(void **state)
     (void)state;
     struct mr_cfg cfg;
     char errmsg[MR_ERRMSG_SIZE] = "";
-    int rv = parse(&cfg, errmsg, "--heartbeat-ms", "20", "--config", SRC("conf/node1.lua"),
-                   "--election-timeout-ms", "100,200", "--data-dir", "/tmp/elsewhere",
-                   "--fsync=false", "--log-level", "warn", "--client-token", "t0k", NULL);
+    int rv =
+        parse(&cfg, errmsg, "--heartbeat-ms", "20", "--config", SRC("conf/node1.lua"),
+              "--election-timeout-ms", "100,200", "--data-dir", "/tmp/elsewhere",
+              "--fsync=false", "--log-level", "warn", "--client-token", "t0k", NULL);
     if (rv != 0) fail_msg("%s", errmsg);
     assert_int_equal(cfg.heartbeat_ms, 20);
     assert_int_equal(cfg.election_timeout_min_ms, 100);
@@ -160,8 +162,9 @@ static void test_flags_override_the_file_whatever_their_order(void **state)
     if (rv != 0) fail_msg("%s", errmsg);
     assert_int_equal(cfg.n_peers, 2);
     mr_cfg_free(&cfg);
-    assert_int_equal(parse(&cfg, errmsg, "--config", SRC("conf/node1.lua"), "--id", "n2", NULL),
-                     MR_ECONFIG);
+    assert_int_equal(
+        parse(&cfg, errmsg, "--config", SRC("conf/node1.lua"), "--id", "n2", NULL),
+        MR_ECONFIG);
     assert_non_null(strstr(errmsg, "raft_addr"));
     mr_cfg_free(&cfg);
 }
@@ -179,21 +182,29 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
         {"return {id=1}", "id: expected a string, got integer"},
         {"return {id='bad id!'}", "id: expected 1-64 characters"},
         {"return {id=string.rep('a', 65)}", "id: expected 1-64"},
-        {"return {id='n1', heartbeat_ms='50'}", "heartbeat_ms: expected an integer, got string"},
-        {"return {id='n1', heartbeat_ms=1.5}", "heartbeat_ms: expected an integer, got float"},
+        {"return {id='n1', heartbeat_ms='50'}",
+         "heartbeat_ms: expected an integer, got string"},
+        {"return {id='n1', heartbeat_ms=1.5}",
+         "heartbeat_ms: expected an integer, got float"},
         {"return {id='n1', heartbeat_ms=0}", "heartbeat_ms: 0 is out of range 1..60000"},
-        {"return {id='n1', heartbeat_ms=500}", "election_timeout_ms: min (300) must be above "
-                                               "heartbeat_ms (500)"},
-        {"return {id='n1', election_timeout_ms={600, 300}}", "election_timeout_ms: max (300)"},
-        {"return {id='n1', election_timeout_ms='300'}", "election_timeout_ms: expected {min, max}"},
-        {"return {id='n1', election_timeout_ms={300}}", "election_timeout_ms: expected {min, max}"},
+        {"return {id='n1', heartbeat_ms=500}",
+         "election_timeout_ms: min (300) must be above "
+         "heartbeat_ms (500)"},
+        {"return {id='n1', election_timeout_ms={600, 300}}",
+         "election_timeout_ms: max (300)"},
+        {"return {id='n1', election_timeout_ms='300'}",
+         "election_timeout_ms: expected {min, max}"},
+        {"return {id='n1', election_timeout_ms={300}}",
+         "election_timeout_ms: expected {min, max}"},
         {"return {id='n1', raft_addr='localhost'}", "raft_addr: expected \"host:port\""},
         {"return {id='n1', raft_addr='127.0.0.1:70000'}", "raft_addr: expected"},
         {"return {id='n1', http_addr='127.0.0.1:0'}", "http_addr: expected"},
-        {"return {id='n1', http_addr='127.0.0.1:7001'}", "http_addr: must differ from raft_addr"},
+        {"return {id='n1', http_addr='127.0.0.1:7001'}",
+         "http_addr: must differ from raft_addr"},
         {"return {id='n1', fsync='yes'}", "fsync: expected a boolean, got string"},
         {"return {id='n1', log_level='loud'}", "log_level: expected \"debug\""},
-        {"return {id='n1', peers={n2='127.0.0.1:7002'}}", "peers: must include this node's id"},
+        {"return {id='n1', peers={n2='127.0.0.1:7002'}}",
+         "peers: must include this node's id"},
         {"return {id='n1', peers={}}", "peers: must not be empty"},
         {"return {id='n1', peers={n1='127.0.0.1:7001'}, bootstrap_expect=3}",
          "bootstrap_expect: cannot be combined with peers"},
@@ -202,7 +213,8 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
         {"return {id='n1', peers={n1={raft='127.0.0.1:7001', htp='x'}}}",
          "peers.n1: unknown key 'htp'"},
         {"return {id='n1', peers={n1=7001}}", "peers.n1: expected \"host:port\""},
-        {"return {id='n1', peers={n1={http='127.0.0.1:8001'}}}", "peers.n1: raft address"},
+        {"return {id='n1', peers={n1={http='127.0.0.1:8001'}}}",
+         "peers.n1: raft address"},
         {"return {id='n1', peers={'127.0.0.1:7001'}}", "peers: keys must be node ids"},
         {"return {id='n1', peers={n1='127.0.0.1:7001', n2='127.0.0.1:7001'}}",
          "share the raft address 127.0.0.1:7001"},
@@ -215,14 +227,16 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
         {"return {id='n1', max_body_bytes=-1}", "max_body_bytes: -1 is out of range"},
         {"return {id='n1', lua_memory_mb=0}", "lua_memory_mb: 0 is out of range"},
         {"return {id='n1', client_token=''}", "client_token: must not be empty"},
-        {"return {id='n1', state_machine=true}", "state_machine: expected a string, got boolean"},
+        {"return {id='n1', state_machine=true}",
+         "state_machine: expected a string, got boolean"},
         {"return {heartbeat_ms=50}", "id: required"},
         {"return {[1]='x', id='n1'}", "keys must be names (got a key of type integer)"},
         {"return 5", "the file must return a table (it returned integer)"},
         {"error('nope')", ":1: nope"},
         {"local x = 1\nlocal y = x + {}", ":2: attempt to perform arithmetic"},
         {"while true do end", "runs for too long"},
-        {"while true do pcall(function() while true do end end) end", "runs for too long"},
+        {"while true do pcall(function() while true do end end) end",
+         "runs for too long"},
         {"local s = string.rep('x', 1 << 30)", "not enough memory"},
         {"return {id = io.open('x')}", "global 'io'"},
         {"return {id = os.getenv('HOME')}", "global 'os'"},
@@ -238,7 +252,8 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
         if (rv == 0) rv = mr_cfg_validate(&cfg, errmsg);
         if (rv != MR_ECONFIG) fail_msg("case %zu (%s) gave %d", i, cases[i].text, rv);
         if (strstr(errmsg, cases[i].needle) == NULL)
-            fail_msg("case %zu (%s): '%s' lacks '%s'", i, cases[i].text, errmsg, cases[i].needle);
+            fail_msg("case %zu (%s): '%s' lacks '%s'", i, cases[i].text, errmsg,
+                     cases[i].needle);
         mr_cfg_free(&cfg);
         unlink(path);
         free(path);
@@ -247,8 +262,9 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
     struct mr_cfg cfg;
     char errmsg[MR_ERRMSG_SIZE] = "";
     mr_cfg_defaults(&cfg);
-    assert_int_equal(mr_cfg_load_file(&cfg, SRC("tests/unit/fixtures/cfg_syntax.lua"), errmsg),
-                     MR_ECONFIG);
+    assert_int_equal(
+        mr_cfg_load_file(&cfg, SRC("tests/unit/fixtures/cfg_syntax.lua"), errmsg),
+        MR_ECONFIG);
     assert_non_null(strstr(errmsg, "cfg_syntax.lua:4:"));
     assert_int_equal(mr_cfg_load_file(&cfg, "/nonexistent/cfg.lua", errmsg), MR_ECONFIG);
     assert_non_null(strstr(errmsg, "/nonexistent/cfg.lua"));
@@ -261,7 +277,8 @@ static void test_bad_flags_name_the_flag(void **state)
     static const struct {
         const char *a, *b, *needle;
     } cases[] = {
-        {"--heartbeat-ms", "abc", "flag --heartbeat-ms: heartbeat_ms: expected an integer"},
+        {"--heartbeat-ms", "abc",
+         "flag --heartbeat-ms: heartbeat_ms: expected an integer"},
         {"--heartbeat-ms", "0", "heartbeat_ms: 0 is out of range"},
         {"--nope", "1", "unknown flag --nope"},
         {"--peers", "n1", "peers: expected id=host:port"},
@@ -315,8 +332,8 @@ static void test_help_usage_and_dump(void **state)
 
     /* the dump is itself a valid config that loads back to the same values */
     setenv("MOONRAFT_CLIENT_TOKEN", "tok", 1);
-    assert_int_equal(parse(&cfg, errmsg, "--config", SRC("conf/node2.lua"), "--print-config",
-                           "--heartbeat-ms", "25", NULL),
+    assert_int_equal(parse(&cfg, errmsg, "--config", SRC("conf/node2.lua"),
+                           "--print-config", "--heartbeat-ms", "25", NULL),
                      0);
     unsetenv("MOONRAFT_CLIENT_TOKEN");
     assert_true(cfg.is_dump);
@@ -327,7 +344,8 @@ static void test_help_usage_and_dump(void **state)
     mr_cfg_dump(f, &cfg);
     fclose(f);
     mr_cfg_defaults(&again);
-    if (mr_cfg_load_file(&again, path, errmsg) != 0 || mr_cfg_validate(&again, errmsg) != 0)
+    if (mr_cfg_load_file(&again, path, errmsg) != 0 ||
+        mr_cfg_validate(&again, errmsg) != 0)
         fail_msg("dump does not load back: %s", errmsg);
     assert_string_equal(again.id, "n2");
     assert_int_equal(again.heartbeat_ms, 25);
@@ -352,8 +370,9 @@ static void test_addresses_parse(void **state)
     assert_string_equal(host, "::1");
     assert_int_equal(port, 65535);
     assert_int_equal(mr_cfg_parse_addr("node-1.example:1", host, sizeof host, &port), 0);
-    static const char *const bad[] = {"", ":7001", "h:", "h:0", "h:65536", "h:12a", "::1:7001",
-                                      "[::1]7001", "h h:1", "h:123456"};
+    static const char *const bad[] = {"",        ":7001",   "h:",       "h:0",
+                                      "h:65536", "h:12a",   "::1:7001", "[::1]7001",
+                                      "h h:1",   "h:123456"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (mr_cfg_parse_addr(bad[i], host, sizeof host, &port) != MR_EINVAL)
             fail_msg("'%s' was accepted", bad[i]);

@@ -39,7 +39,8 @@ static int open_source(const char *src, char *errmsg)
 }
 
 /* Applies cmd at (term 1, index) and returns the status; *res is filled. */
-static int apply_at(struct mr_sm *sm, mr_index index, const char *cmd, struct mr_sm_result *res)
+static int apply_at(struct mr_sm *sm, mr_index index, const char *cmd,
+                    struct mr_sm_result *res)
 {
     struct mr_sm_ctx ctx = {.index = index, .term = 1, .time_ms = 1700000000000};
     int rv = mr_sm_apply(sm, &ctx, cmd, strlen(cmd), res);
@@ -48,7 +49,8 @@ static int apply_at(struct mr_sm *sm, mr_index index, const char *cmd, struct mr
 }
 
 /* Applies cmd and checks status OK and the exact result JSON. */
-static void expect_apply(struct mr_sm *sm, mr_index index, const char *cmd, const char *want)
+static void expect_apply(struct mr_sm *sm, mr_index index, const char *cmd,
+                         const char *want)
 {
     struct mr_sm_result res = {0};
     int st = apply_at(sm, index, cmd, &res);
@@ -77,7 +79,8 @@ static char *eval_cmd(const char *code)
     return s;
 }
 
-static int eval_at(struct mr_sm *sm, mr_index index, const char *code, struct mr_sm_result *res)
+static int eval_at(struct mr_sm *sm, mr_index index, const char *code,
+                   struct mr_sm_result *res)
 {
     char *cmd = eval_cmd(code);
     int st = apply_at(sm, index, cmd, res);
@@ -94,7 +97,8 @@ static void expect_eval(struct mr_sm *sm, const char *code, const char *want)
     mr_sm_result_free(&res);
 }
 
-static void expect_eval_error(struct mr_sm *sm, const char *code, int status, const char *needle)
+static void expect_eval_error(struct mr_sm *sm, const char *code, int status,
+                              const char *needle)
 {
     struct mr_sm_result res = {0};
     int st = eval_at(sm, 1, code, &res);
@@ -102,7 +106,8 @@ static void expect_eval_error(struct mr_sm *sm, const char *code, int status, co
         fail_msg("%s -> %s (%s), wanted %s", code, mr_sm_status_name(st),
                  res.error ? res.error : res.json, mr_sm_status_name(status));
     assert_non_null(res.error);
-    if (strstr(res.error, needle) == NULL) fail_msg("error '%s' lacks '%s'", res.error, needle);
+    if (strstr(res.error, needle) == NULL)
+        fail_msg("error '%s' lacks '%s'", res.error, needle);
     assert_null(res.json);
     mr_sm_result_free(&res);
 }
@@ -134,8 +139,9 @@ static void test_open_reports_errors_raised_while_loading(void **state)
 {
     (void)state;
     char errmsg[MR_ERRMSG_SIZE] = "";
-    assert_int_equal(open_source("local m = {}\nerror('no config here')\nreturn m", errmsg),
-                     MR_ESCRIPT);
+    assert_int_equal(
+        open_source("local m = {}\nerror('no config here')\nreturn m", errmsg),
+        MR_ESCRIPT);
     assert_non_null(strstr(errmsg, "x.lua:2: no config here"));
     assert_int_equal(open_source("return 42", errmsg), MR_ESCRIPT);
     assert_non_null(strstr(errmsg, "must return a table"));
@@ -162,20 +168,21 @@ static void test_sandbox_has_no_io_os_package_debug_or_file_loading(void **state
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    expect_eval(sm,
-                "local present = {}\n"
-                "for _, n in ipairs({'io','os','package','debug','require','dofile','loadfile',\n"
-                "  'print','collectgarbage','coroutine','warn','module'}) do\n"
-                "  if rawget(_G, n) ~= nil then present[#present+1] = n end\n"
-                "end\n"
-                "if string.dump ~= nil then present[#present+1] = 'string.dump' end\n"
-                "return table.concat(present, ',')",
-                "\"\"");
+    expect_eval(
+        sm,
+        "local present = {}\n"
+        "for _, n in ipairs({'io','os','package','debug','require','dofile','loadfile',\n"
+        "  'print','collectgarbage','coroutine','warn','module'}) do\n"
+        "  if rawget(_G, n) ~= nil then present[#present+1] = n end\n"
+        "end\n"
+        "if string.dump ~= nil then present[#present+1] = 'string.dump' end\n"
+        "return table.concat(present, ',')",
+        "\"\"");
     expect_eval(sm, "return type(json) .. type(cjson) .. type(canonical) .. type(utf8)",
                 "\"tabletabletabletable\"");
     /* Lua's binary chunks start with ESC "Lua". */
-    expect_eval_error(sm, "local f, err = load('\\27LuaT\\0'); error(err)", MR_SM_SCRIPT_ERROR,
-                      "binary");
+    expect_eval_error(sm, "local f, err = load('\\27LuaT\\0'); error(err)",
+                      MR_SM_SCRIPT_ERROR, "binary");
     expect_eval_error(sm, "local f, err = load('\\27LuaT\\0', 'x', 'b'); error(err)",
                       MR_SM_SCRIPT_ERROR, "binary");
     /* text chunks still load, and env works */
@@ -190,7 +197,8 @@ static void test_globals_are_locked_after_load(void **state)
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
     expect_eval_error(sm, "newglobal = 1", MR_SM_SCRIPT_ERROR, "globals are locked");
-    expect_eval_error(sm, "return setmetatable(_G, nil)", MR_SM_SCRIPT_ERROR, "protected");
+    expect_eval_error(sm, "return setmetatable(_G, nil)", MR_SM_SCRIPT_ERROR,
+                      "protected");
     expect_eval(sm, "local t = {}; t.x = 1; return t", "{\"x\":1}");
     mr_sm_close(sm);
 }
@@ -201,8 +209,10 @@ static void test_setmetatable_refuses_finalizers_and_weak_tables(void **state)
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
     expect_eval_error(sm, "setmetatable({}, {__gc = function() end})", MR_SM_SCRIPT_ERROR,
                       "__gc");
-    expect_eval_error(sm, "setmetatable({}, {__mode = 'k'})", MR_SM_SCRIPT_ERROR, "__mode");
-    expect_eval(sm, "return setmetatable({}, {__index = function() return 7 end}).x", "7");
+    expect_eval_error(sm, "setmetatable({}, {__mode = 'k'})", MR_SM_SCRIPT_ERROR,
+                      "__mode");
+    expect_eval(sm, "return setmetatable({}, {__index = function() return 7 end}).x",
+                "7");
     mr_sm_close(sm);
 }
 
@@ -256,32 +266,35 @@ static void test_table_sort_is_stable_and_deterministic(void **state)
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
     /* 300 records, 3 distinct priorities: equal ones must keep input order */
-    expect_eval(sm,
-                "local t = {}\n"
-                "for i = 1, 300 do t[i] = {p = i % 3, i = i} end\n"
-                "table.sort(t, function(a, b) return a.p < b.p end)\n"
-                "for k = 2, 300 do\n"
-                "  local x, y = t[k-1], t[k]\n"
-                "  if x.p > y.p or (x.p == y.p and x.i > y.i) then return 'unstable at ' .. k end\n"
-                "end\n"
-                "local u = {5, 3, 9, 1, 7}; table.sort(u)\n"
-                "local w = {'b', 'c', 'a'}; table.sort(w, function(a, b) return a > b end)\n"
-                "return table.concat(u, ' ') .. ' ' .. table.concat(w)",
-                "\"1 3 5 7 9 cba\"");
+    expect_eval(
+        sm,
+        "local t = {}\n"
+        "for i = 1, 300 do t[i] = {p = i % 3, i = i} end\n"
+        "table.sort(t, function(a, b) return a.p < b.p end)\n"
+        "for k = 2, 300 do\n"
+        "  local x, y = t[k-1], t[k]\n"
+        "  if x.p > y.p or (x.p == y.p and x.i > y.i) then return 'unstable at ' .. k "
+        "end\n"
+        "end\n"
+        "local u = {5, 3, 9, 1, 7}; table.sort(u)\n"
+        "local w = {'b', 'c', 'a'}; table.sort(w, function(a, b) return a > b end)\n"
+        "return table.concat(u, ' ') .. ' ' .. table.concat(w)",
+        "\"1 3 5 7 9 cba\"");
     expect_eval_error(sm, "table.sort({3, 'a', 1})", MR_SM_SCRIPT_ERROR, "compare");
     mr_sm_close(sm);
 }
 
-/* ---- budgets ------------------------------------------------------------------------- */
+/* ---- budgets -------------------------------------------------------------------------
+ */
 
 static void test_an_infinite_loop_hits_the_budget_and_the_next_command_works(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 100000, 0);
-    expect_eval_error(sm, "while true do end", MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm, "while true do end", MR_SM_BUDGET_EXCEEDED,
+                      "instruction budget");
     /* The script's own pcall cannot swallow the budget error. */
-    expect_eval_error(sm,
-                      "while true do pcall(function() while true do end end) end",
+    expect_eval_error(sm, "while true do pcall(function() while true do end end) end",
                       MR_SM_BUDGET_EXCEEDED, "instruction budget");
     expect_eval_error(sm,
                       "local ok = pcall(function() while true do end end)\n"
@@ -315,7 +328,8 @@ static void test_a_memory_bomb_hits_the_cap_and_the_next_command_works(void **st
     mr_sm_close(sm);
 }
 
-/* ---- errors ----------------------------------------------------------------------------- */
+/* ---- errors
+ * ----------------------------------------------------------------------------- */
 
 static void test_a_lua_error_becomes_script_error_with_its_message(void **state)
 {
@@ -343,9 +357,9 @@ static void test_invalid_json_is_reported_with_its_position(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    static const char *const bad[] = {"{\"op\":", "{bad}", "[1,]", "01", "1.", "\"\\x\"",
-                                      "\"\\ud800\"", "nul", "[1] 2", "\"a\nb\"",
-                                      "\"\xff\"", "", "{\"a\" 1}", "-"};
+    static const char *const bad[] = {
+        "{\"op\":", "{bad}", "[1,]",     "01",       "1.", "\"\\x\"",   "\"\\ud800\"",
+        "nul",      "[1] 2", "\"a\nb\"", "\"\xff\"", "",   "{\"a\" 1}", "-"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct mr_sm_result res = {0};
         if (apply_at(sm, 1, bad[i], &res) != MR_SM_INVALID_JSON)
@@ -353,7 +367,8 @@ static void test_invalid_json_is_reported_with_its_position(void **state)
         assert_non_null(strstr(res.error, "invalid JSON at byte"));
         /* the Lua-free validator agrees, word for word */
         char errmsg[MR_ERRMSG_SIZE] = "";
-        assert_int_equal(mr_sm_json_validate(bad[i], strlen(bad[i]), errmsg), MR_EMALFORMED);
+        assert_int_equal(mr_sm_json_validate(bad[i], strlen(bad[i]), errmsg),
+                         MR_EMALFORMED);
         assert_string_equal(errmsg, res.error);
         mr_sm_result_free(&res);
     }
@@ -375,49 +390,75 @@ static void test_invalid_json_is_reported_with_its_position(void **state)
     mr_sm_close(sm);
 }
 
-/* ---- JSON -------------------------------------------------------------------------------- */
+/* ---- JSON
+ * -------------------------------------------------------------------------------- */
 
 static void test_json_values_round_trip_exactly(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
     static const char *const same[] = {
-        "null", "true", "false", "0", "-1", "9007199254740993", "9223372036854775807",
-        "-9223372036854775808", "1.5", "0.1", "-2.5e-05", "1e+300", "1.0", "-0.0",
-        "3.141592653589793", "\"\"", "\"h\\u00e9\"", "[]", "{}", "[null,1,\"a\",[],{}]",
+        "null",
+        "true",
+        "false",
+        "0",
+        "-1",
+        "9007199254740993",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1.5",
+        "0.1",
+        "-2.5e-05",
+        "1e+300",
+        "1.0",
+        "-0.0",
+        "3.141592653589793",
+        "\"\"",
+        "\"h\\u00e9\"",
+        "[]",
+        "{}",
+        "[null,1,\"a\",[],{}]",
         "{\"a\":[{\"b\":{}}],\"b\":null,\"c\":{\"d\":[1,2,3]}}",
-        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"", "\"quote\\\" back\\\\ nl\\n tab\\t "
-                                                          "ctl\\u0001\"",
-        "[[[[[[[[[[1]]]]]]]]]]", "{\"\":1,\"1\":2,\"a\":3}"};
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
+        "\"quote\\\" back\\\\ nl\\n tab\\t "
+        "ctl\\u0001\"",
+        "[[[[[[[[[[1]]]]]]]]]]",
+        "{\"\":1,\"1\":2,\"a\":3}"};
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, "{\"op\":\"echo\",\"v\":%s}", same[i]);
         /* \u00e9 comes back as raw UTF-8 */
-        const char *want = strcmp(same[i], "\"h\\u00e9\"") == 0 ? "\"h\xc3\xa9\"" : same[i];
+        const char *want =
+            strcmp(same[i], "\"h\\u00e9\"") == 0 ? "\"h\xc3\xa9\"" : same[i];
         expect_apply(sm, 1, cmd, want);
         char errmsg[MR_ERRMSG_SIZE] = "";
-        if (mr_sm_json_validate(cmd, strlen(cmd), errmsg) != 0) fail_msg("%s: %s", cmd, errmsg);
+        if (mr_sm_json_validate(cmd, strlen(cmd), errmsg) != 0)
+            fail_msg("%s: %s", cmd, errmsg);
     }
     /* spelling normalised: keys sorted, whitespace gone, exponent forms, surrogates */
     expect_apply(sm, 1, "{\"op\":\"echo\",\"v\": { \"b\" : 1 , \"a\" : [ 2 ] } }",
                  "{\"a\":[2],\"b\":1}");
     expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":1E2}", "100.0");
-    expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":18446744073709551616}", "1.8446744073709552e+19");
+    expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":18446744073709551616}",
+                 "1.8446744073709552e+19");
     expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":\"\\ud83d\\ude00\\/\"}",
                  "\"\xf0\x9f\x98\x80/\"");
     /* subtypes inside Lua */
-    expect_eval(sm,
-                "local v = json.decode('[9007199254740993, 1.0, 2, null]')\n"
-                "return {math.type(v[1]), math.type(v[2]), math.type(v[3]), v[4] == json.null,"
-                " v[1] == 9007199254740993, #v}",
-                "[\"integer\",\"float\",\"integer\",true,true,4]");
+    expect_eval(
+        sm,
+        "local v = json.decode('[9007199254740993, 1.0, 2, null]')\n"
+        "return {math.type(v[1]), math.type(v[2]), math.type(v[3]), v[4] == json.null,"
+        " v[1] == 9007199254740993, #v}",
+        "[\"integer\",\"float\",\"integer\",true,true,4]");
     expect_eval(sm, "return canonical.encode({z = 1, a = {y = 2, b = 3}})",
                 "\"{\\\"a\\\":{\\\"b\\\":3,\\\"y\\\":2},\\\"z\\\":1}\"");
     expect_eval(sm, "return json.encode(json.array()) .. json.encode({})", "\"[]{}\"");
-    expect_eval(sm, "return cjson.null == json.null and cjson.encode({1, 2})", "\"[1,2]\"");
+    expect_eval(sm, "return cjson.null == json.null and cjson.encode({1, 2})",
+                "\"[1,2]\"");
     expect_eval(sm, "return canonical.keys({b = 1, a = 2, ab = 3, [1] = 4}, 'a')",
                 "[\"a\",\"ab\"]");
-    expect_eval(sm, "return canonical.keys({c = 1, b = 2, a = 3}, '', 2)", "[\"a\",\"b\"]");
+    expect_eval(sm, "return canonical.keys({c = 1, b = 2, a = 3}, '', 2)",
+                "[\"a\",\"b\"]");
     expect_eval(sm, "return {[1] = 'a', [3] = 'c'}", "{\"1\":\"a\",\"3\":\"c\"}");
     expect_eval_error(sm, "return json.decode('{')", MR_SM_SCRIPT_ERROR, "json.decode");
     mr_sm_close(sm);
@@ -427,9 +468,19 @@ static void test_json_values_round_trip_exactly(void **state)
  * escapes and multi-byte UTF-8), from a seeded generator. */
 static void gen_string(struct mr_rand *r, char **p)
 {
-    static const char *const pieces[] = {"a", "Z", "0", " ", "\\n", "\\\"", "\\\\",
-                                         "\\u0001", "\xc3\xa9", "\xe2\x82\xac",
-                                         "\xf0\x9f\x98\x80", "/", "\\t"};
+    static const char *const pieces[] = {"a",
+                                         "Z",
+                                         "0",
+                                         " ",
+                                         "\\n",
+                                         "\\\"",
+                                         "\\\\",
+                                         "\\u0001",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "/",
+                                         "\\t"};
     int n = (int)mr_rand_below(r, 6);
     *(*p)++ = '"';
     for (int i = 0; i < n; i++) {
@@ -445,11 +496,21 @@ static void gen_value(struct mr_rand *r, char **p, int depth)
 {
     int kind = (int)mr_rand_below(r, depth > 4 ? 5 : 7);
     switch (kind) {
-    case 0: *p += sprintf(*p, "null"); break;
-    case 1: *p += sprintf(*p, mr_rand_below(r, 2) ? "true" : "false"); break;
-    case 2: *p += sprintf(*p, "%lld", (long long)mr_rand_next(r)); break;
-    case 3: *p += sprintf(*p, "%lld", (long long)mr_rand_below(r, 1000) - 500); break;
-    case 4: gen_string(r, p); break;
+    case 0:
+        *p += sprintf(*p, "null");
+        break;
+    case 1:
+        *p += sprintf(*p, mr_rand_below(r, 2) ? "true" : "false");
+        break;
+    case 2:
+        *p += sprintf(*p, "%lld", (long long)mr_rand_next(r));
+        break;
+    case 3:
+        *p += sprintf(*p, "%lld", (long long)mr_rand_below(r, 1000) - 500);
+        break;
+    case 4:
+        gen_string(r, p);
+        break;
     case 5: {
         int n = (int)mr_rand_below(r, 4);
         *(*p)++ = '[';
@@ -486,14 +547,16 @@ static void test_random_json_documents_round_trip(void **state)
         char *p = doc;
         gen_value(&r, &p, 0);
         char errmsg[MR_ERRMSG_SIZE];
-        if (mr_sm_json_validate(doc, strlen(doc), errmsg) != 0) fail_msg("%s: %s", doc, errmsg);
+        if (mr_sm_json_validate(doc, strlen(doc), errmsg) != 0)
+            fail_msg("%s: %s", doc, errmsg);
         snprintf(cmd, sizeof cmd, "{\"op\":\"echo\",\"v\":%s}", doc);
         expect_apply(sm, (mr_index)i + 1, cmd, doc);
     }
     mr_sm_close(sm);
 }
 
-/* ---- kv -------------------------------------------------------------------------------- */
+/* ---- kv
+ * -------------------------------------------------------------------------------- */
 
 static void test_kv_put_get_delete_cas_list(void **state)
 {
@@ -501,7 +564,8 @@ static void test_kv_put_get_delete_cas_list(void **state)
     struct mr_sm *sm = open_script(KV_LUA, 0, 0);
     mr_index i = 1;
     expect_apply(sm, i++, "{\"op\":\"get\",\"key\":\"a\"}", "{\"value\":null}");
-    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"a\",\"value\":{\"n\":9223372036854775807}}",
+    expect_apply(sm, i++,
+                 "{\"op\":\"put\",\"key\":\"a\",\"value\":{\"n\":9223372036854775807}}",
                  "{\"ok\":true}");
     expect_apply(sm, i++, "{\"op\":\"get\",\"key\":\"a\"}",
                  "{\"value\":{\"n\":9223372036854775807}}");
@@ -518,13 +582,15 @@ static void test_kv_put_get_delete_cas_list(void **state)
     expect_apply(sm, i++, "{\"op\":\"list\",\"prefix\":\"zz\"}",
                  "{\"items\":[],\"truncated\":false}");
     /* cas: mismatch, match, create-if-absent, delete-on-null */
-    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"b\",\"expect\":\"x\",\"value\":\"y\"}",
+    expect_apply(sm, i++,
+                 "{\"op\":\"cas\",\"key\":\"b\",\"expect\":\"x\",\"value\":\"y\"}",
                  "{\"ok\":false,\"value\":\"\xc3\xa9\"}");
     expect_apply(sm, i++,
                  "{\"op\":\"cas\",\"key\":\"b\",\"expect\":\"\xc3\xa9\",\"value\":\"y\"}",
                  "{\"ok\":true,\"value\":\"y\"}");
-    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"a\",\"expect\":{\"n\":9223372036854775807},"
-                          "\"value\":2}",
+    expect_apply(sm, i++,
+                 "{\"op\":\"cas\",\"key\":\"a\",\"expect\":{\"n\":9223372036854775807},"
+                 "\"value\":2}",
                  "{\"ok\":true,\"value\":2}");
     expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"c\",\"expect\":null,\"value\":1}",
                  "{\"ok\":true,\"value\":1}");
@@ -532,7 +598,8 @@ static void test_kv_put_get_delete_cas_list(void **state)
                  "{\"ok\":false,\"value\":1}");
     expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"c\",\"expect\":1}",
                  "{\"ok\":true,\"value\":null}");
-    expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"ab\"}", "{\"deleted\":true,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"ab\"}",
+                 "{\"deleted\":true,\"ok\":true}");
     expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"ab\"}",
                  "{\"deleted\":false,\"ok\":true}");
     expect_apply(sm, i++, "{\"op\":\"count\"}", "{\"count\":2}");
@@ -540,7 +607,8 @@ static void test_kv_put_get_delete_cas_list(void **state)
     static const char *const bad[] = {"{\"op\":\"put\",\"key\":\"\",\"value\":1}",
                                       "{\"op\":\"put\",\"key\":\"k\"}",
                                       "{\"op\":\"put\",\"key\":3,\"value\":1}",
-                                      "{\"op\":\"zap\"}", "[1]",
+                                      "{\"op\":\"zap\"}",
+                                      "[1]",
                                       "{\"op\":\"list\",\"limit\":-1}"};
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         struct mr_sm_result res = {0};
@@ -583,8 +651,9 @@ static void test_kv_emits_change_events(void **state)
 
     /* several events, and events emitted before an error are kept */
     sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    assert_int_equal(eval_at(sm, 1, "ctx.emit(1); ctx.emit({a = 'b'}); error('late')", &res),
-                     MR_SM_SCRIPT_ERROR);
+    assert_int_equal(
+        eval_at(sm, 1, "ctx.emit(1); ctx.emit({a = 'b'}); error('late')", &res),
+        MR_SM_SCRIPT_ERROR);
     assert_string_equal(res.events, "[1,{\"a\":\"b\"}]");
     mr_sm_result_free(&res);
     expect_eval_error(sm, "ctx.emit(function() end)", MR_SM_SCRIPT_ERROR, "ctx.emit");
@@ -609,7 +678,8 @@ static void fill_kv(struct mr_sm *sm, int n, int reverse, int churn)
         assert_int_equal(apply_at(sm, idx++, cmd, &res), MR_SM_OK);
         mr_sm_result_free(&res);
         if (churn && i % 7 == 0) {
-            snprintf(cmd, sizeof cmd, "{\"op\":\"put\",\"key\":\"tmp/%d\",\"value\":1}", i);
+            snprintf(cmd, sizeof cmd, "{\"op\":\"put\",\"key\":\"tmp/%d\",\"value\":1}",
+                     i);
             assert_int_equal(apply_at(sm, idx++, cmd, &res), MR_SM_OK);
             mr_sm_result_free(&res);
             snprintf(cmd, sizeof cmd, "{\"op\":\"delete\",\"key\":\"tmp/%d\"}", i);
@@ -619,7 +689,8 @@ static void fill_kv(struct mr_sm *sm, int n, int reverse, int churn)
     }
 }
 
-static void test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(void **state)
+static void
+test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(void **state)
 {
     (void)state;
     char errmsg[MR_ERRMSG_SIZE];
@@ -635,8 +706,9 @@ static void test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(vo
     assert_int_equal(mr_sm_snapshot(b, &sb, &lb, errmsg), 0);
     assert_int_equal(la, lb);
     assert_memory_equal(sa, sb, la);
-    assert_int_equal(strncmp(sa, "{\"data\":{\"key/00000\":{\"i\":0,\"l\":[0,null],\"s\":\"v0\"}", 48),
-                     0);
+    assert_int_equal(
+        strncmp(sa, "{\"data\":{\"key/00000\":{\"i\":0,\"l\":[0,null],\"s\":\"v0\"}", 48),
+        0);
     assert_int_equal(mr_sm_state_hash(a, ha, errmsg), 0);
     assert_int_equal(mr_sm_state_hash(b, hb, errmsg), 0);
     assert_string_equal(ha, hb);
@@ -646,7 +718,8 @@ static void test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(vo
     mr_sm_sha256_hex(sa, la, hx);
     assert_string_equal(hx, ha);
     mr_sm_sha256_hex("abc", 3, hx);
-    assert_string_equal(hx, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_string_equal(
+        hx, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 
     /* a third instance restored from a's snapshot has the same hash */
     struct mr_sm *c = open_script(KV_LUA, 0, 0);
@@ -700,7 +773,8 @@ static void test_a_failed_restore_leaves_the_old_state(void **state)
     mr_free(snap);
     /* a snapshot() that fails: synchronously, and in a forked child */
     struct mr_sm_result res = {0};
-    assert_int_equal(eval_at(sm, 2, "probe.state = {f = function() end}", &res), MR_SM_OK);
+    assert_int_equal(eval_at(sm, 2, "probe.state = {f = function() end}", &res),
+                     MR_SM_OK);
     mr_sm_result_free(&res);
     assert_int_equal(mr_sm_snapshot(sm, &snap, &len, errmsg), MR_ESCRIPT);
     assert_non_null(strstr(errmsg, "cannot encode a value of type function"));
@@ -736,7 +810,8 @@ static void test_fork_snapshot_writes_the_payload_while_the_parent_goes_on(void 
     assert_true(job.pid > 0);
     close(fd);
     /* the parent keeps applying: the child's image is frozen at fork time */
-    expect_apply(sm, 1000, "{\"op\":\"put\",\"key\":\"after\",\"value\":1}", "{\"ok\":true}");
+    expect_apply(sm, 1000, "{\"op\":\"put\",\"key\":\"after\",\"value\":1}",
+                 "{\"ok\":true}");
     int rv;
     while ((rv = mr_sm_snapshot_poll(&job, 0, errmsg)) == MR_EBUSY) usleep(1000);
     assert_int_equal(rv, 0);
@@ -803,7 +878,8 @@ int main(void)
         cmocka_unit_test(test_setmetatable_refuses_finalizers_and_weak_tables),
         cmocka_unit_test(test_random_is_seeded_from_the_entry),
         cmocka_unit_test(test_table_sort_is_stable_and_deterministic),
-        cmocka_unit_test(test_an_infinite_loop_hits_the_budget_and_the_next_command_works),
+        cmocka_unit_test(
+            test_an_infinite_loop_hits_the_budget_and_the_next_command_works),
         cmocka_unit_test(test_a_memory_bomb_hits_the_cap_and_the_next_command_works),
         cmocka_unit_test(test_a_lua_error_becomes_script_error_with_its_message),
         cmocka_unit_test(test_invalid_json_is_reported_with_its_position),
@@ -811,7 +887,8 @@ int main(void)
         cmocka_unit_test(test_random_json_documents_round_trip),
         cmocka_unit_test(test_kv_put_get_delete_cas_list),
         cmocka_unit_test(test_kv_emits_change_events),
-        cmocka_unit_test(test_kv_snapshots_are_byte_identical_whatever_the_insertion_order),
+        cmocka_unit_test(
+            test_kv_snapshots_are_byte_identical_whatever_the_insertion_order),
         cmocka_unit_test(test_a_failed_restore_leaves_the_old_state),
         cmocka_unit_test(test_fork_snapshot_writes_the_payload_while_the_parent_goes_on),
         cmocka_unit_test(test_host_allocation_failures_are_reported_not_crashed),
