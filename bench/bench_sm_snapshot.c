@@ -87,7 +87,8 @@ int main(int argc, char **argv)
     double s0 = now_ms();
     if (mr_sm_snapshot(sm, &data, &len, errmsg) != 0) die("snapshot", errmsg);
     double s1 = now_ms();
-    printf("sync snapshot        %.0f ms (%.1f MiB)\n", s1 - s0, len / 1048576.0);
+    printf("sync snapshot        %.0f ms (%.1f MiB), rss after %.1f MiB\n", s1 - s0,
+           len / 1048576.0, rss_kb() / 1024.0);
     char hex[65];
     double h0 = now_ms();
     if (mr_sm_state_hash(sm, hex, errmsg) != 0) die("hash", errmsg);
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
     printf("restore              %.0f ms, lua heap after %.1f MiB\n", r1 - r0,
            mr_sm_memory_used(sm) / 1048576.0);
     mr_free(data);
+    printf("rss after restore    %.1f MiB\n", rss_kb() / 1024.0);
     mr_sm_close(sm);
     return 0;
 }

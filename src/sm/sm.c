@@ -258,6 +258,7 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *i
         }
     }
     vm->events.len = 0;
+    mr_sm_vm_trim(vm);
     if (rv != 0) mr_sm_result_free(res);
     return rv;
 }
@@ -305,6 +306,7 @@ int mr_sm_vm_snapshot(struct mr_sm_vm *vm, const char **data, size_t *len, char 
     if (st != MR_SM_OK) {
         error_first_line(errmsg, "snapshot", lua_tostring(L, -1));
         lua_pop(L, 1);
+        mr_sm_vm_trim(vm);
         return st == MR_SM_MEMORY_EXCEEDED ? MR_ENOMEM : MR_ESCRIPT;
     }
     *data = lua_tolstring(L, -1, len);
@@ -319,6 +321,7 @@ int mr_sm_snapshot(struct mr_sm *sm, char **data, size_t *len, char *errmsg)
     if (rv != 0) return rv;
     char *copy = dup_mem(p, n);
     lua_pop(sm->vm->L, 1);
+    mr_sm_vm_trim(sm->vm);
     if (copy == NULL) {
         mr_errmsg_printf(errmsg, "snapshot: out of memory copying %zu bytes", n);
         return MR_ENOMEM;
@@ -351,6 +354,7 @@ int mr_sm_state_hash(struct mr_sm *sm, char hex[65], char *errmsg)
     if (rv != 0) return rv;
     mr_sm_sha256_hex(p, n, hex);
     lua_pop(sm->vm->L, 1);
+    mr_sm_vm_trim(sm->vm);
     return 0;
 }
 
@@ -390,6 +394,7 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
         return st == MR_SM_MEMORY_EXCEEDED ? MR_ENOMEM : MR_ESCRIPT;
     }
     lua_gc(fresh->L, LUA_GCCOLLECT);
+    mr_sm_vm_trim(fresh);
     mr_sm_vm_free(sm->vm);
     sm->vm = fresh;
     return 0;

@@ -68,6 +68,8 @@ static inline struct mr_sm_vm *mr_sm_vm_of(lua_State *L)
 int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const char *name,
                  uint64_t budget, uint64_t mem_limit, char *errmsg);
 void mr_sm_vm_free(struct mr_sm_vm *vm);
+/* Frees scratch buffers that grew large (call between calls, never inside). */
+void mr_sm_vm_trim(struct mr_sm_vm *vm);
 
 /* Protected call helper (STYLE 14): the function and its nargs arguments are
  * on the stack. Runs it with a traceback message handler under `budget`

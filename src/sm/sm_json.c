@@ -355,13 +355,15 @@ int mr_sm_json_encode(lua_State *L, int idx, struct mr_sm_buf *out, char *errmsg
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     int top = lua_gettop(L);
-    size_t start = out->len, nkeys = vm->js.nkeys, numlen = vm->js.numbuf.len;
+    size_t start = out->len;
+    /* The encoder never calls back into Lua, so it is never nested: the key
+     * stack starts empty (even if a longjmp abandoned the previous run). */
+    vm->js.nkeys = 0;
+    vm->js.numbuf.len = 0;
     int rv = enc_value(L, lua_absindex(L, idx), out, 0, errmsg);
     lua_settop(L, top);
     if (rv != 0) {
         out->len = start;
-        vm->js.nkeys = nkeys;
-        vm->js.numbuf.len = numlen;
         if (rv == MR_ENOMEM) mr_errmsg_printf(errmsg, "out of memory");
     }
     return rv;

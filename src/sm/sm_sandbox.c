@@ -434,6 +434,22 @@ int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const ch
     return 0;
 }
 
+void mr_sm_vm_trim(struct mr_sm_vm *vm)
+{
+    /* A snapshot of a big state leaves tens of MiB of scratch behind (the
+     * encoded text, the key array): give it back rather than keep it. */
+    const size_t keep = 1u << 20;
+    if (vm->out.cap > keep) mr_sm_buf_free(&vm->out);
+    if (vm->events.cap > keep) mr_sm_buf_free(&vm->events);
+    if (vm->js.numbuf.cap > keep) mr_sm_buf_free(&vm->js.numbuf);
+    if (vm->js.str.cap > keep) mr_sm_buf_free(&vm->js.str);
+    if (vm->js.capkeys * sizeof *vm->js.keys > keep) {
+        mr_free(vm->js.keys);
+        vm->js.keys = NULL;
+        vm->js.nkeys = vm->js.capkeys = 0;
+    }
+}
+
 void mr_sm_vm_free(struct mr_sm_vm *vm)
 {
     if (vm == NULL) return;
