@@ -1,7 +1,10 @@
 /* bench_sm_snapshot: kv.lua with N keys (default 1,000,000).
  * Prints apply throughput, Lua heap and process RSS, the parent-side stall
  * of a fork snapshot, the child's time to write it, a synchronous snapshot,
- * the state hash and a restore. Usage: bench_sm_snapshot [N] [kv.lua] */
+ * the state hash and a restore.
+ * Usage: bench_sm_snapshot [N] [kv.lua] [objects|strings]
+ * Values are small objects {"n":i,"name":"user number i"} by default, or
+ * the string "user number i". */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +42,7 @@ int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 1000000;
     const char *script = argc > 2 ? argv[2] : "lua/kv.lua";
+    int string_values = argc > 3 && strcmp(argv[3], "strings") == 0;
     char errmsg[MR_ERRMSG_SIZE];
     struct mr_sm *sm;
     struct mr_sm_options o = {.script_path = script};
@@ -49,10 +53,15 @@ int main(int argc, char **argv)
     char cmd[256];
     for (long i = 0; i < n; i++) {
         struct mr_sm_ctx ctx = {.index = (mr_index)i + 1, .term = 1, .time_ms = 0};
-        int len = snprintf(cmd, sizeof cmd,
-                           "{\"op\":\"put\",\"key\":\"user/%08ld\",\"value\":{\"n\":%ld,"
-                           "\"name\":\"user number %ld\"}}",
-                           (i * 7919) % n, i, i);
+        int len = string_values
+                      ? snprintf(cmd, sizeof cmd,
+                                 "{\"op\":\"put\",\"key\":\"user/%08ld\","
+                                 "\"value\":\"user number %ld\"}",
+                                 (i * 7919) % n, i)
+                      : snprintf(cmd, sizeof cmd,
+                                 "{\"op\":\"put\",\"key\":\"user/%08ld\","
+                                 "\"value\":{\"n\":%ld,\"name\":\"user number %ld\"}}",
+                                 (i * 7919) % n, i, i);
         struct mr_sm_result res = {0};
         if (mr_sm_apply(sm, &ctx, cmd, (size_t)len, &res) != 0 || res.status != MR_SM_OK)
             die("apply", res.error ? res.error : "host error");

@@ -8,7 +8,6 @@
 -- Relative paths are relative to the directory the node is started from.
 --
 -- Same as node1.lua but for n3; see node1.lua for every key explained.
---   ./build/moonraft --config conf/node1.lua   (and node2.lua, node3.lua)
 
 local base_raft, base_http = 7000, 8000
 local n = 3
