@@ -758,36 +758,74 @@ static int l_array(lua_State *L)
     return 1;
 }
 
-/* canonical.keys(t [, prefix [, limit]]): the string keys of t that start
- * with prefix, sorted bytewise, at most limit of them, as an array. The
- * deterministic replacement for iterating with pairs; runs in C, so it does
- * not eat the instruction budget on big tables. */
+/* Max-heap on key_cmp over h[0..n): keeps the `limit` smallest keys. */
+static void heap_down(struct mr_sm_key *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && key_cmp(&h[l], &h[m]) > 0) m = l;
+        if (r < n && key_cmp(&h[r], &h[m]) > 0) m = r;
+        if (m == i) return;
+        struct mr_sm_key t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void heap_up(struct mr_sm_key *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (key_cmp(&h[p], &h[i]) >= 0) return;
+        struct mr_sm_key t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+/* canonical.keys(t [, prefix [, limit [, after]]]): the string keys of t
+ * that start with prefix and sort after `after`, in bytewise order, at most
+ * limit of them, as an array. The deterministic replacement for iterating
+ * with pairs; runs in C (one pass, a bounded heap when limit is small), so it
+ * does not eat the instruction budget on big tables. */
 static int l_keys(lua_State *L)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     struct mr_sm_json_scratch *js = &vm->js;
-    size_t plen = 0, base = js->nkeys, count = 0;
+    size_t plen = 0, alen = 0, base = js->nkeys, count = 0;
     luaL_checktype(L, 1, LUA_TTABLE);
     const char *prefix = luaL_optlstring(L, 2, "", &plen);
     lua_Integer limit = luaL_optinteger(L, 3, LUA_MAXINTEGER);
+    const char *after = luaL_optlstring(L, 4, NULL, &alen);
     luaL_argcheck(L, limit >= 0, 3, "limit must be >= 0");
-    lua_settop(L, 3);
+    struct mr_sm_key akey = {after, alen, 0, 0, 0};
+    /* A heap pays off only when most keys will be dropped. */
+    int use_heap = limit < 65536;
+    lua_settop(L, 4);
     lua_pushnil(L);
-    while (lua_next(L, 1) != 0) {
+    while (limit > 0 && lua_next(L, 1) != 0) {
         lua_pop(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING) continue;
-        size_t len;
-        const char *k = lua_tolstring(L, -1, &len);
-        if (len < plen || memcmp(k, prefix, plen) != 0) continue;
+        struct mr_sm_key k = {NULL, 0, 0, 0, 0};
+        k.s = lua_tolstring(L, -1, &k.len);
+        if (k.len < plen || memcmp(k.s, prefix, plen) != 0) continue;
+        if (after != NULL && key_cmp(&k, &akey) <= 0) continue;
+        if (use_heap && count == (size_t)limit) {
+            if (key_cmp(&k, &js->keys[base]) >= 0) continue;
+            js->keys[base] = k;
+            heap_down(js->keys + base, count, 0);
+            continue;
+        }
         struct mr_sm_key *e;
         if (push_key(js, &e) != 0) {
             js->nkeys = base;
             return luaL_error(L, "canonical.keys: out of memory");
         }
-        e->s = k;
-        e->len = len;
-        e->is_int = 0;
+        *e = k;
         count++;
+        if (use_heap) heap_up(js->keys + base, count - 1);
     }
     if (count > 1) qsort(js->keys + base, count, sizeof *js->keys, key_cmp);
     size_t n = (lua_Unsigned)limit < count ? (size_t)limit : count;

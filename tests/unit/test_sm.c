@@ -459,6 +459,21 @@ static void test_json_values_round_trip_exactly(void **state)
                 "[\"a\",\"ab\"]");
     expect_eval(sm, "return canonical.keys({c = 1, b = 2, a = 3}, '', 2)",
                 "[\"a\",\"b\"]");
+    expect_eval(sm, "return canonical.keys({c = 1, b = 2, a = 3}, '', 5, 'a')",
+                "[\"b\",\"c\"]");
+    expect_eval(sm, "return canonical.keys({c = 1}, '', 0)", "[]");
+    /* the bounded heap agrees with a full sort on a shuffled table */
+    expect_eval(
+        sm,
+        "local t = {}\n"
+        "for i = 1, 5000 do t[string.format('k%05d', (i * 7919) % 5000)] = i end\n"
+        "local all = canonical.keys(t)\n"
+        "local top = canonical.keys(t, 'k0', 7, 'k00100')\n"
+        "local ok = #all == 5000 and all[1] == 'k00000' and all[5000] == 'k04999'\n"
+        "for i = 2, #all do ok = ok and all[i-1] < all[i] end\n"
+        "return {ok, top}",
+        "[true,[\"k00101\",\"k00102\",\"k00103\",\"k00104\",\"k00105\","
+        "\"k00106\",\"k00107\"]]");
     expect_eval(sm, "return {[1] = 'a', [3] = 'c'}", "{\"1\":\"a\",\"3\":\"c\"}");
     expect_eval_error(sm, "return json.decode('{')", MR_SM_SCRIPT_ERROR, "json.decode");
     mr_sm_close(sm);
@@ -578,6 +593,9 @@ static void test_kv_put_get_delete_cas_list(void **state)
                  "{\"key\":\"ab\",\"value\":[1,\"x\",null]}],\"truncated\":false}");
     expect_apply(sm, i++, "{\"op\":\"list\",\"limit\":1}",
                  "{\"items\":[{\"key\":\"a\",\"value\":{\"n\":9223372036854775807}}],"
+                 "\"truncated\":true}");
+    expect_apply(sm, i++, "{\"op\":\"list\",\"limit\":1,\"after\":\"a\"}",
+                 "{\"items\":[{\"key\":\"ab\",\"value\":[1,\"x\",null]}],"
                  "\"truncated\":true}");
     expect_apply(sm, i++, "{\"op\":\"list\",\"prefix\":\"zz\"}",
                  "{\"items\":[],\"truncated\":false}");
