@@ -53,9 +53,13 @@
  * replica restored from a snapshot is laid out slightly differently from one
  * that replayed the log, so a command that lands within a few kilobytes of
  * the cap may fail on one replica and not on another. Keep the cap well above
- * the working set. Pure-C library calls (a pathological string.find pattern,
- * say) are not counted by the instruction hook: XXX(#sm-cpu) no wall-clock
- * guard exists for them.
+ * the working set. Library code in C is not seen by the count hook, so the
+ * string pattern functions (find, match, gmatch, gsub) are our own
+ * re-implementation (sm_pattern.c) that charges each matching step to the
+ * same budget: Lua's backtracking matcher is polynomial in the subject
+ * (a "trim" pattern is quadratic) and would otherwise freeze every node on
+ * one command. Other C calls do work linear in their input (string.rep,
+ * table.concat, json.encode, ...), bounded by the heap cap.
  *
  * Failing applies. A Lua error, a budget trip or the memory cap ends the call
  * with an error result. PARTIAL MUTATIONS MADE BEFORE THE ERROR STAY (as in

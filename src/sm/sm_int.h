@@ -46,6 +46,7 @@ struct mr_sm_vm {
     uint64_t counted; /* instructions counted so far (in hook chunks) */
     int hook_chunk;   /* count given to lua_sethook */
     int budget_tripped;
+    uint64_t pattern_steps; /* string pattern matching work in this call (sm_pattern.c) */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */
@@ -79,6 +80,12 @@ void mr_sm_vm_trim(struct mr_sm_vm *vm);
  * For MR_SM_MEMORY_EXCEEDED the message is Lua's "not enough memory". */
 int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
                    int mem_enforce);
+
+/* Marks the instruction budget as exhausted (sticky for the rest of the call)
+ * and raises the budget error. Never returns. */
+void mr_sm_vm_trip_budget(lua_State *L) __attribute__((noreturn));
+/* Replaces string.find/match/gmatch/gsub with the budgeted matcher. */
+void mr_sm_pattern_open(lua_State *L);
 
 /* ctx.emit and ctx.random (== math.random) for sm.c to put in ctx. */
 lua_CFunction mr_sm_fn_emit(void);

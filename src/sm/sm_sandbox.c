@@ -1,6 +1,7 @@
 /* The sandbox: one lua_State per script instance (STYLE 13-15). */
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -46,6 +47,14 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
             }
             return;
         }
+    }
+    mr_sm_vm_trip_budget(L);
+}
+
+void mr_sm_vm_trip_budget(lua_State *L)
+{
+    struct mr_sm_vm *vm = mr_sm_vm_of(L);
+    if (!vm->budget_tripped) {
         vm->budget_tripped = 1;
         /* From now on every instruction raises, so a pcall in the script
          * that catches this error cannot make progress. */
@@ -55,6 +64,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     snprintf(msg, sizeof msg, "instruction budget exceeded (%llu instructions)",
              (unsigned long long)vm->budget);
     luaL_error(L, "%s", msg);
+    abort(); /* not reached: luaL_error does not return */
 }
 
 static int msghandler(lua_State *L)
@@ -78,6 +88,7 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     vm->budget = budget;
     vm->counted = 0;
     vm->budget_tripped = 0;
+    vm->pattern_steps = 0;
     if (budget > 0) {
         vm->hook_chunk = budget > INT_MAX ? 1000000 : (int)budget;
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, vm->hook_chunk);
@@ -322,6 +333,8 @@ static void open_libs(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pop(L, 1);
+
+    mr_sm_pattern_open(L);
 
     lua_getglobal(L, "math");
     lua_pushcfunction(L, l_random);

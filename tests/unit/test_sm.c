@@ -12,6 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
 #include "sm/sm.h"
 
 #define FIXTURE(name) MR_SOURCE_DIR "/tests/unit/fixtures/" name
@@ -64,13 +68,17 @@ static void expect_apply(struct mr_sm *sm, mr_index index, const char *cmd,
 static char *eval_cmd(const char *code)
 {
     size_t n = strlen(code);
-    char *s = malloc(n * 2 + 64), *p = s;
+    char *s = malloc(n * 6 + 64), *p = s;
     p += sprintf(p, "{\"op\":\"eval\",\"code\":\"");
     for (const char *c = code; *c; c++) {
         if (*c == '"' || *c == '\\') *p++ = '\\';
         if (*c == '\n') {
             *p++ = '\\';
             *p++ = 'n';
+            continue;
+        }
+        if ((unsigned char)*c < 0x20) {
+            p += sprintf(p, "\\u%04x", (unsigned char)*c);
             continue;
         }
         *p++ = *c;
@@ -281,6 +289,199 @@ static void test_table_sort_is_stable_and_deterministic(void **state)
         "return table.concat(u, ' ') .. ' ' .. table.concat(w)",
         "\"1 3 5 7 9 cba\"");
     expect_eval_error(sm, "table.sort({3, 'a', 1})", MR_SM_SCRIPT_ERROR, "compare");
+    mr_sm_close(sm);
+}
+
+/* ---- string patterns: the budgeted matcher agrees with Lua's own ---------- */
+
+static const char *const pattern_cases[] = {
+    "string.find('hello world', 'o w')",
+    "string.find('hello world', 'o', 6)",
+    "string.find('hello', 'l+')",
+    "string.find('hello', '^h')",
+    "string.find('hello', '^e')",
+    "string.find('hello', 'o$')",
+    "string.find('a.b', '.', 1, true)",
+    "string.find('abc', 'b', -1)",
+    "string.find('abc', '', 10)",
+    "string.find('abc', '', 4)",
+    "string.find('abc', '', 3)",
+    "string.find('a+b', '+', 1, true)",
+    "string.find('hello', '(l)(l)')",
+    "string.find('hello', '()ll()')",
+    "string.find('abc', 'b', -10)",
+    "string.find('a\\0b', '\\0')",
+    "string.find('ab', 'x*$')",
+    "string.match('  trim me  ', '^%s*(.-)%s*$')",
+    "string.match('key=value', '(%w+)=(%w+)')",
+    "string.match('2024-01-02', '(%d+)-(%d+)-(%d+)')",
+    "string.match('THE (quick) fox', '%((%a+)%)')",
+    "string.match('f(a(b)c)d', '%b()')",
+    "string.match('f(a(b)c d', '%b()')",
+    "string.match('THE (quick) fox', '%f[%a]%a+', 5)",
+    "string.match('hello', '(h)(e)(l)(l)(o)')",
+    "string.match('aaa', 'a-')",
+    "string.match('aaa', 'a-$')",
+    "string.match('aaa', 'a*')",
+    "string.match('aaab', 'a?b')",
+    "string.match('ab', 'a?a?b')",
+    "string.match('x=1, y=2', '(%a)=(%d)', 5)",
+    "string.match('abcabc', '(abc)%1')",
+    "string.match('[]x', '[]]')",
+    "string.match('a]b', '[]]')",
+    "string.match('^x', '[%^x]+')",
+    "string.match('a-b', '[a-]+')",
+    "string.match('z', '[^a-y]')",
+    "string.match('Hello', '%u%l+')",
+    "string.match('tab\there', '%c')",
+    "string.match('x y', '%S+')",
+    "string.match('caf\xc3\xa9!', '[\\128-\\255]+')",
+    "string.match('abc', '((a)(b))')",
+    "string.match('', '.*')",
+    "string.match('abc', '$')",
+    "string.match('a$b', '$b')",
+    "string.match('a.b', '%.')",
+    "string.match('0x1F', '^0[xX](%x+)$')",
+    "string.match('THE END', '%f[%w]%w+%f[%W]')",
+    "string.match('a,b', '[%w,]+')",
+    "string.match('ab12', '%D+')",
+    "string.match('  x', '%s-x')",
+    "string.match('abc', '.-b')",
+    "string.match('hello', '()', 3)",
+    "string.match('hello', 'l', -2)",
+    "('x'):rep(3):match('^(x+)$')",
+    "(function() local t = {} for w in ('one two  three'):gmatch('%a+') do t[#t+1] = w "
+    "end"
+    " return table.concat(t, '|') end)()",
+    "(function() local t = {} for w in ('abc'):gmatch('') do t[#t+1] = '<' .. w .. '>' "
+    "end"
+    " return table.concat(t) end)()",
+    "(function() local t = {} for k, v in ('k1=v1,k2=v2'):gmatch('(%w+)=(%w+)') do"
+    " t[#t+1] = k .. ':' .. v end return table.concat(t, ' ') end)()",
+    "(function() local t = {} for w in ('aaa b'):gmatch('a*') do t[#t+1] = '<' .. w .. "
+    "'>'"
+    " end return table.concat(t) end)()",
+    "(function() local t = {} for p in ('hello'):gmatch('()l') do t[#t+1] = p end"
+    " return table.concat(t, ',') end)()",
+    "(function() local t = {} for w in ('abcdef'):gmatch('%a', 3) do t[#t+1] = w end"
+    " return table.concat(t) end)()",
+    "(function() local t = {} for w in ('abc'):gmatch('.', 10) do t[#t+1] = w end"
+    " return #t end)()",
+    "(function() local t = {} for w in ('^a^b'):gmatch('^%a') do t[#t+1] = w end"
+    " return table.concat(t, ',') end)()",
+    "string.gsub('hello world', 'o', '0')",
+    "string.gsub('hello world', '(o)', '[%1]')",
+    "string.gsub('hello', 'l', 'L', 1)",
+    "string.gsub('hello', '', '-')",
+    "string.gsub('abc', '%w', '%0%0')",
+    "string.gsub('hello world', '%w+', {hello = 'HI'})",
+    "string.gsub('hello world', '%w+', function(w) return w:upper() end)",
+    "string.gsub('hello world', '%w+', function(w) if w == 'world' then return false end"
+    " return 1 end)",
+    "string.gsub('abc', '^a', 'X')",
+    "string.gsub('aaa', 'a*', '-')",
+    "string.gsub('abc', '()', '%1')",
+    "string.gsub('abc', 'b', {b = false})",
+    "string.gsub('a,b,,c', ',', ';', 2)",
+    "string.gsub('x', 'x', '%%')",
+    "string.gsub('abc', '', '')",
+    "string.gsub('hello', 'l+', 7)",
+    "string.gsub('abc', '(a)(b)(c)', '%3%2%1')",
+    "string.gsub('  x  ', '^%s+', '')",
+    "string.gsub('abc', '.', {a = 1, b = true})",
+    /* errors */
+    "string.gsub('abc', 'b', '%2')",
+    "string.gsub('abc', 'b', '%')",
+    "string.gsub('abc', 'b', '%x')",
+    "string.gsub('abc', '(b)', function() return {} end)",
+    "string.gsub('abc', 'b', true)",
+    "string.find('a', '(')",
+    "string.find('a', '%')",
+    "string.find('a', '[a')",
+    "string.find('a', '%b')",
+    "string.find('a', '%f')",
+    "string.find('a', ')')",
+    "string.find('a', '%1')",
+    "string.find('a', ('()'):rep(33))",
+    "string.find(('a'):rep(300), ('a?'):rep(300))",
+    "string.find('abc', '(()')",
+    "string.match('abc', '[^')",
+    "string.match('a', '%g', 1.5)",
+};
+
+static const char *const pattern_harness =
+    "local function ser(...)\n"
+    "  local t, o = table.pack(...), {}\n"
+    "  for i = 1, t.n do\n"
+    "    local v = t[i]\n"
+    "    o[#o + 1] = type(v) == 'string' and string.format('%q', v) or tostring(v)\n"
+    "  end\n"
+    "  return table.concat(o, ',')\n"
+    "end\n"
+    "local f = assert(load('return ' .. CASE, '=case'))\n"
+    "local r = table.pack(pcall(f))\n"
+    "local out = r[1] and ser(table.unpack(r, 2, r.n)) or ('ERR ' .. tostring(r[2]))\n"
+    "local h = {}\n"
+    "for i = 1, #out do h[i] = string.format('%02x', out:byte(i)) end\n"
+    "return table.concat(h)\n";
+
+static char *pattern_program(const char *c)
+{
+    /* CASE becomes a long-bracket string literal */
+    size_t n = strlen(pattern_harness) + strlen(c) + 64;
+    char *prog = malloc(n);
+    snprintf(prog, n, "local CASE = [==[%s]==]\n%s", c, pattern_harness);
+    return prog;
+}
+
+static void test_string_patterns_behave_like_lua(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    lua_State *ref = luaL_newstate();
+    luaL_openlibs(ref);
+    for (size_t i = 0; i < sizeof pattern_cases / sizeof *pattern_cases; i++) {
+        char *prog = pattern_program(pattern_cases[i]);
+        if (luaL_dostring(ref, prog) != LUA_OK)
+            fail_msg("reference: %s: %s", pattern_cases[i], lua_tostring(ref, -1));
+        const char *want = lua_tostring(ref, -1);
+        struct mr_sm_result res = {0};
+        if (eval_at(sm, 1, prog, &res) != MR_SM_OK)
+            fail_msg("sandbox: %s: %s", pattern_cases[i], res.error);
+        /* res.json is the same hex string in JSON quotes */
+        if (strlen(res.json) != strlen(want) + 2 ||
+            strncmp(res.json + 1, want, strlen(want)) != 0) {
+            fail_msg("%s: sandbox %s vs lua %s", pattern_cases[i], res.json, want);
+        }
+        lua_pop(ref, 1);
+        mr_sm_result_free(&res);
+        free(prog);
+    }
+    lua_close(ref);
+    mr_sm_close(sm);
+}
+
+static void test_runaway_patterns_hit_the_budget(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 1000000, 0);
+    /* hours of backtracking with Lua's matcher; here a budget error */
+    expect_eval_error(sm, "return string.find(('x'):rep(100000), '.-.-.-y')",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    /* a "trim" pattern is quadratic on inner blanks */
+    expect_eval_error(sm,
+                      "return ('a' .. (' '):rep(100000) .. 'b'):match('^%s*(.-)%s*$')",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local s = ('a'):rep(50000)\n"
+                      "for i = 1, 100 do pcall(string.find, s, '.-b') end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    /* ordinary work on big strings stays well inside */
+    expect_eval(sm,
+                "local s = ('word '):rep(20000)\n"
+                "local n = select(2, s:gsub('%a+', '%0'))\n"
+                "return {n, #s:match('^(.-)%s*$'), s:find('word', 99990, true)}",
+                "[20000,99999,99991,99994]");
     mr_sm_close(sm);
 }
 
@@ -896,6 +1097,8 @@ int main(void)
         cmocka_unit_test(test_setmetatable_refuses_finalizers_and_weak_tables),
         cmocka_unit_test(test_random_is_seeded_from_the_entry),
         cmocka_unit_test(test_table_sort_is_stable_and_deterministic),
+        cmocka_unit_test(test_string_patterns_behave_like_lua),
+        cmocka_unit_test(test_runaway_patterns_hit_the_budget),
         cmocka_unit_test(
             test_an_infinite_loop_hits_the_budget_and_the_next_command_works),
         cmocka_unit_test(test_a_memory_bomb_hits_the_cap_and_the_next_command_works),
