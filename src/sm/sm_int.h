@@ -46,7 +46,7 @@ struct mr_sm_vm {
     uint64_t counted; /* instructions counted so far (in hook chunks) */
     int hook_chunk;   /* count given to lua_sethook */
     int budget_tripped;
-    uint64_t pattern_steps; /* string pattern matching work in this call (sm_pattern.c) */
+    uint64_t c_steps; /* work done in C for this call (patterns, JSON, sort) */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */
@@ -84,6 +84,18 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
 /* Marks the instruction budget as exhausted (sticky for the rest of the call)
  * and raises the budget error. Never returns. */
 void mr_sm_vm_trip_budget(lua_State *L) __attribute__((noreturn));
+/* Charges n units of C-side work (a pattern step, a JSON value, a sort
+ * comparison) to the current call's instruction budget; raises the budget
+ * error when it runs out. C code is invisible to the count hook, so every
+ * library function whose work is not linear in memory it allocates charges
+ * here: a script cannot spin in C on the budget of one instruction. */
+static inline void mr_sm_charge(lua_State *L, uint64_t n)
+{
+    struct mr_sm_vm *vm = mr_sm_vm_of(L);
+    vm->c_steps += n;
+    if (vm->budget > 0 && vm->c_steps + vm->counted > vm->budget) mr_sm_vm_trip_budget(L);
+}
+
 /* Replaces string.find/match/gmatch/gsub with the budgeted matcher. */
 void mr_sm_pattern_open(lua_State *L);
 

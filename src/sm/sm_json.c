@@ -326,6 +326,7 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
 static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
                      char *errmsg)
 {
+    mr_sm_charge(L, 1);
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         return mr_sm_buf_append(out, "null", 4);
@@ -337,6 +338,7 @@ static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
+        mr_sm_charge(L, len / 64);
         return enc_string(out, s, len, errmsg);
     }
     case LUA_TTABLE:
@@ -595,6 +597,7 @@ static int dec_number(struct dec *d)
 static int dec_value(struct dec *d, int depth)
 {
     int rv;
+    if (d->L != NULL) mr_sm_charge(d->L, 1);
     skip_ws(d);
     if (d->p >= d->end) return dec_fail(d, "unexpected end of input");
     if (depth > MR_SM_JSON_MAX_DEPTH) return dec_fail(d, "nesting too deep");
@@ -694,6 +697,7 @@ int mr_sm_json_decode(lua_State *L, const char *s, size_t len, char *errmsg)
 {
     struct dec d = {L, mr_sm_vm_of(L), s, s, s + len, errmsg};
     int top = lua_gettop(L);
+    mr_sm_charge(L, len / 64); /* scanning long strings is work too */
     int rv = dec_value(&d, 0);
     if (rv == 0) {
         skip_ws(&d);
@@ -794,7 +798,8 @@ static int l_keys(lua_State *L)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     struct mr_sm_json_scratch *js = &vm->js;
-    size_t plen = 0, alen = 0, base = js->nkeys, count = 0;
+    js->nkeys = 0; /* never nested in an encode: start from an empty stack */
+    size_t plen = 0, alen = 0, base = 0, count = 0;
     luaL_checktype(L, 1, LUA_TTABLE);
     const char *prefix = luaL_optlstring(L, 2, "", &plen);
     lua_Integer limit = luaL_optinteger(L, 3, LUA_MAXINTEGER);
@@ -807,6 +812,7 @@ static int l_keys(lua_State *L)
     lua_pushnil(L);
     while (limit > 0 && lua_next(L, 1) != 0) {
         lua_pop(L, 1);
+        mr_sm_charge(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING) continue;
         struct mr_sm_key k = {NULL, 0, 0, 0, 0};
         k.s = lua_tolstring(L, -1, &k.len);

@@ -26,7 +26,6 @@
 struct pm {
     const char *src_init, *src_end, *p_end;
     lua_State *L;
-    struct mr_sm_vm *vm;
     int depth;
     int level;
     struct {
@@ -35,14 +34,9 @@ struct pm {
     } cap[MAXCAPTURES];
 };
 
-/* One unit of matching work. The budget shared with the Lua instructions of
- * the same call; tripping it is sticky, exactly like the count hook. */
 static void step(struct pm *ms, uint64_t n)
 {
-    struct mr_sm_vm *vm = ms->vm;
-    vm->pattern_steps += n;
-    if (vm->budget > 0 && vm->pattern_steps + vm->counted > vm->budget)
-        mr_sm_vm_trip_budget(ms->L);
+    mr_sm_charge(ms->L, n);
 }
 
 static const char *match(struct pm *ms, const char *s, const char *p);
@@ -359,7 +353,6 @@ static void prepare(struct pm *ms, lua_State *L, const char *s, size_t ls, const
                     size_t lp)
 {
     ms->L = L;
-    ms->vm = mr_sm_vm_of(L);
     ms->src_init = s;
     ms->src_end = s + ls;
     ms->p_end = p + lp;
@@ -410,7 +403,8 @@ static int find_aux(lua_State *L, int find)
         return 1;
     }
     if (find && (lua_toboolean(L, 4) || no_specials(p, lp))) {
-        /* plain search: linear, no budget needed */
+        /* plain search: linear, charged by the byte scanned */
+        mr_sm_charge(L, (ls - init) / 64);
         const char *hit = mem_find(s + init, ls - init, p, lp);
         if (hit) {
             lua_pushinteger(L, (hit - s) + 1);

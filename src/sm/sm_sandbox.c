@@ -88,7 +88,7 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     vm->budget = budget;
     vm->counted = 0;
     vm->budget_tripped = 0;
-    vm->pattern_steps = 0;
+    vm->c_steps = 0;
     if (budget > 0) {
         vm->hook_chunk = budget > INT_MAX ? 1000000 : (int)budget;
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, vm->hook_chunk);
@@ -166,6 +166,7 @@ static int sort_less(lua_State *L, int has_cmp, int a, int b)
         lua_pop(L, 1);
         return r;
     }
+    mr_sm_charge(L, 1);
     return lua_compare(L, a, b, LUA_OPLT);
 }
 

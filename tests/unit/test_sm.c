@@ -461,7 +461,7 @@ static void test_string_patterns_behave_like_lua(void **state)
     mr_sm_close(sm);
 }
 
-static void test_runaway_patterns_hit_the_budget(void **state)
+static void test_runaway_work_in_c_hits_the_budget(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 1000000, 0);
@@ -476,6 +476,32 @@ static void test_runaway_patterns_hit_the_budget(void **state)
                       "local s = ('a'):rep(50000)\n"
                       "for i = 1, 100 do pcall(string.find, s, '.-b') end",
                       MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    /* JSON, key listing and sorting run in C too, and are charged */
+    expect_eval_error(sm,
+                      "local t = {}; for i = 1, 100000 do t[i] = i end\n"
+                      "for i = 1, 1000 do json.encode(t) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local s = '[' .. ('\"x\",'):rep(100000) .. '1]'\n"
+                      "for i = 1, 1000 do json.decode(s) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local s = json.encode(('x'):rep(1 << 20))\n"
+                      "for i = 1, 1000 do json.decode(s) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local s = ('x'):rep(1 << 20)\n"
+                      "for i = 1, 1000 do s:find('y', 1, true) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local t = {}; for i = 1, 100000 do t['k' .. i] = i end\n"
+                      "for i = 1, 1000 do canonical.keys(t, 'x') end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(
+        sm,
+        "local t = {}; for i = 1, 200000 do t[i] = (i * 7919) % 200000 end\n"
+        "table.sort(t)",
+        MR_SM_BUDGET_EXCEEDED, "instruction budget");
     /* ordinary work on big strings stays well inside */
     expect_eval(sm,
                 "local s = ('word '):rep(20000)\n"
@@ -1098,7 +1124,7 @@ int main(void)
         cmocka_unit_test(test_random_is_seeded_from_the_entry),
         cmocka_unit_test(test_table_sort_is_stable_and_deterministic),
         cmocka_unit_test(test_string_patterns_behave_like_lua),
-        cmocka_unit_test(test_runaway_patterns_hit_the_budget),
+        cmocka_unit_test(test_runaway_work_in_c_hits_the_budget),
         cmocka_unit_test(
             test_an_infinite_loop_hits_the_budget_and_the_next_command_works),
         cmocka_unit_test(test_a_memory_bomb_hits_the_cap_and_the_next_command_works),
