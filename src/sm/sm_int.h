@@ -46,6 +46,7 @@ struct mr_sm_vm {
     uint64_t counted; /* instructions counted so far (in hook chunks) */
     int hook_chunk;   /* count given to lua_sethook */
     int budget_tripped;
+    int in_call;      /* inside mr_sm_vm_pcall */
     uint64_t c_steps; /* work done in C for this call (patterns, JSON, sort) */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
@@ -84,6 +85,9 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
 /* Marks the instruction budget as exhausted (sticky for the rest of the call)
  * and raises the budget error. Never returns. */
 void mr_sm_vm_trip_budget(lua_State *L) __attribute__((noreturn));
+/* Bytes of string built per unit of budget (see mr_sm_charge). */
+#define MR_SM_BYTES_PER_STEP 64
+
 /* Charges n units of C-side work (a pattern step, a JSON value, a sort
  * comparison) to the current call's instruction budget; raises the budget
  * error when it runs out. C code is invisible to the count hook, so every

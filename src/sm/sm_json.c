@@ -338,7 +338,7 @@ static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        mr_sm_charge(L, len / 64);
+        mr_sm_charge(L, len / MR_SM_BYTES_PER_STEP);
         return enc_string(out, s, len, errmsg);
     }
     case LUA_TTABLE:
@@ -697,7 +697,7 @@ int mr_sm_json_decode(lua_State *L, const char *s, size_t len, char *errmsg)
 {
     struct dec d = {L, mr_sm_vm_of(L), s, s, s + len, errmsg};
     int top = lua_gettop(L);
-    mr_sm_charge(L, len / 64); /* scanning long strings is work too */
+    mr_sm_charge(L, len / MR_SM_BYTES_PER_STEP); /* scanning long strings is work too */
     int rv = dec_value(&d, 0);
     if (rv == 0) {
         skip_ws(&d);

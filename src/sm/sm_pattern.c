@@ -404,7 +404,7 @@ static int find_aux(lua_State *L, int find)
     }
     if (find && (lua_toboolean(L, 4) || no_specials(p, lp))) {
         /* plain search: linear, charged by the byte scanned */
-        mr_sm_charge(L, (ls - init) / 64);
+        mr_sm_charge(L, (ls - init) / MR_SM_BYTES_PER_STEP);
         const char *hit = mem_find(s + init, ls - init, p, lp);
         if (hit) {
             lua_pushinteger(L, (hit - s) + 1);

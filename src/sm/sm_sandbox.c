@@ -11,9 +11,26 @@
 
 /* ---- allocator with a byte budget ------------------------------------------ */
 
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
 static void *sm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct mr_sm_vm *vm = ud;
+    /* Building a long string costs time in proportion to its length, yet it
+     * is one VM instruction (a concatenation) or one C call (string.rep):
+     * charge it to the budget. Only long strings: they are never interned,
+     * so whether they are allocated does not depend on the collector. */
+    if (ptr == NULL && osize == LUA_TSTRING && nsize > 256) {
+        vm->c_steps += nsize / MR_SM_BYTES_PER_STEP;
+        /* Over budget: make the hook run at the very next instruction
+         * rather than at the end of its chunk (the allocator itself must
+         * not raise). */
+        if (vm->in_call && vm->budget > 0 && !vm->budget_tripped &&
+            vm->counted + vm->c_steps >= vm->budget) {
+            vm->hook_chunk = 1;
+            lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, 1);
+        }
+    }
     if (ptr == NULL) osize = 0; /* osize is then a type tag, not a size */
     if (nsize == 0) {
         mr_free(ptr);
@@ -33,17 +50,22 @@ static void *sm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 /* ---- instruction budget ------------------------------------------------------ */
 
+/* The hook runs every HOOK_CHUNK instructions (or fewer, near the end of the
+ * budget) to add up instructions and the C-side work charged meanwhile. */
+#define HOOK_CHUNK 10000
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     if (!vm->budget_tripped) {
         vm->counted += (uint64_t)vm->hook_chunk;
-        if (vm->counted < vm->budget) {
-            uint64_t left = vm->budget - vm->counted;
-            if (left < (uint64_t)vm->hook_chunk) {
-                vm->hook_chunk = (int)left;
-                lua_sethook(L, budget_hook, LUA_MASKCOUNT, vm->hook_chunk);
+        if (vm->counted + vm->c_steps < vm->budget) {
+            uint64_t left = vm->budget - vm->counted - vm->c_steps;
+            int chunk = left < HOOK_CHUNK ? (int)left : HOOK_CHUNK;
+            if (chunk != vm->hook_chunk) {
+                vm->hook_chunk = chunk;
+                lua_sethook(L, budget_hook, LUA_MASKCOUNT, chunk);
             }
             return;
         }
@@ -90,11 +112,13 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     vm->budget_tripped = 0;
     vm->c_steps = 0;
     if (budget > 0) {
-        vm->hook_chunk = budget > INT_MAX ? 1000000 : (int)budget;
+        vm->hook_chunk = budget < HOOK_CHUNK ? (int)budget : HOOK_CHUNK;
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, vm->hook_chunk);
     }
     vm->mem_enforce = mem_enforce;
+    vm->in_call = 1;
     int st = lua_pcall(L, nargs, nres, base);
+    vm->in_call = 0;
     vm->mem_enforce = 0;
     lua_sethook(L, NULL, 0, 0);
     lua_remove(L, base);

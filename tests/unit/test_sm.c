@@ -502,6 +502,17 @@ static void test_runaway_work_in_c_hits_the_budget(void **state)
         "local t = {}; for i = 1, 200000 do t[i] = (i * 7919) % 200000 end\n"
         "table.sort(t)",
         MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    /* building long strings costs in proportion to their length */
+    expect_eval_error(sm,
+                      "local s = ('x'):rep(1 << 24)\n"
+                      "for i = 1, 100000 do local t = s .. i end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm, "for i = 1, 100000 do local t = ('x'):rep(1 << 24) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local t = {('x'):rep(1 << 20)}\n"
+                      "for i = 1, 100000 do local c = table.concat(t) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
     /* ordinary work on big strings stays well inside */
     expect_eval(sm,
                 "local s = ('word '):rep(20000)\n"
