@@ -95,8 +95,11 @@ return {
   cluster_secret = env("MOONRAFT_CLUSTER_SECRET"),
 
   -- Lua sandbox limits; they MUST be equal on every node, or a command that
-  -- hits one could fail on some nodes only. Instructions per apply/query
-  -- (1000..1e12, default 10,000,000) and the Lua heap in MiB (default 1024).
+  -- hits one could fail on some nodes only. The budget of one apply/query
+  -- counts Lua instructions plus work done in C for the script (pattern
+  -- steps, JSON values, 64-byte units of long strings built), 1000..1e12,
+  -- default 10,000,000 (tens of milliseconds). The Lua heap cap in MiB
+  -- (1..1048576, default 1024).
   lua_instruction_budget = 10000000,
   lua_memory_mb = 1024,
 

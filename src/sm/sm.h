@@ -43,23 +43,25 @@
  * table is `{}` unless marked with json.array.
  *
  * Budgets. Loading the script and each apply/query call run under the
- * instruction budget
- * (LUA_MASKCOUNT hook). Once tripped the hook fires on every instruction, so
- * the script's own pcall cannot swallow it. The Lua heap has a byte cap
- * enforced by the allocator during load, apply and query (not during snapshot
- * and restore, which must not fail on a state that once fit). Both are
- * deterministic given identical histories only if THE SAME LIMITS ARE
- * CONFIGURED ON EVERY NODE. The heap cap is a safety net: the heap of a
- * replica restored from a snapshot is laid out slightly differently from one
- * that replayed the log, so a command that lands within a few kilobytes of
- * the cap may fail on one replica and not on another. Keep the cap well above
- * the working set. Library code in C is not seen by the count hook, so the
- * string pattern functions (find, match, gmatch, gsub) are our own
- * re-implementation (sm_pattern.c) that charges each matching step to the
- * same budget: Lua's backtracking matcher is polynomial in the subject
- * (a "trim" pattern is quadratic) and would otherwise freeze every node on
- * one command. Other C calls do work linear in their input (string.rep,
- * table.concat, json.encode, ...), bounded by the heap cap.
+ * instruction budget. It counts Lua VM instructions (LUA_MASKCOUNT hook) plus
+ * the work done in C on the script's behalf, which the hook cannot see: one
+ * unit per pattern-matching step (string.find/match/gmatch/gsub are our own
+ * re-implementation, sm_pattern.c, because Lua's backtracking matcher is
+ * polynomial in the subject: a "trim" pattern is quadratic and would freeze
+ * every node on one command), per JSON value encoded or decoded, per key
+ * scanned by canonical.keys, per table.sort comparison, and per 64 bytes of
+ * long string built (concatenation, string.rep, table.concat, ...) or
+ * scanned. Once tripped, the hook fires on every instruction, so the
+ * script's own pcall cannot swallow the error.
+ *
+ * The Lua heap has a byte cap enforced by the allocator during load, apply
+ * and query (not during snapshot and restore, which must not fail on a state
+ * that once fit). Budget and cap give the same outcome on every node only if
+ * THE SAME LIMITS ARE CONFIGURED ON EVERY NODE. The heap cap is a safety net:
+ * the heap of a replica restored from a snapshot is laid out slightly
+ * differently from one that replayed the log, so a command that lands within
+ * a few kilobytes of the cap may fail on one replica and not on another.
+ * Keep the cap well above the working set.
  *
  * Failing applies. A Lua error, a budget trip or the memory cap ends the call
  * with an error result. PARTIAL MUTATIONS MADE BEFORE THE ERROR STAY (as in
