@@ -75,6 +75,22 @@ int main(int argc, char **argv)
     printf("rss                  %.1f MiB (%.1f MiB before filling)\n", rss_kb() / 1024.0,
            rss0 / 1024.0);
 
+    {
+        const char *q = "{\"op\":\"list\",\"prefix\":\"user/0005\",\"limit\":100}";
+        double worst = 0, q0 = now_ms();
+        for (int i = 0; i < 100; i++) {
+            struct mr_sm_result res = {0};
+            double t = now_ms();
+            if (mr_sm_query(sm, q, strlen(q), &res) != 0 || res.status != MR_SM_OK)
+                die("list", res.error ? res.error : "host error");
+            t = now_ms() - t;
+            if (t > worst) worst = t;
+            mr_sm_result_free(&res);
+        }
+        printf("list 100 by prefix   %.3f ms average, %.2f ms worst (100 queries)\n",
+               (now_ms() - q0) / 100, worst);
+    }
+
     char path[] = "/tmp/bench_sm_snap_XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0) die("mkstemp", "failed");

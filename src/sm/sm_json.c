@@ -849,6 +849,11 @@ static int l_keys(lua_State *L)
     return 1;
 }
 
+lua_CFunction mr_sm_fn_keys(void)
+{
+    return l_keys;
+}
+
 void mr_sm_json_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {

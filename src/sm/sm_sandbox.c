@@ -73,6 +73,13 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     mr_sm_vm_trip_budget(L);
 }
 
+void mr_sm_vm_raise_memory(lua_State *L)
+{
+    mr_sm_vm_of(L)->mem_error = 1;
+    luaL_error(L, "not enough memory (Lua heap limit reached)");
+    abort(); /* not reached */
+}
+
 void mr_sm_vm_trip_budget(lua_State *L)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
@@ -111,6 +118,7 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     vm->counted = 0;
     vm->budget_tripped = 0;
     vm->c_steps = 0;
+    vm->mem_error = 0;
     if (budget > 0) {
         vm->hook_chunk = budget < HOOK_CHUNK ? (int)budget : HOOK_CHUNK;
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, vm->hook_chunk);
@@ -130,7 +138,7 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     if (vm->budget_tripped) return MR_SM_BUDGET_EXCEEDED;
     /* LUA_ERRERR: the message handler itself failed, which under a heap cap
      * means it could not allocate the traceback. */
-    if (st == LUA_ERRMEM || (st == LUA_ERRERR && mem_enforce)) {
+    if (st == LUA_ERRMEM || vm->mem_error || (st == LUA_ERRERR && mem_enforce)) {
         lua_pop(L, 1);
         lua_pushliteral(L, "not enough memory (Lua heap limit reached)");
         lua_gc(L, LUA_GCCOLLECT);
@@ -360,6 +368,7 @@ static void open_libs(lua_State *L)
     lua_pop(L, 1);
 
     mr_sm_pattern_open(L);
+    mr_sm_sortedset_open(L);
 
     lua_getglobal(L, "math");
     lua_pushcfunction(L, l_random);

@@ -808,6 +808,77 @@ static void test_random_json_documents_round_trip(void **state)
     mr_sm_close(sm);
 }
 
+/* ---- sortedset ---------------------------------------------------------- */
+
+static void test_sortedset_keeps_strings_in_bytewise_order(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    expect_eval(sm,
+                "local s = sortedset.new()\n"
+                "local r = {s:add('b'), s:add('a'), s:add('b'), s:add('\\195\\191'),"
+                " s:add('a\\0'), s:add(''), s:count(), #s, s:has('a'), s:has('c')}\n"
+                "r[#r + 1] = s:range()\n"
+                "r[#r + 1] = s:range('a')\n"
+                "r[#r + 1] = s:range('', 2, 'a')\n"
+                "r[#r + 1] = s:range('a', 10, '0')\n"
+                "r[#r + 1] = s:range('zz')\n"
+                "r[#r + 1] = s:range('', 0)\n"
+                "r[#r + 1] = s:remove('a')\n"
+                "r[#r + 1] = s:remove('a')\n"
+                "r[#r + 1] = s:range()\n"
+                "r[#r + 1] = getmetatable(s)\n"
+                "return r",
+                "[true,true,false,true,true,true,5,5,true,false,"
+                "[\"\",\"a\",\"a\\u0000\",\"b\",\"\xc3\xbf\"],"
+                "[\"a\",\"a\\u0000\"],[\"a\\u0000\",\"b\"],[\"a\",\"a\\u0000\"],[],[],"
+                "true,false,[\"\",\"a\\u0000\",\"b\",\"\xc3\xbf\"],\"sortedset\"]");
+    mr_sm_close(sm);
+}
+
+static void test_sortedset_agrees_with_sorting_after_random_changes(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    expect_eval(
+        sm,
+        "local s, mirror = sortedset.new(), {}\n"
+        "for i = 1, 20000 do\n"
+        "  local k = string.format('k%d/%d', math.random(0, 9), math.random(0, 999))\n"
+        "  if math.random() < 0.3 then\n"
+        "    assert(s:remove(k) == (mirror[k] ~= nil)); mirror[k] = nil\n"
+        "  else\n"
+        "    assert(s:add(k) == (mirror[k] == nil)); mirror[k] = true\n"
+        "  end\n"
+        "end\n"
+        "local function same(a, b)\n"
+        "  if #a ~= #b then return false end\n"
+        "  for i = 1, #a do if a[i] ~= b[i] then return false end end\n"
+        "  return true\n"
+        "end\n"
+        "local ok = same(s:range(), canonical.keys(mirror))\n"
+        "for _, q in ipairs({{'k3'}, {'k3/', 7}, {'k', 50, 'k5/5'}, {'k9', 3, 'k95'},"
+        "                    {'', 10, 'k9/999'}, {'k2/1', 100, 'k2/0'}}) do\n"
+        "  ok = ok and same(s:range(q[1], q[2], q[3]),"
+        "                   canonical.keys(mirror, q[1], q[2], q[3]))\n"
+        "end\n"
+        "local f = sortedset.from(mirror)\n"
+        "ok = ok and same(f:range(), s:range()) and f:count() == s:count()\n"
+        "f:add('k0/0'); f:remove('k9/999')\n"
+        "return {ok, s:count() > 1000}",
+        "[true,true]");
+    mr_sm_close(sm);
+
+    /* its memory counts against the heap cap */
+    sm = open_script(FIXTURE("sm_probe.lua"), 0, 8u << 20);
+    expect_eval_error(sm,
+                      "probe.s = sortedset.new()\n"
+                      "for i = 1, 1e7 do probe.s:add(('k%099d'):format(i)) end",
+                      MR_SM_MEMORY_EXCEEDED, "not enough memory");
+    expect_eval(sm, "local n = probe.s:count(); probe.s = nil; return n > 1000", "true");
+    mr_sm_close(sm);
+}
+
 /* ---- kv
  * -------------------------------------------------------------------------------- */
 
@@ -1143,6 +1214,8 @@ int main(void)
         cmocka_unit_test(test_invalid_json_is_reported_with_its_position),
         cmocka_unit_test(test_json_values_round_trip_exactly),
         cmocka_unit_test(test_random_json_documents_round_trip),
+        cmocka_unit_test(test_sortedset_keeps_strings_in_bytewise_order),
+        cmocka_unit_test(test_sortedset_agrees_with_sorting_after_random_changes),
         cmocka_unit_test(test_kv_put_get_delete_cas_list),
         cmocka_unit_test(test_kv_emits_change_events),
         cmocka_unit_test(
