@@ -35,12 +35,12 @@
  * `[]` re-encodes as `[]`, and always writes object keys sorted bytewise, so
  * every encoding is canonical. Scripts see it as `json` (encode, decode,
  * null, array(t) marks a table as an array), `canonical.encode` (the same
- * encoder), `canonical.keys(t [, prefix [, limit]])` (the string keys of t,
+ * encoder), `canonical.keys(t [, prefix [, limit [, after]]])` (the string keys of t,
  * sorted, in C: the deterministic way to iterate) and `cjson` (an alias of
  * `json`, for scripts written for lua-cjson). `sortedset.new()` /
  * `sortedset.from(t)` give an ordered set of strings kept in C (add, remove,
- * has, count, range(prefix, limit, after)): kv.lua's index for list. Strings must be valid UTF-8;
- * NaN and infinities are refused. Tables whose keys are exactly 1..n encode
+ * has, count, range(prefix, limit, after)): kv.lua's index for list.
+ * Strings must be valid UTF-8; NaN and infinities are refused. Tables whose keys are exactly 1..n encode
  * as arrays, others as objects (integer keys become strings); an empty
  * table is `{}` unless marked with json.array.
  *
