@@ -40,9 +40,9 @@
  * `json`, for scripts written for lua-cjson). `sortedset.new()` /
  * `sortedset.from(t)` give an ordered set of strings kept in C (add, remove,
  * has, count, range(prefix, limit, after)): kv.lua's index for list.
- * Strings must be valid UTF-8; NaN and infinities are refused. Tables whose keys are exactly 1..n encode
- * as arrays, others as objects (integer keys become strings); an empty
- * table is `{}` unless marked with json.array.
+ * Strings must be valid UTF-8; NaN and infinities are refused. Tables whose keys are
+ * exactly 1..n encode as arrays, others as objects (integer keys become strings); an
+ * empty table is `{}` unless marked with json.array.
  *
  * Budgets. Loading the script and each apply/query call run under the
  * instruction budget. It counts Lua VM instructions (LUA_MASKCOUNT hook) plus
