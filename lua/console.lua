@@ -377,8 +377,8 @@ end
 --- pp(...): pretty-print values (what the REPL does with results).
 function pp(...) M.display(...) end
 
-json = json
-null = null
+_G.json = json
+_G.null = null -- JSON null (cjson.null), e.g. kv.put("k", null)
 
 local help_text = [[
 moonraft console: Lua 5.4 over the node's HTTP API (%s).

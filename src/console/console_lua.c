@@ -265,8 +265,12 @@ int mr_console_docall(struct mr_console *c, int narg, int nres)
     int base = lua_gettop(L) - narg, status;
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
-    mr_console_interrupted = 0;
     running_L = L;
+    /* A Ctrl-C that came after the line was read but before this point
+     * still counts: the REPL clears the flag before it reads a line. */
+    if (mr_console_interrupted) {
+        lua_sethook(L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    }
     status = lua_pcall(L, narg, nres, base);
     running_L = NULL;
     lua_sethook(L, NULL, 0, 0);
