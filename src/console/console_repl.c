@@ -1,9 +1,13 @@
 /* The interactive loop: libedit line editing, history kept across runs, tab
  * completion of Lua names, multi-line statements and value printing, in the
  * manner of lua.c's doREPL. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <editline/readline.h>
 #include <lauxlib.h>
@@ -21,6 +25,38 @@ static char **complete_cb(const char *text, int start, int end)
     rl_attempted_completion_over = 1;
     if (active == NULL) return NULL;
     return mr_console_complete(active, text);
+}
+
+/* libedit's key reader. A Ctrl-C that lands while libedit is busy (say,
+ * redrawing after a completion) would not interrupt its blocking read(), and
+ * the line would survive; here SIGINT stays blocked except inside ppoll(),
+ * so the flag is always seen. Returning EOF ends readline(). */
+static int getc_cb(FILE *f)
+{
+    int fd = f != NULL ? fileno(f) : STDIN_FILENO, c = EOF;
+    sigset_t block, orig;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &orig);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+        unsigned char ch;
+        ssize_t n;
+        if (mr_console_interrupted) break;
+        if (ppoll(&p, 1, NULL, &orig) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        n = read(fd, &ch, 1);
+        if (n == 1) {
+            c = ch;
+            break;
+        }
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        break;
+    }
+    sigprocmask(SIG_SETMASK, &orig, NULL);
+    return c;
 }
 
 static void history_path(char *out, size_t size)
@@ -100,6 +136,7 @@ int mr_console_repl(struct mr_console *c)
     /* '.' and ':' stay inside a word so that "kv.p" completes as a path. */
     rl_basic_word_break_characters = " \t\n\"\\'`><=;+-*/%^~#&|{}()[],";
     rl_completion_append_character = '\0';
+    rl_getc_function = getc_cb;
     using_history();
     stifle_history(1000);
     history_path(hist, sizeof hist);
@@ -114,6 +151,11 @@ int mr_console_repl(struct mr_console *c)
         snprintf(prompt, sizeof prompt, "%s:%s> ", c->http.host, c->http.port);
         mr_console_interrupted = 0;
         line = readline(chunk ? ">> " : prompt);
+        if (line != NULL && mr_console_interrupted) {
+            /* libedit may hand back the text typed before Ctrl-C. */
+            free(line);
+            line = NULL;
+        }
         if (line == NULL) {
             if (mr_console_interrupted) {
                 /* Ctrl-C: drop the line (and any unfinished statement). */

@@ -452,6 +452,20 @@ static int wait_child(pid_t pid, int ms, int keep)
     return -1;
 }
 
+/* In a forked child: runs the console in a fresh image of this binary (see
+ * main), so that the sanitizers' leak check at exit sees one thread only. */
+static void exec_console(char **argv)
+{
+    char *args[40];
+    int n = 0;
+    args[n++] = (char *)"unit_test_console";
+    args[n++] = (char *)"--console-child";
+    while (*argv != NULL && n < 39) args[n++] = *argv++;
+    args[n] = NULL;
+    execv("/proc/self/exe", args);
+    _exit(97);
+}
+
 /* Runs `moonraft console ARGS...` (NULL-terminated) in a child with the given
  * environment additions ("NAME=value" strings, NULL-terminated), captures its
  * output into fx->out / fx->err and returns its exit status. */
@@ -483,7 +497,6 @@ static int run_console(struct fx *fx, const char *const *env, ...)
         int in = open("/dev/null", O_RDONLY);
         int out = open(fx->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         int err = open(fx->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int rc;
         if (in < 0 || out < 0 || err < 0) _exit(99);
         dup2(in, 0);
         dup2(out, 1);
@@ -497,8 +510,7 @@ static int run_console(struct fx *fx, const char *const *env, ...)
         setenv("MOONRAFT_HISTORY", fx->hist_path, 1);
         setenv("MOONRAFT_LUA_DIR", MR_SOURCE_DIR "/lua", 1);
         for (; env != NULL && *env != NULL; env++) putenv((char *)*env);
-        rc = mr_console_main(argc, argv);
-        exit(rc);
+        exec_console(argv);
     }
     st = wait_child(pid, 20000, 0);
     assert_true(st != -1);
@@ -981,8 +993,10 @@ struct pty {
 static void pty_kill(struct pty *p)
 {
     int st;
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, &st, 0);
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &st, 0);
+    }
     close(p->master);
     p->fx->pty = NULL;
 }
@@ -991,6 +1005,7 @@ static struct pty *pty_start(struct fx *fx, const char *addr)
 {
     char name[128];
     struct pty *p;
+    int slave;
     if (fx->pty_mem == NULL) fx->pty_mem = malloc(sizeof *fx->pty_mem);
     assert_non_null(fx->pty_mem);
     p = fx->pty_mem;
@@ -1004,27 +1019,27 @@ static struct pty *pty_start(struct fx *fx, const char *addr)
     assert_int_equal(unlockpt(p->master), 0);
     assert_int_equal(ptsname_r(p->master, name, sizeof name), 0);
     assert_int_equal(ioctl(p->master, TIOCSWINSZ, &ws), 0);
+    /* Open the slave here, as openpty() does, so the terminal has both ends
+     * from the start; the child makes it its controlling terminal. */
+    slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    assert_true(slave >= 0);
     fflush(NULL);
     p->pid = fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
         char *argv[] = {(char *)"console", (char *)addr, NULL};
-        int slave, rc;
-        setsid();
-        slave = open(name, O_RDWR); /* becomes the controlling terminal */
-        if (slave < 0) _exit(98);
+        if (setsid() < 0 || ioctl(slave, TIOCSCTTY, 0) != 0) _exit(98);
         dup2(slave, 0);
         dup2(slave, 1);
         dup2(slave, 2);
-        if (slave > 2) close(slave);
         setenv("TERM", "dumb", 1);
         setenv("MOONRAFT_HISTORY", fx->hist_path, 1);
         setenv("MOONRAFT_LUA_DIR", MR_SOURCE_DIR "/lua", 1);
         unsetenv("MOONRAFT_TOKEN");
         unsetenv("MOONRAFT_ADMIN_TOKEN");
-        rc = mr_console_main(2, argv);
-        exit(rc);
+        exec_console(argv);
     }
+    close(slave);
     return p;
 }
 
@@ -1057,7 +1072,15 @@ static void pty_expect(struct pty *p, const char *needle)
         p->len += (size_t)n;
     }
     p->out[p->len] = '\0';
-    fail_msg("terminal never showed [%s]; it showed:\n%s", needle, p->out + p->mark);
+    {
+        int st = 0;
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) p->pid = -1; /* already reaped: nothing to kill */
+        fail_msg("terminal never showed [%s] (child %s, status 0x%x); after the last match it "
+                 "showed:\n%s\nbefore:\n%.*s",
+                 needle, r == 0 ? "running" : "exited", st, p->out + p->mark, (int)p->mark,
+                 p->out);
+    }
 }
 
 static void pty_send(struct pty *p, const char *keys)
@@ -1212,8 +1235,12 @@ static void test_repl_tab_completes_table_fields(void **state)
     assert_string_equal(r.body, "7");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* Child mode: `unit_test_console --console-child console ARGS...`. */
+    if (argc >= 3 && strcmp(argv[1], "--console-child") == 0) {
+        return mr_console_main(argc - 2, argv + 2);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_e_prints_status_leader_and_exits_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pretty_printer_indents_and_sorts_keys, setup, teardown),
