@@ -186,13 +186,19 @@ static int buf_add(struct buf *b, const void *data, size_t n)
     return 0;
 }
 
-static int buf_str(struct buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
+static int buf_str(struct buf *b, const char *s)
+{
+    return buf_add(b, s, strlen(s));
+}
 
-static int has_crlf(const char *s) { return strpbrk(s, "\r\n") != NULL; }
+static int has_crlf(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
 
 static int build_request(struct mr_console_http *c, struct buf *b, const char *method,
-                         const char *path, const char *const *headers,
-                         const char *body, size_t body_len)
+                         const char *path, const char *const *headers, const char *body,
+                         size_t body_len)
 {
     char line[64];
     int rv = 0;
@@ -221,7 +227,8 @@ static int build_request(struct mr_console_http *c, struct buf *b, const char *m
     }
     rv |= buf_str(b, ":");
     rv |= buf_str(b, c->port);
-    rv |= buf_str(b, "\r\nUser-Agent: moonraft-console/" MR_VERSION "\r\nAccept: application/json\r\n");
+    rv |= buf_str(b, "\r\nUser-Agent: moonraft-console/" MR_VERSION
+                     "\r\nAccept: application/json\r\n");
     for (i = 0; headers != NULL && headers[i] != NULL; i++) {
         rv |= buf_str(b, headers[i]);
         rv |= buf_str(b, "\r\n");
@@ -343,7 +350,8 @@ void mr_console_http_resp_free(struct mr_console_http_resp *resp)
     memset(resp, 0, sizeof *resp);
 }
 
-static int send_all(struct mr_console_http *c, const char *p, size_t n, long long deadline)
+static int send_all(struct mr_console_http *c, const char *p, size_t n,
+                    long long deadline)
 {
     while (n > 0) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
@@ -417,7 +425,8 @@ static int exchange(struct mr_console_http *c, const struct buf *req, long long 
             rv = MR_ETOOBIG;
             goto out;
         }
-        if (HTTP_PARSER_ERRNO(&parser) != HPE_OK && HTTP_PARSER_ERRNO(&parser) != HPE_PAUSED) {
+        if (HTTP_PARSER_ERRNO(&parser) != HPE_OK &&
+            HTTP_PARSER_ERRNO(&parser) != HPE_PAUSED) {
             rv = MR_EPROTO;
             goto out;
         }

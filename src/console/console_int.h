@@ -18,6 +18,11 @@
 /* Set by the SIGINT handler; cleared by whoever reports the interruption. */
 extern volatile sig_atomic_t mr_console_interrupted;
 
+/* The body of the SIGINT handler (async-signal-safe): sets
+ * mr_console_interrupted and, while Lua code runs, arms a hook that raises
+ * "interrupted!" at the next instruction. */
+void mr_console_on_sigint(void);
+
 /* ---- HTTP client (console_http.c) ---------------------------------------- */
 
 /* One answer. All memory is owned by the struct: release it with

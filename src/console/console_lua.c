@@ -251,8 +251,7 @@ static void lstop(lua_State *L, lua_Debug *ar)
 
 /* Async-signal-safe: lua_sethook is documented to be callable from a signal
  * handler (lua.c does the same). */
-void mr_console__on_sigint(void);
-void mr_console__on_sigint(void)
+void mr_console_on_sigint(void)
 {
     lua_State *L = running_L;
     mr_console_interrupted = 1;
@@ -292,9 +291,13 @@ static int setup(lua_State *L)
 {
     struct mr_console *c = lua_touserdata(L, 1);
     static const luaL_Reg fns[] = {
-        {"http", l_http},          {"connect", l_connect}, {"addr", l_addr},
-        {"has_token", l_has_token}, {"interrupted", l_interrupted},
-        {"sleep", l_sleep},        {NULL, NULL},
+        {"http", l_http},
+        {"connect", l_connect},
+        {"addr", l_addr},
+        {"has_token", l_has_token},
+        {"interrupted", l_interrupted},
+        {"sleep", l_sleep},
+        {NULL, NULL},
     };
     char path[4200];
     luaL_openlibs(L);
@@ -332,8 +335,7 @@ int mr_console_open(struct mr_console *c, const char *addr, const char *token,
         return MR_EINVAL;
     }
     if (mr_console_find_lua_dir(c->lua_dir, sizeof c->lua_dir) != 0) {
-        mr_errmsg_printf(c->errmsg,
-                         "cannot find lua/console.lua (set MOONRAFT_LUA_DIR)");
+        mr_errmsg_printf(c->errmsg, "cannot find lua/console.lua (set MOONRAFT_LUA_DIR)");
         return MR_ENOTFOUND;
     }
     if ((token != NULL && (c->token = mr_strdup(token)) == NULL) ||

@@ -9,12 +9,10 @@
 #include "console/console.h"
 #include "console/console_int.h"
 
-void mr_console__on_sigint(void);
-
 static void on_sigint(int sig)
 {
     (void)sig;
-    mr_console__on_sigint();
+    mr_console_on_sigint();
 }
 
 static void usage(FILE *f)
@@ -75,7 +73,8 @@ static int parse(int argc, char **argv, struct opts *o)
             o->interactive = 1;
         } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
             if ((o->token = opt_value(argc, argv, &i, "--token")) == NULL) goto missing;
-        } else if (strcmp(a, "--admin-token") == 0 || strncmp(a, "--admin-token=", 14) == 0) {
+        } else if (strcmp(a, "--admin-token") == 0 ||
+                   strncmp(a, "--admin-token=", 14) == 0) {
             if ((o->admin_token = opt_value(argc, argv, &i, "--admin-token")) == NULL) {
                 goto missing;
             }

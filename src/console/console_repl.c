@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -121,7 +122,10 @@ static void remember(const char *chunk, const char *hist)
     }
     add_history(flat);
     free(flat);
-    if (hist[0] != '\0') write_history(hist);
+    if (hist[0] != '\0' && write_history(hist) == 0) {
+        /* Typed lines can hold secrets: keep the file private. */
+        (void)chmod(hist, 0600);
+    }
 }
 
 int mr_console_repl(struct mr_console *c)

@@ -190,8 +190,8 @@ static int answer(struct fake *f, int fd, const struct record *rec)
                  "Transfer-Encoding: chunked\r\n\r\n",
                  status, extra);
         send_str(fd, head);
-        snprintf(part, sizeof part, "%zx\r\n%.*s\r\n%zx\r\n%s\r\n0\r\n\r\n", half, (int)half,
-                 body, strlen(body) - half, body + half);
+        snprintf(part, sizeof part, "%zx\r\n%.*s\r\n%zx\r\n%s\r\n0\r\n\r\n", half,
+                 (int)half, body, strlen(body) - half, body + half);
         send_str(fd, part);
     } else {
         snprintf(head, sizeof head,
@@ -336,8 +336,8 @@ struct fx {
     char out_path[128];
     char err_path[128];
     char hist_path[128];
-    char *out; /* stdout of the last run (malloc) */
-    char *err; /* stderr of the last run (malloc) */
+    char *out;           /* stdout of the last run (malloc) */
+    char *err;           /* stderr of the last run (malloc) */
     struct pty *pty;     /* the terminal session still running, for teardown */
     struct pty *pty_mem; /* storage for it (heap: teardown runs after a longjmp) */
 };
@@ -356,16 +356,17 @@ static int setup(void **state)
     snprintf(fx->out_path, sizeof fx->out_path, "%s/out", fx->dir);
     snprintf(fx->err_path, sizeof fx->err_path, "%s/err", fx->dir);
     snprintf(fx->hist_path, sizeof fx->hist_path, "%s/history", fx->dir);
-    fake_route(&fx->node, (struct route){"GET", "/v1/status", 200, STATUS_JSON, NULL, 0, 0, NULL});
+    fake_route(&fx->node,
+               (struct route){"GET", "/v1/status", 200, STATUS_JSON, NULL, 0, 0, NULL});
     fake_route(&fx->node, (struct route){"POST", "/v1/command", 200,
-                                         "{\"result\":{\"ok\":true},\"index\":41}", NULL, 0,
-                                         0, NULL});
-    fake_route(&fx->node, (struct route){"POST", "/v1/query", 200,
-                                         "{\"result\":[1,2,3],\"index\":40}", NULL, 0, 0,
-                                         NULL});
+                                         "{\"result\":{\"ok\":true},\"index\":41}", NULL,
+                                         0, 0, NULL});
+    fake_route(&fx->node,
+               (struct route){"POST", "/v1/query", 200,
+                              "{\"result\":[1,2,3],\"index\":40}", NULL, 0, 0, NULL});
     fake_route(&fx->node, (struct route){"PUT", "/v1/kv/", 200,
-                                         "{\"key\":\"k\",\"value\":1,\"index\":42}", NULL, 0,
-                                         0, NULL});
+                                         "{\"key\":\"k\",\"value\":1,\"index\":42}", NULL,
+                                         0, 0, NULL});
     fake_route(&fx->node, (struct route){"GET", "/v1/kv/?prefix=", 200,
                                          "{\"value\":{\"a/x\":1,\"a/y\":2},\"index\":43}",
                                          NULL, 0, 0, NULL});
@@ -377,21 +378,22 @@ static int setup(void **state)
                                          "{\"error\":{\"code\":\"forbidden\",\"message\":"
                                          "\"token lacks access\"}}",
                                          NULL, 0, 0, NULL});
-    fake_route(&fx->node, (struct route){"GET", "/v1/kv/", 200,
-                                         "{\"key\":\"k\",\"value\":\"hello\",\"index\":44}",
-                                         NULL, 0, 0, NULL});
+    fake_route(&fx->node,
+               (struct route){"GET", "/v1/kv/", 200,
+                              "{\"key\":\"k\",\"value\":\"hello\",\"index\":44}", NULL, 0,
+                              0, NULL});
     fake_route(&fx->node, (struct route){"DELETE", "/v1/kv/", 200,
-                                         "{\"key\":\"k\",\"value\":null,\"index\":45}", NULL,
-                                         0, 0, NULL});
+                                         "{\"key\":\"k\",\"value\":null,\"index\":45}",
+                                         NULL, 0, 0, NULL});
     fake_route(&fx->node, (struct route){"GET", "/v1/members", 200,
-                                         "{\"members\":[{\"id\":1,\"voter\":true}]}", NULL,
-                                         0, 0, NULL});
-    fake_route(&fx->node, (struct route){"POST", "/v1/members", 200, "{\"index\":46}", NULL,
-                                         0, 0, NULL});
+                                         "{\"members\":[{\"id\":1,\"voter\":true}]}",
+                                         NULL, 0, 0, NULL});
+    fake_route(&fx->node, (struct route){"POST", "/v1/members", 200, "{\"index\":46}",
+                                         NULL, 0, 0, NULL});
     fake_route(&fx->node, (struct route){"DELETE", "/v1/members/", 200, "{\"index\":47}",
                                          NULL, 0, 0, NULL});
-    fake_route(&fx->node, (struct route){"POST", "/v1/leader/transfer", 200, "{}", NULL, 0,
-                                         0, NULL});
+    fake_route(&fx->node, (struct route){"POST", "/v1/leader/transfer", 200, "{}", NULL,
+                                         0, 0, NULL});
     fake_route(&fx->node, (struct route){"POST", "/v1/snapshot", 200, "{\"index\":48}",
                                          NULL, 0, 0, NULL});
     fake_start(&fx->node);
@@ -532,7 +534,8 @@ static void assert_contains(const char *hay, const char *needle)
 static void test_e_prints_status_leader_and_exits_zero(void **state)
 {
     struct fx *fx = *state;
-    assert_int_equal(run_console(fx, NULL, fx->addr, "-e", "print(status().leader)", NULL), 0);
+    assert_int_equal(
+        run_console(fx, NULL, fx->addr, "-e", "print(status().leader)", NULL), 0);
     assert_string_equal(fx->out, "1\n");
     assert_string_equal(fx->err, "");
     assert_string_equal(fake_rec(&fx->node, 0).method, "GET");
@@ -543,19 +546,19 @@ static void test_pretty_printer_indents_and_sorts_keys(void **state)
 {
     struct fx *fx = *state;
     assert_int_equal(run_console(fx, NULL, fx->addr, "-e", "pp(status())", NULL), 0);
-    assert_string_equal(fx->out,
-                        "{\n"
-                        "  commit = 10,\n"
-                        "  id = 1,\n"
-                        "  leader = 1,\n"
-                        "  members = {\n"
-                        "    { http_addr = \"127.0.0.1:8002\", id = 2 },\n"
-                        "    { http_addr = \"127.0.0.1:8001\", id = 1, learner = false },\n"
-                        "  },\n"
-                        "  role = \"leader\",\n"
-                        "  state_hash = \"ab12\",\n"
-                        "  term = 3,\n"
-                        "}\n");
+    assert_string_equal(
+        fx->out, "{\n"
+                 "  commit = 10,\n"
+                 "  id = 1,\n"
+                 "  leader = 1,\n"
+                 "  members = {\n"
+                 "    { http_addr = \"127.0.0.1:8002\", id = 2 },\n"
+                 "    { http_addr = \"127.0.0.1:8001\", id = 1, learner = false },\n"
+                 "  },\n"
+                 "  role = \"leader\",\n"
+                 "  state_hash = \"ab12\",\n"
+                 "  term = 3,\n"
+                 "}\n");
 }
 
 static void test_pretty_printer_marks_cycles_and_quotes_odd_keys(void **state)
@@ -580,7 +583,8 @@ static void test_requests_carry_paths_bodies_and_tokens(void **state)
     struct fx *fx = *state;
     struct record r;
     assert_int_equal(
-        run_console(fx, NULL, "--token", TOKEN, "--admin-token", ADMIN_TOKEN, fx->addr, "-e",
+        run_console(fx, NULL, "--token", TOKEN, "--admin-token", ADMIN_TOKEN, fx->addr,
+                    "-e",
                     "assert(kv.put('a b/c', {x = 1}) == 42)\n"
                     "local v, i = kv.get('k') assert(v == 'hello' and i == 44)\n"
                     "assert(kv.get('missing') == nil)\n"
@@ -618,7 +622,8 @@ static void test_requests_carry_paths_bodies_and_tokens(void **state)
     assert_string_equal(r.auth, "Bearer " TOKEN);
 
     assert_string_equal(fake_rec(&fx->node, 6).path, "/v1/query?consistency=stale");
-    assert_string_equal(fake_rec(&fx->node, 7).path, "/v1/query?consistency=linearizable");
+    assert_string_equal(fake_rec(&fx->node, 7).path,
+                        "/v1/query?consistency=linearizable");
 
     /* Admin requests carry the admin token. */
     r = fake_rec(&fx->node, 8);
@@ -651,8 +656,9 @@ static void test_tokens_come_from_the_environment_and_are_never_printed(void **s
                                       "MOONRAFT_ADMIN_TOKEN=" ADMIN_TOKEN, NULL};
     /* Dump every global (cycles included) and the help text, then fail on
      * the server: neither token may show up anywhere. */
-    assert_int_equal(run_console(fx, env, fx->addr, "-e", "kv.get('k') status() pp(_G) help()",
-                                 "-e", "kv.get('secret')", NULL),
+    assert_int_equal(run_console(fx, env, fx->addr, "-e",
+                                 "kv.get('k') status() pp(_G) help()", "-e",
+                                 "kv.get('secret')", NULL),
                      1);
     assert_string_equal(fake_rec(&fx->node, 0).auth, "Bearer " TOKEN);
     assert_string_equal(fake_rec(&fx->node, 1).auth, "Bearer " ADMIN_TOKEN);
@@ -700,7 +706,8 @@ static void test_server_error_exits_one_with_code_message_and_leader(void **stat
 
     /* A failing script stops at the failure and exits 1. */
     assert_int_equal(run_console(fx, NULL, addr,
-                                 MR_SOURCE_DIR "/tests/unit/fixtures/console_failing.lua", NULL),
+                                 MR_SOURCE_DIR "/tests/unit/fixtures/console_failing.lua",
+                                 NULL),
                      1);
     assert_null(strstr(fx->out, "not reached"));
     assert_contains(fx->err, "no_leader");
@@ -741,8 +748,8 @@ static void test_script_file_gets_arguments(void **state)
 {
     struct fx *fx = *state;
     assert_int_equal(run_console(fx, NULL, fx->addr,
-                                 MR_SOURCE_DIR "/tests/unit/fixtures/console_script.lua", "one",
-                                 "two", NULL),
+                                 MR_SOURCE_DIR "/tests/unit/fixtures/console_script.lua",
+                                 "one", "two", NULL),
                      0);
     assert_string_equal(fx->out, "args\t2\tone,two\t2\nleader\t1\n");
     assert_int_equal(fake_count(&fx->node), 3);
@@ -781,14 +788,14 @@ static void test_closed_keep_alive_connection_is_reopened(void **state)
     memset(&other, 0, sizeof other);
     /* The server drops the connection after each answer without saying so,
      * as an idle timeout would: the next request must reconnect. */
-    fake_route(&other, (struct route){"GET", "/v1/status", 200, "{\"leader\":3}", NULL, 0, 1,
-                                      NULL});
+    fake_route(&other, (struct route){"GET", "/v1/status", 200, "{\"leader\":3}", NULL, 0,
+                                      1, NULL});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
-    assert_int_equal(run_console(fx, NULL, addr, "-e",
-                                 "for i = 1, 3 do assert(status().leader == 3) end print('ok')",
-                                 NULL),
-                     0);
+    assert_int_equal(
+        run_console(fx, NULL, addr, "-e",
+                    "for i = 1, 3 do assert(status().leader == 3) end print('ok')", NULL),
+        0);
     assert_string_equal(fx->out, "ok\n");
     assert_int_equal(fake_count(&other), 3);
     pthread_mutex_lock(&other.mu);
@@ -803,11 +810,12 @@ static void test_chunked_answer_and_connection_close_are_handled(void **state)
     struct fake other;
     char addr[64];
     memset(&other, 0, sizeof other);
-    fake_route(&other, (struct route){"GET", "/v1/status", 200,
-                                      "{\"leader\":5,\"role\":\"follower\",\"pad\":\"xxxxxxxx\"}",
-                                      NULL, 1, 0, NULL});
-    fake_route(&other, (struct route){"GET", "/v1/members", 200, "{\"members\":[7]}", NULL, 0,
-                                      1, "Connection: close\r\n"});
+    fake_route(&other,
+               (struct route){"GET", "/v1/status", 200,
+                              "{\"leader\":5,\"role\":\"follower\",\"pad\":\"xxxxxxxx\"}",
+                              NULL, 1, 0, NULL});
+    fake_route(&other, (struct route){"GET", "/v1/members", 200, "{\"members\":[7]}",
+                                      NULL, 0, 1, "Connection: close\r\n"});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
     assert_int_equal(run_console(fx, NULL, addr, "-e",
@@ -850,8 +858,8 @@ static void test_connect_switches_node(void **state)
     struct fake other;
     char code[256];
     memset(&other, 0, sizeof other);
-    fake_route(&other, (struct route){"GET", "/v1/status", 200, "{\"id\":2,\"leader\":1}", NULL,
-                                      0, 0, NULL});
+    fake_route(&other, (struct route){"GET", "/v1/status", 200, "{\"id\":2,\"leader\":1}",
+                                      NULL, 0, 0, NULL});
     fake_start(&other);
     snprintf(code, sizeof code,
              "print(status().id) print(connect('127.0.0.1:%d')) print(status().id)",
@@ -875,19 +883,21 @@ static void test_watch_follows_the_index_until_fn_returns_false(void **state)
     struct fake other;
     char addr[64];
     memset(&other, 0, sizeof other);
-    fake_route(&other, (struct route){"GET", "/v1/watch", 200,
-                                      "{\"events\":[{\"key\":\"a/1\",\"value\":1}],\"index\":5}",
-                                      "{\"events\":[{\"key\":\"a/2\",\"value\":2},"
-                                      "{\"key\":\"a/3\",\"value\":3}],\"index\":7}",
-                                      0, 0, NULL});
+    fake_route(&other,
+               (struct route){"GET", "/v1/watch", 200,
+                              "{\"events\":[{\"key\":\"a/1\",\"value\":1}],\"index\":5}",
+                              "{\"events\":[{\"key\":\"a/2\",\"value\":2},"
+                              "{\"key\":\"a/3\",\"value\":3}],\"index\":7}",
+                              0, 0, NULL});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
-    assert_int_equal(run_console(fx, NULL, addr, "-e",
-                                 "local n = watch('a/', function(ev) print(ev.key, ev.value)"
-                                 " return ev.value < 2 end)\n"
-                                 "print('stopped at', n)",
-                                 NULL),
-                     0);
+    assert_int_equal(
+        run_console(fx, NULL, addr, "-e",
+                    "local n = watch('a/', function(ev) print(ev.key, ev.value)"
+                    " return ev.value < 2 end)\n"
+                    "print('stopped at', n)",
+                    NULL),
+        0);
     assert_string_equal(fx->out, "a/1\t1\na/2\t2\nstopped at\t7\n");
     assert_int_equal(fake_count(&other), 2);
     assert_string_equal(fake_rec(&other, 0).path, "/v1/watch?prefix=a%2F");
@@ -895,7 +905,8 @@ static void test_watch_follows_the_index_until_fn_returns_false(void **state)
     fake_stop(&other);
 }
 
-/* ---- the HTTP client on its own ------------------------------------------------------- */
+/* ---- the HTTP client on its own -------------------------------------------------------
+ */
 
 static void test_http_address_parsing(void **state)
 {
@@ -932,8 +943,9 @@ static void test_http_request_rejects_header_injection(void **state)
     long live = mr_alloc_live();
     mr_console_http_init(&c);
     assert_int_equal(mr_console_http_set_addr(&c, fx->addr), 0);
-    assert_int_equal(mr_console_http_request(&c, "GET", "/v1/status", bad, NULL, 0, 1000, &resp),
-                     MR_EINVAL);
+    assert_int_equal(
+        mr_console_http_request(&c, "GET", "/v1/status", bad, NULL, 0, 1000, &resp),
+        MR_EINVAL);
     assert_int_equal(
         mr_console_http_request(&c, "GET", "/v1/st atus", NULL, NULL, 0, 1000, &resp),
         MR_EINVAL);
@@ -978,7 +990,8 @@ static void test_http_request_times_out_on_a_silent_server(void **state)
     close(lfd);
 }
 
-/* ---- interactive, through a pseudo-terminal ---------------------------------------------- */
+/* ---- interactive, through a pseudo-terminal
+ * ---------------------------------------------- */
 
 struct pty {
     pid_t pid;
@@ -1076,10 +1089,11 @@ static void pty_expect(struct pty *p, const char *needle)
         int st = 0;
         pid_t r = waitpid(p->pid, &st, WNOHANG);
         if (r == p->pid) p->pid = -1; /* already reaped: nothing to kill */
-        fail_msg("terminal never showed [%s] (child %s, status 0x%x); after the last match it "
-                 "showed:\n%s\nbefore:\n%.*s",
-                 needle, r == 0 ? "running" : "exited", st, p->out + p->mark, (int)p->mark,
-                 p->out);
+        fail_msg(
+            "terminal never showed [%s] (child %s, status 0x%x); after the last match it "
+            "showed:\n%s\nbefore:\n%.*s",
+            needle, r == 0 ? "running" : "exited", st, p->out + p->mark, (int)p->mark,
+            p->out);
     }
 }
 
@@ -1135,7 +1149,8 @@ static void test_repl_prints_expressions_and_nested_tables(void **state)
     pty_expect(p, "\n42\r\n");
     pty_expect(p, prompt);
     pty_type(p, "{b = {c = {1, 2}, d = 'x'}, a = 1}\r");
-    pty_expect(p, "{\r\n  a = 1,\r\n  b = {\r\n    c = { 1, 2 },\r\n    d = \"x\",\r\n  },\r\n}\r\n");
+    pty_expect(p, "{\r\n  a = 1,\r\n  b = {\r\n    c = { 1, 2 },\r\n    d = \"x\",\r\n  "
+                  "},\r\n}\r\n");
     pty_expect(p, prompt);
     /* A statement over two lines, then its value. */
     pty_type(p, "t = {\r");
@@ -1242,40 +1257,50 @@ int main(int argc, char **argv)
         return mr_console_main(argc - 2, argv + 2);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_e_prints_status_leader_and_exits_zero, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pretty_printer_indents_and_sorts_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pretty_printer_marks_cycles_and_quotes_odd_keys, setup,
+        cmocka_unit_test_setup_teardown(test_e_prints_status_leader_and_exits_zero, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_requests_carry_paths_bodies_and_tokens, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tokens_come_from_the_environment_and_are_never_printed,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_without_tokens_no_authorization_header_is_sent, setup,
+        cmocka_unit_test_setup_teardown(test_pretty_printer_indents_and_sorts_keys, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_server_error_exits_one_with_code_message_and_leader,
+        cmocka_unit_test_setup_teardown(
+            test_pretty_printer_marks_cycles_and_quotes_odd_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_requests_carry_paths_bodies_and_tokens,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_tokens_come_from_the_environment_and_are_never_printed, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_without_tokens_no_authorization_header_is_sent, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_server_error_exits_one_with_code_message_and_leader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lua_errors_exit_one, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_usage_errors_exit_two_and_help_exits_zero, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_usage_errors_exit_two_and_help_exits_zero,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_file_gets_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_address_comes_from_environment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_keep_alive_reuses_one_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_closed_keep_alive_connection_is_reopened, setup,
+        cmocka_unit_test_setup_teardown(test_address_comes_from_environment, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_chunked_answer_and_connection_close_are_handled, setup,
+        cmocka_unit_test_setup_teardown(test_keep_alive_reuses_one_connection, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_unreachable_node_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_closed_keep_alive_connection_is_reopened,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_chunked_answer_and_connection_close_are_handled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unreachable_node_is_an_error, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_connect_switches_node, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_watch_follows_the_index_until_fn_returns_false, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_watch_follows_the_index_until_fn_returns_false, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_address_parsing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_request_rejects_header_injection, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_request_times_out_on_a_silent_server, setup,
+        cmocka_unit_test_setup_teardown(test_http_request_rejects_header_injection, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_repl_prints_expressions_and_nested_tables, setup,
+        cmocka_unit_test_setup_teardown(test_http_request_times_out_on_a_silent_server,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repl_prints_expressions_and_nested_tables,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repl_ctrl_c_cancels_the_line, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_repl_ctrl_c_cancels_the_line, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repl_history_survives_a_restart, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repl_tab_completes_table_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repl_history_survives_a_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_repl_tab_completes_table_fields, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
