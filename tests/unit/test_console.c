@@ -336,10 +336,11 @@ struct fx {
     char out_path[128];
     char err_path[128];
     char hist_path[128];
-    char *out;           /* stdout of the last run (malloc) */
-    char *err;           /* stderr of the last run (malloc) */
-    struct pty *pty;     /* the terminal session still running, for teardown */
-    struct pty *pty_mem; /* storage for it (heap: teardown runs after a longjmp) */
+    char *out;              /* stdout of the last run (malloc) */
+    char *err;              /* stderr of the last run (malloc) */
+    const char *stdin_path; /* stdin of the next run_console (default /dev/null) */
+    struct pty *pty;        /* the terminal session still running, for teardown */
+    struct pty *pty_mem;    /* storage for it (heap: teardown runs after a longjmp) */
 };
 
 static const char STATUS_JSON[] =
@@ -413,6 +414,7 @@ static int teardown(void **state)
     unlink(fx->out_path);
     unlink(fx->err_path);
     unlink(fx->hist_path);
+    if (fx->stdin_path != NULL) unlink(fx->stdin_path);
     assert_int_equal(rmdir(fx->dir), 0);
     free(fx->out);
     free(fx->err);
@@ -496,7 +498,7 @@ static int run_console(struct fx *fx, const char *const *env, ...)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
+        int in = open(fx->stdin_path ? fx->stdin_path : "/dev/null", O_RDONLY);
         int out = open(fx->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         int err = open(fx->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (in < 0 || out < 0 || err < 0) _exit(99);
@@ -757,6 +759,30 @@ static void test_script_file_gets_arguments(void **state)
     assert_string_equal(fake_rec(&fx->node, 0).body, "1");
     assert_string_equal(fake_rec(&fx->node, 1).path, "/v1/kv/script/two");
     assert_string_equal(fake_rec(&fx->node, 1).body, "2");
+}
+
+static void test_stdin_runs_as_a_script_when_it_is_not_a_terminal(void **state)
+{
+    struct fx *fx = *state;
+    static char path[160];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/stdin.lua", fx->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("print(kv.cas('lock', null, 'me'))\nprint(status().term)\n", f);
+    fclose(f);
+    fx->stdin_path = path;
+    assert_int_equal(run_console(fx, NULL, fx->addr, NULL), 0);
+    /* The canned /v1/command answer is {"ok": true} with no value. */
+    assert_string_equal(fx->out, "true\tnil\n3\n");
+    assert_string_equal(fake_rec(&fx->node, 0).path, "/v1/command");
+    assert_non_null(strstr(fake_rec(&fx->node, 0).body, "\"op\":\"cas\""));
+    assert_non_null(strstr(fake_rec(&fx->node, 0).body, "\"expect\":null"));
+    assert_non_null(strstr(fake_rec(&fx->node, 0).body, "\"value\":\"me\""));
+    /* "-" names stdin explicitly, after -e code. */
+    assert_int_equal(run_console(fx, NULL, fx->addr, "-e", "print('first')", "-", NULL),
+                     0);
+    assert_string_equal(fx->out, "first\ntrue\tnil\n3\n");
 }
 
 static void test_address_comes_from_environment(void **state)
@@ -1275,6 +1301,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_usage_errors_exit_two_and_help_exits_zero,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_file_gets_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_stdin_runs_as_a_script_when_it_is_not_a_terminal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_address_comes_from_environment, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_reuses_one_connection, setup,
