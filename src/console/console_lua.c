@@ -466,8 +466,9 @@ char **mr_console_complete(struct mr_console *c, const char *text)
     k = 1;
     for (i = 1; i <= n; i++) {
         const char *s;
-        lua_rawgeti(L, -1, (lua_Integer)i);
-        s = lua_tostring(L, -1);
+        /* Only real strings: converting a number could raise (and leak). */
+        s = lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                              : NULL;
         if (s != NULL && (out[k] = strdup(s)) != NULL) k++;
         lua_pop(L, 1);
     }

@@ -96,20 +96,38 @@ static int is_incomplete(lua_State *L, int status)
     return msg != NULL && len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
 }
 
-/* Compiles `chunk`: first as an expression ("return " .. chunk) so values
- * print, then as a statement. Leaves the function (or the error) on the
- * stack and returns the load status. */
-static int compile(lua_State *L, const char *chunk)
+/* Compiles the chunk (light userdata, argument 1): first as an expression
+ * ("return " .. chunk) so values print, then as a statement. Returns the
+ * load status as an integer and the function (or the error message). Runs
+ * under lua_pcall because building the "return" string can raise. */
+static int compile_fn(lua_State *L)
 {
+    const char *chunk = lua_touserdata(L, 1), *ret;
     int status;
-    const char *ret;
     if (chunk[0] == '=') chunk++; /* "=expr", the Lua 5.1 habit */
     ret = lua_pushfstring(L, "return %s;", chunk);
     status = luaL_loadbufferx(L, ret, strlen(ret), "=stdin", "t");
+    if (status != LUA_OK) {
+        lua_pop(L, 1);
+        status = luaL_loadbufferx(L, chunk, strlen(chunk), "=stdin", "t");
+    }
+    lua_pushinteger(L, status);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* Leaves the compiled function (or the error) on the stack; returns the
+ * load status. */
+static int compile(lua_State *L, const char *chunk)
+{
+    int status;
+    lua_pushcfunction(L, compile_fn);
+    lua_pushlightuserdata(L, (void *)chunk);
+    status = lua_pcall(L, 1, 2, 0);
+    if (status != LUA_OK) return status; /* out of memory: message on the stack */
+    status = (int)lua_tointeger(L, -2);
     lua_remove(L, -2);
-    if (status == LUA_OK) return status;
-    lua_pop(L, 1);
-    return luaL_loadbufferx(L, chunk, strlen(chunk), "=stdin", "t");
+    return status;
 }
 
 static void remember(const char *chunk, const char *hist)

@@ -542,6 +542,12 @@ static void test_e_prints_status_leader_and_exits_zero(void **state)
     assert_string_equal(fx->err, "");
     assert_string_equal(fake_rec(&fx->node, 0).method, "GET");
     assert_string_equal(fake_rec(&fx->node, 0).path, "/v1/status");
+    /* The glued forms: -eCODE and --admin-token=T. */
+    assert_int_equal(run_console(fx, NULL, "--admin-token=" ADMIN_TOKEN, fx->addr,
+                                 "-eprint(status().term)", NULL),
+                     0);
+    assert_string_equal(fx->out, "3\n");
+    assert_string_equal(fake_rec(&fx->node, 1).auth, "Bearer " ADMIN_TOKEN);
 }
 
 static void test_pretty_printer_indents_and_sorts_keys(void **state)
