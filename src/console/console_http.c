@@ -482,7 +482,7 @@ int mr_console_http_request(struct mr_console_http *c, const char *method,
         if (!(reused && !got_bytes && (rv == -ECONNRESET || rv == -EPIPE))) break;
     }
     if (rv == MR_ECANCELED) {
-        mr_errmsg_printf(c->errmsg, "interrupted");
+        mr_errmsg_printf(c->errmsg, "%s %s: canceled by Ctrl-C", method, path);
     } else if (rv == MR_ETIMEOUT) {
         mr_errmsg_printf(c->errmsg, "%s %s: no answer from %s:%s within %d ms", method,
                          path, c->host, c->port, timeout_ms);

@@ -146,6 +146,12 @@ static int l_http(lua_State *L)
     rv = mr_console_http_request(&c->http, method, path, hdrs, body, body_len, timeout_ms,
                                  &resp);
     if (rv != 0) {
+        if (rv == MR_ECANCELED) {
+            /* This Ctrl-C is reported here, as the "interrupted" code; the
+             * hook the signal handler armed must not raise it a second time. */
+            lua_sethook(L, NULL, 0, 0);
+            mr_console_interrupted = 0;
+        }
         lua_pushnil(L);
         lua_pushstring(L, c->http.errmsg);
         lua_pushstring(L, rv == MR_ECANCELED  ? "interrupted"

@@ -53,6 +53,7 @@ struct route {
     int chunked;         /* send the answer with Transfer-Encoding: chunked */
     int drop_after;      /* close the connection silently after answering */
     const char *headers; /* extra header lines, each ending in \r\n */
+    int delay_ms;        /* wait this long before answering (a long poll) */
 };
 
 struct record {
@@ -180,6 +181,11 @@ static int answer(struct fake *f, int fd, const struct record *rec)
     if (rt != NULL) {
         status = rt->status;
         if (rt->headers != NULL) extra = rt->headers;
+        if (rt->delay_ms > 0) {
+            /* Hold the answer, but not past fake_stop(). */
+            struct pollfd pf = {f->stop[0], POLLIN, 0};
+            if (poll(&pf, 1, rt->delay_ms) > 0) return 1;
+        }
     }
     if (rt != NULL && rt->chunked) {
         /* Two chunks, split mid-body, then the last-chunk. */
@@ -357,46 +363,49 @@ static int setup(void **state)
     snprintf(fx->out_path, sizeof fx->out_path, "%s/out", fx->dir);
     snprintf(fx->err_path, sizeof fx->err_path, "%s/err", fx->dir);
     snprintf(fx->hist_path, sizeof fx->hist_path, "%s/history", fx->dir);
-    fake_route(&fx->node,
-               (struct route){"GET", "/v1/status", 200, STATUS_JSON, NULL, 0, 0, NULL});
+    fake_route(&fx->node, (struct route){"GET", "/v1/status", 200, STATUS_JSON, NULL, 0,
+                                         0, NULL, 0});
     fake_route(&fx->node, (struct route){"POST", "/v1/command", 200,
                                          "{\"result\":{\"ok\":true},\"index\":41}", NULL,
-                                         0, 0, NULL});
+                                         0, 0, NULL, 0});
     fake_route(&fx->node,
                (struct route){"POST", "/v1/query", 200,
-                              "{\"result\":[1,2,3],\"index\":40}", NULL, 0, 0, NULL});
+                              "{\"result\":[1,2,3],\"index\":40}", NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"PUT", "/v1/kv/", 200,
                                          "{\"key\":\"k\",\"value\":1,\"index\":42}", NULL,
-                                         0, 0, NULL});
+                                         0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"GET", "/v1/kv/?prefix=", 200,
                                          "{\"value\":{\"a/x\":1,\"a/y\":2},\"index\":43}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"GET", "/v1/kv/missing", 404,
                                          "{\"error\":{\"code\":\"not_found\",\"message\":"
                                          "\"no such key\"}}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"GET", "/v1/kv/secret", 403,
                                          "{\"error\":{\"code\":\"forbidden\",\"message\":"
                                          "\"token lacks access\"}}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node,
                (struct route){"GET", "/v1/kv/", 200,
                               "{\"key\":\"k\",\"value\":\"hello\",\"index\":44}", NULL, 0,
-                              0, NULL});
+                              0, NULL, 0});
     fake_route(&fx->node, (struct route){"DELETE", "/v1/kv/", 200,
                                          "{\"key\":\"k\",\"value\":null,\"index\":45}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"GET", "/v1/members", 200,
                                          "{\"members\":[{\"id\":1,\"voter\":true}]}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"POST", "/v1/members", 200, "{\"index\":46}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"DELETE", "/v1/members/", 200, "{\"index\":47}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"POST", "/v1/leader/transfer", 200, "{}", NULL,
-                                         0, 0, NULL});
+                                         0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"POST", "/v1/snapshot", 200, "{\"index\":48}",
-                                         NULL, 0, 0, NULL});
+                                         NULL, 0, 0, NULL, 0});
+    fake_route(&fx->node,
+               (struct route){"GET", "/v1/watch", 200, "{\"events\":[],\"index\":9}",
+                              NULL, 0, 0, NULL, 10000 /* ms */});
     fake_start(&fx->node);
     snprintf(fx->addr, sizeof fx->addr, "127.0.0.1:%d", fx->node.port);
     *state = fx;
@@ -695,7 +704,7 @@ static void test_server_error_exits_one_with_code_message_and_leader(void **stat
     fake_route(&other, (struct route){"POST", "/v1/command", 503,
                                       "{\"error\":{\"code\":\"no_leader\",\"message\":"
                                       "\"no leader is known\",\"leader\":\"2\"}}",
-                                      NULL, 0, 0, "Retry-After: 1\r\n"});
+                                      NULL, 0, 0, "Retry-After: 1\r\n", 0});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
     assert_int_equal(run_console(fx, NULL, addr, "-e", "command{op = 'x'}", "-e",
@@ -821,7 +830,7 @@ static void test_closed_keep_alive_connection_is_reopened(void **state)
     /* The server drops the connection after each answer without saying so,
      * as an idle timeout would: the next request must reconnect. */
     fake_route(&other, (struct route){"GET", "/v1/status", 200, "{\"leader\":3}", NULL, 0,
-                                      1, NULL});
+                                      1, NULL, 0});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
     assert_int_equal(
@@ -845,9 +854,9 @@ static void test_chunked_answer_and_connection_close_are_handled(void **state)
     fake_route(&other,
                (struct route){"GET", "/v1/status", 200,
                               "{\"leader\":5,\"role\":\"follower\",\"pad\":\"xxxxxxxx\"}",
-                              NULL, 1, 0, NULL});
+                              NULL, 1, 0, NULL, 0});
     fake_route(&other, (struct route){"GET", "/v1/members", 200, "{\"members\":[7]}",
-                                      NULL, 0, 1, "Connection: close\r\n"});
+                                      NULL, 0, 1, "Connection: close\r\n", 0});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
     assert_int_equal(run_console(fx, NULL, addr, "-e",
@@ -891,7 +900,7 @@ static void test_connect_switches_node(void **state)
     char code[256];
     memset(&other, 0, sizeof other);
     fake_route(&other, (struct route){"GET", "/v1/status", 200, "{\"id\":2,\"leader\":1}",
-                                      NULL, 0, 0, NULL});
+                                      NULL, 0, 0, NULL, 0});
     fake_start(&other);
     snprintf(code, sizeof code,
              "print(status().id) print(connect('127.0.0.1:%d')) print(status().id)",
@@ -920,7 +929,7 @@ static void test_watch_follows_the_index_until_fn_returns_false(void **state)
                               "{\"events\":[{\"key\":\"a/1\",\"value\":1}],\"index\":5}",
                               "{\"events\":[{\"key\":\"a/2\",\"value\":2},"
                               "{\"key\":\"a/3\",\"value\":3}],\"index\":7}",
-                              0, 0, NULL});
+                              0, 0, NULL, 0});
     fake_start(&other);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", other.port);
     assert_int_equal(
@@ -1224,9 +1233,23 @@ static void test_repl_ctrl_c_cancels_the_line(void **state)
     pty_send(p, "\003");
     pty_expect(p, "interrupted!");
     pty_expect(p, prompt);
+    /* Ctrl-C ends a watch that waits on a long poll; watch returns. */
+    pty_type(p, "watch('w/')\r");
+    {
+        int i;
+        for (i = 0; i < 500 && fake_count(&fx->node) == 0; i++) usleep(10000);
+    }
+    assert_int_equal(fake_count(&fx->node), 1);
+    assert_string_equal(fake_rec(&fx->node, 0).path, "/v1/watch?prefix=w%2F");
+    pty_send(p, "\003");
+    pty_expect(p, "^Cnil\r\n"); /* the terminal echoes ^C, then watch's result */
+    pty_expect(p, prompt);
+    pty_type(p, "print('still here')\r");
+    pty_expect(p, "\nstill here\r\n");
+    pty_expect(p, prompt);
     assert_int_equal(pty_finish(p), 0);
-    /* The cancelled kv.put never reached the node. */
-    assert_int_equal(fake_count(&fx->node), 0);
+    /* The cancelled kv.put never reached the node; only the watch did. */
+    assert_int_equal(fake_count(&fx->node), 1);
 }
 
 static void test_repl_history_survives_a_restart(void **state)
