@@ -1,8 +1,69 @@
 /* raft: the pure, deterministic Raft consensus core.
  *
- * OWNERSHIP NOTE FOR NOW: this header is being written by the core's owner.
- * The log-entry type below is already a contract used by src/storage and
- * src/net and must not change shape. */
+ * The core is a state machine with one door (STYLE 4): the host feeds it
+ * events with mr_raft_step() and gets back one batch ("ready") of work: hard
+ * state and entries to persist, messages to send, committed entries to apply,
+ * a snapshot to install, reads that became safe. No sockets, files, clocks,
+ * threads, Lua or libuv in here; randomness comes from a PRNG seeded through
+ * the options, so a simulation replays exactly from a seed.
+ *
+ * TIME. The core counts logical ticks (MR_RAFT_EVENT_TICK). The host decides
+ * what a tick is worth; moonraft's node uses 1 tick = 10 ms, heartbeat_ticks
+ * = 5 (50 ms) and an election timeout drawn in [30, 60) ticks (300-600 ms).
+ *
+ * WHAT MUST BE DURABLE BEFORE WHAT (the host's obligations):
+ *   1. Process ready batches in the order they come out of mr_raft_step().
+ *      Within a batch: install `snapshot` (if any), then truncate the WAL at
+ *      entries[0].index and append `entries`, then store the hard state.
+ *   2. `msgs` may be sent at once (these are a leader's AppendEntries,
+ *      heartbeats, snapshots, TimeoutNow, ReadIndex traffic and Pre-Vote:
+ *      none of them promises anything about local storage; the leader writes
+ *      its own log in parallel with replication, thesis 10.2.1).
+ *   3. `msgs_after` MUST NOT leave before the hard state, snapshot and entries
+ *      of this batch AND of every earlier batch are durable (votes granted,
+ *      vote requests -- they imply a persisted self-vote --, append and
+ *      snapshot acknowledgements).
+ *   4. When the WAL is durable up to (index, term), step PERSISTED(index,
+ *      term); after a requested snapshot is durably installed step
+ *      SNAPSHOT_INSTALLED(index, term). The leader counts its own vote toward
+ *      a commit only for entries it was told are persisted.
+ *   5. `committed` entries may be applied at once, in order (they are durable
+ *      on a majority), but after the batch's snapshot is installed.
+ *   6. Release the batch with mr_raft_ready_release() when done with it; a
+ *      host that needs a payload longer takes its own mr_rcbuf_ref().
+ *
+ * DEVIATIONS FROM THE PAPER / THESIS (and why):
+ *   - Heartbeats are a separate message (MR_RAFT_MSG_HEARTBEAT) carrying only
+ *     commit = min(follower match, leader commit) and a read context, as in
+ *     etcd, so that ReadIndex rounds are cheap and never carry entries.
+ *   - A follower answers an AppendEntries whose prev index is below its
+ *     commit index with its commit index instead of checking the log.
+ *   - A node that lost a vote as candidate (a majority rejected it) returns to
+ *     follower at once instead of waiting for its election timeout (etcd).
+ *   - With check_quorum, a node ignores RequestVote/Pre-Vote while it believes
+ *     a leader is alive (heard within election_timeout_min ticks), unless the
+ *     request comes from a leadership transfer (thesis 4.2.3 / 6.4 lease), and
+ *     also during its first election_timeout_min ticks after start, so that a
+ *     restarted follower still honours a lease it may have granted.
+ *   - Lease reads assume clock drift between nodes is bounded: the lease is
+ *     election_timeout_min - 1 ticks from the send tick of the heartbeat round
+ *     a majority acknowledged (thesis 6.4.1 with a one-tick safety margin).
+ *   - A leader whose peer stays in snapshot state for 2 * election_timeout_max
+ *     ticks without an answer falls back to probing (lost snapshot messages).
+ *   - A configuration change is refused until the leader has committed an
+ *     entry of its own term (fixes the single-server change bug found after
+ *     the thesis; see Ongaro's raft-dev post of 2015).
+ *   - A server removed by a configuration entry that is not committed yet may
+ *     still campaign (votes counted in that new configuration): otherwise a
+ *     leader that appended its own removal and crashed, holding the longest
+ *     log, could block every election. It steps down once the entry commits.
+ *   - A leader elected without any remote vote (a single voter) sends every
+ *     message through `msgs_after` until an entry of its term is persisted:
+ *     otherwise a crash could lose its term and let it lead the same term
+ *     again with different entries (found by the randomized test).
+ *   - Promoting a learner is refused while its match index is below the
+ *     leader's commit index (thesis 4.2.1: catch up before voting).
+ */
 #ifndef MR_RAFT_H
 #define MR_RAFT_H
 
@@ -75,5 +136,372 @@ struct mr_raft_msg {
     struct mr_rcbuf *snap_config; /* encoded configuration at snap_index (first chunk) */
     struct mr_rcbuf *snap_chunk;  /* bytes of this chunk */
 };
+
+
+/* Releases the references a message holds (entries' payloads, snap_config,
+ * snap_chunk) and frees its `entries` array; leaves the struct zeroed. Only
+ * for messages produced by the core (or built by the host with mr_malloc'ed
+ * entries holding their own references). NULL-safe. */
+void mr_raft_msg_release(struct mr_raft_msg *m);
+
+/* ---- configuration ---------------------------------------------------------- */
+
+enum mr_raft_role_in_config {
+    MR_RAFT_VOTER = 1,
+    MR_RAFT_LEARNER = 2, /* receives the log, never votes or counts for commit */
+};
+
+struct mr_raft_server {
+    mr_node_id id;      /* never 0 */
+    uint8_t role;       /* enum mr_raft_role_in_config */
+    char *context;      /* opaque NUL-terminated text for the host (addresses) */
+};
+
+/* A cluster configuration. Owns `servers` and each server's `context`. */
+struct mr_raft_config {
+    unsigned n;
+    unsigned cap;
+    struct mr_raft_server *servers;
+};
+
+/* Limits applied when decoding untrusted bytes. */
+#define MR_RAFT_CONFIG_MAX_SERVERS 1024
+#define MR_RAFT_CONFIG_MAX_CONTEXT 4096 /* bytes per server context */
+
+/* Empty configuration (no allocation). */
+void mr_raft_config_init(struct mr_raft_config *c);
+/* Frees everything the configuration owns; leaves it empty. */
+void mr_raft_config_close(struct mr_raft_config *c);
+/* Adds a server; copies `context` (NULL means ""). MR_EINVAL if id is 0 or
+ * role invalid, MR_EEXISTS if the id is present, MR_ENOMEM. On error `c` is
+ * unchanged. */
+int mr_raft_config_add(struct mr_raft_config *c, mr_node_id id, int role,
+                       const char *context);
+/* Removes server `id`: 0 or MR_ENOTFOUND. */
+int mr_raft_config_remove(struct mr_raft_config *c, mr_node_id id);
+/* The server with `id`, or NULL. The pointer is borrowed from `c`. */
+const struct mr_raft_server *mr_raft_config_get(const struct mr_raft_config *c,
+                                                mr_node_id id);
+/* Number of voters. */
+unsigned mr_raft_config_voters(const struct mr_raft_config *c);
+/* Deep copy into `dst` (which must be empty/initialised): 0 or MR_ENOMEM
+ * (then `dst` stays empty). */
+int mr_raft_config_copy(struct mr_raft_config *dst, const struct mr_raft_config *src);
+/* Encodes to a new buffer (refs = 1, caller owns it): format version 1,
+ *   u8 version=1, u32 n, then n x (u64 id, u8 role, u32 len, len bytes).
+ * NULL on OOM. Little-endian. */
+struct mr_rcbuf *mr_raft_config_encode(const struct mr_raft_config *c);
+/* Decodes untrusted bytes into `out` (which must be empty/initialised).
+ * Validates version, lengths, roles, ids (nonzero, unique), context bytes (no
+ * NUL) and the limits above; trailing bytes are an error. Returns 0,
+ * MR_EMALFORMED (with the reason in errmsg, which may be NULL) or MR_ENOMEM.
+ * On error `out` stays empty. Never asserts on the input. */
+int mr_raft_config_decode(const void *buf, size_t len, struct mr_raft_config *out,
+                          char *errmsg);
+
+/* ---- options ------------------------------------------------------------------ */
+
+/* STYLE 12: every decision of the core is explained through this callback.
+ * `line` is only valid during the call. */
+struct mr_tracer {
+    void *data;
+    void (*emit_cb)(void *data, mr_node_id id, const char *line);
+};
+
+struct mr_raft_options {
+    mr_node_id id;                 /* this node, nonzero */
+    unsigned election_min_ticks;   /* election timeout drawn in [min, max) */
+    unsigned election_max_ticks;   /* > min */
+    unsigned heartbeat_ticks;      /* >= 1, < election_min_ticks */
+    unsigned max_append_entries;   /* entries per AppendEntries, >= 1 */
+    size_t max_append_bytes;       /* payload bytes per AppendEntries (>= 1 entry always) */
+    unsigned max_inflight;         /* AppendEntries in flight per follower, >= 1 */
+    unsigned snapshot_trailing;    /* entries kept behind a snapshot on compaction */
+    uint8_t check_quorum;          /* leader steps down without a majority */
+    uint8_t pre_vote;              /* thesis 9.6 */
+    uint8_t lease_reads;           /* allow READ_INDEX with is_lease (needs check_quorum) */
+    uint64_t seed;                 /* PRNG seed for election timeouts */
+    struct mr_tracer tracer;       /* emit_cb may be NULL */
+};
+
+/* Fills `o` with the defaults for `id` (election 30..60, heartbeat 5, 64
+ * entries / 1 MiB per append, 256 inflight, 0 trailing, check_quorum,
+ * pre_vote and lease reads on, seed = id). */
+void mr_raft_options_default(struct mr_raft_options *o, mr_node_id id);
+
+/* ---- the core ------------------------------------------------------------------ */
+
+enum mr_raft_state {
+    MR_RAFT_FOLLOWER = 1,
+    MR_RAFT_PRECANDIDATE = 2,
+    MR_RAFT_CANDIDATE = 3,
+    MR_RAFT_LEADER = 4,
+};
+
+/* Peer replication state (etcd's progress states). */
+enum mr_raft_progress_state {
+    MR_RAFT_PROBE = 1,     /* one AppendEntries at a time, backing off on reject */
+    MR_RAFT_REPLICATE = 2, /* pipelined within the inflight window */
+    MR_RAFT_SNAPSHOT = 3,  /* waiting for a snapshot transfer */
+};
+
+struct mr_raft_progress {
+    mr_node_id id;
+    uint8_t role;          /* MR_RAFT_VOTER / MR_RAFT_LEARNER */
+    uint8_t state;         /* enum mr_raft_progress_state */
+    uint8_t probe_sent;    /* PROBE: one message outstanding */
+    uint8_t recent_active; /* heard from it in the current check-quorum window */
+    mr_index match;
+    mr_index next;
+    mr_index pending_snapshot;
+    unsigned snap_elapsed;        /* ticks in SNAPSHOT state */
+    uint64_t read_ack;            /* highest heartbeat round acknowledged this term */
+    uint64_t ack_tick;            /* send tick of that round (lease) */
+    uint64_t last_heard_tick;     /* core tick when it last answered */
+    /* inflight window: ring of last indexes of AppendEntries in flight */
+    mr_index *inflight;
+    unsigned inflight_start, inflight_count;
+};
+
+struct mr_raft_read {
+    struct mr_queue link;
+    uint64_t ctx;
+    mr_node_id from; /* 0 = local request */
+    mr_index index;
+    uint64_t round;  /* heartbeat round that must be acknowledged */
+};
+
+struct mr_raft_read_state {
+    uint64_t ctx;
+    mr_index index; /* safe to read once applied >= index */
+    int status;     /* 0, or MR_ENOTLEADER if the read was abandoned */
+};
+
+/* The core. Opaque to the host: touch only through the functions below. */
+struct mr_raft {
+    struct mr_raft_options opts;
+    struct mr_rand rand;
+    mr_node_id id;
+    /* volatile and persisted hard state are kept apart (STYLE 4) */
+    mr_term term;
+    mr_node_id vote;
+    mr_term persisted_term;
+    mr_node_id persisted_vote;
+    uint8_t state;
+    mr_node_id leader;
+    uint8_t reported_state;
+    mr_node_id reported_leader;
+    /* log (raft_log.c) */
+    struct {
+        struct mr_raft_entry *ring;
+        size_t cap, start, n;   /* entries at ring[(start + k) % cap] */
+        mr_index offset;        /* index of the entry before ring[start] */
+        mr_term offset_term;    /* its term (the snapshot's or compaction point) */
+    } log;
+    mr_index commit;
+    mr_index applied;           /* last index handed out in `committed` */
+    mr_index persisted;         /* WAL durable up to here */
+    mr_index unstable;          /* first index not yet handed to the host */
+    /* latest snapshot (taken locally or installed) */
+    mr_index snap_index;
+    mr_term snap_term;
+    struct mr_rcbuf *snap_config;
+    uint8_t snap_to_install;
+    /* configuration: the latest one appended (thesis 4.1) */
+    struct mr_raft_config config;
+    mr_index config_index;      /* index of that entry (or snapshot index) */
+    mr_index pending_conf;      /* no change until commit reaches this */
+    struct mr_raft_progress *progress; /* one per config server, plus self */
+    unsigned n_progress;
+    /* timers */
+    uint64_t ticks;
+    unsigned election_elapsed;
+    unsigned heartbeat_elapsed;
+    unsigned election_timeout;  /* randomized, in [min, max) */
+    unsigned transfer_elapsed;
+    uint8_t quiet_start;        /* refuse votes during the first min ticks */
+    uint8_t term_unsafe;        /* our term may not be durable and nobody else
+                                   knows it: every message waits (msgs_after) */
+    /* elections */
+    mr_node_id *granted;        /* voters that granted us (pre)votes */
+    mr_node_id *rejected;
+    unsigned n_granted, n_rejected;
+    mr_node_id transferee;      /* leadership transfer target */
+    mr_index term_start;        /* index of this leader's no-op */
+    /* reads (raft_read.c) */
+    struct mr_queue reads;
+    uint64_t read_round;        /* last heartbeat round sent */
+    uint64_t round_tick[64];    /* send tick of rounds, by round % 64 */
+    /* output being collected */
+    struct mr_raft_msg *msgs, *msgs_after;
+    unsigned n_msgs, cap_msgs, n_msgs_after, cap_msgs_after;
+    struct mr_raft_read_state *out_reads;
+    unsigned n_out_reads, cap_out_reads;
+};
+
+/* Initialises an empty core (no log, no configuration, term 0). Then call
+ * either mr_raft_load() (restart) or mr_raft_bootstrap() (new cluster), or
+ * neither (a node that will join an existing cluster: it waits for a leader).
+ * Errors: MR_EINVAL for bad options. `opts` is copied. */
+int mr_raft_init(struct mr_raft *r, const struct mr_raft_options *opts);
+
+/* Frees everything the core holds. Safe after a failed init. */
+void mr_raft_close(struct mr_raft *r);
+
+/* What the host recovered from disk at start. All pointers are borrowed;
+ * the core takes its own references. */
+struct mr_raft_persisted {
+    mr_term term;
+    mr_node_id vote;
+    mr_index snap_index;          /* 0 if none */
+    mr_term snap_term;
+    const struct mr_rcbuf *snap_config; /* encoded config at snap_index (NULL if none) */
+    const struct mr_raft_entry *entries; /* contiguous, starting at snap_index + 1 */
+    size_t n_entries;
+};
+
+/* Loads persisted state into a freshly initialised core. The effective
+ * configuration is the last CONFIG entry, else the snapshot's. commit and
+ * applied start at snap_index. Errors: MR_EINVAL (non-contiguous entries,
+ * already loaded), MR_EMALFORMED (undecodable configuration, errmsg says
+ * which), MR_ENOMEM. `errmsg` may be NULL. */
+int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *errmsg);
+
+/* Bootstraps a brand-new cluster member: appends a CONFIG entry for `cfg` at
+ * index 1, term 1, commits it, and sets term 1. Every initial member calls it
+ * with the same configuration. The entry and hard state come out in the next
+ * ready. MR_EINVAL if the core already has state or `cfg` has no voter,
+ * MR_ENOMEM. `cfg` is borrowed. */
+int mr_raft_bootstrap(struct mr_raft *r, const struct mr_raft_config *cfg);
+
+enum mr_raft_event_type {
+    MR_RAFT_EVENT_NONE = 0,        /* just collect pending output */
+    MR_RAFT_EVENT_TICK = 1,
+    MR_RAFT_EVENT_RECEIVE = 2,     /* msg */
+    MR_RAFT_EVENT_PROPOSE = 3,     /* entry_type, data -> out_index, out_term */
+    MR_RAFT_EVENT_READ_INDEX = 4,  /* ctx, is_lease */
+    MR_RAFT_EVENT_CHANGE_MEMBERS = 5, /* change, node, context -> out_index, out_term */
+    MR_RAFT_EVENT_TRANSFER_LEADER = 6, /* node */
+    MR_RAFT_EVENT_PERSISTED = 7,   /* index, term */
+    MR_RAFT_EVENT_SNAPSHOT_TAKEN = 8, /* index, term: host has a durable snapshot */
+    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9, /* index, term */
+    MR_RAFT_EVENT_REPORT_UNREACHABLE = 10, /* node */
+    MR_RAFT_EVENT_SNAPSHOT_DONE = 11, /* node, ok: streaming to node finished */
+};
+
+enum mr_raft_change {
+    MR_RAFT_ADD_VOTER = 1,
+    MR_RAFT_ADD_LEARNER = 2,
+    MR_RAFT_PROMOTE = 3, /* learner -> voter */
+    MR_RAFT_REMOVE = 4,
+};
+
+/* One input. Fill `type` and the fields it names; the out_ fields are set on
+ * return for PROPOSE and CHANGE_MEMBERS. All pointers are borrowed. */
+struct mr_raft_event {
+    int type;
+    const struct mr_raft_msg *msg; /* RECEIVE */
+    uint8_t entry_type;            /* PROPOSE: MR_RAFT_ENTRY_NORMAL (default if 0) */
+    struct mr_rcbuf *data;         /* PROPOSE: payload, core takes a reference */
+    uint64_t ctx;                  /* READ_INDEX */
+    uint8_t is_lease;              /* READ_INDEX: lease read if allowed */
+    uint8_t change;                /* CHANGE_MEMBERS: enum mr_raft_change */
+    uint8_t ok;                    /* SNAPSHOT_DONE */
+    mr_node_id node;               /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
+    const char *context;           /* CHANGE_MEMBERS add: server context text */
+    mr_index index;                /* PERSISTED, SNAPSHOT_* */
+    mr_term term;                  /* PERSISTED, SNAPSHOT_* */
+    mr_index out_index;
+    mr_term out_term;
+};
+
+/* Flags of a ready batch: which parts are present. */
+#define MR_RAFT_READY_HARD_STATE 0x01u
+#define MR_RAFT_READY_ENTRIES 0x02u
+#define MR_RAFT_READY_MSGS 0x04u
+#define MR_RAFT_READY_COMMITTED 0x08u
+#define MR_RAFT_READY_SNAPSHOT 0x10u
+#define MR_RAFT_READY_READS 0x20u
+#define MR_RAFT_READY_SOFT_STATE 0x40u
+
+/* One batch of work for the host (see the top of this header for the
+ * ordering rules). The batch owns every array and a reference to every
+ * payload in it until mr_raft_ready_release(). */
+struct mr_raft_ready {
+    unsigned flags;
+    /* HARD_STATE: persist (term, vote) */
+    mr_term term;
+    mr_node_id vote;
+    /* ENTRIES: the WAL must first drop every entry at index >= entries[0].index */
+    struct mr_raft_entry *entries;
+    size_t n_entries;
+    /* MSGS */
+    struct mr_raft_msg *msgs;       /* may leave at once */
+    size_t n_msgs;
+    struct mr_raft_msg *msgs_after; /* only once everything so far is durable */
+    size_t n_msgs_after;
+    /* COMMITTED: apply in order */
+    struct mr_raft_entry *committed;
+    size_t n_committed;
+    /* SNAPSHOT: install the snapshot (index, term) the host received; the
+     * log before it is gone, the WAL must be reset to start after it */
+    mr_index snap_index;
+    mr_term snap_term;
+    struct mr_rcbuf *snap_config;
+    /* READS */
+    struct mr_raft_read_state *reads;
+    size_t n_reads;
+    /* SOFT_STATE (always filled; the flag says it changed) */
+    uint8_t state;  /* enum mr_raft_state */
+    mr_node_id leader;
+};
+
+/* Processes one event and fills `ready` (which the caller provides; its
+ * previous content is overwritten, so release it first) with all the output
+ * pending in the core, even when the event itself fails.
+ * Returns 0 or: MR_ENOTLEADER (propose/change/transfer/read on a non-leader;
+ * a follower forwards READ_INDEX to its leader and returns 0, or
+ * MR_ENOLEADER if none is known), MR_EBUSY (a configuration change or a
+ * leadership transfer is pending, or the leader has not committed an entry
+ * of its term yet for a change), MR_EINVAL (bad event), MR_EEXISTS /
+ * MR_ENOTFOUND (membership), MR_EMALFORMED (a received message failed
+ * validation; it was dropped), MR_ENOMEM (the core stays consistent but
+ * outgoing messages of this step may have been dropped). */
+int mr_raft_step(struct mr_raft *r, struct mr_raft_event *ev, struct mr_raft_ready *ready);
+
+/* Releases everything a ready batch owns; leaves it zeroed. NULL-safe. */
+void mr_raft_ready_release(struct mr_raft_ready *ready);
+
+/* ---- status ------------------------------------------------------------------ */
+
+struct mr_raft_status {
+    uint8_t state;
+    mr_term term;
+    mr_node_id vote;
+    mr_node_id leader;
+    mr_index commit;
+    mr_index applied;
+    mr_index last_index;
+    mr_term last_term;
+    mr_index persisted;
+    mr_index snap_index;
+    mr_index first_index;                 /* first index still in the log */
+    const struct mr_raft_config *config;  /* borrowed until the next step */
+    mr_index config_index;
+    const struct mr_raft_progress *progress; /* borrowed; meaningful on a leader */
+    unsigned n_progress;
+    uint64_t ticks;
+};
+
+/* Fills `st`; the pointers in it are borrowed from `r`. */
+void mr_raft_status(const struct mr_raft *r, struct mr_raft_status *st);
+
+/* Term of the entry at `index` in the in-memory log (the compaction point's
+ * term for index == first_index - 1), or 0 if unknown. */
+mr_term mr_raft_term_at(const struct mr_raft *r, mr_index index);
+
+/* Name of a state ("leader"), message type ("append") or event type. */
+const char *mr_raft_state_name(int state);
+const char *mr_raft_msg_name(int type);
 
 #endif /* MR_RAFT_H */

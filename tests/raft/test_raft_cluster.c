@@ -1,0 +1,642 @@
+/* Scenario tests: one behaviour each, on the simulated cluster (sim.h). The
+ * harness checks the Raft safety properties after every step of every
+ * scenario as well, so a scenario also fails if anything unsafe happens on
+ * the way. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "sim.h"
+
+#define UNIT 10 /* time units per tick (sim_opts_default) */
+#define ELECTION (20 * UNIT) /* max election timeout in units */
+
+static struct sim *cluster(unsigned voters, unsigned spares, uint64_t seed)
+{
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.n_voters = voters;
+    o.n_spares = spares;
+    o.seed = seed;
+    o.keep_traces = 1;
+    return sim_new(&o);
+}
+
+static mr_node_id leader_or_fail(struct sim *s)
+{
+    mr_node_id l = sim_wait_leader(s, 20 * ELECTION);
+    assert_true(l != 0);
+    return l;
+}
+
+struct committed {
+    mr_index index;
+    mr_term term;
+    unsigned n;
+    mr_node_id nodes[SIM_MAX_NODES];
+};
+
+static int applied_on(struct sim *s, void *arg)
+{
+    struct committed *c = arg;
+    for (unsigned i = 0; i < c->n; i++)
+        if (!sim_has_applied(s, c->nodes[i], c->index, c->term)) return 0;
+    return 1;
+}
+
+/* Proposes at the leader and waits until the given nodes applied it. */
+static void propose_and_wait(struct sim *s, mr_node_id leader, const char *data,
+                             const mr_node_id *nodes, unsigned n)
+{
+    struct committed c = {.n = n};
+    assert_int_equal(sim_propose(s, leader, data, &c.index, &c.term), 0);
+    memcpy(c.nodes, nodes, n * sizeof(*nodes));
+    assert_true(sim_run_until(s, applied_on, &c, 10 * ELECTION));
+}
+
+static const mr_node_id ALL5[] = {1, 2, 3, 4, 5};
+
+/* ---- election ----------------------------------------------------------------- */
+
+static void test_election_majority_elects_exactly_one_leader(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        struct sim *s = cluster(5, 0, seed);
+        mr_node_id l = leader_or_fail(s);
+        sim_run(s, 5 * ELECTION);
+        unsigned leaders = 0;
+        for (mr_node_id i = 1; i <= 5; i++) leaders += sim_state(s, i) == MR_RAFT_LEADER;
+        assert_int_equal(leaders, 1);
+        assert_int_equal(sim_leader(s), l); /* stable: nobody disrupted it */
+        for (mr_node_id i = 1; i <= 5; i++) assert_int_equal(sim_raft(s, i)->leader, l);
+        sim_free(s);
+    }
+}
+
+static void test_election_minority_never_elects_and_prevote_keeps_its_terms(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 7);
+    mr_node_id l = leader_or_fail(s);
+    /* the minority: two followers */
+    mr_node_id a = l % 5 + 1, b = a % 5 + 1;
+    unsigned g[SIM_MAX_NODES] = {0};
+    g[a - 1] = g[b - 1] = 1;
+    sim_partition(s, g);
+    mr_term ta = sim_term(s, a), tb = sim_term(s, b);
+    for (int i = 0; i < 20; i++) {
+        sim_run(s, ELECTION);
+        assert_int_not_equal(sim_state(s, a), MR_RAFT_LEADER);
+        assert_int_not_equal(sim_state(s, b), MR_RAFT_LEADER);
+        assert_int_not_equal(sim_state(s, a), MR_RAFT_CANDIDATE);
+    }
+    /* thesis 9.6: pre-vote fails, so the terms do not rise */
+    assert_int_equal(sim_term(s, a), ta);
+    assert_int_equal(sim_term(s, b), tb);
+    assert_true(sim_trace_count(s, a, "pre-campaign") > 0);
+    /* coming back does not disrupt the leader */
+    mr_term lt = sim_term(s, l);
+    sim_heal(s);
+    sim_run(s, 3 * ELECTION);
+    assert_int_equal(sim_leader(s), l);
+    assert_int_equal(sim_term(s, l), lt);
+    sim_free(s);
+}
+
+static void test_election_without_prevote_an_isolated_node_raises_terms(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.pre_vote = 0;
+    o.seed = 3;
+    struct sim *s = sim_new(&o);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id a = l % 3 + 1;
+    mr_term t = sim_term(s, a);
+    sim_isolate(s, a);
+    sim_run(s, 10 * ELECTION);
+    assert_true(sim_term(s, a) > t + 3); /* what pre-vote prevents */
+    assert_int_not_equal(sim_state(s, a), MR_RAFT_LEADER);
+    sim_free(s);
+}
+
+static void test_election_leader_that_loses_its_majority_steps_down(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 11);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id a = l % 5 + 1;
+    unsigned g[SIM_MAX_NODES] = {0};
+    g[l - 1] = g[a - 1] = 1; /* leader + one follower: a minority */
+    sim_partition(s, g);
+    sim_run(s, 3 * ELECTION);
+    /* thesis 6.2 check-quorum */
+    assert_int_not_equal(sim_state(s, l), MR_RAFT_LEADER);
+    assert_true(sim_trace_count(s, l, "check quorum: only") > 0);
+    /* and the majority side elected someone else */
+    mr_node_id l2 = sim_leader(s);
+    assert_true(l2 != 0 && l2 != l && l2 != a);
+    sim_free(s);
+}
+
+static void test_election_without_check_quorum_an_isolated_leader_stays_leader(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.check_quorum = 0;
+    o.seed = 5;
+    struct sim *s = sim_new(&o);
+    mr_node_id l = leader_or_fail(s);
+    sim_isolate(s, l);
+    sim_run(s, 5 * ELECTION);
+    assert_int_equal(sim_state(s, l), MR_RAFT_LEADER); /* the contrast case */
+    sim_free(s);
+}
+
+/* ---- replication ------------------------------------------------------------- */
+
+static void test_replication_entry_on_a_minority_is_never_committed(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 13);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id a = l % 5 + 1;
+    unsigned g[SIM_MAX_NODES] = {0};
+    g[l - 1] = g[a - 1] = 1;
+    sim_partition(s, g);
+    mr_index idx;
+    mr_term term;
+    mr_index commit_before = sim_commit(s, l);
+    assert_int_equal(sim_propose(s, l, "lost", &idx, &term), 0);
+    sim_run(s, 3 * ELECTION);
+    /* acknowledged by the leader and one follower: 2 of 5 */
+    assert_int_equal(sim_commit(s, l), commit_before);
+    for (mr_node_id i = 1; i <= 5; i++) assert_false(sim_has_applied(s, i, idx, term));
+    sim_heal(s);
+    mr_node_id l2 = leader_or_fail(s);
+    propose_and_wait(s, l2, "after", ALL5, 5);
+    for (mr_node_id i = 1; i <= 5; i++) assert_false(sim_has_applied(s, i, idx, term));
+    sim_free(s);
+}
+
+struct fig8 {
+    struct sim *sim;
+    mr_node_id center;  /* only messages to or from it pass (0 = all) */
+    mr_node_id from;    /* drop APPENDs from `from` that would append entries >= min_index */
+    mr_index min_index;
+};
+
+static int fig8_filter(void *arg, const struct mr_raft_msg *m)
+{
+    struct fig8 *f = arg;
+    if (f->center != 0 && m->from != f->center && m->to != f->center) return 1;
+    if (m->type != MR_RAFT_MSG_APPEND || m->from != f->from) return 0;
+    /* appends that the receiver will reject still pass: backtracking works */
+    struct mr_raft *to = sim_raft(f->sim, m->to);
+    if (to == NULL || mr_raft_term_at(to, m->index) != m->log_term) return 0;
+    for (uint32_t i = 0; i < m->n_entries; i++)
+        if (m->entries[i].index >= f->min_index) return 1;
+    return 0;
+}
+
+static int is_leader(struct sim *s, void *arg)
+{
+    return sim_state(s, *(mr_node_id *)arg) == MR_RAFT_LEADER;
+}
+
+/* Raft paper, Figure 8: an entry from an earlier term that sits on a majority
+ * must not be committed by counting replicas; a later leader may overwrite
+ * it. Elections are steered with a "star" filter: only the centre can talk
+ * to the others, so only the centre can gather a majority. */
+static void test_replication_figure8_old_term_entry_on_majority_is_not_committed(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.n_voters = 5;
+    o.seed = 17;
+    o.max_append_entries = 1;
+    o.keep_traces = 1;
+    struct sim *s = sim_new(&o);
+    struct fig8 f = {.sim = s, .center = 1};
+    sim_set_filter(s, fig8_filter, &f);
+    assert_true(sim_run_until(s, is_leader, &f.center, 20 * ELECTION));
+    sim_run(s, ELECTION);
+    /* (a) S1 replicates x only to S2 */
+    unsigned g[SIM_MAX_NODES] = {0, 0, 1, 1, 1};
+    sim_partition(s, g);
+    mr_index xi;
+    mr_term xt;
+    assert_int_equal(sim_propose(s, 1, "x", &xi, &xt), 0);
+    sim_run(s, 2 * UNIT);
+    assert_int_equal(mr_raft_term_at(sim_raft(s, 2), xi), xt);
+    /* (b) S1 crashes; S5 is elected by S3, S4 and appends its entry alone */
+    sim_crash(s, 1);
+    unsigned g2[SIM_MAX_NODES] = {0, 1, 2, 2, 2};
+    sim_partition(s, g2);
+    f.center = 5;
+    mr_node_id five = 5;
+    assert_true(sim_run_until(s, is_leader, &five, 20 * ELECTION));
+    sim_isolate(s, 5); /* before its entries arrive anywhere */
+    mr_term yt = sim_term(s, 5);
+    assert_int_equal(mr_raft_term_at(sim_raft(s, 5), xi), yt);
+    sim_run(s, 2 * UNIT);
+    sim_crash(s, 5);
+    /* (c) S1 returns and wins with S2, S3, S4; x reaches S3 and S4 (a
+     * majority with S1, S2) but no entry of S1's new term leaves S1 */
+    sim_restart(s, 1);
+    unsigned g3[SIM_MAX_NODES] = {0, 0, 0, 0, 1};
+    sim_partition(s, g3);
+    f.center = 1;
+    f.from = 1;
+    f.min_index = xi + 1;
+    mr_node_id one = 1;
+    assert_true(sim_run_until(s, is_leader, &one, 20 * ELECTION));
+    sim_run(s, 3 * ELECTION);
+    assert_int_equal(sim_state(s, 1), MR_RAFT_LEADER);
+    assert_int_equal(mr_raft_term_at(sim_raft(s, 3), xi), xt);
+    assert_int_equal(mr_raft_term_at(sim_raft(s, 4), xi), xt);
+    assert_true(sim_commit(s, 1) < xi); /* the Figure 8 rule */
+    assert_true(sim_trace_count(s, 1, "from term") > 0);
+    /* (d) S1 crashes; S5 returns, wins with S2, S3, S4 (its last term is
+     * newer) and overwrites x everywhere */
+    sim_crash(s, 1);
+    sim_restart(s, 5);
+    sim_heal(s);
+    f.center = 5;
+    f.from = 0;
+    assert_true(sim_run_until(s, is_leader, &five, 40 * ELECTION));
+    sim_set_filter(s, NULL, NULL);
+    sim_restart(s, 1);
+    propose_and_wait(s, 5, "z", ALL5, 5);
+    for (mr_node_id i = 1; i <= 5; i++) {
+        assert_false(sim_has_applied(s, i, xi, xt));
+        assert_true(sim_has_applied(s, i, xi, yt));
+    }
+    sim_free(s);
+}
+
+static void test_replication_divergent_follower_suffix_is_repaired_quickly(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 19);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id a = l % 5 + 1;
+    unsigned g[SIM_MAX_NODES] = {0};
+    g[l - 1] = g[a - 1] = 1;
+    sim_partition(s, g);
+    /* 40 entries that only the old leader and `a` will ever hold */
+    for (int i = 0; i < 40; i++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "old-%d", i);
+        sim_propose(s, l, buf, NULL, NULL);
+        sim_run(s, 2);
+    }
+    sim_run(s, 3 * ELECTION);
+    mr_index diverged = sim_raft(s, a)->log.offset + sim_raft(s, a)->log.n;
+    mr_node_id l2 = sim_leader(s);
+    assert_true(l2 != 0 && l2 != l && l2 != a);
+    for (int i = 0; i < 10; i++) sim_propose(s, l2, "new", NULL, NULL);
+    sim_run(s, ELECTION);
+    unsigned rejects_before = sim_trace_count(s, a, "reject append");
+    sim_heal(s);
+    propose_and_wait(s, l2, "final", ALL5, 5);
+    /* the suffix is gone and the logs agree */
+    assert_true(diverged > sim_commit(s, l2) - 12);
+    assert_int_equal(sim_hash(s, a), sim_hash(s, l2));
+    /* fast backtracking: the conflict term hint skips the whole old term */
+    unsigned rejects = sim_trace_count(s, a, "reject append") - rejects_before;
+    assert_true(rejects <= 4);
+    sim_free(s);
+}
+
+static void test_replication_leader_change_loses_no_committed_entry(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        struct sim *s = cluster(5, 0, 100 + seed);
+        mr_node_id l = leader_or_fail(s);
+        struct committed c = {.n = 1, .nodes = {l}};
+        for (int i = 0; i < 30; i++) {
+            char buf[32];
+            snprintf(buf, sizeof(buf), "v%d", i);
+            assert_int_equal(sim_propose(s, l, buf, &c.index, &c.term), 0);
+            sim_run(s, 3);
+        }
+        assert_true(sim_run_until(s, applied_on, &c, 5 * ELECTION));
+        mr_index committed = c.index;
+        sim_crash(s, l); /* right after it committed: followers may lag */
+        mr_node_id l2 = leader_or_fail(s);
+        assert_int_not_equal(l2, l);
+        assert_true(sim_raft(s, l2)->log.offset + sim_raft(s, l2)->log.n >= committed);
+        sim_restart(s, l);
+        propose_and_wait(s, l2, "after", ALL5, 5);
+        sim_free(s);
+    }
+}
+
+static void test_replication_crash_loses_only_unpersisted_entries(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.disk_min = 40;
+    o.disk_max = 40; /* slow disk: writes pile up */
+    o.seed = 23;
+    struct sim *s = sim_new(&o);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, ELECTION);
+    mr_index last_before = sim_raft(s, l)->log.offset + sim_raft(s, l)->log.n;
+    sim_isolate(s, l);
+    for (int i = 0; i < 5; i++) sim_propose(s, l, "volatile", NULL, NULL);
+    sim_run(s, 5);
+    sim_crash(s, l);
+    sim_restart(s, l);
+    struct mr_raft *r = sim_raft(s, l);
+    assert_int_equal(r->log.offset + r->log.n, last_before);
+    assert_int_equal(r->persisted, last_before);
+    sim_heal(s);
+    mr_node_id l2 = leader_or_fail(s);
+    const mr_node_id all[] = {1, 2, 3};
+    propose_and_wait(s, l2, "after", all, 3);
+    sim_free(s);
+}
+
+/* ---- membership --------------------------------------------------------------- */
+
+static void test_membership_add_and_remove_members(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 2, 29);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, ELECTION);
+    assert_int_equal(sim_change(s, l, MR_RAFT_ADD_VOTER, 4), 0);
+    /* one change at a time (thesis 4.1) */
+    assert_int_equal(sim_change(s, l, MR_RAFT_ADD_VOTER, 5), MR_EBUSY);
+    const mr_node_id four[] = {1, 2, 3, 4};
+    propose_and_wait(s, l, "with-4", four, 4);
+    assert_int_equal(sim_change(s, l, MR_RAFT_ADD_VOTER, 4), MR_EEXISTS);
+    assert_int_equal(sim_change(s, l, MR_RAFT_ADD_VOTER, 5), 0);
+    propose_and_wait(s, l, "with-5", ALL5, 5);
+    assert_int_equal(mr_raft_config_voters(&sim_raft(s, l)->config), 5);
+    /* remove a follower: it no longer counts */
+    mr_node_id gone = l % 5 + 1;
+    assert_int_equal(sim_change(s, l, MR_RAFT_REMOVE, gone), 0);
+    mr_node_id rest[4];
+    unsigned k = 0;
+    for (mr_node_id i = 1; i <= 5; i++)
+        if (i != gone) rest[k++] = i;
+    propose_and_wait(s, l, "without", rest, 4);
+    assert_null(mr_raft_config_get(&sim_raft(s, l)->config, gone));
+    assert_int_equal(sim_change(s, l, MR_RAFT_REMOVE, gone), MR_ENOTFOUND);
+    /* the removed node does not disrupt the cluster (pre-vote, lease) */
+    mr_term t = sim_term(s, l);
+    sim_run(s, 10 * ELECTION);
+    assert_int_equal(sim_leader(s), l);
+    assert_int_equal(sim_term(s, l), t);
+    sim_free(s);
+}
+
+static void test_membership_removing_the_leader_makes_it_step_down(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 31);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, ELECTION);
+    mr_index idx;
+    assert_int_equal(sim_change(s, l, MR_RAFT_REMOVE, l), 0);
+    idx = sim_raft(s, l)->config_index;
+    /* thesis 4.2.2: it keeps leading until the change commits, then steps down */
+    assert_int_equal(sim_state(s, l), MR_RAFT_LEADER);
+    sim_run(s, ELECTION);
+    assert_int_not_equal(sim_state(s, l), MR_RAFT_LEADER);
+    assert_true(sim_trace_count(s, l, "step down") > 0);
+    mr_node_id l2 = leader_or_fail(s);
+    assert_int_not_equal(l2, l);
+    assert_true(sim_commit(s, l2) >= idx);
+    mr_node_id rest[4];
+    unsigned k = 0;
+    for (mr_node_id i = 1; i <= 5; i++)
+        if (i != l) rest[k++] = i;
+    propose_and_wait(s, l2, "after", rest, 4);
+    /* the old leader never campaigns again */
+    sim_run(s, 10 * ELECTION);
+    assert_int_equal(sim_leader(s), l2);
+    sim_free(s);
+}
+
+static void test_membership_learner_catches_up_and_is_promoted(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 1, 37);
+    mr_node_id l = leader_or_fail(s);
+    for (int i = 0; i < 60; i++) sim_propose(s, l, "history", NULL, NULL);
+    sim_run(s, ELECTION);
+    assert_int_equal(sim_change(s, l, MR_RAFT_ADD_LEARNER, 4), 0);
+    /* not caught up yet: promotion refused */
+    assert_int_equal(sim_change(s, l, MR_RAFT_PROMOTE, 4), MR_EBUSY);
+    const mr_node_id with4[] = {1, 2, 3, 4};
+    propose_and_wait(s, l, "caught-up", with4, 4);
+    /* a learner never counts toward a majority: with two voters down, nothing commits */
+    mr_node_id f1 = l % 3 + 1, f2 = f1 % 3 + 1;
+    sim_crash(s, f1);
+    sim_crash(s, f2);
+    mr_index c0 = sim_commit(s, l);
+    sim_propose(s, l, "needs-a-voter", NULL, NULL);
+    sim_run(s, ELECTION / 2);
+    assert_int_equal(sim_commit(s, l), c0);
+    sim_restart(s, f1);
+    sim_restart(s, f2);
+    l = leader_or_fail(s);
+    sim_run(s, 2 * ELECTION);
+    l = leader_or_fail(s);
+    assert_int_equal(sim_change(s, l, MR_RAFT_PROMOTE, 4), 0);
+    propose_and_wait(s, l, "voter-4", with4, 4);
+    assert_int_equal(mr_raft_config_get(&sim_raft(s, l)->config, 4)->role, MR_RAFT_VOTER);
+    assert_int_equal(mr_raft_config_voters(&sim_raft(s, 4)->config), 4);
+    /* a learner never campaigned */
+    assert_int_equal(sim_trace_count(s, 4, "campaign for"), 0);
+    sim_free(s);
+}
+
+/* ---- snapshots ------------------------------------------------------------------ */
+
+static void test_snapshot_catches_up_a_far_behind_follower(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.snap_every = 10;
+    o.seed = 41;
+    o.keep_traces = 1;
+    struct sim *s = sim_new(&o);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id f = l % 3 + 1;
+    sim_crash(s, f);
+    for (int i = 0; i < 100; i++) {
+        sim_propose(s, l, "entry", NULL, NULL);
+        sim_run(s, 2);
+    }
+    sim_run(s, ELECTION);
+    /* the leader compacted its log past what f has */
+    assert_true(sim_raft(s, l)->log.offset > 50);
+    sim_restart(s, f);
+    const mr_node_id all[] = {1, 2, 3};
+    propose_and_wait(s, l, "last", all, 3);
+    assert_true(sim_trace_count(s, l, "send snapshot") > 0);
+    assert_true(sim_trace_count(s, f, "install snapshot") > 0);
+    assert_int_equal(sim_hash(s, f), sim_hash(s, l));
+    /* and it survives a restart from the installed snapshot */
+    sim_crash(s, f);
+    sim_restart(s, f);
+    propose_and_wait(s, l, "after-restart", all, 3);
+    assert_int_equal(sim_hash(s, f), sim_hash(s, l));
+    sim_free(s);
+}
+
+/* ---- leadership transfer -------------------------------------------------------- */
+
+static void test_transfer_leadership_under_load(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 43);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id target = l % 5 + 1;
+    int busy = 0;
+    for (int i = 0; i < 200 && sim_state(s, target) != MR_RAFT_LEADER; i++) {
+        mr_node_id cur = sim_leader(s);
+        if (cur != 0) {
+            int rv = sim_propose(s, cur, "load", NULL, NULL);
+            if (rv == MR_EBUSY) busy++; /* thesis 3.10: proposals pause */
+        }
+        if (i == 20) assert_int_equal(sim_transfer(s, l, target), 0);
+        sim_run(s, 2);
+    }
+    assert_int_equal(sim_state(s, target), MR_RAFT_LEADER);
+    assert_true(busy > 0);
+    assert_true(sim_trace_count(s, target, "timeout_now from") > 0);
+    propose_and_wait(s, target, "after", ALL5, 5);
+    sim_free(s);
+}
+
+/* ---- reads --------------------------------------------------------------------------- */
+
+static void test_read_deposed_leader_in_minority_never_answers(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(5, 0, 47);
+    mr_node_id l = leader_or_fail(s);
+    propose_and_wait(s, l, "before", ALL5, 5);
+    mr_node_id a = l % 5 + 1;
+    unsigned g[SIM_MAX_NODES] = {0};
+    g[l - 1] = g[a - 1] = 1;
+    sim_partition(s, g);
+    sim_run(s, 2 * UNIT);
+    /* the majority moves on; the old leader still thinks it leads for a while */
+    uint64_t ctx1, ctx2, ctx3;
+    sim_read(s, l, 0, &ctx1);
+    sim_read(s, a, 0, &ctx2);
+    sim_read(s, l, 1, &ctx3); /* lease: expires before anybody else can lead */
+    sim_run(s, 5 * ELECTION);
+    mr_node_id l2 = sim_leader(s);
+    assert_true(l2 != 0 && l2 != l);
+    sim_propose(s, l2, "new-value", NULL, NULL);
+    for (int i = 0; i < 10; i++) {
+        uint64_t c;
+        if (sim_raft(s, l) != NULL) sim_read(s, l, i % 2, &c);
+        sim_run(s, ELECTION);
+        assert_true(sim_read_result(s, c, NULL) != 1);
+    }
+    assert_true(sim_read_result(s, ctx1, NULL) != 1);
+    assert_true(sim_read_result(s, ctx2, NULL) != 1);
+    sim_free(s);
+}
+
+static void test_read_one_heartbeat_round_confirms_many_reads(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 0, 53);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, 2 * ELECTION);
+    unsigned long hb = sim_sent(s, l, MR_RAFT_MSG_HEARTBEAT);
+    uint64_t ctx[20];
+    for (int i = 0; i < 20; i++) sim_read(s, l, 0, &ctx[i]);
+    sim_run(s, UNIT / 2); /* less than a tick: no periodic heartbeat */
+    /* the first read started one round; the other 19 share the next one */
+    assert_true(sim_sent(s, l, MR_RAFT_MSG_HEARTBEAT) - hb <= 2 * 2);
+    sim_run(s, UNIT);
+    mr_index idx;
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(sim_read_result(s, ctx[i], &idx), 1);
+        assert_int_equal(idx, sim_commit(s, l));
+    }
+    sim_free(s);
+}
+
+static void test_read_on_a_follower_asks_the_leader(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 0, 59);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id f = l % 3 + 1;
+    const mr_node_id all[] = {1, 2, 3};
+    propose_and_wait(s, l, "v1", all, 3);
+    uint64_t c;
+    assert_int_equal(sim_read(s, f, 0, &c), 0);
+    sim_run(s, 2 * UNIT);
+    mr_index idx;
+    assert_int_equal(sim_read_result(s, c, &idx), 1);
+    assert_true(idx >= sim_commit(s, l) - 0);
+    assert_true(sim_trace_count(s, f, "ask leader") > 0);
+    sim_free(s);
+}
+
+static void test_read_lease_skips_the_heartbeat_round(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 0, 61);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, 2 * ELECTION);
+    unsigned long hb = sim_sent(s, l, MR_RAFT_MSG_HEARTBEAT);
+    uint64_t c;
+    sim_read(s, l, 1, &c);
+    mr_index idx;
+    assert_int_equal(sim_read_result(s, c, &idx), 1); /* answered in the same step */
+    assert_int_equal(sim_sent(s, l, MR_RAFT_MSG_HEARTBEAT), hb);
+    assert_true(sim_trace_count(s, l, "under the lease") > 0);
+    sim_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_election_majority_elects_exactly_one_leader),
+        cmocka_unit_test(test_election_minority_never_elects_and_prevote_keeps_its_terms),
+        cmocka_unit_test(test_election_without_prevote_an_isolated_node_raises_terms),
+        cmocka_unit_test(test_election_leader_that_loses_its_majority_steps_down),
+        cmocka_unit_test(test_election_without_check_quorum_an_isolated_leader_stays_leader),
+        cmocka_unit_test(test_replication_entry_on_a_minority_is_never_committed),
+        cmocka_unit_test(test_replication_figure8_old_term_entry_on_majority_is_not_committed),
+        cmocka_unit_test(test_replication_divergent_follower_suffix_is_repaired_quickly),
+        cmocka_unit_test(test_replication_leader_change_loses_no_committed_entry),
+        cmocka_unit_test(test_replication_crash_loses_only_unpersisted_entries),
+        cmocka_unit_test(test_membership_add_and_remove_members),
+        cmocka_unit_test(test_membership_removing_the_leader_makes_it_step_down),
+        cmocka_unit_test(test_membership_learner_catches_up_and_is_promoted),
+        cmocka_unit_test(test_snapshot_catches_up_a_far_behind_follower),
+        cmocka_unit_test(test_transfer_leadership_under_load),
+        cmocka_unit_test(test_read_deposed_leader_in_minority_never_answers),
+        cmocka_unit_test(test_read_one_heartbeat_round_confirms_many_reads),
+        cmocka_unit_test(test_read_on_a_follower_asks_the_leader),
+        cmocka_unit_test(test_read_lease_skips_the_heartbeat_round),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
