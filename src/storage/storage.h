@@ -1,0 +1,308 @@
+/* storage: moonraft's durable log, metadata and snapshots.
+ *
+ * On disk, under `data_dir`:
+ *   meta                      term, vote, node id, cluster id, log start
+ *                             (written as meta.tmp, fsync, rename, fsync dir)
+ *   wal/<first index>.seg     write-ahead log segments, named by the index of
+ *                             their first record (16 hex digits), preallocated
+ *   snap/<index>-<term>.snap  snapshot: checksummed header (index, term,
+ *                             membership blob), then the state machine payload
+ *
+ * Segment layout: a 32-byte header (magic "MRWALSEG", version, first index,
+ * CRC32C), then records. Each record is a 32-byte header followed by the
+ * payload padded to 8 bytes:
+ *   u32 crc     CRC32C of bytes 4..31 of the header, the payload and padding
+ *   u32 len     payload length
+ *   u64 term, u64 index
+ *   u8  type, 3 bytes zero
+ *   u32 sync_start  offset in the segment where the write group this record
+ *                   belongs to started (everything from there was made
+ *                   durable by one fdatasync)
+ * `sync_start` is what lets recovery tell a torn tail from corruption: when a
+ * record at offset X is damaged, X lies in the last (possibly unsynced) write
+ * group unless some valid record after X belongs to a group that started after
+ * X. In the first case the tail from X is cut (and reported in `note`); in the
+ * second the damage sits under acknowledged data and recovery fails with
+ * MR_ECORRUPT naming the file and offset.
+ *
+ * Threads. Appends, truncations, compactions and hard-state writes go into one
+ * ordered queue drained by a private writer thread, which writes everything
+ * queued with as few writes as possible and one fdatasync per batch (group
+ * commit). It then calls `options.notify` (from the writer thread) and the
+ * host calls mr_store_poll() to learn what became durable. Storage does not
+ * use libuv; the host typically calls uv_async_send() from notify.
+ *
+ * Errors: 0 or a negative MR_E* / -errno code; functions taking `errmsg` fill
+ * it (MR_ERRMSG_SIZE bytes) on failure. MR_ECORRUPT means damaged data on disk
+ * (the node exits with code 3). After a write or sync error the store enters
+ * a failed state: it never retries, and every later write returns
+ * MR_EDISKFAIL. */
+#ifndef MR_STORAGE_H
+#define MR_STORAGE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "raft/raft.h"
+#include "util/util.h"
+
+#define MR_STORE_SEGMENT_SIZE_DEFAULT (64u * 1024u * 1024u) /* bytes */
+#define MR_STORE_SEGMENT_SIZE_MIN (4096u)                    /* bytes */
+#define MR_STORE_SEGMENT_SIZE_MAX (1024u * 1024u * 1024u)    /* bytes */
+#define MR_STORE_RECORD_HEADER 32u                           /* bytes */
+#define MR_STORE_SEGMENT_HEADER 32u                          /* bytes */
+#define MR_STORE_SNAP_HEADER 56u /* bytes, before the membership blob */
+
+/* ---- file-operation seam (fault injection) ---------------------------------
+ * Every operation that changes the disk goes through this table. Each returns
+ * what the system call does, but errors as -errno instead of -1/errno:
+ * open -> fd, pwrite -> bytes written (may be short), the rest -> 0.
+ * mr_store_fs_default() returns the real calls. Tests wrap it to fail the Nth
+ * call. Calls may come from the writer thread and from snapshot callers. */
+struct mr_store_fs {
+    void *ctx;
+    int (*open)(void *ctx, const char *path, int flags, int mode);
+    int (*close)(void *ctx, int fd);
+    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n, off_t off);
+    int (*fdatasync)(void *ctx, int fd);
+    int (*fsync)(void *ctx, int fd);
+    int (*rename)(void *ctx, const char *from, const char *to);
+    int (*ftruncate)(void *ctx, int fd, off_t len);
+    int (*fallocate)(void *ctx, int fd, off_t off, off_t len);
+    int (*unlink)(void *ctx, const char *path);
+};
+/* The real system calls; a pointer to a static table, never NULL. */
+const struct mr_store_fs *mr_store_fs_default(void);
+
+/* ---- opening and recovery --------------------------------------------------- */
+
+/* Called by the writer thread, with no storage lock held, after durable
+ * progress or an error. Must be cheap and thread-safe (uv_async_send). */
+typedef void (*mr_store_notify_cb)(void *arg);
+
+struct mr_store_options {
+    const char *data_dir;        /* borrowed during mr_store_open only */
+    uint32_t segment_size;       /* 0: MR_STORE_SEGMENT_SIZE_DEFAULT */
+    int is_read_only;            /* recover only: change nothing, no writer
+                                  * thread (the data tool uses this) */
+    mr_node_id node_id;          /* written to a fresh meta; if nonzero it
+                                  * must match an existing one (MR_ECONFIG) */
+    uint64_t cluster_id;         /* likewise (0 = unknown yet) */
+    mr_store_notify_cb notify;   /* may be NULL */
+    void *notify_arg;
+    const struct mr_store_fs *fs; /* NULL: mr_store_fs_default(); borrowed,
+                                   * must outlive the store */
+};
+
+/* What recovery found. Entries are those after the snapshot. */
+struct mr_store_recovered {
+    mr_term term;          /* current term */
+    mr_node_id vote;       /* vote in `term`, 0 if none */
+    mr_node_id node_id;
+    uint64_t cluster_id;
+    mr_index log_start;    /* compaction boundary: entries before it are gone */
+    int has_snapshot;
+    mr_index snap_index;
+    mr_term snap_term;
+    struct mr_rcbuf *snap_conf; /* membership blob at snap_index (owned ref) */
+    uint64_t snap_size;         /* payload bytes */
+    char *snap_path;            /* owned (mr_free'd by release) */
+    struct mr_raft_entry *entries; /* owned array; each holds a data ref */
+    size_t n_entries;
+    mr_index first_index; /* index of entries[0]; snap_index+1 if none */
+    mr_index last_index;  /* last index in the log (snap_index if none) */
+    mr_term last_term;
+    int is_fresh;         /* the directory was empty and got initialised */
+    char note[MR_ERRMSG_SIZE]; /* non-empty: something was repaired (torn
+                                * tail cut, leftovers removed); log it */
+};
+
+/* Drops every reference held by `rec` and zeroes it. NULL-safe. */
+void mr_store_recovered_release(struct mr_store_recovered *rec);
+
+struct mr_store;
+
+/* Opens (creating data_dir, wal/ and snap/ if missing) and recovers
+ * synchronously: reads meta, the newest snapshot and every segment, checking
+ * each checksum. A torn record at the very tail of the last segment is cut
+ * (unless read-only) and described in rec->note. Any other damage fails with
+ * MR_ECORRUPT and errmsg "wal/0000000000000001.seg offset 4096: checksum
+ * mismatch" (file relative to data_dir). Unless read-only, starts the writer
+ * thread.
+ * On success *out is a new store (free with mr_store_close) and `rec` is
+ * filled (release with mr_store_recovered_release). On failure nothing is
+ * allocated, *out is NULL and rec is zeroed.
+ * Errors: MR_ECORRUPT, MR_ECONFIG (ids differ), MR_EINVAL (bad options),
+ * MR_ENOMEM, -errno. */
+int mr_store_open(struct mr_store **out, const struct mr_store_options *opts,
+                  struct mr_store_recovered *rec, char *errmsg);
+
+/* Drains the queue (everything queued is written and synced unless the store
+ * has failed), stops the writer thread and frees the store. Must not run
+ * concurrently with any other call on `st`. NULL-safe. */
+void mr_store_close(struct mr_store *st);
+
+/* ---- the ordered write queue ----------------------------------------------
+ * Thread-safety: these functions and mr_store_poll() take the store's mutex;
+ * they may be called from any thread, but the queue order is the order of the
+ * calls, so the host normally calls them all from its loop thread. None of
+ * them does I/O or blocks on the disk. Each returns 0 and, if `seq` is not
+ * NULL, the operation's sequence number (increasing from 1): it is durable
+ * once mr_store_poll() reports done_seq >= seq. On error nothing is queued.
+ * All return MR_EDISKFAIL once the store failed, MR_EINVAL if read-only. */
+
+/* Queues entries for appending. entries[0].index must be the next index (the
+ * last queued index + 1; after recovery rec.last_index + 1; after
+ * mr_store_reset(st, n) it is n); indexes must be consecutive. Takes its own
+ * reference on every payload; `entries` is borrowed. MR_EINVAL otherwise. */
+int mr_store_append(struct mr_store *st, const struct mr_raft_entry *entries, size_t n,
+                    uint64_t *seq);
+
+/* Queues removal of every entry with index >= from_index (a conflicting
+ * suffix). Ordered with appends: the removal is durable before any later
+ * append is written. from_index above the last queued index is a no-op.
+ * MR_EINVAL if from_index == 0. */
+int mr_store_truncate(struct mr_store *st, mr_index from_index, uint64_t *seq);
+
+/* Queues a durable write of term and vote to meta. The host must not send a
+ * vote or append response depending on it before done_seq >= *seq. */
+int mr_store_save_hard_state(struct mr_store *st, mr_term term, mr_node_id vote,
+                             uint64_t *seq);
+
+/* Queues a durable write of the node and cluster ids to meta. */
+int mr_store_save_ids(struct mr_store *st, mr_node_id node_id, uint64_t cluster_id,
+                      uint64_t *seq);
+
+/* Queues compaction: deletes whole segments whose entries are all <=
+ * up_to_index and records log_start = up_to_index + 1 in meta. Precondition:
+ * a snapshot at index >= up_to_index is durable (mr_store_snapshot_* has
+ * returned); MR_EINVAL otherwise. */
+int mr_store_compact(struct mr_store *st, mr_index up_to_index, uint64_t *seq);
+
+/* Queues discarding the whole log (after installing a snapshot that the log
+ * cannot follow); the next append must carry `next_index`, and log_start
+ * becomes next_index. Precondition: a durable snapshot at index >=
+ * next_index - 1; MR_EINVAL otherwise. */
+int mr_store_reset(struct mr_store *st, mr_index next_index, uint64_t *seq);
+
+/* What became durable. All fields describe the state after the operations
+ * up to done_seq. */
+struct mr_store_progress {
+    uint64_t done_seq;          /* every op with seq <= this is durable */
+    mr_index persisted_index;   /* last durable log index (0 if empty) */
+    mr_term persisted_term;     /* its term */
+    mr_term term;               /* durable hard state */
+    mr_node_id vote;
+    int error;                  /* 0, or the error that failed the store */
+    char errmsg[MR_ERRMSG_SIZE];
+};
+
+/* Copies the current progress into *p. Thread-safe; cheap. Returns p->error. */
+int mr_store_poll(struct mr_store *st, struct mr_store_progress *p);
+
+/* 0 if healthy, else the (negative) error that put the store into the failed
+ * state; errmsg (may be NULL) receives its description. Thread-safe. */
+int mr_store_status(struct mr_store *st, char *errmsg);
+
+/* ---- snapshots ---------------------------------------------------------------
+ * Snapshot calls do synchronous I/O (including fsync): call them off the event
+ * loop (a work thread). They are serialised by a snapshot lock and do not
+ * interact with the writer thread, except that compaction/reset check the
+ * newest durable snapshot index. */
+
+struct mr_store_snap_writer;
+
+/* Starts a snapshot at (index, term) with membership blob `conf` (borrowed,
+ * copied; may be NULL if conf_len == 0). Creates a temp file in snap/ and
+ * reserves room for the header. The payload goes in either through
+ * mr_store_snap_writer_append() or by writing the file descriptor returned by
+ * mr_store_snap_writer_fd(): it is positioned at the payload start, so a
+ * forked child can simply write() the payload to it and exit, holding no lock.
+ * *out owns the temp file until finish/abort. Errors: -errno, MR_ENOMEM,
+ * MR_EINVAL (index 0). */
+int mr_store_snap_writer_begin(struct mr_store *st, mr_index index, mr_term term,
+                               const void *conf, size_t conf_len,
+                               struct mr_store_snap_writer **out, char *errmsg);
+/* The temp file's fd, positioned at the payload start. Owned by the writer:
+ * do not close it in the parent (a forked child may). */
+int mr_store_snap_writer_fd(const struct mr_store_snap_writer *w);
+/* Appends payload bytes (buffered; `data` borrowed). */
+int mr_store_snap_writer_append(struct mr_store_snap_writer *w, const void *data,
+                                size_t len, char *errmsg);
+/* Completes: measures and checksums the payload (everything after the payload
+ * start, however written), writes the header, fsyncs, renames into place,
+ * fsyncs snap/, then deletes older snapshots. Frees `w` in all cases; on error
+ * the temp file is removed and no snapshot is published. */
+int mr_store_snap_writer_finish(struct mr_store_snap_writer *w, char *errmsg);
+/* Discards the temp file and frees `w`. NULL-safe. */
+void mr_store_snap_writer_abort(struct mr_store_snap_writer *w);
+
+/* One-shot: a snapshot whose payload is in memory (borrowed). */
+int mr_store_snapshot_write(struct mr_store *st, mr_index index, mr_term term,
+                            const void *conf, size_t conf_len, const void *payload,
+                            size_t payload_len, char *errmsg);
+
+/* Reading a snapshot (to send it to a peer or to restore it). */
+struct mr_store_snap_reader;
+struct mr_store_snap_info {
+    mr_index index;
+    mr_term term;
+    uint64_t size;              /* payload bytes */
+    uint32_t payload_crc;       /* CRC32C of the payload */
+    struct mr_rcbuf *conf;      /* membership blob; owned by the reader */
+};
+/* Opens the newest snapshot of `st` (MR_ENOTFOUND if none) after checking its
+ * header. *out must be closed with mr_store_snap_reader_close(). The file
+ * stays readable even if a newer snapshot replaces it meanwhile. */
+int mr_store_snap_reader_open(struct mr_store *st, struct mr_store_snap_reader **out,
+                              char *errmsg);
+/* Same for a given snapshot file path (borrowed). MR_ECORRUPT if the header
+ * is damaged. */
+int mr_store_snap_reader_open_path(const char *path, struct mr_store_snap_reader **out,
+                                   char *errmsg);
+/* Borrowed view of the header; valid until close. */
+const struct mr_store_snap_info *mr_store_snap_reader_info(
+    const struct mr_store_snap_reader *r);
+/* Reads up to `len` payload bytes at payload offset `off` into buf; returns
+ * the count (0 at the end) or a negative error. Thread-compatible (pread). */
+ssize_t mr_store_snap_reader_read(struct mr_store_snap_reader *r, uint64_t off,
+                                  void *buf, size_t len);
+/* Reads the whole payload and checks its checksum: 0 or MR_ECORRUPT. */
+int mr_store_snap_reader_verify(struct mr_store_snap_reader *r, char *errmsg);
+void mr_store_snap_reader_close(struct mr_store_snap_reader *r); /* NULL-safe */
+
+/* Receiving a snapshot from a leader, chunk by chunk, into a temp file. */
+struct mr_store_snap_receiver;
+/* Starts receiving the snapshot at (index, term) with membership `conf`
+ * (borrowed). A receiver already in progress for another snapshot should be
+ * aborted by the caller first. */
+int mr_store_snap_receiver_begin(struct mr_store *st, mr_index index, mr_term term,
+                                 const void *conf, size_t conf_len,
+                                 struct mr_store_snap_receiver **out, char *errmsg);
+/* Writes a chunk at payload offset `off` (borrowed data). Chunks must arrive
+ * in order: `off` must equal the bytes received so far (MR_EINVAL otherwise;
+ * a resent chunk with an earlier offset whose bytes are already in is
+ * accepted and ignored). */
+int mr_store_snap_receiver_write(struct mr_store_snap_receiver *rx, uint64_t off,
+                                 const void *data, size_t len, char *errmsg);
+/* Bytes received so far. */
+uint64_t mr_store_snap_receiver_offset(const struct mr_store_snap_receiver *rx);
+/* Finishes: writes the header, fsyncs, re-reads and validates the file
+ * (header and payload checksums; and if has_crc, that the payload's CRC32C
+ * equals expected_crc), renames it into place, fsyncs snap/ and removes
+ * older snapshots. Frees rx in all cases. */
+int mr_store_snap_receiver_finish(struct mr_store_snap_receiver *rx, int has_crc,
+                                  uint32_t expected_crc, char *errmsg);
+void mr_store_snap_receiver_abort(struct mr_store_snap_receiver *rx); /* NULL-safe */
+
+/* Index of the newest durable snapshot (0 if none). Thread-safe. */
+mr_index mr_store_snapshot_index(struct mr_store *st);
+
+/* ---- the data tool ------------------------------------------------------------
+ * `moonraft data verify DIR` / `moonraft data dump DIR`: argv[0] is "verify"
+ * or "dump", argv[1] the data dir. Read-only. Prints to `out`, diagnostics to
+ * `err`. Returns the exit code: 0 ok, 2 usage, 3 corrupt, 1 other errors. */
+int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err);
+
+#endif /* MR_STORAGE_H */
