@@ -1,0 +1,178 @@
+-- kv: moonraft's default state machine, a replicated key-value store.
+--
+-- Commands (POST /v1/command) and queries (POST /v1/query) are JSON objects:
+--   {"op":"put","key":k,"value":v}             -> {"ok":true}
+--   {"op":"get","key":k}                       -> {"value":v}  (null when absent)
+--   {"op":"delete","key":k}                    -> {"ok":true,"deleted":true|false}
+--   {"op":"cas","key":k,"expect":e,"value":v}  -> {"ok":true|false,"value":current}
+--        "expect" null or absent means "the key must not exist"; "value"
+--        null or absent in a cas deletes the key when the swap succeeds.
+--   {"op":"list","prefix":p,"limit":n}         -> {"items":[{"key":k,"value":v},...],
+--                                                  "truncated":true|false}
+--        keys in bytewise order; prefix defaults to "", limit to 1000.
+--   {"op":"count"}                             -> {"count":n}
+-- Keys are non-empty strings; values are any JSON (objects, arrays, numbers
+-- with exact 64-bit integers, strings, booleans, null).
+--
+-- get, list and count work both as queries and as commands; put, delete and
+-- cas only as commands. Every change emits a watch event:
+--   {"op":"put","key":k,"value":v} or {"op":"delete","key":k}.
+--
+-- Commands validate everything before they change anything, so a command
+-- that fails leaves the store untouched.
+--
+-- Snapshot: canonical JSON {"data":{...sorted keys...},"format":"moonraft-kv/1"},
+-- byte-identical on every replica holding the same data.
+
+local kv = {}
+
+local data = {}     -- key -> value (decoded JSON)
+local count = 0
+local null = json.null
+local keys_of = canonical.keys
+local encode = json.encode
+
+local FORMAT = "moonraft-kv/1"
+local DEFAULT_LIMIT = 1000
+
+local function bad(msg)
+  error(msg, 0) -- level 0: the client sees the message, not a file position
+end
+
+local function want_key(cmd)
+  local k = cmd.key
+  if type(k) ~= "string" or k == "" then bad("key must be a non-empty string") end
+  return k
+end
+
+-- Deep equality of decoded JSON values (1 == 1.0, as in Lua).
+local function equal(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  return encode(a) == encode(b)
+end
+
+local function get(cmd)
+  local v = data[want_key(cmd)]
+  if v == nil then v = null end
+  return { value = v }
+end
+
+local function list(cmd)
+  local prefix = cmd.prefix
+  if prefix == nil or prefix == null then prefix = "" end
+  if type(prefix) ~= "string" then bad("prefix must be a string") end
+  local limit = cmd.limit
+  if limit == nil or limit == null then limit = DEFAULT_LIMIT end
+  if math.type(limit) ~= "integer" or limit < 0 then bad("limit must be an integer >= 0") end
+  local keys = keys_of(data, prefix, limit + 1)
+  local items = json.array()
+  local n = #keys
+  local truncated = n > limit
+  if truncated then n = limit end
+  for i = 1, n do
+    local k = keys[i]
+    items[i] = { key = k, value = data[k] }
+  end
+  return { items = items, truncated = truncated }
+end
+
+local readers = {
+  get = get,
+  list = list,
+  count = function() return { count = count } end,
+}
+
+local writers = {}
+
+function writers.put(cmd, ctx)
+  local k = want_key(cmd)
+  local v = cmd.value
+  if v == nil then bad("value is required") end
+  if data[k] == nil then count = count + 1 end
+  data[k] = v
+  ctx.emit({ op = "put", key = k, value = v })
+  return { ok = true }
+end
+
+function writers.delete(cmd, ctx)
+  local k = want_key(cmd)
+  if data[k] == nil then return { ok = true, deleted = false } end
+  data[k] = nil
+  count = count - 1
+  ctx.emit({ op = "delete", key = k })
+  return { ok = true, deleted = true }
+end
+
+function writers.cas(cmd, ctx)
+  local k = want_key(cmd)
+  local cur = data[k]
+  local expect = cmd.expect
+  local matches
+  if expect == nil or expect == null then
+    matches = cur == nil
+  else
+    matches = cur ~= nil and equal(cur, expect)
+  end
+  if not matches then
+    if cur == nil then cur = null end
+    return { ok = false, value = cur }
+  end
+  local v = cmd.value
+  if v == nil or v == null then
+    if cur ~= nil then
+      data[k] = nil
+      count = count - 1
+      ctx.emit({ op = "delete", key = k })
+    end
+    return { ok = true, value = null }
+  end
+  if cur == nil then count = count + 1 end
+  data[k] = v
+  ctx.emit({ op = "put", key = k, value = v })
+  return { ok = true, value = v }
+end
+
+local function op_of(cmd)
+  if type(cmd) ~= "table" then bad("command must be a JSON object") end
+  local op = cmd.op
+  if type(op) ~= "string" then bad("op must be a string") end
+  return op
+end
+
+function kv.apply(cmd, ctx)
+  local op = op_of(cmd)
+  local f = writers[op]
+  if f then return f(cmd, ctx) end
+  f = readers[op]
+  if f then return f(cmd) end
+  bad("unknown op: " .. op)
+end
+
+function kv.query(q)
+  local op = op_of(q)
+  local f = readers[op]
+  if f then return f(q) end
+  if writers[op] then bad("op " .. op .. " changes the store: send it as a command") end
+  bad("unknown op: " .. op)
+end
+
+function kv.snapshot()
+  return encode({ format = FORMAT, data = data })
+end
+
+function kv.restore(s)
+  local t = json.decode(s)
+  if type(t) ~= "table" or t.format ~= FORMAT or type(t.data) ~= "table" then
+    error("not a " .. FORMAT .. " snapshot", 0)
+  end
+  local n = 0
+  for k in pairs(t.data) do
+    if type(k) ~= "string" then error("snapshot key is not a string", 0) end
+    n = n + 1
+  end
+  data = t.data
+  count = n
+end
+
+return kv

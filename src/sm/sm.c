@@ -1,0 +1,386 @@
+/* The state machine host: open, apply, query, snapshot, restore, hash. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sha2.h>
+
+#include <lauxlib.h>
+
+#include "sm/sm_int.h"
+
+struct mr_sm {
+    struct mr_sm_vm *vm;
+    char *src; /* the script text, kept so that restore reloads the very same code */
+    size_t srclen;
+    char *name;
+    uint64_t budget;
+    uint64_t mem_limit;
+};
+
+const char *mr_sm_status_name(int status)
+{
+    switch (status) {
+    case MR_SM_OK: return "ok";
+    case MR_SM_SCRIPT_ERROR: return "script_error";
+    case MR_SM_INVALID_JSON: return "invalid_json";
+    case MR_SM_BUDGET_EXCEEDED: return "budget_exceeded";
+    case MR_SM_MEMORY_EXCEEDED: return "memory_exceeded";
+    default: return "unknown";
+    }
+}
+
+void mr_sm_result_free(struct mr_sm_result *res)
+{
+    if (res == NULL) return;
+    mr_free(res->json);
+    mr_free(res->events);
+    mr_free(res->error);
+    mr_free(res->traceback);
+    memset(res, 0, sizeof *res);
+}
+
+static char *dup_mem(const char *p, size_t n)
+{
+    char *s = mr_malloc(n + 1);
+    if (s == NULL) return NULL;
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+static int read_file(const char *path, char **out, size_t *outlen, char *errmsg)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        mr_errmsg_printf(errmsg, "cannot open %s: %s", path, strerror(errno));
+        return MR_ESCRIPT;
+    }
+    struct mr_sm_buf b = {0};
+    char tmp[8192];
+    size_t n;
+    int rv = 0;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (mr_sm_buf_append(&b, tmp, n) != 0) {
+            rv = MR_ENOMEM;
+            mr_errmsg_printf(errmsg, "out of memory reading %s", path);
+            break;
+        }
+    }
+    if (rv == 0 && ferror(f)) {
+        rv = MR_ESCRIPT;
+        mr_errmsg_printf(errmsg, "cannot read %s: %s", path, strerror(errno));
+    }
+    fclose(f);
+    if (rv == 0 && mr_sm_buf_append(&b, "", 1) != 0) {
+        rv = MR_ENOMEM;
+        mr_errmsg_printf(errmsg, "out of memory reading %s", path);
+    }
+    if (rv != 0) {
+        mr_sm_buf_free(&b);
+        return rv;
+    }
+    *out = b.p;
+    *outlen = b.len - 1;
+    return 0;
+}
+
+int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errmsg)
+{
+    if (opts == NULL || (opts->script_path == NULL && opts->script_source == NULL)) {
+        mr_errmsg_printf(errmsg, "no state machine script given");
+        return MR_EINVAL;
+    }
+    struct mr_sm *sm = mr_calloc(1, sizeof *sm);
+    if (sm == NULL) {
+        mr_errmsg_printf(errmsg, "out of memory");
+        return MR_ENOMEM;
+    }
+    int rv;
+    sm->budget = opts->instruction_budget ? opts->instruction_budget
+                                          : MR_SM_DEFAULT_INSTRUCTION_BUDGET;
+    sm->mem_limit = opts->memory_limit_bytes ? opts->memory_limit_bytes
+                                             : MR_SM_DEFAULT_MEMORY_LIMIT;
+    if (opts->script_source != NULL) {
+        sm->srclen = strlen(opts->script_source);
+        sm->src = dup_mem(opts->script_source, sm->srclen);
+        sm->name = mr_strdup(opts->script_name ? opts->script_name : "script.lua");
+        if (sm->src == NULL || sm->name == NULL) {
+            rv = MR_ENOMEM;
+            mr_errmsg_printf(errmsg, "out of memory");
+            goto fail;
+        }
+    } else {
+        if ((rv = read_file(opts->script_path, &sm->src, &sm->srclen, errmsg)) != 0) goto fail;
+        sm->name = mr_strdup(opts->script_path);
+        if (sm->name == NULL) {
+            rv = MR_ENOMEM;
+            mr_errmsg_printf(errmsg, "out of memory");
+            goto fail;
+        }
+    }
+    rv = mr_sm_vm_new(&sm->vm, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit, errmsg);
+    if (rv != 0) goto fail;
+    *out = sm;
+    return 0;
+fail:
+    mr_free(sm->src);
+    mr_free(sm->name);
+    mr_free(sm);
+    return rv;
+}
+
+void mr_sm_close(struct mr_sm *sm)
+{
+    if (sm == NULL) return;
+    mr_sm_vm_free(sm->vm);
+    mr_free(sm->src);
+    mr_free(sm->name);
+    mr_free(sm);
+}
+
+size_t mr_sm_memory_used(const struct mr_sm *sm) { return sm->vm->mem_used; }
+
+/* ---- apply / query -------------------------------------------------------------- */
+
+enum { HOST_OK = 0, HOST_BAD_JSON, HOST_NOMEM };
+
+struct call_args {
+    struct mr_sm_vm *vm;
+    const char *in;
+    size_t len;
+    const struct mr_sm_ctx *ctx; /* NULL for a query */
+    int host;                    /* HOST_* */
+    char errmsg[MR_ERRMSG_SIZE];
+};
+
+static int call_body(lua_State *L)
+{
+    struct call_args *a = lua_touserdata(L, 1);
+    struct mr_sm_vm *vm = a->vm;
+    lua_settop(L, 0);
+    int rv = mr_sm_json_decode(L, a->in, a->len, a->errmsg);
+    if (rv != 0) {
+        a->host = rv == MR_EMALFORMED ? HOST_BAD_JSON : HOST_NOMEM;
+        return 0;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx ? vm->ref_apply : vm->ref_query);
+    lua_insert(L, 1);
+    if (a->ctx != NULL) {
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, (lua_Integer)a->ctx->index);
+        lua_setfield(L, -2, "index");
+        lua_pushinteger(L, (lua_Integer)a->ctx->term);
+        lua_setfield(L, -2, "term");
+        lua_pushinteger(L, (lua_Integer)a->ctx->time_ms);
+        lua_setfield(L, -2, "time");
+        lua_pushcfunction(L, mr_sm_fn_random());
+        lua_setfield(L, -2, "random");
+        lua_pushcfunction(L, mr_sm_fn_emit());
+        lua_setfield(L, -2, "emit");
+    }
+    lua_call(L, a->ctx ? 2 : 1, 1);
+    vm->out.len = 0;
+    rv = mr_sm_json_encode(L, -1, &vm->out, a->errmsg);
+    if (rv == MR_EMALFORMED)
+        return luaL_error(L, "%s returned a value JSON cannot hold: %s",
+                          a->ctx ? "apply" : "query", a->errmsg);
+    if (rv != 0) a->host = HOST_NOMEM;
+    return 0;
+}
+
+/* Splits "msg\nstack traceback:..." into res->error and res->traceback. */
+static int fill_error(struct mr_sm_result *res, const char *full)
+{
+    const char *tb = strstr(full, "\nstack traceback:");
+    size_t n = tb ? (size_t)(tb - full) : strlen(full);
+    res->error = dup_mem(full, n);
+    res->traceback = tb ? mr_strdup(full) : NULL;
+    if (res->error == NULL || (tb && res->traceback == NULL)) return MR_ENOMEM;
+    return 0;
+}
+
+static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *in, size_t len,
+                    struct mr_sm_result *res)
+{
+    struct mr_sm_vm *vm = sm->vm;
+    lua_State *L = vm->L;
+    struct call_args a = {vm, in, len, ctx, HOST_OK, {0}};
+    memset(res, 0, sizeof *res);
+    if (ctx != NULL) {
+        /* Same (term, index) -> same stream on every node. */
+        mr_rand_seed(&vm->rng, ctx->index * 0x9E3779B97F4A7C15ULL ^ ctx->term);
+        vm->in_apply = 1;
+    } else {
+        mr_rand_seed(&vm->rng, 0);
+    }
+    vm->events.len = 0;
+    lua_pushcfunction(L, call_body);
+    lua_pushlightuserdata(L, &a);
+    int st = mr_sm_vm_pcall(vm, 1, 0, sm->budget, 1);
+    vm->in_apply = 0;
+    int rv = 0;
+    if (st != MR_SM_OK) {
+        res->status = st;
+        rv = fill_error(res, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    } else if (a.host == HOST_NOMEM) {
+        rv = MR_ENOMEM;
+    } else if (a.host == HOST_BAD_JSON) {
+        res->status = MR_SM_INVALID_JSON;
+        res->error = mr_strdup(a.errmsg);
+        if (res->error == NULL) rv = MR_ENOMEM;
+    } else {
+        res->status = MR_SM_OK;
+        res->json = dup_mem(vm->out.p, vm->out.len);
+        res->json_len = vm->out.len;
+        if (res->json == NULL) rv = MR_ENOMEM;
+    }
+    vm->out.len = 0;
+    if (rv == 0 && vm->events.len > 0) {
+        if (mr_sm_buf_append(&vm->events, "]", 1) != 0) {
+            rv = MR_ENOMEM;
+        } else {
+            res->events = dup_mem(vm->events.p, vm->events.len);
+            res->events_len = vm->events.len;
+            if (res->events == NULL) rv = MR_ENOMEM;
+        }
+    }
+    vm->events.len = 0;
+    if (rv != 0) mr_sm_result_free(res);
+    return rv;
+}
+
+int mr_sm_apply(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *cmd, size_t len,
+                struct mr_sm_result *res)
+{
+    MR_ASSERT(ctx != NULL);
+    return run_call(sm, ctx, cmd, len, res);
+}
+
+int mr_sm_query(struct mr_sm *sm, const char *q, size_t len, struct mr_sm_result *res)
+{
+    return run_call(sm, NULL, q, len, res);
+}
+
+/* ---- snapshot / restore ------------------------------------------------------------ */
+
+static int snapshot_body(lua_State *L)
+{
+    struct mr_sm_vm *vm = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_snapshot);
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "snapshot() must return a string (it returned %s)",
+                          luaL_typename(L, -1));
+    return 1;
+}
+
+static void error_first_line(char *errmsg, const char *prefix, const char *full)
+{
+    const char *tb = full ? strstr(full, "\nstack traceback:") : NULL;
+    int n = tb ? (int)(tb - full) : (int)strlen(full ? full : "");
+    mr_errmsg_printf(errmsg, "%s: %.*s", prefix, n, full ? full : "?");
+}
+
+int mr_sm_vm_snapshot(struct mr_sm_vm *vm, const char **data, size_t *len, char *errmsg)
+{
+    lua_State *L = vm->L;
+    mr_rand_seed(&vm->rng, 0);
+    lua_pushcfunction(L, snapshot_body);
+    lua_pushlightuserdata(L, vm);
+    int st = mr_sm_vm_pcall(vm, 1, 1, MR_SM_BULK_INSTRUCTION_BUDGET, 0);
+    if (st != MR_SM_OK) {
+        error_first_line(errmsg, "snapshot", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return st == MR_SM_MEMORY_EXCEEDED ? MR_ENOMEM : MR_ESCRIPT;
+    }
+    *data = lua_tolstring(L, -1, len);
+    return 0;
+}
+
+int mr_sm_snapshot(struct mr_sm *sm, char **data, size_t *len, char *errmsg)
+{
+    const char *p;
+    size_t n;
+    int rv = mr_sm_vm_snapshot(sm->vm, &p, &n, errmsg);
+    if (rv != 0) return rv;
+    char *copy = dup_mem(p, n);
+    lua_pop(sm->vm->L, 1);
+    if (copy == NULL) {
+        mr_errmsg_printf(errmsg, "snapshot: out of memory copying %zu bytes", n);
+        return MR_ENOMEM;
+    }
+    *data = copy;
+    *len = n;
+    return 0;
+}
+
+void mr_sm_sha256_hex(const void *data, size_t len, char hex[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    SHA2_CTX c;
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256Init(&c);
+    SHA256Update(&c, data, len);
+    SHA256Final(d, &c);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    hex[64] = '\0';
+}
+
+int mr_sm_state_hash(struct mr_sm *sm, char hex[65], char *errmsg)
+{
+    const char *p;
+    size_t n;
+    int rv = mr_sm_vm_snapshot(sm->vm, &p, &n, errmsg);
+    if (rv != 0) return rv;
+    mr_sm_sha256_hex(p, n, hex);
+    lua_pop(sm->vm->L, 1);
+    return 0;
+}
+
+struct restore_args {
+    struct mr_sm_vm *vm;
+    const char *data;
+    size_t len;
+};
+
+static int restore_body(lua_State *L)
+{
+    struct restore_args *a = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_restore);
+    lua_pushlstring(L, a->data, a->len);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
+{
+    struct mr_sm_vm *fresh;
+    int rv = mr_sm_vm_new(&fresh, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit, errmsg);
+    if (rv != 0) {
+        mr_errmsg_wrapf(errmsg, "restore");
+        return rv;
+    }
+    struct restore_args a = {fresh, data, len};
+    mr_rand_seed(&fresh->rng, 0);
+    lua_pushcfunction(fresh->L, restore_body);
+    lua_pushlightuserdata(fresh->L, &a);
+    int st = mr_sm_vm_pcall(fresh, 1, 0, MR_SM_BULK_INSTRUCTION_BUDGET, 0);
+    if (st != MR_SM_OK) {
+        error_first_line(errmsg, "restore", lua_tostring(fresh->L, -1));
+        mr_sm_vm_free(fresh);
+        return st == MR_SM_MEMORY_EXCEEDED ? MR_ENOMEM : MR_ESCRIPT;
+    }
+    lua_gc(fresh->L, LUA_GCCOLLECT);
+    mr_sm_vm_free(sm->vm);
+    sm->vm = fresh;
+    return 0;
+}
+
+struct mr_sm_vm *mr_sm_vm_get(struct mr_sm *sm) { return sm->vm; }

@@ -1,0 +1,236 @@
+/* sm: the Lua state machine host.
+ *
+ * Loads the user's Lua script (DESIGN.md "The Lua state machine contract") in
+ * a deterministic sandbox and drives it: apply committed commands, run
+ * read-only queries, take and install snapshots, hash the state.
+ *
+ * The script returns a table with four functions:
+ *   apply(cmd, ctx)  cmd is the decoded JSON command; ctx.index, ctx.term,
+ *                    ctx.time (ms, assigned by the leader), ctx.random(),
+ *                    ctx.emit(event). Returns any JSON-encodable value.
+ *   query(q)         read-only; returns any JSON-encodable value.
+ *   snapshot()       returns a string (should be canonical: see below).
+ *   restore(data)    replaces the state from a snapshot string.
+ * The functions are captured when the script loads; replacing them in the
+ * module table later has no effect.
+ *
+ * Sandbox (STYLE 13-15). Only base, table, string, math and utf8 are opened.
+ * Removed: io, os, package, debug, coroutine, require, dofile, loadfile,
+ * print, warn, collectgarbage, string.dump, math.randomseed. `load` accepts
+ * text chunks only. `math.random` and `ctx.random` draw from one PRNG seeded
+ * from the entry's (term, index) before each apply (queries, load, snapshot
+ * and restore use seed 0). `table.sort` is replaced by a stable merge sort
+ * (Lua's own picks random pivots for big arrays, so ties could land in a
+ * different order on each node). `setmetatable` refuses metatables with
+ * `__gc` or `__mode`: finalizers and weak tables depend on GC timing, which
+ * differs between replicas. After the script has loaded, globals are locked:
+ * assigning or reading an undefined global raises an error.
+ *
+ * JSON. The host has its own codec (sm_json.c) instead of lua-cjson: the
+ * Debian lua-cjson 2.1.0 decodes every number as a float and encodes with
+ * %.14g, so 2^53+1 or 2^63-1 cannot round-trip. Ours keeps Lua integers
+ * (int64) exact, keeps floats exact (shortest round-trip form, 1.0 stays
+ * "1.0"), maps JSON null to `json.null` (a NULL light userdata, the same value
+ * as lua-cjson's cjson.null), decodes arrays with a marker metatable so that
+ * `[]` re-encodes as `[]`, and always writes object keys sorted bytewise, so
+ * every encoding is canonical. Scripts see it as `json` (encode, decode,
+ * null, array(t) marks a table as an array), `canonical.encode` (the same
+ * encoder), `canonical.keys(t [, prefix [, limit]])` (the string keys of t,
+ * sorted, in C: the deterministic way to iterate) and `cjson` (an alias of
+ * `json`, for scripts written for lua-cjson). Strings must be valid UTF-8;
+ * NaN and infinities are refused. Tables whose keys are exactly 1..n encode
+ * as arrays, others as objects (integer keys become strings); an empty
+ * table is `{}` unless marked with json.array.
+ *
+ * Budgets. Loading the script and each apply/query call run under the
+ * instruction budget
+ * (LUA_MASKCOUNT hook). Once tripped the hook fires on every instruction, so
+ * the script's own pcall cannot swallow it. The Lua heap has a byte cap
+ * enforced by the allocator during load, apply and query (not during snapshot
+ * and restore, which must not fail on a state that once fit). Both are
+ * deterministic given identical histories only if THE SAME LIMITS ARE
+ * CONFIGURED ON EVERY NODE. The heap cap is a safety net: the heap of a
+ * replica restored from a snapshot is laid out slightly differently from one
+ * that replayed the log, so a command that lands within a few kilobytes of
+ * the cap may fail on one replica and not on another. Keep the cap well above
+ * the working set. Pure-C library calls (a pathological string.find pattern,
+ * say) are not counted by the instruction hook: XXX(#sm-cpu) no wall-clock
+ * guard exists for them.
+ *
+ * Failing applies. A Lua error, a budget trip or the memory cap ends the call
+ * with an error result. PARTIAL MUTATIONS MADE BEFORE THE ERROR STAY (as in
+ * Redis): there is no rollback. Because execution is deterministic, every
+ * replica keeps the same partial state. Scripts that care validate first and
+ * mutate last (lua/kv.lua does). Events emitted before the error are still
+ * returned, so watchers see every change that happened.
+ *
+ * Determinism caveats the host cannot remove: `pairs`/`next` order differs
+ * between processes (Lua seeds string hashing per process); `#t` on a table
+ * with holes depends on the table's layout, which differs between a replica
+ * that replayed the log and one restored from a snapshot; and
+ * `tostring(table)`/`%p` show addresses. Never let any of them reach the
+ * state, a result or a snapshot: use canonical.keys / canonical.encode.
+ *
+ * Threading: an mr_sm is used by one thread at a time. Nothing here touches
+ * libuv. */
+#ifndef MR_SM_H
+#define MR_SM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/util.h"
+
+/* Defaults for struct mr_sm_options fields left at 0. */
+#define MR_SM_DEFAULT_INSTRUCTION_BUDGET 10000000ULL /* Lua VM instructions per apply/query */
+#define MR_SM_DEFAULT_MEMORY_LIMIT (1024ULL << 20)   /* bytes of Lua heap: 1 GiB */
+/* Snapshot and restore run under this budget (instructions): it is only there
+ * to stop a snapshot() that loops forever. */
+#define MR_SM_BULK_INSTRUCTION_BUDGET 4000000000ULL
+/* Events emitted by one apply (encoded JSON bytes) are capped at this. */
+#define MR_SM_MAX_EVENT_BYTES (16u << 20)
+/* JSON nesting deeper than this is refused (decode and encode). */
+#define MR_SM_JSON_MAX_DEPTH 256
+
+struct mr_sm;
+
+struct mr_sm_options {
+    /* Path of the script. Relative paths are relative to the current
+     * directory. Read once at open: later restores reuse that text. */
+    const char *script_path;
+    /* Alternative to script_path (tests, embedded scripts): the script text
+     * and its name ("kv.lua"). Used when script_source is not NULL. */
+    const char *script_source;
+    const char *script_name;
+    /* 0 selects the default. Must be equal on every node. */
+    uint64_t instruction_budget;
+    uint64_t memory_limit_bytes;
+};
+
+/* Outcome of one apply or query, as seen by the client. The same command on
+ * the same state gives the same status, json and events on every node. */
+enum mr_sm_status {
+    MR_SM_OK = 0,
+    MR_SM_SCRIPT_ERROR,     /* the script raised an error, or returned something JSON cannot hold */
+    MR_SM_INVALID_JSON,     /* the command/query text is not valid JSON */
+    MR_SM_BUDGET_EXCEEDED,  /* the instruction budget tripped */
+    MR_SM_MEMORY_EXCEEDED,  /* the Lua heap cap was hit */
+};
+/* Stable machine name: "ok", "script_error", "invalid_json",
+ * "budget_exceeded", "memory_exceeded". Never NULL. */
+const char *mr_sm_status_name(int status);
+
+struct mr_sm_ctx {
+    mr_index index;
+    mr_term term;
+    int64_t time_ms; /* the leader's wall clock when it proposed, ms since epoch */
+};
+
+/* Filled by mr_sm_apply/mr_sm_query. All pointers are owned by the result and
+ * freed by mr_sm_result_free (which also resets it); a result may be reused
+ * after that. Strings are NUL-terminated; lengths exclude the NUL. */
+struct mr_sm_result {
+    int status;        /* enum mr_sm_status */
+    char *json;        /* MR_SM_OK: the encoded return value ("null" for nil); else NULL */
+    size_t json_len;
+    char *events;      /* JSON array of events emitted by ctx.emit, or NULL if none */
+    size_t events_len;
+    char *error;       /* not OK: the error message ("kv.lua:12: boom"); else NULL */
+    char *traceback;   /* not OK, if available: error + Lua traceback, for logs; else NULL */
+};
+void mr_sm_result_free(struct mr_sm_result *res);
+
+/* Loads the script in a new sandbox and checks its contract.
+ * On success *out owns a new state machine (free with mr_sm_close).
+ * Errors: MR_ESCRIPT when the file cannot be read, does not compile, raises
+ * while loading, does not return a table, or lacks one of apply, query,
+ * snapshot, restore; errmsg then names the script and line
+ * ("kv.lua:3: '=' expected near 'x'"). MR_EINVAL for bad options, MR_ENOMEM.
+ * *out is untouched on failure. errmsg: MR_ERRMSG_SIZE bytes, written on failure. */
+int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errmsg);
+
+/* Closes the Lua state and frees everything. NULL-safe. */
+void mr_sm_close(struct mr_sm *sm);
+
+/* Applies one committed command (JSON text, not necessarily NUL-terminated).
+ * `res` must be zeroed or freed before the call; it is always filled when 0 is
+ * returned, whatever the script did. Returns 0, or MR_ENOMEM when the HOST
+ * (not the script) could not allocate: the outcome is then unknown and this
+ * replica may have diverged, so the node must stop applying. */
+int mr_sm_apply(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *cmd,
+                size_t len, struct mr_sm_result *res);
+
+/* Runs query(q) on the current state. Same conventions as mr_sm_apply;
+ * ctx.emit does not exist. The host cannot stop a query from mutating the
+ * script's tables: a script that does so diverges this replica and breaks
+ * its own contract ("query is read-only"). */
+int mr_sm_query(struct mr_sm *sm, const char *q, size_t len, struct mr_sm_result *res);
+
+/* Calls snapshot() and returns its string in *data (owned by the caller,
+ * mr_free; *len excludes the NUL that follows). Blocks for the whole call:
+ * for large states use mr_sm_snapshot_fork. Errors: MR_ESCRIPT (errmsg holds
+ * the script error; also when snapshot() does not return a string), MR_ENOMEM. */
+int mr_sm_snapshot(struct mr_sm *sm, char **data, size_t *len, char *errmsg);
+
+/* Installs a snapshot: loads the script into a FRESH sandbox, calls
+ * restore(data) there and, only if that succeeds, swaps it in for the
+ * current one. On any failure the old state stays untouched and usable.
+ * `data` is borrowed. Errors: MR_ESCRIPT (errmsg says why), MR_ENOMEM. */
+int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg);
+
+/* SHA-256 of the snapshot() payload, as 64 lowercase hex digits + NUL.
+ * It is the same on every replica at the same applied index only if the
+ * script's snapshot() is canonical (lua/kv.lua's is: canonical.encode sorts
+ * keys). Costs a full synchronous snapshot: cache it per applied index.
+ * Errors as mr_sm_snapshot. */
+int mr_sm_state_hash(struct mr_sm *sm, char hex[65], char *errmsg);
+
+/* Checks that [s, s+len) is one JSON value exactly as mr_sm_apply will parse
+ * it (RFC 8259, UTF-8 checked, nesting up to MR_SM_JSON_MAX_DEPTH). Pure C, no
+ * Lua state: the HTTP layer can reject a bad command before proposing it.
+ * Returns 0, or MR_EMALFORMED with errmsg "invalid JSON at byte N: why". */
+int mr_sm_json_validate(const char *s, size_t len, char *errmsg);
+
+/* SHA-256 hex of a byte range (helper shared with the fork path). */
+void mr_sm_sha256_hex(const void *data, size_t len, char hex[65]);
+
+/* Bytes currently allocated by the Lua heap. */
+size_t mr_sm_memory_used(const struct mr_sm *sm);
+
+/* ---- fork-based snapshots (Redis BGSAVE style) ----------------------------
+ * The parent forks; the child, which sees a copy-on-write image of the state
+ * frozen at the moment of fork, calls snapshot(), writes the payload to `fd`
+ * (from its current offset), fdatasyncs it and exits. The parent returns at
+ * once and may keep applying commands. The only parent-side cost is fork()
+ * itself (copying page tables: ~tens of ms per GiB of heap, see
+ * bench/bench_sm_snapshot.c).
+ *
+ * The child must not share any other state with the parent: it uses only
+ * the Lua heap, write(2) and _exit(2). The caller keeps ownership of `fd` and
+ * may close its own copy right after mr_sm_snapshot_fork returns. */
+struct mr_sm_snapjob {
+    pid_t pid;      /* child, or 0 when no job is running */
+    int pipefd;     /* read end of the child's report pipe, -1 when idle */
+    /* Filled when mr_sm_snapshot_poll returns 0: */
+    uint64_t size;  /* payload bytes written */
+    uint32_t crc32c;
+    char hash[65];  /* SHA-256 hex of the payload, = mr_sm_state_hash at fork time */
+};
+
+/* Starts a job. `job` is owned by the caller and must stay valid until
+ * mr_sm_snapshot_poll returns something other than MR_EBUSY, or until
+ * mr_sm_snapshot_abort. Errors: -errno from pipe/fork (no child exists then). */
+int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg);
+
+/* Reaps the child. If `wait` is 0 and the child is still running, returns
+ * MR_EBUSY. Otherwise the job is finished (pid = 0, pipe closed) and the
+ * result is 0 (size/crc32c/hash filled), MR_ESCRIPT (snapshot() failed),
+ * MR_EIOERR (writing failed: errmsg names the errno) or MR_ECANCELED (the
+ * child was killed). */
+int mr_sm_snapshot_poll(struct mr_sm_snapjob *job, int wait, char *errmsg);
+
+/* Kills a running child (SIGKILL) and reaps it. NULL-safe / idle-safe. */
+void mr_sm_snapshot_abort(struct mr_sm_snapjob *job);
+
+#endif /* MR_SM_H */

@@ -1,0 +1,99 @@
+/* sm internals shared by sm_*.c. Not part of the module contract. */
+#ifndef MR_SM_INT_H
+#define MR_SM_INT_H
+
+#include <lua.h>
+
+#include "sm/sm.h"
+
+/* Growable byte buffer (mr_realloc'd). Owned by a vm so that a longjmp out
+ * of a Lua API call never leaks it (STYLE 14). */
+struct mr_sm_buf {
+    char *p;
+    size_t len;
+    size_t cap;
+};
+int mr_sm_buf_reserve(struct mr_sm_buf *b, size_t extra);
+int mr_sm_buf_append(struct mr_sm_buf *b, const void *data, size_t n);
+void mr_sm_buf_free(struct mr_sm_buf *b);
+
+/* One object key collected for sorting by the encoder. */
+struct mr_sm_key {
+    const char *s; /* points into a Lua string or into numbuf */
+    size_t len;
+    lua_Integer ik;
+    int is_int;
+    size_t numoff; /* integer keys: offset of the text in numbuf */
+};
+
+/* Scratch space the JSON codec needs. */
+struct mr_sm_json_scratch {
+    struct mr_sm_key *keys; /* used as a stack across nesting levels */
+    size_t nkeys;
+    size_t capkeys;
+    struct mr_sm_buf numbuf; /* decimal text of integer keys */
+    struct mr_sm_buf str;    /* decoder: unescaped strings, number text */
+};
+void mr_sm_json_scratch_free(struct mr_sm_json_scratch *s);
+
+/* One sandboxed Lua state (a restore builds a second one and swaps). */
+struct mr_sm_vm {
+    lua_State *L;
+    size_t mem_used;
+    size_t mem_limit;
+    int mem_enforce;          /* allocator refuses growth past mem_limit */
+    uint64_t budget;          /* instructions for the current call, 0 = none */
+    uint64_t counted;         /* instructions counted so far (in hook chunks) */
+    int hook_chunk;           /* count given to lua_sethook */
+    int budget_tripped;
+    struct mr_rand rng;
+    int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
+    int ref_array_mt;         /* registry ref of the JSON array marker metatable */
+    int in_apply;             /* ctx.emit allowed */
+    struct mr_sm_buf out;     /* encoder output */
+    struct mr_sm_buf events;  /* "[ev,ev" while applying */
+    struct mr_sm_json_scratch js;
+};
+
+/* The vm that owns L (stored in the state's extra space). */
+static inline struct mr_sm_vm *mr_sm_vm_of(lua_State *L)
+{
+    return *(struct mr_sm_vm **)lua_getextraspace(L);
+}
+
+/* Creates a sandboxed state (libraries, replacements, json, canonical) and
+ * loads the script into it (under `budget` instructions), checking the contract and capturing the four
+ * functions as registry refs; then locks globals. On failure returns
+ * MR_ESCRIPT/MR_ENOMEM with errmsg and frees everything. */
+int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const char *name,
+                 uint64_t budget, uint64_t mem_limit, char *errmsg);
+void mr_sm_vm_free(struct mr_sm_vm *vm);
+
+/* Protected call helper (STYLE 14): the function and its nargs arguments are
+ * on the stack. Runs it with a traceback message handler under `budget`
+ * instructions (0 = unlimited) and, if mem_enforce, the heap cap. Returns an
+ * enum mr_sm_status; on success nres results are on the stack, on failure
+ * the error text (message + traceback) is on the stack instead (1 value).
+ * For MR_SM_MEMORY_EXCEEDED the message is Lua's "not enough memory". */
+int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget, int mem_enforce);
+
+/* ctx.emit and ctx.random (== math.random) for sm.c to put in ctx. */
+lua_CFunction mr_sm_fn_emit(void);
+lua_CFunction mr_sm_fn_random(void);
+
+/* Calls snapshot() in vm (no heap cap, bulk budget). On success the string
+ * stays on the Lua stack, data and len point into it; the caller pops it. */
+int mr_sm_vm_snapshot(struct mr_sm_vm *vm, const char **data, size_t *len, char *errmsg);
+struct mr_sm_vm *mr_sm_vm_get(struct mr_sm *sm);
+
+/* JSON codec. encode appends the value at `idx` to `out` (keys sorted);
+ * returns 0 or MR_EMALFORMED/MR_ENOMEM with errmsg. May raise a Lua memory
+ * error (longjmp) while pushing keys: call it only inside a protected call.
+ * decode pushes one value; returns 0 or MR_EMALFORMED with errmsg naming the
+ * byte offset; may raise a Lua memory error. */
+int mr_sm_json_encode(lua_State *L, int idx, struct mr_sm_buf *out, char *errmsg);
+int mr_sm_json_decode(lua_State *L, const char *s, size_t len, char *errmsg);
+/* Registers json, cjson (alias) and canonical in the globals. */
+void mr_sm_json_open(lua_State *L);
+
+#endif /* MR_SM_INT_H */

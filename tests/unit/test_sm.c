@@ -1,0 +1,820 @@
+/* Unit tests for src/sm: the sandboxed Lua state machine host. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sm/sm.h"
+
+#define FIXTURE(name) MR_SOURCE_DIR "/tests/unit/fixtures/" name
+#define KV_LUA MR_SOURCE_DIR "/lua/kv.lua"
+
+static struct mr_sm *open_script(const char *path, uint64_t budget, uint64_t memlimit)
+{
+    struct mr_sm *sm = NULL;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm_options o = {.script_path = path,
+                              .instruction_budget = budget,
+                              .memory_limit_bytes = memlimit};
+    int rv = mr_sm_open(&sm, &o, errmsg);
+    if (rv != 0) fail_msg("open %s: %s", path, errmsg);
+    return sm;
+}
+
+static int open_source(const char *src, char *errmsg)
+{
+    struct mr_sm *sm = NULL;
+    struct mr_sm_options o = {.script_source = src, .script_name = "/some/dir/x.lua"};
+    int rv = mr_sm_open(&sm, &o, errmsg);
+    mr_sm_close(sm);
+    return rv;
+}
+
+/* Applies cmd at (term 1, index) and returns the status; *res is filled. */
+static int apply_at(struct mr_sm *sm, mr_index index, const char *cmd, struct mr_sm_result *res)
+{
+    struct mr_sm_ctx ctx = {.index = index, .term = 1, .time_ms = 1700000000000};
+    int rv = mr_sm_apply(sm, &ctx, cmd, strlen(cmd), res);
+    assert_int_equal(rv, 0);
+    return res->status;
+}
+
+/* Applies cmd and checks status OK and the exact result JSON. */
+static void expect_apply(struct mr_sm *sm, mr_index index, const char *cmd, const char *want)
+{
+    struct mr_sm_result res = {0};
+    int st = apply_at(sm, index, cmd, &res);
+    if (st != MR_SM_OK) fail_msg("%s -> %s: %s", cmd, mr_sm_status_name(st), res.error);
+    assert_string_equal(res.json, want);
+    assert_int_equal(res.json_len, strlen(want));
+    mr_sm_result_free(&res);
+}
+
+/* {"op":"eval","code":CODE} with CODE escaped as a JSON string. */
+static char *eval_cmd(const char *code)
+{
+    size_t n = strlen(code);
+    char *s = malloc(n * 2 + 64), *p = s;
+    p += sprintf(p, "{\"op\":\"eval\",\"code\":\"");
+    for (const char *c = code; *c; c++) {
+        if (*c == '"' || *c == '\\') *p++ = '\\';
+        if (*c == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+            continue;
+        }
+        *p++ = *c;
+    }
+    strcpy(p, "\"}");
+    return s;
+}
+
+static int eval_at(struct mr_sm *sm, mr_index index, const char *code, struct mr_sm_result *res)
+{
+    char *cmd = eval_cmd(code);
+    int st = apply_at(sm, index, cmd, res);
+    free(cmd);
+    return st;
+}
+
+static void expect_eval(struct mr_sm *sm, const char *code, const char *want)
+{
+    struct mr_sm_result res = {0};
+    int st = eval_at(sm, 1, code, &res);
+    if (st != MR_SM_OK) fail_msg("%s -> %s: %s", code, mr_sm_status_name(st), res.error);
+    assert_string_equal(res.json, want);
+    mr_sm_result_free(&res);
+}
+
+static void expect_eval_error(struct mr_sm *sm, const char *code, int status, const char *needle)
+{
+    struct mr_sm_result res = {0};
+    int st = eval_at(sm, 1, code, &res);
+    if (st != status)
+        fail_msg("%s -> %s (%s), wanted %s", code, mr_sm_status_name(st),
+                 res.error ? res.error : res.json, mr_sm_status_name(status));
+    assert_non_null(res.error);
+    if (strstr(res.error, needle) == NULL) fail_msg("error '%s' lacks '%s'", res.error, needle);
+    assert_null(res.json);
+    mr_sm_result_free(&res);
+}
+
+/* ---- loading ------------------------------------------------------------------- */
+
+static void test_open_names_the_line_of_a_syntax_error(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = NULL;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm_options o = {.script_path = FIXTURE("sm_syntax.lua")};
+    assert_int_equal(mr_sm_open(&sm, &o, errmsg), MR_ESCRIPT);
+    assert_null(sm);
+    assert_non_null(strstr(errmsg, "sm_syntax.lua:3:"));
+}
+
+static void test_open_names_the_missing_function(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = NULL;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm_options o = {.script_path = FIXTURE("sm_missing.lua")};
+    assert_int_equal(mr_sm_open(&sm, &o, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "'restore'"));
+}
+
+static void test_open_reports_errors_raised_while_loading(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    assert_int_equal(open_source("local m = {}\nerror('no config here')\nreturn m", errmsg),
+                     MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "x.lua:2: no config here"));
+    assert_int_equal(open_source("return 42", errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "must return a table"));
+    assert_int_equal(open_source("while true do end", errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "instruction budget"));
+    assert_int_equal(open_source("local f = io.open('/etc/passwd')", errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "x.lua:1:"));
+}
+
+static void test_open_fails_on_a_missing_file(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = NULL;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm_options o = {.script_path = "/nonexistent/kv.lua"};
+    assert_int_equal(mr_sm_open(&sm, &o, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "/nonexistent/kv.lua"));
+    assert_int_equal(mr_sm_open(&sm, NULL, errmsg), MR_EINVAL);
+}
+
+/* ---- sandbox --------------------------------------------------------------------- */
+
+static void test_sandbox_has_no_io_os_package_debug_or_file_loading(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    expect_eval(sm,
+                "local present = {}\n"
+                "for _, n in ipairs({'io','os','package','debug','require','dofile','loadfile',\n"
+                "  'print','collectgarbage','coroutine','warn','module'}) do\n"
+                "  if rawget(_G, n) ~= nil then present[#present+1] = n end\n"
+                "end\n"
+                "if string.dump ~= nil then present[#present+1] = 'string.dump' end\n"
+                "return table.concat(present, ',')",
+                "\"\"");
+    expect_eval(sm, "return type(json) .. type(cjson) .. type(canonical) .. type(utf8)",
+                "\"tabletabletabletable\"");
+    /* Lua's binary chunks start with ESC "Lua". */
+    expect_eval_error(sm, "local f, err = load('\\27LuaT\\0'); error(err)", MR_SM_SCRIPT_ERROR,
+                      "binary");
+    expect_eval_error(sm, "local f, err = load('\\27LuaT\\0', 'x', 'b'); error(err)",
+                      MR_SM_SCRIPT_ERROR, "binary");
+    /* text chunks still load, and env works */
+    expect_eval(sm, "return load('return 1 + a', 'c', 't', {a = 41})()", "42");
+    expect_eval_error(sm, "return io.open('/etc/passwd')", MR_SM_SCRIPT_ERROR,
+                      "undefined global 'io'");
+    mr_sm_close(sm);
+}
+
+static void test_globals_are_locked_after_load(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    expect_eval_error(sm, "newglobal = 1", MR_SM_SCRIPT_ERROR, "globals are locked");
+    expect_eval_error(sm, "return setmetatable(_G, nil)", MR_SM_SCRIPT_ERROR, "protected");
+    expect_eval(sm, "local t = {}; t.x = 1; return t", "{\"x\":1}");
+    mr_sm_close(sm);
+}
+
+static void test_setmetatable_refuses_finalizers_and_weak_tables(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    expect_eval_error(sm, "setmetatable({}, {__gc = function() end})", MR_SM_SCRIPT_ERROR,
+                      "__gc");
+    expect_eval_error(sm, "setmetatable({}, {__mode = 'k'})", MR_SM_SCRIPT_ERROR, "__mode");
+    expect_eval(sm, "return setmetatable({}, {__index = function() return 7 end}).x", "7");
+    mr_sm_close(sm);
+}
+
+static void test_random_is_seeded_from_the_entry(void **state)
+{
+    (void)state;
+    struct mr_sm *a = open_script(FIXTURE("sm_probe.lua"), 1000000, 32u << 20);
+    struct mr_sm *b = open_script(FIXTURE("sm_probe.lua"), 1000000, 32u << 20);
+    const char *code = "return {math.random(), ctx.random(1, 1000000), math.random(5), "
+                       "ctx.random(math.mininteger, math.maxinteger)}";
+    struct mr_sm_result ra = {0}, rb = {0}, rc = {0};
+    assert_int_equal(eval_at(a, 7, code, &ra), MR_SM_OK);
+    assert_int_equal(eval_at(b, 7, code, &rb), MR_SM_OK);
+    assert_int_equal(eval_at(b, 8, code, &rc), MR_SM_OK);
+    assert_string_equal(ra.json, rb.json);
+    assert_string_not_equal(ra.json, rc.json);
+    mr_sm_result_free(&ra);
+    mr_sm_result_free(&rb);
+    mr_sm_result_free(&rc);
+    /* same entry twice (a replay) draws the same numbers */
+    assert_int_equal(eval_at(a, 8, code, &ra), MR_SM_OK);
+    assert_int_equal(eval_at(b, 8, code, &rb), MR_SM_OK);
+    assert_string_equal(ra.json, rb.json);
+    mr_sm_result_free(&ra);
+    mr_sm_result_free(&rb);
+    /* failures are identical too: budget, memory, errors */
+    static const char *const failing[] = {
+        "local n = 0; while true do n = n + 1 end",
+        "local t = {}; for i = 1, 1e9 do t[i] = {i} end",
+        "error('x' .. math.random(1000))",
+        "table.sort({3, 2, 1}, function(x, y) while true do end end)"};
+    for (size_t i = 0; i < sizeof failing / sizeof *failing; i++) {
+        assert_int_equal(eval_at(a, 9, failing[i], &ra), eval_at(b, 9, failing[i], &rb));
+        assert_true(ra.status != MR_SM_OK);
+        assert_string_equal(ra.error, rb.error);
+        mr_sm_result_free(&ra);
+        mr_sm_result_free(&rb);
+    }
+    expect_eval(a, "local x = math.random(3, 5); return x >= 3 and x <= 5", "true");
+    expect_eval(a, "local x = math.random(); return x >= 0 and x < 1", "true");
+    expect_eval_error(a, "math.randomseed(42)", MR_SM_SCRIPT_ERROR, "disabled");
+    expect_eval_error(a, "math.random(5, 1)", MR_SM_SCRIPT_ERROR, "interval is empty");
+    expect_eval(a, "return ctx.index * 1000 + ctx.term", "1001");
+    expect_eval(a, "return ctx.time", "1700000000000");
+    mr_sm_close(a);
+    mr_sm_close(b);
+}
+
+static void test_table_sort_is_stable_and_deterministic(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    /* 300 records, 3 distinct priorities: equal ones must keep input order */
+    expect_eval(sm,
+                "local t = {}\n"
+                "for i = 1, 300 do t[i] = {p = i % 3, i = i} end\n"
+                "table.sort(t, function(a, b) return a.p < b.p end)\n"
+                "for k = 2, 300 do\n"
+                "  local x, y = t[k-1], t[k]\n"
+                "  if x.p > y.p or (x.p == y.p and x.i > y.i) then return 'unstable at ' .. k end\n"
+                "end\n"
+                "local u = {5, 3, 9, 1, 7}; table.sort(u)\n"
+                "local w = {'b', 'c', 'a'}; table.sort(w, function(a, b) return a > b end)\n"
+                "return table.concat(u, ' ') .. ' ' .. table.concat(w)",
+                "\"1 3 5 7 9 cba\"");
+    expect_eval_error(sm, "table.sort({3, 'a', 1})", MR_SM_SCRIPT_ERROR, "compare");
+    mr_sm_close(sm);
+}
+
+/* ---- budgets ------------------------------------------------------------------------- */
+
+static void test_an_infinite_loop_hits_the_budget_and_the_next_command_works(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 100000, 0);
+    expect_eval_error(sm, "while true do end", MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    /* The script's own pcall cannot swallow the budget error. */
+    expect_eval_error(sm,
+                      "while true do pcall(function() while true do end end) end",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm,
+                      "local ok = pcall(function() while true do end end)\n"
+                      "return 'escaped: ' .. tostring(ok)",
+                      MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval(sm, "local s = 0; for i = 1, 1000 do s = s + i end; return s", "500500");
+    /* The budget is per call: many calls of 60% of it all pass. */
+    for (int i = 0; i < 5; i++) expect_eval(sm, "for i = 1, 20000 do end return 1", "1");
+    mr_sm_close(sm);
+}
+
+static void test_a_memory_bomb_hits_the_cap_and_the_next_command_works(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 16u << 20);
+    size_t before = mr_sm_memory_used(sm);
+    expect_eval_error(sm,
+                      "local t = {}\n"
+                      "for i = 1, 1e9 do t[i] = string.rep('x', 100) .. i end",
+                      MR_SM_MEMORY_EXCEEDED, "not enough memory");
+    expect_eval_error(sm, "return #string.rep('x', 1 << 30)", MR_SM_MEMORY_EXCEEDED,
+                      "not enough memory");
+    assert_true(mr_sm_memory_used(sm) < before + (1u << 20));
+    expect_eval(sm, "return #string.rep('x', 1000)", "1000");
+    /* state kept in the module table survives and still works */
+    expect_apply(sm, 2, "{\"op\":\"set\",\"v\":{\"a\":1}}", "true");
+    struct mr_sm_result res = {0};
+    assert_int_equal(mr_sm_query(sm, "{}", 2, &res), 0);
+    assert_string_equal(res.json, "{\"a\":1}");
+    mr_sm_result_free(&res);
+    mr_sm_close(sm);
+}
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+static void test_a_lua_error_becomes_script_error_with_its_message(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    struct mr_sm_result res = {0};
+    assert_int_equal(apply_at(sm, 1, "{\"op\":\"nope\"}", &res), MR_SM_SCRIPT_ERROR);
+    assert_string_equal(res.error, "sm_probe.lua:14: unknown op: nope");
+    assert_non_null(res.traceback);
+    assert_non_null(strstr(res.traceback, "stack traceback:"));
+    assert_string_equal(mr_sm_status_name(res.status), "script_error");
+    mr_sm_result_free(&res);
+    expect_eval_error(sm, "error({code = 1})", MR_SM_SCRIPT_ERROR, "table value");
+    expect_eval_error(sm, "return function() end", MR_SM_SCRIPT_ERROR, "cannot encode");
+    expect_eval_error(sm, "return 0/0", MR_SM_SCRIPT_ERROR, "NaN");
+    expect_eval_error(sm, "return 1/0", MR_SM_SCRIPT_ERROR, "infinity");
+    expect_eval_error(sm, "return {[1.5] = true}", MR_SM_SCRIPT_ERROR, "float");
+    expect_eval_error(sm, "return {[1] = 1, ['1'] = 2, x = 3}", MR_SM_SCRIPT_ERROR,
+                      "both integer and string key");
+    expect_eval_error(sm, "return '\\255'", MR_SM_SCRIPT_ERROR, "UTF-8");
+    mr_sm_close(sm);
+}
+
+static void test_invalid_json_is_reported_with_its_position(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    static const char *const bad[] = {"{\"op\":", "{bad}", "[1,]", "01", "1.", "\"\\x\"",
+                                      "\"\\ud800\"", "nul", "[1] 2", "\"a\nb\"",
+                                      "\"\xff\"", "", "{\"a\" 1}", "-"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct mr_sm_result res = {0};
+        if (apply_at(sm, 1, bad[i], &res) != MR_SM_INVALID_JSON)
+            fail_msg("'%s' was accepted", bad[i]);
+        assert_non_null(strstr(res.error, "invalid JSON at byte"));
+        /* the Lua-free validator agrees, word for word */
+        char errmsg[MR_ERRMSG_SIZE] = "";
+        assert_int_equal(mr_sm_json_validate(bad[i], strlen(bad[i]), errmsg), MR_EMALFORMED);
+        assert_string_equal(errmsg, res.error);
+        mr_sm_result_free(&res);
+    }
+    /* nesting limit */
+    char deep[2 * MR_SM_JSON_MAX_DEPTH + 10];
+    memset(deep, '[', MR_SM_JSON_MAX_DEPTH + 5);
+    memset(deep + MR_SM_JSON_MAX_DEPTH + 5, ']', MR_SM_JSON_MAX_DEPTH + 5);
+    deep[2 * MR_SM_JSON_MAX_DEPTH + 10 - 1] = '\0';
+    struct mr_sm_result res = {0};
+    assert_int_equal(mr_sm_apply(sm, &(struct mr_sm_ctx){1, 1, 0}, deep,
+                                 2 * (MR_SM_JSON_MAX_DEPTH + 5), &res),
+                     0);
+    assert_int_equal(res.status, MR_SM_INVALID_JSON);
+    assert_non_null(strstr(res.error, "too deep"));
+    mr_sm_result_free(&res);
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    assert_int_equal(mr_sm_json_validate(deep, 2 * (MR_SM_JSON_MAX_DEPTH + 5), errmsg),
+                     MR_EMALFORMED);
+    mr_sm_close(sm);
+}
+
+/* ---- JSON -------------------------------------------------------------------------------- */
+
+static void test_json_values_round_trip_exactly(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    static const char *const same[] = {
+        "null", "true", "false", "0", "-1", "9007199254740993", "9223372036854775807",
+        "-9223372036854775808", "1.5", "0.1", "-2.5e-05", "1e+300", "1.0", "-0.0",
+        "3.141592653589793", "\"\"", "\"h\\u00e9\"", "[]", "{}", "[null,1,\"a\",[],{}]",
+        "{\"a\":[{\"b\":{}}],\"b\":null,\"c\":{\"d\":[1,2,3]}}",
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"", "\"quote\\\" back\\\\ nl\\n tab\\t "
+                                                          "ctl\\u0001\"",
+        "[[[[[[[[[[1]]]]]]]]]]", "{\"\":1,\"1\":2,\"a\":3}"};
+    for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "{\"op\":\"echo\",\"v\":%s}", same[i]);
+        /* \u00e9 comes back as raw UTF-8 */
+        const char *want = strcmp(same[i], "\"h\\u00e9\"") == 0 ? "\"h\xc3\xa9\"" : same[i];
+        expect_apply(sm, 1, cmd, want);
+        char errmsg[MR_ERRMSG_SIZE] = "";
+        if (mr_sm_json_validate(cmd, strlen(cmd), errmsg) != 0) fail_msg("%s: %s", cmd, errmsg);
+    }
+    /* spelling normalised: keys sorted, whitespace gone, exponent forms, surrogates */
+    expect_apply(sm, 1, "{\"op\":\"echo\",\"v\": { \"b\" : 1 , \"a\" : [ 2 ] } }",
+                 "{\"a\":[2],\"b\":1}");
+    expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":1E2}", "100.0");
+    expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":18446744073709551616}", "1.8446744073709552e+19");
+    expect_apply(sm, 1, "{\"op\":\"echo\",\"v\":\"\\ud83d\\ude00\\/\"}",
+                 "\"\xf0\x9f\x98\x80/\"");
+    /* subtypes inside Lua */
+    expect_eval(sm,
+                "local v = json.decode('[9007199254740993, 1.0, 2, null]')\n"
+                "return {math.type(v[1]), math.type(v[2]), math.type(v[3]), v[4] == json.null,"
+                " v[1] == 9007199254740993, #v}",
+                "[\"integer\",\"float\",\"integer\",true,true,4]");
+    expect_eval(sm, "return canonical.encode({z = 1, a = {y = 2, b = 3}})",
+                "\"{\\\"a\\\":{\\\"b\\\":3,\\\"y\\\":2},\\\"z\\\":1}\"");
+    expect_eval(sm, "return json.encode(json.array()) .. json.encode({})", "\"[]{}\"");
+    expect_eval(sm, "return cjson.null == json.null and cjson.encode({1, 2})", "\"[1,2]\"");
+    expect_eval(sm, "return canonical.keys({b = 1, a = 2, ab = 3, [1] = 4}, 'a')",
+                "[\"a\",\"ab\"]");
+    expect_eval(sm, "return canonical.keys({c = 1, b = 2, a = 3}, '', 2)", "[\"a\",\"b\"]");
+    expect_eval(sm, "return {[1] = 'a', [3] = 'c'}", "{\"1\":\"a\",\"3\":\"c\"}");
+    expect_eval_error(sm, "return json.decode('{')", MR_SM_SCRIPT_ERROR, "json.decode");
+    mr_sm_close(sm);
+}
+
+/* Random JSON in canonical form (sorted unique keys, integers, strings with
+ * escapes and multi-byte UTF-8), from a seeded generator. */
+static void gen_string(struct mr_rand *r, char **p)
+{
+    static const char *const pieces[] = {"a", "Z", "0", " ", "\\n", "\\\"", "\\\\",
+                                         "\\u0001", "\xc3\xa9", "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80", "/", "\\t"};
+    int n = (int)mr_rand_below(r, 6);
+    *(*p)++ = '"';
+    for (int i = 0; i < n; i++) {
+        const char *s = pieces[mr_rand_below(r, sizeof pieces / sizeof *pieces)];
+        size_t l = strlen(s);
+        memcpy(*p, s, l);
+        *p += l;
+    }
+    *(*p)++ = '"';
+}
+
+static void gen_value(struct mr_rand *r, char **p, int depth)
+{
+    int kind = (int)mr_rand_below(r, depth > 4 ? 5 : 7);
+    switch (kind) {
+    case 0: *p += sprintf(*p, "null"); break;
+    case 1: *p += sprintf(*p, mr_rand_below(r, 2) ? "true" : "false"); break;
+    case 2: *p += sprintf(*p, "%lld", (long long)mr_rand_next(r)); break;
+    case 3: *p += sprintf(*p, "%lld", (long long)mr_rand_below(r, 1000) - 500); break;
+    case 4: gen_string(r, p); break;
+    case 5: {
+        int n = (int)mr_rand_below(r, 4);
+        *(*p)++ = '[';
+        for (int i = 0; i < n; i++) {
+            if (i) *(*p)++ = ',';
+            gen_value(r, p, depth + 1);
+        }
+        *(*p)++ = ']';
+        break;
+    }
+    default: {
+        /* keys k0 < k1 < ... are sorted and unique by construction */
+        int n = (int)mr_rand_below(r, 4), k = 0;
+        *(*p)++ = '{';
+        for (int i = 0; i < n; i++) {
+            k += 1 + (int)mr_rand_below(r, 3);
+            *p += sprintf(*p, "%s\"k%d\":", i ? "," : "", k);
+            gen_value(r, p, depth + 1);
+        }
+        *(*p)++ = '}';
+    }
+    }
+    **p = '\0';
+}
+
+static void test_random_json_documents_round_trip(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    struct mr_rand r;
+    mr_rand_seed(&r, 20261122);
+    static char doc[1 << 16], cmd[(1 << 16) + 64];
+    for (int i = 0; i < 300; i++) {
+        char *p = doc;
+        gen_value(&r, &p, 0);
+        char errmsg[MR_ERRMSG_SIZE];
+        if (mr_sm_json_validate(doc, strlen(doc), errmsg) != 0) fail_msg("%s: %s", doc, errmsg);
+        snprintf(cmd, sizeof cmd, "{\"op\":\"echo\",\"v\":%s}", doc);
+        expect_apply(sm, (mr_index)i + 1, cmd, doc);
+    }
+    mr_sm_close(sm);
+}
+
+/* ---- kv -------------------------------------------------------------------------------- */
+
+static void test_kv_put_get_delete_cas_list(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    mr_index i = 1;
+    expect_apply(sm, i++, "{\"op\":\"get\",\"key\":\"a\"}", "{\"value\":null}");
+    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"a\",\"value\":{\"n\":9223372036854775807}}",
+                 "{\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"get\",\"key\":\"a\"}",
+                 "{\"value\":{\"n\":9223372036854775807}}");
+    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"ab\",\"value\":[1,\"x\",null]}",
+                 "{\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"b\",\"value\":\"\xc3\xa9\"}",
+                 "{\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"list\",\"prefix\":\"a\"}",
+                 "{\"items\":[{\"key\":\"a\",\"value\":{\"n\":9223372036854775807}},"
+                 "{\"key\":\"ab\",\"value\":[1,\"x\",null]}],\"truncated\":false}");
+    expect_apply(sm, i++, "{\"op\":\"list\",\"limit\":1}",
+                 "{\"items\":[{\"key\":\"a\",\"value\":{\"n\":9223372036854775807}}],"
+                 "\"truncated\":true}");
+    expect_apply(sm, i++, "{\"op\":\"list\",\"prefix\":\"zz\"}",
+                 "{\"items\":[],\"truncated\":false}");
+    /* cas: mismatch, match, create-if-absent, delete-on-null */
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"b\",\"expect\":\"x\",\"value\":\"y\"}",
+                 "{\"ok\":false,\"value\":\"\xc3\xa9\"}");
+    expect_apply(sm, i++,
+                 "{\"op\":\"cas\",\"key\":\"b\",\"expect\":\"\xc3\xa9\",\"value\":\"y\"}",
+                 "{\"ok\":true,\"value\":\"y\"}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"a\",\"expect\":{\"n\":9223372036854775807},"
+                          "\"value\":2}",
+                 "{\"ok\":true,\"value\":2}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"c\",\"expect\":null,\"value\":1}",
+                 "{\"ok\":true,\"value\":1}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"c\",\"value\":5}",
+                 "{\"ok\":false,\"value\":1}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"c\",\"expect\":1}",
+                 "{\"ok\":true,\"value\":null}");
+    expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"ab\"}", "{\"deleted\":true,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"ab\"}",
+                 "{\"deleted\":false,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"count\"}", "{\"count\":2}");
+    /* bad commands fail as script errors and change nothing */
+    static const char *const bad[] = {"{\"op\":\"put\",\"key\":\"\",\"value\":1}",
+                                      "{\"op\":\"put\",\"key\":\"k\"}",
+                                      "{\"op\":\"put\",\"key\":3,\"value\":1}",
+                                      "{\"op\":\"zap\"}", "[1]",
+                                      "{\"op\":\"list\",\"limit\":-1}"};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        struct mr_sm_result res = {0};
+        assert_int_equal(apply_at(sm, i++, bad[k], &res), MR_SM_SCRIPT_ERROR);
+        assert_null(res.events);
+        mr_sm_result_free(&res);
+    }
+    expect_apply(sm, i++, "{\"op\":\"count\"}", "{\"count\":2}");
+    /* queries: reads work, writes are refused */
+    struct mr_sm_result res = {0};
+    const char *q = "{\"op\":\"get\",\"key\":\"b\"}";
+    assert_int_equal(mr_sm_query(sm, q, strlen(q), &res), 0);
+    assert_int_equal(res.status, MR_SM_OK);
+    assert_string_equal(res.json, "{\"value\":\"y\"}");
+    mr_sm_result_free(&res);
+    q = "{\"op\":\"put\",\"key\":\"b\",\"value\":1}";
+    assert_int_equal(mr_sm_query(sm, q, strlen(q), &res), 0);
+    assert_int_equal(res.status, MR_SM_SCRIPT_ERROR);
+    assert_non_null(strstr(res.error, "send it as a command"));
+    mr_sm_result_free(&res);
+    mr_sm_close(sm);
+}
+
+static void test_kv_emits_change_events(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    struct mr_sm_result res = {0};
+    apply_at(sm, 1, "{\"op\":\"put\",\"key\":\"k\",\"value\":[1]}", &res);
+    assert_string_equal(res.events, "[{\"key\":\"k\",\"op\":\"put\",\"value\":[1]}]");
+    assert_int_equal(res.events_len, strlen(res.events));
+    mr_sm_result_free(&res);
+    apply_at(sm, 2, "{\"op\":\"get\",\"key\":\"k\"}", &res);
+    assert_null(res.events);
+    mr_sm_result_free(&res);
+    apply_at(sm, 3, "{\"op\":\"delete\",\"key\":\"k\"}", &res);
+    assert_string_equal(res.events, "[{\"key\":\"k\",\"op\":\"delete\"}]");
+    mr_sm_result_free(&res);
+    mr_sm_close(sm);
+
+    /* several events, and events emitted before an error are kept */
+    sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    assert_int_equal(eval_at(sm, 1, "ctx.emit(1); ctx.emit({a = 'b'}); error('late')", &res),
+                     MR_SM_SCRIPT_ERROR);
+    assert_string_equal(res.events, "[1,{\"a\":\"b\"}]");
+    mr_sm_result_free(&res);
+    expect_eval_error(sm, "ctx.emit(function() end)", MR_SM_SCRIPT_ERROR, "ctx.emit");
+    const char *q = "{\"op\":\"eval\",\"code\":\"local c = ...; return 1\"}";
+    assert_int_equal(mr_sm_query(sm, q, strlen(q), &res), 0);
+    assert_string_equal(res.json, "1");
+    mr_sm_result_free(&res);
+    mr_sm_close(sm);
+}
+
+static void fill_kv(struct mr_sm *sm, int n, int reverse, int churn)
+{
+    char cmd[256];
+    mr_index idx = 1;
+    for (int k = 0; k < n; k++) {
+        int i = reverse ? n - 1 - k : k;
+        snprintf(cmd, sizeof cmd,
+                 "{\"op\":\"put\",\"key\":\"key/%05d\",\"value\":{\"i\":%d,\"s\":\"v%d\","
+                 "\"l\":[%d,null]}}",
+                 i, i, i, i);
+        struct mr_sm_result res = {0};
+        assert_int_equal(apply_at(sm, idx++, cmd, &res), MR_SM_OK);
+        mr_sm_result_free(&res);
+        if (churn && i % 7 == 0) {
+            snprintf(cmd, sizeof cmd, "{\"op\":\"put\",\"key\":\"tmp/%d\",\"value\":1}", i);
+            assert_int_equal(apply_at(sm, idx++, cmd, &res), MR_SM_OK);
+            mr_sm_result_free(&res);
+            snprintf(cmd, sizeof cmd, "{\"op\":\"delete\",\"key\":\"tmp/%d\"}", i);
+            assert_int_equal(apply_at(sm, idx++, cmd, &res), MR_SM_OK);
+            mr_sm_result_free(&res);
+        }
+    }
+}
+
+static void test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE];
+    struct mr_sm *a = open_script(KV_LUA, 0, 0);
+    struct mr_sm *b = open_script(KV_LUA, 0, 0);
+    char ha[65], hb[65], h0[65];
+    assert_int_equal(mr_sm_state_hash(a, h0, errmsg), 0);
+    fill_kv(a, 2000, 0, 0);
+    fill_kv(b, 2000, 1, 1);
+    char *sa, *sb;
+    size_t la, lb;
+    assert_int_equal(mr_sm_snapshot(a, &sa, &la, errmsg), 0);
+    assert_int_equal(mr_sm_snapshot(b, &sb, &lb, errmsg), 0);
+    assert_int_equal(la, lb);
+    assert_memory_equal(sa, sb, la);
+    assert_int_equal(strncmp(sa, "{\"data\":{\"key/00000\":{\"i\":0,\"l\":[0,null],\"s\":\"v0\"}", 48),
+                     0);
+    assert_int_equal(mr_sm_state_hash(a, ha, errmsg), 0);
+    assert_int_equal(mr_sm_state_hash(b, hb, errmsg), 0);
+    assert_string_equal(ha, hb);
+    assert_string_not_equal(ha, h0);
+    assert_int_equal(strlen(ha), 64);
+    char hx[65];
+    mr_sm_sha256_hex(sa, la, hx);
+    assert_string_equal(hx, ha);
+    mr_sm_sha256_hex("abc", 3, hx);
+    assert_string_equal(hx, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+
+    /* a third instance restored from a's snapshot has the same hash */
+    struct mr_sm *c = open_script(KV_LUA, 0, 0);
+    assert_int_equal(mr_sm_restore(c, sa, la, errmsg), 0);
+    char hc[65];
+    assert_int_equal(mr_sm_state_hash(c, hc, errmsg), 0);
+    assert_string_equal(hc, ha);
+    expect_apply(c, 1, "{\"op\":\"count\"}", "{\"count\":2000}");
+    expect_apply(c, 1, "{\"op\":\"get\",\"key\":\"key/01999\"}",
+                 "{\"value\":{\"i\":1999,\"l\":[1999,null],\"s\":\"v1999\"}}");
+    mr_free(sa);
+    mr_free(sb);
+    mr_sm_close(a);
+    mr_sm_close(b);
+    mr_sm_close(c);
+}
+
+static void test_a_failed_restore_leaves_the_old_state(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    expect_apply(sm, 1, "{\"op\":\"put\",\"key\":\"keep\",\"value\":1}", "{\"ok\":true}");
+    char before[65], after[65];
+    assert_int_equal(mr_sm_state_hash(sm, before, errmsg), 0);
+    static const char *const bad[] = {"garbage", "{\"format\":\"other\",\"data\":{}}", "",
+                                      "{\"format\":\"moonraft-kv/1\",\"data\":5}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(mr_sm_restore(sm, bad[i], strlen(bad[i]), errmsg), MR_ESCRIPT);
+        assert_non_null(strstr(errmsg, "restore"));
+    }
+    assert_int_equal(mr_sm_state_hash(sm, after, errmsg), 0);
+    assert_string_equal(before, after);
+    expect_apply(sm, 2, "{\"op\":\"get\",\"key\":\"keep\"}", "{\"value\":1}");
+    /* an empty snapshot restores to an empty store */
+    const char *empty = "{\"data\":{},\"format\":\"moonraft-kv/1\"}";
+    assert_int_equal(mr_sm_restore(sm, empty, strlen(empty), errmsg), 0);
+    expect_apply(sm, 3, "{\"op\":\"count\"}", "{\"count\":0}");
+    mr_sm_close(sm);
+
+    /* a restore() that raises, and a snapshot() result that is not a string */
+    sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    expect_apply(sm, 1, "{\"op\":\"set\",\"v\":[1,2]}", "true");
+    const char *poison = "{\"poison\":true}";
+    assert_int_equal(mr_sm_restore(sm, poison, strlen(poison), errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "poisoned snapshot"));
+    char *snap;
+    size_t len;
+    assert_int_equal(mr_sm_snapshot(sm, &snap, &len, errmsg), 0);
+    assert_string_equal(snap, "[1,2]");
+    mr_free(snap);
+    /* a snapshot() that fails: synchronously, and in a forked child */
+    struct mr_sm_result res = {0};
+    assert_int_equal(eval_at(sm, 2, "probe.state = {f = function() end}", &res), MR_SM_OK);
+    mr_sm_result_free(&res);
+    assert_int_equal(mr_sm_snapshot(sm, &snap, &len, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "cannot encode a value of type function"));
+    char hex[65];
+    assert_int_equal(mr_sm_state_hash(sm, hex, errmsg), MR_ESCRIPT);
+    struct mr_sm_snapjob job;
+    int fd = open("/dev/null", O_WRONLY);
+    assert_int_equal(mr_sm_snapshot_fork(sm, fd, &job, errmsg), 0);
+    close(fd);
+    errmsg[0] = '\0';
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "cannot encode a value of type function"));
+    mr_sm_close(sm);
+}
+
+static void test_fork_snapshot_writes_the_payload_while_the_parent_goes_on(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    char path[] = "/tmp/mr_sm_snap_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    fill_kv(sm, 500, 0, 0);
+    char *want;
+    size_t wantlen;
+    char hash[65];
+    assert_int_equal(mr_sm_snapshot(sm, &want, &wantlen, errmsg), 0);
+    assert_int_equal(mr_sm_state_hash(sm, hash, errmsg), 0);
+
+    struct mr_sm_snapjob job;
+    assert_int_equal(mr_sm_snapshot_fork(sm, fd, &job, errmsg), 0);
+    assert_true(job.pid > 0);
+    close(fd);
+    /* the parent keeps applying: the child's image is frozen at fork time */
+    expect_apply(sm, 1000, "{\"op\":\"put\",\"key\":\"after\",\"value\":1}", "{\"ok\":true}");
+    int rv;
+    while ((rv = mr_sm_snapshot_poll(&job, 0, errmsg)) == MR_EBUSY) usleep(1000);
+    assert_int_equal(rv, 0);
+    assert_int_equal(job.pid, 0);
+    assert_int_equal(job.size, wantlen);
+    assert_string_equal(job.hash, hash);
+    assert_int_equal(job.crc32c, mr_crc32c(0, want, wantlen));
+
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *got = malloc(wantlen + 1);
+    assert_int_equal(fread(got, 1, wantlen + 1, f), wantlen);
+    fclose(f);
+    assert_memory_equal(got, want, wantlen);
+    free(got);
+    mr_free(want);
+    unlink(path);
+
+    /* a bad fd: the child reports the write error */
+    assert_int_equal(mr_sm_snapshot_fork(sm, -1, &job, errmsg), 0);
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), MR_EIOERR);
+    assert_non_null(strstr(errmsg, "writing the snapshot"));
+    /* abort kills a running child */
+    fd = open("/dev/null", O_WRONLY);
+    assert_int_equal(mr_sm_snapshot_fork(sm, fd, &job, errmsg), 0);
+    close(fd);
+    mr_sm_snapshot_abort(&job);
+    assert_int_equal(job.pid, 0);
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), MR_EINVAL);
+    mr_sm_close(sm);
+}
+
+static void test_host_allocation_failures_are_reported_not_crashed(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    const char *cmd = "{\"op\":\"put\",\"key\":\"k\",\"value\":\"v\"}";
+    /* Fail each allocation in turn: the call either completes or reports
+     * MR_ENOMEM (the host's own allocations) or a memory result (Lua's). */
+    for (unsigned long n = 1; n < 40; n++) {
+        struct mr_sm_result res = {0};
+        struct mr_sm_ctx ctx = {.index = n, .term = 1};
+        mr_alloc_fail_at(n, 0);
+        int rv = mr_sm_apply(sm, &ctx, cmd, strlen(cmd), &res);
+        mr_alloc_fail_at(0, 0);
+        assert_true(rv == 0 || rv == MR_ENOMEM);
+        if (rv == 0)
+            assert_true(res.status == MR_SM_OK || res.status == MR_SM_MEMORY_EXCEEDED);
+        mr_sm_result_free(&res);
+    }
+    expect_apply(sm, 100, "{\"op\":\"get\",\"key\":\"k\"}", "{\"value\":\"v\"}");
+    mr_sm_close(sm);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_names_the_line_of_a_syntax_error),
+        cmocka_unit_test(test_open_names_the_missing_function),
+        cmocka_unit_test(test_open_reports_errors_raised_while_loading),
+        cmocka_unit_test(test_open_fails_on_a_missing_file),
+        cmocka_unit_test(test_sandbox_has_no_io_os_package_debug_or_file_loading),
+        cmocka_unit_test(test_globals_are_locked_after_load),
+        cmocka_unit_test(test_setmetatable_refuses_finalizers_and_weak_tables),
+        cmocka_unit_test(test_random_is_seeded_from_the_entry),
+        cmocka_unit_test(test_table_sort_is_stable_and_deterministic),
+        cmocka_unit_test(test_an_infinite_loop_hits_the_budget_and_the_next_command_works),
+        cmocka_unit_test(test_a_memory_bomb_hits_the_cap_and_the_next_command_works),
+        cmocka_unit_test(test_a_lua_error_becomes_script_error_with_its_message),
+        cmocka_unit_test(test_invalid_json_is_reported_with_its_position),
+        cmocka_unit_test(test_json_values_round_trip_exactly),
+        cmocka_unit_test(test_random_json_documents_round_trip),
+        cmocka_unit_test(test_kv_put_get_delete_cas_list),
+        cmocka_unit_test(test_kv_emits_change_events),
+        cmocka_unit_test(test_kv_snapshots_are_byte_identical_whatever_the_insertion_order),
+        cmocka_unit_test(test_a_failed_restore_leaves_the_old_state),
+        cmocka_unit_test(test_fork_snapshot_writes_the_payload_while_the_parent_goes_on),
+        cmocka_unit_test(test_host_allocation_failures_are_reported_not_crashed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
