@@ -1,0 +1,47 @@
+/* console: `moonraft console`, the operator's interactive Lua 5.4 console.
+ *
+ * The console runs on the operator's machine and talks to a node only over
+ * the HTTP API (DESIGN.md "HTTP API (v1)"); it never sends code to the
+ * server. The admin functions (status(), members(), join(), kv.put(), watch(),
+ * ...) and the pretty printer are Lua, in lua/console.lua; this module is the
+ * C host around them: a Lua state with the standard libraries and cjson, a
+ * blocking HTTP/1.1 client (keep-alive, Content-Length and chunked answers,
+ * http-parser), and a libedit REPL with history and tab completion.
+ *
+ * lua/ is found through, in order: $MOONRAFT_LUA_DIR; `<exe dir>/../lua`
+ * (build/moonraft -> ./lua); `<exe dir>/lua`; MR_SOURCE_DIR "/lua" when that
+ * macro is defined at compile time. See docs/console.md. */
+#ifndef MR_CONSOLE_H
+#define MR_CONSOLE_H
+
+/* Default node address when neither an argument nor $MOONRAFT_ADDR is given. */
+#define MR_CONSOLE_DEFAULT_ADDR "127.0.0.1:8001"
+
+/* Exit statuses of mr_console_main. */
+enum {
+    MR_CONSOLE_EXIT_OK = 0,    /* everything ran */
+    MR_CONSOLE_EXIT_ERROR = 1, /* a Lua error, a server error or a transport error */
+    MR_CONSOLE_EXIT_USAGE = 2  /* bad command line, or lua/console.lua not found */
+};
+
+/* Runs `moonraft console`. argv[0] is "console" (the subcommand name), then:
+ *
+ *   moonraft console [options] [host:port] [SCRIPT.lua [args...]]
+ *     -e CODE           run CODE (repeatable, in order, before SCRIPT)
+ *     --token T         bearer token for data requests  (env MOONRAFT_TOKEN)
+ *     --admin-token T   bearer token for admin requests (env MOONRAFT_ADMIN_TOKEN)
+ *     -i                enter the REPL after -e / SCRIPT
+ *     -h, --help        usage on stdout, exit 0
+ *
+ * The address defaults to $MOONRAFT_ADDR, then MR_CONSOLE_DEFAULT_ADDR. A
+ * first positional argument ending in ".lua" (or "-" for stdin) is the
+ * script; otherwise it is the address. With neither -e nor a script the REPL
+ * runs when stdin is a terminal, else stdin is run as a script.
+ *
+ * Writes results to stdout and errors to stderr; tokens are never printed.
+ * Returns an MR_CONSOLE_EXIT_* status. argv is only read. Not reentrant:
+ * it installs a SIGINT handler (restored on return) and uses libedit's
+ * global state. */
+int mr_console_main(int argc, char **argv);
+
+#endif /* MR_CONSOLE_H */

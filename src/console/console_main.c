@@ -1,0 +1,175 @@
+/* `moonraft console`: command line, signals, and the choice between -e code,
+ * a script, stdin and the interactive loop. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "console/console.h"
+#include "console/console_int.h"
+
+void mr_console__on_sigint(void);
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    mr_console__on_sigint();
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: moonraft console [options] [host:port] [SCRIPT.lua [args...]]\n"
+          "  -e CODE            run CODE (repeatable; before SCRIPT)\n"
+          "  -i                 enter the interactive console after -e/SCRIPT\n"
+          "  --token T          bearer token (default $MOONRAFT_TOKEN)\n"
+          "  --admin-token T    admin bearer token (default $MOONRAFT_ADMIN_TOKEN)\n"
+          "  -h, --help         this text\n"
+          "The address defaults to $MOONRAFT_ADDR, then " MR_CONSOLE_DEFAULT_ADDR ".\n"
+          "Exit status: 0 ok, 1 Lua or server error, 2 usage error.\n",
+          f);
+}
+
+struct opts {
+    const char *addr;
+    const char *token;
+    const char *admin_token;
+    const char **code; /* -e arguments, n_code of them */
+    int n_code;
+    const char *script;
+    char **args;
+    int n_args;
+    int interactive;
+};
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Takes the value of an option given as "--opt V" or "--opt=V". */
+static const char *opt_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) == 0 && argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (*i + 1 >= argc) return NULL;
+    return argv[++*i];
+}
+
+/* Returns 0, 1 for --help, or -1 on a usage error (message printed). */
+static int parse(int argc, char **argv, struct opts *o)
+{
+    int i;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return 1;
+        if (strcmp(a, "-e") == 0 || (strncmp(a, "-e", 2) == 0 && a[2] != '\0')) {
+            const char *code = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (code == NULL) {
+                fprintf(stderr, "moonraft console: -e needs an argument\n");
+                return -1;
+            }
+            o->code[o->n_code++] = code;
+        } else if (strcmp(a, "-i") == 0) {
+            o->interactive = 1;
+        } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
+            if ((o->token = opt_value(argc, argv, &i, "--token")) == NULL) goto missing;
+        } else if (strcmp(a, "--admin-token") == 0 || strncmp(a, "--admin-token=", 14) == 0) {
+            if ((o->admin_token = opt_value(argc, argv, &i, "--admin-token")) == NULL) {
+                goto missing;
+            }
+        } else if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "moonraft console: unknown option %s\n", a);
+            return -1;
+        } else if (o->addr == NULL && strcmp(a, "-") != 0 && !ends_with(a, ".lua")) {
+            o->addr = a;
+        } else {
+            break;
+        }
+    }
+    if (i < argc) {
+        o->script = argv[i];
+        o->args = argv + i + 1;
+        o->n_args = argc - i - 1;
+    }
+    return 0;
+missing:
+    fprintf(stderr, "moonraft console: %s needs an argument\n", argv[i]);
+    return -1;
+}
+
+static const char *env_or(const char *value, const char *name)
+{
+    const char *e;
+    if (value != NULL) return value;
+    e = getenv(name);
+    return e != NULL && e[0] != '\0' ? e : NULL;
+}
+
+int mr_console_main(int argc, char **argv)
+{
+    struct opts o;
+    struct mr_console c;
+    struct sigaction sa, old_sa;
+    int rv, status = MR_CONSOLE_EXIT_OK, i;
+
+    memset(&o, 0, sizeof o);
+    o.code = mr_calloc((size_t)(argc > 0 ? argc : 1), sizeof *o.code);
+    if (o.code == NULL) {
+        fprintf(stderr, "moonraft console: out of memory\n");
+        return MR_CONSOLE_EXIT_ERROR;
+    }
+    rv = parse(argc, argv, &o);
+    if (rv != 0) {
+        mr_free(o.code);
+        usage(rv > 0 ? stdout : stderr);
+        return rv > 0 ? MR_CONSOLE_EXIT_OK : MR_CONSOLE_EXIT_USAGE;
+    }
+    o.addr = env_or(o.addr, "MOONRAFT_ADDR");
+    if (o.addr == NULL) o.addr = MR_CONSOLE_DEFAULT_ADDR;
+    o.token = env_or(o.token, "MOONRAFT_TOKEN");
+    o.admin_token = env_or(o.admin_token, "MOONRAFT_ADMIN_TOKEN");
+
+    rv = mr_console_open(&c, o.addr, o.token, o.admin_token);
+    if (rv != 0) {
+        fprintf(stderr, "moonraft console: %s\n", c.errmsg);
+        mr_free(o.code);
+        return rv == MR_EINVAL || rv == MR_ENOTFOUND ? MR_CONSOLE_EXIT_USAGE
+                                                     : MR_CONSOLE_EXIT_ERROR;
+    }
+
+    /* No SA_RESTART: Ctrl-C must break out of poll() and read(). */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_sa);
+
+    for (i = 0; i < o.n_code && status == MR_CONSOLE_EXIT_OK; i++) {
+        if (mr_console_run_string(&c, o.code[i], "=(command line)") != 0) {
+            status = MR_CONSOLE_EXIT_ERROR;
+        }
+    }
+    if (status == MR_CONSOLE_EXIT_OK && o.script != NULL) {
+        if (mr_console_run_file(&c, o.script, o.args, o.n_args) != 0) {
+            status = MR_CONSOLE_EXIT_ERROR;
+        }
+    }
+    if (status == MR_CONSOLE_EXIT_OK &&
+        (o.interactive || (o.n_code == 0 && o.script == NULL))) {
+        if (isatty(STDIN_FILENO)) {
+            mr_console_repl(&c);
+        } else if (mr_console_run_file(&c, "-", NULL, 0) != 0) {
+            status = MR_CONSOLE_EXIT_ERROR;
+        }
+    }
+
+    sigaction(SIGINT, &old_sa, NULL);
+    mr_console_close(&c);
+    mr_free(o.code);
+    fflush(stdout);
+    return status;
+}
