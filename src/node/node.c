@@ -452,9 +452,10 @@ static void on_net_closed(struct mr_net *net)
     (void)net;
 }
 
-static int fail(struct mr_node *n, int code, const char *fmt, const char *detail)
+/* Logs "what: detail" and records the exit code. */
+static int fail(struct mr_node *n, int code, const char *what, const char *detail)
 {
-    LOGE(fmt, detail);
+    LOGE("%s: %s", what, detail);
     n->exit_code = code;
     return code;
 }
@@ -471,9 +472,9 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
     so.notify = store_notify;
     so.notify_arg = n;
     rv = mr_store_open(&n->store, &so, rec, err);
-    if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged: %s", err);
-    if (rv == MR_ECONFIG) return fail(n, MR_NODE_EXIT_CONFIG, "data directory belongs to another node: %s", err);
-    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot open the data directory: %s", err);
+    if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
+    if (rv == MR_ECONFIG) return fail(n, MR_NODE_EXIT_CONFIG, "data directory belongs to another node", err);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot open the data directory", err);
     if (rec->note[0]) LOGW("storage recovery: %s", rec->note);
     LOGI("recovered: term %llu, log %llu..%llu, snapshot at %llu",
          (unsigned long long)rec->term, (unsigned long long)rec->first_index,
@@ -505,7 +506,7 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
     ro.tracer.data = n;
     ro.tracer.emit_cb = trace_cb;
     rv = mr_raft_init(&n->raft, &ro);
-    if (rv != 0) return fail(n, MR_NODE_EXIT_CONFIG, "invalid Raft options: %s", mr_strerror(rv));
+    if (rv != 0) return fail(n, MR_NODE_EXIT_CONFIG, "invalid Raft options", mr_strerror(rv));
     n->raft_ready = 1;
 
     has_state = rec->term > 0 || rec->n_entries > 0 || rec->has_snapshot;
@@ -522,7 +523,7 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
         p.entries = rec->entries;
         p.n_entries = rec->n_entries;
         rv = mr_raft_load(&n->raft, &p, err);
-        if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot load the log: %s", err);
+        if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot load the log", err);
         n->last_queued = rec->last_index;
         n->persisted_reported = rec->last_index;
         if (rec->has_snapshot) {
@@ -531,7 +532,7 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
             n->applied_term = rec->snap_term;
             n->applied_conf = mr_rcbuf_ref(rec->snap_conf);
             rv = mr_node_snap_restore_newest(n, err);
-            if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot restore the snapshot: %s", err);
+            if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot restore the snapshot", err);
             if (rec->snap_conf)
                 mr_node_apply_config(n, rec->snap_conf->data, rec->snap_conf->len, rec->snap_index);
         }
@@ -572,9 +573,8 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
         LOGI("empty data directory: joining the cluster through %s", n->o->join[0]);
         return 0;
     }
-    return fail(n, MR_NODE_EXIT_CONFIG, "%s",
-                "empty data directory and no way to form a cluster: give peers, "
-                "bootstrap_expect or join");
+    return fail(n, MR_NODE_EXIT_CONFIG, "empty data directory",
+                "no way to form a cluster: give peers, bootstrap_expect or join");
 }
 
 static int start_net(struct mr_node *n)
@@ -598,10 +598,10 @@ static int start_net(struct mr_node *n)
     cb.on_snapshot_chunk = mr_node_on_snapshot_chunk;
     cb.on_event = on_net_event;
     rv = mr_net_init(&n->net, &n->loop, &no, &cb, n);
-    if (rv != 0) return fail(n, MR_NODE_EXIT_CONFIG, "peer transport: %s", mr_net_errmsg(&n->net));
+    if (rv != 0) return fail(n, MR_NODE_EXIT_CONFIG, "peer transport", mr_net_errmsg(&n->net));
     n->net_ready = 1;
     rv = mr_net_listen(&n->net);
-    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen on the peer port: %s", mr_net_errmsg(&n->net));
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen on the peer port", mr_net_errmsg(&n->net));
     LOGI("peer port listening on %s", n->o->raft_addr);
     return 0;
 }
@@ -618,10 +618,10 @@ static int start_http(struct mr_node *n)
     ho.max_connections = n->o->max_connections;
     ho.metrics = &n->metrics;
     rv = mr_http_server_init(&n->http, &n->loop, &ho, mr_node_http_handler, n);
-    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "http server: %s", mr_strerror(rv));
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "http server", mr_strerror(rv));
     n->http_ready = 1;
     rv = mr_http_server_listen(&n->http, n->o->http_addr, err);
-    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen for HTTP: %s", err);
+    if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen for HTTP", err);
     LOGI("HTTP API listening on %s", n->o->http_addr);
     return 0;
 }
@@ -710,7 +710,7 @@ int mr_node_run(const struct mr_node_options *o)
     rv = mr_idem_init(&n->idem, o->idempotency_window ? o->idempotency_window : 100000);
     if (rv == 0) rv = mr_node_json_init(n);
     if (rv != 0) {
-        fail(n, MR_NODE_EXIT_RUNTIME, "%s", "out of memory");
+        fail(n, MR_NODE_EXIT_RUNTIME, "startup", "out of memory");
         goto out;
     }
     mr_node_metrics_init(n);
@@ -721,7 +721,7 @@ int mr_node_run(const struct mr_node_options *o)
     smo.memory_limit_bytes = o->lua_memory_bytes;
     rv = mr_sm_open(&n->sm, &smo, err);
     if (rv != 0) {
-        fail(n, MR_NODE_EXIT_CONFIG, "state machine script: %s", err);
+        fail(n, MR_NODE_EXIT_CONFIG, "state machine script", err);
         goto out;
     }
     LOGI("state machine %s loaded", smo.script_path);

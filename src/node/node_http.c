@@ -128,12 +128,12 @@ static int take_idem_key(struct mr_http_request *req, struct mr_node_op *op)
 static void route_command(struct mr_node *n, struct mr_http_request *req)
 {
     struct mr_node_op *op;
-    if (!method_is(req, HTTP_POST)) return not_allowed(req, "POST");
+    if (!method_is(req, HTTP_POST)) { not_allowed(req, "POST"); return; }
     if (!authorize(n, req, 0) || !check_json(n, req, req->body, req->body_len)) return;
     if ((op = new_op(n, req, OP_COMMAND)) == NULL) return;
     if (!take_idem_key(req, op)) return;
     if (set_body(op, req->body, req->body_len) != 0)
-        return mr_node_op_fail(op, 500, "no_memory", "out of memory");
+        { mr_node_op_fail(op, 500, "no_memory", "out of memory"); return; }
     mr_node_op_submit(n, op);
 }
 
@@ -141,13 +141,13 @@ static void route_query(struct mr_node *n, struct mr_http_request *req)
 {
     struct mr_node_op *op;
     int cons;
-    if (!method_is(req, HTTP_POST) && !method_is(req, HTTP_GET)) return not_allowed(req, "GET, POST");
+    if (!method_is(req, HTTP_POST) && !method_is(req, HTTP_GET)) { not_allowed(req, "GET, POST"); return; }
     if (!authorize(n, req, 0) || !parse_consistency(req, &cons)) return;
     if (!check_json(n, req, req->body, req->body_len)) return;
     if ((op = new_op(n, req, OP_READ)) == NULL) return;
     op->consistency = cons;
     if (set_body(op, req->body, req->body_len) != 0)
-        return mr_node_op_fail(op, 500, "no_memory", "out of memory");
+        { mr_node_op_fail(op, 500, "no_memory", "out of memory"); return; }
     mr_node_op_submit(n, op);
 }
 
@@ -162,7 +162,7 @@ static void route_kv(struct mr_node *n, struct mr_http_request *req, const char 
     if (!authorize(n, req, 0)) return;
     if (klen == 0) {
         const char *prefix = mr_http_request_param(req, "prefix");
-        if (!method_is(req, HTTP_GET)) return not_allowed(req, "GET");
+        if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
         if (!parse_consistency(req, &cons)) return;
         if ((op = new_op(n, req, OP_READ)) == NULL) return;
         op->consistency = cons;
@@ -180,10 +180,10 @@ static void route_kv(struct mr_node *n, struct mr_http_request *req, const char 
         mr_http_json_obj_end(&j);
         if (b.is_oom || set_body(op, b.data, b.len) != 0) {
             mr_http_buf_close(&b);
-            return mr_node_op_fail(op, 500, "no_memory", "out of memory");
+            { mr_node_op_fail(op, 500, "no_memory", "out of memory"); return; }
         }
         mr_http_buf_close(&b);
-        return mr_node_op_submit(n, op);
+        { mr_node_op_submit(n, op); return; }
     }
     if (klen >= sizeof op->kv_key) {
         mr_http_respond_error(req, 400, "invalid_request", "key too long (max 511 bytes)", NULL, 0);
@@ -204,7 +204,7 @@ static void route_kv(struct mr_node *n, struct mr_http_request *req, const char 
         op->shape = SHAPE_KV_WRITE;
         if (!take_idem_key(req, op)) return;
     } else {
-        return not_allowed(req, "GET, PUT, DELETE");
+        { not_allowed(req, "GET, PUT, DELETE"); return; }
     }
     memcpy(op->kv_key, key, klen + 1);
     mr_http_buf_init(&b);
@@ -221,7 +221,7 @@ static void route_kv(struct mr_node *n, struct mr_http_request *req, const char 
     mr_http_json_obj_end(&j);
     if (b.is_oom || set_body(op, b.data, b.len) != 0) {
         mr_http_buf_close(&b);
-        return mr_node_op_fail(op, 500, "no_memory", "out of memory");
+        { mr_node_op_fail(op, 500, "no_memory", "out of memory"); return; }
     }
     mr_http_buf_close(&b);
     mr_node_op_submit(n, op);
@@ -248,7 +248,7 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     struct mr_http_json j;
     char lb[72], err[MR_ERRMSG_SIZE];
     const char *leader;
-    if (!method_is(req, HTTP_GET)) return not_allowed(req, "GET");
+    if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
     if (!authorize(n, req, 0)) return;
     mr_raft_status(&n->raft, &st);
     if (!n->has_hash || n->hash_index != n->applied) {
@@ -289,6 +289,12 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_node_members_json(n, &j);
     mr_http_json_key(&j, "disk_error");
     mr_http_json_str(&j, n->disk_error ? n->disk_errmsg : NULL);
+    mr_http_json_key(&j, "snapshots_taken");
+    mr_http_json_uint(&j, n->snapshots_taken);
+    mr_http_json_key(&j, "snapshots_installed");
+    mr_http_json_uint(&j, n->snapshots_installed);
+    mr_http_json_key(&j, "snapshots_sent");
+    mr_http_json_uint(&j, n->snapshots_sent);
     mr_http_json_key(&j, "bootstrapping");
     mr_http_json_bool(&j, n->is_bootstrapping);
     mr_http_json_key(&j, "version");
@@ -317,15 +323,15 @@ static void route_members(struct mr_node *n, struct mr_http_request *req, const 
             mr_http_buf_close(&b);
             return;
         }
-        if (!method_is(req, HTTP_POST)) return not_allowed(req, "GET, POST");
+        if (!method_is(req, HTTP_POST)) { not_allowed(req, "GET, POST"); return; }
         if (!authorize(n, req, 1) || !check_json(n, req, req->body, req->body_len)) return;
         if ((op = new_op(n, req, OP_MEMBER_ADD)) == NULL) return;
         op->shape = SHAPE_RAW;
         if (set_body(op, req->body, req->body_len) != 0)
-            return mr_node_op_fail(op, 500, "no_memory", "out of memory");
-        return mr_node_op_submit(n, op);
+            { mr_node_op_fail(op, 500, "no_memory", "out of memory"); return; }
+        { mr_node_op_submit(n, op); return; }
     }
-    if (!method_is(req, HTTP_DELETE)) return not_allowed(req, "DELETE");
+    if (!method_is(req, HTTP_DELETE)) { not_allowed(req, "DELETE"); return; }
     if (!authorize(n, req, 1)) return;
     if ((op = new_op(n, req, OP_MEMBER_REMOVE)) == NULL) return;
     op->shape = SHAPE_RAW;
@@ -333,7 +339,7 @@ static void route_members(struct mr_node *n, struct mr_http_request *req, const 
     {
         struct mr_node_member m;
         if (mr_node_find_member(n, op->target, &m) != 0)
-            return mr_node_op_fail(op, 404, "not_found", "no such member");
+            { mr_node_op_fail(op, 404, "not_found", "no such member"); return; }
     }
     mr_node_op_submit(n, op);
 }
@@ -344,7 +350,7 @@ static void route_transfer(struct mr_node *n, struct mr_http_request *req)
     char fields[1][256];
     static const char *const names[] = {"id"};
     char err[MR_ERRMSG_SIZE];
-    if (!method_is(req, HTTP_POST)) return not_allowed(req, "POST");
+    if (!method_is(req, HTTP_POST)) { not_allowed(req, "POST"); return; }
     if (!authorize(n, req, 1)) return;
     fields[0][0] = '\0';
     if (req->body_len > 0 && mr_node_json_fields(n, req->body, req->body_len, names, fields, 1, err) != 0) {
@@ -357,7 +363,7 @@ static void route_transfer(struct mr_node *n, struct mr_http_request *req)
         struct mr_node_member m;
         op->target = mr_node_id_from_name(fields[0]);
         if (mr_node_find_member(n, op->target, &m) != 0 || m.role != MR_RAFT_VOTER)
-            return mr_node_op_fail(op, 404, "not_found", "no such voting member");
+            { mr_node_op_fail(op, 404, "not_found", "no such voting member"); return; }
     } else {
         /* The most caught-up voter other than the leader. */
         struct mr_raft_status st;
@@ -373,14 +379,14 @@ static void route_transfer(struct mr_node *n, struct mr_http_request *req)
             }
         }
         if (op->target == 0 && n->role == MR_RAFT_LEADER)
-            return mr_node_op_fail(op, 409, "busy", "no other voter to transfer to");
+            { mr_node_op_fail(op, 409, "busy", "no other voter to transfer to"); return; }
     }
     mr_node_op_submit(n, op);
 }
 
 static void route_snapshot(struct mr_node *n, struct mr_http_request *req)
 {
-    if (!method_is(req, HTTP_POST)) return not_allowed(req, "POST");
+    if (!method_is(req, HTTP_POST)) { not_allowed(req, "POST"); return; }
     if (!authorize(n, req, 1)) return;
     if (n->job_running || n->snap_work_busy) {
         mr_http_respond_error(req, 409, "busy", "a snapshot is already being taken", NULL, 0);
@@ -423,7 +429,7 @@ static void update_gauges(struct mr_node *n)
 static void route_metrics(struct mr_node *n, struct mr_http_request *req)
 {
     struct mr_http_buf b;
-    if (!method_is(req, HTTP_GET)) return not_allowed(req, "GET");
+    if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
     if (!authorize(n, req, 0)) return;
     update_gauges(n);
     mr_http_buf_init(&b);
@@ -464,20 +470,20 @@ void mr_node_http_handler(void *data, struct mr_http_request *req)
 {
     struct mr_node *n = data;
     const char *p = req->path;
-    if (strcmp(p, "/v1/command") == 0) return route_command(n, req);
-    if (strcmp(p, "/v1/query") == 0) return route_query(n, req);
-    if (strncmp(p, "/v1/kv/", 7) == 0) return route_kv(n, req, p + 7);
-    if (strcmp(p, "/v1/kv") == 0) return route_kv(n, req, "");
-    if (strcmp(p, "/v1/status") == 0) return route_status(n, req);
-    if (strcmp(p, "/v1/members") == 0) return route_members(n, req, "");
-    if (strncmp(p, "/v1/members/", 12) == 0) return route_members(n, req, p + 12);
-    if (strcmp(p, "/v1/leader/transfer") == 0) return route_transfer(n, req);
-    if (strcmp(p, "/v1/snapshot") == 0) return route_snapshot(n, req);
+    if (strcmp(p, "/v1/command") == 0) { route_command(n, req); return; }
+    if (strcmp(p, "/v1/query") == 0) { route_query(n, req); return; }
+    if (strncmp(p, "/v1/kv/", 7) == 0) { route_kv(n, req, p + 7); return; }
+    if (strcmp(p, "/v1/kv") == 0) { route_kv(n, req, ""); return; }
+    if (strcmp(p, "/v1/status") == 0) { route_status(n, req); return; }
+    if (strcmp(p, "/v1/members") == 0) { route_members(n, req, ""); return; }
+    if (strncmp(p, "/v1/members/", 12) == 0) { route_members(n, req, p + 12); return; }
+    if (strcmp(p, "/v1/leader/transfer") == 0) { route_transfer(n, req); return; }
+    if (strcmp(p, "/v1/snapshot") == 0) { route_snapshot(n, req); return; }
     if (strcmp(p, "/v1/watch") == 0) {
-        if (!method_is(req, HTTP_GET)) return not_allowed(req, "GET");
+        if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
         if (!authorize(n, req, 0)) return;
-        return mr_node_watch_add(n, req);
+        { mr_node_watch_add(n, req); return; }
     }
-    if (strcmp(p, "/metrics") == 0) return route_metrics(n, req);
+    if (strcmp(p, "/metrics") == 0) { route_metrics(n, req); return; }
     mr_http_respond_error(req, 404, "not_found", "no such endpoint", NULL, 0);
 }

@@ -165,20 +165,33 @@ static int bootstrap_with(struct mr_node *n, struct mr_raft_config *cfg)
     return 0;
 }
 
+static int cmp_peer(const void *a, const void *b)
+{
+    return strcmp(((const struct mr_node_peer *const *)a)[0]->name,
+                  ((const struct mr_node_peer *const *)b)[0]->name);
+}
+
 int mr_node_members_bootstrap_static(struct mr_node *n)
 {
     struct mr_raft_config cfg;
+    const struct mr_node_peer *sorted[64];
     char ctx[512];
-    size_t i;
+    size_t i, np = n->o->n_peers;
     int rv = 0, self_in = 0;
+    if (np > sizeof sorted / sizeof sorted[0]) {
+        LOGE("too many peers (%zu, at most 64)", np);
+        n->exit_code = MR_NODE_EXIT_CONFIG;
+        return MR_NODE_EXIT_CONFIG;
+    }
+    /* Every node must write the very same entry at index 1: sort by name. */
+    for (i = 0; i < np; i++) sorted[i] = &n->o->peers[i];
+    qsort(sorted, np, sizeof sorted[0], cmp_peer);
     mr_raft_config_init(&cfg);
-    for (i = 0; i < n->o->n_peers && rv == 0; i++) {
-        const struct mr_node_peer *p = &n->o->peers[i];
+    for (i = 0; i < np && rv == 0; i++) {
+        const struct mr_node_peer *p = sorted[i];
+        /* Only what every node's peer list says: the entry must be identical. */
         const char *http = p->http_addr;
-        if (strcmp(p->name, n->name) == 0) {
-            self_in = 1;
-            http = n->o->http_addr;
-        }
+        if (strcmp(p->name, n->name) == 0) self_in = 1;
         mr_node_member_context(ctx, sizeof ctx, p->name, p->raft_addr, http, 0);
         rv = mr_raft_config_add(&cfg, mr_node_id_from_name(p->name), MR_RAFT_VOTER, ctx);
     }
@@ -253,11 +266,12 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
     int rv;
 
     if (mr_node_json_fields(n, op->body, op->body_len, names, f, 4, err) != 0)
-        return mr_node_op_fail(op, 400, "invalid_json", err);
+        { mr_node_op_fail(op, 400, "invalid_json", err); return; }
     if (f[0][0] == '\0' || f[1][0] == '\0')
-        return mr_node_op_fail(op, 400, "invalid_request", "id and raft_addr are required");
-    if (strlen(f[0]) > MR_NODE_NAME_MAX || strchr(f[0], ' ') || strchr(f[1], ' ') || strchr(f[2], ' '))
-        return mr_node_op_fail(op, 400, "invalid_request", "bad id or address");
+        { mr_node_op_fail(op, 400, "invalid_request", "id and raft_addr are required"); return; }
+    if (strlen(f[0]) > MR_NODE_NAME_MAX || strlen(f[1]) >= 128 || strlen(f[2]) >= 128 ||
+        strchr(f[0], ' ') || strchr(f[1], ' ') || strchr(f[2], ' '))
+        { mr_node_op_fail(op, 400, "invalid_request", "bad id or address"); return; }
     id = mr_node_id_from_name(f[0]);
 
     if (n->is_bootstrapping) {
@@ -271,8 +285,8 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
                 m->id = id;
                 m->role = MR_RAFT_VOTER;
                 snprintf(m->name, sizeof m->name, "%s", f[0]);
-                snprintf(m->raft_addr, sizeof m->raft_addr, "%s", f[1]);
-                snprintf(m->http_addr, sizeof m->http_addr, "%s", f[2]);
+                memcpy(m->raft_addr, f[1], strlen(f[1]) + 1); /* lengths checked above */
+                memcpy(m->http_addr, f[2], strlen(f[2]) + 1);
                 LOGI("%s asked to join (%u of %u members known)", f[0], n->n_pending_members + 1,
                      n->o->bootstrap_expect);
             }
@@ -289,9 +303,9 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
         if (strcmp(existing.raft_addr, f[1]) == 0) {
             /* Already a member (a restarted joiner asking again): say so. */
             mr_net_set_peer(&n->net, id, f[1]);
-            return answer_join(n, op);
+            { answer_join(n, op); return; }
         }
-        return mr_node_op_fail(op, 409, "exists", "a member with that id (or a colliding one) exists");
+        { mr_node_op_fail(op, 409, "exists", "a member with that id (or a colliding one) exists"); return; }
     }
     if (op->fwd_from != 0 && op->fwd_from != id) {
         /* fine: a follower relayed the joiner's request */
@@ -309,7 +323,7 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
         return;
     }
     if (rv == MR_EBUSY) return mr_node_op_fail(op, 409, "busy", "another membership change is in progress; retry");
-    if (rv != 0) return mr_node_op_fail(op, 500, mr_err_name(rv), mr_strerror(rv));
+    if (rv != 0) { mr_node_op_fail(op, 500, mr_err_name(rv), mr_strerror(rv)); return; }
     LOGI("adding %s (%s) as a learner", f[0], f[1]);
     op->index = ev.out_index;
     op->term = ev.out_term;

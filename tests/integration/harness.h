@@ -15,8 +15,8 @@ struct mr_it_node {
     char name[16];
     int raft_port;
     int http_port;
-    char data_dir[256];
-    char log_path[300];
+    char data_dir[300];
+    char log_path[320];
     pid_t pid; /* 0 when not running */
     int paused;
 };

@@ -1,0 +1,238 @@
+/* Integration: real moonraft processes on loopback, driven over HTTP. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct mr_it_cluster cluster;
+
+static int setup_none(void **state)
+{
+    (void)state;
+    memset(&cluster, 0, sizeof cluster);
+    return 0;
+}
+
+static int teardown_cluster(void **state)
+{
+    (void)state;
+    mr_it_cluster_destroy(&cluster);
+    return 0;
+}
+
+#define EXPECT_STATUS(resp, want)                                                  \
+    do {                                                                           \
+        if ((resp).status != (want)) {                                             \
+            fprintf(stderr, "line %d: status %d (want %d), body: %s\n", __LINE__, \
+                    (resp).status, (want), (resp).body);                           \
+            mr_it_dump_logs(&cluster);                                             \
+            fail();                                                                \
+        }                                                                          \
+    } while (0)
+
+static void put_key(int node, const char *key, const char *value_json)
+{
+    char path[256];
+    struct mr_it_resp r;
+    snprintf(path, sizeof path, "/v1/kv/%s", key);
+    r = mr_it_http(&cluster, node, "PUT", path, value_json, NULL);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+}
+
+static void expect_key(int node, const char *key, const char *value)
+{
+    char path[256];
+    struct mr_it_resp r;
+    snprintf(path, sizeof path, "/v1/kv/%s", key);
+    r = mr_it_http(&cluster, node, "GET", path, NULL, NULL);
+    EXPECT_STATUS(r, 200);
+    assert_string_equal(mr_it_jq(r.body, "j.value"), value);
+    mr_it_resp_free(&r);
+}
+
+static void start_static(int n, const char *extra)
+{
+    int i;
+    mr_it_cluster_init(&cluster, n);
+    for (i = 0; i < n; i++) mr_it_start_static(&cluster, i, extra);
+}
+
+/* The seed's scenario: 4 nodes, writes through two nodes, read from a third,
+ * kill -9 the leader, a new leader within a second, nothing acknowledged lost. */
+static void test_four_nodes_survive_leader_kill(void **state)
+{
+    int leader, next, i, reader;
+    long long t0, elapsed;
+    char key[32], val[32];
+    (void)state;
+    start_static(4, NULL);
+    leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    for (i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "%d", i);
+        put_key(i % 2, key, val);
+    }
+    for (i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "%d", i);
+        expect_key(2, key, val);
+    }
+    t0 = mr_it_now_ms();
+    mr_it_kill9(&cluster, leader);
+    next = mr_it_wait_leader(&cluster, 5000, 0);
+    elapsed = mr_it_now_ms() - t0;
+    assert_true(next >= 0 && next != leader);
+    fprintf(stderr, "re-election took %lld ms\n", elapsed);
+    assert_true(elapsed < 1000);
+    reader = (next + 1) % 4 == leader ? (next + 2) % 4 : (next + 1) % 4;
+    for (i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "%d", i);
+        expect_key(reader, key, val);
+    }
+    put_key(reader, "after", "\"kill\"");
+    expect_key(next, "after", "kill");
+}
+
+/* Restart every node: state and membership intact. */
+static void test_full_restart_keeps_state_and_members(void **state)
+{
+    int i, leader;
+    struct mr_it_resp r;
+    (void)state;
+    start_static(3, NULL);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+    put_key(0, "durable", "{\"nested\":[1,2,3]}");
+    for (i = 0; i < 3; i++) assert_int_equal(mr_it_stop(&cluster, i), 0);
+    for (i = 0; i < 3; i++) mr_it_start_static(&cluster, i, NULL);
+    leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    expect_key(1, "durable", "{\"nested\":[1,2,3]}");
+    r = mr_it_http(&cluster, 2, "GET", "/v1/members", NULL, NULL);
+    EXPECT_STATUS(r, 200);
+    assert_string_equal(mr_it_jq(r.body, "#j.members"), "3");
+    mr_it_resp_free(&r);
+}
+
+/* After a write load every node reports the same applied index and state hash. */
+static void test_replicas_converge_to_identical_state(void **state)
+{
+    int i, round;
+    char key[32], val[32], hash0[128], applied0[64];
+    (void)state;
+    start_static(3, NULL);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+    for (i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "load%d", i % 37);
+        snprintf(val, sizeof val, "%d", i);
+        put_key(i % 3, key, val);
+    }
+    for (round = 0; round < 100; round++) {
+        int same = 1;
+        for (i = 0; i < 3; i++) {
+            struct mr_it_resp r = mr_it_http(&cluster, i, "GET", "/v1/status", NULL, NULL);
+            EXPECT_STATUS(r, 200);
+            if (i == 0) {
+                snprintf(hash0, sizeof hash0, "%s", mr_it_jq(r.body, "j.state_hash"));
+                snprintf(applied0, sizeof applied0, "%s", mr_it_jq(r.body, "j.applied"));
+            } else if (strcmp(hash0, mr_it_jq(r.body, "j.state_hash")) != 0 ||
+                       strcmp(applied0, mr_it_jq(r.body, "j.applied")) != 0) {
+                same = 0;
+            }
+            mr_it_resp_free(&r);
+        }
+        if (same) break;
+        mr_it_sleep_ms(50);
+    }
+    assert_true(round < 100);
+    assert_int_equal((int)strlen(hash0), 64);
+}
+
+/* A script error, an infinite loop and a memory bomb each answer an error to
+ * the client, and the cluster keeps serving. */
+static void test_runaway_scripts_fail_alone(void **state)
+{
+    struct mr_it_resp r;
+    const char *bad[] = {
+        "{\"op\":\"error\",\"message\":\"boom\"}",
+        "{\"op\":\"loop\"}",
+        "{\"op\":\"bomb\"}",
+    };
+    int i;
+    char extra[512];
+    (void)state;
+    snprintf(extra, sizeof extra, "--state-machine %s/tests/integration/fixtures/hostile.lua --lua-memory-mb 64",
+             MR_SOURCE_DIR);
+    start_static(3, extra);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+    for (i = 0; i < 3; i++) {
+        r = mr_it_http(&cluster, i, "POST", "/v1/command", bad[i], NULL);
+        EXPECT_STATUS(r, 422);
+        assert_string_equal(mr_it_jq(r.body, "j.error.code"), "script_error");
+        mr_it_resp_free(&r);
+    }
+    r = mr_it_http(&cluster, 1, "POST", "/v1/command", "{\"op\":\"incr\"}", NULL);
+    EXPECT_STATUS(r, 200);
+    assert_string_equal(mr_it_jq(r.body, "j.result"), "1");
+    mr_it_resp_free(&r);
+}
+
+/* Bad config and a missing script stop the node with exit code 2 and a
+ * message naming the problem; garbage on the peer port is refused while the
+ * cluster keeps serving. */
+static void test_bad_inputs_give_clear_errors(void **state)
+{
+    struct sockaddr_in a;
+    int fd, rc;
+    const char junk[] = "GET / HTTP/1.1\r\n\r\n\x00\xff\xfe garbage garbage";
+    (void)state;
+    mr_it_cluster_init(&cluster, 3);
+    mr_it_start_args(&cluster, 0, "--election-timeout-ms 10");
+    rc = mr_it_wait_exit(&cluster, 0, 5000);
+    assert_int_equal(rc, 2);
+    mr_it_start_args(&cluster, 0, "--peers n1=127.0.0.1:1 --state-machine /nonexistent.lua");
+    rc = mr_it_wait_exit(&cluster, 0, 5000);
+    assert_int_equal(rc, 2);
+    for (rc = 0; rc < 3; rc++) mr_it_start_static(&cluster, rc, NULL);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)cluster.nodes[1].raft_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_true(write(fd, junk, sizeof junk) > 0);
+    close(fd);
+    put_key(1, "still", "\"serving\"");
+    expect_key(2, "still", "serving");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_four_nodes_survive_leader_kill, setup_none,
+                                        teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_full_restart_keeps_state_and_members,
+                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_replicas_converge_to_identical_state,
+                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_runaway_scripts_fail_alone, setup_none,
+                                        teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_bad_inputs_give_clear_errors, setup_none,
+                                        teardown_cluster),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
