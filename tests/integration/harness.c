@@ -113,17 +113,47 @@ static void rm_rf(const char *path)
     rmdir(path);
 }
 
-void mr_it_cluster_destroy(struct mr_it_cluster *c)
+/* Counts sanitizer reports in a node's log (ASan, UBSan, LSan). */
+static int sanitizer_findings(const char *path)
 {
-    int i;
-    for (i = 0; i < c->n; i++) {
-        if (c->nodes[i].pid > 0) mr_it_kill9(c, i);
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int found = 0;
+    if (f == NULL) return 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strstr(line, "Sanitizer") != NULL || strstr(line, "runtime error:") != NULL) {
+            if (found == 0) fprintf(stderr, "harness: sanitizer report in %s:\n", path);
+            if (found < 30) fputs(line, stderr);
+            found++;
+        }
     }
+    fclose(f);
+    return found;
+}
+
+int mr_it_cluster_destroy(struct mr_it_cluster *c)
+{
+    int i, bad = 0;
+    /* A graceful stop, so leak checks run in sanitizer builds. */
+    for (i = 0; i < MR_IT_MAX_NODES; i++) {
+        if (c->nodes[i].pid > 0) {
+            int rc = mr_it_stop(c, i);
+            if (rc != 0) {
+                fprintf(stderr, "harness: %s exited with %d on SIGTERM\n", c->nodes[i].name, rc);
+                bad++;
+            }
+        }
+    }
+    for (i = 0; i < MR_IT_MAX_NODES; i++) {
+        if (c->nodes[i].log_path[0]) bad += sanitizer_findings(c->nodes[i].log_path);
+    }
+    if (bad) mr_it_dump_logs(c);
     if (getenv("MR_IT_KEEP") == NULL) {
         rm_rf(c->root);
     } else {
         fprintf(stderr, "harness: kept %s\n", c->root);
     }
+    return bad;
 }
 
 /* Split a command line on spaces (no quoting needed by our tests). */

@@ -38,9 +38,11 @@ struct mr_it_resp {
 /* Create a cluster description of n nodes (n1..nN) with free ports and a temp
  * root dir; nothing is started. */
 void mr_it_cluster_init(struct mr_it_cluster *c, int n);
-/* Kill every node still running (SIGKILL after a grace period), remove the
- * temp dir unless MR_IT_KEEP is set. */
-void mr_it_cluster_destroy(struct mr_it_cluster *c);
+/* Stops every node still running (SIGTERM, SIGKILL after 10 s), checks every
+ * node's log for sanitizer reports, removes the temp dir unless MR_IT_KEEP is
+ * set. Returns the number of problems (nonzero exit on SIGTERM, sanitizer
+ * reports): teardowns return it so cmocka fails the test. */
+int mr_it_cluster_destroy(struct mr_it_cluster *c);
 
 /* Start node i with a static peer list of all n nodes. `extra` is appended
  * (may be NULL). Returns the pid. */

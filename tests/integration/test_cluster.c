@@ -27,8 +27,7 @@ static int setup_none(void **state)
 static int teardown_cluster(void **state)
 {
     (void)state;
-    mr_it_cluster_destroy(&cluster);
-    return 0;
+    return mr_it_cluster_destroy(&cluster);
 }
 
 #define EXPECT_STATUS(resp, want)                                                  \

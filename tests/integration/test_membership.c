@@ -17,8 +17,7 @@ static struct mr_it_cluster cluster;
 static int teardown_cluster(void **state)
 {
     (void)state;
-    mr_it_cluster_destroy(&cluster);
-    return 0;
+    return mr_it_cluster_destroy(&cluster);
 }
 
 #define EXPECT_STATUS(resp, want)                                                  \
