@@ -590,7 +590,7 @@ int mr_lc_minimise(const struct mr_lc_op *ops, size_t n, size_t **out, size_t *n
         m = hi;
     /* 2. greedy one-by-one removal (latest first), keeping writes whose
      * values are observed by a kept op. Bounded to keep it fast. */
-    size_t budget = 4000;
+    size_t budget = m <= 1000 ? 3000 : 0; /* greedy only on small windows */
     bool changed = true;
     while (changed && budget > 0) {
         changed = false;
