@@ -24,6 +24,10 @@ return {
   -- peers, else "127.0.0.1:7001".
   raft_addr = "127.0.0.1:" .. (base_raft + n),
 
+  -- Optional: the "host:port" to bind for peer traffic when other nodes reach
+  -- this one through a different address (NAT, a proxy). Default: raft_addr.
+  -- raft_listen = "0.0.0.0:7001",
+
   -- "host:port" for the HTTP/JSON API. Default "127.0.0.1:8001".
   http_addr = "127.0.0.1:" .. (base_http + n),
 
@@ -38,7 +42,7 @@ return {
   --   bootstrap_expect = N (+ join): start a new cluster once N nodes know
   --       each other (integer >= 1);
   --   join = "host:port" or {"host:port", ...}: join an existing cluster
-  --       through any of its members' raft addresses.
+  --       through any of its members' HTTP addresses (http_addr).
   -- None of them is fine for a node whose data_dir already holds state.
   peers = {
     n1 = { raft = "127.0.0.1:7001", http = "127.0.0.1:8001" },

@@ -37,7 +37,7 @@ return {
   --   bootstrap_expect = N (+ join): start a new cluster once N nodes know
   --       each other (integer >= 1);
   --   join = "host:port" or {"host:port", ...}: join an existing cluster
-  --       through any of its members' raft addresses.
+  --       through any of its members' HTTP addresses (http_addr).
   -- None of them is fine for a node whose data_dir already holds state.
   peers = {
     n1 = { raft = "127.0.0.1:7001", http = "127.0.0.1:8001" },

@@ -80,6 +80,7 @@ static int run_node(int argc, char **argv)
     o.name = cfg.id;
     o.data_dir = cfg.data_dir;
     o.raft_addr = cfg.raft_addr;
+    o.raft_listen = cfg.raft_listen;
     o.http_addr = cfg.http_addr;
     o.state_machine = cfg.state_machine;
     if (cfg.n_peers > 0) {

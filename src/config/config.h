@@ -44,6 +44,7 @@ struct mr_cfg {
     char *id;            /* required */
     char *data_dir;      /* default "data/<id>" */
     char *raft_addr;     /* default: peers[id] if given, else "127.0.0.1:7001" */
+    char *raft_listen;   /* address to bind for peer traffic; NULL = raft_addr */
     char *http_addr;     /* default: peers[id].http if given, else "127.0.0.1:8001" */
     char *state_machine; /* default "lua/kv.lua" */
 
@@ -53,7 +54,7 @@ struct mr_cfg {
     struct mr_cfg_peer *peers; /* static membership, includes this node */
     size_t n_peers;
     int bootstrap_expect; /* 0 = not set; else wait for this many voters */
-    char **join;          /* addresses (raft "host:port") of existing members */
+    char **join;          /* HTTP "host:port" addresses of existing members */
     size_t n_join;
 
     int heartbeat_ms;            /* default 50, 1..60000 */

@@ -588,7 +588,7 @@ static int start_net(struct mr_node *n)
     no.self_name = n->name;
     no.cluster_id = n->o->cluster_id && n->o->cluster_id[0] ? n->o->cluster_id : "moonraft";
     no.secret = n->o->cluster_secret;
-    no.listen_addr = n->o->raft_addr;
+    no.listen_addr = n->o->raft_listen ? n->o->raft_listen : n->o->raft_addr;
     no.backoff_min_ms = 20;
     no.backoff_max_ms = 1000;
     no.connect_timeout_ms = 1000;
@@ -602,7 +602,7 @@ static int start_net(struct mr_node *n)
     n->net_ready = 1;
     rv = mr_net_listen(&n->net);
     if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen on the peer port", mr_net_errmsg(&n->net));
-    LOGI("peer port listening on %s", n->o->raft_addr);
+    LOGI("peer port listening on %s (advertised as %s)", no.listen_addr, n->o->raft_addr);
     return 0;
 }
 
