@@ -14,6 +14,9 @@
 --        "after", only keys sorting after it (to page: pass the last key).
 --        A list seeks in an ordered index: O(log n + limit).
 --   {"op":"count"}                             -> {"count":n}
+--   {"op":"mput","items":{k1:v1,k2:v2,...}}    -> {"ok":true,"count":n}
+--        many puts in one entry (bulk loads); every item is checked before
+--        any is stored, so a malformed mput changes nothing.
 -- Keys are non-empty strings; values are any JSON (objects, arrays, numbers
 -- with exact 64-bit integers, strings, booleans, null).
 --
@@ -98,6 +101,26 @@ function writers.put(cmd, ctx)
   data[k] = v
   ctx.emit({ op = "put", key = k, value = v })
   return { ok = true }
+end
+
+function writers.mput(cmd, ctx)
+  local items = cmd.items
+  if type(items) ~= "table" then bad("items must be an object of key: value") end
+  local keys = {}
+  for k, v in pairs(items) do
+    if type(k) ~= "string" or k == "" then bad("items: keys must be non-empty strings") end
+    if v == nil then bad("items: value is required") end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys) -- emit events in the same order on every replica
+  for i = 1, #keys do
+    local k = keys[i]
+    local v = items[k]
+    if data[k] == nil then index:add(k) end
+    data[k] = v
+    ctx.emit({ op = "put", key = k, value = v })
+  end
+  return { ok = true, count = #keys }
 end
 
 function writers.delete(cmd, ctx)

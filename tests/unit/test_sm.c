@@ -930,13 +930,30 @@ static void test_kv_put_get_delete_cas_list(void **state)
     expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"ab\"}",
                  "{\"deleted\":false,\"ok\":true}");
     expect_apply(sm, i++, "{\"op\":\"count\"}", "{\"count\":2}");
+    /* mput: many keys in one command; an existing key is overwritten */
+    expect_apply(sm, i++, "{\"op\":\"mput\",\"items\":{\"m2\":[2],\"m1\":1,\"b\":\"z\"}}",
+                 "{\"count\":3,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"list\",\"prefix\":\"m\"}",
+                 "{\"items\":[{\"key\":\"m1\",\"value\":1},{\"key\":\"m2\",\"value\":[2]}],"
+                 "\"truncated\":false}");
+    expect_apply(sm, i++, "{\"op\":\"get\",\"key\":\"b\"}", "{\"value\":\"z\"}");
+    expect_apply(sm, i++, "{\"op\":\"mput\",\"items\":{}}", "{\"count\":0,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"m1\"}",
+                 "{\"deleted\":true,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"delete\",\"key\":\"m2\"}",
+                 "{\"deleted\":true,\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"b\",\"value\":\"y\"}",
+                 "{\"ok\":true}");
     /* bad commands fail as script errors and change nothing */
     static const char *const bad[] = {"{\"op\":\"put\",\"key\":\"\",\"value\":1}",
                                       "{\"op\":\"put\",\"key\":\"k\"}",
                                       "{\"op\":\"put\",\"key\":3,\"value\":1}",
                                       "{\"op\":\"zap\"}",
                                       "[1]",
-                                      "{\"op\":\"list\",\"limit\":-1}"};
+                                      "{\"op\":\"list\",\"limit\":-1}",
+                                      "{\"op\":\"mput\"}",
+                                      "{\"op\":\"mput\",\"items\":[1,2]}",
+                                      "{\"op\":\"mput\",\"items\":{\"ok\":1,\"\":2}}"};
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         struct mr_sm_result res = {0};
         assert_int_equal(apply_at(sm, i++, bad[k], &res), MR_SM_SCRIPT_ERROR);
