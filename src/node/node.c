@@ -133,7 +133,11 @@ static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
     }
     ctx.index = e->index;
     ctx.term = e->term;
-    ctx.time_ms = (int64_t)ne.time_ms;
+    /* ctx.time never goes backwards, even when a new leader's clock is
+     * behind the old one's: the same clamp runs on every replica, and the
+     * last value travels in snapshots. */
+    if (ne.time_ms > n->last_time_ms) n->last_time_ms = ne.time_ms;
+    ctx.time_ms = (int64_t)n->last_time_ms;
     rv = mr_sm_apply(n->sm, &ctx, ne.cmd, ne.cmd_len, &res);
     if (rv != 0) {
         LOGE("state machine host failed at entry %llu: %s; stopping to avoid divergence",
@@ -313,7 +317,7 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
     struct mr_rcbuf *payload;
     int rv;
     if (n->disk_error) return MR_EDISKFAIL;
-    payload = mr_node_entry_encode(wall_ms(), op->key, op->key_len, op->body, op->body_len);
+    payload = mr_node_entry_encode(wall_ms() > n->last_time_ms ? wall_ms() : n->last_time_ms, op->key, op->key_len, op->body, op->body_len);
     if (payload == NULL) return MR_ENOMEM;
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_PROPOSE;

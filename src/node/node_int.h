@@ -204,6 +204,7 @@ struct mr_node {
     /* State machine */
     mr_index applied;
     mr_term applied_term;
+    uint64_t last_time_ms; /* ctx.time of the last applied command (monotonic) */
     struct mr_rcbuf *applied_conf; /* encoded config as of `applied` */
     struct mr_idem idem;
     char hash[65];

@@ -270,8 +270,10 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
     if (f[0][0] == '\0' || f[1][0] == '\0')
         { mr_node_op_fail(op, 400, "invalid_request", "id and raft_addr are required"); return; }
     if (strlen(f[0]) > MR_NODE_NAME_MAX || strlen(f[1]) >= 128 || strlen(f[2]) >= 128 ||
-        strchr(f[0], ' ') || strchr(f[1], ' ') || strchr(f[2], ' '))
-        { mr_node_op_fail(op, 400, "invalid_request", "bad id or address"); return; }
+        strspn(f[0], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+            strlen(f[0]) ||
+        strchr(f[1], ' ') || strchr(f[2], ' '))
+        { mr_node_op_fail(op, 400, "invalid_request", "bad id (use [A-Za-z0-9_.-]{1,64}) or address"); return; }
     id = mr_node_id_from_name(f[0]);
 
     if (n->is_bootstrapping) {
@@ -284,14 +286,11 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
                 memset(m, 0, sizeof *m);
                 m->id = id;
                 m->role = MR_RAFT_VOTER;
-                snprintf(m->name, sizeof m->name, "%s", f[0]);
+                memcpy(m->name, f[0], strlen(f[0]) + 1); /* length checked above */
                 memcpy(m->raft_addr, f[1], strlen(f[1]) + 1); /* lengths checked above */
                 memcpy(m->http_addr, f[2], strlen(f[2]) + 1);
                 LOGI("%s asked to join (%u of %u members known)", f[0], n->n_pending_members + 1,
                      n->o->bootstrap_expect);
-            }
-            if (op->fwd_from == 0 && op->req == NULL) {
-                /* nothing */
             }
         }
         mr_net_set_peer(&n->net, id, f[1]);
@@ -306,9 +305,6 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
             { answer_join(n, op); return; }
         }
         { mr_node_op_fail(op, 409, "exists", "a member with that id (or a colliding one) exists"); return; }
-    }
-    if (op->fwd_from != 0 && op->fwd_from != id) {
-        /* fine: a follower relayed the joiner's request */
     }
     mr_net_set_peer(&n->net, id, f[1]);
     mr_node_member_context(ctx, sizeof ctx, f[0], f[1], f[2], strcmp(f[3], "true") == 0);

@@ -1,7 +1,12 @@
 /* node_snap: taking, sending, receiving and installing snapshots.
  *
  * Node snapshot payload (inside the storage snapshot file, after its header):
- *   "MRNS" | u32 version (1) | u64 idem_len | idempotency table | state machine payload
+ *   "MRNS" | u32 version (2) | u64 idem_len | u64 last_time_ms | idempotency table |
+ *   state machine payload
+ * (version 1, written by earlier builds, has no last_time_ms: 16-byte header.)
+ * last_time_ms is the ctx.time of the last applied entry, so that ctx.time
+ * stays monotonic across a snapshot install exactly as on nodes that applied
+ * the entries one by one.
  *
  * Taking: the idempotency table is written by the loop thread, then the state
  * machine forks (sm_fork.c): the child writes the script's snapshot() into the
@@ -25,7 +30,8 @@
 #define CHUNK_SIZE (256u * 1024u)     /* bytes per SNAPSHOT_CHUNK frame */
 #define SEND_WINDOW (4u * 1024u * 1024u) /* bytes queued per peer before pausing */
 #define NODE_SNAP_MAGIC "MRNS"
-#define NODE_SNAP_HDR 16
+#define NODE_SNAP_HDR 24
+#define NODE_SNAP_HDR_V1 16
 
 /* ---- taking ------------------------------------------------------------------- */
 static int write_all(int fd, const void *buf, size_t len)
@@ -72,8 +78,9 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     }
     mr_idem_encode(&n->idem, idem);
     memcpy(hdr, NODE_SNAP_MAGIC, 4);
-    mr_put_u32(hdr + 4, 1);
+    mr_put_u32(hdr + 4, 2);
     mr_put_u64(hdr + 8, idem_len);
+    mr_put_u64(hdr + 16, n->last_time_ms);
     rv = write_all(fd, hdr, sizeof hdr);
     if (rv == 0) rv = write_all(fd, idem, idem_len);
     mr_free(idem);
@@ -171,23 +178,50 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
         }
         off += (uint64_t)got;
     }
-    idem_len = mr_get_u64(buf + 8);
-    if (memcmp(buf, NODE_SNAP_MAGIC, 4) != 0 || mr_get_u32(buf + 4) != 1 ||
-        idem_len > info->size - NODE_SNAP_HDR) {
+    {
+        uint32_t ver = mr_get_u32(buf + 4);
+        size_t hdr = ver == 1 ? NODE_SNAP_HDR_V1 : NODE_SNAP_HDR;
+        struct mr_idem fresh;
+        if (memcmp(buf, NODE_SNAP_MAGIC, 4) != 0 || (ver != 1 && ver != 2) || info->size < hdr ||
+            mr_get_u64(buf + 8) > info->size - hdr) {
+            mr_free(buf);
+            mr_errmsg_printf(errmsg, "snapshot %llu: not a moonraft node snapshot",
+                             (unsigned long long)info->index);
+            return MR_ECORRUPT;
+        }
+        idem_len = mr_get_u64(buf + 8);
+        /* Decode into a fresh table and swap only once the state machine has
+         * accepted its part: a failure leaves the old state whole. */
+        rv = mr_idem_init(&fresh, n->idem.window);
+        if (rv == 0) rv = mr_idem_decode(&fresh, buf + hdr, (size_t)idem_len, &used);
+        if (rv != 0) {
+            mr_idem_close(&fresh);
+            mr_free(buf);
+            mr_errmsg_printf(errmsg, "snapshot %llu: bad idempotency table",
+                             (unsigned long long)info->index);
+            return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
+        }
+        rv = mr_sm_restore(n->sm, (const char *)buf + hdr + idem_len,
+                           (size_t)(info->size - hdr - idem_len), errmsg);
+        if (rv == 0) {
+            struct mr_queue *q;
+            mr_idem_close(&n->idem);
+            n->idem = fresh;
+            /* the list head moved: re-point its neighbours */
+            q = &n->idem.order;
+            if (mr_queue_empty(&fresh.order)) {
+                mr_queue_init(q);
+            } else {
+                q->next->prev = q;
+                q->prev->next = q;
+            }
+            n->last_time_ms = ver == 1 ? 0 : mr_get_u64(buf + 16);
+        } else {
+            mr_idem_close(&fresh);
+        }
         mr_free(buf);
-        mr_errmsg_printf(errmsg, "snapshot %llu: not a moonraft node snapshot", (unsigned long long)info->index);
-        return MR_ECORRUPT;
+        return rv;
     }
-    rv = mr_idem_decode(&n->idem, buf + NODE_SNAP_HDR, (size_t)idem_len, &used);
-    if (rv != 0) {
-        mr_free(buf);
-        mr_errmsg_printf(errmsg, "snapshot %llu: bad idempotency table", (unsigned long long)info->index);
-        return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
-    }
-    rv = mr_sm_restore(n->sm, (const char *)buf + NODE_SNAP_HDR + idem_len,
-                       (size_t)(info->size - NODE_SNAP_HDR - idem_len), errmsg);
-    mr_free(buf);
-    return rv;
 }
 
 int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg)

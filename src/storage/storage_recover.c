@@ -189,6 +189,50 @@ static int cut_tail(const struct mr_store_fs *fs, const char *path, uint64_t end
     return rv;
 }
 
+
+/* mkdir + fsync of the parent, so the new entry survives a power cut (the
+ * node's vote will live below it). 0, 1 if it existed, or -1 with errno. */
+static int mkdir_durable(char *path)
+{
+    char *slash;
+    int fd, rc;
+    if (mkdir(path, 0755) != 0) return errno == EEXIST ? 1 : -1;
+    slash = strrchr(path, '/');
+    if (slash == path) {
+        fd = open("/", O_RDONLY | O_DIRECTORY);
+    } else if (slash == NULL) {
+        fd = open(".", O_RDONLY | O_DIRECTORY);
+    } else {
+        *slash = '\0';
+        fd = open(path, O_RDONLY | O_DIRECTORY);
+        *slash = '/';
+    }
+    if (fd < 0) return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? 0 : -1;
+}
+
+/* mkdir -p: creates dir and any missing parents (0755), each made durable.
+ * 0 or -1 with errno. */
+static int mkdir_parents(const char *dir)
+{
+    char path[4096];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(path, dir, len + 1);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/' || p[-1] == '/') continue;
+        *p = '\0';
+        if (mkdir_durable(path) < 0) return -1;
+        *p = '/';
+    }
+    return mkdir_durable(path) < 0 ? -1 : 0;
+}
+
 int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t seg_size,
                       int read_only, const struct mr_store_options *opts, int collect,
                       mr_store_rec_cb cb, void *cb_arg, struct mr_store_recovery *rs,
@@ -214,7 +258,7 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
         goto fail;
     }
     if (stat(dir, &sb) != 0) {
-        if (read_only || errno != ENOENT || mkdir(dir, 0755) != 0) {
+        if (read_only || errno != ENOENT || mkdir_parents(dir) != 0) {
             rv = -errno;
             mr_errmsg_printf(errmsg, "%s: %s", dir, strerror(errno));
             goto fail;

@@ -187,7 +187,7 @@ struct mr_rcbuf *mr_rcbuf_ref(struct mr_rcbuf *b)
 void mr_rcbuf_unref(struct mr_rcbuf *b)
 {
     if (b == NULL) return;
-    MR_ASSERT(b->refs > 0);
+    MR_ASSERT(__atomic_load_n(&b->refs, __ATOMIC_RELAXED) > 0);
     if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) mr_free(b);
 }
 

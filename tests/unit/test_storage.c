@@ -410,6 +410,18 @@ static void test_store_fresh_dir_is_initialised_and_reopens_empty(void **state)
     assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), MR_ECONFIG);
     assert_null(st);
     assert_non_null(strstr(errmsg, "node id"));
+
+    /* missing parents are created (mkdir -p) */
+    char nested[300];
+    snprintf(nested, sizeof nested, "%s/x/y//z", f->dir);
+    o.data_dir = nested;
+    o.node_id = 9;
+    assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), 0);
+    assert_true(rec.is_fresh);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+    snprintf(path, sizeof path, "%s/x/y/z/meta", f->dir);
+    assert_int_equal(stat(path, &sb), 0);
 }
 
 static void test_store_appends_survive_reopen_across_segments(void **state)
