@@ -38,7 +38,7 @@ static void usage(FILE *out)
             "                                             Lua console over the HTTP API\n"
             "  moonraft data verify DIR                   check every checksum of a data dir\n"
             "  moonraft data dump DIR                     print the log entries\n\n"
-            "node flags (override the config file):\n",
+            "node options (flags override the config file):\n",
             MR_VERSION);
     mr_cfg_usage(out);
 }
@@ -81,6 +81,7 @@ static int run_node(int argc, char **argv)
     o.data_dir = cfg.data_dir;
     o.raft_addr = cfg.raft_addr;
     o.raft_listen = cfg.raft_listen;
+    o.cluster_id = cfg.cluster_id;
     o.http_addr = cfg.http_addr;
     o.state_machine = cfg.state_machine;
     if (cfg.n_peers > 0) {

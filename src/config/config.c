@@ -83,6 +83,8 @@ static const struct keydesc keys[] = {
     {"max_connections", K_INT, F(max_connections), 1, 1000000, "HTTP connections (1024)"},
     {"client_token", K_TOKEN, F(client_token), 0, 0, "Bearer token for client requests"},
     {"admin_token", K_TOKEN, F(admin_token), 0, 0, "Bearer token for admin requests"},
+    {"cluster_id", K_ID, F(cluster_id), 0, 0,
+     "name of the cluster; peers with another one are refused (moonraft)"},
     {"cluster_secret", K_TOKEN, F(cluster_secret), 0, 0, "secret shared by the peers"},
     {"lua_instruction_budget", K_U64, F(lua_instruction_budget), 1000,
      INT64_C(1000000000000), "Lua instructions per apply/query (10000000)"},

@@ -44,6 +44,7 @@ struct mr_cfg {
     char *id;            /* required */
     char *data_dir;      /* default "data/<id>" */
     char *raft_addr;     /* default: peers[id] if given, else "127.0.0.1:7001" */
+    char *cluster_id;    /* NULL = "moonraft"; checked in handshakes and the data dir */
     char *raft_listen;   /* address to bind for peer traffic; NULL = raft_addr */
     char *http_addr;     /* default: peers[id].http if given, else "127.0.0.1:8001" */
     char *state_machine; /* default "lua/kv.lua" */

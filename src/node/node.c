@@ -473,11 +473,14 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
     so.data_dir = n->o->data_dir;
     so.segment_size = n->o->wal_segment_bytes;
     so.node_id = n->id;
+    so.cluster_id = mr_node_id_from_name(n->o->cluster_id && n->o->cluster_id[0] ? n->o->cluster_id
+                                                                                   : "moonraft");
     so.notify = store_notify;
     so.notify_arg = n;
     rv = mr_store_open(&n->store, &so, rec, err);
     if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
-    if (rv == MR_ECONFIG) return fail(n, MR_NODE_EXIT_CONFIG, "data directory belongs to another node", err);
+    if (rv == MR_ECONFIG)
+        return fail(n, MR_NODE_EXIT_CONFIG, "data directory belongs to another node or cluster", err);
     if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot open the data directory", err);
     if (rec->note[0]) LOGW("storage recovery: %s", rec->note);
     LOGI("recovered: term %llu, log %llu..%llu, snapshot at %llu",

@@ -192,6 +192,23 @@ static void test_runaway_scripts_fail_alone(void **state)
 /* Bad config and a missing script stop the node with exit code 2 and a
  * message naming the problem; garbage on the peer port is refused while the
  * cluster keeps serving. */
+/* 1 if the node's log file contains needle. */
+static int log_has(int i, const char *needle)
+{
+    char buf[65536];
+    size_t got;
+    FILE *f = fopen(cluster.nodes[i].log_path, "r");
+    if (f == NULL) return 0;
+    got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = '\0';
+    if (strstr(buf, needle) == NULL) {
+        fprintf(stderr, "log of %s lacks \"%s\":\n%s\n", cluster.nodes[i].name, needle, buf);
+        return 0;
+    }
+    return 1;
+}
+
 static void test_bad_inputs_give_clear_errors(void **state)
 {
     struct sockaddr_in a;
@@ -202,9 +219,14 @@ static void test_bad_inputs_give_clear_errors(void **state)
     mr_it_start_args(&cluster, 0, "--election-timeout-ms 10");
     rc = mr_it_wait_exit(&cluster, 0, 5000);
     assert_int_equal(rc, 2);
-    mr_it_start_args(&cluster, 0, "--peers n1=127.0.0.1:1 --state-machine /nonexistent.lua");
+    mr_it_start_static(&cluster, 0, "--state-machine /nonexistent.lua");
     rc = mr_it_wait_exit(&cluster, 0, 5000);
     assert_int_equal(rc, 2);
+    assert_true(log_has(0, "nonexistent.lua"));
+    mr_it_start_static(&cluster, 0, "--heartbeat-milliseconds 5");
+    rc = mr_it_wait_exit(&cluster, 0, 5000);
+    assert_int_equal(rc, 2);
+    assert_true(log_has(0, "heartbeat-milliseconds"));
     for (rc = 0; rc < 3; rc++) mr_it_start_static(&cluster, rc, NULL);
     assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
     memset(&a, 0, sizeof a);
@@ -216,6 +238,15 @@ static void test_bad_inputs_give_clear_errors(void **state)
     assert_true(write(fd, junk, sizeof junk) > 0);
     close(fd);
     put_key(1, "still", "\"serving\"");
+    expect_key(2, "still", "serving");
+
+    /* a data directory of another cluster is refused, and left as it was */
+    assert_int_equal(mr_it_stop(&cluster, 2), 0);
+    mr_it_start_static(&cluster, 2, "--cluster-id elsewhere");
+    rc = mr_it_wait_exit(&cluster, 2, 5000);
+    assert_int_equal(rc, 2);
+    assert_true(log_has(2, "belongs to another node or cluster"));
+    mr_it_start_static(&cluster, 2, NULL);
     expect_key(2, "still", "serving");
 }
 
