@@ -247,6 +247,7 @@ static void test_bad_inputs_give_clear_errors(void **state)
     assert_int_equal(rc, 2);
     assert_true(log_has(2, "belongs to another node or cluster"));
     mr_it_start_static(&cluster, 2, NULL);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
     expect_key(2, "still", "serving");
 }
 
