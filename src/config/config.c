@@ -502,6 +502,38 @@ static const struct keydesc *find_key(const char *name)
     return NULL;
 }
 
+/* Edit distance, capped: enough to suggest a key for a typo. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[65], i, j;
+    if (la > 64 || lb > 64) return SIZE_MAX;
+    for (j = 0; j <= lb; j++) row[j] = j;
+    for (i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* The known key closest to name, if close enough to be a typo; else NULL. */
+static const char *suggest_key(const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = 3; /* at most two edits */
+    for (size_t i = 0; i < N_KEYS; i++) {
+        size_t d = edit_distance(name, keys[i].name);
+        if (d < best_d) best_d = d, best = keys[i].name;
+    }
+    return best;
+}
+
 /* ---- the config file
  * ------------------------------------------------------------------- */
 
@@ -586,7 +618,12 @@ static int apply_table(lua_State *L)
         const char *name = lua_tostring(L, -2);
         const struct keydesc *d = find_key(name);
         if (d == NULL) {
-            mr_errmsg_printf(fc->errmsg, "%s: unknown key '%s'", fc->path, name);
+            const char *hint = suggest_key(name);
+            if (hint != NULL)
+                mr_errmsg_printf(fc->errmsg, "%s: unknown key '%s' (did you mean %s?)", fc->path,
+                                 name, hint);
+            else
+                mr_errmsg_printf(fc->errmsg, "%s: unknown key '%s'", fc->path, name);
             fc->rv = MR_ECONFIG;
             return 0;
         }
@@ -857,7 +894,16 @@ int mr_cfg_parse_args(struct mr_cfg *cfg, int argc, char **argv, char *errmsg)
         if (strcmp(name, "config") == 0) continue;
         const struct keydesc *d = find_key(name);
         if (d == NULL) {
-            mr_errmsg_printf(errmsg, "unknown flag --%.48s (see --help)", arg + 2);
+            const char *hint = suggest_key(name);
+            if (hint != NULL) {
+                char flag[64];
+                size_t k = 0;
+                for (; hint[k] && k + 1 < sizeof flag; k++) flag[k] = hint[k] == '_' ? '-' : hint[k];
+                flag[k] = '\0';
+                mr_errmsg_printf(errmsg, "unknown flag --%.48s (did you mean --%s?)", arg + 2, flag);
+            } else {
+                mr_errmsg_printf(errmsg, "unknown flag --%.48s (see --help)", arg + 2);
+            }
             return MR_ECONFIG;
         }
         if ((rv = set_from_flag(cfg, d, val, arg, errmsg)) != 0) return rv;

@@ -178,7 +178,7 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
 {
     (void)state;
     static const struct bad_case cases[] = {
-        {"return {id='n1', heartbeet_ms=50}", "unknown key 'heartbeet_ms'"},
+        {"return {id='n1', heartbeet_ms=50}", "unknown key 'heartbeet_ms' (did you mean heartbeat_ms?)"},
         {"return {id=1}", "id: expected a string, got integer"},
         {"return {id='bad id!'}", "id: expected 1-64 characters"},
         {"return {id=string.rep('a', 65)}", "id: expected 1-64"},
@@ -280,7 +280,8 @@ static void test_bad_flags_name_the_flag(void **state)
         {"--heartbeat-ms", "abc",
          "flag --heartbeat-ms: heartbeat_ms: expected an integer"},
         {"--heartbeat-ms", "0", "heartbeat_ms: 0 is out of range"},
-        {"--nope", "1", "unknown flag --nope"},
+        {"--nope", "1", "unknown flag --nope (see --help)"},
+        {"--data-dri", "x", "unknown flag --data-dri (did you mean --data-dir?)"},
         {"--peers", "n1", "peers: expected id=host:port"},
         {"--peers", "n1=127.0.0.1:99999", "peers.n1: raft address"},
         {"--peers", ",", "peers: empty list"},
