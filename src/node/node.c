@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/stat.h>
 
 /* ---- small helpers ------------------------------------------------------------ */
 
@@ -104,7 +105,12 @@ static void disk_failed(struct mr_node *n, int rv, const char *what)
     n->disk_error = rv;
     if (n->store != NULL) mr_store_status(n->store, n->disk_errmsg);
     if (n->disk_errmsg[0] == '\0') snprintf(n->disk_errmsg, sizeof n->disk_errmsg, "%s", mr_strerror(rv));
-    LOGE("disk failure (%s): %s; this node stops accepting writes", what, n->disk_errmsg);
+    /* Fail-stop for consensus: a node that cannot persist must neither lead
+     * nor vote. It stops ticking and ignores peer traffic, so a leader stops
+     * heartbeating and the others elect a new one within an election timeout;
+     * requests here get 503 disk_failed. Status and metrics still answer. */
+    LOGE("disk failure (%s): %s; this node leaves the cluster until it is restarted", what,
+         n->disk_errmsg);
 }
 
 /* ---- apply ------------------------------------------------------------------- */
@@ -341,8 +347,10 @@ static void on_tick(uv_timer_t *t)
     static unsigned count;
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_TICK;
-    mr_node_step(n, &ev);
-    mr_node_snap_send_pump(n);
+    if (!n->disk_error) {
+        mr_node_step(n, &ev);
+        mr_node_snap_send_pump(n);
+    }
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);
         mr_node_watch_expire(n, 0);
@@ -388,7 +396,7 @@ static void on_raft_msg(struct mr_net *net, mr_node_id from, const struct mr_raf
 {
     struct mr_node *n = net->data;
     struct mr_raft_event ev;
-    if (n->is_stopping) return;
+    if (n->is_stopping || n->disk_error) return;
     if (msg->type == MR_RAFT_MSG_SNAPSHOT) {
         mr_node_snap_on_msg(n, from, msg);
         return;
@@ -464,6 +472,32 @@ static int fail(struct mr_node *n, int code, const char *what, const char *detai
     return code;
 }
 
+/* Test-only fault injection (MOONRAFT_FAULT_DISK_FILE=path): while that file
+ * exists, every fdatasync/fsync of the storage layer fails with EIO, as a dying
+ * disk would. The integration tests use it to check fail-stop behaviour. */
+static const char *fault_disk_file;
+static struct mr_store_fs fault_fs;
+
+static int fault_now(void)
+{
+    struct stat sb;
+    return fault_disk_file != NULL && stat(fault_disk_file, &sb) == 0;
+}
+
+static int fault_fdatasync(void *ctx, int fd)
+{
+    const struct mr_store_fs *real = mr_store_fs_default();
+    (void)ctx;
+    return fault_now() ? -EIO : real->fdatasync(real->ctx, fd);
+}
+
+static int fault_fsync(void *ctx, int fd)
+{
+    const struct mr_store_fs *real = mr_store_fs_default();
+    (void)ctx;
+    return fault_now() ? -EIO : real->fsync(real->ctx, fd);
+}
+
 static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
 {
     struct mr_store_options so;
@@ -477,6 +511,14 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
                                                                                    : "moonraft");
     so.notify = store_notify;
     so.notify_arg = n;
+    fault_disk_file = getenv("MOONRAFT_FAULT_DISK_FILE");
+    if (fault_disk_file != NULL && fault_disk_file[0]) {
+        fault_fs = *mr_store_fs_default();
+        fault_fs.fdatasync = fault_fdatasync;
+        fault_fs.fsync = fault_fsync;
+        so.fs = &fault_fs;
+        LOGW("MOONRAFT_FAULT_DISK_FILE is set: disk faults will be injected (testing only)");
+    }
     rv = mr_store_open(&n->store, &so, rec, err);
     if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
     if (rv == MR_ECONFIG)

@@ -159,7 +159,8 @@ static void fail_for_code(struct mr_node_op *op, int rv)
         mr_node_op_fail(op, 409, "busy", "another membership change or transfer is in progress");
         break;
     case MR_EDISKFAIL:
-        mr_node_op_fail(op, 503, "disk_failed", "a disk error stopped writes on this node");
+        mr_node_op_fail(op, 503, "disk_failed",
+                        "a disk error took this node out of the cluster; use another node");
         break;
     case MR_EEXISTS:
         mr_node_op_fail(op, 409, "exists", "that member already exists");
@@ -274,15 +275,16 @@ void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op)
         mr_node_op_fail(op, 503, "shutting_down", "this node is shutting down");
         return;
     }
+    if (n->disk_error) {
+        /* out of the cluster until restarted: clients go to another node */
+        fail_for_code(op, MR_EDISKFAIL);
+        return;
+    }
     if (op->kind == OP_READ) {
         start_read(n, op);
         return;
     }
     if (!is_write(op->kind)) return;
-    if (op->kind == OP_COMMAND && n->disk_error && n->role == MR_RAFT_LEADER) {
-        fail_for_code(op, MR_EDISKFAIL);
-        return;
-    }
     if (op->kind == OP_MEMBER_ADD && n->is_bootstrapping) {
         mr_node_members_on_add(n, op);
         return;

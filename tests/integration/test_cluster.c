@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -251,6 +252,80 @@ static void test_bad_inputs_give_clear_errors(void **state)
     expect_key(2, "still", "serving");
 }
 
+/* A leader whose disk starts failing takes itself out: the others elect a new
+ * leader and keep serving, it answers 503 disk_failed and shows the error on
+ * its status, and after a restart on a healthy disk it catches up with
+ * nothing acknowledged lost. */
+static void test_a_failing_disk_takes_the_node_out_and_the_cluster_goes_on(void **state)
+{
+    char fault[300], body[64];
+    struct mr_it_resp r;
+    int leader, i, fd;
+    long long t0;
+    (void)state;
+    mr_it_cluster_init(&cluster, 3);
+    snprintf(fault, sizeof fault, "%s/disk-fails", cluster.root);
+    setenv("MOONRAFT_FAULT_DISK_FILE", fault, 1);
+    mr_it_start_static(&cluster, 0, NULL);
+    unsetenv("MOONRAFT_FAULT_DISK_FILE");
+    mr_it_start_static(&cluster, 1, NULL);
+    mr_it_start_static(&cluster, 2, NULL);
+    leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    if (leader != 0) { /* make n1, the node with the bad disk, the leader */
+        r = mr_it_http(&cluster, leader, "POST", "/v1/leader/transfer", "{\"id\":\"n1\"}", NULL);
+        EXPECT_STATUS(r, 200);
+        mr_it_resp_free(&r);
+        t0 = mr_it_now_ms();
+        while ((leader = mr_it_wait_leader(&cluster, 5000, 1)) != 0 && mr_it_now_ms() - t0 < 5000)
+            mr_it_sleep_ms(20);
+        assert_int_equal(leader, 0);
+    }
+    put_key(0, "before", "1");
+
+    fd = open(fault, O_CREAT | O_WRONLY, 0644); /* the disk dies */
+    assert_true(fd >= 0);
+    close(fd);
+    r = mr_it_http(&cluster, 0, "PUT", "/v1/kv/during", "2", NULL);
+    assert_true(r.status == 503 || r.status == 504);
+    mr_it_resp_free(&r);
+
+    /* n2 or n3 leads within a few election timeouts and takes writes */
+    t0 = mr_it_now_ms();
+    for (;;) {
+        r = mr_it_http(&cluster, 1, "PUT", "/v1/kv/after", "3", NULL);
+        if (r.status == 200) break;
+        mr_it_resp_free(&r);
+        assert_true(mr_it_now_ms() - t0 < 5000);
+        mr_it_sleep_ms(50);
+    }
+    mr_it_resp_free(&r);
+    fprintf(stderr, "writes resumed %lld ms after the disk failed\n", mr_it_now_ms() - t0);
+    expect_key(2, "after", "3");
+    expect_key(1, "before", "1");
+
+    r = mr_it_http(&cluster, 0, "GET", "/v1/status", NULL, NULL);
+    EXPECT_STATUS(r, 200);
+    assert_string_not_equal(mr_it_jq(r.body, "j.disk_error"), "nil");
+    mr_it_resp_free(&r);
+    r = mr_it_http(&cluster, 0, "GET", "/v1/kv/after", NULL, NULL);
+    EXPECT_STATUS(r, 503);
+    assert_string_equal(mr_it_jq(r.body, "j.error.code"), "disk_failed");
+    mr_it_resp_free(&r);
+
+    /* a new disk: restart n1, it recovers what it had and catches up */
+    assert_int_equal(mr_it_stop(&cluster, 0), 0);
+    unlink(fault);
+    mr_it_start_static(&cluster, 0, NULL);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+    for (i = 0; i < 20; i++) {
+        snprintf(body, sizeof body, "%d", i);
+        put_key(i % 3, "more", body);
+    }
+    expect_key(0, "after", "3");
+    expect_key(0, "before", "1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +339,9 @@ int main(void)
                                         teardown_cluster),
         cmocka_unit_test_setup_teardown(test_bad_inputs_give_clear_errors, setup_none,
                                         teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_a_failing_disk_takes_the_node_out_and_the_cluster_goes_on, setup_none,
+            teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
