@@ -6,9 +6,7 @@ set -u
 BUILD=${1:-build}
 BIN="$BUILD/moonraft"
 if [ ! -x "$BIN" ]; then
-    echo "make run: $BIN was not built."
-    echo "The node binary does not exist yet in this tree (see the open issue"
-    echo "'The moonraft node'); what exists today is tested by 'make test'."
+    echo "make run: $BIN was not built (run 'make' and look at its errors)."
     exit 1
 fi
 mkdir -p data
