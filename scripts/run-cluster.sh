@@ -12,14 +12,17 @@ fi
 mkdir -p data
 PIDS=""
 cleanup() {
+    rc=$1
     trap - INT TERM EXIT
     echo
     echo "stopping nodes:$PIDS"
     for p in $PIDS; do kill -TERM "$p" 2>/dev/null; done
     for p in $PIDS; do wait "$p" 2>/dev/null; done
     echo "stopped; data kept in ./data (delete it to start fresh)"
+    exit "$rc"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup 0' INT TERM
+trap 'cleanup $?' EXIT
 for n in 1 2 3; do
     "$BIN" --config "conf/node$n.lua" >>"data/node$n.log" 2>&1 &
     PIDS="$PIDS $!"
