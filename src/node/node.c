@@ -737,6 +737,7 @@ int mr_node_run(const struct mr_node_options *o)
     mr_node_log_setup(o->name, mr_node_log_level_parse(o->log_level ? o->log_level : "info"));
     mr_queue_init(&n->held);
     mr_queue_init(&n->wait_leader);
+    mr_queue_init(&n->wait_busy);
     mr_queue_init(&n->proposals);
     mr_queue_init(&n->forwarded);
     mr_queue_init(&n->reads);

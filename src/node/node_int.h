@@ -214,6 +214,7 @@ struct mr_node {
     /* Operations */
     uint64_t next_op_id;
     struct mr_queue wait_leader; /* ops waiting for a leader to be known */
+    struct mr_queue wait_busy;   /* membership ops waiting for the pending change */
     struct mr_queue proposals;   /* ops proposed here, by index */
     struct mr_queue forwarded;   /* ops sent to the leader, awaiting reply */
     struct mr_queue reads;       /* reads waiting for a read index */
@@ -279,6 +280,9 @@ void mr_node_request_stop(struct mr_node *n, int code);
 /* node_ops.c: operations and their answers */
 struct mr_node_op *mr_node_op_new(struct mr_node *n, int kind);
 void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op);
+/* Parks a membership op refused with MR_EBUSY; mr_node_ops_expire retries it
+ * until its deadline (then 409 busy). */
+void mr_node_op_wait_busy(struct mr_node *n, struct mr_node_op *op);
 /* Answers and frees the op. For status 200, `json` is the result and `index`
  * its log index; otherwise `json` is a complete error body. */
 void mr_node_op_finish(struct mr_node_op *op, unsigned status, mr_index index,

@@ -318,7 +318,10 @@ void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op)
         mr_queue_push_tail(&n->wait_leader, &op->link);
         return;
     }
-    if (rv == MR_EBUSY) return mr_node_op_fail(op, 409, "busy", "another membership change is in progress; retry");
+    if (rv == MR_EBUSY) {
+        mr_node_op_wait_busy(n, op); /* retried until its deadline */
+        return;
+    }
     if (rv != 0) { mr_node_op_fail(op, 500, mr_err_name(rv), mr_strerror(rv)); return; }
     LOGI("adding %s (%s) as a learner", f[0], f[1]);
     op->index = ev.out_index;

@@ -225,11 +225,22 @@ static void run_on_leader(struct mr_node *n, struct mr_node_op *op)
         mr_queue_push_tail(&n->wait_leader, &op->link);
         return;
     }
+    if (rv == MR_EBUSY && op->kind != OP_COMMAND) {
+        /* One membership change at a time: wait for the pending one (it may
+         * be an automatic learner promotion the client cannot know about). */
+        mr_node_op_wait_busy(n, op);
+        return;
+    }
     if (rv != 0) {
         fail_for_code(op, rv);
         return;
     }
     mr_queue_push_tail(&n->proposals, &op->link);
+}
+
+void mr_node_op_wait_busy(struct mr_node *n, struct mr_node_op *op)
+{
+    mr_queue_push_tail(&n->wait_busy, &op->link);
 }
 
 /* ---- forwarding --------------------------------------------------------------- */
@@ -595,6 +606,26 @@ void mr_node_ops_expire(struct mr_node *n)
     }
     expire_queue(n, &n->wait_leader, 503, "no_leader",
                  "no leader is known; the request was not applied", now);
+    /* Retry membership changes that waited for the pending one. */
+    if (!mr_queue_empty(&n->wait_busy)) {
+        struct mr_queue retry;
+        mr_queue_init(&retry);
+        for (it = n->wait_busy.next; it != &n->wait_busy; it = next) {
+            next = it->next;
+            mr_queue_remove(it);
+            mr_queue_push_tail(&retry, it);
+        }
+        while (!mr_queue_empty(&retry)) {
+            struct mr_node_op *op = MR_CONTAINER_OF(retry.next, struct mr_node_op, link);
+            mr_queue_remove(&op->link);
+            if (op->deadline <= now)
+                mr_node_op_fail(op, 409, "busy",
+                                "another membership change or transfer stayed in progress; "
+                                "not applied, retry later");
+            else
+                mr_node_op_submit(n, op);
+        }
+    }
     expire_queue(n, &n->proposals, 504, "timeout",
                  "the command was proposed but did not commit in time: it may or may not "
                  "have been applied",
@@ -611,8 +642,8 @@ void mr_node_ops_expire(struct mr_node *n)
 
 void mr_node_ops_cancel_all(struct mr_node *n)
 {
-    struct mr_queue *qs[] = {&n->wait_leader, &n->reads,     &n->read_apply,
-                             &n->transfers,   &n->pending_join_ops};
+    struct mr_queue *qs[] = {&n->wait_leader, &n->wait_busy,       &n->reads,
+                             &n->read_apply,  &n->transfers,       &n->pending_join_ops};
     unsigned i;
     for (i = 0; i < sizeof qs / sizeof qs[0]; i++) {
         while (!mr_queue_empty(qs[i])) {
