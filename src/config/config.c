@@ -51,7 +51,8 @@ static const struct keydesc keys[] = {
      "host:port for the HTTP API (127.0.0.1:8001)"},
     {"state_machine", K_PATH, F(state_machine), 0, 0,
      "Lua state machine script (lua/kv.lua)"},
-    {"peers", K_PEERS, F(peers), 0, 0, "static members: n1=host:port,n2=host:port,..."},
+    {"peers", K_PEERS, F(peers), 0, 0,
+     "static members: n1=host:port,n2=... (raft address, or raft/http: n1=h:7001/h:8001)"},
     {"bootstrap_expect", K_INT, F(bootstrap_expect), 1, 1000,
      "form a new cluster once this many nodes have joined"},
     {"join", K_JOIN, F(join), 0, 0, "HTTP addresses of existing members: a:p,b:p"},
@@ -782,7 +783,7 @@ static int set_from_flag(struct mr_cfg *cfg, const struct keydesc *d, const char
     }
     case K_PEERS:
     case K_JOIN: {
-        /* n1=host:port,n2=host:port   or   host:port,host:port */
+        /* n1=host:port,n2=host:port (optionally n1=raft/http)  or  host:port,host:port */
         char *copy = mr_strdup(val), *save = NULL;
         int rv = 0;
         if (copy == NULL) return MR_ENOMEM;
@@ -805,7 +806,9 @@ static int set_from_flag(struct mr_cfg *cfg, const struct keydesc *d, const char
                 break;
             }
             *eq = '\0';
-            rv = add_peer(cfg, item, eq + 1, NULL, where, errmsg);
+            char *slash = strchr(eq + 1, '/'); /* n1=raft_addr/http_addr */
+            if (slash != NULL) *slash = '\0';
+            rv = add_peer(cfg, item, eq + 1, slash ? slash + 1 : NULL, where, errmsg);
         }
         mr_free(copy);
         if (rv == 0 && (d->kind == K_PEERS ? cfg->n_peers : cfg->n_join) == 0) {

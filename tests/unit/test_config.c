@@ -86,6 +86,17 @@ static void test_flags_alone_are_enough_and_fill_defaults(void **state)
                      0);
     assert_int_equal(cfg.n_peers, 3);
     assert_string_equal(cfg.raft_addr, "127.0.0.1:7002"); /* taken from peers */
+    assert_null(cfg.peers[0].http_addr);
+    mr_cfg_free(&cfg);
+
+    /* raft/http pairs */
+    assert_int_equal(parse(&cfg, errmsg, "--id", "n2", "--peers",
+                           "n1=127.0.0.1:7001/127.0.0.1:8001,n2=127.0.0.1:7002/127.0.0.1:8002",
+                           NULL),
+                     0);
+    assert_string_equal(cfg.peers[0].raft_addr, "127.0.0.1:7001");
+    assert_string_equal(cfg.peers[0].http_addr, "127.0.0.1:8001");
+    assert_string_equal(cfg.http_addr, "127.0.0.1:8002"); /* taken from peers */
     mr_cfg_free(&cfg);
 }
 
@@ -284,6 +295,7 @@ static void test_bad_flags_name_the_flag(void **state)
         {"--data-dri", "x", "unknown flag --data-dri (did you mean --data-dir?)"},
         {"--peers", "n1", "peers: expected id=host:port"},
         {"--peers", "n1=127.0.0.1:99999", "peers.n1: raft address"},
+        {"--peers", "n1=127.0.0.1:7001/nope", "peers.n1: http address"},
         {"--peers", ",", "peers: empty list"},
         {"--join", "x", "join: expected \"host:port\""},
         {"--election-timeout-ms", "300", "expected MIN,MAX"},
