@@ -123,6 +123,7 @@ struct mr_node_op {
     int consistency;
     struct mr_http_request *req; /* HTTP origin, or NULL */
     mr_node_id fwd_from;         /* forwarded origin (we answer with FORWARD_REPLY) */
+    mr_node_id fwd_leader;       /* the leader we forwarded it to (in n->forwarded) */
     uint64_t fwd_id;
     uint64_t id;                 /* our id for it (forward id, read ctx) */
     char *body;                  /* owned copy of the command/query JSON */

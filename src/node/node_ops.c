@@ -310,6 +310,7 @@ void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op)
     }
     rv = forward(n, op);
     if (rv == 0) {
+        op->fwd_leader = n->leader;
         mr_queue_push_tail(&n->forwarded, &op->link);
         return;
     }
@@ -555,6 +556,32 @@ void mr_node_ops_on_leader_change(struct mr_node *n)
         }
     }
     if (n->leader == 0 && n->role != MR_RAFT_LEADER) return;
+    /* Ops forwarded to a previous leader will most likely never be answered
+     * (it crashed or was deposed). Reads and commands with an Idempotency-Key
+     * are safe to send again, to the new leader; other commands may or may not
+     * have been applied, so say so now instead of at their deadline. */
+    mr_queue_init(&moved);
+    for (it = n->forwarded.next; it != &n->forwarded; it = next) {
+        struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
+        next = it->next;
+        /* Transfers and membership changes answer from the old leader (a
+         * transfer completes exactly when leadership moves): let them be. */
+        if (op->fwd_leader == n->leader || (op->kind != OP_COMMAND && op->kind != OP_READ))
+            continue;
+        mr_queue_remove(it);
+        if (op->kind == OP_READ || (op->kind == OP_COMMAND && op->key_len > 0)) {
+            mr_queue_push_tail(&moved, it);
+        } else {
+            mr_node_op_fail(op, 504, "timeout",
+                            "the leader changed while the request was in flight: it may or may "
+                            "not have been applied (retry with an Idempotency-Key to be safe)");
+        }
+    }
+    while (!mr_queue_empty(&moved)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(moved.next, struct mr_node_op, link);
+        mr_queue_remove(&op->link);
+        mr_node_op_submit(n, op);
+    }
     /* Resubmit everything that was waiting for a leader. */
     mr_queue_init(&moved);
     for (it = n->wait_leader.next; it != &n->wait_leader; it = next) {
