@@ -88,7 +88,18 @@ static void *probe_main(void *arg)
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
         snprintf(key, sizeof key, "probe%lld", i++ % 100);
-        if (!put_ok(probe_node, key, "\"x\"", 5000)) probe_fail++;
+        if (!put_ok(probe_node, key, "\"x\"", 5000)) {
+            if (probe_fail++ == 0) {
+                char path[64];
+                struct mr_it_resp r;
+                snprintf(path, sizeof path, "/v1/kv/%s", key);
+                r = mr_it_http_port(c.nodes[probe_node].http_port, "PUT", path, "\"x\"", NULL, 5000);
+                fprintf(stderr, "probe: a write failed: node %d, status %d %s\n", probe_node,
+                        r.status, r.body);
+                mr_it_resp_free(&r);
+            }
+            mr_it_sleep_ms(10); /* do not spin on a refused connection */
+        }
         clock_gettime(CLOCK_MONOTONIC, &b);
         dt = (b.tv_sec - a.tv_sec) * 1000000LL + (b.tv_nsec - a.tv_nsec) / 1000;
         (void)t0;

@@ -664,6 +664,16 @@ static int start_http(struct mr_node *n)
     ho.max_body_bytes = n->o->max_body_bytes;
     ho.max_header_bytes = n->o->max_header_bytes;
     ho.idle_timeout_ms = n->o->http_idle_timeout_ms;
+    /* A slow client (slowloris) gets no more time for its head or body than
+     * an idle one gets between requests. */
+    if (ho.idle_timeout_ms != 0) {
+        ho.header_timeout_ms = ho.idle_timeout_ms < MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS
+                                   ? ho.idle_timeout_ms
+                                   : MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+        ho.body_timeout_ms = ho.idle_timeout_ms < MR_HTTP_DEFAULT_BODY_TIMEOUT_MS
+                                 ? ho.idle_timeout_ms
+                                 : MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
+    }
     ho.max_connections = n->o->max_connections;
     ho.metrics = &n->metrics;
     rv = mr_http_server_init(&n->http, &n->loop, &ho, mr_node_http_handler, n);
