@@ -251,7 +251,12 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
     if (!authorize(n, req, 0)) return;
     mr_raft_status(&n->raft, &st);
-    if (!n->has_hash || n->hash_index != n->applied) {
+    /* The state hash serializes the whole state in the event loop (seconds
+     * for millions of keys), so it is computed only when asked for
+     * (?hash=true); a hash already computed at the applied index is free. */
+    const char *want = mr_http_request_param(req, "hash");
+    int want_hash = want != NULL && (strcmp(want, "true") == 0 || strcmp(want, "1") == 0);
+    if (want_hash && (!n->has_hash || n->hash_index != n->applied)) {
         if (mr_sm_state_hash(n->sm, n->hash, err) == 0) {
             n->has_hash = 1;
             n->hash_index = n->applied;
@@ -284,7 +289,7 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_http_json_key(&j, "first_index");
     mr_http_json_uint(&j, st.first_index);
     mr_http_json_key(&j, "state_hash");
-    mr_http_json_str(&j, n->has_hash ? n->hash : NULL);
+    mr_http_json_str(&j, n->has_hash && n->hash_index == n->applied ? n->hash : NULL);
     mr_http_json_key(&j, "members");
     mr_node_members_json(n, &j);
     mr_http_json_key(&j, "disk_error");

@@ -143,7 +143,7 @@ static void test_replicas_converge_to_identical_state(void **state)
     for (round = 0; round < 100; round++) {
         int same = 1;
         for (i = 0; i < 3; i++) {
-            struct mr_it_resp r = mr_it_http(&cluster, i, "GET", "/v1/status", NULL, NULL);
+            struct mr_it_resp r = mr_it_http(&cluster, i, "GET", "/v1/status?hash=true", NULL, NULL);
             EXPECT_STATUS(r, 200);
             if (i == 0) {
                 snprintf(hash0, sizeof hash0, "%s", mr_it_jq(r.body, "j.state_hash"));

@@ -103,7 +103,7 @@ static int start_example(const char *script)
 
 static void status_of(int node, char *buf, size_t len)
 {
-    struct mr_it_resp r = mr_it_http(&cluster, node, "GET", "/v1/status", NULL, NULL);
+    struct mr_it_resp r = mr_it_http(&cluster, node, "GET", "/v1/status?hash=true", NULL, NULL);
     assert_int_equal(r.status, 200);
     snprintf(buf, len, "%s", r.body);
     mr_it_resp_free(&r);
