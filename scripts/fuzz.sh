@@ -32,9 +32,10 @@ if ! command -v clang >/dev/null 2>&1; then
     exit 1
 fi
 
+mkdir -p "$BUILD"
 CC=clang cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DMR_FUZZ=ON -DMR_ASAN=ON -DMR_UBSAN=ON >"$BUILD.cmake.log" 2>&1 ||
-    { cat "$BUILD.cmake.log" >&2; exit 1; }
+    -DMR_FUZZ=ON -DMR_ASAN=ON -DMR_UBSAN=ON >"$BUILD/cmake.log" 2>&1 ||
+    { cat "$BUILD/cmake.log" >&2; exit 1; }
 for t in $TARGETS; do
     nice -n "$NICE" cmake --build "$BUILD" -j "$JOBS" --target "fuzz_$t"
 done
