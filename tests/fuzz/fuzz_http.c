@@ -122,6 +122,8 @@ static void node_body_checks(struct mr_http_request *req)
     if (req->body_len == 0) return;
     rv_node = mr_node_json_check(&jnode, req->body, req->body_len, err);
     CHECK(rv_node == 0 || rv_node == MR_EMALFORMED);
+    /* What passes the node's gate must parse when applied. */
+    if (rv_node == 0) CHECK(rv_sm == 0);
     if (mr_node_json_fields(&jnode, req->body, req->body_len, names, fields, 4, err) == 0) {
         for (i = 0; i < 4; i++) CHECK(strlen(fields[i]) < 256);
     }
