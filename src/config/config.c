@@ -13,7 +13,11 @@
 #include "config/config.h"
 
 #define CFG_LUA_HEAP_MAX (64u << 20)   /* bytes a config file may allocate */
-#define CFG_LUA_INSTRUCTIONS 100000000 /* a config file that runs longer is a bug */
+/* A config file that runs longer is a bug. Overridable only so the fuzz
+ * target (tests/fuzz/fuzz_config.c) can trip it in milliseconds. */
+#ifndef CFG_LUA_INSTRUCTIONS
+#define CFG_LUA_INSTRUCTIONS 100000000
+#endif
 
 enum kind {
     K_STR,
@@ -580,6 +584,24 @@ static int l_env(lua_State *L)
     return 1;
 }
 
+/* setmetatable, refusing a metatable with a __gc field: Lua runs finalizers
+ * with hooks off (lgc.c GCTM), so a looping __gc would escape the budget.
+ * Any non-nil __gc counts, since the object is marked for finalization when
+ * setmetatable runs and the field could be swapped for a function later. */
+static int l_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc is not allowed in a config file");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 /* Runs inside lua_pcall: opens the libraries (STYLE 14). */
 static int open_sandbox(lua_State *L)
 {
@@ -598,6 +620,9 @@ static int open_sandbox(lua_State *L)
         lua_pushnil(L);
         lua_setglobal(L, *r);
     }
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, l_setmetatable, 1);
+    lua_setglobal(L, "setmetatable");
     lua_pushcfunction(L, l_env);
     lua_setglobal(L, "env");
     return 0;
@@ -702,7 +727,10 @@ int mr_cfg_load_file(struct mr_cfg *cfg, const char *path, char *errmsg)
         rv = MR_ECONFIG;
         goto out;
     }
-    lua_sethook(L, NULL, 0, 0);
+    /* A fresh budget, not none: reading the table can run the file's own
+     * metamethods (__index on a missing field). (__gc finalizers, which run
+     * with hooks off, are refused by l_setmetatable.) */
+    lua_sethook(L, cfg_hook, LUA_MASKCOUNT, CFG_LUA_INSTRUCTIONS);
     if (!lua_istable(L, -1)) {
         mr_errmsg_printf(errmsg, "%s: the file must return a table (it returned %s)",
                          path, lua_type_of(L, -1));

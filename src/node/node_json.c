@@ -96,7 +96,13 @@ static int decode(struct mr_node *n, const char *s, size_t len, char *errmsg)
 
 int mr_node_json_check(struct mr_node *n, const char *s, size_t len, char *errmsg)
 {
-    int rv = decode(n, s, len, errmsg);
+    int rv;
+    /* The state machine's parser first: lua-cjson 2.1 also takes NaN,
+     * Infinity, hex and leading-zero numbers, "1." and invalid UTF-8, which
+     * apply then refuses, after the command has taken a log slot. */
+    rv = mr_sm_json_validate(s, len, errmsg);
+    if (rv != 0) return rv;
+    rv = decode(n, s, len, errmsg);
     lua_settop(n->json_L, 0);
     if (len > 65536) lua_gc(n->json_L, LUA_GCCOLLECT);
     return rv;

@@ -1,5 +1,12 @@
 /* libFuzzer target: bytes from a client through http-parser, request
- * assembly, limits, pipelining and answer ordering, with no socket.
+ * assembly, limits, pipelining and answer ordering, with no socket, then the
+ * node's request-body handling: every request body goes through the node's
+ * JSON check (node_json.c, lua-cjson in its capped Lua state, as
+ * /v1/command, /v1/query, PUT /v1/kv and POST /v1/members do), the field
+ * reader (/v1/members, /v1/leader/transfer) and the state machine's own
+ * validator (mr_sm_json_validate, what apply will parse); a PUT /v1/kv/<key>
+ * builds the command the node would propose, which must be valid JSON for
+ * the state machine whenever the body is.
  *
  * Input: byte 0 picks options (small limits so they trip), byte 1 the feed
  * chunk size, byte 2 how the handler answers; the rest is the client's byte
@@ -12,6 +19,8 @@
 #include <string.h>
 
 #include "http/http_int.h"
+#include "node/node_int.h"
+#include "sm/sm.h"
 
 #define CHECK(x)                                                                         \
     do {                                                                                 \
@@ -98,6 +107,47 @@ static const struct mr_http_route routes[] = {
     {MR_HTTP_M(HTTP_POST), "/v1/command", 0, route_cb},
 };
 
+static struct mr_node jnode; /* only json_L is used */
+
+/* What the node does with the body and path before proposing. */
+static void node_body_checks(struct mr_http_request *req)
+{
+    static const char *const names[] = {"id", "raft_addr", "http_addr", "learner"};
+    char fields[4][256], err[MR_ERRMSG_SIZE];
+    int rv_node, rv_sm;
+    unsigned i;
+    if (jnode.json_L == NULL) CHECK(mr_node_json_init(&jnode) == 0);
+    rv_sm = mr_sm_json_validate(req->body, req->body_len, err);
+    CHECK(rv_sm == 0 || rv_sm == MR_EMALFORMED);
+    if (req->body_len == 0) return;
+    rv_node = mr_node_json_check(&jnode, req->body, req->body_len, err);
+    CHECK(rv_node == 0 || rv_node == MR_EMALFORMED);
+    /* What passes the node's gate must parse when applied. */
+    if (rv_node == 0) CHECK(rv_sm == 0);
+    if (mr_node_json_fields(&jnode, req->body, req->body_len, names, fields, 4, err) == 0) {
+        for (i = 0; i < 4; i++) CHECK(strlen(fields[i]) < 256);
+    }
+    if (strncmp(req->path, "/v1/kv/", 7) == 0 && req->path_len - 7 < 512) {
+        const char *key = req->path + 7;
+        size_t klen = req->path_len - 7;
+        struct mr_http_buf b;
+        struct mr_http_json j;
+        mr_http_buf_init(&b);
+        mr_http_json_init(&j, &b);
+        mr_http_json_obj_begin(&j);
+        mr_http_json_key(&j, "op");
+        mr_http_json_str(&j, "put");
+        mr_http_json_key(&j, "key");
+        mr_http_json_strn(&j, key, klen);
+        mr_http_json_key(&j, "value");
+        mr_http_json_raw(&j, req->body, req->body_len);
+        mr_http_json_obj_end(&j);
+        /* The escaper turns any key into valid UTF-8 JSON. */
+        if (!b.is_oom && rv_sm == 0) CHECK(mr_sm_json_validate(b.data, b.len, err) == 0);
+        mr_http_buf_close(&b);
+    }
+}
+
 static void handler(void *data, struct mr_http_request *req)
 {
     struct fz *f = data;
@@ -115,6 +165,7 @@ static void handler(void *data, struct mr_http_request *req)
     }
     (void)p;
     if (req->method == HTTP_HEAD) f->saw_head = 1;
+    node_body_checks(req);
     if ((f->mode & 0x41) == 0x40) {
         mr_http_route(routes, 2, f, req);
         return;
