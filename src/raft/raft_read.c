@@ -7,8 +7,13 @@
 static int committed_in_term(const struct mr_raft *r)
 {
     /* thesis 6.4 step 1: the leader must know the latest commit index, which
-     * it does once an entry of its own term has committed */
-    return r->commit >= r->term_start && log_term(r, r->term_start) == r->term;
+     * it does once an entry of its own term has committed. term_start is the
+     * no-op this leader appended; a leader never truncates its own log, so it
+     * is still ours even after a snapshot compacted it away (its term can no
+     * longer be looked up then: checking it stalled every read). */
+    if (r->state != MR_RAFT_LEADER || r->term_start == 0 || r->commit < r->term_start)
+        return 0;
+    return r->term_start <= r->log.offset || log_term(r, r->term_start) == r->term;
 }
 
 static int deliver(struct mr_raft *r, uint64_t ctx, mr_node_id from, mr_index index,
