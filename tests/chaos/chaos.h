@@ -46,6 +46,9 @@ struct mr_chaos_result {
     int flaps;           /* partition on/off toggles inside flapping faults */
     uint64_t proxy_refused, proxy_cut, proxy_bytes; /* proxy counters */
     double recover_s;    /* last fault healed -> leader + successful write; -1 if never */
+    double recover_max_s; /* worst such time after any fault of the round */
+    int unrecovered;      /* faults after which no leader served a write within 15 s */
+    int recover_max_kind; /* the fault kind that gave recover_max_s */
     double check_s;      /* lincheck time for the whole history */
 };
 
