@@ -313,8 +313,11 @@ static void run_teardown(struct run *rn)
     if (rn->px) mr_chaos_proxy_heal(rn->px);
     for (int i = 0; i < rn->c->n; i++)
         if (rn->c->nodes[i].pid && rn->c->nodes[i].paused) mr_it_resume(rn->c, i);
-    if (mr_it_cluster_destroy(rn->c) != 0)
-        fprintf(rn->out, "chaos: teardown reported problems (exit status / sanitizer)\n");
+    int bad = mr_it_cluster_destroy(rn->c);
+    if (bad != 0) {
+        fprintf(rn->out, "chaos: teardown reported %d problem(s) (exit status on SIGTERM / sanitizer)\n", bad);
+        if (rn->res) rn->res->teardown_problems = bad;
+    }
     mr_chaos_proxy_stop(rn->px);
     rn->px = NULL;
 }
@@ -797,6 +800,8 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
             kind = MR_CF_PAUSE_LEADER;
         else if (!crashed_all && mr_it_now_ms() > rn.start + (deadline - rn.start) / 2)
             kind = MR_CF_CRASH_ALL, crashed_all = 1;
+        else if (rn.last_heal == rn.start) /* the first fault of a round is always a partition */
+            kind = MR_CF_PART_HALVES + rnd(&rn, MR_CF_PART_ONEWAY - MR_CF_PART_HALVES + 1);
         else
             kind = deal(&rn, &dk);
         inject(&rn, &sh, kind, deadline);
@@ -976,5 +981,5 @@ int mr_chaos_partition_selfcheck(FILE *out)
             (unsigned long long)ps.refused);
 done:
     run_teardown(&rn);
-    return ok ? 0 : -1;
+    return ok && res.teardown_problems == 0 ? 0 : -1;
 }

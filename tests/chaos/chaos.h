@@ -50,6 +50,7 @@ struct mr_chaos_result {
     int unrecovered;      /* faults after which no leader served a write within 15 s */
     int recover_max_kind; /* the fault kind that gave recover_max_s */
     double check_s;      /* lincheck time for the whole history */
+    int teardown_problems; /* nodes that exited non-zero on SIGTERM or logged sanitizer reports */
 };
 
 /* Runs one round. Always stops every process and the proxy it started and

@@ -52,8 +52,11 @@ static void round_is_clean(int nodes, int secs)
                 0);
     assert_true(r.proxy_cut + r.proxy_refused > 0);
     assert_int_equal(r.unrecovered, 0);
+    assert_int_equal(r.teardown_problems, 0);
     assert_true(r.recover_s >= 0);
     assert_true(r.recover_s <= RECOVERY_LIMIT_S);
+    /* ...and after every other fault of the round too */
+    assert_true(r.recover_max_s <= RECOVERY_LIMIT_S);
 }
 
 static void isolating_the_leader_through_the_proxy_makes_the_rest_elect_a_new_one(void **state)
@@ -82,6 +85,7 @@ static void unsafe_local_reads_are_caught_by_the_checker(void **state)
     struct mr_chaos_result r;
     assert_int_equal(mr_chaos_run(&o, &r), 0);
     assert_true(r.bad_keys > 0);
+    assert_int_equal(r.teardown_problems, 0);
 }
 
 /* With arguments, runs only the tests named (used by scripts/chaos.sh). */
