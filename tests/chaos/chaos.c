@@ -237,7 +237,7 @@ static int run_setup(struct run *rn, struct mr_it_cluster *c, int n)
     }
     int rv = mr_chaos_proxy_start(&rn->px, n, names, ports, rn->listen_port);
     if (rv != 0) {
-        fprintf(rn->out, "chaos: proxy: %s\n", strerror(-rv));
+        fprintf(rn->out, "chaos: proxy: %s\n", mr_strerror(rv));
         mr_it_cluster_destroy(c);
         return -1;
     }
@@ -399,6 +399,20 @@ static void member_expr(char *buf, size_t n, const char *name)
              name);
 }
 
+/* The last `lines` lines of node i's log, to rn->out. */
+static void log_tail(struct run *rn, int i, int lines)
+{
+    FILE *f = fopen(rn->c->nodes[i].log_path, "r");
+    char buf[64][400];
+    int k = 0;
+    if (!f) return;
+    if (lines > 64) lines = 64;
+    while (fgets(buf[k % lines], sizeof buf[0], f)) k++;
+    fclose(f);
+    fprintf(rn->out, "---- %s log (last %d lines) ----\n", rn->c->nodes[i].name, lines);
+    for (int j = k > lines ? k - lines : 0; j < k; j++) fputs(buf[j % lines], rn->out);
+}
+
 /* DELETE the victim, let it run removed for a moment, stop it, wipe its data
  * dir, start it with --join through a member, wait until it is a voter. */
 static void fault_member(struct run *rn, int victim, long long deadline)
@@ -442,8 +456,13 @@ static void fault_member(struct run *rn, int victim, long long deadline)
     note(rn, "member-rejoin %s --join %s (wiped data dir)", c->nodes[victim].name, c->nodes[via].name);
     for (long long end = t0 + 20000; mr_it_now_ms() < end;) {
         if (strcmp(members_eval(c, other, expr), "true") == 0) {
+            long long took = mr_it_now_ms() - t0;
             rn->res->member_changes++;
-            note(rn, "member-rejoin %s: voter again after %lld ms", c->nodes[victim].name, mr_it_now_ms() - t0);
+            note(rn, "member-rejoin %s: voter again after %lld ms", c->nodes[victim].name, took);
+            if (took > 3000) { /* slow: show why (the joiner's and the join target's logs) */
+                log_tail(rn, victim, 25);
+                log_tail(rn, via, 25);
+            }
             return;
         }
         mr_it_sleep_ms(50);

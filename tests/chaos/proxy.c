@@ -119,6 +119,10 @@ static void do_accept(struct mr_chaos_proxy *p, int dst)
             continue;
         }
         struct pconn *c = mr_malloc(sizeof *c);
+        if (c == NULL) {
+            close_fd(fd, 1); /* the dialer retries */
+            continue;
+        }
         c->src = -1;
         c->dst = dst;
         c->fd_in = fd;
@@ -362,6 +366,7 @@ int mr_chaos_proxy_start(struct mr_chaos_proxy **out, int n, const char *const *
     *out = NULL;
     if (n < 1 || n > MR_CHAOS_PROXY_MAX_NODES) return MR_EINVAL;
     p = mr_calloc(1, sizeof *p);
+    if (p == NULL) return MR_ENOMEM;
     p->n = n;
     p->wake[0] = p->wake[1] = -1;
     for (i = 0; i < n; i++) p->lfd[i] = -1;
