@@ -15,12 +15,23 @@
 #define CLIENT_TIMEOUT_MS 2000
 #define ELECTION_TIMEOUT_MAX_MS 600 /* the nodes' default election_timeout_ms max */
 
-static const char *fault_names[MR_CF__N] = {
-    "kill9-restart", "kill9-restart-leader", "pause",          "pause-leader",
-    "crash-all",     "partition-halves",     "partition-leader", "partition-bridge",
-    "partition-flap", "partition-oneway",    "leader-transfer",  "member-remove-rejoin"};
+static const char *fault_names[MR_CF__N] = {"kill9-restart",
+                                            "kill9-restart-leader",
+                                            "pause",
+                                            "pause-leader",
+                                            "crash-all",
+                                            "partition-halves",
+                                            "partition-leader",
+                                            "partition-bridge",
+                                            "partition-flap",
+                                            "partition-oneway",
+                                            "leader-transfer",
+                                            "member-remove-rejoin"};
 
-const char *mr_chaos_fault_name(int kind) { return fault_names[kind]; }
+const char *mr_chaos_fault_name(int kind)
+{
+    return fault_names[kind];
+}
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -58,12 +69,10 @@ static int json_tok(const char *body, const char *field, char *out, size_t n)
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\":", field);
     const char *p = body ? strstr(body, pat) : NULL;
-    if (!p)
-        return -1;
+    if (!p) return -1;
     p += strlen(pat);
     size_t k = 0;
-    while (*p && *p != ',' && *p != '}' && k + 1 < n)
-        out[k++] = *p++;
+    while (*p && *p != ',' && *p != '}' && k + 1 < n) out[k++] = *p++;
     out[k] = '\0';
     return 0;
 }
@@ -77,10 +86,8 @@ static void record(struct shared *sh, struct mr_lc_op *op)
 
 static enum mr_lc_outcome classify(int status)
 {
-    if (status == 200)
-        return MR_LC_OK;
-    if (status == 503 || (status >= 400 && status < 500))
-        return MR_LC_FAIL;
+    if (status == 200) return MR_LC_OK;
+    if (status == 503 || (status >= 400 && status < 500)) return MR_LC_FAIL;
     return MR_LC_INFO; /* 0 (transport), 504, other 5xx */
 }
 
@@ -99,16 +106,17 @@ static void *client_main(void *arg)
         struct mr_it_resp r;
         if (what < 4) {
             int rt = sh->read_target;
-            if (rt >= 0)
-                node = rt;
+            if (rt >= 0) node = rt;
             op.type = MR_LC_READ;
             snprintf(path, sizeof path, "/v1/kv/%s", key);
             op.invoke = now_ns();
-            r = mr_it_http_port(sh->ports[node], "GET", path, NULL, NULL, CLIENT_TIMEOUT_MS);
+            r = mr_it_http_port(sh->ports[node], "GET", path, NULL, NULL,
+                                CLIENT_TIMEOUT_MS);
             op.complete = now_ns();
             op.outcome = r.status == 404 ? MR_LC_OK : classify(r.status);
             if (r.status == 200) {
-                if (json_tok(r.body, "value", tmp, sizeof tmp) == 0 && strcmp(tmp, "null") != 0)
+                if (json_tok(r.body, "value", tmp, sizeof tmp) == 0 &&
+                    strcmp(tmp, "null") != 0)
                     op.value = tmp;
                 else
                     op.outcome = MR_LC_INFO;
@@ -130,17 +138,20 @@ static void *client_main(void *arg)
             if (splitmix(&cl->rng) % 4 == 0 || last == 0) {
                 op.expect = NULL;
             } else {
-                snprintf(e, sizeof e, "%d", other * 1000000 + (int)(splitmix(&cl->rng) % (uint64_t)(seq + 1)));
+                snprintf(e, sizeof e, "%d",
+                         other * 1000000 +
+                             (int)(splitmix(&cl->rng) % (uint64_t)(seq + 1)));
                 op.expect = e;
-                if (splitmix(&cl->rng) % 2)
-                    snprintf(e, sizeof e, "%d", last);
+                if (splitmix(&cl->rng) % 2) snprintf(e, sizeof e, "%d", last);
             }
             snprintf(v, sizeof v, "%d", cl->id * 1000000 + ++seq);
             op.arg = v;
-            snprintf(body, sizeof body, "{\"op\":\"cas\",\"key\":\"%s\",\"expect\":%s,\"value\":%s}", key,
+            snprintf(body, sizeof body,
+                     "{\"op\":\"cas\",\"key\":\"%s\",\"expect\":%s,\"value\":%s}", key,
                      op.expect ? op.expect : "null", v);
             op.invoke = now_ns();
-            r = mr_it_http_port(sh->ports[node], "POST", "/v1/command", body, NULL, CLIENT_TIMEOUT_MS);
+            r = mr_it_http_port(sh->ports[node], "POST", "/v1/command", body, NULL,
+                                CLIENT_TIMEOUT_MS);
             op.complete = now_ns();
             op.outcome = classify(r.status);
             if (r.status == 200) {
@@ -155,11 +166,11 @@ static void *client_main(void *arg)
          * request was never sent, so it definitely did not apply */
         if (r.status == 0 && op.complete - op.invoke < 50 * 1000000LL)
             op.outcome = MR_LC_FAIL;
-        if (op.outcome == MR_LC_INFO)
-            op.complete = MR_LC_INF;
+        if (op.outcome == MR_LC_INFO) op.complete = MR_LC_INF;
         record(sh, &op);
         mr_it_resp_free(&r);
-        mr_it_sleep_ms(10 + (int)(splitmix(&cl->rng) % 40)); /* keep histories checkable */
+        mr_it_sleep_ms(10 +
+                       (int)(splitmix(&cl->rng) % 40)); /* keep histories checkable */
     }
     return NULL;
 }
@@ -174,7 +185,8 @@ struct run {
     struct mr_it_cluster *c;
     struct mr_chaos_proxy *px;
     int listen_port[MR_IT_MAX_NODES];
-    int join_port[MR_IT_MAX_NODES]; /* 0: static peers; else HTTP port to --join through */
+    int join_port[MR_IT_MAX_NODES]; /* 0: static peers; else HTTP port to --join through
+                                     */
     FILE *out;
     FILE *sched; /* copy of the fault schedule (open_memstream) */
     char *sched_buf;
@@ -184,7 +196,8 @@ struct run {
     uint64_t rng;
 };
 
-static void note(struct run *rn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct run *rn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void note(struct run *rn, const char *fmt, ...)
 {
     char line[512];
@@ -193,7 +206,8 @@ static void note(struct run *rn, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fprintf(rn->out, "  t=%lldms %s\n", mr_it_now_ms() - rn->start, line);
-    if (rn->sched) fprintf(rn->sched, "  t=%lldms %s\n", mr_it_now_ms() - rn->start, line);
+    if (rn->sched)
+        fprintf(rn->sched, "  t=%lldms %s\n", mr_it_now_ms() - rn->start, line);
 }
 
 static int port_in_use(struct mr_it_cluster *c, int port, const int *extra, int n_extra)
@@ -209,8 +223,8 @@ static pid_t start_node(struct run *rn, int i)
 {
     char args[256];
     if (rn->join_port[i]) {
-        snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d", rn->listen_port[i],
-                 rn->join_port[i]);
+        snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d",
+                 rn->listen_port[i], rn->join_port[i]);
         return mr_it_start_args(rn->c, i, args);
     }
     snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d", rn->listen_port[i]);
@@ -245,7 +259,8 @@ static int run_setup(struct run *rn, struct mr_it_cluster *c, int n)
 }
 
 /* JSON "role" of node i, "" if down. Runner thread only (mr_it_jq). */
-static int status_of(struct mr_it_cluster *c, int i, char *role, size_t rn, unsigned long long *term)
+static int status_of(struct mr_it_cluster *c, int i, char *role, size_t rn,
+                     unsigned long long *term)
 {
     struct mr_it_resp r;
     role[0] = '\0';
@@ -265,13 +280,12 @@ static int status_of(struct mr_it_cluster *c, int i, char *role, size_t rn, unsi
 static int find_leader(struct mr_it_cluster *c)
 {
     for (int i = 0; i < c->n; i++) {
-        if (c->nodes[i].pid == 0 || c->nodes[i].paused)
-            continue;
-        struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 500);
+        if (c->nodes[i].pid == 0 || c->nodes[i].paused) continue;
+        struct mr_it_resp r =
+            mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 500);
         int lead = r.status == 200 && r.body && strstr(r.body, "\"role\":\"leader\"");
         mr_it_resp_free(&r);
-        if (lead)
-            return i;
+        if (lead) return i;
     }
     return -1;
 }
@@ -279,10 +293,8 @@ static int find_leader(struct mr_it_cluster *c)
 static void sleep_ms_until(int ms, long long deadline)
 {
     long long end = mr_it_now_ms() + ms;
-    if (end > deadline)
-        end = deadline;
-    while (mr_it_now_ms() < end)
-        mr_it_sleep_ms(20);
+    if (end > deadline) end = deadline;
+    while (mr_it_now_ms() < end) mr_it_sleep_ms(20);
 }
 
 /* Heal: lift every cut, resume paused nodes, restart dead ones. Returns 1 if
@@ -315,7 +327,10 @@ static void run_teardown(struct run *rn)
         if (rn->c->nodes[i].pid && rn->c->nodes[i].paused) mr_it_resume(rn->c, i);
     int bad = mr_it_cluster_destroy(rn->c);
     if (bad != 0) {
-        fprintf(rn->out, "chaos: teardown reported %d problem(s) (exit status on SIGTERM / sanitizer)\n", bad);
+        fprintf(rn->out,
+                "chaos: teardown reported %d problem(s) (exit status on SIGTERM / "
+                "sanitizer)\n",
+                bad);
         if (rn->res) rn->res->teardown_problems = bad;
     }
     mr_chaos_proxy_stop(rn->px);
@@ -324,7 +339,10 @@ static void run_teardown(struct run *rn)
 
 /* ---- faults ----------------------------------------------------------------- */
 
-static int rnd(struct run *rn, int n) { return (int)(splitmix(&rn->rng) % (uint64_t)n); }
+static int rnd(struct run *rn, int n)
+{
+    return (int)(splitmix(&rn->rng) % (uint64_t)n);
+}
 
 static void group_str(struct mr_it_cluster *c, unsigned m, char *buf, size_t n)
 {
@@ -332,7 +350,9 @@ static void group_str(struct mr_it_cluster *c, unsigned m, char *buf, size_t n)
     buf[0] = '\0';
     off += (size_t)snprintf(buf + off, n - off, "{");
     for (int i = 0; i < c->n && off < n; i++)
-        if ((m >> i) & 1) off += (size_t)snprintf(buf + off, n - off, "%s%s", off > 1 ? "," : "", c->nodes[i].name);
+        if ((m >> i) & 1)
+            off += (size_t)snprintf(buf + off, n - off, "%s%s", off > 1 ? "," : "",
+                                    c->nodes[i].name);
     if (off < n) snprintf(buf + off, n - off, "}");
 }
 
@@ -366,7 +386,8 @@ static void write_canary(struct run *rn, struct shared *sh)
             char path[64], val[32];
             snprintf(path, sizeof path, "/v1/kv/canary%d", canary_seq);
             snprintf(val, sizeof val, "%d", 1000 + canary_seq);
-            struct mr_it_resp r = mr_it_http_port(rn->c->nodes[l].http_port, "PUT", path, val, NULL, 2000);
+            struct mr_it_resp r =
+                mr_it_http_port(rn->c->nodes[l].http_port, "PUT", path, val, NULL, 2000);
             int ok = r.status == 200;
             mr_it_resp_free(&r);
             if (ok) {
@@ -383,7 +404,8 @@ static void write_canary(struct run *rn, struct shared *sh)
 static const char *members_eval(struct mr_it_cluster *c, int i, const char *expr)
 {
     static char outb[256];
-    struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/members", NULL, NULL, 1000);
+    struct mr_it_resp r =
+        mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/members", NULL, NULL, 1000);
     snprintf(outb, sizeof outb, "%s", r.status == 200 ? mr_it_jq(r.body, expr) : "");
     mr_it_resp_free(&r);
     return outb;
@@ -394,7 +416,8 @@ static const char *members_eval(struct mr_it_cluster *c, int i, const char *expr
 static void member_expr(char *buf, size_t n, const char *name)
 {
     snprintf(buf, n,
-             "(function() for _, m in ipairs(j.members) do if m.id == '%s' then return m.voter end end "
+             "(function() for _, m in ipairs(j.members) do if m.id == '%s' then return "
+             "m.voter end end "
              "return nil end)()",
              name);
 }
@@ -425,7 +448,8 @@ static void fault_member(struct run *rn, int victim, long long deadline)
     for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end && !removed;) {
         int l = find_leader(c);
         int via = l >= 0 ? l : rnd(rn, c->n);
-        struct mr_it_resp r = mr_it_http_port(c->nodes[via].http_port, "DELETE", path, NULL, NULL, 3000);
+        struct mr_it_resp r =
+            mr_it_http_port(c->nodes[via].http_port, "DELETE", path, NULL, NULL, 3000);
         status = r.status;
         mr_it_resp_free(&r);
         if (status == 200 || status == 404) {
@@ -435,7 +459,8 @@ static void fault_member(struct run *rn, int victim, long long deadline)
         mr_it_sleep_ms(100);
     }
     if (!removed) {
-        note(rn, "member-remove %s: DELETE failed (status %d); left as is", c->nodes[victim].name, status);
+        note(rn, "member-remove %s: DELETE failed (status %d); left as is",
+             c->nodes[victim].name, status);
         return;
     }
     /* Removed when a node other than the victim no longer lists it. */
@@ -445,7 +470,8 @@ static void fault_member(struct run *rn, int victim, long long deadline)
         mr_it_sleep_ms(50);
     }
     note(rn, "member-remove %s (status %d)", c->nodes[victim].name, status);
-    sleep_ms_until(200 + rnd(rn, 600), deadline); /* a removed node still running must not disrupt */
+    sleep_ms_until(200 + rnd(rn, 600),
+                   deadline); /* a removed node still running must not disrupt */
     mr_it_kill9(c, victim);
     rm_rf(c->nodes[victim].data_dir);
     int via = find_leader(c);
@@ -453,13 +479,16 @@ static void fault_member(struct run *rn, int victim, long long deadline)
     rn->join_port[victim] = c->nodes[via].http_port;
     start_node(rn, victim);
     long long t0 = mr_it_now_ms();
-    note(rn, "member-rejoin %s --join %s (wiped data dir)", c->nodes[victim].name, c->nodes[via].name);
+    note(rn, "member-rejoin %s --join %s (wiped data dir)", c->nodes[victim].name,
+         c->nodes[via].name);
     for (long long end = t0 + 20000; mr_it_now_ms() < end;) {
         if (strcmp(members_eval(c, other, expr), "true") == 0) {
             long long took = mr_it_now_ms() - t0;
             rn->res->member_changes++;
-            note(rn, "member-rejoin %s: voter again after %lld ms", c->nodes[victim].name, took);
-            if (took > 3000) { /* slow: show why (the joiner's and the join target's logs) */
+            note(rn, "member-rejoin %s: voter again after %lld ms", c->nodes[victim].name,
+                 took);
+            if (took >
+                3000) { /* slow: show why (the joiner's and the join target's logs) */
                 log_tail(rn, victim, 25);
                 log_tail(rn, via, 25);
             }
@@ -481,17 +510,20 @@ static void fault_transfer(struct run *rn)
     int to = (l + 1 + rnd(rn, c->n - 1)) % c->n;
     char body[64];
     snprintf(body, sizeof body, "{\"id\":\"%s\"}", c->nodes[to].name);
-    struct mr_it_resp r = mr_it_http_port(c->nodes[l].http_port, "POST", "/v1/leader/transfer", body, NULL, 3000);
+    struct mr_it_resp r = mr_it_http_port(c->nodes[l].http_port, "POST",
+                                          "/v1/leader/transfer", body, NULL, 7000);
     if (r.status == 200) rn->res->transfers_ok++;
-    note(rn, "leader-transfer %s -> %s: status %d", c->nodes[l].name, c->nodes[to].name, r.status);
+    note(rn, "leader-transfer %s -> %s: status %d", c->nodes[l].name, c->nodes[to].name,
+         r.status);
     mr_it_resp_free(&r);
 }
 
 /* Fault kinds dealt from a shuffled deck (refilled when empty), so even a
  * short round sees most kinds; crash-all comes once, half-way. */
-static const int deck_cards[] = {MR_CF_KILL,        MR_CF_KILL_LEADER, MR_CF_KILL_LEADER, MR_CF_PAUSE,
-                                 MR_CF_PAUSE_LEADER, MR_CF_PART_HALVES, MR_CF_PART_LEADER, MR_CF_PART_LEADER,
-                                 MR_CF_PART_BRIDGE, MR_CF_PART_FLAP,   MR_CF_PART_ONEWAY, MR_CF_TRANSFER,
+static const int deck_cards[] = {MR_CF_KILL,        MR_CF_KILL_LEADER,  MR_CF_KILL_LEADER,
+                                 MR_CF_PAUSE,       MR_CF_PAUSE_LEADER, MR_CF_PART_HALVES,
+                                 MR_CF_PART_LEADER, MR_CF_PART_LEADER,  MR_CF_PART_BRIDGE,
+                                 MR_CF_PART_FLAP,   MR_CF_PART_ONEWAY,  MR_CF_TRANSFER,
                                  MR_CF_MEMBER};
 #define DECK_N ((int)(sizeof deck_cards / sizeof deck_cards[0]))
 
@@ -518,11 +550,13 @@ static int deal(struct run *rn, struct deck *d)
  * HTTP: a crash counts as healed once the processes are running again. */
 static void wait_up(struct run *rn, unsigned mask)
 {
-    for (long long end = mr_it_now_ms() + 10000; mr_it_now_ms() < end; mr_it_sleep_ms(5)) {
+    for (long long end = mr_it_now_ms() + 10000; mr_it_now_ms() < end;
+         mr_it_sleep_ms(5)) {
         int all = 1;
         for (int i = 0; i < rn->c->n && all; i++) {
             if (!((mask >> i) & 1)) continue;
-            struct mr_it_resp r = mr_it_http_port(rn->c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 500);
+            struct mr_it_resp r = mr_it_http_port(rn->c->nodes[i].http_port, "GET",
+                                                  "/v1/status", NULL, NULL, 500);
             if (r.status != 200) all = 0;
             mr_it_resp_free(&r);
         }
@@ -538,11 +572,11 @@ static double measure_recovery(struct run *rn)
     while (mr_it_now_ms() < t0 + 15000) {
         int l = find_leader(c);
         if (l >= 0) {
-            struct mr_it_resp r = mr_it_http_port(c->nodes[l].http_port, "PUT", "/v1/kv/probe", "1", NULL, 1000);
+            struct mr_it_resp r = mr_it_http_port(c->nodes[l].http_port, "PUT",
+                                                  "/v1/kv/probe", "1", NULL, 1000);
             int okw = r.status == 200;
             mr_it_resp_free(&r);
-            if (okw)
-                return (double)(mr_it_now_ms() - t0) / 1000.0;
+            if (okw) return (double)(mr_it_now_ms() - t0) / 1000.0;
         }
         mr_it_sleep_ms(10);
     }
@@ -557,8 +591,9 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
     int victim = rnd(rn, n);
     int dur = 700 + rnd(rn, 1300); /* > election timeout (600 ms max) */
     long long cap = deadline + 5000;
-    if (kind == MR_CF_KILL_LEADER || kind == MR_CF_PAUSE_LEADER || kind == MR_CF_PART_LEADER ||
-        kind == MR_CF_PART_ONEWAY || (kind == MR_CF_MEMBER && rnd(rn, 3) == 0)) {
+    if (kind == MR_CF_KILL_LEADER || kind == MR_CF_PAUSE_LEADER ||
+        kind == MR_CF_PART_LEADER || kind == MR_CF_PART_ONEWAY ||
+        (kind == MR_CF_MEMBER && rnd(rn, 3) == 0)) {
         int l = find_leader(c);
         if (l >= 0) victim = l;
     }
@@ -589,11 +624,9 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
     case MR_CF_CRASH_ALL:
         write_canary(rn, sh);
         note(rn, "crash-all for %dms", dur);
-        for (int i = 0; i < n; i++)
-            mr_it_kill9(c, i);
+        for (int i = 0; i < n; i++) mr_it_kill9(c, i);
         sleep_ms_until(dur, cap);
-        for (int i = 0; i < n; i++)
-            start_node(rn, i);
+        for (int i = 0; i < n; i++) start_node(rn, i);
         wait_up(rn, all);
         break;
     case MR_CF_PART_HALVES: {
@@ -605,7 +638,8 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
     }
     case MR_CF_PART_LEADER:
         dur += rnd(rn, 800);
-        split(rn, "partition-leader (isolated | rest)", 1u << victim, all & ~(1u << victim));
+        split(rn, "partition-leader (isolated | rest)", 1u << victim,
+              all & ~(1u << victim));
         sleep_ms_until(dur, cap);
         break;
     case MR_CF_PART_BRIDGE: {
@@ -621,8 +655,10 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
             order[j] = t;
         }
         for (int i = 0; i < k; i++) {
-            if (i < k / 2) a |= 1u << order[i];
-            else cc |= 1u << order[i];
+            if (i < k / 2)
+                a |= 1u << order[i];
+            else
+                cc |= 1u << order[i];
         }
         dur += rnd(rn, 800);
         char gb[16];
@@ -655,8 +691,10 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
         int in = rnd(rn, 2);
         for (int i = 0; i < n; i++)
             if (i != victim) {
-                if (in) mr_chaos_proxy_cut(rn->px, i, victim, 1);
-                else mr_chaos_proxy_cut(rn->px, victim, i, 1);
+                if (in)
+                    mr_chaos_proxy_cut(rn->px, i, victim, 1);
+                else
+                    mr_chaos_proxy_cut(rn->px, victim, i, 1);
             }
         dur += rnd(rn, 800);
         note(rn, "partition-oneway: %s's %s links cut for %dms", c->nodes[victim].name,
@@ -685,8 +723,10 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
         rn->res->recover_max_s = rs;
     }
     if (rs < 0) rn->res->unrecovered++;
-    if (rs < 0) note(rn, "NO leader serving writes 15 s after %s", fault_names[kind]);
-    else if (rs > 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0) note(rn, "slow recovery after %s: %.3f s", fault_names[kind], rs);
+    if (rs < 0)
+        note(rn, "NO leader serving writes 15 s after %s", fault_names[kind]);
+    else if (rs > 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0)
+        note(rn, "slow recovery after %s: %.3f s", fault_names[kind], rs);
 }
 
 /* ---- the round ---------------------------------------------------------------- */
@@ -701,7 +741,8 @@ static int check_canaries(struct run *rn)
         int status = 0;
         for (int attempt = 0; attempt < 30; attempt++) {
             struct mr_it_resp r =
-                mr_it_http_port(rn->c->nodes[attempt % rn->c->n].http_port, "GET", path, NULL, NULL, 2000);
+                mr_it_http_port(rn->c->nodes[attempt % rn->c->n].http_port, "GET", path,
+                                NULL, NULL, 2000);
             status = r.status;
             if (r.status == 200) json_tok(r.body, "value", got, sizeof got);
             mr_it_resp_free(&r);
@@ -742,7 +783,8 @@ static int check_hashes(struct run *rn)
         char first[256] = "", cur[256];
         int same = 1;
         for (int i = 0; i < c->n && same; i++) {
-            struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 1000);
+            struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET",
+                                                  "/v1/status", NULL, NULL, 1000);
             char a[64] = "", hsh[160] = "";
             if (r.status != 200 || json_tok(r.body, "applied", a, sizeof a) ||
                 json_tok(r.body, "state_hash", hsh, sizeof hsh))
@@ -755,7 +797,8 @@ static int check_hashes(struct run *rn)
             mr_it_resp_free(&r);
         }
         if (same) {
-            fprintf(rn->out, "state: all %d nodes applied/state_hash = %s\n", c->n, first);
+            fprintf(rn->out, "state: all %d nodes applied/state_hash = %s\n", c->n,
+                    first);
             return 1;
         }
         mr_it_sleep_ms(100);
@@ -789,8 +832,11 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
         sh.ports[i] = c.nodes[i].http_port;
         start_node(&rn, i);
     }
-    fprintf(out, "chaos: seed=%llu nodes=%d seconds=%d clients=%d unsafe_reads=%d targeted=%d (peer links via proxy)\n",
-            (unsigned long long)o->seed, o->nodes, o->seconds, o->clients, o->unsafe_reads, o->targeted);
+    fprintf(out,
+            "chaos: seed=%llu nodes=%d seconds=%d clients=%d unsafe_reads=%d targeted=%d "
+            "(peer links via proxy)\n",
+            (unsigned long long)o->seed, o->nodes, o->seconds, o->clients,
+            o->unsafe_reads, o->targeted);
     int rc = 0, ncl = 0;
     struct client cls[16];
     pthread_t th[16];
@@ -801,7 +847,8 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     }
     ncl = o->clients > 16 ? 16 : o->clients;
     for (int i = 0; i < ncl; i++) {
-        cls[i] = (struct client){.sh = &sh, .id = i + 1, .rng = o->seed * 31 + (uint64_t)i + 1};
+        cls[i] = (struct client){
+            .sh = &sh, .id = i + 1, .rng = o->seed * 31 + (uint64_t)i + 1};
         pthread_create(&th[i], NULL, client_main, &cls[i]);
     }
     rn.start = mr_it_now_ms();
@@ -809,18 +856,20 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     int crashed_all = 0;
     struct deck dk = {.left = 0};
     rn.last_heal = rn.start;
-    fprintf(out, "fault schedule (seed %llu; timings are OS-dependent):\n", (unsigned long long)o->seed);
+    fprintf(out, "fault schedule (seed %llu; timings are OS-dependent):\n",
+            (unsigned long long)o->seed);
     while (mr_it_now_ms() < deadline) {
         sleep_ms_until(300 + rnd(&rn, 900), deadline);
-        if (mr_it_now_ms() >= deadline)
-            break;
+        if (mr_it_now_ms() >= deadline) break;
         int kind;
         if (o->targeted)
             kind = MR_CF_PAUSE_LEADER;
         else if (!crashed_all && mr_it_now_ms() > rn.start + (deadline - rn.start) / 2)
             kind = MR_CF_CRASH_ALL, crashed_all = 1;
-        else if (rn.last_heal == rn.start) /* the first fault of a round is always a partition */
-            kind = MR_CF_PART_HALVES + rnd(&rn, MR_CF_PART_ONEWAY - MR_CF_PART_HALVES + 1);
+        else if (rn.last_heal ==
+                 rn.start) /* the first fault of a round is always a partition */
+            kind =
+                MR_CF_PART_HALVES + rnd(&rn, MR_CF_PART_ONEWAY - MR_CF_PART_HALVES + 1);
         else
             kind = deal(&rn, &dk);
         inject(&rn, &sh, kind, deadline);
@@ -834,13 +883,13 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
         res->recover_s = measure_recovery(&rn);
     }
     fprintf(out,
-            "recovery: leader serving writes %.3f s after the last fault healed (limit %.1f s); "
+            "recovery: leader serving writes %.3f s after the last fault healed (limit "
+            "%.1f s); "
             "worst after any fault %.3f s (%s)\n",
             res->recover_s, 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0, res->recover_max_s,
             fault_names[res->recover_max_kind]);
     sh.stop = 1;
-    for (int i = 0; i < ncl; i++)
-        pthread_join(th[i], NULL);
+    for (int i = 0; i < ncl; i++) pthread_join(th[i], NULL);
     ncl = 0;
     /* final linearizable read of every key (through any node): lost
      * acknowledged writes show up as violations */
@@ -851,18 +900,19 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
         for (int attempt = 0; attempt < 50; attempt++) {
             struct mr_lc_op op = {.proc = 99, .type = MR_LC_READ, .key = key};
             op.invoke = now_ns();
-            struct mr_it_resp r = mr_it_http_port(c.nodes[attempt % c.n].http_port, "GET", path, NULL, NULL, 2000);
+            struct mr_it_resp r = mr_it_http_port(c.nodes[attempt % c.n].http_port, "GET",
+                                                  path, NULL, NULL, 2000);
             op.complete = now_ns();
             int done = 0;
-            if (r.status == 404 || (r.status == 200 && json_tok(r.body, "value", tmp, sizeof tmp) == 0)) {
+            if (r.status == 404 ||
+                (r.status == 200 && json_tok(r.body, "value", tmp, sizeof tmp) == 0)) {
                 op.outcome = MR_LC_OK;
                 op.value = r.status == 200 && strcmp(tmp, "null") ? tmp : NULL;
                 record(&sh, &op);
                 done = 1;
             }
             mr_it_resp_free(&r);
-            if (done)
-                break;
+            if (done) break;
             mr_it_sleep_ms(100);
         }
     }
@@ -886,45 +936,50 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     res->keys = s.keys;
     res->bad_keys = s.bad_keys;
     res->check_s = s.seconds;
-    fprintf(out, "ops=%zu ok=%zu fail=%zu info=%zu; keys=%zu bad=%zu; check %.3f s; recover %.3f s; recover_max %.3f s\n",
-            s.ops, s.ops_ok, s.ops_fail, s.ops_info, s.keys, s.bad_keys, s.seconds, res->recover_s,
-            res->recover_max_s);
+    fprintf(out,
+            "ops=%zu ok=%zu fail=%zu info=%zu; keys=%zu bad=%zu; check %.3f s; recover "
+            "%.3f s; recover_max %.3f s\n",
+            s.ops, s.ops_ok, s.ops_fail, s.ops_info, s.keys, s.bad_keys, s.seconds,
+            res->recover_s, res->recover_max_s);
     fprintf(out, "faults:");
     for (int k = 0; k < MR_CF__N; k++)
         fprintf(out, " %s=%d", fault_names[k], res->faults[k]);
     fprintf(out, "\n");
     fprintf(out,
-            "extra: member_changes=%d transfers_ok=%d flaps=%d canaries=%d lost=%d members_ok=%d "
+            "extra: member_changes=%d transfers_ok=%d flaps=%d canaries=%d lost=%d "
+            "members_ok=%d "
             "proxy_refused=%llu proxy_cut=%llu proxy_bytes=%llu\n",
-            res->member_changes, res->transfers_ok, res->flaps, res->canaries, res->lost_canaries,
-            res->members_ok, (unsigned long long)ps.refused, (unsigned long long)ps.cut,
-            (unsigned long long)ps.bytes);
+            res->member_changes, res->transfers_ok, res->flaps, res->canaries,
+            res->lost_canaries, res->members_ok, (unsigned long long)ps.refused,
+            (unsigned long long)ps.cut, (unsigned long long)ps.bytes);
     const char *hp = getenv("MR_CHAOS_HISTORY");
     if (hp) {
         FILE *f = fopen(hp, "w");
         if (f) {
-            for (size_t i = 0; i < sh.h.n; i++)
-                mr_lc_op_print(f, &sh.h.ops[i]);
+            for (size_t i = 0; i < sh.h.n; i++) mr_lc_op_print(f, &sh.h.ops[i]);
             fclose(f);
         }
     }
-    int recovered = res->recover_s >= 0 && res->recover_s <= 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0;
-    if (s.bad_keys || !res->hashes_equal || res->lost_canaries || !res->members_ok || !recovered) {
+    int recovered =
+        res->recover_s >= 0 && res->recover_s <= 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0;
+    if (s.bad_keys || !res->hashes_equal || res->lost_canaries || !res->members_ok ||
+        !recovered) {
         fflush(rn.sched);
-        fprintf(out, "fault schedule of the failing round (seed %llu):\n%s", (unsigned long long)o->seed,
-                rn.sched_buf ? rn.sched_buf : "");
+        fprintf(out, "fault schedule of the failing round (seed %llu):\n%s",
+                (unsigned long long)o->seed, rn.sched_buf ? rn.sched_buf : "");
         if (s.bad_keys)
-            fprintf(out, "VIOLATION: %zu key(s) not linearizable; replay with MR_CHAOS_SEED=%llu\n", s.bad_keys,
-                    (unsigned long long)o->seed);
+            fprintf(out,
+                    "VIOLATION: %zu key(s) not linearizable; replay with "
+                    "MR_CHAOS_SEED=%llu\n",
+                    s.bad_keys, (unsigned long long)o->seed);
         else
-            fprintf(out, "CHECK FAILED: replay with MR_CHAOS_SEED=%llu\n", (unsigned long long)o->seed);
-        if (!(o->unsafe_reads && s.bad_keys))
-            mr_it_dump_logs(&c);
+            fprintf(out, "CHECK FAILED: replay with MR_CHAOS_SEED=%llu\n",
+                    (unsigned long long)o->seed);
+        if (!(o->unsafe_reads && s.bad_keys)) mr_it_dump_logs(&c);
     }
 done:
     sh.stop = 1;
-    for (int i = 0; i < ncl; i++)
-        pthread_join(th[i], NULL);
+    for (int i = 0; i < ncl; i++) pthread_join(th[i], NULL);
     run_teardown(&rn);
     if (rn.sched) fclose(rn.sched);
     free(rn.sched_buf);
@@ -957,7 +1012,8 @@ int mr_chaos_partition_selfcheck(FILE *out)
     }
     mr_chaos_proxy_split(rn.px, 1u << l, 7u & ~(1u << l));
     /* The isolated leader cannot commit... */
-    struct mr_it_resp r = mr_it_http_port(c.nodes[l].http_port, "PUT", "/v1/kv/isolated", "1", NULL, 1500);
+    struct mr_it_resp r =
+        mr_it_http_port(c.nodes[l].http_port, "PUT", "/v1/kv/isolated", "1", NULL, 1500);
     if (r.status == 200) {
         fprintf(out, "selfcheck: the isolated leader committed a write\n");
         mr_it_resp_free(&r);
@@ -966,10 +1022,11 @@ int mr_chaos_partition_selfcheck(FILE *out)
     mr_it_resp_free(&r);
     /* ...while the other two elect a new leader in a higher term. */
     int nl = -1;
-    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end && nl < 0; mr_it_sleep_ms(50))
+    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end && nl < 0;
+         mr_it_sleep_ms(50))
         for (int i = 0; i < 3; i++)
-            if (i != l && status_of(&c, i, role, sizeof role, &term1) == 0 && strcmp(role, "leader") == 0 &&
-                term1 > term0)
+            if (i != l && status_of(&c, i, role, sizeof role, &term1) == 0 &&
+                strcmp(role, "leader") == 0 && term1 > term0)
                 nl = i;
     if (nl < 0) {
         fprintf(out, "selfcheck: the majority did not elect a new leader\n");
@@ -981,21 +1038,28 @@ int mr_chaos_partition_selfcheck(FILE *out)
     struct mr_chaos_proxy_stats ps;
     mr_chaos_proxy_stats(rn.px, &ps);
     if (!wrote || ps.cut + ps.refused == 0) {
-        fprintf(out, "selfcheck: majority write %s, proxy cut %llu refused %llu\n", wrote ? "ok" : "failed",
-                (unsigned long long)ps.cut, (unsigned long long)ps.refused);
+        fprintf(out, "selfcheck: majority write %s, proxy cut %llu refused %llu\n",
+                wrote ? "ok" : "failed", (unsigned long long)ps.cut,
+                (unsigned long long)ps.refused);
         goto done;
     }
     mr_chaos_proxy_heal(rn.px);
     /* After healing the old leader learns the new term and follows. */
-    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end; mr_it_sleep_ms(50)) {
-        if (mr_it_wait_leader(&c, 500, 1) >= 0 && status_of(&c, l, role, sizeof role, &term1) == 0 &&
+    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end;
+         mr_it_sleep_ms(50)) {
+        if (mr_it_wait_leader(&c, 500, 1) >= 0 &&
+            status_of(&c, l, role, sizeof role, &term1) == 0 &&
             strcmp(role, "follower") == 0) {
             ok = 1;
             break;
         }
     }
-    if (!ok) fprintf(out, "selfcheck: the old leader did not rejoin as a follower after healing\n");
-    fprintf(out, "selfcheck: leader %s isolated (term %llu), %s elected (term %llu); proxy cut %llu refused %llu\n",
+    if (!ok)
+        fprintf(out,
+                "selfcheck: the old leader did not rejoin as a follower after healing\n");
+    fprintf(out,
+            "selfcheck: leader %s isolated (term %llu), %s elected (term %llu); proxy "
+            "cut %llu refused %llu\n",
             c.nodes[l].name, term0, c.nodes[nl].name, term1, (unsigned long long)ps.cut,
             (unsigned long long)ps.refused);
 done:

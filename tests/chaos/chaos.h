@@ -9,18 +9,18 @@
 #include <stdio.h>
 
 enum mr_chaos_fault {
-    MR_CF_KILL,           /* kill -9 a random node, restart it later */
-    MR_CF_KILL_LEADER,    /* kill -9 the leader, restart it later */
-    MR_CF_PAUSE,          /* SIGSTOP/SIGCONT a random node (> election timeout) */
-    MR_CF_PAUSE_LEADER,   /* SIGSTOP/SIGCONT the leader */
-    MR_CF_CRASH_ALL,      /* kill -9 every node, restart them all */
-    MR_CF_PART_HALVES,    /* majority | minority */
-    MR_CF_PART_LEADER,    /* the leader alone | the rest */
-    MR_CF_PART_BRIDGE,    /* A - B - C: B sees both sides, A and C do not see each other */
-    MR_CF_PART_FLAP,      /* majority | minority toggled every 150-400 ms */
-    MR_CF_PART_ONEWAY,    /* the leader's inbound or outbound links only */
-    MR_CF_TRANSFER,       /* POST /v1/leader/transfer to a random voter */
-    MR_CF_MEMBER,         /* DELETE /v1/members/{id}, wipe, re-join as learner */
+    MR_CF_KILL,         /* kill -9 a random node, restart it later */
+    MR_CF_KILL_LEADER,  /* kill -9 the leader, restart it later */
+    MR_CF_PAUSE,        /* SIGSTOP/SIGCONT a random node (> election timeout) */
+    MR_CF_PAUSE_LEADER, /* SIGSTOP/SIGCONT the leader */
+    MR_CF_CRASH_ALL,    /* kill -9 every node, restart them all */
+    MR_CF_PART_HALVES,  /* majority | minority */
+    MR_CF_PART_LEADER,  /* the leader alone | the rest */
+    MR_CF_PART_BRIDGE,  /* A - B - C: B sees both sides, A and C do not see each other */
+    MR_CF_PART_FLAP,    /* majority | minority toggled every 150-400 ms */
+    MR_CF_PART_ONEWAY,  /* the leader's inbound or outbound links only */
+    MR_CF_TRANSFER,     /* POST /v1/leader/transfer to a random voter */
+    MR_CF_MEMBER,       /* DELETE /v1/members/{id}, wipe, re-join as learner */
     MR_CF__N
 };
 
@@ -38,19 +38,21 @@ struct mr_chaos_result {
     size_t ops, ok, fail, info;
     int faults[MR_CF__N];
     size_t keys, bad_keys;
-    int hashes_equal;    /* all nodes equal applied + state_hash after healing */
-    int members_ok;      /* every node a voter again after healing */
-    int canaries, lost_canaries; /* acknowledged writes made before crashes, missing at the end */
-    int member_changes;  /* remove + re-join cycles that completed */
-    int transfers_ok;    /* leadership transfers the leader accepted (200) */
-    int flaps;           /* partition on/off toggles inside flapping faults */
+    int hashes_equal; /* all nodes equal applied + state_hash after healing */
+    int members_ok;   /* every node a voter again after healing */
+    int canaries,
+        lost_canaries;  /* acknowledged writes made before crashes, missing at the end */
+    int member_changes; /* remove + re-join cycles that completed */
+    int transfers_ok;   /* leadership transfers the leader accepted (200) */
+    int flaps;          /* partition on/off toggles inside flapping faults */
     uint64_t proxy_refused, proxy_cut, proxy_bytes; /* proxy counters */
-    double recover_s;    /* last fault healed -> leader + successful write; -1 if never */
-    double recover_max_s; /* worst such time after any fault of the round */
-    int unrecovered;      /* faults after which no leader served a write within 15 s */
-    int recover_max_kind; /* the fault kind that gave recover_max_s */
-    double check_s;      /* lincheck time for the whole history */
-    int teardown_problems; /* nodes that exited non-zero on SIGTERM or logged sanitizer reports */
+    double recover_s; /* last fault healed -> leader + successful write; -1 if never */
+    double recover_max_s;  /* worst such time after any fault of the round */
+    int unrecovered;       /* faults after which no leader served a write within 15 s */
+    int recover_max_kind;  /* the fault kind that gave recover_max_s */
+    double check_s;        /* lincheck time for the whole history */
+    int teardown_problems; /* nodes that exited non-zero on SIGTERM or logged sanitizer
+                              reports */
 };
 
 /* Runs one round. Always stops every process and the proxy it started and

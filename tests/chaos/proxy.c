@@ -18,10 +18,10 @@
 
 #include "util/util.h"
 
-#define PBUF_SIZE (64 * 1024)   /* bytes buffered per direction */
+#define PBUF_SIZE (64 * 1024) /* bytes buffered per direction */
 #define MAX_CONNS 128
-#define PEEK_TIMEOUT_MS 3000    /* a dialer that never sends its handshake */
-#define HELLO_MAX 4096          /* MR_NET_HANDSHAKE_MAX_FRAME */
+#define PEEK_TIMEOUT_MS 3000 /* a dialer that never sends its handshake */
+#define HELLO_MAX 4096       /* MR_NET_HANDSHAKE_MAX_FRAME */
 #define FRAME_HANDSHAKE 1
 
 enum { S_PEEK, S_CONNECTING, S_OPEN };
@@ -32,9 +32,9 @@ struct pbuf {
 };
 
 struct pconn {
-    int src, dst;     /* node indexes; src -1 until known / if unknown */
-    int fd_in;        /* accepted from the dialer */
-    int fd_out;       /* to the acceptor's real port; -1 before connect */
+    int src, dst; /* node indexes; src -1 until known / if unknown */
+    int fd_in;    /* accepted from the dialer */
+    int fd_out;   /* to the acceptor's real port; -1 before connect */
     int state;
     long long born_ms;
     struct pbuf up;   /* dialer -> acceptor */
@@ -201,7 +201,8 @@ static void on_peeked(struct mr_chaos_proxy *p, int k, int src)
     a.sin_family = AF_INET;
     a.sin_port = htons((uint16_t)p->target_port[c->dst]);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(c->fd_out, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+    if (connect(c->fd_out, (struct sockaddr *)&a, sizeof a) != 0 &&
+        errno != EINPROGRESS) {
         conn_close(p, k, 1); /* node down: the dialer sees the close and backs off */
         return;
     }
@@ -313,7 +314,9 @@ static void *proxy_main(void *arg)
         for (int j = 1 + p->n; j < np; j++) {
             int k = who[j];
             struct pconn *c = p->conns[k];
-            if (!c || !pfd[j].revents || (pfd[j].fd != c->fd_in && pfd[j].fd != c->fd_out)) continue;
+            if (!c || !pfd[j].revents ||
+                (pfd[j].fd != c->fd_in && pfd[j].fd != c->fd_out))
+                continue;
             int is_in = pfd[j].fd == c->fd_in;
             if (c->state == S_PEEK) {
                 if (fill(c->fd_in, &c->up) != 0) {
@@ -328,7 +331,8 @@ static void *proxy_main(void *arg)
                 int err = 0;
                 socklen_t el = sizeof err;
                 if (is_in) continue;
-                if (getsockopt(c->fd_out, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+                if (getsockopt(c->fd_out, SOL_SOCKET, SO_ERROR, &err, &el) != 0 ||
+                    err != 0) {
                     conn_close(p, k, 1);
                     continue;
                 }
@@ -339,11 +343,17 @@ static void *proxy_main(void *arg)
             int bad = 0;
             ssize_t w = 0;
             if (is_in) {
-                if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR)) bad |= fill(c->fd_in, &c->up);
-                if (!bad && (pfd[j].revents & POLLOUT) && (w = drain(c->fd_in, &c->down)) < 0) bad = 1;
+                if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))
+                    bad |= fill(c->fd_in, &c->up);
+                if (!bad && (pfd[j].revents & POLLOUT) &&
+                    (w = drain(c->fd_in, &c->down)) < 0)
+                    bad = 1;
             } else {
-                if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR)) bad |= fill(c->fd_out, &c->down);
-                if (!bad && (pfd[j].revents & POLLOUT) && (w = drain(c->fd_out, &c->up)) < 0) bad = 1;
+                if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))
+                    bad |= fill(c->fd_out, &c->down);
+                if (!bad && (pfd[j].revents & POLLOUT) &&
+                    (w = drain(c->fd_out, &c->up)) < 0)
+                    bad = 1;
             }
             if (w > 0) count(p, &p->st.bytes, (uint64_t)w);
             if (bad || (pfd[j].revents & POLLNVAL)) conn_close(p, k, 0);

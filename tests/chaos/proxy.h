@@ -31,11 +31,11 @@
 struct mr_chaos_proxy;
 
 struct mr_chaos_proxy_stats {
-    uint64_t accepted;    /* connections accepted on proxy ports */
-    uint64_t refused;     /* refused at accept time because of a cut */
-    uint64_t cut;         /* live connections closed by a cut */
-    uint64_t unknown;     /* connections whose handshake named no known node */
-    uint64_t bytes;       /* bytes forwarded, both directions */
+    uint64_t accepted; /* connections accepted on proxy ports */
+    uint64_t refused;  /* refused at accept time because of a cut */
+    uint64_t cut;      /* live connections closed by a cut */
+    uint64_t unknown;  /* connections whose handshake named no known node */
+    uint64_t bytes;    /* bytes forwarded, both directions */
 };
 
 /* Binds n listening sockets (127.0.0.1:listen_port[i], SO_REUSEADDR) and

@@ -24,8 +24,7 @@ static int seconds(int dflt)
 static uint64_t seed(void)
 {
     const char *s = getenv("MR_CHAOS_SEED");
-    if (s && *s)
-        return strtoull(s, NULL, 10);
+    if (s && *s) return strtoull(s, NULL, 10);
     return (uint64_t)time(NULL);
 }
 
@@ -34,11 +33,14 @@ static uint64_t seed(void)
 
 static void round_is_clean(int nodes, int secs)
 {
-    struct mr_chaos_opts o = {.nodes = nodes, .seconds = secs, .clients = 5, .seed = seed(), .out = stderr};
+    struct mr_chaos_opts o = {
+        .nodes = nodes, .seconds = secs, .clients = 5, .seed = seed(), .out = stderr};
     struct mr_chaos_result r;
     assert_int_equal(mr_chaos_run(&o, &r), 0);
-    fprintf(stderr, "round: %d nodes, recovery %.3f s after the last fault (limit %.1f s), worst %.3f s\n", nodes,
-            r.recover_s, RECOVERY_LIMIT_S, r.recover_max_s);
+    fprintf(stderr,
+            "round: %d nodes, recovery %.3f s after the last fault (limit %.1f s), worst "
+            "%.3f s\n",
+            nodes, r.recover_s, RECOVERY_LIMIT_S, r.recover_max_s);
     assert_true(r.ok > 50);
     assert_int_equal(r.bad_keys, 0);
     assert_true(r.hashes_equal);
@@ -47,8 +49,9 @@ static void round_is_clean(int nodes, int secs)
     assert_int_equal(r.lost_canaries, 0);
     assert_int_equal(r.faults[MR_CF_CRASH_ALL], 1);
     /* the proxy really cut links during the round */
-    assert_true(r.faults[MR_CF_PART_HALVES] + r.faults[MR_CF_PART_LEADER] + r.faults[MR_CF_PART_BRIDGE] +
-                    r.faults[MR_CF_PART_FLAP] + r.faults[MR_CF_PART_ONEWAY] >
+    assert_true(r.faults[MR_CF_PART_HALVES] + r.faults[MR_CF_PART_LEADER] +
+                    r.faults[MR_CF_PART_BRIDGE] + r.faults[MR_CF_PART_FLAP] +
+                    r.faults[MR_CF_PART_ONEWAY] >
                 0);
     assert_true(r.proxy_cut + r.proxy_refused > 0);
     assert_int_equal(r.unrecovered, 0);
@@ -59,7 +62,8 @@ static void round_is_clean(int nodes, int secs)
     assert_true(r.recover_max_s <= RECOVERY_LIMIT_S);
 }
 
-static void isolating_the_leader_through_the_proxy_makes_the_rest_elect_a_new_one(void **state)
+static void
+isolating_the_leader_through_the_proxy_makes_the_rest_elect_a_new_one(void **state)
 {
     (void)state;
     assert_int_equal(mr_chaos_partition_selfcheck(stderr), 0);
@@ -80,8 +84,13 @@ static void five_node_cluster_stays_linearizable_under_faults(void **state)
 static void unsafe_local_reads_are_caught_by_the_checker(void **state)
 {
     (void)state;
-    struct mr_chaos_opts o = {.nodes = 3, .seconds = seconds(20), .clients = 6, .seed = seed(),
-                              .unsafe_reads = 1, .targeted = 1, .out = stderr};
+    struct mr_chaos_opts o = {.nodes = 3,
+                              .seconds = seconds(20),
+                              .clients = 6,
+                              .seed = seed(),
+                              .unsafe_reads = 1,
+                              .targeted = 1,
+                              .out = stderr};
     struct mr_chaos_result r;
     assert_int_equal(mr_chaos_run(&o, &r), 0);
     assert_true(r.bad_keys > 0);
@@ -92,15 +101,15 @@ static void unsafe_local_reads_are_caught_by_the_checker(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(isolating_the_leader_through_the_proxy_makes_the_rest_elect_a_new_one),
+        cmocka_unit_test(
+            isolating_the_leader_through_the_proxy_makes_the_rest_elect_a_new_one),
         cmocka_unit_test(three_node_cluster_stays_linearizable_under_faults),
         cmocka_unit_test(five_node_cluster_stays_linearizable_under_faults),
         cmocka_unit_test(unsafe_local_reads_are_caught_by_the_checker),
     };
     struct CMUnitTest chosen[sizeof tests / sizeof tests[0]];
     size_t n = 0;
-    if (argc < 2)
-        return cmocka_run_group_tests(tests, NULL, NULL);
+    if (argc < 2) return cmocka_run_group_tests(tests, NULL, NULL);
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         for (int a = 1; a < argc; a++)
             if (strcmp(argv[a], tests[i].name) == 0) {

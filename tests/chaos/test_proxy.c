@@ -18,9 +18,9 @@
 #include "proxy.h"
 
 struct fixture {
-    int fds_before;   /* open descriptors before setup: teardown must get back there */
+    int fds_before; /* open descriptors before setup: teardown must get back there */
     struct mr_chaos_proxy *px;
-    int node_lfd[2];  /* the fake nodes' real peer listeners */
+    int node_lfd[2]; /* the fake nodes' real peer listeners */
     int proxy_port[2];
     int node_port[2];
 };
@@ -71,14 +71,16 @@ static int teardown(void **state)
     struct fixture *f = *state;
     mr_chaos_proxy_stop(f->px);
     for (int i = 0; i < 2; i++) close(f->node_lfd[i]);
-    assert_int_equal(open_fds(), f->fds_before); /* every socket and the wake pipe closed */
+    assert_int_equal(open_fds(),
+                     f->fds_before); /* every socket and the wake pipe closed */
     return 0;
 }
 
 /* A HANDSHAKE frame as a moonraft dialer named `name` sends it. */
 static size_t hello(unsigned char *b, const char *name)
 {
-    size_t cn = strlen("moonraft"), nn = strlen(name), len = 2 + 1 + 1 + 8 + 8 + 1 + cn + 1 + nn + 32, at = 6;
+    size_t cn = strlen("moonraft"), nn = strlen(name),
+           len = 2 + 1 + 1 + 8 + 8 + 1 + cn + 1 + nn + 32, at = 6;
     memset(b, 0, 6 + len);
     b[0] = (unsigned char)len;
     b[4] = 1; /* wire version */
@@ -172,7 +174,8 @@ static void test_proxy_forwards_the_peeked_handshake_and_bytes_both_ways(void **
     close(node);
 }
 
-static void test_proxy_cut_closes_a_live_link_on_both_sides_and_only_that_direction(void **state)
+static void
+test_proxy_cut_closes_a_live_link_on_both_sides_and_only_that_direction(void **state)
 {
     struct fixture *f = *state;
     int dialer, node = open_link(f, &dialer);
@@ -191,7 +194,8 @@ static void test_proxy_cut_closes_a_live_link_on_both_sides_and_only_that_direct
     close(node);
 }
 
-static void test_proxy_refuses_new_links_while_cut_and_forwards_again_after_healing(void **state)
+static void
+test_proxy_refuses_new_links_while_cut_and_forwards_again_after_healing(void **state)
 {
     struct fixture *f = *state;
     unsigned char h[128];
@@ -246,15 +250,19 @@ static void test_proxy_closes_the_dialer_when_the_node_is_down(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_proxy_forwards_the_peeked_handshake_and_bytes_both_ways, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_proxy_cut_closes_a_live_link_on_both_sides_and_only_that_direction,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_proxy_refuses_new_links_while_cut_and_forwards_again_after_healing,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_proxy_forwards_a_dialer_it_cannot_name_and_counts_it, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_proxy_closes_the_dialer_when_the_node_is_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_proxy_forwards_the_peeked_handshake_and_bytes_both_ways, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_proxy_cut_closes_a_live_link_on_both_sides_and_only_that_direction,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_proxy_refuses_new_links_while_cut_and_forwards_again_after_healing,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_proxy_forwards_a_dialer_it_cannot_name_and_counts_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_proxy_closes_the_dialer_when_the_node_is_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
