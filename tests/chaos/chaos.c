@@ -4,18 +4,34 @@
 
 #include "chaos.h"
 #include "lincheck.h"
+#include "proxy.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 
 #include "util/util.h"
 
 #define NKEYS 3
 #define CLIENT_TIMEOUT_MS 2000
+#define ELECTION_TIMEOUT_MAX_MS 600 /* the nodes' default election_timeout_ms max */
 
-static const char *fault_names[MR_CF__N] = {"kill9-restart", "kill9-restart-leader", "pause",
-                                            "pause-leader", "crash-all"};
+static const char *fault_names[MR_CF__N] = {"kill9-restart",
+                                            "kill9-restart-leader",
+                                            "pause",
+                                            "pause-leader",
+                                            "crash-all",
+                                            "partition-halves",
+                                            "partition-leader",
+                                            "partition-bridge",
+                                            "partition-flap",
+                                            "partition-oneway",
+                                            "leader-transfer",
+                                            "member-remove-rejoin"};
 
-const char *mr_chaos_fault_name(int kind) { return fault_names[kind]; }
+const char *mr_chaos_fault_name(int kind)
+{
+    return fault_names[kind];
+}
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -53,12 +69,10 @@ static int json_tok(const char *body, const char *field, char *out, size_t n)
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\":", field);
     const char *p = body ? strstr(body, pat) : NULL;
-    if (!p)
-        return -1;
+    if (!p) return -1;
     p += strlen(pat);
     size_t k = 0;
-    while (*p && *p != ',' && *p != '}' && k + 1 < n)
-        out[k++] = *p++;
+    while (*p && *p != ',' && *p != '}' && k + 1 < n) out[k++] = *p++;
     out[k] = '\0';
     return 0;
 }
@@ -72,10 +86,8 @@ static void record(struct shared *sh, struct mr_lc_op *op)
 
 static enum mr_lc_outcome classify(int status)
 {
-    if (status == 200)
-        return MR_LC_OK;
-    if (status == 503 || (status >= 400 && status < 500))
-        return MR_LC_FAIL;
+    if (status == 200) return MR_LC_OK;
+    if (status == 503 || (status >= 400 && status < 500)) return MR_LC_FAIL;
     return MR_LC_INFO; /* 0 (transport), 504, other 5xx */
 }
 
@@ -94,16 +106,17 @@ static void *client_main(void *arg)
         struct mr_it_resp r;
         if (what < 4) {
             int rt = sh->read_target;
-            if (rt >= 0)
-                node = rt;
+            if (rt >= 0) node = rt;
             op.type = MR_LC_READ;
             snprintf(path, sizeof path, "/v1/kv/%s", key);
             op.invoke = now_ns();
-            r = mr_it_http_port(sh->ports[node], "GET", path, NULL, NULL, CLIENT_TIMEOUT_MS);
+            r = mr_it_http_port(sh->ports[node], "GET", path, NULL, NULL,
+                                CLIENT_TIMEOUT_MS);
             op.complete = now_ns();
             op.outcome = r.status == 404 ? MR_LC_OK : classify(r.status);
             if (r.status == 200) {
-                if (json_tok(r.body, "value", tmp, sizeof tmp) == 0 && strcmp(tmp, "null") != 0)
+                if (json_tok(r.body, "value", tmp, sizeof tmp) == 0 &&
+                    strcmp(tmp, "null") != 0)
                     op.value = tmp;
                 else
                     op.outcome = MR_LC_INFO;
@@ -125,17 +138,20 @@ static void *client_main(void *arg)
             if (splitmix(&cl->rng) % 4 == 0 || last == 0) {
                 op.expect = NULL;
             } else {
-                snprintf(e, sizeof e, "%d", other * 1000000 + (int)(splitmix(&cl->rng) % (uint64_t)(seq + 1)));
+                snprintf(e, sizeof e, "%d",
+                         other * 1000000 +
+                             (int)(splitmix(&cl->rng) % (uint64_t)(seq + 1)));
                 op.expect = e;
-                if (splitmix(&cl->rng) % 2)
-                    snprintf(e, sizeof e, "%d", last);
+                if (splitmix(&cl->rng) % 2) snprintf(e, sizeof e, "%d", last);
             }
             snprintf(v, sizeof v, "%d", cl->id * 1000000 + ++seq);
             op.arg = v;
-            snprintf(body, sizeof body, "{\"op\":\"cas\",\"key\":\"%s\",\"expect\":%s,\"value\":%s}", key,
+            snprintf(body, sizeof body,
+                     "{\"op\":\"cas\",\"key\":\"%s\",\"expect\":%s,\"value\":%s}", key,
                      op.expect ? op.expect : "null", v);
             op.invoke = now_ns();
-            r = mr_it_http_port(sh->ports[node], "POST", "/v1/command", body, NULL, CLIENT_TIMEOUT_MS);
+            r = mr_it_http_port(sh->ports[node], "POST", "/v1/command", body, NULL,
+                                CLIENT_TIMEOUT_MS);
             op.complete = now_ns();
             op.outcome = classify(r.status);
             if (r.status == 200) {
@@ -150,25 +166,126 @@ static void *client_main(void *arg)
          * request was never sent, so it definitely did not apply */
         if (r.status == 0 && op.complete - op.invoke < 50 * 1000000LL)
             op.outcome = MR_LC_FAIL;
-        if (op.outcome == MR_LC_INFO)
-            op.complete = MR_LC_INF;
+        if (op.outcome == MR_LC_INFO) op.complete = MR_LC_INF;
         record(sh, &op);
         mr_it_resp_free(&r);
-        mr_it_sleep_ms(10 + (int)(splitmix(&cl->rng) % 40)); /* keep histories checkable */
+        mr_it_sleep_ms(10 +
+                       (int)(splitmix(&cl->rng) % 40)); /* keep histories checkable */
     }
     return NULL;
+}
+
+/* ---- cluster behind the proxy --------------------------------------------- */
+
+/* One round's cluster: node i advertises the harness's raft_port (where the
+ * proxy listens) and binds listen_port[i] (--raft-listen). */
+struct run {
+    const struct mr_chaos_opts *o;
+    struct mr_chaos_result *res;
+    struct mr_it_cluster *c;
+    struct mr_chaos_proxy *px;
+    int listen_port[MR_IT_MAX_NODES];
+    int join_port[MR_IT_MAX_NODES]; /* 0: static peers; else HTTP port to --join through
+                                     */
+    FILE *out;
+    FILE *sched; /* copy of the fault schedule (open_memstream) */
+    char *sched_buf;
+    size_t sched_len;
+    long long start;
+    long long last_heal; /* when the last fault was healed, ms */
+    uint64_t rng;
+};
+
+static void note(struct run *rn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void note(struct run *rn, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(rn->out, "  t=%lldms %s\n", mr_it_now_ms() - rn->start, line);
+    if (rn->sched)
+        fprintf(rn->sched, "  t=%lldms %s\n", mr_it_now_ms() - rn->start, line);
+}
+
+static int port_in_use(struct mr_it_cluster *c, int port, const int *extra, int n_extra)
+{
+    for (int j = 0; j < c->n; j++)
+        if (c->nodes[j].raft_port == port || c->nodes[j].http_port == port) return 1;
+    for (int j = 0; j < n_extra; j++)
+        if (extra[j] == port) return 1;
+    return 0;
+}
+
+static pid_t start_node(struct run *rn, int i)
+{
+    char args[256];
+    if (rn->join_port[i]) {
+        snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d",
+                 rn->listen_port[i], rn->join_port[i]);
+        return mr_it_start_args(rn->c, i, args);
+    }
+    snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d", rn->listen_port[i]);
+    return mr_it_start_static(rn->c, i, args);
+}
+
+/* Allocates the real listen ports and starts the proxy; nothing started on
+ * failure. */
+static int run_setup(struct run *rn, struct mr_it_cluster *c, int n)
+{
+    const char *names[MR_IT_MAX_NODES];
+    int ports[MR_IT_MAX_NODES];
+    mr_it_cluster_init(c, n);
+    rn->c = c;
+    for (int i = 0; i < n; i++) {
+        int p;
+        do {
+            p = free_port();
+        } while (port_in_use(c, p, rn->listen_port, i));
+        rn->listen_port[i] = p;
+        rn->join_port[i] = 0;
+        names[i] = c->nodes[i].name;
+        ports[i] = c->nodes[i].raft_port;
+    }
+    int rv = mr_chaos_proxy_start(&rn->px, n, names, ports, rn->listen_port);
+    if (rv != 0) {
+        fprintf(rn->out, "chaos: proxy: %s\n", mr_strerror(rv));
+        mr_it_cluster_destroy(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* JSON "role" of node i, "" if down. Runner thread only (mr_it_jq). */
+static int status_of(struct mr_it_cluster *c, int i, char *role, size_t rn,
+                     unsigned long long *term)
+{
+    struct mr_it_resp r;
+    role[0] = '\0';
+    if (c->nodes[i].pid == 0 || c->nodes[i].paused) return -1;
+    r = mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 500);
+    int ok = r.status == 200;
+    if (ok) {
+        char t[64] = "0";
+        json_tok(r.body, "term", t, sizeof t);
+        if (term) *term = strtoull(t, NULL, 10);
+        snprintf(role, rn, "%s", mr_it_jq(r.body, "j.role"));
+    }
+    mr_it_resp_free(&r);
+    return ok ? 0 : -1;
 }
 
 static int find_leader(struct mr_it_cluster *c)
 {
     for (int i = 0; i < c->n; i++) {
-        if (c->nodes[i].pid == 0 || c->nodes[i].paused)
-            continue;
-        struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 500);
+        if (c->nodes[i].pid == 0 || c->nodes[i].paused) continue;
+        struct mr_it_resp r =
+            mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 500);
         int lead = r.status == 200 && r.body && strstr(r.body, "\"role\":\"leader\"");
         mr_it_resp_free(&r);
-        if (lead)
-            return i;
+        if (lead) return i;
     }
     return -1;
 }
@@ -176,162 +293,498 @@ static int find_leader(struct mr_it_cluster *c)
 static void sleep_ms_until(int ms, long long deadline)
 {
     long long end = mr_it_now_ms() + ms;
-    if (end > deadline)
-        end = deadline;
-    while (mr_it_now_ms() < end)
-        mr_it_sleep_ms(20);
+    if (end > deadline) end = deadline;
+    while (mr_it_now_ms() < end) mr_it_sleep_ms(20);
 }
 
-/* Heal: resume paused nodes, restart dead ones. */
-static void heal(struct mr_it_cluster *c)
+/* Heal: lift every cut, resume paused nodes, restart dead ones. Returns 1 if
+ * anything had to be healed. */
+static int heal(struct run *rn)
 {
+    struct mr_it_cluster *c = rn->c;
+    int did = 0;
+    if (rn->px && mr_chaos_proxy_n_cuts(rn->px) > 0) {
+        mr_chaos_proxy_heal(rn->px);
+        did = 1;
+    }
     for (int i = 0; i < c->n; i++) {
-        if (c->nodes[i].pid && c->nodes[i].paused)
+        if (c->nodes[i].pid && c->nodes[i].paused) {
             mr_it_resume(c, i);
-        if (c->nodes[i].pid == 0)
-            mr_it_start_static(c, i, NULL);
+            did = 1;
+        }
+        if (c->nodes[i].pid == 0) {
+            start_node(rn, i);
+            did = 1;
+        }
+    }
+    return did;
+}
+
+static void run_teardown(struct run *rn)
+{
+    if (rn->px) mr_chaos_proxy_heal(rn->px);
+    for (int i = 0; i < rn->c->n; i++)
+        if (rn->c->nodes[i].pid && rn->c->nodes[i].paused) mr_it_resume(rn->c, i);
+    int bad = mr_it_cluster_destroy(rn->c);
+    if (bad != 0) {
+        fprintf(rn->out,
+                "chaos: teardown reported %d problem(s) (exit status on SIGTERM / "
+                "sanitizer)\n",
+                bad);
+        if (rn->res) rn->res->teardown_problems = bad;
+    }
+    mr_chaos_proxy_stop(rn->px);
+    rn->px = NULL;
+}
+
+/* ---- faults ----------------------------------------------------------------- */
+
+static int rnd(struct run *rn, int n)
+{
+    return (int)(splitmix(&rn->rng) % (uint64_t)n);
+}
+
+static void group_str(struct mr_it_cluster *c, unsigned m, char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    off += (size_t)snprintf(buf + off, n - off, "{");
+    for (int i = 0; i < c->n && off < n; i++)
+        if ((m >> i) & 1)
+            off += (size_t)snprintf(buf + off, n - off, "%s%s", off > 1 ? "," : "",
+                                    c->nodes[i].name);
+    if (off < n) snprintf(buf + off, n - off, "}");
+}
+
+/* A random minority (1 .. (n-1)/2 nodes). */
+static unsigned random_minority(struct run *rn)
+{
+    int n = rn->c->n, size = 1 + rnd(rn, (n - 1) / 2);
+    unsigned m = 0;
+    while (__builtin_popcount(m) < size) m |= 1u << rnd(rn, n);
+    return m;
+}
+
+static void split(struct run *rn, const char *what, unsigned a, unsigned b)
+{
+    char ga[64], gb[64];
+    group_str(rn->c, a, ga, sizeof ga);
+    group_str(rn->c, b, gb, sizeof gb);
+    mr_chaos_proxy_split(rn->px, a, b);
+    note(rn, "%s %s | %s", what, ga, gb);
+}
+
+static int canary_seq;
+
+/* An acknowledged write kept aside: it must still be there at the end. */
+static void write_canary(struct run *rn, struct shared *sh)
+{
+    (void)sh;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        int l = find_leader(rn->c);
+        if (l >= 0) {
+            char path[64], val[32];
+            snprintf(path, sizeof path, "/v1/kv/canary%d", canary_seq);
+            snprintf(val, sizeof val, "%d", 1000 + canary_seq);
+            struct mr_it_resp r =
+                mr_it_http_port(rn->c->nodes[l].http_port, "PUT", path, val, NULL, 2000);
+            int ok = r.status == 200;
+            mr_it_resp_free(&r);
+            if (ok) {
+                canary_seq++;
+                rn->res->canaries++;
+                return;
+            }
+        }
+        mr_it_sleep_ms(100);
     }
 }
 
-int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
+/* JSON member list of node i, evaluated with expr over j; "" if down. */
+static const char *members_eval(struct mr_it_cluster *c, int i, const char *expr)
 {
-    FILE *out = o->out ? o->out : stderr;
-    memset(res, 0, sizeof(*res));
-    struct mr_it_cluster c;
-    mr_it_cluster_init(&c, o->nodes);
-    if (o->unsafe_reads)
-        setenv("MOONRAFT_UNSAFE_LOCAL_READS", "1", 1);
-    else
-        unsetenv("MOONRAFT_UNSAFE_LOCAL_READS");
-    struct shared sh = {.c = &c, .read_target = -1};
-    pthread_mutex_init(&sh.mu, NULL);
-    mr_lc_history_init(&sh.h);
-    for (int i = 0; i < c.n; i++) {
-        sh.ports[i] = c.nodes[i].http_port;
-        mr_it_start_static(&c, i, NULL);
-    }
-    fprintf(out, "chaos: seed=%llu nodes=%d seconds=%d clients=%d unsafe_reads=%d targeted=%d\n",
-            (unsigned long long)o->seed, o->nodes, o->seconds, o->clients, o->unsafe_reads, o->targeted);
-    int rc = 0;
-    if (mr_it_wait_leader(&c, 15000, 0) < 0) {
-        fprintf(out, "chaos: no initial leader\n");
-        rc = -1;
-        goto done;
-    }
-    uint64_t rng = o->seed;
-    struct client cls[16];
-    pthread_t th[16];
-    int ncl = o->clients > 16 ? 16 : o->clients;
-    for (int i = 0; i < ncl; i++) {
-        cls[i] = (struct client){.sh = &sh, .id = i + 1, .rng = o->seed * 31 + (uint64_t)i + 1};
-        pthread_create(&th[i], NULL, client_main, &cls[i]);
-    }
-    long long start = mr_it_now_ms(), deadline = start + (long long)o->seconds * 1000;
-    int crashed_all = 0;
-    fprintf(out, "fault schedule (seed %llu; timings are OS-dependent):\n", (unsigned long long)o->seed);
-    while (mr_it_now_ms() < deadline) {
-        sleep_ms_until(500 + (int)(splitmix(&rng) % 1500), deadline);
-        if (mr_it_now_ms() >= deadline)
+    static char outb[256];
+    struct mr_it_resp r =
+        mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/members", NULL, NULL, 1000);
+    snprintf(outb, sizeof outb, "%s", r.status == 200 ? mr_it_jq(r.body, expr) : "");
+    mr_it_resp_free(&r);
+    return outb;
+}
+
+/* "true" when node `name` is a voter in j.members, "false" if a learner,
+ * "nil" if absent. */
+static void member_expr(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n,
+             "(function() for _, m in ipairs(j.members) do if m.id == '%s' then return "
+             "m.voter end end "
+             "return nil end)()",
+             name);
+}
+
+/* The last `lines` lines of node i's log, to rn->out. */
+static void log_tail(struct run *rn, int i, int lines)
+{
+    FILE *f = fopen(rn->c->nodes[i].log_path, "r");
+    char buf[64][400];
+    int k = 0;
+    if (!f) return;
+    if (lines > 64) lines = 64;
+    while (fgets(buf[k % lines], sizeof buf[0], f)) k++;
+    fclose(f);
+    fprintf(rn->out, "---- %s log (last %d lines) ----\n", rn->c->nodes[i].name, lines);
+    for (int j = k > lines ? k - lines : 0; j < k; j++) fputs(buf[j % lines], rn->out);
+}
+
+/* DELETE the victim, let it run removed for a moment, stop it, wipe its data
+ * dir, start it with --join through a member, wait until it is a voter. */
+static void fault_member(struct run *rn, int victim, long long deadline)
+{
+    struct mr_it_cluster *c = rn->c;
+    char path[64], expr[256];
+    int removed = 0, status = 0;
+    snprintf(path, sizeof path, "/v1/members/%s", c->nodes[victim].name);
+    member_expr(expr, sizeof expr, c->nodes[victim].name);
+    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end && !removed;) {
+        int l = find_leader(c);
+        int via = l >= 0 ? l : rnd(rn, c->n);
+        struct mr_it_resp r =
+            mr_it_http_port(c->nodes[via].http_port, "DELETE", path, NULL, NULL, 3000);
+        status = r.status;
+        mr_it_resp_free(&r);
+        if (status == 200 || status == 404) {
+            removed = 1;
             break;
-        int kind;
-        uint64_t d = splitmix(&rng) % 100;
-        if (o->targeted)
-            kind = MR_CF_PAUSE_LEADER;
-        else if (!crashed_all && mr_it_now_ms() > start + (deadline - start) / 2)
-            kind = MR_CF_CRASH_ALL;
-        else
-            kind = d < 20 ? MR_CF_KILL : d < 50 ? MR_CF_KILL_LEADER : d < 70 ? MR_CF_PAUSE : MR_CF_PAUSE_LEADER;
-        int victim = (int)(splitmix(&rng) % (uint64_t)c.n);
-        int dur = 700 + (int)(splitmix(&rng) % 1300); /* > election timeout (600 ms max) */
-        if (kind == MR_CF_KILL_LEADER || kind == MR_CF_PAUSE_LEADER) {
-            int l = find_leader(&c);
-            if (l >= 0)
-                victim = l;
         }
-        long long t = mr_it_now_ms() - start;
-        res->faults[kind]++;
-        switch (kind) {
-        case MR_CF_KILL:
-        case MR_CF_KILL_LEADER:
-            fprintf(out, "  t=%lldms %s n%d for %dms\n", t, fault_names[kind], victim + 1, dur);
-            mr_it_kill9(&c, victim);
-            sleep_ms_until(dur, deadline + 5000);
-            mr_it_start_static(&c, victim, NULL);
-            break;
-        case MR_CF_PAUSE:
-        case MR_CF_PAUSE_LEADER:
-            fprintf(out, "  t=%lldms %s n%d for %dms\n", t, fault_names[kind], victim + 1, dur);
-            mr_it_pause(&c, victim);
-            if (o->targeted) /* read from the old leader when it wakes up */
-                sh.read_target = victim;
-            sleep_ms_until(dur, deadline + 5000);
-            mr_it_resume(&c, victim);
-            if (o->targeted) {
-                mr_it_sleep_ms(300);
-                sh.read_target = -1;
+        mr_it_sleep_ms(100);
+    }
+    if (!removed) {
+        note(rn, "member-remove %s: DELETE failed (status %d); left as is",
+             c->nodes[victim].name, status);
+        return;
+    }
+    /* Removed when a node other than the victim no longer lists it. */
+    int other = (victim + 1) % c->n;
+    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end;) {
+        if (strcmp(members_eval(c, other, expr), "nil") == 0) break;
+        mr_it_sleep_ms(50);
+    }
+    note(rn, "member-remove %s (status %d)", c->nodes[victim].name, status);
+    sleep_ms_until(200 + rnd(rn, 600),
+                   deadline); /* a removed node still running must not disrupt */
+    mr_it_kill9(c, victim);
+    rm_rf(c->nodes[victim].data_dir);
+    int via = find_leader(c);
+    if (via < 0 || via == victim) via = other;
+    rn->join_port[victim] = c->nodes[via].http_port;
+    start_node(rn, victim);
+    long long t0 = mr_it_now_ms();
+    note(rn, "member-rejoin %s --join %s (wiped data dir)", c->nodes[victim].name,
+         c->nodes[via].name);
+    for (long long end = t0 + 20000; mr_it_now_ms() < end;) {
+        if (strcmp(members_eval(c, other, expr), "true") == 0) {
+            long long took = mr_it_now_ms() - t0;
+            rn->res->member_changes++;
+            note(rn, "member-rejoin %s: voter again after %lld ms", c->nodes[victim].name,
+                 took);
+            if (took >
+                3000) { /* slow: show why (the joiner's and the join target's logs) */
+                log_tail(rn, victim, 25);
+                log_tail(rn, via, 25);
             }
-            break;
-        case MR_CF_CRASH_ALL:
-            crashed_all = 1;
-            fprintf(out, "  t=%lldms crash-all for %dms\n", t, dur);
-            for (int i = 0; i < c.n; i++)
-                mr_it_kill9(&c, i);
-            sleep_ms_until(dur, deadline + 5000);
-            for (int i = 0; i < c.n; i++)
-                mr_it_start_static(&c, i, NULL);
-            break;
+            return;
         }
+        mr_it_sleep_ms(50);
     }
-    /* heal and measure recovery: leader + a successful write */
-    heal(&c);
-    long long healed = mr_it_now_ms();
-    res->recover_s = -1;
-    while (mr_it_now_ms() < healed + 15000) {
-        int l = find_leader(&c);
+    note(rn, "member-rejoin %s: NOT a voter after 20 s", c->nodes[victim].name);
+}
+
+static void fault_transfer(struct run *rn)
+{
+    struct mr_it_cluster *c = rn->c;
+    int l = find_leader(c);
+    if (l < 0) {
+        note(rn, "leader-transfer skipped: no leader");
+        return;
+    }
+    int to = (l + 1 + rnd(rn, c->n - 1)) % c->n;
+    char body[64];
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", c->nodes[to].name);
+    struct mr_it_resp r = mr_it_http_port(c->nodes[l].http_port, "POST",
+                                          "/v1/leader/transfer", body, NULL, 7000);
+    if (r.status == 200) rn->res->transfers_ok++;
+    note(rn, "leader-transfer %s -> %s: status %d", c->nodes[l].name, c->nodes[to].name,
+         r.status);
+    mr_it_resp_free(&r);
+}
+
+/* Fault kinds dealt from a shuffled deck (refilled when empty), so even a
+ * short round sees most kinds; crash-all comes once, half-way. */
+static const int deck_cards[] = {MR_CF_KILL,        MR_CF_KILL_LEADER,  MR_CF_KILL_LEADER,
+                                 MR_CF_PAUSE,       MR_CF_PAUSE_LEADER, MR_CF_PART_HALVES,
+                                 MR_CF_PART_LEADER, MR_CF_PART_LEADER,  MR_CF_PART_BRIDGE,
+                                 MR_CF_PART_FLAP,   MR_CF_PART_ONEWAY,  MR_CF_TRANSFER,
+                                 MR_CF_MEMBER};
+#define DECK_N ((int)(sizeof deck_cards / sizeof deck_cards[0]))
+
+struct deck {
+    int cards[DECK_N];
+    int left;
+};
+
+static int deal(struct run *rn, struct deck *d)
+{
+    if (d->left == 0) {
+        memcpy(d->cards, deck_cards, sizeof d->cards);
+        for (int i = DECK_N - 1; i > 0; i--) {
+            int j = rnd(rn, i + 1), t = d->cards[i];
+            d->cards[i] = d->cards[j];
+            d->cards[j] = t;
+        }
+        d->left = DECK_N;
+    }
+    return d->cards[--d->left];
+}
+
+/* Waits (up to 10 s) until the nodes in `mask`, just restarted, answer
+ * HTTP: a crash counts as healed once the processes are running again. */
+static void wait_up(struct run *rn, unsigned mask)
+{
+    for (long long end = mr_it_now_ms() + 10000; mr_it_now_ms() < end;
+         mr_it_sleep_ms(5)) {
+        int all = 1;
+        for (int i = 0; i < rn->c->n && all; i++) {
+            if (!((mask >> i) & 1)) continue;
+            struct mr_it_resp r = mr_it_http_port(rn->c->nodes[i].http_port, "GET",
+                                                  "/v1/status", NULL, NULL, 500);
+            if (r.status != 200) all = 0;
+            mr_it_resp_free(&r);
+        }
+        if (all) return;
+    }
+}
+
+/* Leader + a successful write, timed from rn->last_heal. */
+static double measure_recovery(struct run *rn)
+{
+    struct mr_it_cluster *c = rn->c;
+    long long t0 = rn->last_heal;
+    while (mr_it_now_ms() < t0 + 15000) {
+        int l = find_leader(c);
         if (l >= 0) {
-            struct mr_it_resp r = mr_it_http_port(c.nodes[l].http_port, "PUT", "/v1/kv/probe", "1", NULL, 1000);
+            struct mr_it_resp r = mr_it_http_port(c->nodes[l].http_port, "PUT",
+                                                  "/v1/kv/probe", "1", NULL, 1000);
             int okw = r.status == 200;
             mr_it_resp_free(&r);
-            if (okw) {
-                res->recover_s = (double)(mr_it_now_ms() - healed) / 1000.0;
-                break;
-            }
+            if (okw) return (double)(mr_it_now_ms() - t0) / 1000.0;
         }
-        mr_it_sleep_ms(20);
+        mr_it_sleep_ms(10);
     }
-    sh.stop = 1;
-    for (int i = 0; i < ncl; i++)
-        pthread_join(th[i], NULL);
-    /* final linearizable read of every key (through any node) */
-    for (int k = 0; k < NKEYS; k++) {
-        char key[8], path[32], tmp[64];
-        snprintf(key, sizeof key, "k%d", k);
-        snprintf(path, sizeof path, "/v1/kv/%s", key);
-        for (int attempt = 0; attempt < 50; attempt++) {
-            struct mr_lc_op op = {.proc = 99, .type = MR_LC_READ, .key = key};
-            op.invoke = now_ns();
-            struct mr_it_resp r = mr_it_http_port(c.nodes[attempt % c.n].http_port, "GET", path, NULL, NULL, 2000);
-            op.complete = now_ns();
-            int done = 0;
-            if (r.status == 404 || (r.status == 200 && json_tok(r.body, "value", tmp, sizeof tmp) == 0)) {
-                op.outcome = MR_LC_OK;
-                op.value = r.status == 200 && strcmp(tmp, "null") ? tmp : NULL;
-                record(&sh, &op);
-                done = 1;
+    return -1;
+}
+
+static void inject(struct run *rn, struct shared *sh, int kind, long long deadline)
+{
+    struct mr_it_cluster *c = rn->c;
+    int n = c->n;
+    unsigned all = (1u << n) - 1;
+    int victim = rnd(rn, n);
+    int dur = 700 + rnd(rn, 1300); /* > election timeout (600 ms max) */
+    long long cap = deadline + 5000;
+    if (kind == MR_CF_KILL_LEADER || kind == MR_CF_PAUSE_LEADER ||
+        kind == MR_CF_PART_LEADER || kind == MR_CF_PART_ONEWAY ||
+        (kind == MR_CF_MEMBER && rnd(rn, 3) == 0)) {
+        int l = find_leader(c);
+        if (l >= 0) victim = l;
+    }
+    rn->res->faults[kind]++;
+    switch (kind) {
+    case MR_CF_KILL:
+    case MR_CF_KILL_LEADER:
+        if (kind == MR_CF_KILL_LEADER) write_canary(rn, sh);
+        note(rn, "%s %s for %dms", fault_names[kind], c->nodes[victim].name, dur);
+        mr_it_kill9(c, victim);
+        sleep_ms_until(dur, cap);
+        start_node(rn, victim);
+        wait_up(rn, 1u << victim);
+        break;
+    case MR_CF_PAUSE:
+    case MR_CF_PAUSE_LEADER:
+        note(rn, "%s %s for %dms", fault_names[kind], c->nodes[victim].name, dur);
+        mr_it_pause(c, victim);
+        if (rn->o->targeted) /* read from the old leader when it wakes up */
+            sh->read_target = victim;
+        sleep_ms_until(dur, cap);
+        mr_it_resume(c, victim);
+        if (rn->o->targeted) {
+            mr_it_sleep_ms(300);
+            sh->read_target = -1;
+        }
+        break;
+    case MR_CF_CRASH_ALL:
+        write_canary(rn, sh);
+        note(rn, "crash-all for %dms", dur);
+        for (int i = 0; i < n; i++) mr_it_kill9(c, i);
+        sleep_ms_until(dur, cap);
+        for (int i = 0; i < n; i++) start_node(rn, i);
+        wait_up(rn, all);
+        break;
+    case MR_CF_PART_HALVES: {
+        unsigned m = random_minority(rn);
+        dur += rnd(rn, 800);
+        split(rn, "partition-halves (minority | majority)", m, all & ~m);
+        sleep_ms_until(dur, cap);
+        break;
+    }
+    case MR_CF_PART_LEADER:
+        dur += rnd(rn, 800);
+        split(rn, "partition-leader (isolated | rest)", 1u << victim,
+              all & ~(1u << victim));
+        sleep_ms_until(dur, cap);
+        break;
+    case MR_CF_PART_BRIDGE: {
+        /* bridge b sees everyone; the others split into A | C */
+        int b = victim;
+        unsigned a = 0, cc = 0;
+        int order[MR_IT_MAX_NODES], k = 0;
+        for (int i = 0; i < n; i++)
+            if (i != b) order[k++] = i;
+        for (int i = k - 1; i > 0; i--) {
+            int j = rnd(rn, i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        for (int i = 0; i < k; i++) {
+            if (i < k / 2)
+                a |= 1u << order[i];
+            else
+                cc |= 1u << order[i];
+        }
+        dur += rnd(rn, 800);
+        char gb[16];
+        snprintf(gb, sizeof gb, "%s", c->nodes[b].name);
+        char what[64];
+        snprintf(what, sizeof what, "partition-bridge via %s:", gb);
+        split(rn, what, a, cc);
+        sleep_ms_until(dur, cap);
+        break;
+    }
+    case MR_CF_PART_FLAP: {
+        long long end = mr_it_now_ms() + 2000 + rnd(rn, 2000);
+        note(rn, "partition-flap start");
+        int on = 0;
+        while (mr_it_now_ms() < end && mr_it_now_ms() < cap) {
+            if (!on) {
+                unsigned m = random_minority(rn);
+                mr_chaos_proxy_split(rn->px, m, all & ~m);
+            } else {
+                mr_chaos_proxy_heal(rn->px);
             }
+            on = !on;
+            rn->res->flaps++;
+            mr_it_sleep_ms(150 + rnd(rn, 250));
+        }
+        note(rn, "partition-flap end");
+        break;
+    }
+    case MR_CF_PART_ONEWAY: {
+        int in = rnd(rn, 2);
+        for (int i = 0; i < n; i++)
+            if (i != victim) {
+                if (in)
+                    mr_chaos_proxy_cut(rn->px, i, victim, 1);
+                else
+                    mr_chaos_proxy_cut(rn->px, victim, i, 1);
+            }
+        dur += rnd(rn, 800);
+        note(rn, "partition-oneway: %s's %s links cut for %dms", c->nodes[victim].name,
+             in ? "inbound" : "outbound", dur);
+        sleep_ms_until(dur, cap);
+        break;
+    }
+    case MR_CF_TRANSFER:
+        fault_transfer(rn);
+        break;
+    case MR_CF_MEMBER:
+        fault_member(rn, victim, cap);
+        break;
+    }
+    if (mr_chaos_proxy_n_cuts(rn->px) > 0) {
+        mr_chaos_proxy_heal(rn->px);
+        note(rn, "heal partition");
+    }
+    rn->last_heal = mr_it_now_ms();
+    /* Every fault is followed by a recovery measurement, so the next one
+     * starts from a cluster that serves writes. */
+    double rs = measure_recovery(rn);
+    rn->res->recover_s = rs;
+    if (rs > rn->res->recover_max_s) {
+        rn->res->recover_max_kind = kind;
+        rn->res->recover_max_s = rs;
+    }
+    if (rs < 0) rn->res->unrecovered++;
+    if (rs < 0)
+        note(rn, "NO leader serving writes 15 s after %s", fault_names[kind]);
+    else if (rs > 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0)
+        note(rn, "slow recovery after %s: %.3f s", fault_names[kind], rs);
+}
+
+/* ---- the round ---------------------------------------------------------------- */
+
+static int check_canaries(struct run *rn)
+{
+    int lost = 0;
+    for (int k = 0; k < canary_seq; k++) {
+        char path[64], want[32], got[64] = "";
+        snprintf(path, sizeof path, "/v1/kv/canary%d", k);
+        snprintf(want, sizeof want, "%d", 1000 + k);
+        int status = 0;
+        for (int attempt = 0; attempt < 30; attempt++) {
+            struct mr_it_resp r =
+                mr_it_http_port(rn->c->nodes[attempt % rn->c->n].http_port, "GET", path,
+                                NULL, NULL, 2000);
+            status = r.status;
+            if (r.status == 200) json_tok(r.body, "value", got, sizeof got);
             mr_it_resp_free(&r);
-            if (done)
-                break;
+            if (status == 200 || status == 404) break;
             mr_it_sleep_ms(100);
         }
+        if (status == 404 || (status == 200 && strcmp(got, want) != 0)) {
+            fprintf(rn->out, "LOST WRITE: canary%d = %s acknowledged, now %s\n", k, want,
+                    status == 404 ? "absent" : got);
+            lost++;
+        }
     }
-    /* state hashes converge */
-    res->hashes_equal = 0;
-    for (int attempt = 0; attempt < 100 && !res->hashes_equal; attempt++) {
+    return lost;
+}
+
+static int check_members(struct run *rn)
+{
+    struct mr_it_cluster *c = rn->c;
+    char expr[256];
+    for (long long end = mr_it_now_ms() + 20000; mr_it_now_ms() < end;) {
+        int all = 1;
+        for (int i = 0; i < c->n && all; i++) {
+            member_expr(expr, sizeof expr, c->nodes[i].name);
+            for (int j = 0; j < c->n && all; j++)
+                if (strcmp(members_eval(c, j, expr), "true") != 0) all = 0;
+        }
+        if (all) return 1;
+        mr_it_sleep_ms(100);
+    }
+    fprintf(rn->out, "members: not every node is a voter on every node after healing\n");
+    return 0;
+}
+
+static int check_hashes(struct run *rn)
+{
+    struct mr_it_cluster *c = rn->c;
+    for (int attempt = 0; attempt < 100; attempt++) {
         char first[256] = "", cur[256];
         int same = 1;
-        for (int i = 0; i < c.n && same; i++) {
-            struct mr_it_resp r = mr_it_http_port(c.nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 1000);
+        for (int i = 0; i < c->n && same; i++) {
+            struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET",
+                                                  "/v1/status", NULL, NULL, 1000);
             char a[64] = "", hsh[160] = "";
             if (r.status != 200 || json_tok(r.body, "applied", a, sizeof a) ||
                 json_tok(r.body, "state_hash", hsh, sizeof hsh))
@@ -344,19 +797,138 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
             mr_it_resp_free(&r);
         }
         if (same) {
-            res->hashes_equal = 1;
-            fprintf(out, "state: all %d nodes applied/state_hash = %s\n", c.n, first);
-        } else {
+            fprintf(rn->out, "state: all %d nodes applied/state_hash = %s\n", c->n,
+                    first);
+            return 1;
+        }
+        mr_it_sleep_ms(100);
+    }
+    fprintf(rn->out, "state: nodes did NOT converge (applied/state_hash differ)\n");
+    return 0;
+}
+
+int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
+{
+    FILE *out = o->out ? o->out : stderr;
+    memset(res, 0, sizeof(*res));
+    struct mr_it_cluster c;
+    struct run rn;
+    memset(&rn, 0, sizeof rn);
+    rn.o = o;
+    rn.res = res;
+    rn.out = out;
+    rn.rng = o->seed;
+    canary_seq = 0;
+    if (run_setup(&rn, &c, o->nodes) != 0) return -1;
+    rn.sched = open_memstream(&rn.sched_buf, &rn.sched_len);
+    if (o->unsafe_reads)
+        setenv("MOONRAFT_UNSAFE_LOCAL_READS", "1", 1);
+    else
+        unsetenv("MOONRAFT_UNSAFE_LOCAL_READS");
+    struct shared sh = {.c = &c, .read_target = -1};
+    pthread_mutex_init(&sh.mu, NULL);
+    mr_lc_history_init(&sh.h);
+    for (int i = 0; i < c.n; i++) {
+        sh.ports[i] = c.nodes[i].http_port;
+        start_node(&rn, i);
+    }
+    fprintf(out,
+            "chaos: seed=%llu nodes=%d seconds=%d clients=%d unsafe_reads=%d targeted=%d "
+            "(peer links via proxy)\n",
+            (unsigned long long)o->seed, o->nodes, o->seconds, o->clients,
+            o->unsafe_reads, o->targeted);
+    int rc = 0, ncl = 0;
+    struct client cls[16];
+    pthread_t th[16];
+    if (mr_it_wait_leader(&c, 15000, 0) < 0) {
+        fprintf(out, "chaos: no initial leader\n");
+        rc = -1;
+        goto done;
+    }
+    ncl = o->clients > 16 ? 16 : o->clients;
+    for (int i = 0; i < ncl; i++) {
+        cls[i] = (struct client){
+            .sh = &sh, .id = i + 1, .rng = o->seed * 31 + (uint64_t)i + 1};
+        pthread_create(&th[i], NULL, client_main, &cls[i]);
+    }
+    rn.start = mr_it_now_ms();
+    long long deadline = rn.start + (long long)o->seconds * 1000;
+    int crashed_all = 0;
+    struct deck dk = {.left = 0};
+    rn.last_heal = rn.start;
+    fprintf(out, "fault schedule (seed %llu; timings are OS-dependent):\n",
+            (unsigned long long)o->seed);
+    while (mr_it_now_ms() < deadline) {
+        sleep_ms_until(300 + rnd(&rn, 900), deadline);
+        if (mr_it_now_ms() >= deadline) break;
+        int kind;
+        if (o->targeted)
+            kind = MR_CF_PAUSE_LEADER;
+        else if (!crashed_all && mr_it_now_ms() > rn.start + (deadline - rn.start) / 2)
+            kind = MR_CF_CRASH_ALL, crashed_all = 1;
+        else if (rn.last_heal ==
+                 rn.start) /* the first fault of a round is always a partition */
+            kind =
+                MR_CF_PART_HALVES + rnd(&rn, MR_CF_PART_ONEWAY - MR_CF_PART_HALVES + 1);
+        else
+            kind = deal(&rn, &dk);
+        inject(&rn, &sh, kind, deadline);
+    }
+    /* Everything is healed by now, and recover_s was measured right after
+     * the last fault's heal; heal() only restarts what a failed fault left
+     * behind (and the clock then restarts). */
+    if (heal(&rn) || rn.last_heal == rn.start) {
+        wait_up(&rn, (1u << c.n) - 1);
+        rn.last_heal = mr_it_now_ms();
+        res->recover_s = measure_recovery(&rn);
+    }
+    fprintf(out,
+            "recovery: leader serving writes %.3f s after the last fault healed (limit "
+            "%.1f s); "
+            "worst after any fault %.3f s (%s)\n",
+            res->recover_s, 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0, res->recover_max_s,
+            fault_names[res->recover_max_kind]);
+    sh.stop = 1;
+    for (int i = 0; i < ncl; i++) pthread_join(th[i], NULL);
+    ncl = 0;
+    /* final linearizable read of every key (through any node): lost
+     * acknowledged writes show up as violations */
+    for (int k = 0; k < NKEYS; k++) {
+        char key[8], path[32], tmp[64];
+        snprintf(key, sizeof key, "k%d", k);
+        snprintf(path, sizeof path, "/v1/kv/%s", key);
+        for (int attempt = 0; attempt < 50; attempt++) {
+            struct mr_lc_op op = {.proc = 99, .type = MR_LC_READ, .key = key};
+            op.invoke = now_ns();
+            struct mr_it_resp r = mr_it_http_port(c.nodes[attempt % c.n].http_port, "GET",
+                                                  path, NULL, NULL, 2000);
+            op.complete = now_ns();
+            int done = 0;
+            if (r.status == 404 ||
+                (r.status == 200 && json_tok(r.body, "value", tmp, sizeof tmp) == 0)) {
+                op.outcome = MR_LC_OK;
+                op.value = r.status == 200 && strcmp(tmp, "null") ? tmp : NULL;
+                record(&sh, &op);
+                done = 1;
+            }
+            mr_it_resp_free(&r);
+            if (done) break;
             mr_it_sleep_ms(100);
         }
     }
-    if (!res->hashes_equal)
-        fprintf(out, "state: nodes did NOT converge (applied/state_hash differ)\n");
+    res->lost_canaries = check_canaries(&rn);
+    res->members_ok = check_members(&rn);
+    res->hashes_equal = check_hashes(&rn);
     struct mr_lc_summary s;
     if (mr_lc_check_history(&sh.h, out, &s) != 0) {
         rc = -1;
         goto done;
     }
+    struct mr_chaos_proxy_stats ps;
+    mr_chaos_proxy_stats(rn.px, &ps);
+    res->proxy_refused = ps.refused;
+    res->proxy_cut = ps.cut;
+    res->proxy_bytes = ps.bytes;
     res->ops = s.ops;
     res->ok = s.ops_ok;
     res->fail = s.ops_fail;
@@ -364,32 +936,133 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     res->keys = s.keys;
     res->bad_keys = s.bad_keys;
     res->check_s = s.seconds;
-    fprintf(out, "ops=%zu ok=%zu fail=%zu info=%zu; keys=%zu bad=%zu; check %.3f s; recover %.2f s\n", s.ops,
-            s.ops_ok, s.ops_fail, s.ops_info, s.keys, s.bad_keys, s.seconds, res->recover_s);
+    fprintf(out,
+            "ops=%zu ok=%zu fail=%zu info=%zu; keys=%zu bad=%zu; check %.3f s; recover "
+            "%.3f s; recover_max %.3f s\n",
+            s.ops, s.ops_ok, s.ops_fail, s.ops_info, s.keys, s.bad_keys, s.seconds,
+            res->recover_s, res->recover_max_s);
     fprintf(out, "faults:");
     for (int k = 0; k < MR_CF__N; k++)
         fprintf(out, " %s=%d", fault_names[k], res->faults[k]);
     fprintf(out, "\n");
-    if (s.bad_keys)
-        fprintf(out, "VIOLATION: replay with MR_CHAOS_SEED=%llu\n", (unsigned long long)o->seed);
+    fprintf(out,
+            "extra: member_changes=%d transfers_ok=%d flaps=%d canaries=%d lost=%d "
+            "members_ok=%d "
+            "proxy_refused=%llu proxy_cut=%llu proxy_bytes=%llu\n",
+            res->member_changes, res->transfers_ok, res->flaps, res->canaries,
+            res->lost_canaries, res->members_ok, (unsigned long long)ps.refused,
+            (unsigned long long)ps.cut, (unsigned long long)ps.bytes);
     const char *hp = getenv("MR_CHAOS_HISTORY");
     if (hp) {
         FILE *f = fopen(hp, "w");
         if (f) {
-            for (size_t i = 0; i < sh.h.n; i++)
-                mr_lc_op_print(f, &sh.h.ops[i]);
+            for (size_t i = 0; i < sh.h.n; i++) mr_lc_op_print(f, &sh.h.ops[i]);
             fclose(f);
         }
     }
-    if (s.bad_keys || !res->hashes_equal)
-        mr_it_dump_logs(&c);
+    int recovered =
+        res->recover_s >= 0 && res->recover_s <= 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0;
+    if (s.bad_keys || !res->hashes_equal || res->lost_canaries || !res->members_ok ||
+        !recovered) {
+        fflush(rn.sched);
+        fprintf(out, "fault schedule of the failing round (seed %llu):\n%s",
+                (unsigned long long)o->seed, rn.sched_buf ? rn.sched_buf : "");
+        if (s.bad_keys)
+            fprintf(out,
+                    "VIOLATION: %zu key(s) not linearizable; replay with "
+                    "MR_CHAOS_SEED=%llu\n",
+                    s.bad_keys, (unsigned long long)o->seed);
+        else
+            fprintf(out, "CHECK FAILED: replay with MR_CHAOS_SEED=%llu\n",
+                    (unsigned long long)o->seed);
+        if (!(o->unsafe_reads && s.bad_keys)) mr_it_dump_logs(&c);
+    }
 done:
     sh.stop = 1;
-    heal(&c);
-    if (mr_it_cluster_destroy(&c) != 0)
-        fprintf(out, "chaos: teardown reported problems (exit status / sanitizer)\n");
+    for (int i = 0; i < ncl; i++) pthread_join(th[i], NULL);
+    run_teardown(&rn);
+    if (rn.sched) fclose(rn.sched);
+    free(rn.sched_buf);
     mr_lc_history_free(&sh.h);
     pthread_mutex_destroy(&sh.mu);
     unsetenv("MOONRAFT_UNSAFE_LOCAL_READS");
     return rc;
+}
+
+/* ---- partition self-check -------------------------------------------------------- */
+
+int mr_chaos_partition_selfcheck(FILE *out)
+{
+    struct mr_it_cluster c;
+    struct run rn;
+    struct mr_chaos_result res;
+    int ok = 0;
+    memset(&rn, 0, sizeof rn);
+    memset(&res, 0, sizeof res);
+    rn.res = &res;
+    rn.out = out;
+    if (run_setup(&rn, &c, 3) != 0) return -1;
+    for (int i = 0; i < 3; i++) start_node(&rn, i);
+    int l = mr_it_wait_leader(&c, 15000, 1);
+    char role[32];
+    unsigned long long term0 = 0, term1 = 0;
+    if (l < 0 || status_of(&c, l, role, sizeof role, &term0) != 0) {
+        fprintf(out, "selfcheck: no initial leader\n");
+        goto done;
+    }
+    mr_chaos_proxy_split(rn.px, 1u << l, 7u & ~(1u << l));
+    /* The isolated leader cannot commit... */
+    struct mr_it_resp r =
+        mr_it_http_port(c.nodes[l].http_port, "PUT", "/v1/kv/isolated", "1", NULL, 1500);
+    if (r.status == 200) {
+        fprintf(out, "selfcheck: the isolated leader committed a write\n");
+        mr_it_resp_free(&r);
+        goto done;
+    }
+    mr_it_resp_free(&r);
+    /* ...while the other two elect a new leader in a higher term. */
+    int nl = -1;
+    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end && nl < 0;
+         mr_it_sleep_ms(50))
+        for (int i = 0; i < 3; i++)
+            if (i != l && status_of(&c, i, role, sizeof role, &term1) == 0 &&
+                strcmp(role, "leader") == 0 && term1 > term0)
+                nl = i;
+    if (nl < 0) {
+        fprintf(out, "selfcheck: the majority did not elect a new leader\n");
+        goto done;
+    }
+    r = mr_it_http_port(c.nodes[nl].http_port, "PUT", "/v1/kv/majority", "2", NULL, 3000);
+    int wrote = r.status == 200;
+    mr_it_resp_free(&r);
+    struct mr_chaos_proxy_stats ps;
+    mr_chaos_proxy_stats(rn.px, &ps);
+    if (!wrote || ps.cut + ps.refused == 0) {
+        fprintf(out, "selfcheck: majority write %s, proxy cut %llu refused %llu\n",
+                wrote ? "ok" : "failed", (unsigned long long)ps.cut,
+                (unsigned long long)ps.refused);
+        goto done;
+    }
+    mr_chaos_proxy_heal(rn.px);
+    /* After healing the old leader learns the new term and follows. */
+    for (long long end = mr_it_now_ms() + 5000; mr_it_now_ms() < end;
+         mr_it_sleep_ms(50)) {
+        if (mr_it_wait_leader(&c, 500, 1) >= 0 &&
+            status_of(&c, l, role, sizeof role, &term1) == 0 &&
+            strcmp(role, "follower") == 0) {
+            ok = 1;
+            break;
+        }
+    }
+    if (!ok)
+        fprintf(out,
+                "selfcheck: the old leader did not rejoin as a follower after healing\n");
+    fprintf(out,
+            "selfcheck: leader %s isolated (term %llu), %s elected (term %llu); proxy "
+            "cut %llu refused %llu\n",
+            c.nodes[l].name, term0, c.nodes[nl].name, term1, (unsigned long long)ps.cut,
+            (unsigned long long)ps.refused);
+done:
+    run_teardown(&rn);
+    return ok && res.teardown_problems == 0 ? 0 : -1;
 }

@@ -10,7 +10,10 @@
 
 /* ---- history ------------------------------------------------------------ */
 
-void mr_lc_history_init(struct mr_lc_history *h) { memset(h, 0, sizeof(*h)); }
+void mr_lc_history_init(struct mr_lc_history *h)
+{
+    memset(h, 0, sizeof(*h));
+}
 
 static void op_free(struct mr_lc_op *op)
 {
@@ -22,8 +25,7 @@ static void op_free(struct mr_lc_op *op)
 
 void mr_lc_history_free(struct mr_lc_history *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        op_free(&h->ops[i]);
+    for (size_t i = 0; i < h->n; i++) op_free(&h->ops[i]);
     mr_free(h->ops);
     memset(h, 0, sizeof(*h));
 }
@@ -31,8 +33,7 @@ void mr_lc_history_free(struct mr_lc_history *h)
 static int dup_opt(char **dst, const char *s)
 {
     *dst = NULL;
-    if (s == NULL)
-        return 0;
+    if (s == NULL) return 0;
     *dst = mr_strdup(s);
     return *dst ? 0 : MR_ENOMEM;
 }
@@ -42,8 +43,7 @@ int mr_lc_history_add(struct mr_lc_history *h, const struct mr_lc_op *op)
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 64;
         struct mr_lc_op *ops = mr_realloc(h->ops, cap * sizeof(*ops));
-        if (ops == NULL)
-            return MR_ENOMEM;
+        if (ops == NULL) return MR_ENOMEM;
         h->ops = ops;
         h->cap = cap;
     }
@@ -58,7 +58,10 @@ int mr_lc_history_add(struct mr_lc_history *h, const struct mr_lc_op *op)
     return 0;
 }
 
-static const char *nil_or(const char *tok) { return strcmp(tok, "nil") == 0 || strcmp(tok, "-") == 0 ? NULL : tok; }
+static const char *nil_or(const char *tok)
+{
+    return strcmp(tok, "nil") == 0 || strcmp(tok, "-") == 0 ? NULL : tok;
+}
 
 int mr_lc_history_parse(struct mr_lc_history *h, const char *text, char *errmsg)
 {
@@ -77,14 +80,13 @@ int mr_lc_history_parse(struct mr_lc_history *h, const char *text, char *errmsg)
         line[len] = '\0';
         p += len + (nl ? 1 : 0);
         const char *s = line;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (*s == '\0' || *s == '#' || *s == '\r')
-            continue;
-        char type[16], key[256], a1[256], a2[256], inv[32], comp[32], out[16], r1[256], r2[256];
+        while (*s == ' ' || *s == '\t') s++;
+        if (*s == '\0' || *s == '#' || *s == '\r') continue;
+        char type[16], key[256], a1[256], a2[256], inv[32], comp[32], out[16], r1[256],
+            r2[256];
         int proc;
-        if (sscanf(s, "%d %15s %255s %255s %255s %31s %31s %15s %255s %255s", &proc, type, key, a1,
-                   a2, inv, comp, out, r1, r2) != 10) {
+        if (sscanf(s, "%d %15s %255s %255s %255s %31s %31s %15s %255s %255s", &proc, type,
+                   key, a1, a2, inv, comp, out, r1, r2) != 10) {
             mr_errmsg_printf(errmsg, "line %zu: expected 10 fields", lineno);
             return MR_EINVAL;
         }
@@ -125,8 +127,7 @@ int mr_lc_history_parse(struct mr_lc_history *h, const char *text, char *errmsg)
                 return MR_EINVAL;
             }
         }
-        if (op.outcome == MR_LC_INFO)
-            op.complete = MR_LC_INF;
+        if (op.outcome == MR_LC_INFO) op.complete = MR_LC_INF;
         switch (op.type) {
         case MR_LC_READ:
             op.value = (char *)nil_or(r1);
@@ -139,7 +140,8 @@ int mr_lc_history_parse(struct mr_lc_history *h, const char *text, char *errmsg)
             op.arg = (char *)nil_or(a2);
             op.cas_ok = strcmp(r1, "true") == 0;
             if (op.outcome == MR_LC_OK && !op.cas_ok && strcmp(r1, "false") != 0) {
-                mr_errmsg_printf(errmsg, "line %zu: cas result must be true|false", lineno);
+                mr_errmsg_printf(errmsg, "line %zu: cas result must be true|false",
+                                 lineno);
                 return MR_EINVAL;
             }
             op.has_value = strcmp(r2, "-") != 0;
@@ -147,8 +149,7 @@ int mr_lc_history_parse(struct mr_lc_history *h, const char *text, char *errmsg)
             break;
         }
         int rc = mr_lc_history_add(h, &op);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -177,15 +178,17 @@ int mr_lc_history_load(struct mr_lc_history *h, const char *path, char *errmsg)
         }
     }
     fclose(f);
-    if (buf == NULL)
-        return MR_ENOMEM;
+    if (buf == NULL) return MR_ENOMEM;
     buf[len] = '\0';
     int rc = mr_lc_history_parse(h, buf, errmsg);
     mr_free(buf);
     return rc;
 }
 
-static const char *tok(const char *s) { return s ? s : "nil"; }
+static const char *tok(const char *s)
+{
+    return s ? s : "nil";
+}
 
 void mr_lc_op_print(FILE *f, const struct mr_lc_op *op)
 {
@@ -199,8 +202,7 @@ void mr_lc_op_print(FILE *f, const struct mr_lc_op *op)
     const char *a1 = "-", *a2 = "-", *r1 = "-", *r2 = "-";
     switch (op->type) {
     case MR_LC_READ:
-        if (op->outcome == MR_LC_OK)
-            r1 = tok(op->value);
+        if (op->outcome == MR_LC_OK) r1 = tok(op->value);
         break;
     case MR_LC_WRITE:
         a1 = tok(op->arg);
@@ -208,14 +210,12 @@ void mr_lc_op_print(FILE *f, const struct mr_lc_op *op)
     case MR_LC_CAS:
         a1 = tok(op->expect);
         a2 = tok(op->arg);
-        if (op->outcome == MR_LC_OK)
-            r1 = op->cas_ok ? "true" : "false";
-        if (op->has_value)
-            r2 = tok(op->value);
+        if (op->outcome == MR_LC_OK) r1 = op->cas_ok ? "true" : "false";
+        if (op->has_value) r2 = tok(op->value);
         break;
     }
-    fprintf(f, "%d %s %s %s %s %lld %s %s %s %s\n", op->proc, types[op->type], op->key, a1, a2,
-            (long long)op->invoke, comp, outs[op->outcome], r1, r2);
+    fprintf(f, "%d %s %s %s %s %lld %s %s %s %s\n", op->proc, types[op->type], op->key,
+            a1, a2, (long long)op->invoke, comp, outs[op->outcome], r1, r2);
 }
 
 /* ---- search ------------------------------------------------------------- */
@@ -254,8 +254,7 @@ static int intern_get(struct intern *in, const char *s, int *id)
     if (in->n == in->cap) {
         size_t cap = in->cap ? in->cap * 2 : 32;
         const char **ns = mr_realloc(in->s, cap * sizeof(*ns));
-        if (ns == NULL)
-            return MR_ENOMEM;
+        if (ns == NULL) return MR_ENOMEM;
         in->s = ns;
         in->cap = cap;
     }
@@ -277,18 +276,15 @@ static bool step(const struct cop *op, int state, int *next)
         return true;
     default:
         if (op->outcome == MR_LC_INFO) {
-            if (state == op->expect)
-                *next = op->arg;
+            if (state == op->expect) *next = op->arg;
             return true;
         }
         if (op->cas_ok) {
-            if (state != op->expect)
-                return false;
+            if (state != op->expect) return false;
             *next = op->arg;
             return true;
         }
-        if (state == op->expect)
-            return false;
+        if (state == op->expect) return false;
         return !op->has_value || op->value == state;
     }
 }
@@ -324,11 +320,9 @@ static int cache_grow(struct cache *c)
     }
     for (size_t i = 0; i < c->cap; i++) {
         uint64_t *slot = c->slots + i * sw;
-        if (slot[0] == 0)
-            continue;
+        if (slot[0] == 0) continue;
         size_t j = c->hashes[i] & (ncap - 1);
-        while (ns[j * sw] != 0)
-            j = (j + 1) & (ncap - 1);
+        while (ns[j * sw] != 0) j = (j + 1) & (ncap - 1);
         memcpy(ns + j * sw, slot, sw * sizeof(uint64_t));
         nh[j] = c->hashes[i];
     }
@@ -345,16 +339,14 @@ static int cache_add(struct cache *c, const uint64_t *bits, int state, bool *add
 {
     if ((c->used + 1) * 2 > c->cap) {
         int rc = cache_grow(c);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     size_t sw = c->words + 1;
     uint64_t h = hash_set(bits, c->words, state);
     size_t j = h & (c->cap - 1);
     for (;;) {
         uint64_t *slot = c->slots + j * sw;
-        if (slot[0] == 0)
-            break;
+        if (slot[0] == 0) break;
         if (c->hashes[j] == h && slot[0] == (uint64_t)state + 1 &&
             memcmp(slot + 1, bits, c->words * sizeof(uint64_t)) == 0) {
             *added = false;
@@ -374,15 +366,14 @@ static int cache_add(struct cache *c, const uint64_t *bits, int state, bool *add
 static int cmp_event(const void *a, const void *b)
 {
     const struct event *x = a, *y = b;
-    if (x->t != y->t)
-        return x->t < y->t ? -1 : 1;
+    if (x->t != y->t) return x->t < y->t ? -1 : 1;
     /* at equal times calls come first (lenient: the ops are concurrent) */
-    if (x->call != y->call)
-        return x->call ? -1 : 1;
+    if (x->call != y->call) return x->call ? -1 : 1;
     return x->op < y->op ? -1 : x->op > y->op;
 }
 
-static int check_subset(const struct mr_lc_op *ops, const size_t *idx, size_t n, bool *lin)
+static int check_subset(const struct mr_lc_op *ops, const size_t *idx, size_t n,
+                        bool *lin)
 {
     int rc = MR_ENOMEM;
     struct intern in = {0};
@@ -396,15 +387,12 @@ static int check_subset(const struct mr_lc_op *ops, const size_t *idx, size_t n,
         size_t e;
         int state;
     } *stack = mr_calloc(n + 1, sizeof(*stack));
-    if (!cops || !ev || !pos || !bits || !stack)
-        goto out;
+    if (!cops || !ev || !pos || !bits || !stack) goto out;
     size_t m = 0, ne = 0;
     for (size_t k = 0; k < n; k++) {
         const struct mr_lc_op *o = &ops[idx ? idx[k] : k];
-        if (o->outcome == MR_LC_FAIL)
-            continue;
-        if (o->type == MR_LC_READ && o->outcome == MR_LC_INFO)
-            continue;
+        if (o->outcome == MR_LC_FAIL) continue;
+        if (o->type == MR_LC_READ && o->outcome == MR_LC_INFO) continue;
         struct cop *c = &cops[m];
         c->type = (int)o->type;
         c->outcome = (int)o->outcome;
@@ -419,12 +407,10 @@ static int check_subset(const struct mr_lc_op *ops, const size_t *idx, size_t n,
     }
     qsort(ev, ne, sizeof(*ev), cmp_event);
     /* pair calls and returns: pos[2*op + call?0:1] */
-    for (size_t i = 0; i < ne; i++)
-        pos[2 * ev[i].op + (ev[i].call ? 0 : 1)] = i + 1;
+    for (size_t i = 0; i < ne; i++) pos[2 * ev[i].op + (ev[i].call ? 0 : 1)] = i + 1;
     /* doubly linked list with head sentinel at index ne (use 1-based: 0 = head) */
     struct event *L = mr_calloc(ne + 1, sizeof(*L));
-    if (L == NULL)
-        goto out;
+    if (L == NULL) goto out;
     for (size_t i = 0; i < ne; i++) {
         L[i + 1] = ev[i];
         L[i + 1].match = ev[i].call ? pos[2 * ev[i].op + 1] : pos[2 * ev[i].op];
@@ -524,17 +510,17 @@ int mr_lc_check_ops(const struct mr_lc_op *ops, size_t n, bool *linearizable)
 
 /* ---- minimisation ------------------------------------------------------- */
 
-static bool eq(const char *a, const char *b) { return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0); }
+static bool eq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
 
 /* Whether op j observed the value written by op w. */
 static bool observes(const struct mr_lc_op *j, const struct mr_lc_op *w)
 {
-    if (w->type == MR_LC_READ || w->arg == NULL)
-        return false;
-    if (j->outcome != MR_LC_OK)
-        return j->type == MR_LC_CAS && eq(j->expect, w->arg);
-    if (j->type == MR_LC_READ)
-        return eq(j->value, w->arg);
+    if (w->type == MR_LC_READ || w->arg == NULL) return false;
+    if (j->outcome != MR_LC_OK) return j->type == MR_LC_CAS && eq(j->expect, w->arg);
+    if (j->type == MR_LC_READ) return eq(j->value, w->arg);
     if (j->type == MR_LC_CAS)
         return eq(j->expect, w->arg) || (j->has_value && eq(j->value, w->arg));
     return false;
@@ -544,10 +530,10 @@ static int cmp_invoke_idx_ops;
 static const struct mr_lc_op *g_sort_ops;
 static int cmp_idx(const void *a, const void *b)
 {
-    const struct mr_lc_op *x = &g_sort_ops[*(const size_t *)a], *y = &g_sort_ops[*(const size_t *)b];
+    const struct mr_lc_op *x = &g_sort_ops[*(const size_t *)a],
+                          *y = &g_sort_ops[*(const size_t *)b];
     (void)cmp_invoke_idx_ops;
-    if (x->invoke != y->invoke)
-        return x->invoke < y->invoke ? -1 : 1;
+    if (x->invoke != y->invoke) return x->invoke < y->invoke ? -1 : 1;
     return 0;
 }
 
@@ -562,8 +548,7 @@ int mr_lc_minimise(const struct mr_lc_op *ops, size_t n, size_t **out, size_t *n
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
-        if (ops[i].outcome != MR_LC_FAIL)
-            idx[m++] = i;
+        if (ops[i].outcome != MR_LC_FAIL) idx[m++] = i;
     g_sort_ops = ops;
     qsort(idx, m, sizeof(size_t), cmp_idx);
     bool lin;
@@ -577,17 +562,14 @@ int mr_lc_minimise(const struct mr_lc_op *ops, size_t n, size_t **out, size_t *n
     size_t lo = 1, hi = m;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if ((rc = check_subset(ops, idx, mid, &lin)))
-            goto fail;
+        if ((rc = check_subset(ops, idx, mid, &lin))) goto fail;
         if (!lin)
             hi = mid;
         else
             lo = mid + 1;
     }
-    if ((rc = check_subset(ops, idx, hi, &lin)))
-        goto fail;
-    if (!lin)
-        m = hi;
+    if ((rc = check_subset(ops, idx, hi, &lin))) goto fail;
+    if (!lin) m = hi;
     /* 2. greedy one-by-one removal (latest first), keeping writes whose
      * values are observed by a kept op. Bounded to keep it fast. */
     size_t budget = m <= 1000 ? 3000 : 0; /* greedy only on small windows */
@@ -597,17 +579,13 @@ int mr_lc_minimise(const struct mr_lc_op *ops, size_t n, size_t **out, size_t *n
         for (size_t k = m; k-- > 0 && budget > 0;) {
             bool needed = false;
             for (size_t j = 0; j < m && !needed; j++)
-                if (j != k && observes(&ops[idx[j]], &ops[idx[k]]))
-                    needed = true;
-            if (needed)
-                continue;
+                if (j != k && observes(&ops[idx[j]], &ops[idx[k]])) needed = true;
+            if (needed) continue;
             size_t t = 0;
             for (size_t j = 0; j < m; j++)
-                if (j != k)
-                    tmp[t++] = idx[j];
+                if (j != k) tmp[t++] = idx[j];
             budget--;
-            if ((rc = check_subset(ops, tmp, t, &lin)))
-                goto fail;
+            if ((rc = check_subset(ops, tmp, t, &lin))) goto fail;
             if (!lin) {
                 memcpy(idx, tmp, t * sizeof(size_t));
                 m = t;
@@ -629,11 +607,12 @@ fail:
 
 static int cmp_key(const void *a, const void *b)
 {
-    const struct mr_lc_op *x = &g_sort_ops[*(const size_t *)a], *y = &g_sort_ops[*(const size_t *)b];
+    const struct mr_lc_op *x = &g_sort_ops[*(const size_t *)a],
+                          *y = &g_sort_ops[*(const size_t *)b];
     int c = strcmp(x->key, y->key);
-    if (c)
-        return c;
-    return (*(const size_t *)a > *(const size_t *)b) - (*(const size_t *)a < *(const size_t *)b);
+    if (c) return c;
+    return (*(const size_t *)a > *(const size_t *)b) -
+           (*(const size_t *)a < *(const size_t *)b);
 }
 
 static double now_s(void)
@@ -643,7 +622,8 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int mr_lc_check_history(const struct mr_lc_history *h, FILE *out, struct mr_lc_summary *sum)
+int mr_lc_check_history(const struct mr_lc_history *h, FILE *out,
+                        struct mr_lc_summary *sum)
 {
     double t0 = now_s();
     struct mr_lc_summary s = {.ops = h->n};
@@ -662,22 +642,18 @@ int mr_lc_check_history(const struct mr_lc_history *h, FILE *out, struct mr_lc_s
         mr_free(sub);
         return MR_ENOMEM;
     }
-    for (size_t i = 0; i < h->n; i++)
-        order[i] = i;
+    for (size_t i = 0; i < h->n; i++) order[i] = i;
     g_sort_ops = h->ops;
     qsort(order, h->n, sizeof(size_t), cmp_key);
     int rc = 0;
     for (size_t i = 0; i < h->n;) {
         size_t j = i;
-        while (j < h->n && strcmp(h->ops[order[j]].key, h->ops[order[i]].key) == 0)
-            j++;
+        while (j < h->n && strcmp(h->ops[order[j]].key, h->ops[order[i]].key) == 0) j++;
         size_t k = j - i;
-        for (size_t q = 0; q < k; q++)
-            sub[q] = h->ops[order[i + q]];
+        for (size_t q = 0; q < k; q++) sub[q] = h->ops[order[i + q]];
         bool lin;
         double k0 = now_s();
-        if ((rc = mr_lc_check_ops(sub, k, &lin)))
-            break;
+        if ((rc = mr_lc_check_ops(sub, k, &lin))) break;
         s.keys++;
         if (out)
             fprintf(out, "key %s: %zu ops: %s (%.3f s)\n", sub[0].key, k,
@@ -686,7 +662,9 @@ int mr_lc_check_history(const struct mr_lc_history *h, FILE *out, struct mr_lc_s
             s.bad_keys++;
             size_t *w, nw;
             if (out && mr_lc_minimise(sub, k, &w, &nw) == 0) {
-                fprintf(out, "  smallest failing window for key %s (%zu ops; times in ns relative to first invoke):\n",
+                fprintf(out,
+                        "  smallest failing window for key %s (%zu ops; times in ns "
+                        "relative to first invoke):\n",
                         sub[0].key, nw);
                 g_sort_ops = sub;
                 qsort(w, nw, sizeof(size_t), cmp_idx);
@@ -694,8 +672,7 @@ int mr_lc_check_history(const struct mr_lc_history *h, FILE *out, struct mr_lc_s
                 for (size_t q = 0; q < nw; q++) {
                     struct mr_lc_op o = sub[w[q]];
                     o.invoke -= base;
-                    if (o.complete != MR_LC_INF)
-                        o.complete -= base;
+                    if (o.complete != MR_LC_INF) o.complete -= base;
                     fprintf(out, "    ");
                     mr_lc_op_print(out, &o);
                 }
@@ -708,7 +685,6 @@ int mr_lc_check_history(const struct mr_lc_history *h, FILE *out, struct mr_lc_s
     mr_free(order);
     mr_free(sub);
     s.seconds = now_s() - t0;
-    if (sum)
-        *sum = s;
+    if (sum) *sum = s;
     return rc;
 }

@@ -31,14 +31,14 @@ enum mr_lc_outcome { MR_LC_OK, MR_LC_FAIL, MR_LC_INFO };
 struct mr_lc_op {
     int proc;
     enum mr_lc_type type;
-    char *key;     /* owned by the history */
-    char *arg;     /* write value / cas new value; owned; NULL = absent */
-    char *expect;  /* cas expect; owned; NULL = must be absent */
+    char *key;    /* owned by the history */
+    char *arg;    /* write value / cas new value; owned; NULL = absent */
+    char *expect; /* cas expect; owned; NULL = must be absent */
     int64_t invoke;
     int64_t complete; /* MR_LC_INF for info */
     enum mr_lc_outcome outcome;
-    char *value;   /* read value or cas current; owned; NULL = absent/unknown */
-    bool cas_ok;   /* cas result (ok outcome only) */
+    char *value;    /* read value or cas current; owned; NULL = absent/unknown */
+    bool cas_ok;    /* cas result (ok outcome only) */
     bool has_value; /* cas: whether `value` (current) was reported */
 };
 
@@ -74,7 +74,8 @@ struct mr_lc_summary {
 /* Checks every key of h; prints a verdict per key to out (may be NULL) and,
  * for each violating key, the minimised failing window of operations.
  * Fills *sum (may be NULL). Returns 0 or MR_ENOMEM. */
-int mr_lc_check_history(const struct mr_lc_history *h, FILE *out, struct mr_lc_summary *sum);
+int mr_lc_check_history(const struct mr_lc_history *h, FILE *out,
+                        struct mr_lc_summary *sum);
 
 /* Minimises a failing single-key op list: returns in *out (owned by caller,
  * mr_free) indices into ops of a smaller window that still fails, and *nout.

@@ -18,8 +18,7 @@ static bool check_text(const char *text)
     char err[MR_ERRMSG_SIZE] = "";
     mr_lc_history_init(&h);
     int rc = mr_lc_history_parse(&h, text, err);
-    if (rc)
-        fail_msg("parse: %s", err);
+    if (rc) fail_msg("parse: %s", err);
     struct mr_lc_summary s;
     assert_int_equal(mr_lc_check_history(&h, NULL, &s), 0);
     mr_lc_history_free(&h);
@@ -158,14 +157,29 @@ static void violation_window_is_minimised(void **state)
     int64_t t = 0;
     for (int i = 0; i < 200; i++) {
         snprintf(val, sizeof(val), "%d", i);
-        struct mr_lc_op w = {.proc = 0, .type = MR_LC_WRITE, .key = (char *)"k", .arg = val, .invoke = t, .complete = t + 5};
+        struct mr_lc_op w = {.proc = 0,
+                             .type = MR_LC_WRITE,
+                             .key = (char *)"k",
+                             .arg = val,
+                             .invoke = t,
+                             .complete = t + 5};
         assert_int_equal(mr_lc_history_add(&h, &w), 0);
-        struct mr_lc_op r = {.proc = 1, .type = MR_LC_READ, .key = (char *)"k", .value = val, .invoke = t + 6, .complete = t + 9};
+        struct mr_lc_op r = {.proc = 1,
+                             .type = MR_LC_READ,
+                             .key = (char *)"k",
+                             .value = val,
+                             .invoke = t + 6,
+                             .complete = t + 9};
         assert_int_equal(mr_lc_history_add(&h, &r), 0);
         t += 10;
     }
     snprintf(val2, sizeof(val2), "%d", 150);
-    struct mr_lc_op bad = {.proc = 2, .type = MR_LC_READ, .key = (char *)"k", .value = val2, .invoke = t + 1, .complete = t + 2};
+    struct mr_lc_op bad = {.proc = 2,
+                           .type = MR_LC_READ,
+                           .key = (char *)"k",
+                           .value = val2,
+                           .invoke = t + 1,
+                           .complete = t + 2};
     assert_int_equal(mr_lc_history_add(&h, &bad), 0);
     bool lin = true;
     assert_int_equal(mr_lc_check_ops(h.ops, h.n, &lin), 0);
@@ -175,13 +189,11 @@ static void violation_window_is_minimised(void **state)
     assert_true(nw <= 3);
     bool has_bad = false;
     for (size_t i = 0; i < nw; i++)
-        if (w[i] == h.n - 1)
-            has_bad = true;
+        if (w[i] == h.n - 1) has_bad = true;
     assert_true(has_bad);
     /* the window itself must still fail */
     struct mr_lc_op sub[3];
-    for (size_t i = 0; i < nw; i++)
-        sub[i] = h.ops[w[i]];
+    for (size_t i = 0; i < nw; i++) sub[i] = h.ops[w[i]];
     assert_int_equal(mr_lc_check_ops(sub, nw, &lin), 0);
     assert_false(lin);
     mr_free(w);
@@ -194,9 +206,11 @@ static void parse_rejects_garbage(void **state)
     struct mr_lc_history h;
     char err[MR_ERRMSG_SIZE] = "";
     mr_lc_history_init(&h);
-    assert_int_equal(mr_lc_history_parse(&h, "0 frob x - - 0 1 ok - -\n", err), MR_EINVAL);
+    assert_int_equal(mr_lc_history_parse(&h, "0 frob x - - 0 1 ok - -\n", err),
+                     MR_EINVAL);
     assert_non_null(strstr(err, "line 1"));
-    assert_int_equal(mr_lc_history_parse(&h, "# c\n\n0 read x - - 5 1 ok - -\n", err), MR_EINVAL);
+    assert_int_equal(mr_lc_history_parse(&h, "# c\n\n0 read x - - 5 1 ok - -\n", err),
+                     MR_EINVAL);
     assert_non_null(strstr(err, "line 3"));
     mr_lc_history_free(&h);
 }
@@ -210,7 +224,8 @@ static void large_concurrent_history_checks_fast(void **state)
     struct mr_rand_lite {
         uint64_t s;
     } r = {12345};
-#define RND() (r.s = r.s * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(r.s >> 33))
+#define RND()                                                                            \
+    (r.s = r.s * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(r.s >> 33))
     const char *keys[3] = {"a", "b", "c"};
     char regs[3][32] = {"", "", ""};
     bool present[3] = {false, false, false};
@@ -224,12 +239,11 @@ static void large_concurrent_history_checks_fast(void **state)
         int k = (int)(RND() % 3);
         t += 1 + RND() % 10;
         int64_t inv = t - (int64_t)(RND() % 30), comp = t + (int64_t)(RND() % 30);
-        if (inv < busy_until[p])
-            inv = busy_until[p];
-        if (inv > t)
-            inv = t;
+        if (inv < busy_until[p]) inv = busy_until[p];
+        if (inv > t) inv = t;
         busy_until[p] = comp + 1;
-        struct mr_lc_op o = {.proc = p, .key = (char *)keys[k], .invoke = inv, .complete = comp};
+        struct mr_lc_op o = {
+            .proc = p, .key = (char *)keys[k], .invoke = inv, .complete = comp};
         char v[32], e[32];
         int what = (int)(RND() % 3);
         if (what == 0) {
@@ -239,8 +253,7 @@ static void large_concurrent_history_checks_fast(void **state)
             o.type = MR_LC_WRITE;
             snprintf(v, sizeof(v), "%d", ++uniq);
             o.arg = v;
-            if (RND() % 20 == 0)
-                o.outcome = MR_LC_INFO;
+            if (RND() % 20 == 0) o.outcome = MR_LC_INFO;
             snprintf(regs[k], sizeof(regs[k]), "%s", v);
             present[k] = true;
         } else {
@@ -273,7 +286,8 @@ static void large_concurrent_history_checks_fast(void **state)
     assert_true(secs < 1.0);
     /* corrupt one late read: must be caught */
     for (size_t i = h.n; i-- > 0;)
-        if (h.ops[i].type == MR_LC_READ && h.ops[i].outcome == MR_LC_OK && h.ops[i].value) {
+        if (h.ops[i].type == MR_LC_READ && h.ops[i].outcome == MR_LC_OK &&
+            h.ops[i].value) {
             mr_free(h.ops[i].value);
             h.ops[i].value = mr_strdup("424242");
             break;
