@@ -784,7 +784,7 @@ static int check_hashes(struct run *rn)
         int same = 1;
         for (int i = 0; i < c->n && same; i++) {
             struct mr_it_resp r = mr_it_http_port(c->nodes[i].http_port, "GET",
-                                                  "/v1/status", NULL, NULL, 1000);
+                                                  "/v1/status?hash=true", NULL, NULL, 1000);
             char a[64] = "", hsh[160] = "";
             if (r.status != 200 || json_tok(r.body, "applied", a, sizeof a) ||
                 json_tok(r.body, "state_hash", hsh, sizeof hsh))

@@ -1,0 +1,87 @@
+#!/bin/sh
+# bench/report.sh RESULTS.json: print the table of a bench/compare.sh run,
+# with the targets of issue 7 marked met or MISSED. Needs jq.
+set -u
+F=${1:?usage: bench/report.sh bench/results/<time>.json}
+jq -r '
+def r1: (. * 10 | round) / 10;
+def ms: if . < 0 then "-" else (. / 1000 | r1 | tostring) end;
+def ratio(a; b): if b > 0 then ((a / b) * 100 | round) / 100 else null end;
+def med: sort | if length == 0 then null else .[(length / 2 | floor)] end;
+def pad(n): tostring | if length >= n then . else . + (" " * (n - length)) end;
+def lpad(n): tostring | if length >= n then . else (" " * (n - length)) + . end;
+def mark(ok): if ok then "met" else "MISSED" end;
+.rows as $rows
+| ($rows | map(select(.kind == "wrk"))) as $w
+| ($rows | map(select(.kind == "floor")) | .[0].floor) as $fl
+| def cell(sys; op; t; c): ($w | map(select(.system == sys and .op == op and .target == t and .conns == c)) | .[0].r);
+  "moonraft vs etcd, 3 nodes each on 127.0.0.1, \(.cpus) CPUs shared with wrk, \(.secs_per_run) s per run",
+  "",
+  ("op     target    conns" + (" | moonraft req/s" | lpad(16)) + ("etcd req/s" | lpad(11)) + ("ratio" | lpad(7))
+   + " | " + ("mr p50" | lpad(7)) + ("etcd p50" | lpad(9)) + " | " + ("mr p99" | lpad(7)) + ("etcd p99" | lpad(9))
+   + ("p99 ratio" | lpad(10)) + "   (latencies in ms)"),
+  ( [$w[] | {op, target, conns}] | unique_by([.op, .target, .conns])
+    | sort_by([(.op | if . == "write" then 0 elif . == "read" then 1 else 2 end), (.target == "follower"), .conns])[]
+    | . as $k
+    | cell("moonraft"; $k.op; $k.target; $k.conns) as $m
+    | cell("etcd"; $k.op; $k.target; $k.conns) as $e
+    | ($k.op | pad(6)) + " " + ($k.target | pad(9)) + ($k.conns | lpad(6)) + " | "
+      + (($m.rps // 0) | round | lpad(15)) + (($e.rps // 0) | round | lpad(11))
+      + ((ratio($m.rps // 0; $e.rps // 0) // "-") | lpad(7)) + " | "
+      + (($m.p50_us // -1) | ms | lpad(7)) + (($e.p50_us // -1) | ms | lpad(9)) + " | "
+      + (($m.p99_us // -1) | ms | lpad(7)) + (($e.p99_us // -1) | ms | lpad(9))
+      + ((ratio($m.p99_us // 0; $e.p99_us // 0) // "-") | lpad(10))
+      + (if (($m.errors // 0) + ($e.errors // 0)) > 0 then "   errors mr \($m.errors // 0) etcd \($e.errors // 0)" else "" end)
+  ),
+  "",
+  (if $fl then
+    "floor: fdatasync \($fl.fdatasync_per_s)/s, p50 \($fl.fdatasync_p50_us) us (p99 \($fl.fdatasync_p99_us) us); loopback round trip p50 \($fl.loopback_rtt_p50_us) us (p99 \($fl.loopback_rtt_p99_us) us); one write >= \($fl.fdatasync_p50_us + $fl.loopback_rtt_p50_us) us"
+   else empty end),
+  ( ["moonraft", "etcd"][] as $s
+    | ($rows | map(select(.kind == "failover" and .system == $s) | .ms)) as $fo
+    | ($rows | map(select(.kind == "rss_idle" and .system == $s) | .kib)) as $ri
+    | ($rows | map(select(.kind == "rss_full" and .system == $s) | .kib)) as $rf
+    | ($rows | map(select(.kind == "disk" and .system == $s) | .bytes)) as $d
+    | ($rows | map(select(.kind == "restart" and .system == $s)) | .[0]) as $rs
+    | ($rows | map(select(.kind == "load" and .system == $s)) | last) as $ld
+    | "\($s | pad(9)) failover median \($fo | med // "-") ms (rounds \($fo | map(tostring) | join(", ")))"
+      + "; RSS idle \($ri | map(tostring) | join("/")) KiB, with keys \($rf | map(tostring) | join("/")) KiB"
+      + "; data dir \($d | map(. / 1048576 | r1 | tostring) | join("/")) MiB"
+      + (if $rs then "; restart (\($rs.keys) keys) -> first write \($rs.ms) ms" else "" end)
+      + (if $ld then "; load of \($ld.keys) keys \($ld.ms) ms" else "" end)
+  ),
+  ( $rows | map(select(.kind == "stall_baseline")) | .[0] // empty
+    | "moonraft write at 1 conn before snapshots: p50 \(.r.p50_us | ms) ms, max \(.r.max_us | ms) ms" ),
+  ( $rows | map(select(.kind == "stall_snapshot")) | .[0] // empty
+    | "moonraft longest write while 3 nodes snapshot: \(.r.max_us // -1 | ms) ms (snapshots took \(.snapshot_ms) ms, \(.nodes_done)/3 nodes)" ),
+  ( $rows | map(select(.kind == "stall_catchup")) | .[0] // empty
+    | "moonraft longest write while n4 catches up by snapshot: \(.r.max_us // -1 | ms) ms (caught up in \(.catchup_ms) ms, ok=\(.caught_up))" ),
+  "",
+  "targets (issue 7):",
+  ( [64, 256][] as $c
+    | cell("moonraft"; "write"; "leader"; $c) as $m | cell("etcd"; "write"; "leader"; $c) as $e
+    | select($m and $e)
+    | "  writes/s at \($c) conns >= 2x etcd: \(ratio($m.rps; $e.rps))x \(mark(($m.rps / ($e.rps + 0.001)) >= 2))"
+      + "; p99 <= 0.5x etcd: \(ratio($m.p99_us; $e.p99_us))x \(mark($m.p99_us <= 0.5 * $e.p99_us))" ),
+  ( cell("moonraft"; "write"; "leader"; 1) as $m | select($m and $fl)
+    | ($fl.fdatasync_p50_us + $fl.loopback_rtt_p50_us) as $floor
+    | "  single write p50 <= 1.5x (fdatasync p50 + rtt p50 = \($floor) us): \($m.p50_us) us = \(ratio($m.p50_us; $floor))x \(mark($m.p50_us <= 1.5 * $floor))" ),
+  ( cell("moonraft"; "read"; "leader"; 64) as $m | cell("etcd"; "read"; "leader"; 64) as $e
+    | select($m and $e)
+    | "  linearizable reads/s at 64 conns >= 2x etcd: \(ratio($m.rps; $e.rps))x \(mark(($m.rps / ($e.rps + 0.001)) >= 2))" ),
+  ( ($rows | map(select(.kind == "failover" and .system == "moonraft") | .ms) | med) as $m
+    | ($rows | map(select(.kind == "failover" and .system == "etcd") | .ms) | med) as $e
+    | select($m)
+    | "  failover median < 1000 ms: \($m) ms \(mark($m < 1000)) (etcd \($e // "-") ms, \(if $e then ($e - $m | tostring) + " ms slower" else "-" end))" ),
+  ( ["rss_idle", "rss_full"][] as $k
+    | ($rows | map(select(.kind == $k and .system == "moonraft") | .kib) | max) as $m
+    | ($rows | map(select(.kind == $k and .system == "etcd") | .kib) | min) as $e
+    | select($m and $e)
+    | "  \($k) <= 1/4 etcd: moonraft max \($m) KiB vs etcd min \($e) KiB = \(ratio($m; $e))x \(mark($m * 4 <= $e))" ),
+  ( $rows | map(select(.kind == "restart" and .system == "moonraft")) | .[0] // empty
+    | "  restart with \(.keys) keys ready < 1000 ms: \(.ms) ms \(mark(.ms < 1000 and .ok == 1))" ),
+  ( $rows | map(select(.kind == "stall_snapshot")) | .[0] // empty
+    | "  snapshot write stall <= 50 ms: \(.r.max_us // -1 | ms) ms \(mark((.r.max_us // 1e12) <= 50000))" ),
+  ( $rows | map(select(.kind == "stall_catchup")) | .[0] // empty
+    | "  catch-up write stall (no target; same 50 ms bar): \(.r.max_us // -1 | ms) ms \(mark((.r.max_us // 1e12) <= 50000))" )
+' "$F"
