@@ -15,19 +15,19 @@ OUT=${CHAOS_OUT:-$(mktemp -d /tmp/mr-chaos.XXXXXX)}
 mkdir -p "$OUT"
 start=$(date +%s)
 end=$((start + MINUTES * 60))
-i=0; bad=0
+i=0; bad=0; LOGS=""
 while [ "$(date +%s)" -lt "$end" ]; do
   i=$((i + 1))
   if [ $((i % 2)) -eq 1 ]; then nodes=3; t=three_node_cluster_stays_linearizable_under_faults
   else nodes=5; t=five_node_cluster_stays_linearizable_under_faults; fi
   seed=${MR_CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
   log="$OUT/round-$i-${nodes}n-seed-$seed.log"
+  LOGS="$LOGS $log" # only this run's rounds count (CHAOS_OUT may hold older ones)
   MR_CHAOS_SEED=$seed MR_CHAOS_SECONDS=$ROUND MR_CHAOS_HISTORY="$OUT/round-$i.history" \
     "$BIN" "$t" >"$log" 2>&1 || { bad=$((bad + 1)); echo "round $i ($nodes nodes, seed $seed): FAILED, see $log"; }
   grep -E '^(ops=|VIOLATION|CHECK FAILED|LOST WRITE|state: nodes did NOT)' "$log" | sed "s/^/round $i ($nodes nodes): /"
 done
 took=$(( $(date +%s) - start ))
-LOGS=$(ls "$OUT"/round-*.log 2>/dev/null)
 [ -n "$LOGS" ] || { echo "chaos: no rounds ran"; exit 2; }
 echo "==== chaos summary: $i rounds in ${took} s (${ROUND} s of faults each), $bad failed; logs in $OUT"
 # ops=N ok=N fail=N info=N; keys=N bad=N; check X s; recover X s; recover_max X s

@@ -97,6 +97,8 @@
 /* Snapshot and restore run under this budget (instructions): it is only there
  * to stop a snapshot() that loops forever. */
 #define MR_SM_BULK_INSTRUCTION_BUDGET 4000000000ULL
+/* Nice level of the forked snapshot child (a background job). */
+#define MR_SM_SNAPSHOT_NICE 10
 /* Events emitted by one apply (encoded JSON bytes) are capped at this. */
 #define MR_SM_MAX_EVENT_BYTES (16u << 20)
 /* JSON nesting deeper than this is refused (decode and encode). */
