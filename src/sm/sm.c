@@ -387,13 +387,7 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
     mr_rand_seed(&fresh->rng, 0);
     lua_pushcfunction(fresh->L, restore_body);
     lua_pushlightuserdata(fresh->L, &a);
-    /* Restoring builds the whole state at once and makes almost no garbage:
-     * incremental collection would traverse the growing state over and over
-     * for nothing. The memory cap still holds (the allocator's emergency
-     * collection runs with the collector stopped too). */
-    lua_gc(fresh->L, LUA_GCSTOP);
     int st = mr_sm_vm_pcall(fresh, 1, 0, MR_SM_BULK_INSTRUCTION_BUDGET, 0);
-    lua_gc(fresh->L, LUA_GCRESTART);
     if (st != MR_SM_OK) {
         error_first_line(errmsg, "restore", lua_tostring(fresh->L, -1));
         mr_sm_vm_free(fresh);
