@@ -269,27 +269,19 @@ if [ "$ONLY" != big ]; then
         for target in leader follower; do
             for c in $CONNS; do
                 for sys in moonraft etcd; do
-                    if [ $sys = moonraft ]; then
-                        l=$(wait_leader mr 15) || die "moonraft lost its leader"
-                        n=$l
-                        [ $target = follower ] && n=$(other_than "$l")
-                        url="http://$(mr_http "$n")"
-                        case $op in
-                        write) s=moonraft_put.lua cons= ;;
-                        read) s=moonraft_get.lua cons=linearizable ;;
-                        stale) s=moonraft_get.lua cons=stale ;;
-                        esac
-                    else
-                        l=$(wait_leader e 15) || die "etcd lost its leader"
-                        n=$l
-                        [ $target = follower ] && n=$(other_than "$l")
-                        url="http://$(e_client "$n")"
-                        case $op in
-                        write) s=etcd_put.lua cons= ;;
-                        read) s=etcd_range.lua cons=linearizable ;;
-                        stale) s=etcd_range.lua cons=stale ;;
-                        esac
-                    fi
+                    if [ $sys = moonraft ]; then short=mr; else short=e; fi
+                    l=$(wait_leader $short 15) || die "$sys lost its leader"
+                    n=$l
+                    [ $target = follower ] && n=$(other_than "$l")
+                    case $sys/$op in
+                    moonraft/write) s=moonraft_put.lua cons= ;;
+                    moonraft/read) s=moonraft_get.lua cons=linearizable ;;
+                    moonraft/stale) s=moonraft_get.lua cons=stale ;;
+                    etcd/write) s=etcd_put.lua cons= ;;
+                    etcd/read) s=etcd_range.lua cons=linearizable ;;
+                    etcd/stale) s=etcd_range.lua cons=stale ;;
+                    esac
+                    if [ $sys = moonraft ]; then url="http://$(mr_http "$n")"; else url="http://$(e_client "$n")"; fi
                     j=$(run_wrk "$url" "$s" "$c" "$SECS" BENCH_KEYS="$PRELOAD" BENCH_CONSISTENCY="$cons")
                     record "{\"kind\":\"wrk\",\"system\":\"$sys\",\"op\":\"$op\",\"target\":\"$target\",\"conns\":$c,\"r\":$j}"
                     log "$sys $op $target c=$c: $j"
