@@ -347,6 +347,7 @@ struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path
 
     memset(&r, 0, sizeof r);
     r.body = calloc(1, 1);
+    r.not_sent = 1;
     fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return r;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -358,6 +359,7 @@ struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path
         close(fd);
         return r;
     }
+    r.not_sent = 0;
     req = malloc(reqcap);
     n = snprintf(req, reqcap,
                  "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"

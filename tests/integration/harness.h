@@ -30,6 +30,7 @@ struct mr_it_cluster {
 
 struct mr_it_resp {
     int status; /* 0 if the request failed at the transport level */
+    int not_sent; /* 1 if it failed before a byte could be sent (no connection) */
     char *body; /* NUL-terminated, owned; free with mr_it_resp_free */
     size_t len;
     char retry_after[32];
