@@ -297,6 +297,8 @@ struct mr_net {
     char *listen_addr;
     uv_tcp_t listener;
     uv_timer_t sentinel; /* always open: makes the close callback async */
+    uv_prepare_t flusher; /* writes every peer's queued frames before the loop blocks */
+    struct mr_queue dirty; /* peers with frames queued since the last flush */
     int is_listening;
     int is_closing;
     int is_paused; /* test hook: inbound reading stopped */
@@ -366,6 +368,10 @@ int mr_net_peer_stats(const struct mr_net *net, mr_node_id id,
  *   MR_ENOMEM, MR_EINVAL.
  * Ownership: everything passed in is borrowed; the transport takes its own
  * references on payload rcbufs and copies the rest. */
+/* Writes every queued frame now (one writev per peer) instead of right
+ * before the loop next waits for I/O, which the transport does by itself. */
+void mr_net_flush(struct mr_net *net);
+
 int mr_net_send_raft(struct mr_net *net, mr_node_id to,
                      const struct mr_raft_msg *msg);
 int mr_net_send_forward(struct mr_net *net, mr_node_id to, uint64_t req_id,

@@ -75,7 +75,9 @@ struct mr_net_peer {
     int is_timer_open;
     int is_removed;
     struct conn *conn;
-    struct mr_queue sendq; /* struct wreq waiting for the connection */
+    struct mr_queue sendq; /* struct wreq waiting for the connection or the flush */
+    struct mr_queue dirty_link; /* in net->dirty while is_dirty */
+    int is_dirty;
     size_t q_bytes;        /* queued + in flight */
     unsigned q_frames;
     unsigned fails;        /* consecutive failed attempts since the last UP */
@@ -85,7 +87,8 @@ struct mr_net_peer {
 
 struct wreq {
     uv_write_t req;
-    struct mr_queue link;
+    struct mr_queue link;  /* in sendq; or in the first frame's `batch` */
+    struct mr_queue batch; /* frames written with this one's uv_write */
     struct mr_net_peer *peer; /* NULL: a handshake write, not accounted */
     struct conn *conn;
     struct mr_net_wbuf wb;
@@ -234,6 +237,10 @@ static void wreq_free(struct wreq *w)
 /* Drops every frame still waiting for a connection. */
 static void peer_drop_queue(struct mr_net_peer *p)
 {
+    if (p->is_dirty) {
+        p->is_dirty = 0;
+        mr_queue_remove(&p->dirty_link);
+    }
     while (!mr_queue_empty(&p->sendq)) {
         struct wreq *w = MR_CONTAINER_OF(p->sendq.next, struct wreq, link);
         mr_queue_remove(&w->link);
@@ -350,10 +357,8 @@ static void conn_close(struct conn *c, int ev_type, const char *fmt, ...)
 }
 
 /* ---- writing ---------------------------------------------------------------- */
-static void on_write(uv_write_t *req, int status)
+static void wreq_done(struct wreq *w, int status)
 {
-    struct wreq *w = MR_CONTAINER_OF(req, struct wreq, req);
-    struct conn *c = w->conn;
     struct mr_net_peer *p = w->peer;
     if (p != NULL) {
         p->q_bytes -= w->wb.total;
@@ -365,6 +370,18 @@ static void on_write(uv_write_t *req, int status)
         }
     }
     wreq_free(w);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = MR_CONTAINER_OF(req, struct wreq, req);
+    struct conn *c = w->conn;
+    while (!mr_queue_empty(&w->batch)) {
+        struct wreq *o = MR_CONTAINER_OF(w->batch.next, struct wreq, link);
+        mr_queue_remove(&o->link);
+        wreq_done(o, status);
+    }
+    wreq_done(w, status);
     if (status < 0 && status != UV_ECANCELED) {
         conn_close(c, 0, "write: %s", uv_strerror(status));
     } else if (c->is_close_after_write && !c->is_closing) {
@@ -372,19 +389,45 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-/* Hands w to libuv; on failure frees it and closes the connection. */
+/* Hands w, and the frames queued on w->batch after it, to libuv in one
+ * uv_write (one writev); on failure frees them and closes the connection. */
 static void conn_write(struct conn *c, struct wreq *w)
 {
+    uv_buf_t one[8], *bufs = w->wb.bufs;
+    unsigned n = w->wb.n_bufs;
     int rv;
     w->conn = c;
-    rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->wb.bufs, w->wb.n_bufs, on_write);
-    if (rv != 0) {
-        if (w->peer != NULL) {
-            w->peer->q_bytes -= w->wb.total;
-            w->peer->q_frames--;
-            w->peer->dropped++;
+    if (!mr_queue_empty(&w->batch)) {
+        struct mr_queue *it;
+        unsigned total = n;
+        MR_QUEUE_FOREACH(it, &w->batch)
+        {
+            total += MR_CONTAINER_OF(it, struct wreq, link)->wb.n_bufs;
         }
-        wreq_free(w);
+        /* libuv copies the array into the request: ours may go right after. */
+        bufs = total <= sizeof one / sizeof one[0] ? one : mr_malloc(total * sizeof *bufs);
+        if (bufs == NULL) {
+            rv = UV_ENOMEM;
+            goto failed;
+        }
+        memcpy(bufs, w->wb.bufs, n * sizeof *bufs);
+        MR_QUEUE_FOREACH(it, &w->batch)
+        {
+            struct wreq *o = MR_CONTAINER_OF(it, struct wreq, link);
+            memcpy(bufs + n, o->wb.bufs, o->wb.n_bufs * sizeof *bufs);
+            n += o->wb.n_bufs;
+        }
+    }
+    rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+    if (bufs != w->wb.bufs && bufs != one) mr_free(bufs);
+failed:
+    if (rv != 0) {
+        while (!mr_queue_empty(&w->batch)) {
+            struct wreq *o = MR_CONTAINER_OF(w->batch.next, struct wreq, link);
+            mr_queue_remove(&o->link);
+            wreq_done(o, rv);
+        }
+        wreq_done(w, rv);
         if (c->state == C_READY) {
             /* We may be inside an mr_net_send_*() call: close from the loop,
              * so that no event callback runs inside the caller's call. */
@@ -407,6 +450,7 @@ static int conn_send_wbuf(struct conn *c, struct mr_net_wbuf *wb)
         conn_close(c, 0, "out of memory");
         return MR_ENOMEM;
     }
+    mr_queue_init(&w->batch);
     w->wb = *wb;
     conn_write(c, w);
     return c->is_closing ? MR_EIOERR : 0;
@@ -911,14 +955,44 @@ static void peer_connect(struct mr_net_peer *p)
     c->is_gai_pending = 1;
 }
 
+#define FLUSH_MAX_FRAMES 256 /* frames per writev */
+
+/* Writes what waits in the queue, many frames per uv_write. */
 static void peer_flush(struct mr_net_peer *p)
 {
+    if (p->is_dirty) {
+        p->is_dirty = 0;
+        mr_queue_remove(&p->dirty_link);
+    }
     while (!mr_queue_empty(&p->sendq) && p->conn != NULL && p->conn->state == C_READY &&
            !p->conn->is_closing) {
         struct wreq *w = MR_CONTAINER_OF(p->sendq.next, struct wreq, link);
+        unsigned k = 1;
         mr_queue_remove(&w->link);
+        while (!mr_queue_empty(&p->sendq) && k < FLUSH_MAX_FRAMES) {
+            struct wreq *o = MR_CONTAINER_OF(p->sendq.next, struct wreq, link);
+            mr_queue_remove(&o->link);
+            mr_queue_push_tail(&w->batch, &o->link);
+            k++;
+        }
         conn_write(p->conn, w);
     }
+}
+
+/* Runs right before the loop blocks for I/O: everything sent during this
+ * loop iteration leaves in one writev per peer instead of one write per
+ * frame (a leader under load sends an AppendEntries per proposal). */
+static void on_flush(uv_prepare_t *h)
+{
+    mr_net_flush(h->data);
+}
+
+void mr_net_flush(struct mr_net *net)
+{
+    while (!mr_queue_empty(&net->dirty)) {
+        peer_flush(MR_CONTAINER_OF(net->dirty.next, struct mr_net_peer, dirty_link));
+    }
+    uv_prepare_stop(&net->flusher);
 }
 
 /* ---- inbound ---------------------------------------------------------------- */
@@ -1049,9 +1123,12 @@ int mr_net_init(struct mr_net *net, uv_loop_t *loop, const struct mr_net_options
     mr_rand_seed(&net->rand, seed);
     mr_queue_init(&net->peers);
     mr_queue_init(&net->inbound);
+    mr_queue_init(&net->dirty);
     MR_ASSERT(uv_timer_init(loop, &net->sentinel) == 0);
     net->sentinel.data = net;
-    net->pending = 1;
+    MR_ASSERT(uv_prepare_init(loop, &net->flusher) == 0);
+    net->flusher.data = net;
+    net->pending = 2;
     return 0;
 }
 
@@ -1245,14 +1322,16 @@ static int peer_send(struct mr_net_peer *p, struct mr_net_wbuf *wb)
         mr_net_wbuf_release(wb);
         return MR_ENOMEM;
     }
+    mr_queue_init(&w->batch);
     w->wb = *wb;
     w->peer = p;
     p->q_bytes += wb->total;
     p->q_frames++;
-    if (mr_net_peer_is_up(net, p->id)) {
-        conn_write(p->conn, w);
-    } else {
-        mr_queue_push_tail(&p->sendq, &w->link);
+    mr_queue_push_tail(&p->sendq, &w->link);
+    if (mr_net_peer_is_up(net, p->id) && !p->is_dirty) {
+        p->is_dirty = 1;
+        mr_queue_push_tail(&net->dirty, &p->dirty_link);
+        uv_prepare_start(&net->flusher, on_flush);
     }
     return 0;
 }
@@ -1338,6 +1417,7 @@ void mr_net_close(struct mr_net *net, mr_net_close_cb cb)
     }
     free_strings(net);
     uv_close((uv_handle_t *)&net->sentinel, on_sentinel_closed);
+    uv_close((uv_handle_t *)&net->flusher, on_sentinel_closed);
 }
 
 const char *mr_net_errmsg(const struct mr_net *net) { return net->errmsg; }

@@ -316,6 +316,20 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev)
     return rv;
 }
 
+/* Runs before the loop waits for I/O: sends what proposals held back. */
+static void on_flush(uv_prepare_t *h)
+{
+    struct mr_node *n = h->data;
+    struct mr_raft_event ev;
+    uv_prepare_stop(h);
+    n->is_flush_pending = 0;
+    if (n->disk_error) return;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_FLUSH;
+    mr_node_step(n, &ev);
+    if (n->net_ready) mr_net_flush(&n->net);
+}
+
 /* Proposes op->body as a command. Fills op->index/term. */
 int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
 {
@@ -329,7 +343,14 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
     ev.type = MR_RAFT_EVENT_PROPOSE;
     ev.entry_type = MR_RAFT_ENTRY_NORMAL;
     ev.data = payload;
+    /* Held until on_flush: the requests read in one loop iteration go to
+     * the log in one write and to each follower in one AppendEntries. */
+    ev.is_deferred = 1;
     rv = mr_node_step(n, &ev);
+    if (rv == 0 && !n->is_flush_pending) {
+        n->is_flush_pending = 1;
+        uv_prepare_start(&n->flush, on_flush);
+    }
     mr_rcbuf_unref(payload);
     if (rv == 0) {
         op->index = ev.out_index;
@@ -691,17 +712,20 @@ static void init_handles(struct mr_node *n)
     n->tick.data = n;
     uv_async_init(&n->loop, &n->store_async, on_store_async);
     n->store_async.data = n;
+    uv_prepare_init(&n->loop, &n->flush);
+    n->flush.data = n;
     uv_signal_init(&n->loop, &n->sigint);
     n->sigint.data = n;
     uv_signal_init(&n->loop, &n->sigterm);
     n->sigterm.data = n;
-    n->handles_open = 4;
+    n->handles_open = 5;
 }
 
 static void close_handles(struct mr_node *n)
 {
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
     uv_close((uv_handle_t *)&n->store_async, on_handle_closed);
+    uv_close((uv_handle_t *)&n->flush, on_handle_closed);
     uv_close((uv_handle_t *)&n->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&n->sigterm, on_handle_closed);
 }

@@ -187,6 +187,8 @@ struct mr_node {
 
     uv_timer_t tick;
     uv_async_t store_async;
+    uv_prepare_t flush; /* steps FLUSH before the loop blocks (batched proposals) */
+    int is_flush_pending;
     uv_signal_t sigint, sigterm;
     unsigned handles_open;
 

@@ -507,6 +507,7 @@ static int dispatch(struct mr_raft *r, struct mr_raft_event *ev)
         return 0;
     case MR_RAFT_EVENT_TICK:
         r->ticks++;
+        repl_flush(r);
         election_tick(r);
         repl_tick_snapshots(r);
         return 0;
@@ -517,8 +518,12 @@ static int dispatch(struct mr_raft *r, struct mr_raft_event *ev)
         uint8_t type = ev->entry_type ? ev->entry_type : MR_RAFT_ENTRY_NORMAL;
         if (type == MR_RAFT_ENTRY_CONFIG) return MR_EINVAL; /* use CHANGE_MEMBERS */
         if (type != MR_RAFT_ENTRY_NORMAL && type != MR_RAFT_ENTRY_NOOP) return MR_EINVAL;
-        return repl_propose(r, type, ev->data, &ev->out_index, &ev->out_term);
+        return repl_propose(r, type, ev->data, ev->is_deferred, &ev->out_index,
+                            &ev->out_term);
     }
+    case MR_RAFT_EVENT_FLUSH:
+        repl_flush(r);
+        return 0;
     case MR_RAFT_EVENT_READ_INDEX:
         return read_request(r, ev->ctx, 0, ev->is_lease);
     case MR_RAFT_EVENT_CHANGE_MEMBERS:
@@ -562,7 +567,7 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
         rd->snap_config = mr_rcbuf_ref(r->snap_config);
         r->snap_to_install = 0;
     }
-    if (r->unstable <= log_last_index(r)) {
+    if (r->unstable <= log_last_index(r) && !(r->is_holding && r->state == MR_RAFT_LEADER)) {
         size_t n;
         int err;
         rd->entries = log_slice(r, r->unstable, log_last_index(r), 0, 0, &n, &err);

@@ -344,6 +344,7 @@ struct mr_raft {
     mr_index applied;   /* last index handed out in `committed` */
     mr_index persisted; /* WAL durable up to here */
     mr_index unstable;  /* first index not yet handed to the host */
+    int is_holding;     /* deferred proposals wait for FLUSH (leader only) */
     /* latest snapshot (taken locally or installed) */
     mr_index snap_index;
     mr_term snap_term;
@@ -430,6 +431,7 @@ enum mr_raft_event_type {
     MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9,  /* index, term */
     MR_RAFT_EVENT_REPORT_UNREACHABLE = 10, /* node */
     MR_RAFT_EVENT_SNAPSHOT_DONE = 11,      /* node, ok: streaming to node finished */
+    MR_RAFT_EVENT_FLUSH = 12, /* hand out and send what deferred proposals held back */
 };
 
 enum mr_raft_change {
@@ -446,6 +448,10 @@ struct mr_raft_event {
     const struct mr_raft_msg *msg; /* RECEIVE */
     uint8_t entry_type;            /* PROPOSE: MR_RAFT_ENTRY_NORMAL (default if 0) */
     struct mr_rcbuf *data;         /* PROPOSE: payload, core takes a reference */
+    uint8_t is_deferred;           /* PROPOSE: hold the entry (neither handed out for
+                                    * writing nor sent) until a FLUSH or TICK event, so
+                                    * that many proposals go out as one write and one
+                                    * AppendEntries per follower. Safe: it only delays. */
     uint64_t ctx;                  /* READ_INDEX */
     uint8_t is_lease;              /* READ_INDEX: lease read if allowed */
     uint8_t change;                /* CHANGE_MEMBERS: enum mr_raft_change */

@@ -80,7 +80,8 @@ int election_recv_timeout_now(struct mr_raft *r, const struct mr_raft_msg *m);
 
 /* ---- raft_replication.c ---------------------------------------------------- */
 int repl_become_leader(struct mr_raft *r);
-int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, mr_index *index,
+void repl_flush(struct mr_raft *r);
+int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, int is_deferred, mr_index *index,
                  mr_term *term);
 void repl_send_append(struct mr_raft *r, struct mr_raft_progress *p, int allow_empty);
 void repl_broadcast_append(struct mr_raft *r);

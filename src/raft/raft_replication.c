@@ -191,6 +191,7 @@ int repl_become_leader(struct mr_raft *r)
     r->state = MR_RAFT_LEADER;
     r->leader = r->id;
     r->transferee = 0;
+    r->is_holding = 0;
     r->heartbeat_elapsed = 0;
     r->election_elapsed = 0;
     r->quiet_start = 0;
@@ -220,8 +221,18 @@ int repl_become_leader(struct mr_raft *r)
     return 0;
 }
 
-int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, mr_index *index,
-                 mr_term *term)
+/* Sends what deferred proposals held back. Called on FLUSH and TICK. */
+void repl_flush(struct mr_raft *r)
+{
+    if (!r->is_holding) return;
+    r->is_holding = 0;
+    if (r->state != MR_RAFT_LEADER) return;
+    TRACE(r, "flush: entries up to %llu go out", U(log_last_index(r)));
+    for (unsigned i = 0; i < r->n_progress; i++) send_all(r, &r->progress[i]);
+}
+
+int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, int is_deferred,
+                 mr_index *index, mr_term *term)
 {
     if (r->state != MR_RAFT_LEADER) return MR_ENOTLEADER;
     if (r->transferee != 0) return MR_EBUSY; /* thesis 3.10 */
@@ -231,6 +242,10 @@ int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, mr_inde
     if (rv != 0) return rv;
     *index = e.index;
     *term = e.term;
+    if (is_deferred) {
+        r->is_holding = 1; /* the host sends a FLUSH before it waits for I/O */
+        return 0;
+    }
     for (unsigned i = 0; i < r->n_progress; i++) send_all(r, &r->progress[i]);
     repl_maybe_commit(r);
     return 0;

@@ -1219,7 +1219,9 @@ int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index,
                 mr_term *term)
 {
     struct mr_rcbuf *b = mr_rcbuf_copy(data, strlen(data));
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b};
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE,
+                               .data = b,
+                               .is_deferred = (uint8_t)(s->o.defer_proposals != 0)};
     int rv = sim_step(s, id, &ev);
     mr_rcbuf_unref(b);
     if (index) *index = ev.out_index;
@@ -1228,6 +1230,13 @@ int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index,
         sim_log(s, "propose '%s' at node %llu -> %llu/%llu", data, (unsigned long long)id,
                 (unsigned long long)ev.out_index, (unsigned long long)ev.out_term);
     return rv;
+}
+
+int sim_flush(struct sim *s, mr_node_id id)
+{
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_FLUSH};
+    sim_log(s, "flush at node %llu", (unsigned long long)id);
+    return sim_step(s, id, &ev);
 }
 
 int sim_read(struct sim *s, mr_node_id id, int lease, uint64_t *ctx)

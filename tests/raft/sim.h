@@ -33,6 +33,7 @@ struct sim_opts {
     unsigned trailing;
     unsigned max_inflight, max_append_entries;
     int pre_vote, check_quorum, lease_reads;
+    int defer_proposals; /* sim_propose holds entries until a FLUSH or TICK */
     uint64_t seed;
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;
@@ -97,6 +98,8 @@ void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
 void sim_flush_network(struct sim *s);
 
 /* host actions: return the core's return code */
+/* Steps a FLUSH event on node id (sends what deferred proposals held). */
+int sim_flush(struct sim *s, mr_node_id id);
 int sim_propose(struct sim *s, mr_node_id id, const char *data, mr_index *index,
                 mr_term *term);
 int sim_read(struct sim *s, mr_node_id id, int lease, uint64_t *ctx);

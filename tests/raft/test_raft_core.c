@@ -658,6 +658,60 @@ static void test_replication_pipelines_within_the_inflight_window(void **state)
     h_free(h);
 }
 
+/* Deferred proposals: nothing is written or sent until FLUSH; then one write
+ * and one AppendEntries per follower carry them all. A TICK flushes too. */
+static void test_replication_deferred_proposals_go_out_together_on_flush(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.max_append_entries = 64;
+    struct h *h = h_new_opts(3, &o);
+    h_make_leader(h);
+    mr_index noop = last_index(h);
+    h_persist(h);
+    h_ack(h, 2, noop);
+    h_ack(h, 3, noop);
+    assert_int_equal(h->r.commit, noop);
+    h_clear(h);
+    mr_index written = h->last_written;
+    for (int i = 0; i < 5; i++) {
+        struct mr_rcbuf *b = mr_rcbuf_copy("d", 1);
+        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
+        assert_int_equal(h_step(h, &ev), 0);
+        assert_int_equal(ev.out_index, noop + 1 + (mr_index)i); /* indexes at once */
+        mr_rcbuf_unref(b);
+    }
+    assert_int_equal(h->n, 0);                 /* nothing sent */
+    assert_int_equal(h->last_written, written); /* nothing handed out for writing */
+    assert_false(h->flags & MR_RAFT_READY_ENTRIES);
+    struct mr_raft_event f = {.type = MR_RAFT_EVENT_FLUSH};
+    assert_int_equal(h_step(h, &f), 0);
+    assert_int_equal(h->last_written, noop + 5); /* all five in one ready */
+    for (mr_node_id id = 2; id <= 3; id++) {
+        assert_int_equal(h_count(h, MR_RAFT_MSG_APPEND, id), 1);
+        assert_int_equal(h_find(h, MR_RAFT_MSG_APPEND, id)->n_entries, 5);
+    }
+    /* they commit as usual */
+    h_persist(h);
+    h_ack(h, 2, noop + 5);
+    assert_int_equal(h->r.commit, noop + 5);
+    /* a flush with nothing held sends nothing */
+    h_clear(h);
+    assert_int_equal(h_step(h, &f), 0);
+    assert_int_equal(h->n, 0);
+    /* a tick flushes what a host forgot */
+    struct mr_rcbuf *b = mr_rcbuf_copy("t", 1);
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
+    assert_int_equal(h_step(h, &ev), 0);
+    mr_rcbuf_unref(b);
+    assert_int_equal(h->n, 0);
+    h_tick(h, 1);
+    assert_int_equal(h->last_written, noop + 6);
+    assert_int_equal(h_find(h, MR_RAFT_MSG_APPEND, 3)->entries[0].index, noop + 6);
+    h_free(h);
+}
+
 static void test_replication_batches_are_capped_by_count_and_bytes(void **state)
 {
     (void)state;
@@ -1349,6 +1403,7 @@ int main(void)
             test_replication_leader_sends_before_its_write_and_counts_itself_after),
         cmocka_unit_test(test_replication_follower_acks_only_after_persisting),
         cmocka_unit_test(test_replication_pipelines_within_the_inflight_window),
+        cmocka_unit_test(test_replication_deferred_proposals_go_out_together_on_flush),
         cmocka_unit_test(test_replication_batches_are_capped_by_count_and_bytes),
         cmocka_unit_test(test_replication_backtracks_fast_with_the_conflict_hint),
         cmocka_unit_test(test_replication_follower_truncates_a_conflicting_suffix),

@@ -105,6 +105,10 @@ static void run_schedule(uint64_t seed, unsigned steps)
         o.max_append_entries = 1;
         o.max_inflight = 1;
     }
+    /* odd seeds: proposals held back until a FLUSH (every third one, at
+     * once) or the next tick, as the node batches them per loop iteration;
+     * taken from the seed so the other draws stay as they were */
+    o.defer_proposals = (int)(seed & 1);
     struct sim *s = sim_new(&o);
     current = s;
     sim_log(s, "opts: snap_every %u trailing %u inflight %u batch %u", o.snap_every,
@@ -121,6 +125,7 @@ static void run_schedule(uint64_t seed, unsigned steps)
                 snprintf(buf, sizeof(buf), "cmd-%llu-%u", (unsigned long long)seed,
                          nprop++);
                 sim_propose(s, at, buf, NULL, NULL);
+                if (o.defer_proposals && nprop % 3 == 0) sim_flush(s, at);
             }
         } else if (a < 48) {
             mr_node_id at = random_alive(s, &r);
