@@ -366,6 +366,12 @@ static void on_tick(uv_timer_t *t)
     struct mr_node *n = t->data;
     struct mr_raft_event ev;
     static unsigned count;
+    uint64_t now_ns = uv_hrtime();
+    if (n->last_tick_ns != 0 && n->m_loop_lag != NULL) {
+        uint64_t gap = now_ns - n->last_tick_ns, period = MR_NODE_TICK_MS * UINT64_C(1000000);
+        mr_http_metric_observe(n->m_loop_lag, gap > period ? (double)(gap - period) / 1e9 : 0.0);
+    }
+    n->last_tick_ns = now_ns;
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_TICK;
     if (!n->disk_error) {

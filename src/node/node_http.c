@@ -466,6 +466,10 @@ int mr_node_metrics_init(struct mr_node *n)
     n->m_wal_sync = mr_http_metrics_histogram(m, "moonraft_wal_sync_seconds", NULL,
                                               "Time from queueing a WAL write to its fdatasync completing",
                                               lat, sizeof lat / sizeof lat[0]);
+    n->m_loop_lag = mr_http_metrics_histogram(
+        m, "moonraft_loop_lag_seconds", NULL,
+        "How late the 10 ms Raft tick ran: time the event loop was busy and answered nothing",
+        lat, sizeof lat / sizeof lat[0]);
     n->m_peers_up = mr_http_metrics_gauge(m, "moonraft_peers_connected", NULL,
                                           "Peers with an open outbound connection");
     return 0;

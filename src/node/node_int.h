@@ -189,6 +189,7 @@ struct mr_node {
     uv_async_t store_async;
     uv_prepare_t flush; /* steps FLUSH before the loop blocks (batched proposals) */
     int is_flush_pending;
+    uint64_t last_tick_ns; /* uv_hrtime() of the previous tick, for the loop lag */
     uv_signal_t sigint, sigterm;
     unsigned handles_open;
 
@@ -263,7 +264,7 @@ struct mr_node {
 
     /* Metrics */
     struct mr_http_metric *m_term, *m_role, *m_commit, *m_applied, *m_lag, *m_proposals,
-        *m_reads, *m_elections, *m_snapshots, *m_wal_sync, *m_leader_changes,
+        *m_reads, *m_elections, *m_snapshots, *m_wal_sync, *m_leader_changes, *m_loop_lag,
         *m_peers_up;
     uint64_t last_sync_start_ms;
 
@@ -322,6 +323,13 @@ void mr_node_json_close(struct mr_node *n);
 int mr_node_json_check(struct mr_node *n, const char *s, size_t len, char *errmsg);
 /* Reads top-level string/boolean fields of a JSON object. Returns 0 or
  * MR_EMALFORMED. Missing fields give "" / -1. */
+/* Reads the top-level field `name` of the JSON object s (trusted: written by
+ * the state machine host) into out[cap] without building any value: a
+ * string (unescaped, UTF-8) or true/false as text. Returns 0 when found, 1
+ * when absent or null, -1 when the field is another type, the string does
+ * not fit or holds a NUL, or s is not an object. */
+int mr_node_json_string_field(const char *s, size_t len, const char *name, char *out,
+                              size_t cap);
 int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char *const *names,
                         char (*out)[256], unsigned nfields, char *errmsg);
 

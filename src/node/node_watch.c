@@ -86,9 +86,13 @@ void mr_node_watch_record(struct mr_node *n, mr_index index, const char *events,
             memcpy(e->json, start, elen);
             e->json[elen] = '\0';
             e->len = elen;
-            key[0][0] = '\0';
-            if (mr_node_json_fields(n, start, elen, names, key, 1, err) == 0 && key[0][0])
-                e->key = mr_strdup(key[0]);
+            int rv = mr_node_json_string_field(start, elen, "key", key[0], sizeof key[0]);
+            if (rv == -1) {
+                /* not the shape the scanner knows: ask the full parser */
+                key[0][0] = '\0';
+                if (mr_node_json_fields(n, start, elen, names, key, 1, err) != 0) key[0][0] = '\0';
+            }
+            if (key[0][0]) e->key = mr_strdup(key[0]);
         }
         n->events_head++;
         p = stop;

@@ -105,6 +105,54 @@ static void test_node_ids_are_stable_and_nonzero(void **state)
     assert_true(mr_node_id_from_name("") != 0);
 }
 
+static int field(const char *json, char *out, size_t cap)
+{
+    return mr_node_json_string_field(json, strlen(json), "key", out, cap);
+}
+
+/* The watch ring reads each event's "key" with this scanner (no Lua). */
+static void test_json_string_field_reads_the_key_of_an_event(void **state)
+{
+    char out[256];
+    (void)state;
+    assert_int_equal(field("{\"key\":\"a\",\"op\":\"put\"}", out, sizeof out), 0);
+    assert_string_equal(out, "a");
+    /* after values of every kind, nested keys named "key" do not count */
+    assert_int_equal(field(" { \"v\" : {\"key\":\"no\",\"x\":[1,{\"key\":2}],\"s\":\"}\\\"{\"} ,"
+                           " \"n\": -1.5e3, \"t\": true, \"z\": null, \"key\" : \"yes\" } ",
+                           out, sizeof out),
+                     0);
+    assert_string_equal(out, "yes");
+    /* escapes, \u, surrogate pairs */
+    assert_int_equal(field("{\"key\":\"a\\\"b\\\\c\\/d\\n\\u00e9\\ud83d\\ude00\"}", out, sizeof out), 0);
+    assert_string_equal(out, "a\"b\\c/d\n\xc3\xa9\xf0\x9f\x98\x80");
+    /* booleans as text (as the full parser did), null and absent */
+    assert_int_equal(field("{\"key\":true}", out, sizeof out), 0);
+    assert_string_equal(out, "true");
+    assert_int_equal(field("{\"key\":null}", out, sizeof out), 1);
+    assert_int_equal(field("{\"op\":\"x\"}", out, sizeof out), 1);
+    assert_int_equal(field("{}", out, sizeof out), 1);
+    /* not a key: numbers, objects; too long; NUL; lone surrogate; garbage */
+    assert_int_equal(field("{\"key\":12}", out, sizeof out), -1);
+    assert_int_equal(field("{\"key\":{\"a\":1}}", out, sizeof out), -1);
+    assert_int_equal(field("{\"key\":\"abcdef\"}", out, 4), -1);
+    assert_int_equal(field("{\"key\":\"a\\u0000b\"}", out, sizeof out), -1);
+    assert_int_equal(field("{\"key\":\"\\udc00\"}", out, sizeof out), -1);
+    assert_int_equal(field("{\"key\":\"\\ud800x\"}", out, sizeof out), -1);
+    assert_int_equal(field("[\"key\",\"a\"]", out, sizeof out), -1);
+    assert_int_equal(field("{\"key\":\"unterminated", out, sizeof out), -1);
+    assert_int_equal(field("{\"a\":[1,2}", out, sizeof out), -1);
+    assert_int_equal(field("", out, sizeof out), -1);
+    /* every truncation of a valid event is refused or read, never overrun */
+    const char *ev = "{\"op\":\"put\",\"value\":{\"k\":[1,\"x\"]},\"key\":\"k\\u00e9y\"}";
+    for (size_t i = 0; i < strlen(ev); i++) {
+        char buf[128];
+        memcpy(buf, ev, i);
+        int rv = mr_node_json_string_field(buf, i, "key", out, sizeof out);
+        assert_true(rv == -1 || rv == 1 || rv == 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -113,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_idem_returns_first_answer_and_expires_by_log_position),
         cmocka_unit_test(test_idem_encoding_round_trips_and_rejects_garbage),
         cmocka_unit_test(test_node_ids_are_stable_and_nonzero),
+        cmocka_unit_test(test_json_string_field_reads_the_key_of_an_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
