@@ -75,6 +75,9 @@ return {
   -- snapshot_trailing entries in the log for slow followers (default 1000).
   snapshot_entries = 10000,
   snapshot_trailing = 1000,
+  -- ...and once the log since the last snapshot is this % of its size
+  -- (default 25; 0 = by entry count only).
+  snapshot_log_percent = 25,
 
   -- WAL segment size in MiB (1..4096, default 64). fsync = false skips
   -- fdatasync: only for tests and benchmarks, never for data you want back.

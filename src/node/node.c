@@ -195,6 +195,7 @@ static void apply_entries(struct mr_node *n, const struct mr_raft_entry *es, siz
         }
         n->applied = e->index;
         n->applied_term = e->term;
+        if (e->data != NULL) n->log_bytes += e->data->len;
         mr_idem_expire(&n->idem, n->applied);
     }
     if (count > 0) {

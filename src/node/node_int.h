@@ -228,6 +228,8 @@ struct mr_node {
 
     /* Snapshots */
     mr_index snap_index;          /* newest durable snapshot */
+    uint64_t snap_size;           /* its payload bytes (0: none yet) */
+    uint64_t log_bytes;           /* entry bytes applied since the last snapshot began */
     struct mr_sm_snapjob job;
     struct mr_store_snap_writer *snap_writer;
     mr_index job_index;

@@ -61,6 +61,14 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     if (n->job_running || n->snap_work_busy || n->is_stopping || n->disk_error) return;
     if (n->applied <= n->snap_index || n->applied_conf == NULL) return;
     if (!force && n->applied - n->snap_index < every) return;
+    /* A snapshot rewrites the whole state: with a large state and a count
+     * trigger alone, nodes would spend their CPU and disk rewriting it (1M
+     * keys and 10,000 entries: a 130 MB rewrite per ~1.5 MB of log). Wait
+     * until the log since the last one is a share of its size, so the
+     * rewrite cost stays proportional to the write traffic. */
+    if (!force && n->o->snapshot_log_percent > 0 && n->snap_size > 0 &&
+        n->log_bytes < n->snap_size / 100 * n->o->snapshot_log_percent)
+        return;
 
     rv = mr_store_snap_writer_begin(n->store, n->applied, n->applied_term, n->applied_conf->data,
                                     n->applied_conf->len, &n->snap_writer, err);
@@ -92,6 +100,7 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
         return;
     }
     n->job_running = 1;
+    n->log_bytes = 0; /* what is applied from now on counts toward the next one */
     n->job_index = n->applied;
     n->job_term = n->applied_term;
     LOGI("taking a snapshot at index %llu (child pid %d)", (unsigned long long)n->job_index,
@@ -117,6 +126,7 @@ static void finish_done(uv_work_t *w, int status)
         return;
     }
     n->snap_index = n->job_index;
+    n->snap_size = n->job.size;
     n->snapshots_taken++;
     if (n->m_snapshots) mr_http_metric_add(n->m_snapshots, 1);
     LOGI("snapshot at index %llu is durable", (unsigned long long)n->job_index);
@@ -216,6 +226,8 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
                 q->prev->next = q;
             }
             n->last_time_ms = ver == 1 ? 0 : mr_get_u64(buf + 16);
+            n->snap_size = info->size - hdr - idem_len;
+            n->log_bytes = 0;
         } else {
             mr_idem_close(&fresh);
         }

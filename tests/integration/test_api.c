@@ -428,11 +428,61 @@ static void test_watch_wakes_on_change_times_out_empty_and_reports_compaction(vo
                         "compacted");
 }
 
+static void mput_values(int node, const char *prefix, int n, int value_bytes)
+{
+    size_t cap = (size_t)n * ((size_t)value_bytes + 48) + 64, off = 0;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    off += (size_t)snprintf(body + off, cap - off, "{\"op\":\"mput\",\"items\":{");
+    for (int i = 0; i < n; i++) {
+        off += (size_t)snprintf(body + off, cap - off, "%s\"%s%05d\":\"", i ? "," : "", prefix, i);
+        memset(body + off, 'v', (size_t)value_bytes);
+        off += (size_t)value_bytes;
+        off += (size_t)snprintf(body + off, cap - off, "\"");
+    }
+    snprintf(body + off, cap - off, "}}");
+    call(node, "POST", "/v1/command", body, NULL, 200, NULL);
+    free(body);
+}
+
+static int snapshots_taken(int node)
+{
+    return atoi(call(node, "GET", "/v1/status", NULL, NULL, 200, "j.snapshots_taken"));
+}
+
+/* Automatic snapshots wait for snapshot_entries entries AND for a log of
+ * snapshot_log_percent of the last snapshot's size. */
+static void test_automatic_snapshots_follow_the_log_size_not_only_the_count(void **state)
+{
+    int leader, i;
+    long long t0;
+    (void)state;
+    leader = start3("--snapshot-entries 5 --snapshot-log-percent 400");
+    mput_values(leader, "big/", 50, 1000); /* a ~50 KB state */
+    for (i = 0; i < 6; i++) call(leader, "PUT", "/v1/kv/small", "1", NULL, 200, NULL);
+    t0 = mr_it_now_ms();
+    while (snapshots_taken(leader) < 1 && mr_it_now_ms() - t0 < 10000) mr_it_sleep_ms(20);
+    assert_int_equal(snapshots_taken(leader), 1); /* the first one: by count */
+    /* 30 more entries (6x the count), but a few KB of log: no snapshot */
+    for (i = 0; i < 30; i++) call(leader, "PUT", "/v1/kv/small", "2", NULL, 200, NULL);
+    mr_it_sleep_ms(300);
+    assert_int_equal(snapshots_taken(leader), 1);
+    /* 4x the snapshot's size in log: the next one comes */
+    for (i = 0; i < 5; i++) mput_values(leader, "more/", 50, 1000);
+    for (i = 0; i < 6; i++) call(leader, "PUT", "/v1/kv/small", "3", NULL, 200, NULL);
+    t0 = mr_it_now_ms();
+    while (snapshots_taken(leader) < 2 && mr_it_now_ms() - t0 < 10000) mr_it_sleep_ms(20);
+    assert_int_equal(snapshots_taken(leader), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commands_queries_and_kv_work_through_any_node,
                                         setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_automatic_snapshots_follow_the_log_size_not_only_the_count, setup_none,
+            teardown_cluster),
         cmocka_unit_test_setup_teardown(test_status_members_transfer_snapshot_and_metrics,
                                         setup_none, teardown_cluster),
         cmocka_unit_test_setup_teardown(
