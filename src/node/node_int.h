@@ -304,6 +304,9 @@ void mr_node_ops_on_applied(struct mr_node *n, mr_index index, mr_term term, int
                             const char *text, size_t len, mr_index answer_index);
 /* A membership change (or its failure) reached `index`. */
 void mr_node_ops_on_config_applied(struct mr_node *n, mr_index index, mr_term term);
+/* A snapshot up to `index` replaced the state: proposals at or below it were
+ * never seen applied here, and whether they committed is unknown (504). */
+void mr_node_ops_on_snapshot_installed(struct mr_node *n, mr_index index);
 void mr_node_ops_on_read_states(struct mr_node *n, const struct mr_raft_read_state *rs,
                                 size_t n_rs);
 void mr_node_ops_check_reads(struct mr_node *n);

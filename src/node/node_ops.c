@@ -509,6 +509,19 @@ void mr_node_ops_on_applied(struct mr_node *n, mr_index index, mr_term term, int
     }
 }
 
+void mr_node_ops_on_snapshot_installed(struct mr_node *n, mr_index index)
+{
+    while (!mr_queue_empty(&n->proposals)) {
+        struct mr_node_op *op = MR_CONTAINER_OF(n->proposals.next, struct mr_node_op, link);
+        if (op->index > index) break;
+        /* Our entry may be inside the snapshot or may have been replaced by
+         * another leader's: this node cannot tell any more. */
+        mr_node_op_fail(op, 504, "timeout",
+                        "a snapshot from the new leader replaced this node's log: the command "
+                        "may or may not have been applied");
+    }
+}
+
 void mr_node_ops_on_config_applied(struct mr_node *n, mr_index index, mr_term term)
 {
     while (!mr_queue_empty(&n->proposals)) {

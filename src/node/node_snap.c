@@ -268,6 +268,7 @@ int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct
     rv = mr_store_reset(n->store, index + 1, NULL);
     if (rv != 0) LOGE("cannot reset the log after the snapshot: %s", mr_strerror(rv));
     n->last_queued = index;
+    mr_node_ops_on_snapshot_installed(n, index);
     n->applied = index;
     n->applied_term = term;
     n->snap_index = index;
