@@ -35,6 +35,7 @@
  * sortedset), never from the keys; the shape never shows in any result.
  * Every operation charges the instruction budget for its work (seek steps,
  * entries returned, bytes copied) so a script cannot loop in C for free. */
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -413,8 +414,7 @@ static int get_len(const unsigned char **p, const unsigned char *end, uint32_t *
 
 static int load_fail(lua_State *L, const char *what, uint64_t entry)
 {
-    return luaL_error(L, "sortedmap.load: %s (entry %llu)", what,
-                      (unsigned long long)entry);
+    return luaL_error(L, "sortedmap.load: %s (entry %I)", what, (lua_Integer)entry);
 }
 
 static int l_load(lua_State *L)
@@ -460,8 +460,10 @@ static int l_load(lua_State *L)
         n++;
     }
     if (n != count) {
-        return luaL_error(L, "sortedmap.load: count mismatch (header says %llu, found %llu)",
-                          (unsigned long long)count, (unsigned long long)n);
+        char msg[96];
+        snprintf(msg, sizeof msg, "count mismatch (header says %llu, found %llu)",
+                 (unsigned long long)count, (unsigned long long)n);
+        return luaL_error(L, "sortedmap.load: %s", msg);
     }
     return 1;
 }
