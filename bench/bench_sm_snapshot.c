@@ -48,14 +48,15 @@ static void put(struct mr_sm *sm, mr_index index, long key, long i, int string_v
 {
     char cmd[256];
     struct mr_sm_ctx ctx = {.index = index, .term = 1, .time_ms = 0};
-    int len = string_values ? snprintf(cmd, sizeof cmd,
-                                       "{\"op\":\"put\",\"key\":\"user/%08ld\","
-                                       "\"value\":\"user number %ld\"}",
-                                       key, i)
-                            : snprintf(cmd, sizeof cmd,
-                                       "{\"op\":\"put\",\"key\":\"user/%08ld\","
-                                       "\"value\":{\"n\":%ld,\"name\":\"user number %ld\"}}",
-                                       key, i, i);
+    int len = string_values
+                  ? snprintf(cmd, sizeof cmd,
+                             "{\"op\":\"put\",\"key\":\"user/%08ld\","
+                             "\"value\":\"user number %ld\"}",
+                             key, i)
+                  : snprintf(cmd, sizeof cmd,
+                             "{\"op\":\"put\",\"key\":\"user/%08ld\","
+                             "\"value\":{\"n\":%ld,\"name\":\"user number %ld\"}}",
+                             key, i, i);
     struct mr_sm_result res = {0};
     if (mr_sm_apply(sm, &ctx, cmd, (size_t)len, &res) != 0 || res.status != MR_SM_OK)
         die("apply", res.error ? res.error : "host error");
@@ -116,7 +117,8 @@ int main(int argc, char **argv)
 
     long rss0 = rss_kb();
     double t0 = now_ms();
-    for (long i = 0; i < n; i++) put(sm, (mr_index)i + 1, (i * 7919) % n, i, string_values);
+    for (long i = 0; i < n; i++)
+        put(sm, (mr_index)i + 1, (i * 7919) % n, i, string_values);
     double t1 = now_ms();
     printf("keys                 %ld\n", n);
     printf("apply                %.0f ms (%.0f commands/s)\n", t1 - t0,
@@ -172,7 +174,8 @@ int main(int argc, char **argv)
     printf(
         "fork snapshot        parent stall %.1f ms, child done after %.0f ms, %.1f MiB\n",
         f1 - f0, f2 - f1, job.size / 1048576.0);
-    printf("writes during it     %ld, worst apply %.1f ms; child's hash %s\n", writes, worst,
+    printf("writes during it     %ld, worst apply %.1f ms; child's hash %s\n", writes,
+           worst,
            strcmp(prehash, job.hash) == 0 ? "is the state's at fork time" : "DIFFERS");
 
     char *data;

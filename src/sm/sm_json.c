@@ -379,7 +379,8 @@ static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
         return enc_table(L, idx, out, depth, errmsg);
     case LUA_TUSERDATA:
         if (!lua_checkstack(L, 3)) return MR_ENOMEM;
-        if (luaL_testudata(L, idx, RAW_MT) != NULL) return enc_raw(L, idx, out, depth, errmsg);
+        if (luaL_testudata(L, idx, RAW_MT) != NULL)
+            return enc_raw(L, idx, out, depth, errmsg);
         break;
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL) return mr_sm_buf_append(out, "null", 4);
@@ -811,7 +812,8 @@ static int l_raw(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &len);
     lua_settop(L, 1);
     mr_sm_charge(L, 1 + len / MR_SM_BYTES_PER_STEP);
-    if (validate(s, len, &depth, errmsg) != 0) return luaL_error(L, "json.raw: %s", errmsg);
+    if (validate(s, len, &depth, errmsg) != 0)
+        return luaL_error(L, "json.raw: %s", errmsg);
     struct raw *r = lua_newuserdatauv(L, sizeof *r, 1);
     r->depth = depth;
     luaL_setmetatable(L, RAW_MT);

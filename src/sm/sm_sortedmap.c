@@ -491,9 +491,9 @@ static int l_new(lua_State *L)
 void mr_sm_sortedmap_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"set", l_set},     {"get", l_get},     {"has", l_has},     {"remove", l_remove},
-        {"count", l_count}, {"range", l_range}, {"items", l_items}, {"dump", l_dump},
-        {NULL, NULL}};
+        {"set", l_set},       {"get", l_get},     {"has", l_has},
+        {"remove", l_remove}, {"count", l_count}, {"range", l_range},
+        {"items", l_items},   {"dump", l_dump},   {NULL, NULL}};
     luaL_newmetatable(L, MAP_MT);
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");

@@ -83,37 +83,38 @@ static void test_sortedmap_sets_gets_and_lists_in_bytewise_order(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_probe(0);
-    expect_eval(sm, 1,
-                "local m = sortedmap.new()\n"
-                "local r = {m:set('b', '2'), m:set('a', '1'), m:set('b', 'two'),"
-                " m:set('\\195\\191', 'y'), m:set('a\\0', 'z'), m:set('', 'e'),"
-                " m:count(), #m, m:has('a'), m:has('c'), m:get('b'), m:get('c') == nil,"
-                " m:get('a\\0')}\n"
-                "r[#r + 1] = m:range()\n"
-                "r[#r + 1] = m:range('a')\n"
-                "r[#r + 1] = m:range('', 2, 'a')\n"
-                "r[#r + 1] = m:range('a', 10, '0')\n"
-                "r[#r + 1] = m:range('zz')\n"
-                "r[#r + 1] = m:range('', 0)\n"
-                "local k, v = m:items('a')\n"
-                "r[#r + 1] = k; r[#r + 1] = v\n"
-                "k, v = m:items('', 3, 'a')\n"
-                "r[#r + 1] = k; r[#r + 1] = v\n"
-                "k, v = m:items('q')\n"
-                "r[#r + 1] = k; r[#r + 1] = v\n"
-                "r[#r + 1] = m:remove('a')\n"
-                "r[#r + 1] = m:remove('a')\n"
-                "r[#r + 1] = m:range()\n"
-                "r[#r + 1] = getmetatable(m)\n"
-                "r[#r + 1] = pcall(m.set, m, 'k', {})\n"
-                "r[#r + 1] = pcall(m.range, m, '', -1)\n"
-                "return r",
-                "[true,true,false,true,true,true,5,5,true,false,\"two\",true,\"z\","
-                "[\"\",\"a\",\"a\\u0000\",\"b\",\"\xc3\xbf\"],"
-                "[\"a\",\"a\\u0000\"],[\"a\\u0000\",\"b\"],[\"a\",\"a\\u0000\"],[],[],"
-                "[\"a\",\"a\\u0000\"],[\"1\",\"z\"],"
-                "[\"a\\u0000\",\"b\",\"\xc3\xbf\"],[\"z\",\"two\",\"y\"],[],[],"
-                "true,false,[\"\",\"a\\u0000\",\"b\",\"\xc3\xbf\"],\"sortedmap\",false,false]");
+    expect_eval(
+        sm, 1,
+        "local m = sortedmap.new()\n"
+        "local r = {m:set('b', '2'), m:set('a', '1'), m:set('b', 'two'),"
+        " m:set('\\195\\191', 'y'), m:set('a\\0', 'z'), m:set('', 'e'),"
+        " m:count(), #m, m:has('a'), m:has('c'), m:get('b'), m:get('c') == nil,"
+        " m:get('a\\0')}\n"
+        "r[#r + 1] = m:range()\n"
+        "r[#r + 1] = m:range('a')\n"
+        "r[#r + 1] = m:range('', 2, 'a')\n"
+        "r[#r + 1] = m:range('a', 10, '0')\n"
+        "r[#r + 1] = m:range('zz')\n"
+        "r[#r + 1] = m:range('', 0)\n"
+        "local k, v = m:items('a')\n"
+        "r[#r + 1] = k; r[#r + 1] = v\n"
+        "k, v = m:items('', 3, 'a')\n"
+        "r[#r + 1] = k; r[#r + 1] = v\n"
+        "k, v = m:items('q')\n"
+        "r[#r + 1] = k; r[#r + 1] = v\n"
+        "r[#r + 1] = m:remove('a')\n"
+        "r[#r + 1] = m:remove('a')\n"
+        "r[#r + 1] = m:range()\n"
+        "r[#r + 1] = getmetatable(m)\n"
+        "r[#r + 1] = pcall(m.set, m, 'k', {})\n"
+        "r[#r + 1] = pcall(m.range, m, '', -1)\n"
+        "return r",
+        "[true,true,false,true,true,true,5,5,true,false,\"two\",true,\"z\","
+        "[\"\",\"a\",\"a\\u0000\",\"b\",\"\xc3\xbf\"],"
+        "[\"a\",\"a\\u0000\"],[\"a\\u0000\",\"b\"],[\"a\",\"a\\u0000\"],[],[],"
+        "[\"a\",\"a\\u0000\"],[\"1\",\"z\"],"
+        "[\"a\\u0000\",\"b\",\"\xc3\xbf\"],[\"z\",\"two\",\"y\"],[],[],"
+        "true,false,[\"\",\"a\\u0000\",\"b\",\"\xc3\xbf\"],\"sortedmap\",false,false]");
     mr_sm_close(sm);
 }
 
@@ -126,44 +127,45 @@ static void test_sortedmap_agrees_with_a_table_after_random_changes(void **state
      * (the node is reallocated in place) and may be empty. */
     expect_eval(
         sm, 7,
-        SAME "local m, mirror = sortedmap.new(), {}\n"
-             "local bytes = {'a', 'b', '\\0', '\\255', '\\128', 'a\\0'}\n"
-             "local function key()\n"
-             "  local t = {}\n"
-             "  for i = 1, math.random(0, 4) do t[i] = bytes[math.random(#bytes)] end\n"
-             "  return table.concat(t)\n"
-             "end\n"
-             "for i = 1, 30000 do\n"
-             "  local k, r = key(), math.random()\n"
-             "  if r < 0.3 then\n"
-             "    assert(m:remove(k) == (mirror[k] ~= nil)); mirror[k] = nil\n"
-             "  elseif r < 0.7 then\n"
-             "    local v = ('v'):rep(math.random(0, 40)) .. i\n"
-             "    if math.random() < 0.1 then v = '' end\n"
-             "    assert(m:set(k, v) == (mirror[k] == nil)); mirror[k] = v\n"
-             "  else\n"
-             "    assert(m:get(k) == mirror[k]); assert(m:has(k) == (mirror[k] ~= nil))\n"
-             "  end\n"
-             "  if i % 1000 == 0 then\n"
-             "    local n = 0\n"
-             "    for _ in pairs(mirror) do n = n + 1 end\n"
-             "    assert(m:count() == n and #m == n)\n"
-             "    local p, a = key(), key()\n"
-             "    local lim = math.random(0, 50)\n"
-             "    local want = canonical.keys(mirror, p, lim, a)\n"
-             "    local ks, vs = m:items(p, lim, a)\n"
-             "    assert(same(ks, want) and same(m:range(p, lim, a), want))\n"
-             "    for j = 1, #ks do assert(vs[j] == mirror[ks[j]]) end\n"
-             "    assert(same(m:range(p), canonical.keys(mirror, p)))\n"
-             "    assert(same(m:range(), canonical.keys(mirror)))\n"
-             "    assert(same(m:range('', nil, a), canonical.keys(mirror, '', nil, a)))\n"
-             "  end\n"
-             "end\n"
-             "local back = sortedmap.load(m:dump())\n"
-             "local ks, vs = back:items()\n"
-             "assert(same(ks, canonical.keys(mirror)))\n"
-             "for j = 1, #ks do assert(vs[j] == mirror[ks[j]]) end\n"
-             "return {m:count() > 100, back:count() == m:count(), back:dump() == m:dump()}",
+        SAME
+        "local m, mirror = sortedmap.new(), {}\n"
+        "local bytes = {'a', 'b', '\\0', '\\255', '\\128', 'a\\0'}\n"
+        "local function key()\n"
+        "  local t = {}\n"
+        "  for i = 1, math.random(0, 4) do t[i] = bytes[math.random(#bytes)] end\n"
+        "  return table.concat(t)\n"
+        "end\n"
+        "for i = 1, 30000 do\n"
+        "  local k, r = key(), math.random()\n"
+        "  if r < 0.3 then\n"
+        "    assert(m:remove(k) == (mirror[k] ~= nil)); mirror[k] = nil\n"
+        "  elseif r < 0.7 then\n"
+        "    local v = ('v'):rep(math.random(0, 40)) .. i\n"
+        "    if math.random() < 0.1 then v = '' end\n"
+        "    assert(m:set(k, v) == (mirror[k] == nil)); mirror[k] = v\n"
+        "  else\n"
+        "    assert(m:get(k) == mirror[k]); assert(m:has(k) == (mirror[k] ~= nil))\n"
+        "  end\n"
+        "  if i % 1000 == 0 then\n"
+        "    local n = 0\n"
+        "    for _ in pairs(mirror) do n = n + 1 end\n"
+        "    assert(m:count() == n and #m == n)\n"
+        "    local p, a = key(), key()\n"
+        "    local lim = math.random(0, 50)\n"
+        "    local want = canonical.keys(mirror, p, lim, a)\n"
+        "    local ks, vs = m:items(p, lim, a)\n"
+        "    assert(same(ks, want) and same(m:range(p, lim, a), want))\n"
+        "    for j = 1, #ks do assert(vs[j] == mirror[ks[j]]) end\n"
+        "    assert(same(m:range(p), canonical.keys(mirror, p)))\n"
+        "    assert(same(m:range(), canonical.keys(mirror)))\n"
+        "    assert(same(m:range('', nil, a), canonical.keys(mirror, '', nil, a)))\n"
+        "  end\n"
+        "end\n"
+        "local back = sortedmap.load(m:dump())\n"
+        "local ks, vs = back:items()\n"
+        "assert(same(ks, canonical.keys(mirror)))\n"
+        "for j = 1, #ks do assert(vs[j] == mirror[ks[j]]) end\n"
+        "return {m:count() > 100, back:count() == m:count(), back:dump() == m:dump()}",
         "[true,true,true]");
     mr_sm_close(sm);
 }
@@ -172,15 +174,17 @@ static void test_sortedmap_dump_has_the_documented_layout(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_probe(0);
-    expect_eval(sm, 1,
-                HEX "local m = sortedmap.new()\n"
-                    "m:set('bc', ''); m:set('a', '1'); m:set('z', ('x'):rep(200))\n"
-                    "local d = m:dump('hd')\n"
-                    "return {hex(d:sub(1, 31)), #d, hex(d:sub(32, 35)),"
-                    " hex(sortedmap.new():dump()),"
-                    " sortedmap.load(d, 3):count(), sortedmap.load(d:sub(3)):dump() == d:sub(3)}",
-                "[\"68644d52534d0100000003000000000000000101613102006263" "01c8017a78\","
-                "230,\"78787878\",\"4d52534d010000000000000000000000\",3,true]");
+    expect_eval(
+        sm, 1,
+        HEX "local m = sortedmap.new()\n"
+            "m:set('bc', ''); m:set('a', '1'); m:set('z', ('x'):rep(200))\n"
+            "local d = m:dump('hd')\n"
+            "return {hex(d:sub(1, 31)), #d, hex(d:sub(32, 35)),"
+            " hex(sortedmap.new():dump()),"
+            " sortedmap.load(d, 3):count(), sortedmap.load(d:sub(3)):dump() == d:sub(3)}",
+        "[\"68644d52534d0100000003000000000000000101613102006263"
+        "01c8017a78\","
+        "230,\"78787878\",\"4d52534d010000000000000000000000\",3,true]");
     mr_sm_close(sm);
 }
 
@@ -190,15 +194,17 @@ static void test_sortedmap_same_content_dumps_the_same_bytes_in_every_vm(void **
     /* Two vms, the same final content reached by different operations (and
      * so by differently shaped lists): the dumps are identical. */
     struct mr_sm *a = open_probe(0), *b = open_probe(0);
-    const char *fill_a = HEX "local m = sortedmap.new()\n"
-                             "for i = 1, 3000 do m:set(('k%05d'):format(i), 'v' .. i) end\n"
-                             "return hex(m:dump())";
-    const char *fill_b = HEX "local m = sortedmap.new()\n"
-                             "for i = 1, 2000 do m:set('junk' .. i, 'x') end\n"
-                             "for i = 3000, 1, -1 do m:set(('k%05d'):format(i), 'old') end\n"
-                             "for i = 1, 2000 do m:remove('junk' .. i) end\n"
-                             "for i = 1, 3000 do m:set(('k%05d'):format(i), 'v' .. i) end\n"
-                             "return hex(m:dump())";
+    const char *fill_a =
+        HEX "local m = sortedmap.new()\n"
+            "for i = 1, 3000 do m:set(('k%05d'):format(i), 'v' .. i) end\n"
+            "return hex(m:dump())";
+    const char *fill_b =
+        HEX "local m = sortedmap.new()\n"
+            "for i = 1, 2000 do m:set('junk' .. i, 'x') end\n"
+            "for i = 3000, 1, -1 do m:set(('k%05d'):format(i), 'old') end\n"
+            "for i = 1, 2000 do m:remove('junk' .. i) end\n"
+            "for i = 1, 3000 do m:set(('k%05d'):format(i), 'v' .. i) end\n"
+            "return hex(m:dump())";
     struct mr_sm_result ra = {0}, rb = {0};
     assert_int_equal(eval_at(a, 1, fill_a, &ra), MR_SM_OK);
     assert_int_equal(eval_at(b, 99, fill_b, &rb), MR_SM_OK);
@@ -277,22 +283,24 @@ static void test_sortedmap_memory_counts_against_the_heap_cap(void **state)
     /* ~2 MiB of entries and a 3.5 MiB string (made by a concatenation:
      * string.rep would need twice that for a moment): one more copy of the
      * string does not fit */
-    expect_eval(sm, 1,
-                "probe.m = sortedmap.new()\n"
-                "for i = 1, 15000 do probe.m:set(('k%06d'):format(i), ('v'):rep(100)) end\n"
-                "local half = ('x'):rep(1750000)\n"
-                "probe.v = half .. half\n"
-                "return #probe.m",
-                "15000");
+    expect_eval(
+        sm, 1,
+        "probe.m = sortedmap.new()\n"
+        "for i = 1, 15000 do probe.m:set(('k%06d'):format(i), ('v'):rep(100)) end\n"
+        "local half = ('x'):rep(1750000)\n"
+        "probe.v = half .. half\n"
+        "return #probe.m",
+        "15000");
     /* set of a new key, and growing a value in place: refused, map unchanged */
     expect_eval_error(sm, "probe.m:set('new', probe.v)", MR_SM_MEMORY_EXCEEDED,
                       "not enough memory");
     expect_eval_error(sm, "probe.m:set('k000001', probe.v)", MR_SM_MEMORY_EXCEEDED,
                       "not enough memory");
-    expect_eval(sm, 2,
-                "return {#probe.m, probe.m:has('new'), probe.m:get('k000001') == ('v'):rep(100),"
-                " probe.m:set('k000001', 'small'), probe.m:get('k000001')}",
-                "[15000,false,true,false,\"small\"]");
+    expect_eval(
+        sm, 2,
+        "return {#probe.m, probe.m:has('new'), probe.m:get('k000001') == ('v'):rep(100),"
+        " probe.m:set('k000001', 'small'), probe.m:get('k000001')}",
+        "[15000,false,true,false,\"small\"]");
     /* load: the dump plus a second copy of the map do not fit */
     expect_eval(sm, 3, "probe.d = probe.m:dump(); return #probe.d > 1500000", "true");
     expect_eval_error(sm, "probe.copy = sortedmap.load(probe.d)", MR_SM_MEMORY_EXCEEDED,
@@ -326,7 +334,8 @@ static void test_sortedmap_work_is_charged_to_the_budget(void **state)
                 "50000");
     expect_eval_error(sm, "for i = 1, 100 do probe.m:dump() end", MR_SM_BUDGET_EXCEEDED,
                       "instruction budget");
-    expect_eval_error(sm, "local d = probe.m:dump(); for i = 1, 100 do sortedmap.load(d) end",
+    expect_eval_error(sm,
+                      "local d = probe.m:dump(); for i = 1, 100 do sortedmap.load(d) end",
                       MR_SM_BUDGET_EXCEEDED, "instruction budget");
     expect_eval_error(sm, "for i = 1, 100 do probe.m:items() end", MR_SM_BUDGET_EXCEEDED,
                       "instruction budget");
