@@ -27,17 +27,27 @@
 -- Commands validate everything before they change anything, so a command
 -- that fails leaves the store untouched.
 --
--- Snapshot: canonical JSON {"data":{...sorted keys...},"format":"moonraft-kv/1"},
--- byte-identical on every replica holding the same data.
+-- Storage: one sortedmap (C memory, invisible to the Lua collector) from key
+-- to the value's canonical JSON text. get and list hand the stored text back
+-- through json.raw, so reads never decode and re-encode it.
+--
+-- Snapshot "moonraft-kv/2": the line "moonraft-kv/2\n" followed by the
+-- map's dump (sortedmap: entries in key order, lengths + key + value text),
+-- byte-identical on every replica holding the same data. restore() also
+-- accepts the older "moonraft-kv/1" snapshots (canonical JSON
+-- {"data":{...},"format":"moonraft-kv/1"}) and converts them.
 
 local kv = {}
 
-local data = {}                -- key -> value (decoded JSON)
-local index = sortedset.new()  -- the same keys, in order, for list
+local store = sortedmap.new()  -- key -> canonical JSON text of the value
 local null = json.null
 local encode = json.encode
+local decode = json.decode
+local raw = json.raw
 
-local FORMAT = "moonraft-kv/1"
+local FORMAT = "moonraft-kv/2"
+local HEADER = FORMAT .. "\n"
+local FORMAT_V1 = "moonraft-kv/1"
 local DEFAULT_LIMIT = 1000
 
 local function bad(msg)
@@ -50,17 +60,27 @@ local function want_key(cmd)
   return k
 end
 
--- Deep equality of decoded JSON values (1 == 1.0, as in Lua).
-local function equal(a, b)
-  if a == b then return true end
-  if type(a) ~= "table" or type(b) ~= "table" then return false end
-  return encode(a) == encode(b)
+-- Does the stored text cur hold a value equal to the decoded value e? Deep
+-- equality of JSON values, with numbers compared as in Lua at the top level
+-- (1 == 1.0) and exactly inside objects and arrays (as kv/1 did). The
+-- encoder is canonical (sorted keys, one spelling per string, integer or
+-- float), so apart from top-level numbers equal values have equal texts.
+local function equal(cur, e)
+  if type(e) == "number" then
+    local c = cur:byte(1)
+    return (c == 45 or (c >= 48 and c <= 57)) and decode(cur) == e -- '-' or a digit
+  end
+  return encode(e) == cur
+end
+
+local function stored(k)
+  local t = store:get(k)
+  if t == nil then return null end
+  return raw(t)
 end
 
 local function get(cmd)
-  local v = data[want_key(cmd)]
-  if v == nil then v = null end
-  return { value = v }
+  return { value = stored(want_key(cmd)) }
 end
 
 local function list(cmd)
@@ -73,14 +93,13 @@ local function list(cmd)
   local after = cmd.after
   if after == null then after = nil end
   if after ~= nil and type(after) ~= "string" then bad("after must be a string") end
-  local keys = index:range(prefix, limit + 1, after)
+  local keys, texts = store:items(prefix, limit + 1, after)
   local items = json.array()
   local n = #keys
   local truncated = n > limit
   if truncated then n = limit end
   for i = 1, n do
-    local k = keys[i]
-    items[i] = { key = k, value = data[k] }
+    items[i] = { key = keys[i], value = raw(texts[i]) }
   end
   return { items = items, truncated = truncated }
 end
@@ -88,7 +107,7 @@ end
 local readers = {
   get = get,
   list = list,
-  count = function() return { count = index:count() } end,
+  count = function() return { count = store:count() } end,
 }
 
 local writers = {}
@@ -97,8 +116,7 @@ function writers.put(cmd, ctx)
   local k = want_key(cmd)
   local v = cmd.value
   if v == nil then bad("value is required") end
-  if data[k] == nil then index:add(k) end -- first: it may run out of memory
-  data[k] = v
+  store:set(k, encode(v)) -- all or nothing, even out of memory
   ctx.emit({ op = "put", key = k, value = v })
   return { ok = true }
 end
@@ -106,35 +124,32 @@ end
 function writers.mput(cmd, ctx)
   local items = cmd.items
   if type(items) ~= "table" then bad("items must be an object of key: value") end
-  local keys = {}
+  local keys, texts = {}, {}
   for k, v in pairs(items) do
     if type(k) ~= "string" or k == "" then bad("items: keys must be non-empty strings") end
     if v == nil then bad("items: value is required") end
     keys[#keys + 1] = k
+    texts[k] = encode(v)
   end
   table.sort(keys) -- emit events in the same order on every replica
   for i = 1, #keys do
     local k = keys[i]
-    local v = items[k]
-    if data[k] == nil then index:add(k) end
-    data[k] = v
-    ctx.emit({ op = "put", key = k, value = v })
+    store:set(k, texts[k])
+    ctx.emit({ op = "put", key = k, value = items[k] })
   end
   return { ok = true, count = #keys }
 end
 
 function writers.delete(cmd, ctx)
   local k = want_key(cmd)
-  if data[k] == nil then return { ok = true, deleted = false } end
-  index:remove(k)
-  data[k] = nil
+  if not store:remove(k) then return { ok = true, deleted = false } end
   ctx.emit({ op = "delete", key = k })
   return { ok = true, deleted = true }
 end
 
 function writers.cas(cmd, ctx)
   local k = want_key(cmd)
-  local cur = data[k]
+  local cur = store:get(k)
   local expect = cmd.expect
   local matches
   if expect == nil or expect == null then
@@ -143,20 +158,17 @@ function writers.cas(cmd, ctx)
     matches = cur ~= nil and equal(cur, expect)
   end
   if not matches then
-    if cur == nil then cur = null end
-    return { ok = false, value = cur }
+    return { ok = false, value = cur == nil and null or raw(cur) }
   end
   local v = cmd.value
   if v == nil or v == null then
     if cur ~= nil then
-      index:remove(k)
-      data[k] = nil
+      store:remove(k)
       ctx.emit({ op = "delete", key = k })
     end
     return { ok = true, value = null }
   end
-  if cur == nil then index:add(k) end
-  data[k] = v
+  store:set(k, encode(v))
   ctx.emit({ op = "put", key = k, value = v })
   return { ok = true, value = v }
 end
@@ -186,19 +198,33 @@ function kv.query(q)
 end
 
 function kv.snapshot()
-  return encode({ format = FORMAT, data = data })
+  return store:dump(HEADER)
 end
 
-function kv.restore(s)
-  local t = json.decode(s)
-  if type(t) ~= "table" or t.format ~= FORMAT or type(t.data) ~= "table" then
-    error("not a " .. FORMAT .. " snapshot", 0)
+-- kv/1: canonical JSON of the whole store, converted entry by entry.
+local function restore_v1(s)
+  local t = decode(s)
+  if type(t) ~= "table" or t.format ~= FORMAT_V1 or type(t.data) ~= "table" then
+    error("not a " .. FORMAT .. " or " .. FORMAT_V1 .. " snapshot", 0)
   end
   for k in pairs(t.data) do
     if type(k) ~= "string" then error("snapshot key is not a string", 0) end
   end
-  index = sortedset.from(t.data)
-  data = t.data
+  local m = sortedmap.new()
+  local keys = canonical.keys(t.data)
+  for i = 1, #keys do
+    local k = keys[i]
+    m:set(k, encode(t.data[k]))
+  end
+  return m
+end
+
+function kv.restore(s)
+  if s:sub(1, #HEADER) == HEADER then
+    store = sortedmap.load(s, #HEADER + 1)
+  else
+    store = restore_v1(s)
+  end
 end
 
 return kv

@@ -393,6 +393,10 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
         mr_sm_vm_free(fresh);
         return st == MR_SM_MEMORY_EXCEEDED ? MR_ENOMEM : MR_ESCRIPT;
     }
+    /* Frees the copy of the snapshot that restore() got as a Lua string (and
+     * whatever restore() left behind) now rather than at the collector's
+     * pace. With kv.lua's data in a sortedmap there is little left to walk:
+     * ~1-2 ms at a million keys (it was 160-440 ms with a table of them). */
     lua_gc(fresh->L, LUA_GCCOLLECT);
     mr_sm_vm_trim(fresh);
     mr_sm_vm_free(sm->vm);

@@ -37,9 +37,13 @@
  * null, array(t) marks a table as an array), `canonical.encode` (the same
  * encoder), `canonical.keys(t [, prefix [, limit [, after]]])` (the string keys of t,
  * sorted, in C: the deterministic way to iterate) and `cjson` (an alias of
- * `json`, for scripts written for lua-cjson). `sortedset.new()` /
- * `sortedset.from(t)` give an ordered set of strings kept in C (add, remove,
- * has, count, range(prefix, limit, after)): kv.lua's index for list.
+ * `json`, for scripts written for lua-cjson). `json.raw(text)` wraps text
+ * that is already one JSON value (checked when wrapped) for the encoder to
+ * write verbatim. `sortedset.new()` / `sortedset.from(t)` give an ordered set
+ * of strings kept in C (add, remove, has, count, range(prefix, limit,
+ * after)); `sortedmap.new()` / `sortedmap.load(dump)` an ordered map of
+ * strings to strings in C (set, get, has, remove, count, range, items, dump):
+ * kv.lua's store (sm_sortedmap.c has the details).
  * Strings must be valid UTF-8; NaN and infinities are refused. Tables whose keys are
  * exactly 1..n encode as arrays, others as objects (integer keys become strings); an
  * empty table is `{}` unless marked with json.array.
@@ -194,8 +198,8 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg);
 
 /* SHA-256 of the snapshot() payload, as 64 lowercase hex digits + NUL.
  * It is the same on every replica at the same applied index only if the
- * script's snapshot() is canonical (lua/kv.lua's is: canonical.encode sorts
- * keys). Costs a full synchronous snapshot: cache it per applied index.
+ * script's snapshot() is canonical (lua/kv.lua's is: a sortedmap dump, in
+ * key order). Costs a full synchronous snapshot: cache it per applied index.
  * Errors as mr_sm_snapshot. */
 int mr_sm_state_hash(struct mr_sm *sm, char hex[65], char *errmsg);
 

@@ -47,7 +47,7 @@ struct mr_sm_vm {
     int hook_chunk;   /* count given to lua_sethook */
     int budget_tripped;
     int in_call;      /* inside mr_sm_vm_pcall */
-    int mem_error;    /* C code (sortedset) hit the heap cap in this call */
+    int mem_error;    /* C code (sortedset, sortedmap) hit the heap cap in this call */
     uint64_t c_steps; /* work done in C for this call (patterns, JSON, sort) */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
@@ -106,6 +106,8 @@ static inline void mr_sm_charge(lua_State *L, uint64_t n)
 void mr_sm_vm_raise_memory(lua_State *L) __attribute__((noreturn));
 /* Registers the global `sortedset` (sm_sortedset.c). */
 void mr_sm_sortedset_open(lua_State *L);
+/* Registers the global `sortedmap` (sm_sortedmap.c). */
+void mr_sm_sortedmap_open(lua_State *L);
 /* canonical.keys as a C function (for sortedset.from). */
 lua_CFunction mr_sm_fn_keys(void);
 /* Replaces string.find/match/gmatch/gsub with the budgeted matcher. */

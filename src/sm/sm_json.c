@@ -215,6 +215,40 @@ static int push_key(struct mr_sm_json_scratch *js, struct mr_sm_key **k)
 static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
                      char *errmsg);
 
+/* ---- json.raw: JSON text the encoder writes verbatim --------------------------
+ * A full userdata with this metatable; its user value 1 is the text, checked
+ * by the decoder's own grammar when the wrapper is made, so the encoder can
+ * only ever emit valid JSON (that our decoder reads back: the nesting of the
+ * text is kept and counted where it is embedded). The text is not
+ * re-canonicalised: it is written as given. */
+#define RAW_MT "moonraft.json.raw"
+
+struct raw {
+    int depth; /* nesting of the text: 0 for a scalar, 1 for [1], ... */
+};
+
+/* Pushes the text of the raw value at idx (which must be one). */
+static const char *raw_text(lua_State *L, int idx, size_t *len)
+{
+    lua_getiuservalue(L, idx, 1);
+    return lua_tolstring(L, -1, len);
+}
+
+static int enc_raw(lua_State *L, int idx, struct mr_sm_buf *out, int depth, char *errmsg)
+{
+    const struct raw *r = lua_touserdata(L, idx);
+    if (depth + r->depth > MR_SM_JSON_MAX_DEPTH) {
+        mr_errmsg_printf(errmsg, "nesting deeper than %d", MR_SM_JSON_MAX_DEPTH);
+        return MR_EMALFORMED;
+    }
+    size_t len;
+    const char *s = raw_text(L, idx, &len);
+    mr_sm_charge(L, len / MR_SM_BYTES_PER_STEP);
+    int rv = mr_sm_buf_append(out, s, len);
+    lua_pop(L, 1);
+    return rv;
+}
+
 static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
                      char *errmsg)
 {
@@ -343,14 +377,19 @@ static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
     }
     case LUA_TTABLE:
         return enc_table(L, idx, out, depth, errmsg);
+    case LUA_TUSERDATA:
+        if (!lua_checkstack(L, 3)) return MR_ENOMEM;
+        if (luaL_testudata(L, idx, RAW_MT) != NULL)
+            return enc_raw(L, idx, out, depth, errmsg);
+        break;
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL) return mr_sm_buf_append(out, "null", 4);
-        /* fall through */
+        break;
     default:
-        mr_errmsg_printf(errmsg, "cannot encode a value of type %s",
-                         luaL_typename(L, idx));
-        return MR_EMALFORMED;
+        break;
     }
+    mr_errmsg_printf(errmsg, "cannot encode a value of type %s", luaL_typename(L, idx));
+    return MR_EMALFORMED;
 }
 
 int mr_sm_json_encode(lua_State *L, int idx, struct mr_sm_buf *out, char *errmsg)
@@ -378,6 +417,7 @@ struct dec {
     struct mr_sm_vm *vm;
     const char *s, *p, *end;
     char *errmsg;
+    int maxdepth; /* deepest value seen (json.raw keeps it for the encoder) */
 };
 
 static int dec_fail(struct dec *d, const char *what)
@@ -601,6 +641,7 @@ static int dec_value(struct dec *d, int depth)
     skip_ws(d);
     if (d->p >= d->end) return dec_fail(d, "unexpected end of input");
     if (depth > MR_SM_JSON_MAX_DEPTH) return dec_fail(d, "nesting too deep");
+    if (depth > d->maxdepth) d->maxdepth = depth;
     switch (*d->p) {
     case '{': {
         if (d->L != NULL) {
@@ -695,7 +736,7 @@ static int dec_value(struct dec *d, int depth)
 
 int mr_sm_json_decode(lua_State *L, const char *s, size_t len, char *errmsg)
 {
-    struct dec d = {L, mr_sm_vm_of(L), s, s, s + len, errmsg};
+    struct dec d = {L, mr_sm_vm_of(L), s, s, s + len, errmsg, 0};
     int top = lua_gettop(L);
     mr_sm_charge(L, len / MR_SM_BYTES_PER_STEP); /* scanning long strings is work too */
     int rv = dec_value(&d, 0);
@@ -711,15 +752,23 @@ int mr_sm_json_decode(lua_State *L, const char *s, size_t len, char *errmsg)
     return 0;
 }
 
-int mr_sm_json_validate(const char *s, size_t len, char *errmsg)
+/* Validates [s, s+len) as one JSON value; *maxdepth gets its nesting. */
+static int validate(const char *s, size_t len, int *maxdepth, char *errmsg)
 {
-    struct dec d = {NULL, NULL, s, s, s + len, errmsg};
+    struct dec d = {NULL, NULL, s, s, s + len, errmsg, 0};
     int rv = dec_value(&d, 0);
     if (rv == 0) {
         skip_ws(&d);
         if (d.p != d.end) rv = dec_fail(&d, "trailing characters after the value");
     }
+    *maxdepth = d.maxdepth;
     return rv;
+}
+
+int mr_sm_json_validate(const char *s, size_t len, char *errmsg)
+{
+    int maxdepth;
+    return validate(s, len, &maxdepth, errmsg);
 }
 
 /* ---- Lua functions ----------------------------------------------------------- */
@@ -742,9 +791,57 @@ static int l_decode(lua_State *L)
 {
     char errmsg[MR_ERRMSG_SIZE];
     size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    const char *s = luaL_testudata(L, 1, RAW_MT) != NULL ? raw_text(L, 1, &len)
+                                                         : luaL_checklstring(L, 1, &len);
     int rv = mr_sm_json_decode(L, s, len, errmsg);
     if (rv != 0) return luaL_error(L, "json.decode: %s", errmsg);
+    return 1;
+}
+
+/* json.raw(text): a value the encoder writes as `text` verbatim. Raises if
+ * text is not exactly one valid JSON value. json.raw(r) of a raw r is r. */
+static int l_raw(lua_State *L)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    size_t len;
+    int depth;
+    if (luaL_testudata(L, 1, RAW_MT) != NULL) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    mr_sm_charge(L, 1 + len / MR_SM_BYTES_PER_STEP);
+    if (validate(s, len, &depth, errmsg) != 0)
+        return luaL_error(L, "json.raw: %s", errmsg);
+    struct raw *r = lua_newuserdatauv(L, sizeof *r, 1);
+    r->depth = depth;
+    luaL_setmetatable(L, RAW_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* Two raw values are equal when their texts are the same bytes. */
+static int l_raw_eq(lua_State *L)
+{
+    size_t la, lb;
+    if (luaL_testudata(L, 1, RAW_MT) == NULL || luaL_testudata(L, 2, RAW_MT) == NULL) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    const char *a = raw_text(L, 1, &la);
+    const char *b = raw_text(L, 2, &lb);
+    mr_sm_charge(L, la / MR_SM_BYTES_PER_STEP);
+    lua_pushboolean(L, la == lb && memcmp(a, b, la) == 0);
+    return 1;
+}
+
+static int l_raw_tostring(lua_State *L)
+{
+    size_t len;
+    luaL_checkudata(L, 1, RAW_MT);
+    raw_text(L, 1, &len);
     return 1;
 }
 
@@ -856,8 +953,19 @@ lua_CFunction mr_sm_fn_keys(void)
 
 void mr_sm_json_open(lua_State *L)
 {
-    static const luaL_Reg fns[] = {
-        {"encode", l_encode}, {"decode", l_decode}, {"array", l_array}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"encode", l_encode},
+                                   {"decode", l_decode},
+                                   {"array", l_array},
+                                   {"raw", l_raw},
+                                   {NULL, NULL}};
+    luaL_newmetatable(L, RAW_MT);
+    lua_pushcfunction(L, l_raw_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_pushcfunction(L, l_raw_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "json.raw");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
     luaL_newlib(L, fns);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");

@@ -369,6 +369,7 @@ static void open_libs(lua_State *L)
 
     mr_sm_pattern_open(L);
     mr_sm_sortedset_open(L);
+    mr_sm_sortedmap_open(L);
 
     lua_getglobal(L, "math");
     lua_pushcfunction(L, l_random);

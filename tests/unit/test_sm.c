@@ -808,6 +808,67 @@ static void test_random_json_documents_round_trip(void **state)
     mr_sm_close(sm);
 }
 
+/* ---- json.raw ----------------------------------------------------------- */
+
+static void test_json_raw_is_written_verbatim_and_read_back(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    /* verbatim: not re-canonicalised (key order, spaces kept) */
+    expect_eval(sm,
+                "local r = json.raw('{\"z\":1, \"a\":[1.0,null]}')\n"
+                "return {r, json.raw(' 7 '), json.raw('\"\\\\u00e9\"'), json.raw(r) == r}",
+                "[{\"z\":1, \"a\":[1.0,null]}, 7 ,\"\\u00e9\",true]");
+    /* json.decode reads it; == compares the texts; tostring gives the text */
+    expect_eval(sm,
+                "local r = json.raw('{\"a\":[1,2]}')\n"
+                "local d = json.decode(r)\n"
+                "return {d.a[2], r == json.raw('{\"a\":[1,2]}'), r == json.raw('{\"a\":[1, 2]}'),"
+                " r == '{\"a\":[1,2]}', tostring(r), getmetatable(r), type(r)}",
+                "[2,true,false,false,\"{\\\"a\\\":[1,2]}\",\"json.raw\",\"userdata\"]");
+    /* events and query results carry it verbatim */
+    struct mr_sm_result res = {0};
+    assert_int_equal(eval_at(sm, 2, "ctx.emit({v = json.raw('[1, 2]')}); return 1", &res),
+                     MR_SM_OK);
+    assert_string_equal(res.events, "[{\"v\":[1, 2]}]");
+    mr_sm_result_free(&res);
+    const char *q = "{\"op\":\"eval\",\"code\":\"return json.raw('{\\\"q\\\": true}')\"}";
+    assert_int_equal(mr_sm_query(sm, q, strlen(q), &res), 0);
+    assert_string_equal(res.json, "{\"q\": true}");
+    mr_sm_result_free(&res);
+    mr_sm_close(sm);
+}
+
+static void test_json_raw_refuses_text_that_is_not_one_json_value(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    /* Each would make the encoder write invalid JSON if it were accepted. */
+    expect_eval(sm,
+                "local bad = {'', ' ', '{', '[1,]', '1 2', 'nul', '\"a', '\"\\255\"',"
+                " '\"a\\1\"', '{\"a\"}', '01', '1.', '\"\\\\x\"', '[1]]', 'NaN', '\"\\\\ud800\"'}\n"
+                "local out = {}\n"
+                "for i = 1, #bad do\n"
+                "  local ok, e = pcall(json.raw, bad[i])\n"
+                "  out[i] = not ok and e:find('json.raw: invalid JSON at byte', 1, true) ~= nil\n"
+                "end\n"
+                "out[#out + 1] = pcall(json.raw, {})\n"
+                "out[#out + 1] = pcall(json.raw)\n"
+                "return out",
+                "[true,true,true,true,true,true,true,true,true,true,true,true,true,true,true,"
+                "true,false,false]");
+    /* nesting counts where the text is embedded: the output stays within
+     * what the decoder accepts */
+    expect_eval(sm,
+                "local deep = ('['):rep(257) .. (']'):rep(257)\n"
+                "local ok1 = pcall(json.encode, json.raw(deep))\n"
+                "local ok2, e = pcall(json.encode, {json.raw(deep)})\n"
+                "local ok3 = pcall(json.raw, '[' .. deep .. ']')\n"
+                "return {ok1, ok2, e:find('nesting deeper than 256', 1, true) ~= nil, ok3}",
+                "[true,false,true,false]");
+    mr_sm_close(sm);
+}
+
 /* ---- sortedset ---------------------------------------------------------- */
 
 static void test_sortedset_keeps_strings_in_bytewise_order(void **state)
@@ -1050,9 +1111,10 @@ test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(void **state)
     assert_int_equal(mr_sm_snapshot(b, &sb, &lb, errmsg), 0);
     assert_int_equal(la, lb);
     assert_memory_equal(sa, sb, la);
-    assert_int_equal(
-        strncmp(sa, "{\"data\":{\"key/00000\":{\"i\":0,\"l\":[0,null],\"s\":\"v0\"}", 48),
-        0);
+    /* header line, dump magic, count 2000, then key/00000 and its JSON text */
+    assert_memory_equal(sa, "moonraft-kv/2\nMRSM\1\0\0\0\xd0\x07\0\0\0\0\0\0\x09\x1d"
+                            "key/00000{\"i\":0,\"l\":[0,null],\"s\":\"v0\"}",
+                        14 + 16 + 2 + 9 + 29);
     assert_int_equal(mr_sm_state_hash(a, ha, errmsg), 0);
     assert_int_equal(mr_sm_state_hash(b, hb, errmsg), 0);
     assert_string_equal(ha, hb);
@@ -1079,6 +1141,134 @@ test_kv_snapshots_are_byte_identical_whatever_the_insertion_order(void **state)
     mr_sm_close(a);
     mr_sm_close(b);
     mr_sm_close(c);
+}
+
+static void test_kv_cas_compares_values_as_kv1_did(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    mr_index i = 1;
+    /* numbers: 1 == 1.0 at the top level (as in Lua), -0.0 == 0 */
+    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"n\",\"value\":1}", "{\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"n\",\"expect\":1.0,\"value\":-0.0}",
+                 "{\"ok\":true,\"value\":-0.0}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"n\",\"expect\":0,\"value\":\"1\"}",
+                 "{\"ok\":true,\"value\":\"1\"}");
+    /* a string is not a number */
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"n\",\"expect\":1,\"value\":2}",
+                 "{\"ok\":false,\"value\":\"1\"}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"n\",\"expect\":\"1\",\"value\":true}",
+                 "{\"ok\":true,\"value\":true}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"n\",\"expect\":1,\"value\":2}",
+                 "{\"ok\":false,\"value\":true}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"n\",\"expect\":true,\"value\":9007199254740993}",
+                 "{\"ok\":true,\"value\":9007199254740993}");
+    /* integers are exact: 2^53+1 is not the float 2^53 */
+    expect_apply(sm, i++,
+                 "{\"op\":\"cas\",\"key\":\"n\",\"expect\":9007199254740992.0,\"value\":0}",
+                 "{\"ok\":false,\"value\":9007199254740993}");
+    /* objects and arrays: deep equality whatever the key order; numbers
+     * inside compare by their encoding (1 is not 1.0), as kv/1 did */
+    expect_apply(sm, i++,
+                 "{\"op\":\"put\",\"key\":\"o\",\"value\":{\"b\":[1,{\"y\":null,\"x\":\"s\"}],\"a\":1}}",
+                 "{\"ok\":true}");
+    expect_apply(sm, i++,
+                 "{\"op\":\"cas\",\"key\":\"o\",\"expect\":{\"a\":1.0,\"b\":[1,{\"x\":\"s\",\"y\":null}]},"
+                 "\"value\":1}",
+                 "{\"ok\":false,\"value\":{\"a\":1,\"b\":[1,{\"x\":\"s\",\"y\":null}]}}");
+    expect_apply(sm, i++,
+                 "{\"op\":\"cas\",\"key\":\"o\",\"expect\":{\"a\":1,\"b\":[1,{\"x\":\"s\",\"y\":null}]},"
+                 "\"value\":[]}",
+                 "{\"ok\":true,\"value\":[]}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"o\",\"expect\":{},\"value\":1}",
+                 "{\"ok\":false,\"value\":[]}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"o\",\"expect\":[],\"value\":{}}",
+                 "{\"ok\":true,\"value\":{}}");
+    /* a stored null is a value: the key exists */
+    expect_apply(sm, i++, "{\"op\":\"put\",\"key\":\"z\",\"value\":null}", "{\"ok\":true}");
+    expect_apply(sm, i++, "{\"op\":\"cas\",\"key\":\"z\",\"expect\":null,\"value\":1}",
+                 "{\"ok\":false,\"value\":null}");
+    expect_apply(sm, i++, "{\"op\":\"count\"}", "{\"count\":3}");
+    expect_apply(sm, i++, "{\"op\":\"list\",\"prefix\":\"z\"}",
+                 "{\"items\":[{\"key\":\"z\",\"value\":null}],\"truncated\":false}");
+    mr_sm_close(sm);
+}
+
+static void test_kv_restores_a_v1_snapshot_and_writes_v2(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    /* as kv/1 wrote it: canonical JSON, keys sorted */
+    const char *v1 = "{\"data\":{\"a\":{\"n\":9223372036854775807,\"x\":[1.0,null,\"\xc3\xa9\"]},"
+                     "\"b\":\"s\",\"c\":null,\"d\":[],\"e\":{},\"f\":-2.5e-07},"
+                     "\"format\":\"moonraft-kv/1\"}";
+    assert_int_equal(mr_sm_restore(sm, v1, strlen(v1), errmsg), 0);
+    expect_apply(sm, 1, "{\"op\":\"count\"}", "{\"count\":6}");
+    expect_apply(sm, 2, "{\"op\":\"list\"}",
+                 "{\"items\":[{\"key\":\"a\",\"value\":{\"n\":9223372036854775807,"
+                 "\"x\":[1.0,null,\"\xc3\xa9\"]}},{\"key\":\"b\",\"value\":\"s\"},"
+                 "{\"key\":\"c\",\"value\":null},{\"key\":\"d\",\"value\":[]},"
+                 "{\"key\":\"e\",\"value\":{}},{\"key\":\"f\",\"value\":-2.5e-07}],"
+                 "\"truncated\":false}");
+    char *snap, *again;
+    size_t len, alen;
+    assert_int_equal(mr_sm_snapshot(sm, &snap, &len, errmsg), 0);
+    assert_true(len > 14);
+    assert_memory_equal(snap, "moonraft-kv/2\nMRSM", 18);
+    /* the v2 snapshot restores to the same store and the same bytes */
+    struct mr_sm *b = open_script(KV_LUA, 0, 0);
+    assert_int_equal(mr_sm_restore(b, snap, len, errmsg), 0);
+    assert_int_equal(mr_sm_snapshot(b, &again, &alen, errmsg), 0);
+    assert_int_equal(alen, len);
+    assert_memory_equal(again, snap, len);
+    expect_apply(b, 3, "{\"op\":\"get\",\"key\":\"a\"}",
+                 "{\"value\":{\"n\":9223372036854775807,\"x\":[1.0,null,\"\xc3\xa9\"]}}");
+    /* a bad v1 or v2 snapshot is refused and the store stays */
+    static const char *const bad[] = {
+        "{\"data\":{\"k\":1},\"format\":\"moonraft-kv/3\"}",
+        "moonraft-kv/2\n",
+        "moonraft-kv/2\nMRSM\1\0\0\0\1\0\0\0\0\0\0\0",
+        "moonraft-kv/2\nMRSM\1\0\0\0\0\0\0\0\0\0\0\0x",
+    };
+    static const size_t badlen[] = {0, 14, 30, 31};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        size_t n = badlen[k] ? badlen[k] : strlen(bad[k]);
+        assert_int_equal(mr_sm_restore(b, bad[k], n, errmsg), MR_ESCRIPT);
+        assert_non_null(strstr(errmsg, "restore"));
+    }
+    assert_non_null(strstr(errmsg, "trailing bytes"));
+    expect_apply(b, 4, "{\"op\":\"count\"}", "{\"count\":6}");
+    mr_free(snap);
+    mr_free(again);
+    mr_sm_close(b);
+    mr_sm_close(sm);
+}
+
+static void test_kv_snapshot_restore_snapshot_is_byte_identical(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm *a = open_script(KV_LUA, 0, 0), *b = open_script(KV_LUA, 0, 0);
+    fill_kv(a, 3000, 1, 1);
+    char *sa, *sb;
+    size_t la, lb;
+    assert_int_equal(mr_sm_snapshot(a, &sa, &la, errmsg), 0);
+    assert_int_equal(mr_sm_restore(b, sa, la, errmsg), 0);
+    assert_int_equal(mr_sm_snapshot(b, &sb, &lb, errmsg), 0);
+    assert_int_equal(la, lb);
+    assert_memory_equal(sa, sb, la);
+    /* and both go on alike */
+    expect_apply(a, 9000, "{\"op\":\"put\",\"key\":\"key/00007\",\"value\":[7]}", "{\"ok\":true}");
+    expect_apply(b, 9000, "{\"op\":\"put\",\"key\":\"key/00007\",\"value\":[7]}", "{\"ok\":true}");
+    char ha[65], hb[65];
+    assert_int_equal(mr_sm_state_hash(a, ha, errmsg), 0);
+    assert_int_equal(mr_sm_state_hash(b, hb, errmsg), 0);
+    assert_string_equal(ha, hb);
+    mr_free(sa);
+    mr_free(sb);
+    mr_sm_close(a);
+    mr_sm_close(b);
 }
 
 static void test_a_failed_restore_leaves_the_old_state(void **state)
@@ -1231,12 +1421,17 @@ int main(void)
         cmocka_unit_test(test_invalid_json_is_reported_with_its_position),
         cmocka_unit_test(test_json_values_round_trip_exactly),
         cmocka_unit_test(test_random_json_documents_round_trip),
+        cmocka_unit_test(test_json_raw_is_written_verbatim_and_read_back),
+        cmocka_unit_test(test_json_raw_refuses_text_that_is_not_one_json_value),
         cmocka_unit_test(test_sortedset_keeps_strings_in_bytewise_order),
         cmocka_unit_test(test_sortedset_agrees_with_sorting_after_random_changes),
         cmocka_unit_test(test_kv_put_get_delete_cas_list),
         cmocka_unit_test(test_kv_emits_change_events),
         cmocka_unit_test(
             test_kv_snapshots_are_byte_identical_whatever_the_insertion_order),
+        cmocka_unit_test(test_kv_cas_compares_values_as_kv1_did),
+        cmocka_unit_test(test_kv_restores_a_v1_snapshot_and_writes_v2),
+        cmocka_unit_test(test_kv_snapshot_restore_snapshot_is_byte_identical),
         cmocka_unit_test(test_a_failed_restore_leaves_the_old_state),
         cmocka_unit_test(test_fork_snapshot_writes_the_payload_while_the_parent_goes_on),
         cmocka_unit_test(test_host_allocation_failures_are_reported_not_crashed),
