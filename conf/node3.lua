@@ -73,6 +73,9 @@ return {
   -- ...and once the log since the last snapshot is this % of its size
   -- (default 25; 0 = by entry count only).
   snapshot_log_percent = 25,
+  -- Also snapshot once the log since the last one holds this many MiB
+  -- (default 32), whatever the count.
+  snapshot_log_mb = 32,
 
   -- WAL segment size in MiB (1..4096, default 64). fsync = false skips
   -- fdatasync: only for tests and benchmarks, never for data you want back.

@@ -108,6 +108,7 @@ static int run_node(int argc, char **argv)
     o.snapshot_entries = cfg.snapshot_entries;
     o.snapshot_trailing = cfg.snapshot_trailing;
     o.snapshot_log_percent = cfg.snapshot_log_percent;
+    o.snapshot_log_mb = cfg.snapshot_log_mb;
     o.max_body_bytes = (size_t)cfg.max_body_bytes;
     o.max_header_bytes = (size_t)cfg.max_header_bytes;
     o.http_idle_timeout_ms = (uint32_t)cfg.http_idle_timeout_ms;

@@ -73,6 +73,8 @@ static const struct keydesc keys[] = {
     {"max_inflight", K_INT, F(max_inflight), 1, 4096, "pipelined appends per peer (64)"},
     {"snapshot_entries", K_U64, F(snapshot_entries), 1, INT64_C(1000000000000),
      "snapshot after this many applied entries (10000)"},
+    {"snapshot_log_mb", K_U64, F(snapshot_log_mb), 1, 1048576,
+     "also snapshot once the log since the last one holds this many MiB (32)"},
     {"snapshot_log_percent", K_U64, F(snapshot_log_percent), 0, 100000,
      "also wait until the log since the last snapshot is this % of its size (25; 0 = off)"},
     {"snapshot_trailing", K_U64, F(snapshot_trailing), 0, INT64_C(1000000000000),
@@ -116,6 +118,7 @@ void mr_cfg_defaults(struct mr_cfg *cfg)
     cfg->snapshot_entries = 10000;
     cfg->snapshot_trailing = 1000;
     cfg->snapshot_log_percent = 25;
+    cfg->snapshot_log_mb = 32;
     cfg->wal_segment_mb = 64;
     cfg->fsync = 1;
     cfg->max_body_bytes = 1u << 20;

@@ -71,6 +71,8 @@ struct mr_cfg {
         snapshot_entries; /* snapshot after this many applied entries, default 10000 */
     uint64_t
         snapshot_trailing;   /* entries kept in the log after a snapshot, default 1000 */
+    uint64_t snapshot_log_mb;      /* snapshot once the log since the last one holds
+                                    * this many MiB, whatever the count; default 32 */
     uint64_t snapshot_log_percent; /* log bytes since the last snapshot, in % of its
                                     * size, before the next one; default 25, 0 = off */
     uint64_t wal_segment_mb; /* default 64 */

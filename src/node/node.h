@@ -48,6 +48,7 @@ struct mr_node_options {
     /* Snapshots */
     uint64_t snapshot_entries;        /* [10000] applied entries between snapshots */
     uint64_t snapshot_trailing;       /* [1000] entries kept in the log after one */
+    uint64_t snapshot_log_mb;         /* [32] or once the log holds this many MiB */
     uint64_t snapshot_log_percent;    /* [25] and log bytes >= this % of the last one */
     /* Limits */
     size_t max_body_bytes;            /* [1 MiB] */

@@ -230,6 +230,7 @@ struct mr_node {
     mr_index snap_index;          /* newest durable snapshot */
     uint64_t snap_size;           /* its payload bytes (0: none yet) */
     uint64_t log_bytes;           /* entry bytes applied since the last snapshot began */
+    uint64_t job_trailing;        /* entries the running snapshot keeps behind it */
     struct mr_sm_snapjob job;
     struct mr_store_snap_writer *snap_writer;
     mr_index job_index;

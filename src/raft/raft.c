@@ -534,7 +534,7 @@ static int dispatch(struct mr_raft *r, struct mr_raft_event *ev)
         repl_persisted(r, ev->index, ev->term);
         return 0;
     case MR_RAFT_EVENT_SNAPSHOT_TAKEN:
-        return repl_snapshot_taken(r, ev->index, ev->term);
+        return repl_snapshot_taken(r, ev->index, ev->term, ev->max_trailing);
     case MR_RAFT_EVENT_SNAPSHOT_INSTALLED:
         repl_snapshot_installed(r, ev->index, ev->term);
         return 0;

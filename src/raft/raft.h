@@ -459,6 +459,9 @@ struct mr_raft_event {
     mr_node_id node;     /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
     const char *context; /* CHANGE_MEMBERS add: server context text */
     mr_index index;      /* PERSISTED, SNAPSHOT_* */
+    uint64_t max_trailing; /* SNAPSHOT_TAKEN: if > 0, keep at most this many entries
+                            * behind the snapshot (fewer than opts.snapshot_trailing,
+                            * e.g. when entries are large) */
     mr_term term;        /* PERSISTED, SNAPSHOT_* */
     mr_index out_index;
     mr_term out_term;

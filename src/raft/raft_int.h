@@ -93,7 +93,7 @@ int repl_recv_heartbeat_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m);
 int repl_recv_snapshot_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 void repl_persisted(struct mr_raft *r, mr_index index, mr_term term);
-int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term);
+int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_t max_trailing);
 void repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term);
 void repl_snapshot_done(struct mr_raft *r, mr_node_id id, int ok);
 void repl_unreachable(struct mr_raft *r, mr_node_id id);

@@ -540,7 +540,7 @@ void repl_persisted(struct mr_raft *r, mr_index index, mr_term term)
     }
 }
 
-int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term)
+int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_t max_trailing)
 {
     if (index <= r->snap_index) return 0; /* older than what we have */
     if (index > r->applied || log_term(r, index) != term) return MR_EINVAL;
@@ -551,8 +551,9 @@ int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term)
     r->snap_index = index;
     r->snap_term = term;
     if (r->persisted < index) r->persisted = index;
-    mr_index upto =
-        index > r->opts.snapshot_trailing ? index - r->opts.snapshot_trailing : 0;
+    uint64_t trailing = r->opts.snapshot_trailing;
+    if (max_trailing > 0 && max_trailing < trailing) trailing = max_trailing;
+    mr_index upto = index > trailing ? index - trailing : 0;
     if (upto > r->log.offset) {
         TRACE(r, "snapshot at %llu/%llu -> compact log up to %llu", U(index), U(term),
               U(upto));

@@ -475,6 +475,38 @@ static void test_automatic_snapshots_follow_the_log_size_not_only_the_count(void
     assert_int_equal(snapshots_taken(leader), 2);
 }
 
+/* A few large entries: the byte trigger takes a snapshot long before the
+ * count, and the log kept behind it is capped in bytes too. */
+static void test_large_entries_are_snapshotted_by_size_and_trimmed_by_bytes(void **state)
+{
+    int leader, i;
+    long long t0;
+    (void)state;
+    /* 1 MiB of log triggers; at most 256 KiB (a quarter) stays behind */
+    leader = start3("--snapshot-entries 1000000 --snapshot-log-mb 1 --snapshot-log-percent 0 "
+                    "--snapshot-trailing 1000");
+    for (i = 0; i < 8; i++) {
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "b%d/", i);
+        mput_values(leader, prefix, 200, 1000); /* ~200 KB per entry */
+    }
+    t0 = mr_it_now_ms();
+    while (snapshots_taken(leader) < 1 && mr_it_now_ms() - t0 < 10000) mr_it_sleep_ms(20);
+    assert_true(snapshots_taken(leader) >= 1);
+    /* compaction follows the snapshot: no more than ~2 of the big entries
+     * stay behind it (1000 would by count) */
+    t0 = mr_it_now_ms();
+    for (;;) {
+        long long snap = atoll(call(leader, "GET", "/v1/status", NULL, NULL, 200, "j.snapshot_index"));
+        long long first = atoll(call(leader, "GET", "/v1/status", NULL, NULL, 200, "j.first_index"));
+        if (snap > 0 && first > 1 && snap - first + 1 <= 3) break;
+        if (mr_it_now_ms() - t0 > 10000)
+            fail_msg("log not trimmed in bytes: first %lld, snapshot %lld", first, snap);
+        mr_it_sleep_ms(50);
+    }
+    call(leader, "GET", "/v1/kv/b7%2F00199", NULL, NULL, 200, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +514,9 @@ int main(void)
                                         setup_none, teardown_cluster),
         cmocka_unit_test_setup_teardown(
             test_automatic_snapshots_follow_the_log_size_not_only_the_count, setup_none,
+            teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_large_entries_are_snapshotted_by_size_and_trimmed_by_bytes, setup_none,
             teardown_cluster),
         cmocka_unit_test_setup_teardown(test_status_members_transfer_snapshot_and_metrics,
                                         setup_none, teardown_cluster),

@@ -73,6 +73,39 @@ static int all_applied(struct sim *s, void *arg)
     return 1;
 }
 
+static int read_settled(struct sim *s, void *arg)
+{
+    uint64_t *ctx = arg;
+    return sim_read_result(s, *ctx, NULL) != 0;
+}
+
+/* After healing, a linearizable read at `at` must be answered, at an index
+ * that covers `floor` (a read may fail while leadership moves: retry). */
+static void check_read_answered(struct sim *s, mr_node_id at, mr_index floor)
+{
+    for (int attempt = 0; attempt < 5 && !sim_failed(s); attempt++) {
+        uint64_t ctx;
+        mr_index idx = 0;
+        if (sim_read(s, at, 0, &ctx) != 0) {
+            sim_run(s, 50);
+            continue;
+        }
+        if (!sim_run_until(s, read_settled, &ctx, 20000)) {
+            sim_fail(s, "liveness: a read at node %llu was never answered after heal",
+                     (unsigned long long)at);
+            return;
+        }
+        if (sim_read_result(s, ctx, &idx) == 1) {
+            if (idx < floor)
+                sim_fail(s, "read at node %llu answered at %llu, before %llu", (unsigned long long)at,
+                         (unsigned long long)idx, (unsigned long long)floor);
+            return;
+        }
+    }
+    if (!sim_failed(s))
+        sim_fail(s, "liveness: reads at node %llu kept failing after heal", (unsigned long long)at);
+}
+
 static void run_schedule(uint64_t seed, unsigned steps)
 {
     struct mr_rand r;
@@ -223,6 +256,18 @@ static void run_schedule(uint64_t seed, unsigned steps)
         if (!sim_failed(s) && !sim_run_until(s, all_applied, &p, 20000))
             sim_fail(
                 s, "liveness: proposals made after heal did not commit on every member");
+        /* reads are answered again, at the leader and at another member */
+        if (!sim_failed(s)) {
+            mr_node_id l = sim_wait_leader(s, 2000);
+            if (l == 0) {
+                sim_fail(s, "liveness: no leader after heal");
+            } else {
+                check_read_answered(s, l, p.index[p.n - 1]);
+                mr_node_id f = random_alive(s, &r);
+                if (f != 0 && f != l && mr_raft_config_get(&sim_raft(s, l)->config, f) != NULL)
+                    check_read_answered(s, f, p.index[p.n - 1]);
+            }
+        }
         /* replicas at the same applied index hold the same state */
         for (unsigned i = 1; i <= sim_n(s) && !sim_failed(s); i++)
             for (unsigned j = i + 1; j <= sim_n(s); j++)

@@ -56,6 +56,7 @@ static void test_flags_alone_are_enough_and_fill_defaults(void **state)
     assert_int_equal(cfg.election_timeout_max_ms, 600);
     assert_int_equal(cfg.snapshot_entries, 10000);
     assert_int_equal(cfg.snapshot_log_percent, 25);
+    assert_int_equal(cfg.snapshot_log_mb, 32);
     assert_int_equal(cfg.max_body_bytes, 1 << 20);
     assert_int_equal(cfg.max_header_bytes, 16 << 10);
     assert_int_equal(cfg.request_timeout_ms, 5000);
