@@ -37,6 +37,37 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Writes in 8 MiB steps and keeps at most two steps dirty in the page
+ * cache: each step's writeback starts at once and the one before is waited
+ * for. Written in one go, a large snapshot (1M keys: 130 MB) sits dirty
+ * until the final fdatasync, which then floods the disk that the WAL must
+ * sync through (on a shared disk, every node's WAL): writes stalled ~80 ms
+ * while three nodes snapshotted. Paced, the final sync has little left. */
+static int write_paced(int fd, const char *p, size_t n)
+{
+    const size_t step = (size_t)8 << 20;
+    off_t off = lseek(fd, 0, SEEK_CUR), prev = -1;
+    size_t prev_len = 0;
+    while (n > 0) {
+        size_t k = n > step ? step : n;
+        int rv = write_all(fd, p, k);
+        if (rv != 0) return rv;
+        if (off >= 0) {
+            (void)sync_file_range(fd, off, (off_t)k, SYNC_FILE_RANGE_WRITE);
+            if (prev >= 0)
+                (void)sync_file_range(fd, prev, (off_t)prev_len,
+                                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                          SYNC_FILE_RANGE_WAIT_AFTER);
+            prev = off;
+            prev_len = k;
+            off += (off_t)k;
+        }
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
 /* Closes every descriptor from 3 up except the two the child needs, so that
  * a long-running child does not keep the node's listening sockets, peer
  * connections or WAL files open after the parent has gone. */
@@ -79,7 +110,7 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
         r.size = len;
         r.crc32c = mr_crc32c(0, data, len);
         mr_sm_sha256_hex(data, len, r.hash);
-        int w = write_all(fd, data, len);
+        int w = write_paced(fd, data, len);
         if (w == 0 && fdatasync(fd) != 0) w = -errno;
         if (w != 0) {
             rv = MR_EIOERR;
