@@ -234,6 +234,17 @@ static void on_soft_state(struct mr_node *n, uint8_t state, mr_node_id leader)
     if (leader_changed || state != MR_RAFT_LEADER) mr_node_ops_on_leader_change(n);
 }
 
+static void on_apply_more(uv_idle_t *h)
+{
+    struct mr_node *n = h->data;
+    struct mr_raft_event ev;
+    uv_idle_stop(h);
+    if (n->is_stopping || n->disk_error) return;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_NONE; /* hands out the next slice (and restarts us) */
+    mr_node_step(n, &ev);
+}
+
 static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
                          struct mr_raft_event *deferred, int *n_deferred)
 {
@@ -294,6 +305,7 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
     }
     if (rd->flags & MR_RAFT_READY_SOFT_STATE) on_soft_state(n, rd->state, rd->leader);
     if (rd->n_committed > 0) apply_entries(n, rd->committed, rd->n_committed);
+    if (rd->has_more_committed && !n->is_stopping) uv_idle_start(&n->apply_more, on_apply_more);
     if (rd->n_reads > 0) mr_node_ops_on_read_states(n, rd->reads, rd->n_reads);
 }
 
@@ -576,6 +588,11 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
     if (n->o->max_append_entries) ro.max_append_entries = n->o->max_append_entries;
     if (n->o->max_inflight) ro.max_inflight = n->o->max_inflight;
     ro.snapshot_trailing = (unsigned)n->o->snapshot_trailing;
+    /* A backlog (a restart, a follower catching up) is applied in slices of
+     * this many bytes, with I/O between them: heartbeats keep going out and
+     * in, instead of the loop blocking for the whole backlog (170 bulk
+     * entries after a restart: ~350 ms, long enough for an election). */
+    ro.max_apply_bytes = 256u << 10;
     if (n->o->pre_vote >= 0) ro.pre_vote = (uint8_t)n->o->pre_vote;
     if (n->o->check_quorum >= 0) ro.check_quorum = (uint8_t)n->o->check_quorum;
     ro.lease_reads = (uint8_t)(n->o->lease_reads && ro.check_quorum);
@@ -721,11 +738,13 @@ static void init_handles(struct mr_node *n)
     n->store_async.data = n;
     uv_prepare_init(&n->loop, &n->flush);
     n->flush.data = n;
+    uv_idle_init(&n->loop, &n->apply_more);
+    n->apply_more.data = n;
     uv_signal_init(&n->loop, &n->sigint);
     n->sigint.data = n;
     uv_signal_init(&n->loop, &n->sigterm);
     n->sigterm.data = n;
-    n->handles_open = 5;
+    n->handles_open = 6;
 }
 
 static void close_handles(struct mr_node *n)
@@ -733,6 +752,7 @@ static void close_handles(struct mr_node *n)
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
     uv_close((uv_handle_t *)&n->store_async, on_handle_closed);
     uv_close((uv_handle_t *)&n->flush, on_handle_closed);
+    uv_close((uv_handle_t *)&n->apply_more, on_handle_closed);
     uv_close((uv_handle_t *)&n->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&n->sigterm, on_handle_closed);
 }

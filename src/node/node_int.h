@@ -188,6 +188,7 @@ struct mr_node {
     uv_timer_t tick;
     uv_async_t store_async;
     uv_prepare_t flush; /* steps FLUSH before the loop blocks (batched proposals) */
+    uv_idle_t apply_more; /* applies the next slice of a long backlog, between I/O */
     int is_flush_pending;
     uint64_t last_tick_ns; /* uv_hrtime() of the previous tick, for the loop lag */
     uv_signal_t sigint, sigterm;

@@ -78,9 +78,24 @@ int mr_raft_init(struct mr_raft *r, const struct mr_raft_options *opts)
     r->state = MR_RAFT_FOLLOWER;
     r->reported_state = MR_RAFT_FOLLOWER;
     r->unstable = 1;
-    r->quiet_start = 1;
+    /* A leader's lease (lease reads) counts on its followers not voting
+     * for anyone within the minimum election timeout of hearing from it; a
+     * follower that restarts has forgotten when that was, so it refuses
+     * votes for that long. Without lease reads nothing depends on it. */
+    r->quiet_start = (uint8_t)(opts->lease_reads && opts->check_quorum);
     mr_raft_config_init(&r->config);
     reset_election_timer(r);
+    if (opts->pre_vote && !r->quiet_start) {
+        /* The first timeout after a (re)start is shorter, in (heartbeat,
+         * election_min]: a cluster restarted as a whole elects sooner, and
+         * a node that comes back to a live cluster disturbs nobody (its
+         * pre-votes are refused by followers in the leader's lease and do
+         * not change terms). etcd fast-forwards its first election ticks
+         * for the same reason. */
+        r->election_timeout =
+            opts->heartbeat_ticks + 1 +
+            (unsigned)mr_rand_below(&r->rand, opts->election_min_ticks - opts->heartbeat_ticks);
+    }
     return 0;
 }
 
@@ -586,11 +601,13 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
         size_t n;
         int err;
         MR_ASSERT(r->applied >= r->log.offset);
-        rd->committed = log_slice(r, r->applied + 1, apply_to, 0, 0, &n, &err);
+        rd->committed =
+            log_slice(r, r->applied + 1, apply_to, 0, r->opts.max_apply_bytes, &n, &err);
         if (err == 0) {
             rd->n_committed = n;
             rd->flags |= MR_RAFT_READY_COMMITTED;
-            r->applied = apply_to;
+            r->applied = n > 0 ? rd->committed[n - 1].index : apply_to;
+            rd->has_more_committed = r->applied < apply_to;
         } else {
             rv = err;
         }

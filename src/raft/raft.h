@@ -257,6 +257,9 @@ struct mr_raft_options {
     unsigned heartbeat_ticks;    /* >= 1, < election_min_ticks */
     unsigned max_append_entries; /* entries per AppendEntries, >= 1 */
     size_t max_append_bytes;     /* payload bytes per AppendEntries (>= 1 entry always) */
+    size_t max_apply_bytes;      /* payload bytes of committed entries per ready (>= 1
+                                  * entry always; 0 = all): the host applies a long
+                                  * backlog in slices and keeps serving between them */
     unsigned max_inflight;       /* AppendEntries in flight per follower, >= 1 */
     unsigned snapshot_trailing;  /* entries kept behind a snapshot on compaction */
     uint8_t check_quorum;        /* leader steps down without a majority */
@@ -495,6 +498,8 @@ struct mr_raft_ready {
     /* COMMITTED: apply in order */
     struct mr_raft_entry *committed;
     size_t n_committed;
+    uint8_t has_more_committed; /* more are committed than handed out (max_apply_bytes):
+                                 * step MR_RAFT_EVENT_NONE for the next slice */
     /* SNAPSHOT: install the snapshot (index, term) the host received; the
      * log before it is gone, the WAL must be reset to start after it */
     mr_index snap_index;

@@ -851,6 +851,7 @@ static void node_start(struct sim *s, struct sim_node *n)
     o.heartbeat_ticks = s->o.heartbeat_ticks;
     o.max_inflight = s->o.max_inflight;
     o.max_append_entries = s->o.max_append_entries;
+    o.max_apply_bytes = s->o.max_apply_bytes;
     o.snapshot_trailing = s->o.trailing;
     o.pre_vote = (uint8_t)s->o.pre_vote;
     o.check_quorum = (uint8_t)s->o.check_quorum;

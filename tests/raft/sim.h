@@ -34,6 +34,7 @@ struct sim_opts {
     unsigned max_inflight, max_append_entries;
     int pre_vote, check_quorum, lease_reads;
     int defer_proposals; /* sim_propose holds entries until a FLUSH or TICK */
+    size_t max_apply_bytes; /* committed entries handed out per ready (0: all) */
     uint64_t seed;
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;

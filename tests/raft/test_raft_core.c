@@ -712,6 +712,50 @@ static void test_replication_deferred_proposals_go_out_together_on_flush(void **
     h_free(h);
 }
 
+/* max_apply_bytes: committed entries come out in slices, the ready says
+ * more are waiting, and an empty step hands out the next slice. */
+static void test_replication_committed_entries_come_out_in_slices(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.max_append_entries = 64;
+    o.max_apply_bytes = 2; /* 1-byte payloads: two per ready */
+    struct h *h = h_new_opts(3, &o);
+    h_make_leader(h);
+    mr_index noop = last_index(h);
+    h_ack(h, 2, noop);
+    mr_index before = h->applied;
+    for (int i = 0; i < 5; i++) h_propose(h, "p", NULL);
+    struct mr_raft_ready rd;
+    struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1,
+                            .term = h->r.term, .index = noop + 5};
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_RECEIVE, .msg = &m};
+    assert_int_equal(mr_raft_step(&h->r, &ev, &rd), 0);
+    assert_int_equal(h->r.commit, noop + 5);
+    assert_int_equal(rd.n_committed, 2);
+    assert_int_equal(rd.committed[0].index, before + 1);
+    assert_true(rd.has_more_committed);
+    mr_raft_ready_release(&rd);
+    unsigned slices = 1;
+    mr_index last = before + 2;
+    for (;;) {
+        struct mr_raft_event none = {.type = MR_RAFT_EVENT_NONE};
+        assert_int_equal(mr_raft_step(&h->r, &none, &rd), 0);
+        assert_true(rd.n_committed >= 1 && rd.n_committed <= 2);
+        assert_int_equal(rd.committed[0].index, last + 1);
+        last = rd.committed[rd.n_committed - 1].index;
+        slices++;
+        int more = rd.has_more_committed;
+        mr_raft_ready_release(&rd);
+        if (!more) break;
+    }
+    assert_int_equal(last, noop + 5);
+    assert_true(slices >= 3);
+    h->applied = last;
+    h_free(h);
+}
+
 static void test_replication_batches_are_capped_by_count_and_bytes(void **state)
 {
     (void)state;
@@ -1404,6 +1448,7 @@ int main(void)
         cmocka_unit_test(test_replication_follower_acks_only_after_persisting),
         cmocka_unit_test(test_replication_pipelines_within_the_inflight_window),
         cmocka_unit_test(test_replication_deferred_proposals_go_out_together_on_flush),
+        cmocka_unit_test(test_replication_committed_entries_come_out_in_slices),
         cmocka_unit_test(test_replication_batches_are_capped_by_count_and_bytes),
         cmocka_unit_test(test_replication_backtracks_fast_with_the_conflict_hint),
         cmocka_unit_test(test_replication_follower_truncates_a_conflicting_suffix),
