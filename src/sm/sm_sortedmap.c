@@ -34,7 +34,13 @@
  * Node heights come from a generator seeded the same way in every map (as in
  * sortedset), never from the keys; the shape never shows in any result.
  * Every operation charges the instruction budget for its work (seek steps,
- * entries returned, bytes copied) so a script cannot loop in C for free. */
+ * entries returned, bytes copied) so a script cannot loop in C for free.
+ *
+ * sortedset is the same skip list with empty values and a smaller surface:
+ *   local s = sortedset.new()        -- or sortedset.from(t): t's string keys
+ *   s:add(k) -> true if k was new     s:remove(k) -> true if k was there
+ *   s:has(k)                          s:count() (also #s)
+ *   s:range([prefix [, limit [, after]]]) -> array of keys (as above) */
 #include <stdio.h>
 #include <string.h>
 
@@ -44,6 +50,7 @@
 
 #define MAXLEVEL 24
 #define MAP_MT "moonraft.sortedmap"
+#define SET_MT "moonraft.sortedset"
 #define DUMP_MAGIC "MRSM"
 #define DUMP_VERSION 1
 #define DUMP_HEADER 16 /* magic, version, 3 zero bytes, u64 count */
@@ -153,9 +160,14 @@ static int random_level(struct map *m)
     return level;
 }
 
+/* The map at argument 1: a sortedmap, or a sortedset (the methods a set
+ * exposes work on either). */
 static struct map *check_map(lua_State *L)
 {
-    return luaL_checkudata(L, 1, MAP_MT);
+    struct map *m = luaL_testudata(L, 1, MAP_MT);
+    if (m == NULL) m = luaL_testudata(L, 1, SET_MT);
+    if (m == NULL) luaL_typeerror(L, 1, "sortedmap or sortedset");
+    return m;
 }
 
 static const char *check_str(lua_State *L, int arg, size_t *len, const char *what)
@@ -165,11 +177,11 @@ static const char *check_str(lua_State *L, int arg, size_t *len, const char *wha
     return s;
 }
 
-static struct map *push_new_map(lua_State *L)
+static struct map *push_new_map(lua_State *L, const char *mt)
 {
     struct map *m = lua_newuserdatauv(L, sizeof *m, 0);
     memset(m, 0, sizeof *m);
-    luaL_setmetatable(L, MAP_MT); /* before allocating: __gc frees a partial map */
+    luaL_setmetatable(L, mt); /* before allocating: __gc frees a partial map */
     m->level = 1;
     m->head = new_node(L, MAXLEVEL, "", 0, "", 0);
     return m;
@@ -433,7 +445,7 @@ static int l_load(lua_State *L)
     p += DUMP_HEADER;
     lua_settop(L, 1); /* keeps s alive under the map */
     mr_sm_charge(L, (size_t)(end - p) / MR_SM_BYTES_PER_STEP);
-    struct map *m = push_new_map(L);
+    struct map *m = push_new_map(L, MAP_MT);
     struct node *last[MAXLEVEL];
     for (int i = 0; i < MAXLEVEL; i++) last[i] = m->head;
     uint64_t n = 0;
@@ -484,8 +496,83 @@ static int l_gc(lua_State *L)
 
 static int l_new(lua_State *L)
 {
-    push_new_map(L);
+    push_new_map(L, MAP_MT);
     return 1;
+}
+
+/* ---- sortedset: the same list, values empty ------------------------------- */
+static int l_add(lua_State *L)
+{
+    lua_settop(L, 2);
+    lua_pushliteral(L, "");
+    return l_set(L);
+}
+
+static int l_set_new(lua_State *L)
+{
+    push_new_map(L, SET_MT);
+    return 1;
+}
+
+/* sortedset.from(t): a set of t's string keys, built in one pass after one
+ * sort (O(n log n), versus n seeks for n adds). */
+static int l_set_from(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, mr_sm_fn_keys());
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1); /* 2: sorted keys */
+    struct map *m = push_new_map(L, SET_MT);
+    struct node *last[MAXLEVEL];
+    for (int i = 0; i < MAXLEVEL; i++) last[i] = m->head;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len;
+        lua_rawgeti(L, 2, i);
+        const char *k = lua_tolstring(L, -1, &len);
+        if (len > UINT32_MAX) return luaL_error(L, "sortedset.from: key too long");
+        int level = random_level(m);
+        struct node *x = new_node(L, level, k, len, "", 0);
+        lua_pop(L, 1);
+        if (level > m->level) m->level = level;
+        for (int j = 0; j < level; j++) {
+            last[j]->next[j] = x;
+            last[j] = x;
+        }
+        m->count++;
+        m->dump_size += entry_size(len, 0);
+    }
+    return 1;
+}
+
+static void new_metatable(lua_State *L, const char *mt, const char *name, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, mt);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_count);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+void mr_sm_sortedset_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {{"add", l_add},     {"remove", l_remove},
+                                       {"has", l_has},     {"count", l_count},
+                                       {"range", l_range}, {NULL, NULL}};
+    new_metatable(L, SET_MT, "sortedset", methods);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l_set_new);
+    lua_setfield(L, -2, "new");
+    lua_pushcfunction(L, l_set_from);
+    lua_setfield(L, -2, "from");
+    lua_setglobal(L, "sortedset");
 }
 
 void mr_sm_sortedmap_open(lua_State *L)
@@ -494,16 +581,7 @@ void mr_sm_sortedmap_open(lua_State *L)
         {"set", l_set},       {"get", l_get},     {"has", l_has},
         {"remove", l_remove}, {"count", l_count}, {"range", l_range},
         {"items", l_items},   {"dump", l_dump},   {NULL, NULL}};
-    luaL_newmetatable(L, MAP_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_count);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, "sortedmap");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    new_metatable(L, MAP_MT, "sortedmap", methods);
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "new");
