@@ -231,8 +231,7 @@ struct mr_sm_snapjob {
     int pipefd; /* read end of the child's report pipe, -1 when idle */
     /* Filled when mr_sm_snapshot_poll returns 0: */
     uint64_t size; /* payload bytes written */
-    uint32_t crc32c;
-    char hash[65]; /* SHA-256 hex of the payload, = mr_sm_state_hash at fork time */
+    uint32_t crc32c; /* of the payload */
 };
 
 /* Starts a job. `job` is owned by the caller and must stay valid until
@@ -243,7 +242,7 @@ int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job,
 
 /* Reaps the child. If `wait` is 0 and the child is still running, returns
  * MR_EBUSY. Otherwise the job is finished (pid = 0, pipe closed) and the
- * result is 0 (size/crc32c/hash filled), MR_ESCRIPT (snapshot() failed),
+ * result is 0 (size and crc32c filled), MR_ESCRIPT (snapshot() failed),
  * MR_EIOERR (writing failed: errmsg names the errno) or MR_ECANCELED (the
  * child was killed). */
 int mr_sm_snapshot_poll(struct mr_sm_snapjob *job, int wait, char *errmsg);

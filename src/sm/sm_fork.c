@@ -19,7 +19,6 @@ struct report {
     int32_t code;
     uint32_t crc32c;
     uint64_t size;
-    char hash[65];
     char msg[MR_ERRMSG_SIZE];
 };
 
@@ -109,7 +108,6 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
     if (rv == 0) {
         r.size = len;
         r.crc32c = mr_crc32c(0, data, len);
-        mr_sm_sha256_hex(data, len, r.hash);
         int w = write_paced(fd, data, len);
         if (w == 0 && fdatasync(fd) != 0) w = -errno;
         if (w != 0) {
@@ -191,14 +189,12 @@ int mr_sm_snapshot_poll(struct mr_sm_snapjob *job, int wait, char *errmsg)
         return MR_EIOERR;
     }
     r.msg[sizeof r.msg - 1] = '\0';
-    r.hash[64] = '\0';
     if (r.code != 0) {
         mr_errmsg_printf(errmsg, "%s", r.msg);
         return r.code;
     }
     job->size = r.size;
     job->crc32c = r.crc32c;
-    memcpy(job->hash, r.hash, sizeof job->hash);
     return 0;
 }
 
