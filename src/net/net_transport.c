@@ -234,13 +234,18 @@ static void wreq_free(struct wreq *w)
     mr_free(w);
 }
 
+/* Takes p off the list of peers to flush. */
+static void peer_undirty(struct mr_net_peer *p)
+{
+    if (!p->is_dirty) return;
+    p->is_dirty = 0;
+    mr_queue_remove(&p->dirty_link);
+}
+
 /* Drops every frame still waiting for a connection. */
 static void peer_drop_queue(struct mr_net_peer *p)
 {
-    if (p->is_dirty) {
-        p->is_dirty = 0;
-        mr_queue_remove(&p->dirty_link);
-    }
+    peer_undirty(p);
     while (!mr_queue_empty(&p->sendq)) {
         struct wreq *w = MR_CONTAINER_OF(p->sendq.next, struct wreq, link);
         mr_queue_remove(&w->link);
@@ -372,16 +377,22 @@ static void wreq_done(struct wreq *w, int status)
     wreq_free(w);
 }
 
-static void on_write(uv_write_t *req, int status)
+/* Accounts for and frees w and every frame written with it. */
+static void batch_done(struct wreq *w, int status)
 {
-    struct wreq *w = MR_CONTAINER_OF(req, struct wreq, req);
-    struct conn *c = w->conn;
     while (!mr_queue_empty(&w->batch)) {
         struct wreq *o = MR_CONTAINER_OF(w->batch.next, struct wreq, link);
         mr_queue_remove(&o->link);
         wreq_done(o, status);
     }
     wreq_done(w, status);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = MR_CONTAINER_OF(req, struct wreq, req);
+    struct conn *c = w->conn;
+    batch_done(w, status);
     if (status < 0 && status != UV_ECANCELED) {
         conn_close(c, 0, "write: %s", uv_strerror(status));
     } else if (c->is_close_after_write && !c->is_closing) {
@@ -422,12 +433,7 @@ static void conn_write(struct conn *c, struct wreq *w)
     if (bufs != w->wb.bufs && bufs != one) mr_free(bufs);
 failed:
     if (rv != 0) {
-        while (!mr_queue_empty(&w->batch)) {
-            struct wreq *o = MR_CONTAINER_OF(w->batch.next, struct wreq, link);
-            mr_queue_remove(&o->link);
-            wreq_done(o, rv);
-        }
-        wreq_done(w, rv);
+        batch_done(w, rv);
         if (c->state == C_READY) {
             /* We may be inside an mr_net_send_*() call: close from the loop,
              * so that no event callback runs inside the caller's call. */
@@ -960,10 +966,7 @@ static void peer_connect(struct mr_net_peer *p)
 /* Writes what waits in the queue, many frames per uv_write. */
 static void peer_flush(struct mr_net_peer *p)
 {
-    if (p->is_dirty) {
-        p->is_dirty = 0;
-        mr_queue_remove(&p->dirty_link);
-    }
+    peer_undirty(p);
     while (!mr_queue_empty(&p->sendq) && p->conn != NULL && p->conn->state == C_READY &&
            !p->conn->is_closing) {
         struct wreq *w = MR_CONTAINER_OF(p->sendq.next, struct wreq, link);

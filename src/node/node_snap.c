@@ -123,10 +123,9 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
  * keeps freed pages below the top of its heap: hand them to the kernel so
  * RSS follows the data (1M keys: 228 -> 196 MiB per node). A few ms at
  * most, once per snapshot. */
-static void give_back_memory(struct mr_node *n)
+static void give_back_memory(void)
 {
     uint64_t t0 = uv_hrtime();
-    (void)n;
     malloc_trim(0);
     LOGD("returned free memory to the system in %.1f ms", (double)(uv_hrtime() - t0) / 1e6);
 }
@@ -165,7 +164,7 @@ static void finish_done(uv_work_t *w, int status)
         int rv = mr_store_compact(n->store, n->job_index - trailing, NULL);
         if (rv != 0 && rv != MR_EINVAL) LOGW("compaction failed: %s", mr_strerror(rv));
     }
-    give_back_memory(n);
+    give_back_memory();
 }
 
 void mr_node_snap_poll(struct mr_node *n)
@@ -301,7 +300,7 @@ int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct
     n->has_hash = 0;
     if (conf != NULL) mr_node_apply_config(n, conf->data, conf->len, index);
     n->snapshots_installed++;
-    give_back_memory(n);
+    give_back_memory();
     if (n->m_snapshots) mr_http_metric_add(n->m_snapshots, 1);
     LOGI("installed the leader's snapshot at index %llu (term %llu)", (unsigned long long)index,
          (unsigned long long)term);

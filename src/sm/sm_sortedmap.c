@@ -546,7 +546,10 @@ static int l_set_from(lua_State *L)
     return 1;
 }
 
-static void new_metatable(lua_State *L, const char *mt, const char *name, const luaL_Reg *methods)
+/* Registers the metatable `mt` (methods, #, __gc, locked) and the global
+ * library `name` with its constructors. */
+static void open_lib(lua_State *L, const char *mt, const char *name, const luaL_Reg *methods,
+                     const luaL_Reg *constructors)
 {
     luaL_newmetatable(L, mt);
     lua_newtable(L);
@@ -559,6 +562,9 @@ static void new_metatable(lua_State *L, const char *mt, const char *name, const 
     lua_pushstring(L, name);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_setfuncs(L, constructors, 0);
+    lua_setglobal(L, name);
 }
 
 void mr_sm_sortedset_open(lua_State *L)
@@ -566,13 +572,9 @@ void mr_sm_sortedset_open(lua_State *L)
     static const luaL_Reg methods[] = {{"add", l_add},     {"remove", l_remove},
                                        {"has", l_has},     {"count", l_count},
                                        {"range", l_range}, {NULL, NULL}};
-    new_metatable(L, SET_MT, "sortedset", methods);
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, l_set_new);
-    lua_setfield(L, -2, "new");
-    lua_pushcfunction(L, l_set_from);
-    lua_setfield(L, -2, "from");
-    lua_setglobal(L, "sortedset");
+    static const luaL_Reg constructors[] = {
+        {"new", l_set_new}, {"from", l_set_from}, {NULL, NULL}};
+    open_lib(L, SET_MT, "sortedset", methods, constructors);
 }
 
 void mr_sm_sortedmap_open(lua_State *L)
@@ -581,11 +583,6 @@ void mr_sm_sortedmap_open(lua_State *L)
         {"set", l_set},       {"get", l_get},     {"has", l_has},
         {"remove", l_remove}, {"count", l_count}, {"range", l_range},
         {"items", l_items},   {"dump", l_dump},   {NULL, NULL}};
-    new_metatable(L, MAP_MT, "sortedmap", methods);
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, l_new);
-    lua_setfield(L, -2, "new");
-    lua_pushcfunction(L, l_load);
-    lua_setfield(L, -2, "load");
-    lua_setglobal(L, "sortedmap");
+    static const luaL_Reg constructors[] = {{"new", l_new}, {"load", l_load}, {NULL, NULL}};
+    open_lib(L, MAP_MT, "sortedmap", methods, constructors);
 }

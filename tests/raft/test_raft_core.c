@@ -455,6 +455,36 @@ static void test_election_traces_explain_each_decision(void **state)
     h_free(h);
 }
 
+/* After a start, the first election comes sooner (within election_min) when
+ * Pre-Vote is on and lease reads are off; with lease reads the restarted
+ * node keeps its quiet start and waits at least election_min. */
+static void test_election_first_timeout_after_a_start(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        for (int lease = 0; lease <= 1; lease++) {
+            struct mr_raft_options o;
+            h_init_opts(&o, 1);
+            o.seed = seed;
+            o.lease_reads = (uint8_t)lease;
+            struct h *h = h_new_opts(3, &o);
+            unsigned ticks = 0;
+            while (h->r.state == MR_RAFT_FOLLOWER && ticks < 100) {
+                h_tick(h, 1);
+                ticks++;
+            }
+            assert_int_equal(h->r.state, MR_RAFT_PRECANDIDATE);
+            if (lease) {
+                assert_true(ticks >= o.election_min_ticks);
+            } else {
+                assert_true(ticks > o.heartbeat_ticks);
+                assert_true(ticks <= o.election_min_ticks);
+            }
+            h_free(h);
+        }
+    }
+}
+
 static void test_election_grants_one_vote_per_term(void **state)
 {
     (void)state;
@@ -1437,6 +1467,7 @@ int main(void)
         cmocka_unit_test(test_core_load_restores_state_and_rejects_gaps),
         cmocka_unit_test(test_config_roundtrips_and_rejects_every_malformed_input),
         cmocka_unit_test(test_election_traces_explain_each_decision),
+        cmocka_unit_test(test_election_first_timeout_after_a_start),
         cmocka_unit_test(test_election_grants_one_vote_per_term),
         cmocka_unit_test(test_election_rejects_a_candidate_with_an_older_log),
         cmocka_unit_test(test_election_prevote_does_not_change_terms),

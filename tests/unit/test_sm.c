@@ -17,6 +17,7 @@
 #include <lualib.h>
 
 #include "sm/sm.h"
+#include "sm_eval.h"
 
 #define FIXTURE(name) MR_SOURCE_DIR "/tests/unit/fixtures/" name
 #define KV_LUA MR_SOURCE_DIR "/lua/kv.lua"
@@ -42,16 +43,6 @@ static int open_source(const char *src, char *errmsg)
     return rv;
 }
 
-/* Applies cmd at (term 1, index) and returns the status; *res is filled. */
-static int apply_at(struct mr_sm *sm, mr_index index, const char *cmd,
-                    struct mr_sm_result *res)
-{
-    struct mr_sm_ctx ctx = {.index = index, .term = 1, .time_ms = 1700000000000};
-    int rv = mr_sm_apply(sm, &ctx, cmd, strlen(cmd), res);
-    assert_int_equal(rv, 0);
-    return res->status;
-}
-
 /* Applies cmd and checks status OK and the exact result JSON. */
 static void expect_apply(struct mr_sm *sm, mr_index index, const char *cmd,
                          const char *want)
@@ -64,61 +55,8 @@ static void expect_apply(struct mr_sm *sm, mr_index index, const char *cmd,
     mr_sm_result_free(&res);
 }
 
-/* {"op":"eval","code":CODE} with CODE escaped as a JSON string. */
-static char *eval_cmd(const char *code)
-{
-    size_t n = strlen(code);
-    char *s = malloc(n * 6 + 64), *p = s;
-    p += sprintf(p, "{\"op\":\"eval\",\"code\":\"");
-    for (const char *c = code; *c; c++) {
-        if (*c == '"' || *c == '\\') *p++ = '\\';
-        if (*c == '\n') {
-            *p++ = '\\';
-            *p++ = 'n';
-            continue;
-        }
-        if ((unsigned char)*c < 0x20) {
-            p += sprintf(p, "\\u%04x", (unsigned char)*c);
-            continue;
-        }
-        *p++ = *c;
-    }
-    strcpy(p, "\"}");
-    return s;
-}
-
-static int eval_at(struct mr_sm *sm, mr_index index, const char *code,
-                   struct mr_sm_result *res)
-{
-    char *cmd = eval_cmd(code);
-    int st = apply_at(sm, index, cmd, res);
-    free(cmd);
-    return st;
-}
-
-static void expect_eval(struct mr_sm *sm, const char *code, const char *want)
-{
-    struct mr_sm_result res = {0};
-    int st = eval_at(sm, 1, code, &res);
-    if (st != MR_SM_OK) fail_msg("%s -> %s: %s", code, mr_sm_status_name(st), res.error);
-    assert_string_equal(res.json, want);
-    mr_sm_result_free(&res);
-}
-
-static void expect_eval_error(struct mr_sm *sm, const char *code, int status,
-                              const char *needle)
-{
-    struct mr_sm_result res = {0};
-    int st = eval_at(sm, 1, code, &res);
-    if (st != status)
-        fail_msg("%s -> %s (%s), wanted %s", code, mr_sm_status_name(st),
-                 res.error ? res.error : res.json, mr_sm_status_name(status));
-    assert_non_null(res.error);
-    if (strstr(res.error, needle) == NULL)
-        fail_msg("error '%s' lacks '%s'", res.error, needle);
-    assert_null(res.json);
-    mr_sm_result_free(&res);
-}
+/* eval at index 1 (the usual case here) */
+#define expect_eval(sm, code, want) expect_eval_at(sm, 1, code, want)
 
 /* ---- loading ------------------------------------------------------------------- */
 

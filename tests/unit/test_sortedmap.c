@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "sm/sm.h"
+#include "sm_eval.h"
 
 #define PROBE MR_SOURCE_DIR "/tests/unit/fixtures/sm_probe.lua"
 
@@ -23,50 +24,6 @@ static struct mr_sm *open_probe(uint64_t memlimit)
     return sm;
 }
 
-/* Runs code as {"op":"eval"} at index; returns the status, fills *res. */
-static int eval_at(struct mr_sm *sm, mr_index index, const char *code,
-                   struct mr_sm_result *res)
-{
-    size_t n = strlen(code);
-    char *cmd = malloc(n * 6 + 64), *p = cmd;
-    p += sprintf(p, "{\"op\":\"eval\",\"code\":\"");
-    for (const char *c = code; *c; c++) {
-        if (*c == '"' || *c == '\\') *p++ = '\\';
-        if ((unsigned char)*c < 0x20) {
-            p += sprintf(p, "\\u%04x", (unsigned char)*c);
-            continue;
-        }
-        *p++ = *c;
-    }
-    strcpy(p, "\"}");
-    struct mr_sm_ctx ctx = {.index = index, .term = 1, .time_ms = 0};
-    assert_int_equal(mr_sm_apply(sm, &ctx, cmd, strlen(cmd), res), 0);
-    free(cmd);
-    return res->status;
-}
-
-static void expect_eval(struct mr_sm *sm, mr_index index, const char *code,
-                        const char *want)
-{
-    struct mr_sm_result res = {0};
-    int st = eval_at(sm, index, code, &res);
-    if (st != MR_SM_OK) fail_msg("%s -> %s: %s", code, mr_sm_status_name(st), res.error);
-    assert_string_equal(res.json, want);
-    mr_sm_result_free(&res);
-}
-
-static void expect_eval_error(struct mr_sm *sm, const char *code, int status,
-                              const char *needle)
-{
-    struct mr_sm_result res = {0};
-    int st = eval_at(sm, 1, code, &res);
-    if (st != status)
-        fail_msg("%s -> %s (%s)", code, mr_sm_status_name(st),
-                 res.error ? res.error : res.json);
-    if (strstr(res.error, needle) == NULL)
-        fail_msg("error '%s' lacks '%s'", res.error, needle);
-    mr_sm_result_free(&res);
-}
 
 /* Lua helpers defined in every chunk that needs them. */
 #define HEX                                                                              \
@@ -83,7 +40,7 @@ static void test_sortedmap_sets_gets_and_lists_in_bytewise_order(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_probe(0);
-    expect_eval(
+    expect_eval_at(
         sm, 1,
         "local m = sortedmap.new()\n"
         "local r = {m:set('b', '2'), m:set('a', '1'), m:set('b', 'two'),"
@@ -125,7 +82,7 @@ static void test_sortedmap_agrees_with_a_table_after_random_changes(void **state
     /* math.random is seeded from the entry: the same operations every run.
      * Keys share prefixes and carry \0 and bytes >= 0x80; values change size
      * (the node is reallocated in place) and may be empty. */
-    expect_eval(
+    expect_eval_at(
         sm, 7,
         SAME
         "local m, mirror = sortedmap.new(), {}\n"
@@ -174,7 +131,7 @@ static void test_sortedmap_dump_has_the_documented_layout(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_probe(0);
-    expect_eval(
+    expect_eval_at(
         sm, 1,
         HEX "local m = sortedmap.new()\n"
             "m:set('bc', ''); m:set('a', '1'); m:set('z', ('x'):rep(200))\n"
@@ -223,7 +180,7 @@ static void test_sortedmap_load_rejects_every_malformed_dump(void **state)
     struct mr_sm *sm = open_probe(0);
     /* d: a valid dump; every proper prefix of it, every change below, must
      * raise (and leave nothing behind: ASan checks the partial maps go). */
-    expect_eval(
+    expect_eval_at(
         sm, 1,
         "local m = sortedmap.new()\n"
         "m:set('a', '1'); m:set('ab', ''); m:set('b', ('v'):rep(130)); m:set('c', 'x')\n"
@@ -283,7 +240,7 @@ static void test_sortedmap_memory_counts_against_the_heap_cap(void **state)
     /* ~2 MiB of entries and a 3.5 MiB string (made by a concatenation:
      * string.rep would need twice that for a moment): one more copy of the
      * string does not fit */
-    expect_eval(
+    expect_eval_at(
         sm, 1,
         "probe.m = sortedmap.new()\n"
         "for i = 1, 15000 do probe.m:set(('k%06d'):format(i), ('v'):rep(100)) end\n"
@@ -296,19 +253,19 @@ static void test_sortedmap_memory_counts_against_the_heap_cap(void **state)
                       "not enough memory");
     expect_eval_error(sm, "probe.m:set('k000001', probe.v)", MR_SM_MEMORY_EXCEEDED,
                       "not enough memory");
-    expect_eval(
+    expect_eval_at(
         sm, 2,
         "return {#probe.m, probe.m:has('new'), probe.m:get('k000001') == ('v'):rep(100),"
         " probe.m:set('k000001', 'small'), probe.m:get('k000001')}",
         "[15000,false,true,false,\"small\"]");
     /* load: the dump plus a second copy of the map do not fit */
-    expect_eval(sm, 3, "probe.d = probe.m:dump(); return #probe.d > 1500000", "true");
+    expect_eval_at(sm, 3, "probe.d = probe.m:dump(); return #probe.d > 1500000", "true");
     expect_eval_error(sm, "probe.copy = sortedmap.load(probe.d)", MR_SM_MEMORY_EXCEEDED,
                       "not enough memory");
     /* the vm goes on; dead maps are collected when the cap is reached (the
      * collector cannot see their size), so loading and dropping copies in a
      * row works */
-    expect_eval(sm, 4,
+    expect_eval_at(sm, 4,
                 "probe.v = nil\n"
                 "local n = 0\n"
                 "for i = 1, 6 do n = n + sortedmap.load(probe.d):count() end\n"
@@ -327,7 +284,7 @@ static void test_sortedmap_work_is_charged_to_the_budget(void **state)
     /* Few instructions, much work in C. Many small entries, so that the work
      * is per entry (charged here) rather than per byte of string built
      * (charged by the allocator anyway). */
-    expect_eval(sm, 1,
+    expect_eval_at(sm, 1,
                 "probe.m = sortedmap.new()\n"
                 "for i = 1, 50000 do probe.m:set(('k%06d'):format(i), '') end\n"
                 "return #probe.m",
