@@ -200,6 +200,10 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
         {"return {id='n1', heartbeat_ms=1.5}",
          "heartbeat_ms: expected an integer, got float"},
         {"return {id='n1', heartbeat_ms=0}", "heartbeat_ms: 0 is out of range 1..60000"},
+        {"return {id='n1', snapshot_log_mb=0}", "snapshot_log_mb: 0 is out of range 1..1048576"},
+        {"return {id='n1', snapshot_log_percent=-1}", "snapshot_log_percent: -1 is out of range"},
+        {"return {id='n1', snapshot_log_percent='25%'}",
+         "snapshot_log_percent: expected an integer, got string"},
         {"return {id='n1', heartbeat_ms=500}",
          "election_timeout_ms: min (300) must be above "
          "heartbeat_ms (500)"},
