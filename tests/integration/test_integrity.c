@@ -279,6 +279,41 @@ static void test_a_manual_check_on_equal_replicas_passes(void **state)
         assert_true(wait_status(i, "j.integrity.verdict == 'ok' and j.integrity.state == 'ok'", 5000));
 }
 
+/* A command that hits the memory cap may fail on one replica and succeed on
+ * another (heap layouts differ): every node that hit it refuses reads until a
+ * check (asked for at once) confirms its state, then serves them again. */
+static void test_a_memory_cap_hit_is_verified_before_reads(void **state)
+{
+    char extra[512];
+    (void)state;
+    snprintf(extra, sizeof extra,
+             "--state-machine %s/tests/integration/fixtures/hostile.lua --lua-memory-mb 64",
+             MR_SOURCE_DIR);
+    mr_it_cluster_init(&cluster, 3);
+    for (int i = 0; i < 3; i++) mr_it_start_static(&cluster, i, extra);
+    int leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    struct mr_it_resp r = mr_it_http(&cluster, leader, "POST", "/v1/command", "{\"op\":\"bomb\"}", NULL);
+    EXPECT_STATUS(r, 422);
+    mr_it_resp_free(&r);
+    /* every node applied the bomb: each asks for a check; the check passes */
+    if (!wait_status(leader, "j.integrity.checks >= 1 and type(j.integrity.alarm) ~= 'table'",
+                     15000)) {
+        print_status(leader);
+        mr_it_dump_logs(&cluster);
+        fail();
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_true(wait_status(i, "j.integrity.state == 'ok'", 10000));
+        r = mr_it_http(&cluster, i, "POST", "/v1/command", "{\"op\":\"incr\"}", NULL);
+        EXPECT_STATUS(r, 200);
+        mr_it_resp_free(&r);
+    }
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "grep -q 'hit the Lua memory cap' %s", cluster.nodes[leader].log_path);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +322,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_diverging_node_is_named_within_one_interval,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_diverged_node_resyncs_from_the_leader, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_memory_cap_hit_is_verified_before_reads, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
