@@ -352,7 +352,15 @@ struct mr_raft {
     mr_index snap_index;
     mr_term snap_term;
     struct mr_rcbuf *snap_config;
-    uint8_t snap_to_install;
+    uint8_t snap_to_install; /* ready.snapshot must carry the install request */
+    /* two-phase install: a received snapshot the host was asked to install
+     * and has not answered yet (SNAPSHOT_INSTALLED / SNAPSHOT_FAILED); the
+     * log, commit and configuration stay as they were until it answers */
+    uint8_t install_pending;
+    mr_index install_index;
+    mr_term install_term;
+    struct mr_rcbuf *install_config;
+    mr_node_id install_from; /* the leader to acknowledge once installed */
     /* configuration: the latest one appended (thesis 4.1) */
     struct mr_raft_config config;
     mr_index config_index;             /* index of that entry (or snapshot index) */
@@ -373,6 +381,7 @@ struct mr_raft {
     mr_node_id *rejected;
     unsigned n_granted, n_rejected;
     mr_node_id transferee; /* leadership transfer target */
+    mr_term timeout_now_term; /* a TimeoutNow left in this term: no lease reads */
     mr_index term_start;   /* index of this leader's no-op */
     /* reads (raft_read.c) */
     struct mr_queue reads;
@@ -435,6 +444,7 @@ enum mr_raft_event_type {
     MR_RAFT_EVENT_REPORT_UNREACHABLE = 10, /* node */
     MR_RAFT_EVENT_SNAPSHOT_DONE = 11,      /* node, ok: streaming to node finished */
     MR_RAFT_EVENT_FLUSH = 12, /* hand out and send what deferred proposals held back */
+    MR_RAFT_EVENT_SNAPSHOT_FAILED = 13, /* index, term: the requested install failed */
 };
 
 enum mr_raft_change {
@@ -461,6 +471,9 @@ struct mr_raft_event {
     uint8_t ok;                    /* SNAPSHOT_DONE */
     mr_node_id node;     /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
     const char *context; /* CHANGE_MEMBERS add: server context text */
+    uint64_t n_ticks;    /* TICK: ticks elapsed since the last TICK (0 means 1). The
+                          * clocks advance by that much at once: one heartbeat,
+                          * one check-quorum, at most one election, no burst */
     mr_index index;      /* PERSISTED, SNAPSHOT_* */
     uint64_t max_trailing; /* SNAPSHOT_TAKEN: if > 0, keep at most this many entries
                             * behind the snapshot (fewer than opts.snapshot_trailing,

@@ -39,6 +39,7 @@ struct sim_opts {
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;
     unsigned isolate_new_leader_permille;
+    unsigned fail_install_permille; /* a requested snapshot install fails */
     /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 
@@ -95,6 +96,12 @@ void sim_set_slow(struct sim *s, unsigned permille);
 void sim_set_disk(struct sim *s, unsigned min, unsigned max);
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille);
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
+/* Node id's clock: it gets a TICK every tick_units units (0 = the sim's
+ * tick_units), e.g. twice the default for a clock running at half speed. */
+void sim_set_clock(struct sim *s, mr_node_id id, unsigned tick_units);
+/* The next `count` snapshot installs requested from node id's host fail
+ * (the host steps SNAPSHOT_FAILED; its state machine stays as it was). */
+void sim_fail_installs(struct sim *s, mr_node_id id, unsigned count);
 /* Drop every message in flight. */
 void sim_flush_network(struct sim *s);
 
@@ -121,7 +128,8 @@ unsigned long sim_sent(struct sim *s, mr_node_id from, int type);
  * run really exercises each mechanism). */
 struct sim_stats {
     unsigned long leaders, applied, snapshots_sent, snapshots_installed, changes_ok,
-        reads_ok, reads_failed, crashes, truncations, transfers_ok, lease_reads;
+        reads_ok, reads_failed, crashes, truncations, transfers_ok, lease_reads,
+        snapshots_failed;
 };
 extern struct sim_stats sim_stats;
 
