@@ -94,7 +94,8 @@ int mr_raft_init(struct mr_raft *r, const struct mr_raft_options *opts)
          * for the same reason. */
         r->election_timeout =
             opts->heartbeat_ticks + 1 +
-            (unsigned)mr_rand_below(&r->rand, opts->election_min_ticks - opts->heartbeat_ticks);
+            (unsigned)mr_rand_below(&r->rand,
+                                    opts->election_min_ticks - opts->heartbeat_ticks);
     }
     return 0;
 }
@@ -592,7 +593,8 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
         rd->snap_config = mr_rcbuf_ref(r->install_config);
         r->snap_to_install = 0;
     }
-    if (r->unstable <= log_last_index(r) && !(r->is_holding && r->state == MR_RAFT_LEADER)) {
+    if (r->unstable <= log_last_index(r) &&
+        !(r->is_holding && r->state == MR_RAFT_LEADER)) {
         size_t n;
         int err;
         rd->entries = log_slice(r, r->unstable, log_last_index(r), 0, 0, &n, &err);

@@ -429,9 +429,9 @@ struct mr_raft {
     mr_node_id *granted; /* voters that granted us (pre)votes */
     mr_node_id *rejected;
     unsigned n_granted, n_rejected;
-    mr_node_id transferee; /* leadership transfer target */
+    mr_node_id transferee;    /* leadership transfer target */
     mr_term timeout_now_term; /* a TimeoutNow left in this term: no lease reads */
-    mr_index term_start;   /* index of this leader's no-op */
+    mr_index term_start;      /* index of this leader's no-op */
     /* reads (raft_read.c) */
     struct mr_queue reads;
     uint64_t read_round;     /* last heartbeat round sent */
@@ -489,7 +489,7 @@ enum mr_raft_event_type {
     MR_RAFT_EVENT_TRANSFER_LEADER = 6, /* node */
     MR_RAFT_EVENT_PERSISTED = 7,       /* index, term */
     MR_RAFT_EVENT_SNAPSHOT_TAKEN = 8,  /* index, term: host has a durable snapshot */
-    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9,  /* index, term: the requested install is done */
+    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9, /* index, term: the requested install is done */
     MR_RAFT_EVENT_REPORT_UNREACHABLE = 10, /* node */
     MR_RAFT_EVENT_SNAPSHOT_DONE = 11,      /* node, ok: streaming to node finished */
     MR_RAFT_EVENT_FLUSH = 12, /* hand out and send what deferred proposals held back */
@@ -518,16 +518,16 @@ struct mr_raft_event {
     uint8_t is_lease;              /* READ_INDEX: lease read if allowed */
     uint8_t change;                /* CHANGE_MEMBERS: enum mr_raft_change */
     uint8_t ok;                    /* SNAPSHOT_DONE */
-    mr_node_id node;     /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
-    const char *context; /* CHANGE_MEMBERS add: server context text */
-    uint64_t n_ticks;    /* TICK: ticks elapsed since the last TICK (0 means 1). The
-                          * clocks advance by that much at once: one heartbeat,
-                          * one check-quorum, at most one election, no burst */
-    mr_index index;      /* PERSISTED, SNAPSHOT_* */
+    mr_node_id node;       /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
+    const char *context;   /* CHANGE_MEMBERS add: server context text */
+    uint64_t n_ticks;      /* TICK: ticks elapsed since the last TICK (0 means 1). The
+                            * clocks advance by that much at once: one heartbeat,
+                            * one check-quorum, at most one election, no burst */
+    mr_index index;        /* PERSISTED, SNAPSHOT_* */
     uint64_t max_trailing; /* SNAPSHOT_TAKEN: if > 0, keep at most this many entries
                             * behind the snapshot (fewer than opts.snapshot_trailing,
                             * e.g. when entries are large) */
-    mr_term term;        /* PERSISTED, SNAPSHOT_* */
+    mr_term term;          /* PERSISTED, SNAPSHOT_* */
     mr_index out_index;
     mr_term out_term;
 };

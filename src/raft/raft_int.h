@@ -88,8 +88,8 @@ int election_send_timeout_now(struct mr_raft *r, mr_node_id to);
 /* ---- raft_replication.c ---------------------------------------------------- */
 int repl_become_leader(struct mr_raft *r);
 void repl_flush(struct mr_raft *r);
-int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, int is_deferred, mr_index *index,
-                 mr_term *term);
+int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, int is_deferred,
+                 mr_index *index, mr_term *term);
 void repl_send_append(struct mr_raft *r, struct mr_raft_progress *p, int allow_empty);
 void repl_broadcast_append(struct mr_raft *r);
 void repl_broadcast_heartbeat(struct mr_raft *r, uint64_t round);
@@ -100,7 +100,8 @@ int repl_recv_heartbeat_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m);
 int repl_recv_snapshot_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 void repl_persisted(struct mr_raft *r, mr_index index, mr_term term);
-int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_t max_trailing);
+int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term,
+                        uint64_t max_trailing);
 int repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term);
 void repl_snapshot_failed(struct mr_raft *r, mr_index index, mr_term term);
 void repl_snapshot_done(struct mr_raft *r, mr_node_id id, int ok);

@@ -117,7 +117,8 @@ int read_request(struct mr_raft *r, uint64_t ctx, mr_node_id from, int is_lease)
         return deliver(r, ctx, from, r->commit, 0);
     }
     if (is_lease && r->timeout_now_term == r->term)
-        TRACE(r, "read %llu: timeout now was sent in term %llu -> no lease, heartbeat round",
+        TRACE(r,
+              "read %llu: timeout now was sent in term %llu -> no lease, heartbeat round",
               U(ctx), U(r->term));
     struct mr_raft_read *rd = mr_calloc(1, sizeof(*rd));
     if (rd == NULL) return MR_ENOMEM;

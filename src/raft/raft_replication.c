@@ -377,7 +377,8 @@ void repl_tick_snapshots(struct mr_raft *r, unsigned k)
     for (unsigned i = 0; i < r->n_progress; i++) {
         struct mr_raft_progress *p = &r->progress[i];
         if (p->state != MR_RAFT_SNAPSHOT) continue;
-        p->snap_elapsed = p->snap_elapsed > 0xffffffffu - k ? 0xffffffffu : p->snap_elapsed + k;
+        p->snap_elapsed =
+            p->snap_elapsed > 0xffffffffu - k ? 0xffffffffu : p->snap_elapsed + k;
         if (p->snap_elapsed >= 2 * r->opts.election_max_ticks) {
             TRACE(r, "no answer to snapshot from %llu -> probe again", U(p->id));
             become_probe(r, p);
@@ -518,7 +519,8 @@ int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m)
      * here, so that a host that cannot install the snapshot leaves us with
      * our log and state machine intact. The log is replaced and the leader
      * acknowledged only once the host says SNAPSHOT_INSTALLED. */
-    TRACE(r, "snapshot %llu/%llu (our last %llu, commit %llu) -> ask the host to install it",
+    TRACE(r,
+          "snapshot %llu/%llu (our last %llu, commit %llu) -> ask the host to install it",
           U(m->snap_index), U(m->snap_term), U(log_last_index(r)), U(r->commit));
     r->install_pending = 1;
     r->install_index = m->snap_index;
@@ -553,7 +555,8 @@ void repl_persisted(struct mr_raft *r, mr_index index, mr_term term)
     }
 }
 
-int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_t max_trailing)
+int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term,
+                        uint64_t max_trailing)
 {
     if (index <= r->snap_index) return 0; /* older than what we have */
     if (index > r->applied || log_term(r, index) != term) return MR_EINVAL;
@@ -589,16 +592,16 @@ int repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term)
 {
     if (!is_install(r, index, term, "installed")) return 0;
     struct mr_raft_config c;
-    int rv = mr_raft_config_decode(r->install_config->data, r->install_config->len, &c,
-                                   NULL);
+    int rv =
+        mr_raft_config_decode(r->install_config->data, r->install_config->len, &c, NULL);
     if (rv == 0) {
         rv = member_set(r, &c, index);
         mr_raft_config_close(&c);
     }
     if (rv != 0) {
         /* decoded fine on receipt: only MR_ENOMEM gets here */
-        TRACE(r, "snapshot %llu/%llu installed but out of memory -> still pending", U(index),
-              U(term));
+        TRACE(r, "snapshot %llu/%llu installed but out of memory -> still pending",
+              U(index), U(term));
         return rv;
     }
     TRACE(r, "snapshot %llu/%llu installed (our last was %llu, commit %llu) -> reset log",
@@ -626,8 +629,9 @@ void repl_snapshot_failed(struct mr_raft *r, mr_index index, mr_term term)
     if (!is_install(r, index, term, "failed")) return;
     /* No answer: the leader keeps the peer in snapshot state and sends a new
      * snapshot after its snapshot timeout, instead of at once in a loop. */
-    TRACE(r, "installing snapshot %llu/%llu failed -> keep our log (last %llu, commit "
-             "%llu), no answer: the leader retries later",
+    TRACE(r,
+          "installing snapshot %llu/%llu failed -> keep our log (last %llu, commit "
+          "%llu), no answer: the leader retries later",
           U(index), U(term), U(log_last_index(r)), U(r->commit));
     r->install_pending = 0;
     mr_rcbuf_unref(r->install_config);

@@ -668,8 +668,9 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
                                    .term = w->snap_term};
         step_node(s, n, &ev, &rv);
         if (rv != 0)
-            sim_fail(s, "node %llu: SNAPSHOT_INSTALLED %llu: %s", (unsigned long long)n->id,
-                     (unsigned long long)w->snap_index, mr_err_name(rv));
+            sim_fail(s, "node %llu: SNAPSHOT_INSTALLED %llu: %s",
+                     (unsigned long long)n->id, (unsigned long long)w->snap_index,
+                     mr_err_name(rv));
     }
     if (w->n_entries > 0 && n->alive) {
         struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PERSISTED,
@@ -745,8 +746,9 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         failed_index = rd->snap_index;
         failed_term = rd->snap_term;
         sim_stats.snapshots_failed++;
-        sim_log(s, "node %llu fails to install snapshot %llu/%llu", (unsigned long long)n->id,
-                (unsigned long long)failed_index, (unsigned long long)failed_term);
+        sim_log(s, "node %llu fails to install snapshot %llu/%llu",
+                (unsigned long long)n->id, (unsigned long long)failed_index,
+                (unsigned long long)failed_term);
     } else if (rd->flags & MR_RAFT_READY_SNAPSHOT) {
         /* the state machine restores at once from the bytes that arrived;
          * the core learns it is installed once the write is durable */
@@ -843,8 +845,9 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
     mr_raft_ready_release(rd);
     maybe_snapshot(s, n);
     if (fail_install && n->alive) {
-        struct mr_raft_event ev = {
-            .type = MR_RAFT_EVENT_SNAPSHOT_FAILED, .index = failed_index, .term = failed_term};
+        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_FAILED,
+                                   .index = failed_index,
+                                   .term = failed_term};
         int rv;
         step_node(s, n, &ev, &rv);
     }

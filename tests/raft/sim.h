@@ -33,13 +33,13 @@ struct sim_opts {
     unsigned trailing;
     unsigned max_inflight, max_append_entries;
     int pre_vote, check_quorum, lease_reads;
-    int defer_proposals; /* sim_propose holds entries until a FLUSH or TICK */
+    int defer_proposals;    /* sim_propose holds entries until a FLUSH or TICK */
     size_t max_apply_bytes; /* committed entries handed out per ready (0: all) */
     uint64_t seed;
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;
     unsigned isolate_new_leader_permille;
-    unsigned fail_install_permille; /* a requested snapshot install fails */
+    unsigned fail_install_permille;      /* a requested snapshot install fails */
     /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 

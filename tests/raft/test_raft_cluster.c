@@ -580,7 +580,8 @@ static void test_snapshot_catches_up_a_far_behind_follower(void **state)
 /* The host fails the first installs (no memory for the payload, a read
  * error, the restore script over its budget): the follower must neither
  * acknowledge nor drop its log, and the leader's later retry must work. */
-static void test_snapshot_failed_install_is_retried_and_the_cluster_converges(void **state)
+static void
+test_snapshot_failed_install_is_retried_and_the_cluster_converges(void **state)
 {
     (void)state;
     struct sim_opts o;
@@ -605,8 +606,8 @@ static void test_snapshot_failed_install_is_retried_and_the_cluster_converges(vo
     mr_index old_last = sim_raft(s, f)->log.offset + sim_raft(s, f)->log.n;
     unsigned long acks = sim_sent(s, f, MR_RAFT_MSG_SNAPSHOT_RESP);
     /* the first request fails: no acknowledgement, the log is still there */
-    for (int i = 0; i < 10 * ELECTION && sim_trace_count(s, f, "failed -> keep our log") == 0;
-         i++)
+    for (int i = 0;
+         i < 10 * ELECTION && sim_trace_count(s, f, "failed -> keep our log") == 0; i++)
         sim_run(s, 1);
     assert_int_equal(sim_trace_count(s, f, "failed -> keep our log"), 1);
     assert_int_equal(sim_raft(s, f)->log.offset + sim_raft(s, f)->log.n, old_last);
@@ -876,7 +877,8 @@ int main(void)
         cmocka_unit_test(test_membership_removing_the_leader_makes_it_step_down),
         cmocka_unit_test(test_membership_learner_catches_up_and_is_promoted),
         cmocka_unit_test(test_snapshot_catches_up_a_far_behind_follower),
-        cmocka_unit_test(test_snapshot_failed_install_is_retried_and_the_cluster_converges),
+        cmocka_unit_test(
+            test_snapshot_failed_install_is_retried_and_the_cluster_converges),
         cmocka_unit_test(test_transfer_leadership_under_load),
         cmocka_unit_test(test_read_deposed_leader_in_minority_never_answers),
         cmocka_unit_test(test_read_one_heartbeat_round_confirms_many_reads),

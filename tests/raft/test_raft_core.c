@@ -706,12 +706,13 @@ static void test_replication_deferred_proposals_go_out_together_on_flush(void **
     mr_index written = h->last_written;
     for (int i = 0; i < 5; i++) {
         struct mr_rcbuf *b = mr_rcbuf_copy("d", 1);
-        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
+        struct mr_raft_event ev = {
+            .type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
         assert_int_equal(h_step(h, &ev), 0);
         assert_int_equal(ev.out_index, noop + 1 + (mr_index)i); /* indexes at once */
         mr_rcbuf_unref(b);
     }
-    assert_int_equal(h->n, 0);                 /* nothing sent */
+    assert_int_equal(h->n, 0);                  /* nothing sent */
     assert_int_equal(h->last_written, written); /* nothing handed out for writing */
     assert_false(h->flags & MR_RAFT_READY_ENTRIES);
     struct mr_raft_event f = {.type = MR_RAFT_EVENT_FLUSH};
@@ -731,7 +732,8 @@ static void test_replication_deferred_proposals_go_out_together_on_flush(void **
     assert_int_equal(h->n, 0);
     /* a tick flushes what a host forgot */
     struct mr_rcbuf *b = mr_rcbuf_copy("t", 1);
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
+    struct mr_raft_event ev = {
+        .type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
     assert_int_equal(h_step(h, &ev), 0);
     mr_rcbuf_unref(b);
     assert_int_equal(h->n, 0);
@@ -757,8 +759,11 @@ static void test_replication_committed_entries_come_out_in_slices(void **state)
     mr_index before = h->applied;
     for (int i = 0; i < 5; i++) h_propose(h, "p", NULL);
     struct mr_raft_ready rd;
-    struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1,
-                            .term = h->r.term, .index = noop + 5};
+    struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP,
+                            .from = 2,
+                            .to = 1,
+                            .term = h->r.term,
+                            .index = noop + 5};
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_RECEIVE, .msg = &m};
     assert_int_equal(mr_raft_step(&h->r, &ev, &rd), 0);
     assert_int_equal(h->r.commit, noop + 5);
@@ -1083,13 +1088,15 @@ static struct mr_rcbuf *config_of_voters(unsigned voters)
 {
     struct mr_raft_config c;
     mr_raft_config_init(&c);
-    for (mr_node_id i = 1; i <= voters; i++) mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
+    for (mr_node_id i = 1; i <= voters; i++)
+        mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
     struct mr_rcbuf *cfg = mr_raft_config_encode(&c);
     mr_raft_config_close(&c);
     return cfg;
 }
 
-static int h_recv_snapshot(struct h *h, mr_index index, mr_term term, struct mr_rcbuf *cfg)
+static int h_recv_snapshot(struct h *h, mr_index index, mr_term term,
+                           struct mr_rcbuf *cfg)
 {
     return h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT,
                                           .from = 2,
@@ -1105,7 +1112,8 @@ static int h_install_answer(struct h *h, int type, mr_index index, mr_term term)
     struct mr_raft_event ev = {.type = type, .index = index, .term = term};
     int rv = h_step(h, &ev);
     /* the host's state machine now stands at the snapshot */
-    if (type == MR_RAFT_EVENT_SNAPSHOT_INSTALLED && h->r.snap_index == index) h->applied = index;
+    if (type == MR_RAFT_EVENT_SNAPSHOT_INSTALLED && h->r.snap_index == index)
+        h->applied = index;
     return rv;
 }
 
@@ -1121,7 +1129,8 @@ static void assert_log_kept(struct h *h)
     assert_int_equal(st.config->n, 3);
 }
 
-static void test_snapshot_install_is_acknowledged_only_once_the_host_installed_it(void **state)
+static void
+test_snapshot_install_is_acknowledged_only_once_the_host_installed_it(void **state)
 {
     (void)state;
     struct h *h = h_follower_with_log();
@@ -1226,7 +1235,8 @@ static void test_snapshot_failed_install_keeps_the_log_and_sends_no_ack(void **s
     h_free(h);
 }
 
-/* ---- ticks -------------------------------------------------------------------------- */
+/* ---- ticks --------------------------------------------------------------------------
+ */
 
 static int h_tick_many(struct h *h, uint64_t n)
 {
@@ -1444,7 +1454,8 @@ static void h_ack_heartbeat(struct h *h)
 /* Steps a lease READ_INDEX; 1 if it was answered at once. */
 static int h_lease_read(struct h *h, uint64_t ctx)
 {
-    struct mr_raft_event rd = {.type = MR_RAFT_EVENT_READ_INDEX, .ctx = ctx, .is_lease = 1};
+    struct mr_raft_event rd = {
+        .type = MR_RAFT_EVENT_READ_INDEX, .ctx = ctx, .is_lease = 1};
     assert_int_equal(h_step(h, &rd), 0);
     for (unsigned i = 0; i < h->n_reads; i++)
         if (h->reads[i].ctx == ctx) return h->reads[i].status == 0;

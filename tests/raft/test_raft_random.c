@@ -97,13 +97,15 @@ static void check_read_answered(struct sim *s, mr_node_id at, mr_index floor)
         }
         if (sim_read_result(s, ctx, &idx) == 1) {
             if (idx < floor)
-                sim_fail(s, "read at node %llu answered at %llu, before %llu", (unsigned long long)at,
-                         (unsigned long long)idx, (unsigned long long)floor);
+                sim_fail(s, "read at node %llu answered at %llu, before %llu",
+                         (unsigned long long)at, (unsigned long long)idx,
+                         (unsigned long long)floor);
             return;
         }
     }
     if (!sim_failed(s))
-        sim_fail(s, "liveness: reads at node %llu kept failing after heal", (unsigned long long)at);
+        sim_fail(s, "liveness: reads at node %llu kept failing after heal",
+                 (unsigned long long)at);
 }
 
 static void run_schedule(uint64_t seed, unsigned steps)
@@ -273,7 +275,8 @@ static void run_schedule(uint64_t seed, unsigned steps)
             } else {
                 check_read_answered(s, l, p.index[p.n - 1]);
                 mr_node_id f = random_alive(s, &r);
-                if (f != 0 && f != l && mr_raft_config_get(&sim_raft(s, l)->config, f) != NULL)
+                if (f != 0 && f != l &&
+                    mr_raft_config_get(&sim_raft(s, l)->config, f) != NULL)
                     check_read_answered(s, f, p.index[p.n - 1]);
             }
         }
@@ -312,7 +315,8 @@ static void test_random_schedules_keep_raft_safety_and_liveness(void **state)
         "%lu reads ok / %lu failed\n",
         sim_stats.leaders, sim_stats.applied, sim_stats.crashes, sim_stats.truncations,
         sim_stats.changes_ok, sim_stats.transfers_ok, sim_stats.snapshots_sent,
-        sim_stats.snapshots_installed, sim_stats.snapshots_failed, sim_stats.reads_ok, sim_stats.reads_failed);
+        sim_stats.snapshots_installed, sim_stats.snapshots_failed, sim_stats.reads_ok,
+        sim_stats.reads_failed);
 }
 
 int main(void)
