@@ -8,7 +8,11 @@
  * payloads) on every node. The harness plays the host: it follows the ready
  * rules of raft.h to the letter, takes snapshots and streams them in 1-3
  * chunks (each chunk can be lost, duplicated or delayed; the receiver steps
- * its core only once the whole stream arrived in order).
+ * its core only once the whole stream arrived in order). A requested install
+ * restores the state machine at once and is reported SNAPSHOT_INSTALLED when
+ * its write (snapshot + WAL reset) completes, or fails (sim_fail_installs,
+ * fail_install_permille) and is reported SNAPSHOT_FAILED. Each node may run
+ * its own clock rate (sim_set_clock).
  *
  * Every step is checked: one leader per term, log matching, leader
  * completeness, state machine safety, linearizable read indexes. A
