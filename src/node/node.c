@@ -188,6 +188,15 @@ static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
 void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count)
 {
     size_t i;
+    if (n->is_sm_stale) {
+        /* Applying on a state machine that does not match the log would
+         * diverge; the entries are covered by the snapshot the leader
+         * sends again (it only sends one when they are compacted away). */
+        LOGD("state machine is stale: entries %llu..%llu not applied",
+             count ? (unsigned long long)es[0].index : 0ULL,
+             count ? (unsigned long long)es[count - 1].index : 0ULL);
+        return;
+    }
     for (i = 0; i < count && !n->is_stopping; i++) {
         const struct mr_raft_entry *e = &es[i];
         if (e->index <= n->applied) continue;
@@ -269,14 +278,18 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
     uint64_t seq;
 
     if (rd->flags & MR_RAFT_READY_SNAPSHOT) {
-        rv = mr_node_snap_install(n, rd->snap_index, rd->snap_term, rd->snap_config);
-        if (rv == 0) {
-            memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
-            deferred[*n_deferred].type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED;
-            deferred[*n_deferred].index = rd->snap_index;
-            deferred[*n_deferred].term = rd->snap_term;
-            (*n_deferred)++;
-        }
+        /* Two phases: the core changed nothing yet. Installed: it drops its
+         * log and acknowledges (msgs_after, after the WAL reset queued here).
+         * Failed: it keeps its log and does not answer; the leader retries. */
+        rv = n->disk_error ? MR_EDISKFAIL
+                           : mr_node_snap_install(n, rd->snap_index, rd->snap_term,
+                                                  rd->snap_config);
+        memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
+        deferred[*n_deferred].type =
+            rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
+        deferred[*n_deferred].index = rd->snap_index;
+        deferred[*n_deferred].term = rd->snap_term;
+        (*n_deferred)++;
     }
     if ((rd->flags & MR_RAFT_READY_ENTRIES) && rd->n_entries > 0 && !n->disk_error) {
         mr_index first = rd->entries[0].index;
@@ -336,10 +349,19 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev)
     handle_ready(n, &rd, deferred, &n_deferred);
     mr_raft_ready_release(&rd);
     for (i = 0; i < n_deferred; i++) {
+        int drv;
         memset(&rd, 0, sizeof rd);
-        mr_raft_step(&n->raft, &deferred[i], &rd);
+        drv = mr_raft_step(&n->raft, &deferred[i], &rd);
         handle_ready(n, &rd, deferred, &n_deferred); /* installs never chain */
         mr_raft_ready_release(&rd);
+        if (drv != 0 && deferred[i].type == MR_RAFT_EVENT_SNAPSHOT_INSTALLED) {
+            /* only MR_ENOMEM: the state machine holds the snapshot, the core
+             * its old log; going on would apply entries twice */
+            LOGE("the Raft core could not take the installed snapshot at index %llu: %s; "
+                 "stopping", (unsigned long long)deferred[i].index, mr_strerror(drv));
+            n->is_sm_stale = 1;
+            mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+        }
     }
     if (n->net_ready) mr_node_members_sync(n);
     return rv;
@@ -390,10 +412,32 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
 }
 
 /* ---- callbacks ---------------------------------------------------------------- */
+void mr_node_catch_up_ticks(struct mr_node *n)
+{
+    const uint64_t period = MR_NODE_TICK_MS * UINT64_C(1000000);
+    uint64_t now_ns = uv_hrtime(), k;
+    struct mr_raft_event ev;
+    if (n->disk_error || !n->raft_ready) return;
+    if (n->tick_base_ns == 0 || now_ns < n->tick_base_ns) {
+        n->tick_base_ns = now_ns;
+        return;
+    }
+    /* Whole ticks only, the remainder carries over: the core's clock never
+     * runs ahead of real time, nor behind it by a tick or more. */
+    k = (now_ns - n->tick_base_ns) / period;
+    if (k == 0) return;
+    n->tick_base_ns += k * period;
+    /* 2 is timer jitter (a callback a little early, the next one late) */
+    if (k > 2) LOGD("%llu ticks elapsed at once (the loop was busy)", (unsigned long long)k);
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_TICK;
+    ev.n_ticks = k;
+    mr_node_step(n, &ev);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct mr_node *n = t->data;
-    struct mr_raft_event ev;
     static unsigned count;
     uint64_t now_ns = uv_hrtime();
     if (n->last_tick_ns != 0 && n->m_loop_lag != NULL) {
@@ -401,10 +445,11 @@ static void on_tick(uv_timer_t *t)
         mr_http_metric_observe(n->m_loop_lag, gap > period ? (double)(gap - period) / 1e9 : 0.0);
     }
     n->last_tick_ns = now_ns;
-    memset(&ev, 0, sizeof ev);
-    ev.type = MR_RAFT_EVENT_TICK;
+    /* The timer fires once however long the loop stalled: the core gets the
+     * time that passed, not the number of callbacks (a 700 ms stall used to
+     * count as one tick on a leader while its followers counted 70). */
     if (!n->disk_error) {
-        mr_node_step(n, &ev);
+        mr_node_catch_up_ticks(n);
         mr_node_snap_send_pump(n);
     }
     if ((++count % 5) == 0) {
@@ -859,12 +904,14 @@ int mr_node_run(const struct mr_node_options *o)
     }
     LOGI("state machine %s loaded", smo.script_path);
 
+    mr_node_snap_fault_setup(n);
     if (start_storage(n, &rec) != 0) goto out;
     if (start_net(n) != 0) goto out;
     if (start_raft(n, &rec) != 0) goto out;
     mr_store_recovered_release(&rec);
     if (start_http(n) != 0) goto out;
 
+    n->tick_base_ns = uv_hrtime();
     uv_timer_start(&n->tick, on_tick, MR_NODE_TICK_MS, MR_NODE_TICK_MS);
     uv_signal_start(&n->sigint, on_signal, SIGINT);
     uv_signal_start(&n->sigterm, on_signal, SIGTERM);

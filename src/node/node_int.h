@@ -211,6 +211,7 @@ struct mr_node {
     uv_idle_t apply_more; /* applies the next slice of a long backlog, between I/O */
     int is_flush_pending;
     uint64_t last_tick_ns; /* uv_hrtime() of the previous tick, for the loop lag */
+    uint64_t tick_base_ns; /* uv_hrtime() up to which ticks were given to the core */
     uv_signal_t sigint, sigterm;
     unsigned handles_open;
 
@@ -235,6 +236,10 @@ struct mr_node {
     char hash[65];
     mr_index hash_index;
     int has_hash;
+    /* The state machine no longer matches the core's log (a snapshot install
+     * failed after the old state was replaced): nothing is applied and no
+     * read is served until an install succeeds. */
+    int is_sm_stale;
 
     /* Operations */
     uint64_t next_op_id;
@@ -269,6 +274,9 @@ struct mr_node {
     mr_node_id rx_from;
     struct mr_raft_msg rx_msg;    /* the SNAPSHOT message to step once complete */
     int rx_has_msg;
+    int rx_complete;              /* every chunk is in; kept aside until the core asks */
+    unsigned fault_installs;      /* test hook: the next n installs fail */
+    int fault_install_late;       /* test hook: ... after the old state was replaced */
     uint64_t snapshots_taken, snapshots_installed, snapshots_sent;
 
     /* Integrity checks */
@@ -326,6 +334,11 @@ struct mr_node {
 uint64_t mr_node_now(struct mr_node *n);
 /* Steps the core and does what the ready batch says. Returns the step's code. */
 int mr_node_step(struct mr_node *n, struct mr_raft_event *ev);
+/* Gives the core the ticks that elapsed (uv_hrtime) since it last got some,
+ * in one TICK event; nothing if less than a tick passed. on_tick uses it, and
+ * a lease read calls it first so that a stalled loop cannot lengthen the
+ * lease. */
+void mr_node_catch_up_ticks(struct mr_node *n);
 int mr_node_propose(struct mr_node *n, struct mr_node_op *op);
 /* Applies committed entries (those above n->applied) to the state machine. */
 void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
@@ -396,8 +409,16 @@ void mr_node_snap_send_pump(struct mr_node *n);
 void mr_node_snap_on_msg(struct mr_node *n, mr_node_id from, const struct mr_raft_msg *m);
 void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
                                const struct mr_net_snapshot_chunk *chunk);
+/* The core asks to install the snapshot it was sent (ready.snapshot): publishes
+ * the received file (kept aside until now), restores the state machine from
+ * it and queues the WAL reset (its seq goes to n->last_seq, so that the
+ * acknowledgement the core sends next waits for it). 0 when installed (step
+ * SNAPSHOT_INSTALLED), else an error (step SNAPSHOT_FAILED): the old state
+ * machine stays, unless it was already replaced, then n->is_sm_stale is set. */
 int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term,
                          struct mr_rcbuf *conf);
+/* Reads the MOONRAFT_FAULT_SNAP_INSTALL test hook. */
+void mr_node_snap_fault_setup(struct mr_node *n);
 /* Restores the state machine from a node snapshot payload file at path. */
 int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg);
 void mr_node_snap_close(struct mr_node *n);

@@ -509,13 +509,25 @@ void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term ter
         n->integ_resyncing = 0;
         return;
     }
-    if (mr_store_snapshot_index(n->store) != s) {
-        LOGE("resync: the received snapshot at index %llu is not the newest on disk",
+    if (n->job_running || n->snap_work_busy || mr_store_snapshot_index(n->store) > s ||
+        n->rx == NULL || !n->rx_complete || n->rx_index != s || n->rx_term != term) {
+        /* a local snapshot in flight (or a newer one on disk) would make
+         * the received file not the newest: ask again later */
+        LOGW("resync: cannot use the snapshot at index %llu now; asking again later",
              (unsigned long long)s);
         n->integ_resyncing = 0;
         return;
     }
-    rv = mr_node_snap_restore_newest(n, err);
+    /* The leader's snapshot becomes this node's newest: a restart then
+     * starts from it (and the log after it), not from the diverged state. */
+    rv = mr_store_snap_receiver_finish(n->rx, 0, 0, err);
+    n->rx = NULL;
+    n->rx_complete = 0;
+    if (rv == 0 && mr_store_snapshot_index(n->store) != s) {
+        rv = MR_ENOTFOUND;
+        mr_errmsg_printf(err, "the newest snapshot on disk is not the received one");
+    }
+    if (rv == 0) rv = mr_node_snap_restore_newest(n, err);
     if (rv != 0) {
         LOGE("resync: cannot load the leader's snapshot at index %llu: %s",
              (unsigned long long)s, err);

@@ -405,6 +405,13 @@ static void run_query(struct mr_node *n, struct mr_node_op *op)
 {
     struct mr_sm_result res;
     int rv;
+    if (n->is_sm_stale) {
+        /* any consistency: the state does not match any point of the log */
+        mr_node_op_fail(op, 503, "state_machine_stale",
+                        "this node could not install a snapshot after replacing its state "
+                        "machine; it serves no reads until one is installed, ask another node");
+        return;
+    }
     if (mr_node_integrity_blocks_reads(n)) {
         /* Our state may differ from the majority's: answering from it could
          * return what the cluster never decided. Another member can answer. */
@@ -439,6 +446,9 @@ static void start_read(struct mr_node *n, struct mr_node_op *op)
         run_query(n, op);
         return;
     }
+    /* a lease is checked against the core's clock: give it the time that
+     * passed since the last tick callback (a stalled loop) first */
+    if (op->consistency == CONS_LEASE) mr_node_catch_up_ticks(n);
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_READ_INDEX;
     ev.ctx = op->id;

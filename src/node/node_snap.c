@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -274,33 +275,90 @@ int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg)
     return rv;
 }
 
+/* Test-only fault injection (MOONRAFT_FAULT_SNAP_INSTALL=N or N,late): the
+ * next N snapshot installs fail, as if the payload could not be allocated or
+ * the restore script ran out of budget; with ",late" they fail after the
+ * state machine was replaced (as a failed WAL reset would), which leaves it
+ * stale. The integration tests use it. */
+void mr_node_snap_fault_setup(struct mr_node *n)
+{
+    const char *v = getenv("MOONRAFT_FAULT_SNAP_INSTALL");
+    if (v == NULL || v[0] == '\0') return;
+    n->fault_installs = (unsigned)strtoul(v, NULL, 10);
+    n->fault_install_late = strstr(v, "late") != NULL;
+    LOGW("MOONRAFT_FAULT_SNAP_INSTALL is set: the next %u snapshot installs fail%s (testing "
+         "only)",
+         n->fault_installs, n->fault_install_late ? " after replacing the state" : "");
+}
+
+static int fault_install(struct mr_node *n, int late, char *err)
+{
+    if (n->fault_installs == 0 || n->fault_install_late != late) return 0;
+    n->fault_installs--;
+    mr_errmsg_printf(err, "injected fault (MOONRAFT_FAULT_SNAP_INSTALL)");
+    return MR_EIOERR;
+}
+
 int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct mr_rcbuf *conf)
 {
     char err[MR_ERRMSG_SIZE] = "";
-    struct mr_store_snap_reader *r;
-    int rv = mr_store_snap_reader_open(n->store, &r, err);
-    if (rv == 0 && mr_store_snap_reader_info(r)->index != index) {
-        mr_store_snap_reader_close(r);
+    struct mr_store_snap_reader *r = NULL;
+    uint64_t seq = 0;
+    int rv = fault_install(n, 0, err);
+    if (rv == 0 && (n->rx == NULL || !n->rx_complete || n->rx_index != index ||
+                    n->rx_term != term)) {
         rv = MR_ENOTFOUND;
-        mr_errmsg_printf(err, "the received snapshot is not at index %llu", (unsigned long long)index);
+        mr_errmsg_printf(err, "no complete received snapshot at %llu/%llu",
+                         (unsigned long long)index, (unsigned long long)term);
+    }
+    if (rv == 0 && (n->job_running || n->snap_work_busy)) {
+        /* its finish would publish an older file and delete this one */
+        rv = MR_EBUSY;
+        mr_errmsg_printf(err, "a local snapshot is being written");
     }
     if (rv == 0) {
-        rv = restore_from_reader(n, r, err);
-        mr_store_snap_reader_close(r);
+        /* Only now, with the core asking for it, does the received file go
+         * into snap/ (replacing the older ones). */
+        rv = mr_store_snap_receiver_finish(n->rx, 0, 0, err);
+        n->rx = NULL;
+        n->rx_complete = 0;
     }
+    if (rv == 0) rv = mr_store_snap_reader_open(n->store, &r, err);
+    if (rv == 0 && mr_store_snap_reader_info(r)->index != index) {
+        rv = MR_ENOTFOUND;
+        mr_errmsg_printf(err, "the newest snapshot is not the received one at index %llu",
+                         (unsigned long long)index);
+    }
+    if (rv == 0) rv = restore_from_reader(n, r, err);
+    mr_store_snap_reader_close(r);
     if (rv != 0) {
-        /* The old state stays (sm restore is atomic); the leader will retry. */
+        /* The old state stays (sm restore is atomic): the core keeps its log
+         * and the leader retries later. */
         LOGE("cannot install the snapshot at index %llu: %s", (unsigned long long)index, err);
         return rv;
     }
-    rv = mr_store_reset(n->store, index + 1, NULL);
-    if (rv != 0) LOGE("cannot reset the log after the snapshot: %s", mr_strerror(rv));
+    /* From here on the state machine is the snapshot's. */
+    rv = fault_install(n, 1, err);
+    if (rv == 0) {
+        rv = mr_store_reset(n->store, index + 1, &seq);
+        if (rv != 0) mr_errmsg_printf(err, "reset the log: %s", mr_strerror(rv));
+    }
+    if (rv != 0) {
+        n->is_sm_stale = 1;
+        LOGE("installing the snapshot at index %llu failed after the state machine was "
+             "replaced (%s): no reads or applies until a snapshot is installed",
+             (unsigned long long)index, err);
+        return rv;
+    }
+    n->last_seq = seq; /* the core's acknowledgement waits for the reset */
     n->last_queued = index;
     mr_node_ops_on_snapshot_installed(n, index);
     n->applied = index;
     n->applied_term = term;
     n->snap_index = index;
     n->has_hash = 0;
+    if (n->is_sm_stale) LOGI("the state machine is current again");
+    n->is_sm_stale = 0;
     if (conf != NULL) mr_node_apply_config(n, conf->data, conf->len, index);
     n->snapshots_installed++;
     give_back_memory();
@@ -432,6 +490,7 @@ static void rx_reset(struct mr_node *n)
 {
     mr_store_snap_receiver_abort(n->rx);
     n->rx = NULL;
+    n->rx_complete = 0;
     if (n->rx_has_msg) mr_rcbuf_unref(n->rx_msg.snap_config);
     memset(&n->rx_msg, 0, sizeof n->rx_msg);
     n->rx_has_msg = 0;
@@ -479,13 +538,11 @@ void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
         return;
     }
     if (!c->is_last) return;
-    rv = mr_store_snap_receiver_finish(n->rx, 0, 0, err);
-    n->rx = NULL;
-    if (rv != 0) {
-        LOGW("received snapshot is invalid: %s", err);
-        rx_reset(n);
-        return;
-    }
+    /* Kept aside: the core may not want it (we caught up meanwhile, or an
+     * install is pending). If it does, it asks within this step through
+     * ready.snapshot and mr_node_snap_install() publishes and restores it;
+     * whatever is left is discarded below. */
+    n->rx_complete = 1;
     msg = n->rx_msg;
     if (msg.ctx == MR_NODE_SNAP_RESYNC_CTX) {
         /* not a Raft install: the state machine alone is rebuilt */

@@ -94,7 +94,8 @@ int mr_raft_init(struct mr_raft *r, const struct mr_raft_options *opts)
          * for the same reason. */
         r->election_timeout =
             opts->heartbeat_ticks + 1 +
-            (unsigned)mr_rand_below(&r->rand, opts->election_min_ticks - opts->heartbeat_ticks);
+            (unsigned)mr_rand_below(&r->rand,
+                                    opts->election_min_ticks - opts->heartbeat_ticks);
     }
     return 0;
 }
@@ -131,6 +132,8 @@ void mr_raft_close(struct mr_raft *r)
     mr_raft_config_close(&r->config);
     mr_rcbuf_unref(r->snap_config);
     r->snap_config = NULL;
+    mr_rcbuf_unref(r->install_config);
+    r->install_config = NULL;
 }
 
 void mr_raft_msg_release(struct mr_raft_msg *m)
@@ -520,12 +523,18 @@ static int dispatch(struct mr_raft *r, struct mr_raft_event *ev)
     switch (ev->type) {
     case MR_RAFT_EVENT_NONE:
         return 0;
-    case MR_RAFT_EVENT_TICK:
-        r->ticks++;
+    case MR_RAFT_EVENT_TICK: {
+        /* the host may report several ticks at once (its loop stalled): the
+         * clocks jump, so a stall shortens a lease and never lengthens it */
+        uint64_t k = ev->n_ticks ? ev->n_ticks : 1;
+        if (k > MR_RAFT_MAX_TICKS_PER_EVENT) k = MR_RAFT_MAX_TICKS_PER_EVENT;
+        if (k > 1) TRACE(r, "%llu ticks elapsed at once", U(k));
+        r->ticks += k;
         repl_flush(r);
-        election_tick(r);
-        repl_tick_snapshots(r);
+        election_tick(r, (unsigned)k);
+        repl_tick_snapshots(r, (unsigned)k);
         return 0;
+    }
     case MR_RAFT_EVENT_RECEIVE:
         if (ev->msg == NULL) return MR_EINVAL;
         return receive(r, ev->msg);
@@ -551,7 +560,9 @@ static int dispatch(struct mr_raft *r, struct mr_raft_event *ev)
     case MR_RAFT_EVENT_SNAPSHOT_TAKEN:
         return repl_snapshot_taken(r, ev->index, ev->term, ev->max_trailing);
     case MR_RAFT_EVENT_SNAPSHOT_INSTALLED:
-        repl_snapshot_installed(r, ev->index, ev->term);
+        return repl_snapshot_installed(r, ev->index, ev->term);
+    case MR_RAFT_EVENT_SNAPSHOT_FAILED:
+        repl_snapshot_failed(r, ev->index, ev->term);
         return 0;
     case MR_RAFT_EVENT_REPORT_UNREACHABLE:
         repl_unreachable(r, ev->node);
@@ -577,12 +588,13 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
     }
     if (r->snap_to_install) {
         rd->flags |= MR_RAFT_READY_SNAPSHOT;
-        rd->snap_index = r->snap_index;
-        rd->snap_term = r->snap_term;
-        rd->snap_config = mr_rcbuf_ref(r->snap_config);
+        rd->snap_index = r->install_index;
+        rd->snap_term = r->install_term;
+        rd->snap_config = mr_rcbuf_ref(r->install_config);
         r->snap_to_install = 0;
     }
-    if (r->unstable <= log_last_index(r) && !(r->is_holding && r->state == MR_RAFT_LEADER)) {
+    if (r->unstable <= log_last_index(r) &&
+        !(r->is_holding && r->state == MR_RAFT_LEADER)) {
         size_t n;
         int err;
         rd->entries = log_slice(r, r->unstable, log_last_index(r), 0, 0, &n, &err);
@@ -597,7 +609,8 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
     /* never hand out for applying what was not handed out for writing (they
      * differ only after an allocation failure above) */
     mr_index apply_to = r->commit < r->unstable ? r->commit : r->unstable - 1;
-    if (r->applied < apply_to) {
+    /* nothing is applied while the host replaces its state machine */
+    if (r->applied < apply_to && !r->install_pending) {
         size_t n;
         int err;
         MR_ASSERT(r->applied >= r->log.offset);

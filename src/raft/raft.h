@@ -10,12 +10,19 @@
  * TIME. The core counts logical ticks (MR_RAFT_EVENT_TICK). The host decides
  * what a tick is worth; moonraft's node uses 1 tick = 10 ms, heartbeat_ticks
  * = 5 (50 ms) and an election timeout drawn in [30, 60) ticks (300-600 ms).
+ * A TICK event carries how many ticks elapsed (n_ticks): a host whose loop
+ * stalled reports the time that passed, measured on a monotonic clock, not
+ * the number of timer callbacks, and never more ticks than really passed
+ * (the lease below is only safe if the core's clock does not run ahead).
+ * The clocks advance at once (one heartbeat round, one check-quorum, at
+ * most one election), so a stall shortens a lease and never lengthens it.
  *
  * WHAT MUST BE DURABLE BEFORE WHAT (the host's obligations):
  *   1. Process ready batches in the order they come out of mr_raft_step().
- *      Within a batch: install `snapshot` (if any), store the hard state,
- *      then truncate the WAL at entries[0].index and append `entries` (never
- *      leave entries of a term durable while that term is not).
+ *      Within a batch: install `snapshot` (if any, see SNAPSHOTS), store the
+ *      hard state, then truncate the WAL at entries[0].index and append
+ *      `entries` (never leave entries of a term durable while that term is
+ *      not).
  *   2. `msgs` may be sent at once (these are a leader's AppendEntries,
  *      heartbeats, snapshots, TimeoutNow, ReadIndex traffic and Pre-Vote:
  *      none of them promises anything about local storage; the leader writes
@@ -25,9 +32,10 @@
  *      vote requests -- they imply a persisted self-vote --, append and
  *      snapshot acknowledgements).
  *   4. When the WAL is durable up to (index, term), step PERSISTED(index,
- *      term); after a requested snapshot is durably installed step
- *      SNAPSHOT_INSTALLED(index, term). The leader counts its own vote toward
- *      a commit only for entries it was told are persisted.
+ *      term). Answer every snapshot install the core requests with exactly
+ *      one SNAPSHOT_INSTALLED or SNAPSHOT_FAILED (see SNAPSHOTS). The leader
+ *      counts its own vote toward a commit only for entries it was told are
+ *      persisted.
  *   5. `committed` entries may be applied at once, in order (they are durable
  *      on a majority), but after the batch's snapshot is installed.
  *   6. Release the batch with mr_raft_ready_release() when done with it; a
@@ -46,9 +54,24 @@
  *     request comes from a leadership transfer (thesis 4.2.3 / 6.4 lease), and
  *     also during its first election_timeout_min ticks after start, so that a
  *     restarted follower still honours a lease it may have granted.
- *   - Lease reads assume clock drift between nodes is bounded: the lease is
- *     election_timeout_min - 1 ticks from the send tick of the heartbeat round
- *     a majority acknowledged (thesis 6.4.1 with a one-tick safety margin).
+ *   - Lease reads assume bounded clock-rate differences (thesis 6.4.1): the
+ *     lease lasts 2/5 of election_timeout_min ticks (at least 1) from the
+ *     tick at which the heartbeat round a majority acknowledged was sent.
+ *     A follower refuses votes for election_timeout_min of its own ticks
+ *     after hearing from the leader, so the lease holds while the leader's
+ *     clock runs at least lease / (election_min - 1) as fast as any
+ *     follower's: with the defaults (election_min 30 ticks = 300 ms, lease
+ *     12 ticks = 120 ms) down to 12/29 = 0.42 of the followers' rate; a
+ *     leader clock at half the followers' speed is safe.
+ *   - After a leader sent TimeoutNow in a term it serves no lease reads for
+ *     the rest of that term (they fall back to heartbeat rounds), even if
+ *     the transfer is aborted: the target's election (flagged as a transfer)
+ *     gets votes from followers that are still inside our lease.
+ *   - Snapshot installs are two-phase (the thesis leaves a failed install
+ *     open): a received snapshot changes nothing until the host reports it
+ *     installed; a failed install leaves log, commit and configuration as
+ *     they were and sends no answer, so the leader retries after its
+ *     snapshot timeout (below).
  *   - A leader whose peer stays in snapshot state for 2 * election_timeout_max
  *     ticks without an answer falls back to probing (lost snapshot messages).
  *   - A configuration change is refused until the leader has committed an
@@ -85,6 +108,31 @@
  * it durably with the configuration effective at that index (the data of the
  * last CONFIG entry it applied, or of the snapshot it installed last), then
  * steps SNAPSHOT_TAKEN; the core compacts its log.
+ *
+ * Installing a snapshot sent by the leader takes two phases:
+ *   1. The host receives the whole file and keeps it aside (not yet its
+ *      newest snapshot), then steps RECEIVE with the SNAPSHOT message. If
+ *      the core wants it, the ready batch carries SNAPSHOT (snap_index,
+ *      snap_term, snap_config); otherwise (it caught up meanwhile, or
+ *      answered from its own log) there is none and the host discards the
+ *      file. Nothing changed in the core yet: not its log, commit,
+ *      configuration, nor any answer to the leader.
+ *   2. The host installs: makes the file its snapshot, restores its state
+ *      machine from it, and queues the WAL reset (discard the log, next
+ *      index snap_index + 1) behind everything it queued before. Then it
+ *      steps SNAPSHOT_INSTALLED(index, term): the core drops its log, adopts
+ *      the snapshot's configuration, sets commit = applied = snap_index and
+ *      acknowledges through `msgs_after` (so the ack leaves once the WAL
+ *      reset is durable). Or, if the install failed, the host steps
+ *      SNAPSHOT_FAILED(index, term): the core keeps everything, traces why
+ *      and does not answer; the leader sends a snapshot again after
+ *      2 * election_timeout_max ticks. A host whose state machine was
+ *      already replaced when the install failed must stop applying entries
+ *      and serving reads until a later install succeeds.
+ * While an install is pending the core drops AppendEntries and snapshots
+ * (traced), answers heartbeats without moving commit, hands out no
+ * committed entries and does not campaign. SNAPSHOT_INSTALLED can fail only
+ * with MR_ENOMEM (the install stays pending).
  */
 #ifndef MR_RAFT_H
 #define MR_RAFT_H
@@ -174,7 +222,8 @@ struct mr_raft_msg {
  *                   host streams the bytes (snap_chunk, snap_offset,
  *                   snap_last are the host's), and steps the receiver's core
  *                   with the metadata once the whole file is there.
- *   SNAPSHOT_RESP   index = the receiver's matched index, or reject
+ *   SNAPSHOT_RESP   index = the receiver's matched index (sent once the
+ *                   install succeeded), or reject (bad configuration)
  *   TIMEOUT_NOW     nothing but term
  *   READ_INDEX      ctx (the follower's read context)
  *   READ_INDEX_RESP ctx, index = the read index, or reject = 1
@@ -352,7 +401,15 @@ struct mr_raft {
     mr_index snap_index;
     mr_term snap_term;
     struct mr_rcbuf *snap_config;
-    uint8_t snap_to_install;
+    uint8_t snap_to_install; /* ready.snapshot must carry the install request */
+    /* two-phase install: a received snapshot the host was asked to install
+     * and has not answered yet (SNAPSHOT_INSTALLED / SNAPSHOT_FAILED); the
+     * log, commit and configuration stay as they were until it answers */
+    uint8_t install_pending;
+    mr_index install_index;
+    mr_term install_term;
+    struct mr_rcbuf *install_config;
+    mr_node_id install_from; /* the leader to acknowledge once installed */
     /* configuration: the latest one appended (thesis 4.1) */
     struct mr_raft_config config;
     mr_index config_index;             /* index of that entry (or snapshot index) */
@@ -372,8 +429,9 @@ struct mr_raft {
     mr_node_id *granted; /* voters that granted us (pre)votes */
     mr_node_id *rejected;
     unsigned n_granted, n_rejected;
-    mr_node_id transferee; /* leadership transfer target */
-    mr_index term_start;   /* index of this leader's no-op */
+    mr_node_id transferee;    /* leadership transfer target */
+    mr_term timeout_now_term; /* a TimeoutNow left in this term: no lease reads */
+    mr_index term_start;      /* index of this leader's no-op */
     /* reads (raft_read.c) */
     struct mr_queue reads;
     uint64_t read_round;     /* last heartbeat round sent */
@@ -431,10 +489,11 @@ enum mr_raft_event_type {
     MR_RAFT_EVENT_TRANSFER_LEADER = 6, /* node */
     MR_RAFT_EVENT_PERSISTED = 7,       /* index, term */
     MR_RAFT_EVENT_SNAPSHOT_TAKEN = 8,  /* index, term: host has a durable snapshot */
-    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9,  /* index, term */
+    MR_RAFT_EVENT_SNAPSHOT_INSTALLED = 9, /* index, term: the requested install is done */
     MR_RAFT_EVENT_REPORT_UNREACHABLE = 10, /* node */
     MR_RAFT_EVENT_SNAPSHOT_DONE = 11,      /* node, ok: streaming to node finished */
     MR_RAFT_EVENT_FLUSH = 12, /* hand out and send what deferred proposals held back */
+    MR_RAFT_EVENT_SNAPSHOT_FAILED = 13, /* index, term: the requested install failed */
 };
 
 enum mr_raft_change {
@@ -459,13 +518,16 @@ struct mr_raft_event {
     uint8_t is_lease;              /* READ_INDEX: lease read if allowed */
     uint8_t change;                /* CHANGE_MEMBERS: enum mr_raft_change */
     uint8_t ok;                    /* SNAPSHOT_DONE */
-    mr_node_id node;     /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
-    const char *context; /* CHANGE_MEMBERS add: server context text */
-    mr_index index;      /* PERSISTED, SNAPSHOT_* */
+    mr_node_id node;       /* CHANGE_MEMBERS, TRANSFER_LEADER, REPORT_*, SNAPSHOT_DONE */
+    const char *context;   /* CHANGE_MEMBERS add: server context text */
+    uint64_t n_ticks;      /* TICK: ticks elapsed since the last TICK (0 means 1). The
+                            * clocks advance by that much at once: one heartbeat,
+                            * one check-quorum, at most one election, no burst */
+    mr_index index;        /* PERSISTED, SNAPSHOT_* */
     uint64_t max_trailing; /* SNAPSHOT_TAKEN: if > 0, keep at most this many entries
                             * behind the snapshot (fewer than opts.snapshot_trailing,
                             * e.g. when entries are large) */
-    mr_term term;        /* PERSISTED, SNAPSHOT_* */
+    mr_term term;          /* PERSISTED, SNAPSHOT_* */
     mr_index out_index;
     mr_term out_term;
 };
@@ -500,8 +562,9 @@ struct mr_raft_ready {
     size_t n_committed;
     uint8_t has_more_committed; /* more are committed than handed out (max_apply_bytes):
                                  * step MR_RAFT_EVENT_NONE for the next slice */
-    /* SNAPSHOT: install the snapshot (index, term) the host received; the
-     * log before it is gone, the WAL must be reset to start after it */
+    /* SNAPSHOT: install the snapshot (index, term) the host received, reset
+     * the WAL to start after it, then step SNAPSHOT_INSTALLED (or
+     * SNAPSHOT_FAILED); until then the core keeps its log (see SNAPSHOTS) */
     mr_index snap_index;
     mr_term snap_term;
     struct mr_rcbuf *snap_config;
@@ -527,7 +590,9 @@ struct mr_raft_ready {
  * entry; dropped and traced), MR_EINVAL for SNAPSHOT_TAKEN beyond the
  * applied index or with the wrong term, MR_ENOMEM (the core stays consistent
  * but outgoing messages of this step may have been dropped; they are
- * retransmitted by the protocol). */
+ * retransmitted by the protocol; for SNAPSHOT_INSTALLED the install stays
+ * pending). SNAPSHOT_INSTALLED / SNAPSHOT_FAILED for an install that is not
+ * pending are ignored (traced) and return 0. */
 int mr_raft_step(struct mr_raft *r, struct mr_raft_event *ev,
                  struct mr_raft_ready *ready);
 

@@ -32,11 +32,20 @@ static unsigned count_active_voters(struct mr_raft *r)
     return active;
 }
 
-static void leader_tick(struct mr_raft *r)
+/* Adds k to a tick counter without wrapping. */
+static void advance(unsigned *counter, unsigned k)
 {
-    r->heartbeat_elapsed++;
-    r->election_elapsed++;
-    if (r->transferee != 0 && ++r->transfer_elapsed >= r->opts.election_min_ticks) {
+    *counter = *counter > 0xffffffffu - k ? 0xffffffffu : *counter + k;
+}
+
+/* Leader: k ticks elapsed. However many, at most one check-quorum and one
+ * heartbeat round: a host that reports a stall at once gets no burst. */
+static void leader_tick(struct mr_raft *r, unsigned k)
+{
+    advance(&r->heartbeat_elapsed, k);
+    advance(&r->election_elapsed, k);
+    if (r->transferee != 0) advance(&r->transfer_elapsed, k);
+    if (r->transferee != 0 && r->transfer_elapsed >= r->opts.election_min_ticks) {
         /* thesis 3.10: abort if the target did not take over in time */
         TRACE(r, "leadership transfer to %llu timed out -> abort", U(r->transferee));
         r->transferee = 0;
@@ -64,16 +73,23 @@ static void leader_tick(struct mr_raft *r)
     }
 }
 
-void election_tick(struct mr_raft *r)
+void election_tick(struct mr_raft *r, unsigned k)
 {
     if (r->state == MR_RAFT_LEADER) {
-        leader_tick(r);
+        leader_tick(r, k);
         return;
     }
-    if (r->election_elapsed < 0xffffffffu) r->election_elapsed++;
+    advance(&r->election_elapsed, k);
     if (r->quiet_start && r->election_elapsed >= r->opts.election_min_ticks)
         r->quiet_start = 0;
     if (r->election_elapsed < r->election_timeout) return;
+    if (r->install_pending) {
+        /* the host is replacing our state machine; it answers within this
+         * host step in practice, the leader's snapshot is worth waiting for */
+        TRACE(r, "election timeout while installing snapshot %llu -> wait for the host",
+              U(r->install_index));
+        return;
+    }
     if (!promotable(r)) {
         r->election_elapsed = r->election_timeout; /* keep the lease expired */
         return;
@@ -106,6 +122,10 @@ static int tally(struct mr_raft *r, mr_node_id id, int granted)
 int election_start(struct mr_raft *r, int pre_vote, int transfer)
 {
     if (!promotable(r)) return 0;
+    if (r->install_pending) {
+        TRACE(r, "no campaign while installing snapshot %llu", U(r->install_index));
+        return 0;
+    }
     mr_term campaign_term = r->term + 1;
     if (pre_vote) {
         /* thesis 9.6: ask first, without touching our term */
@@ -206,14 +226,27 @@ int election_transfer(struct mr_raft *r, mr_node_id to)
     struct mr_raft_progress *p = progress_get(r, to);
     if (p->match == log_last_index(r)) {
         TRACE(r, "transfer leadership to %llu: up to date -> timeout now", U(to));
-        struct mr_raft_msg m = {.type = MR_RAFT_MSG_TIMEOUT_NOW, .to = to};
-        return send_msg(r, &m);
+        return election_send_timeout_now(r, to);
     }
     /* thesis 3.10: first bring the target's log up to date */
     TRACE(r, "transfer leadership to %llu: catching it up (match %llu, last %llu)", U(to),
           U(p->match), U(log_last_index(r)));
     repl_send_append(r, p, 1);
     return 0;
+}
+
+int election_send_timeout_now(struct mr_raft *r, mr_node_id to)
+{
+    /* Once the target may campaign, followers grant it their vote although
+     * our lease told them to refuse (the transfer flag bypasses it): our
+     * lease no longer holds for the rest of this term, even if the transfer
+     * is aborted later (reads fall back to heartbeat rounds). */
+    if (r->timeout_now_term != r->term)
+        TRACE(r, "timeout now sent in term %llu -> no lease reads for the rest of it",
+              U(r->term));
+    r->timeout_now_term = r->term;
+    struct mr_raft_msg m = {.type = MR_RAFT_MSG_TIMEOUT_NOW, .to = to};
+    return send_msg(r, &m);
 }
 
 int election_recv_timeout_now(struct mr_raft *r, const struct mr_raft_msg *m)

@@ -17,6 +17,10 @@
 
 #define U(x) ((unsigned long long)(x))
 
+/* Ticks one TICK event may report; more are counted as this many (a day at
+ * 10 ms per tick: every timer has long expired by then). */
+#define MR_RAFT_MAX_TICKS_PER_EVENT (1u << 23)
+
 /* ---- raft_log.c: in-memory log, entries shared by refcount ---------------- */
 mr_index log_last_index(const struct mr_raft *r);
 mr_term log_last_term(const struct mr_raft *r);
@@ -70,19 +74,22 @@ int progress_sync(struct mr_raft *r);
 void progress_reset(struct mr_raft *r, struct mr_raft_progress *p);
 
 /* ---- raft_election.c ------------------------------------------------------ */
-void election_tick(struct mr_raft *r);
+/* `k` ticks elapsed (>= 1). */
+void election_tick(struct mr_raft *r, unsigned k);
 int election_start(struct mr_raft *r, int pre_vote, int transfer);
 int election_recv_vote(struct mr_raft *r, const struct mr_raft_msg *m);
 int election_recv_vote_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 int election_in_lease(const struct mr_raft *r);
 int election_transfer(struct mr_raft *r, mr_node_id to);
 int election_recv_timeout_now(struct mr_raft *r, const struct mr_raft_msg *m);
+/* Leader: sends TimeoutNow to `to` and gives up the lease for this term. */
+int election_send_timeout_now(struct mr_raft *r, mr_node_id to);
 
 /* ---- raft_replication.c ---------------------------------------------------- */
 int repl_become_leader(struct mr_raft *r);
 void repl_flush(struct mr_raft *r);
-int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, int is_deferred, mr_index *index,
-                 mr_term *term);
+int repl_propose(struct mr_raft *r, uint8_t type, struct mr_rcbuf *data, int is_deferred,
+                 mr_index *index, mr_term *term);
 void repl_send_append(struct mr_raft *r, struct mr_raft_progress *p, int allow_empty);
 void repl_broadcast_append(struct mr_raft *r);
 void repl_broadcast_heartbeat(struct mr_raft *r, uint64_t round);
@@ -93,11 +100,13 @@ int repl_recv_heartbeat_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m);
 int repl_recv_snapshot_resp(struct mr_raft *r, const struct mr_raft_msg *m);
 void repl_persisted(struct mr_raft *r, mr_index index, mr_term term);
-int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_t max_trailing);
-void repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term);
+int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term,
+                        uint64_t max_trailing);
+int repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term);
+void repl_snapshot_failed(struct mr_raft *r, mr_index index, mr_term term);
 void repl_snapshot_done(struct mr_raft *r, mr_node_id id, int ok);
 void repl_unreachable(struct mr_raft *r, mr_node_id id);
-void repl_tick_snapshots(struct mr_raft *r);
+void repl_tick_snapshots(struct mr_raft *r, unsigned k);
 /* Leader: recompute commit from the voters' match (Figure 8 rule). */
 int repl_maybe_commit(struct mr_raft *r);
 void inflight_reset(struct mr_raft_progress *p);

@@ -46,15 +46,31 @@ static void quorum_acked(const struct mr_raft *r, uint64_t *round, uint64_t *tic
     *tick = quorum_value(r, tick_of);
 }
 
+/* Lease length in ticks: 2/5 of the minimum election timeout (at least 1).
+ * A follower that acknowledged a heartbeat refuses votes for election_min of
+ * its own ticks after receiving it (election_in_lease), so it may vote once
+ * election_min - 1 of its tick periods have passed since receipt. The lease
+ * counts from the tick at which the heartbeat left (receipt is later) and
+ * ends before lease_ticks of the leader's tick periods have passed. Safe
+ * while lease_ticks / rate <= election_min - 1, where rate is the leader's
+ * clock rate relative to the fastest follower's: with the defaults
+ * (election_min 30, lease 12 ticks = 120 ms) any rate >= 12/29 = 0.42, i.e.
+ * the followers' clocks may run up to 2.4 times as fast as the leader's.
+ * The old lease (election_min - 2 ticks) needed rate >= 0.97. */
+static uint64_t lease_ticks(const struct mr_raft *r)
+{
+    uint64_t l = (uint64_t)r->opts.election_min_ticks * 2 / 5;
+    return l > 0 ? l : 1;
+}
+
 static int lease_valid(const struct mr_raft *r)
 {
     uint64_t round, tick;
     quorum_acked(r, &round, &tick);
     if (tick == 0) return 0;
-    /* tick is (send tick + 1) of a round a majority acknowledged; none of them
-     * votes for anyone else for election_min ticks after receiving it
-     * (election_in_lease), minus one tick for clock drift */
-    return r->ticks + 1 < tick + r->opts.election_min_ticks - 1;
+    /* tick is (send tick + 1) of a round a majority acknowledged: valid
+     * while fewer than lease_ticks ticks have passed since that send tick */
+    return r->ticks + 1 < tick + lease_ticks(r);
 }
 
 /* Answer every read whose round a majority has acknowledged; start the next
@@ -96,10 +112,14 @@ int read_request(struct mr_raft *r, uint64_t ctx, mr_node_id from, int is_lease)
         return send_msg(r, &m);
     }
     if (is_lease && r->opts.lease_reads && r->opts.check_quorum && r->transferee == 0 &&
-        committed_in_term(r) && lease_valid(r)) {
+        r->timeout_now_term != r->term && committed_in_term(r) && lease_valid(r)) {
         TRACE(r, "read %llu served under the lease at %llu", U(ctx), U(r->commit));
         return deliver(r, ctx, from, r->commit, 0);
     }
+    if (is_lease && r->timeout_now_term == r->term)
+        TRACE(r,
+              "read %llu: timeout now was sent in term %llu -> no lease, heartbeat round",
+              U(ctx), U(r->term));
     struct mr_raft_read *rd = mr_calloc(1, sizeof(*rd));
     if (rd == NULL) return MR_ENOMEM;
     rd->ctx = ctx;

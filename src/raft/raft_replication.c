@@ -309,8 +309,7 @@ int repl_recv_append_resp(struct mr_raft *r, const struct mr_raft_msg *m)
     if (r->transferee == p->id && p->match == log_last_index(r)) {
         TRACE(r, "transfer target %llu caught up at %llu -> timeout now", U(p->id),
               U(p->match));
-        struct mr_raft_msg t = {.type = MR_RAFT_MSG_TIMEOUT_NOW, .to = p->id};
-        send_msg(r, &t);
+        election_send_timeout_now(r, p->id);
     }
     return 0;
 }
@@ -372,13 +371,15 @@ void repl_unreachable(struct mr_raft *r, mr_node_id id)
     }
 }
 
-void repl_tick_snapshots(struct mr_raft *r)
+void repl_tick_snapshots(struct mr_raft *r, unsigned k)
 {
     if (r->state != MR_RAFT_LEADER) return;
     for (unsigned i = 0; i < r->n_progress; i++) {
         struct mr_raft_progress *p = &r->progress[i];
         if (p->state != MR_RAFT_SNAPSHOT) continue;
-        if (++p->snap_elapsed >= 2 * r->opts.election_max_ticks) {
+        p->snap_elapsed =
+            p->snap_elapsed > 0xffffffffu - k ? 0xffffffffu : p->snap_elapsed + k;
+        if (p->snap_elapsed >= 2 * r->opts.election_max_ticks) {
             TRACE(r, "no answer to snapshot from %llu -> probe again", U(p->id));
             become_probe(r, p);
         }
@@ -389,6 +390,7 @@ void repl_tick_snapshots(struct mr_raft *r)
 
 static void commit_to(struct mr_raft *r, mr_index idx)
 {
+    if (r->install_pending) return; /* the log may be replaced: wait */
     if (idx > log_last_index(r)) idx = log_last_index(r);
     if (idx > r->commit) {
         TRACE(r, "leader says commit %llu (was %llu)", U(idx), U(r->commit));
@@ -399,6 +401,13 @@ static void commit_to(struct mr_raft *r, mr_index idx)
 int repl_recv_append(struct mr_raft *r, const struct mr_raft_msg *m)
 {
     struct mr_raft_msg resp = {.type = MR_RAFT_MSG_APPEND_RESP, .to = m->from};
+    if (r->install_pending) {
+        /* our log is about to be replaced by the snapshot: an answer now
+         * could promise entries the install discards; the leader resends */
+        TRACE(r, "append at %llu from %llu while installing snapshot %llu -> drop",
+              U(m->index), U(m->from), U(r->install_index));
+        return 0;
+    }
     if (m->index < r->commit) {
         resp.index = r->commit;
         TRACE(r, "append at %llu is below our commit %llu -> answer commit", U(m->index),
@@ -474,6 +483,12 @@ int repl_recv_heartbeat(struct mr_raft *r, const struct mr_raft_msg *m)
 int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m)
 {
     struct mr_raft_msg resp = {.type = MR_RAFT_MSG_SNAPSHOT_RESP, .to = m->from};
+    if (r->install_pending) {
+        TRACE(r, "snapshot %llu/%llu from %llu while installing %llu/%llu -> drop",
+              U(m->snap_index), U(m->snap_term), U(m->from), U(r->install_index),
+              U(r->install_term));
+        return 0;
+    }
     if (m->snap_index <= r->commit) {
         TRACE(r, "snapshot %llu is not past our commit %llu -> ignore", U(m->snap_index),
               U(r->commit));
@@ -499,22 +514,22 @@ int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m)
         send_msg(r, &resp);
         return rv;
     }
-    rv = member_set(r, &c, m->snap_index);
     mr_raft_config_close(&c);
-    if (rv != 0) return rv;
-    TRACE(r, "install snapshot %llu/%llu (our last %llu, commit %llu)", U(m->snap_index),
-          U(m->snap_term), U(log_last_index(r)), U(r->commit));
-    log_reset(r, m->snap_index, m->snap_term);
-    r->commit = r->applied = m->snap_index;
-    r->unstable = m->snap_index + 1;
-    r->persisted = 0; /* until the host says the snapshot is installed */
-    r->snap_index = m->snap_index;
-    r->snap_term = m->snap_term;
-    mr_rcbuf_unref(r->snap_config);
-    r->snap_config = mr_rcbuf_ref(m->snap_config);
+    /* Two phases (thesis 5.3 leaves the failure case open): nothing changes
+     * here, so that a host that cannot install the snapshot leaves us with
+     * our log and state machine intact. The log is replaced and the leader
+     * acknowledged only once the host says SNAPSHOT_INSTALLED. */
+    TRACE(r,
+          "snapshot %llu/%llu (our last %llu, commit %llu) -> ask the host to install it",
+          U(m->snap_index), U(m->snap_term), U(log_last_index(r)), U(r->commit));
+    r->install_pending = 1;
+    r->install_index = m->snap_index;
+    r->install_term = m->snap_term;
+    r->install_from = m->from;
+    mr_rcbuf_unref(r->install_config);
+    r->install_config = mr_rcbuf_ref(m->snap_config);
     r->snap_to_install = 1;
-    resp.index = m->snap_index;
-    return send_msg(r, &resp);
+    return 0;
 }
 
 /* ---- host acknowledgements ----------------------------------------------------------
@@ -540,7 +555,8 @@ void repl_persisted(struct mr_raft *r, mr_index index, mr_term term)
     }
 }
 
-int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_t max_trailing)
+int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term,
+                        uint64_t max_trailing)
 {
     if (index <= r->snap_index) return 0; /* older than what we have */
     if (index > r->applied || log_term(r, index) != term) return MR_EINVAL;
@@ -562,10 +578,62 @@ int repl_snapshot_taken(struct mr_raft *r, mr_index index, mr_term term, uint64_
     return 0;
 }
 
-void repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term)
+static int is_install(const struct mr_raft *r, mr_index index, mr_term term,
+                      const char *what)
 {
-    if (index == r->snap_index && term == r->snap_term && r->persisted < index) {
-        TRACE(r, "snapshot %llu/%llu installed", U(index), U(term));
-        r->persisted = index;
+    if (r->install_pending && index == r->install_index && term == r->install_term)
+        return 1;
+    TRACE(r, "snapshot %llu/%llu %s but no such install is pending -> ignore", U(index),
+          U(term), what);
+    return 0;
+}
+
+int repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term)
+{
+    if (!is_install(r, index, term, "installed")) return 0;
+    struct mr_raft_config c;
+    int rv =
+        mr_raft_config_decode(r->install_config->data, r->install_config->len, &c, NULL);
+    if (rv == 0) {
+        rv = member_set(r, &c, index);
+        mr_raft_config_close(&c);
     }
+    if (rv != 0) {
+        /* decoded fine on receipt: only MR_ENOMEM gets here */
+        TRACE(r, "snapshot %llu/%llu installed but out of memory -> still pending",
+              U(index), U(term));
+        return rv;
+    }
+    TRACE(r, "snapshot %llu/%llu installed (our last was %llu, commit %llu) -> reset log",
+          U(index), U(term), U(log_last_index(r)), U(r->commit));
+    log_reset(r, index, term);
+    r->commit = r->applied = index;
+    r->unstable = index + 1;
+    /* the host queued its WAL reset before stepping this: the entries it
+     * writes from now on come after it */
+    r->persisted = index;
+    r->snap_index = index;
+    r->snap_term = term;
+    mr_rcbuf_unref(r->snap_config);
+    r->snap_config = r->install_config;
+    r->install_config = NULL;
+    r->install_pending = 0;
+    /* an acknowledgement: msgs_after, so it leaves once the reset is durable */
+    struct mr_raft_msg resp = {
+        .type = MR_RAFT_MSG_SNAPSHOT_RESP, .to = r->install_from, .index = index};
+    return send_msg(r, &resp);
+}
+
+void repl_snapshot_failed(struct mr_raft *r, mr_index index, mr_term term)
+{
+    if (!is_install(r, index, term, "failed")) return;
+    /* No answer: the leader keeps the peer in snapshot state and sends a new
+     * snapshot after its snapshot timeout, instead of at once in a loop. */
+    TRACE(r,
+          "installing snapshot %llu/%llu failed -> keep our log (last %llu, commit "
+          "%llu), no answer: the leader retries later",
+          U(index), U(term), U(log_last_index(r)), U(r->commit));
+    r->install_pending = 0;
+    mr_rcbuf_unref(r->install_config);
+    r->install_config = NULL;
 }

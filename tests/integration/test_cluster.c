@@ -326,9 +326,107 @@ static void test_a_failing_disk_takes_the_node_out_and_the_cluster_goes_on(void 
     expect_key(0, "before", "1");
 }
 
+static long long status_num(int node, const char *expr)
+{
+    struct mr_it_resp r = mr_it_http(&cluster, node, "GET", "/v1/status", NULL, NULL);
+    long long v;
+    EXPECT_STATUS(r, 200);
+    v = atoll(mr_it_jq(r.body, expr));
+    mr_it_resp_free(&r);
+    return v;
+}
+
+/* Stops follower f, writes `value` to "a" and enough more that the leader
+ * compacts its log past everything f has, then restarts f with the install
+ * fault hook set to `fault`. */
+static void miss_a_snapshot(int leader, int f, const char *value, const char *fault,
+                            const char *extra)
+{
+    long long last, t0;
+    char body[32];
+    int i;
+    assert_int_equal(mr_it_stop(&cluster, f), 0);
+    last = status_num(leader, "j.last_index");
+    put_key(leader, "a", value);
+    for (i = 0; i < 40; i++) {
+        snprintf(body, sizeof body, "%d", i);
+        put_key(leader, "fill", body);
+    }
+    t0 = mr_it_now_ms();
+    while (status_num(leader, "j.first_index") <= last + 1) {
+        assert_true(mr_it_now_ms() - t0 < 15000);
+        mr_it_sleep_ms(50);
+    }
+    setenv("MOONRAFT_FAULT_SNAP_INSTALL", fault, 1);
+    mr_it_start_static(&cluster, f, extra);
+    unsetenv("MOONRAFT_FAULT_SNAP_INSTALL");
+}
+
+/* A follower whose snapshot installs fail must not go on from its old state:
+ * it used to acknowledge the snapshot anyway, apply the leader's later
+ * entries on top of its old state machine and answer linearizable reads
+ * from it. Now it keeps its log and waits for the leader's retry; when an
+ * install fails after the old state was already replaced, it refuses reads
+ * (503 state_machine_stale) until an install succeeds. */
+static void test_a_follower_whose_snapshot_install_fails_serves_no_stale_state(void **state)
+{
+    static const char extra[] = "--snapshot-entries 10 --snapshot-trailing 0 "
+                                "--snapshot-log-percent 0";
+    struct mr_it_resp r;
+    int leader, f, saw_stale = 0;
+    long long t0;
+    (void)state;
+    start_static(3, extra);
+    leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    f = (leader + 1) % 3;
+    put_key(leader, "a", "1");
+    expect_key(f, "a", "1");
+
+    /* the first two installs fail before the state is touched */
+    miss_a_snapshot(leader, f, "2", "2", extra);
+    t0 = mr_it_now_ms();
+    for (;;) {
+        r = mr_it_http(&cluster, f, "GET", "/v1/kv/a", NULL, NULL);
+        if (r.status == 200) break;
+        mr_it_resp_free(&r);
+        assert_true(mr_it_now_ms() - t0 < 20000);
+        mr_it_sleep_ms(50);
+    }
+    assert_string_equal(mr_it_jq(r.body, "j.value"), "2"); /* never the old 1 */
+    mr_it_resp_free(&r);
+    assert_true(log_has(f, "cannot install the snapshot"));
+
+    /* the next one fails after the state machine was replaced */
+    miss_a_snapshot(leader, f, "3", "1,late", extra);
+    t0 = mr_it_now_ms();
+    for (;;) {
+        r = mr_it_http(&cluster, f, "GET", "/v1/kv/a?consistency=stale", NULL, NULL);
+        if (r.status == 503 &&
+            strcmp(mr_it_jq(r.body, "j.error.code"), "state_machine_stale") == 0)
+            saw_stale = 1;
+        if (r.status == 200 && strcmp(mr_it_jq(r.body, "j.value"), "3") == 0) {
+            mr_it_resp_free(&r);
+            break;
+        }
+        mr_it_resp_free(&r);
+        assert_true(mr_it_now_ms() - t0 < 20000);
+        mr_it_sleep_ms(10);
+    }
+    assert_true(saw_stale);
+    assert_true(log_has(f, "failed after the state machine was replaced"));
+    assert_true(log_has(f, "the state machine is current again"));
+    expect_key(f, "a", "3");
+    put_key(leader, "a", "4");
+    expect_key(f, "a", "4");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_a_follower_whose_snapshot_install_fails_serves_no_stale_state, setup_none,
+            teardown_cluster),
         cmocka_unit_test_setup_teardown(test_four_nodes_survive_leader_kill, setup_none,
                                         teardown_cluster),
         cmocka_unit_test_setup_teardown(test_full_restart_keeps_state_and_members,

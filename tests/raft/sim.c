@@ -74,6 +74,8 @@ struct sim_node {
     uint64_t mem_snap_hash;
     unsigned group;
     mr_term last_leader_term_checked;
+    unsigned tick_units;    /* this node's clock: a TICK every so many units */
+    unsigned fail_installs; /* the next n snapshot installs fail */
 };
 
 struct entry_key {
@@ -658,10 +660,17 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
     for (size_t i = 0; i < w->n_msgs; i++) net_send(s, n, &w->msgs[i]);
     int rv;
     if (w->has_snap) {
+        /* the state machine is replaced and the snapshot durable with the
+         * WAL reset: the core may now drop its log and acknowledge */
+        mirror_reset(n, w->snap_index, w->snap_term);
         struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED,
                                    .index = w->snap_index,
                                    .term = w->snap_term};
         step_node(s, n, &ev, &rv);
+        if (rv != 0)
+            sim_fail(s, "node %llu: SNAPSHOT_INSTALLED %llu: %s",
+                     (unsigned long long)n->id, (unsigned long long)w->snap_index,
+                     mr_err_name(rv));
     }
     if (w->n_entries > 0 && n->alive) {
         struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PERSISTED,
@@ -690,6 +699,7 @@ static void apply_entry(struct sim *s, struct sim_node *n, const struct mr_raft_
 static void maybe_snapshot(struct sim *s, struct sim_node *n)
 {
     if (s->o.snap_every == 0 || !n->alive) return;
+    if (n->raft.install_pending) return; /* the core has not caught up with us yet */
     if (n->applied < n->disk.snap_index + s->o.snap_every) return;
     /* a snapshot is written durably at once (a simplification of the host) */
     struct disk *d = &n->disk;
@@ -722,14 +732,31 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
     struct write w;
     memset(&w, 0, sizeof(w));
     int need_write = 0;
-    if (rd->flags & MR_RAFT_READY_SNAPSHOT) {
-        /* the state machine restores at once from the bytes that arrived */
+    mr_index failed_index = 0;
+    mr_term failed_term = 0;
+    int fail_install = 0;
+    if ((rd->flags & MR_RAFT_READY_SNAPSHOT) &&
+        (n->fail_installs > 0 ||
+         (s->o.fail_install_permille &&
+          mr_rand_below(&s->rand, 1000) < s->o.fail_install_permille))) {
+        /* the host cannot install it (no memory, a read error, the restore
+         * script failed): its state machine stays as it was */
+        if (n->fail_installs > 0) n->fail_installs--;
+        fail_install = 1;
+        failed_index = rd->snap_index;
+        failed_term = rd->snap_term;
+        sim_stats.snapshots_failed++;
+        sim_log(s, "node %llu fails to install snapshot %llu/%llu",
+                (unsigned long long)n->id, (unsigned long long)failed_index,
+                (unsigned long long)failed_term);
+    } else if (rd->flags & MR_RAFT_READY_SNAPSHOT) {
+        /* the state machine restores at once from the bytes that arrived;
+         * the core learns it is installed once the write is durable */
         n->applied = rd->snap_index;
         n->applied_term = rd->snap_term;
         n->hash = n->incoming_snap_hash;
         mr_rcbuf_unref(n->sm_config);
         n->sm_config = mr_rcbuf_ref(rd->snap_config);
-        mirror_reset(n, rd->snap_index, rd->snap_term);
         if (s->applied != NULL && rd->snap_index < s->cap_applied &&
             s->applied[rd->snap_index].term != 0 &&
             s->applied[rd->snap_index].term != rd->snap_term)
@@ -817,6 +844,13 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
     }
     mr_raft_ready_release(rd);
     maybe_snapshot(s, n);
+    if (fail_install && n->alive) {
+        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_FAILED,
+                                   .index = failed_index,
+                                   .term = failed_term};
+        int rv;
+        step_node(s, n, &ev, &rv);
+    }
 }
 
 static void step_node(struct sim *s, struct sim_node *n, struct mr_raft_event *ev,
@@ -1027,6 +1061,17 @@ void sim_set_isolate_new_leader(struct sim *s, unsigned permille)
     s->o.isolate_new_leader_permille = permille;
 }
 
+void sim_set_clock(struct sim *s, mr_node_id id, unsigned tick_units)
+{
+    node(s, id)->tick_units = tick_units;
+    sim_log(s, "node %llu ticks every %u units", (unsigned long long)id, tick_units);
+}
+
+void sim_fail_installs(struct sim *s, mr_node_id id, unsigned count)
+{
+    node(s, id)->fail_installs = count;
+}
+
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg)
 {
     s->filter = cb;
@@ -1109,14 +1154,13 @@ static void one_unit(struct sim *s)
     s->now++;
     deliver_due(s);
     complete_due(s);
-    if (s->now % s->o.tick_units == 0) {
-        for (unsigned i = 0; i < s->n; i++) {
-            struct sim_node *n = &s->nodes[i];
-            if (!n->alive) continue;
-            struct mr_raft_event ev = {.type = MR_RAFT_EVENT_TICK};
-            int rv;
-            step_node(s, n, &ev, &rv);
-        }
+    for (unsigned i = 0; i < s->n; i++) {
+        struct sim_node *n = &s->nodes[i];
+        if (!n->alive) continue;
+        if (s->now % (n->tick_units ? n->tick_units : s->o.tick_units) != 0) continue;
+        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_TICK};
+        int rv;
+        step_node(s, n, &ev, &rv);
     }
 }
 

@@ -8,7 +8,11 @@
  * payloads) on every node. The harness plays the host: it follows the ready
  * rules of raft.h to the letter, takes snapshots and streams them in 1-3
  * chunks (each chunk can be lost, duplicated or delayed; the receiver steps
- * its core only once the whole stream arrived in order).
+ * its core only once the whole stream arrived in order). A requested install
+ * restores the state machine at once and is reported SNAPSHOT_INSTALLED when
+ * its write (snapshot + WAL reset) completes, or fails (sim_fail_installs,
+ * fail_install_permille) and is reported SNAPSHOT_FAILED. Each node may run
+ * its own clock rate (sim_set_clock).
  *
  * Every step is checked: one leader per term, log matching, leader
  * completeness, state machine safety, linearizable read indexes. A
@@ -33,12 +37,13 @@ struct sim_opts {
     unsigned trailing;
     unsigned max_inflight, max_append_entries;
     int pre_vote, check_quorum, lease_reads;
-    int defer_proposals; /* sim_propose holds entries until a FLUSH or TICK */
+    int defer_proposals;    /* sim_propose holds entries until a FLUSH or TICK */
     size_t max_apply_bytes; /* committed entries handed out per ready (0: all) */
     uint64_t seed;
     int trace; /* print core traces (or set env MR_TRACE=1) */
     int keep_traces;
     unsigned isolate_new_leader_permille;
+    unsigned fail_install_permille;      /* a requested snapshot install fails */
     /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 
@@ -95,6 +100,12 @@ void sim_set_slow(struct sim *s, unsigned permille);
 void sim_set_disk(struct sim *s, unsigned min, unsigned max);
 void sim_set_isolate_new_leader(struct sim *s, unsigned permille);
 void sim_set_filter(struct sim *s, sim_filter_cb cb, void *arg);
+/* Node id's clock: it gets a TICK every tick_units units (0 = the sim's
+ * tick_units), e.g. twice the default for a clock running at half speed. */
+void sim_set_clock(struct sim *s, mr_node_id id, unsigned tick_units);
+/* The next `count` snapshot installs requested from node id's host fail
+ * (the host steps SNAPSHOT_FAILED; its state machine stays as it was). */
+void sim_fail_installs(struct sim *s, mr_node_id id, unsigned count);
 /* Drop every message in flight. */
 void sim_flush_network(struct sim *s);
 
@@ -121,7 +132,8 @@ unsigned long sim_sent(struct sim *s, mr_node_id from, int type);
  * run really exercises each mechanism). */
 struct sim_stats {
     unsigned long leaders, applied, snapshots_sent, snapshots_installed, changes_ok,
-        reads_ok, reads_failed, crashes, truncations, transfers_ok, lease_reads;
+        reads_ok, reads_failed, crashes, truncations, transfers_ok, lease_reads,
+        snapshots_failed;
 };
 extern struct sim_stats sim_stats;
 

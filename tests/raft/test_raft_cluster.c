@@ -566,12 +566,56 @@ static void test_snapshot_catches_up_a_far_behind_follower(void **state)
     const mr_node_id all[] = {1, 2, 3};
     propose_and_wait(s, l, "last", all, 3);
     assert_true(sim_trace_count(s, l, "send snapshot") > 0);
-    assert_true(sim_trace_count(s, f, "install snapshot") > 0);
+    assert_true(sim_trace_count(s, f, "ask the host to install it") > 0);
+    assert_true(sim_trace_count(s, f, "installed (our last was") > 0);
     assert_int_equal(sim_hash(s, f), sim_hash(s, l));
     /* and it survives a restart from the installed snapshot */
     sim_crash(s, f);
     sim_restart(s, f);
     propose_and_wait(s, l, "after-restart", all, 3);
+    assert_int_equal(sim_hash(s, f), sim_hash(s, l));
+    sim_free(s);
+}
+
+/* The host fails the first installs (no memory for the payload, a read
+ * error, the restore script over its budget): the follower must neither
+ * acknowledge nor drop its log, and the leader's later retry must work. */
+static void
+test_snapshot_failed_install_is_retried_and_the_cluster_converges(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.snap_every = 10;
+    o.seed = 43;
+    o.keep_traces = 1;
+    struct sim *s = sim_new(&o);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id f = l % 3 + 1;
+    const mr_node_id all[] = {1, 2, 3};
+    propose_and_wait(s, l, "first", all, 3);
+    sim_crash(s, f);
+    for (int i = 0; i < 100; i++) {
+        sim_propose(s, l, "entry", NULL, NULL);
+        sim_run(s, 2);
+    }
+    sim_run(s, ELECTION);
+    assert_true(sim_raft(s, l)->log.offset > 50);
+    sim_restart(s, f);
+    sim_fail_installs(s, f, 2);
+    mr_index old_last = sim_raft(s, f)->log.offset + sim_raft(s, f)->log.n;
+    unsigned long acks = sim_sent(s, f, MR_RAFT_MSG_SNAPSHOT_RESP);
+    /* the first request fails: no acknowledgement, the log is still there */
+    for (int i = 0;
+         i < 10 * ELECTION && sim_trace_count(s, f, "failed -> keep our log") == 0; i++)
+        sim_run(s, 1);
+    assert_int_equal(sim_trace_count(s, f, "failed -> keep our log"), 1);
+    assert_int_equal(sim_raft(s, f)->log.offset + sim_raft(s, f)->log.n, old_last);
+    assert_true(sim_applied(s, f) <= old_last); /* its own log, nothing beyond */
+    assert_int_equal(sim_sent(s, f, MR_RAFT_MSG_SNAPSHOT_RESP), acks);
+    propose_and_wait(s, l, "last", all, 3);
+    assert_int_equal(sim_trace_count(s, f, "failed -> keep our log"), 2);
+    assert_true(sim_trace_count(s, f, "installed (our last was") > 0);
     assert_int_equal(sim_hash(s, f), sim_hash(s, l));
     sim_free(s);
 }
@@ -690,6 +734,92 @@ static void test_read_lease_skips_the_heartbeat_round(void **state)
     sim_free(s);
 }
 
+struct lagging {
+    mr_node_id target;
+    int lag;              /* drop AppendEntries to the target */
+    int timeout_now_seen; /* a TimeoutNow reached the target */
+};
+
+static int lagging_filter(void *arg, const struct mr_raft_msg *m)
+{
+    struct lagging *x = arg;
+    if (m->type == MR_RAFT_MSG_TIMEOUT_NOW && m->to == x->target) x->timeout_now_seen = 1;
+    return x->lag && m->to == x->target && m->type == MR_RAFT_MSG_APPEND;
+}
+
+/* A transfer to a lagging follower: TimeoutNow leaves once it caught up,
+ * then the old leader is cut off. The target wins votes that the old
+ * leader's lease relied on being refused; once the transfer times out the
+ * old leader must not serve lease reads: the new leader has committed. */
+static void test_read_no_stale_lease_read_after_an_aborted_transfer(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 10; seed++) {
+        struct sim *s = cluster(3, 0, 1000 + seed);
+        mr_node_id l = leader_or_fail(s);
+        mr_node_id f = l % 3 + 1;
+        const mr_node_id all[] = {1, 2, 3};
+        propose_and_wait(s, l, "v1", all, 3);
+        struct lagging x = {.target = f, .lag = 1};
+        sim_set_filter(s, lagging_filter, &x);
+        for (int i = 0; i < 5; i++) sim_propose(s, l, "behind", NULL, NULL);
+        sim_run(s, 2 * UNIT);
+        assert_int_equal(sim_transfer(s, l, f), 0);
+        sim_run(s, 4 * UNIT); /* the transfer clock runs while f lags */
+        x.lag = 0;
+        for (int i = 0; i < ELECTION && !x.timeout_now_seen; i++) sim_run(s, 1);
+        assert_true(x.timeout_now_seen);
+        sim_isolate(s, l);
+        unsigned lease_tries = 0;
+        for (int t = 0; t < 3 * ELECTION; t++) {
+            if (sim_state(s, l) == MR_RAFT_LEADER && sim_raft(s, l)->transferee == 0) {
+                sim_read(s, l, 1, NULL); /* the harness fails a stale answer */
+                lease_tries++;
+            }
+            sim_run(s, 1);
+        }
+        assert_true(lease_tries > 0); /* the old leader outlived its transfer */
+        assert_true(sim_trace_count(s, l, "timed out -> abort") > 0);
+        assert_true(sim_leader(s) == f);
+        sim_free(s);
+    }
+}
+
+/* A leader whose clock runs at half the speed of the followers' is cut off;
+ * the followers elect a new leader that commits at once. The old leader
+ * tries a lease read every time unit while it believes it leads: with a
+ * lease of election_min - 2 ticks some of them answered stale (the harness
+ * fails the run); with 2/5 of election_min none may. */
+static void test_read_lease_is_safe_with_a_leader_clock_at_half_speed(void **state)
+{
+    (void)state;
+    unsigned served_after_cut = 0;
+    for (uint64_t seed = 1; seed <= 30; seed++) {
+        struct sim *s = cluster(3, 0, 2000 + seed);
+        mr_node_id l = leader_or_fail(s);
+        sim_set_clock(s, l, 2 * UNIT);
+        const mr_node_id all[] = {1, 2, 3};
+        propose_and_wait(s, l, "v1", all, 3);
+        sim_run(s, 5 * UNIT);
+        uint64_t c;
+        sim_read(s, l, 1, &c);
+        assert_int_equal(sim_read_result(s, c, NULL), 1); /* the lease is on */
+        sim_isolate(s, l);
+        for (int t = 0; t < 3 * ELECTION; t++) {
+            if (sim_state(s, l) == MR_RAFT_LEADER) {
+                sim_read(s, l, 1, &c);
+                if (sim_read_result(s, c, NULL) == 1) served_after_cut++;
+            }
+            sim_run(s, 1);
+        }
+        mr_node_id l2 = sim_leader(s);
+        assert_true(l2 != 0 && l2 != l);
+        sim_free(s);
+    }
+    /* the lease still works, it is only shorter */
+    assert_true(served_after_cut > 0);
+}
+
 /* A leader whose snapshot compacted away the first entry of its own term
  * still knows that entry committed: reads keep being answered (the term-start
  * check once looked the entry's term up in the log and stalled every read
@@ -747,11 +877,15 @@ int main(void)
         cmocka_unit_test(test_membership_removing_the_leader_makes_it_step_down),
         cmocka_unit_test(test_membership_learner_catches_up_and_is_promoted),
         cmocka_unit_test(test_snapshot_catches_up_a_far_behind_follower),
+        cmocka_unit_test(
+            test_snapshot_failed_install_is_retried_and_the_cluster_converges),
         cmocka_unit_test(test_transfer_leadership_under_load),
         cmocka_unit_test(test_read_deposed_leader_in_minority_never_answers),
         cmocka_unit_test(test_read_one_heartbeat_round_confirms_many_reads),
         cmocka_unit_test(test_read_on_a_follower_asks_the_leader),
         cmocka_unit_test(test_read_lease_skips_the_heartbeat_round),
+        cmocka_unit_test(test_read_no_stale_lease_read_after_an_aborted_transfer),
+        cmocka_unit_test(test_read_lease_is_safe_with_a_leader_clock_at_half_speed),
         cmocka_unit_test(test_read_after_the_leader_compacted_its_term_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

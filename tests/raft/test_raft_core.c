@@ -43,7 +43,6 @@ static int h_step(struct h *h, struct mr_raft_event *ev)
     if (rd.flags & MR_RAFT_READY_SNAPSHOT) {
         h->has_snapshot = 1;
         h->snap_index = rd.snap_index;
-        h->applied = rd.snap_index;
     }
     for (size_t i = 0; i < rd.n_msgs && h->n < MAXM; i++) {
         h->after[h->n] = 0;
@@ -707,12 +706,13 @@ static void test_replication_deferred_proposals_go_out_together_on_flush(void **
     mr_index written = h->last_written;
     for (int i = 0; i < 5; i++) {
         struct mr_rcbuf *b = mr_rcbuf_copy("d", 1);
-        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
+        struct mr_raft_event ev = {
+            .type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
         assert_int_equal(h_step(h, &ev), 0);
         assert_int_equal(ev.out_index, noop + 1 + (mr_index)i); /* indexes at once */
         mr_rcbuf_unref(b);
     }
-    assert_int_equal(h->n, 0);                 /* nothing sent */
+    assert_int_equal(h->n, 0);                  /* nothing sent */
     assert_int_equal(h->last_written, written); /* nothing handed out for writing */
     assert_false(h->flags & MR_RAFT_READY_ENTRIES);
     struct mr_raft_event f = {.type = MR_RAFT_EVENT_FLUSH};
@@ -732,7 +732,8 @@ static void test_replication_deferred_proposals_go_out_together_on_flush(void **
     assert_int_equal(h->n, 0);
     /* a tick flushes what a host forgot */
     struct mr_rcbuf *b = mr_rcbuf_copy("t", 1);
-    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
+    struct mr_raft_event ev = {
+        .type = MR_RAFT_EVENT_PROPOSE, .data = b, .is_deferred = 1};
     assert_int_equal(h_step(h, &ev), 0);
     mr_rcbuf_unref(b);
     assert_int_equal(h->n, 0);
@@ -758,8 +759,11 @@ static void test_replication_committed_entries_come_out_in_slices(void **state)
     mr_index before = h->applied;
     for (int i = 0; i < 5; i++) h_propose(h, "p", NULL);
     struct mr_raft_ready rd;
-    struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1,
-                            .term = h->r.term, .index = noop + 5};
+    struct mr_raft_msg m = {.type = MR_RAFT_MSG_APPEND_RESP,
+                            .from = 2,
+                            .to = 1,
+                            .term = h->r.term,
+                            .index = noop + 5};
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_RECEIVE, .msg = &m};
     assert_int_equal(mr_raft_step(&h->r, &ev, &rd), 0);
     assert_int_equal(h->r.commit, noop + 5);
@@ -1056,52 +1060,211 @@ static void test_snapshot_compacts_and_is_sent_to_a_follower_that_needs_it(void 
     h_free(h);
 }
 
-static void test_snapshot_follower_installs_it_through_the_host(void **state)
+/* Follower 1 of {1,2,3} holding entries 1..3 (2 and 3 from leader 2 in term
+ * 2), all committed and applied. */
+static struct h *h_follower_with_log(void)
 {
-    (void)state;
     struct h *h = h_new_no_cq(3);
+    struct mr_raft_entry ents[2] = {
+        {.term = 2, .index = 2, .type = MR_RAFT_ENTRY_NORMAL},
+        {.term = 2, .index = 3, .type = MR_RAFT_ENTRY_NORMAL},
+    };
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 3,
+                                   .n_entries = 2,
+                                   .entries = ents});
+    assert_int_equal(last_index(h), 3);
+    assert_int_equal(h->r.commit, 3);
+    assert_int_equal(h->applied, 3);
+    h_clear(h);
+    return h;
+}
+
+static struct mr_rcbuf *config_of_voters(unsigned voters)
+{
     struct mr_raft_config c;
     mr_raft_config_init(&c);
-    for (mr_node_id i = 1; i <= 4; i++) mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
+    for (mr_node_id i = 1; i <= voters; i++)
+        mr_raft_config_add(&c, i, MR_RAFT_VOTER, "x");
     struct mr_rcbuf *cfg = mr_raft_config_encode(&c);
-    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT,
-                                   .from = 2,
-                                   .term = 3,
-                                   .snap_index = 50,
-                                   .snap_term = 3,
-                                   .snap_config = cfg,
-                                   .snap_last = 1});
+    mr_raft_config_close(&c);
+    return cfg;
+}
+
+static int h_recv_snapshot(struct h *h, mr_index index, mr_term term,
+                           struct mr_rcbuf *cfg)
+{
+    return h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT,
+                                          .from = 2,
+                                          .term = 3,
+                                          .snap_index = index,
+                                          .snap_term = term,
+                                          .snap_config = cfg,
+                                          .snap_last = 1});
+}
+
+static int h_install_answer(struct h *h, int type, mr_index index, mr_term term)
+{
+    struct mr_raft_event ev = {.type = type, .index = index, .term = term};
+    int rv = h_step(h, &ev);
+    /* the host's state machine now stands at the snapshot */
+    if (type == MR_RAFT_EVENT_SNAPSHOT_INSTALLED && h->r.snap_index == index)
+        h->applied = index;
+    return rv;
+}
+
+static void assert_log_kept(struct h *h)
+{
+    struct mr_raft_status st;
+    mr_raft_status(&h->r, &st);
+    assert_int_equal(st.commit, 3);
+    assert_int_equal(st.applied, 3);
+    assert_int_equal(st.first_index, 1);
+    assert_int_equal(st.last_index, 3);
+    assert_int_equal(st.snap_index, 0);
+    assert_int_equal(st.config->n, 3);
+}
+
+static void
+test_snapshot_install_is_acknowledged_only_once_the_host_installed_it(void **state)
+{
+    (void)state;
+    struct h *h = h_follower_with_log();
+    struct mr_rcbuf *cfg = config_of_voters(4);
+    assert_int_equal(h_recv_snapshot(h, 50, 3, cfg), 0);
+    /* phase 1: the host is asked to install; nothing changed, nothing acked */
     assert_true(h->has_snapshot);
     assert_int_equal(h->snap_index, 50);
+    assert_null(h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2));
+    assert_log_kept(h);
+    /* while the host installs, appends and other snapshots are dropped,
+     * heartbeats answered without moving commit, and no campaign starts */
+    h_clear(h);
+    struct mr_raft_entry e = {.term = 3, .index = 51, .type = MR_RAFT_ENTRY_NORMAL};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 3,
+                                   .index = 50,
+                                   .log_term = 3,
+                                   .commit = 51,
+                                   .n_entries = 1,
+                                   .entries = &e});
+    assert_null(h_find(h, MR_RAFT_MSG_APPEND_RESP, 2));
+    assert_int_equal(h_recv_snapshot(h, 60, 3, cfg), 0);
+    assert_false(h->has_snapshot);
+    assert_null(h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2));
+    h_tick(h, 40);
+    assert_int_equal(h->r.state, MR_RAFT_FOLLOWER);
+    assert_null(h_find(h, MR_RAFT_MSG_PREVOTE, 0));
+    assert_log_kept(h);
+    /* phase 2: installed -> log reset, configuration adopted, ack after */
+    h_clear(h);
+    assert_int_equal(h_install_answer(h, MR_RAFT_EVENT_SNAPSHOT_INSTALLED, 50, 3), 0);
     struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2);
     assert_non_null(m);
     assert_int_equal(m->reject, 0);
     assert_int_equal(m->index, 50);
-    assert_true(h_after(h, m)); /* only once the snapshot is installed durably */
+    assert_true(h_after(h, m)); /* only once the WAL reset is durable */
     struct mr_raft_status st;
     mr_raft_status(&h->r, &st);
     assert_int_equal(st.commit, 50);
+    assert_int_equal(st.applied, 50);
     assert_int_equal(st.last_index, 50);
-    assert_int_equal(st.config->n, 4);
-    struct mr_raft_event ev = {
-        .type = MR_RAFT_EVENT_SNAPSHOT_INSTALLED, .index = 50, .term = 3};
-    h_step(h, &ev);
-    mr_raft_status(&h->r, &st);
+    assert_int_equal(st.snap_index, 50);
     assert_int_equal(st.persisted, 50);
+    assert_int_equal(st.config->n, 4);
+    /* an answer for an install nobody asked for changes nothing */
+    h_clear(h);
+    assert_int_equal(h_install_answer(h, MR_RAFT_EVENT_SNAPSHOT_INSTALLED, 70, 3), 0);
+    assert_int_equal(h_install_answer(h, MR_RAFT_EVENT_SNAPSHOT_FAILED, 50, 3), 0);
+    assert_int_equal(h->n, 0);
+    assert_int_equal(last_index(h), 50);
     /* a malformed configuration is rejected, not asserted on */
     struct mr_rcbuf *bad = mr_rcbuf_copy("garbage", 7);
-    h_clear(h);
-    assert_int_equal(h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_SNAPSHOT,
-                                                    .from = 2,
-                                                    .term = 3,
-                                                    .snap_index = 90,
-                                                    .snap_term = 3,
-                                                    .snap_config = bad}),
-                     MR_EMALFORMED);
+    assert_int_equal(h_recv_snapshot(h, 90, 3, bad), MR_EMALFORMED);
     assert_int_equal(h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2)->reject, 1);
+    assert_false(h->has_snapshot);
     mr_rcbuf_unref(bad);
     mr_rcbuf_unref(cfg);
-    mr_raft_config_close(&c);
+    h_free(h);
+}
+
+static void test_snapshot_failed_install_keeps_the_log_and_sends_no_ack(void **state)
+{
+    (void)state;
+    struct h *h = h_follower_with_log();
+    struct mr_rcbuf *cfg = config_of_voters(4);
+    h_recv_snapshot(h, 50, 3, cfg);
+    assert_true(h->has_snapshot);
+    h_clear(h);
+    assert_int_equal(h_install_answer(h, MR_RAFT_EVENT_SNAPSHOT_FAILED, 50, 3), 0);
+    /* no acknowledgement: the leader must not believe we hold index 50 */
+    assert_null(h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2));
+    assert_int_equal(h->n, 0);
+    assert_log_kept(h);
+    /* the follower goes on with its own log: appends after it are accepted */
+    struct mr_raft_entry e = {.term = 3, .index = 4, .type = MR_RAFT_ENTRY_NORMAL};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 3,
+                                   .index = 3,
+                                   .log_term = 2,
+                                   .commit = 4,
+                                   .n_entries = 1,
+                                   .entries = &e});
+    struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_APPEND_RESP, 2);
+    assert_non_null(m);
+    assert_int_equal(m->reject, 0);
+    assert_int_equal(m->index, 4);
+    assert_int_equal(h->applied, 4);
+    /* the leader's retry is a new request, and this time it works */
+    h_clear(h);
+    h_recv_snapshot(h, 50, 3, cfg);
+    assert_true(h->has_snapshot);
+    assert_null(h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2));
+    assert_int_equal(h_install_answer(h, MR_RAFT_EVENT_SNAPSHOT_INSTALLED, 50, 3), 0);
+    m = h_find(h, MR_RAFT_MSG_SNAPSHOT_RESP, 2);
+    assert_non_null(m);
+    assert_int_equal(m->index, 50);
+    assert_int_equal(h->r.commit, 50);
+    mr_rcbuf_unref(cfg);
+    h_free(h);
+}
+
+/* ---- ticks --------------------------------------------------------------------------
+ */
+
+static int h_tick_many(struct h *h, uint64_t n)
+{
+    struct mr_raft_event ev = {.type = MR_RAFT_EVENT_TICK, .n_ticks = n};
+    return h_step(h, &ev);
+}
+
+static void test_tick_reporting_many_ticks_advances_the_clocks_at_once(void **state)
+{
+    (void)state;
+    /* a follower whose host stalled for longer than the election timeout
+     * campaigns on the first TICK after the stall */
+    struct h *f = h_new(3);
+    uint64_t t0 = f->r.ticks;
+    h_tick_many(f, 70);
+    assert_int_equal(f->r.ticks, t0 + 70);
+    assert_int_equal(f->r.state, MR_RAFT_PRECANDIDATE);
+    h_free(f);
+    /* a leader: one heartbeat round per peer, not one per elapsed tick */
+    struct h *h = h_new(3);
+    h_make_leader(h);
+    h_ack(h, 2, last_index(h));
+    h_clear(h);
+    t0 = h->r.ticks;
+    h_tick_many(h, 70);
+    assert_int_equal(h->r.ticks, t0 + 70);
+    assert_int_equal(h_count(h, MR_RAFT_MSG_HEARTBEAT, 2), 1);
+    assert_int_equal(h_count(h, MR_RAFT_MSG_HEARTBEAT, 3), 1);
     h_free(h);
 }
 
@@ -1276,6 +1439,75 @@ static void test_transfer_sends_timeout_now_once_the_target_caught_up(void **sta
     /* it times out if the target never takes over */
     h_tick(h, 11);
     assert_int_equal(h_propose(h, "after", NULL), 0);
+    h_free(h);
+}
+
+/* Node 2 acknowledges the last heartbeat round the leader sent. */
+static void h_ack_heartbeat(struct h *h)
+{
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_HEARTBEAT_RESP,
+                                   .from = 2,
+                                   .term = h->r.term,
+                                   .ctx = h->r.read_round});
+}
+
+/* Steps a lease READ_INDEX; 1 if it was answered at once. */
+static int h_lease_read(struct h *h, uint64_t ctx)
+{
+    struct mr_raft_event rd = {
+        .type = MR_RAFT_EVENT_READ_INDEX, .ctx = ctx, .is_lease = 1};
+    assert_int_equal(h_step(h, &rd), 0);
+    for (unsigned i = 0; i < h->n_reads; i++)
+        if (h->reads[i].ctx == ctx) return h->reads[i].status == 0;
+    return 0;
+}
+
+static void test_read_lease_lasts_two_fifths_of_the_election_timeout(void **state)
+{
+    (void)state;
+    struct h *h = h_new(3); /* election_min 10 ticks: a lease of 4 */
+    h_make_leader(h);
+    h_ack(h, 2, last_index(h));
+    h_clear(h);
+    h_tick(h, 1);
+    h_ack_heartbeat(h); /* the round sent at this tick */
+    for (uint64_t d = 0; d < 4; d++) {
+        assert_true(h_lease_read(h, 100 + d));
+        h_tick(h, 1); /* more rounds leave, nobody answers */
+    }
+    /* 4 ticks after the acknowledged round left: a follower clock running
+     * twice as fast has counted 8 of its 10 and still refuses votes, but the
+     * lease is over (it used to last election_min - 2 = 8 ticks) */
+    assert_false(h_lease_read(h, 200));
+    h_free(h);
+}
+
+static void test_read_no_lease_for_the_rest_of_a_term_once_timeout_now_left(void **state)
+{
+    (void)state;
+    struct h *h = h_new(3);
+    h_make_leader(h);
+    h_ack(h, 2, last_index(h));
+    h_ack(h, 3, last_index(h));
+    h_clear(h);
+    h_tick(h, 1);
+    h_ack_heartbeat(h);
+    assert_true(h_lease_read(h, 1)); /* the lease works */
+    struct mr_raft_event t = {.type = MR_RAFT_EVENT_TRANSFER_LEADER, .node = 3};
+    assert_int_equal(h_step(h, &t), 0);
+    assert_non_null(h_find(h, MR_RAFT_MSG_TIMEOUT_NOW, 3));
+    /* node 3 may now win votes that our lease would have refused; the
+     * transfer is aborted after election_min ticks, 3 may lead by then */
+    h_tick(h, 11);
+    assert_int_equal(h->r.transferee, 0);
+    assert_int_equal(h->r.state, MR_RAFT_LEADER);
+    h_clear(h);
+    h_ack_heartbeat(h);
+    assert_false(h_lease_read(h, 2)); /* falls back to a heartbeat round */
+    h_ack_heartbeat(h);
+    assert_int_equal(h->n_reads, 1);
+    assert_int_equal(h->reads[0].ctx, 2);
+    assert_int_equal(h->reads[0].status, 0);
     h_free(h);
 }
 
@@ -1485,13 +1717,18 @@ int main(void)
         cmocka_unit_test(test_replication_follower_truncates_a_conflicting_suffix),
         cmocka_unit_test(test_replication_rejects_malformed_messages),
         cmocka_unit_test(test_snapshot_compacts_and_is_sent_to_a_follower_that_needs_it),
-        cmocka_unit_test(test_snapshot_follower_installs_it_through_the_host),
+        cmocka_unit_test(
+            test_snapshot_install_is_acknowledged_only_once_the_host_installed_it),
+        cmocka_unit_test(test_snapshot_failed_install_keeps_the_log_and_sends_no_ack),
+        cmocka_unit_test(test_tick_reporting_many_ticks_advances_the_clocks_at_once),
         cmocka_unit_test(test_read_index_needs_a_round_sent_after_the_read),
         cmocka_unit_test(test_read_index_waits_for_the_leader_to_commit_in_its_term),
         cmocka_unit_test(test_read_pending_reads_fail_when_the_leader_steps_down),
         cmocka_unit_test(test_membership_changes_wait_for_the_term_and_for_each_other),
         cmocka_unit_test(test_membership_truncated_configuration_entry_is_reverted),
         cmocka_unit_test(test_transfer_sends_timeout_now_once_the_target_caught_up),
+        cmocka_unit_test(test_read_lease_lasts_two_fifths_of_the_election_timeout),
+        cmocka_unit_test(test_read_no_lease_for_the_rest_of_a_term_once_timeout_now_left),
         cmocka_unit_test(test_core_survives_random_messages),
         cmocka_unit_test(test_core_survives_every_allocation_failure),
         cmocka_unit_test(

@@ -153,6 +153,34 @@ static void test_json_string_field_reads_the_key_of_an_event(void **state)
     }
 }
 
+/* A loop that stalled 700 ms gives the core 70 ticks in one TICK event
+ * (on_tick used to step one tick per timer callback, so the leader counted
+ * one tick while its followers counted 70); less than a tick gives nothing
+ * and the remainder carries over to the next call. */
+static void test_ticks_follow_the_clock_not_the_timer_callbacks(void **state)
+{
+    struct mr_node *n = mr_calloc(1, sizeof *n);
+    struct mr_raft_options o;
+    uint64_t now;
+    (void)state;
+    assert_non_null(n);
+    mr_queue_init(&n->held);
+    mr_raft_options_default(&o, 1);
+    assert_int_equal(mr_raft_init(&n->raft, &o), 0);
+    n->raft_ready = 1;
+    now = uv_hrtime();
+    n->tick_base_ns = now - UINT64_C(705) * 1000000;
+    mr_node_catch_up_ticks(n);
+    assert_int_equal(n->raft.ticks, 70);
+    /* what is left is the 5 ms remainder (plus the time this took) */
+    assert_true(uv_hrtime() - n->tick_base_ns < UINT64_C(10) * 1000000);
+    assert_true(n->tick_base_ns >= now - UINT64_C(5) * 1000000);
+    mr_node_catch_up_ticks(n);
+    assert_true(n->raft.ticks == 70 || n->raft.ticks == 71);
+    mr_raft_close(&n->raft);
+    mr_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_idem_encoding_round_trips_and_rejects_garbage),
         cmocka_unit_test(test_node_ids_are_stable_and_nonzero),
         cmocka_unit_test(test_json_string_field_reads_the_key_of_an_event),
+        cmocka_unit_test(test_ticks_follow_the_clock_not_the_timer_callbacks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
