@@ -226,7 +226,6 @@ void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, si
         mr_node_ops_check_reads(n);
         mr_node_watch_notify(n);
         mr_node_snap_maybe_start(n, 0);
-        mr_node_integrity_after_apply(n);
     }
 }
 
@@ -239,6 +238,8 @@ static void on_soft_state(struct mr_node *n, uint8_t state, mr_node_id leader)
         if (state == MR_RAFT_LEADER) {
             LOGI("became leader for term %llu", (unsigned long long)n->raft.term);
             if (n->m_elections) mr_http_metric_add(n->m_elections, 1);
+            /* a leader whose state cannot be trusted hands over (next tick) */
+            n->integ_check_handover = 1;
         } else if (n->role == MR_RAFT_LEADER) {
             LOGI("stepped down from leader (term %llu)", (unsigned long long)n->raft.term);
         } else if (state == MR_RAFT_CANDIDATE) {
@@ -451,6 +452,8 @@ static void on_tick(uv_timer_t *t)
     if (!n->disk_error) {
         mr_node_catch_up_ticks(n);
         mr_node_snap_send_pump(n);
+        /* outside any step: these propose or transfer through the core */
+        mr_node_integrity_tick(n);
     }
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);

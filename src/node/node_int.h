@@ -285,6 +285,7 @@ struct mr_node {
     mr_index integ_last_check;     /* index of the last CHECK entry applied */
     mr_index integ_proposed;       /* leader: CHECK proposed here, not applied yet */
     int integ_want_check;          /* leader: propose one as soon as possible */
+    int integ_check_handover;      /* became leader: hand over if untrusted */
     mr_index integ_own_index;      /* this node's latest hash and its index */
     char integ_own_hash[65];
     mr_index integ_verdict_index;  /* latest verdict from the leader */
@@ -426,8 +427,9 @@ void mr_node_snap_close(struct mr_node *n);
 /* node_integrity.c: divergence detection (see the top of that file) */
 /* Leader: proposes a CHECK entry now (0, or the step's error). */
 int mr_node_integrity_propose(struct mr_node *n);
-/* Leader: proposes a CHECK entry when one is due. Called after applying. */
-void mr_node_integrity_after_apply(struct mr_node *n);
+/* Every tick, outside any step: proposes a CHECK entry when one is due and
+ * hands leadership over when this leader's state cannot be trusted. */
+void mr_node_integrity_tick(struct mr_node *n);
 /* A CHECK entry was applied at `index`: hash the state in a child. */
 void mr_node_integrity_apply(struct mr_node *n, mr_index index);
 /* Reaps hash children, reports, decides late rounds (every 50 ms). */

@@ -67,6 +67,8 @@ static void send_msg(struct mr_node *n, mr_node_id to, int type, mr_index index,
     (void)mr_net_send_forward(&n->net, to, ++n->next_op_id, buf, sizeof buf);
 }
 
+static void propose_if_due(struct mr_node *n);
+
 /* ---- proposing checks (leader) ---------------------------------------------------- */
 int mr_node_integrity_propose(struct mr_node *n)
 {
@@ -93,7 +95,18 @@ int mr_node_integrity_propose(struct mr_node *n)
     return rv;
 }
 
-void mr_node_integrity_after_apply(struct mr_node *n)
+static void hand_over(struct mr_node *n);
+
+void mr_node_integrity_tick(struct mr_node *n)
+{
+    if (n->integ_check_handover) {
+        n->integ_check_handover = 0;
+        if (n->role == MR_RAFT_LEADER) hand_over(n);
+    }
+    propose_if_due(n);
+}
+
+static void propose_if_due(struct mr_node *n)
 {
     uint64_t every = n->o->integrity_check_entries;
     if (n->role != MR_RAFT_LEADER) return;
@@ -436,8 +449,7 @@ void mr_node_integrity_on_msg(struct mr_node *n, mr_node_id from, const uint8_t 
         break;
     case MSG_REQUEST:
         if (n->role == MR_RAFT_LEADER) {
-            n->integ_want_check = 1;
-            mr_node_integrity_after_apply(n);
+            n->integ_want_check = 1; /* proposed at the next tick */
         }
         break;
     default:
@@ -560,6 +572,35 @@ void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term ter
     if (n->leader != 0) send_msg(n, n->leader, MSG_REQUEST, n->applied, 0, NULL);
 }
 
+/* A leader whose state machine cannot be trusted (diverged, or stale after a
+ * failed install) must not answer from it: hand leadership to the most
+ * caught-up voter. Called at the first tick after this node became leader. */
+static void hand_over(struct mr_node *n)
+{
+    struct mr_raft_status st;
+    struct mr_raft_event ev;
+    mr_node_id best = 0;
+    mr_index best_match = 0;
+    char nb[72];
+    if (!n->integ_diverged && !n->is_sm_stale) return;
+    mr_raft_status(&n->raft, &st);
+    for (unsigned i = 0; i < st.n_progress; i++) {
+        const struct mr_raft_progress *p = &st.progress[i];
+        if (p->id == n->id || p->role != MR_RAFT_VOTER) continue;
+        if (best == 0 || p->match > best_match) {
+            best = p->id;
+            best_match = p->match;
+        }
+    }
+    if (best == 0) return; /* a single voter: nobody to hand over to */
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_TRANSFER_LEADER;
+    ev.node = best;
+    if (mr_node_step(n, &ev) == 0)
+        LOGW("this node's state machine is %s: handing leadership to %s",
+             n->is_sm_stale ? "stale" : "diverged", mr_node_name_of(n, best, nb, sizeof nb));
+}
+
 /* ---- status --------------------------------------------------------------------------- */
 void mr_node_integrity_json(struct mr_node *n, struct mr_http_json *j)
 {
@@ -579,7 +620,8 @@ void mr_node_integrity_json(struct mr_node *n, struct mr_http_json *j)
                         : n->integ_verdict_ok     ? "ok"
                                                   : "diverged");
     mr_http_json_key(j, "state");
-    mr_http_json_str(j, n->integ_resyncing  ? "resyncing"
+    mr_http_json_str(j, n->is_sm_stale        ? "stale"
+                        : n->integ_resyncing  ? "resyncing"
                         : n->integ_diverged ? "diverged"
                         : n->integ_suspect  ? "suspect"
                                             : "ok");
