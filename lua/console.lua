@@ -257,6 +257,10 @@ end
 --- snapshot() -> the server's answer.
 function snapshot() return (request("POST", "/v1/snapshot", nil, { admin = true })) end
 
+--- check() -> {check_index = n}: the leader appends an integrity check now;
+--- the verdict shows in status().integrity once every member reported.
+function check() return (request("POST", "/v1/integrity/check", nil, { admin = true })) end
+
 --- command(cmd [, {idempotency_key = "k"}]) -> result, index
 function command(cmd, opts)
   if type(cmd) ~= "table" then error("command: expects a table, e.g. command{op = \"put\", key = \"a\", value = 1}", 2) end
@@ -390,6 +394,8 @@ moonraft console: Lua 5.4 over the node's HTTP API (%s).
   leave(id)                         remove a member
   transfer([id])                    move leadership (to id, or let the leader choose)
   snapshot()                        take a snapshot now
+  check()                           compare every member's state hash now (leader only;
+                                    result in status().integrity)
   command{...}                      apply a command through the log -> result, index
   query({...} [, "stale"|"lease"])  run a read query -> result, index
   kv.put(k, v)  kv.get(k)  kv.del(k)  kv.list(prefix)  kv.cas(k, expect, v)

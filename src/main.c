@@ -109,6 +109,11 @@ static int run_node(int argc, char **argv)
     o.snapshot_trailing = cfg.snapshot_trailing;
     o.snapshot_log_percent = cfg.snapshot_log_percent;
     o.snapshot_log_mb = cfg.snapshot_log_mb;
+    o.integrity_check_entries = cfg.integrity_check_entries;
+    o.integrity_resync = cfg.integrity_resync;
+    o.fault_sm_salt = getenv("MOONRAFT_FAULT_SM_SALT");
+    if (getenv("MOONRAFT_FAULT_SM_SALT_UNTIL") != NULL)
+        o.fault_sm_salt_until = strtoull(getenv("MOONRAFT_FAULT_SM_SALT_UNTIL"), NULL, 10);
     o.max_body_bytes = (size_t)cfg.max_body_bytes;
     o.max_header_bytes = (size_t)cfg.max_header_bytes;
     o.http_idle_timeout_ms = (uint32_t)cfg.http_idle_timeout_ms;

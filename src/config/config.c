@@ -77,6 +77,10 @@ static const struct keydesc keys[] = {
      "also snapshot once the log since the last one holds this many MiB (32)"},
     {"snapshot_log_percent", K_U64, F(snapshot_log_percent), 0, 100000,
      "also wait until the log since the last snapshot is this % of its size (25; 0 = off)"},
+    {"integrity_check_entries", K_U64, F(integrity_check_entries), 0, INT64_C(1000000000000),
+     "compare every member's state hash every this many log entries (100000; 0 = off)"},
+    {"integrity_resync", K_BOOL, F(integrity_resync), 0, 1,
+     "a member whose state diverged reinstalls the leader's snapshot (true)"},
     {"snapshot_trailing", K_U64, F(snapshot_trailing), 0, INT64_C(1000000000000),
      "entries kept in the log after a snapshot (1000)"},
     {"wal_segment_mb", K_U64, F(wal_segment_mb), 1, 4096, "WAL segment size in MiB (64)"},
@@ -119,6 +123,8 @@ void mr_cfg_defaults(struct mr_cfg *cfg)
     cfg->snapshot_trailing = 1000;
     cfg->snapshot_log_percent = 25;
     cfg->snapshot_log_mb = 32;
+    cfg->integrity_check_entries = 100000;
+    cfg->integrity_resync = 1;
     cfg->wal_segment_mb = 64;
     cfg->fsync = 1;
     cfg->max_body_bytes = 1u << 20;

@@ -75,6 +75,10 @@ struct mr_cfg {
                                     * this many MiB, whatever the count; default 32 */
     uint64_t snapshot_log_percent; /* log bytes since the last snapshot, in % of its
                                     * size, before the next one; default 25, 0 = off */
+    uint64_t integrity_check_entries; /* entries between state hash checks, default
+                                       * 100000, 0 = off */
+    int integrity_resync;             /* bool, default 1: a diverged member reinstalls
+                                       * the leader's snapshot */
     uint64_t wal_segment_mb; /* default 64 */
     int fsync;               /* bool, default 1; 0 is for tests and benchmarks only */
 

@@ -144,6 +144,9 @@ static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
      * last value travels in snapshots. */
     if (ne.time_ms > n->last_time_ms) n->last_time_ms = ne.time_ms;
     ctx.time_ms = (int64_t)n->last_time_ms;
+    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
+                         ? n->o->fault_sm_salt
+                         : NULL;
     rv = mr_sm_apply(n->sm, &ctx, ne.cmd, ne.cmd_len, &res);
     if (rv != 0) {
         LOGE("state machine host failed at entry %llu: %s; stopping to avoid divergence",
@@ -158,6 +161,12 @@ static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
         if (text == NULL) {
             text = "";
             len = 0;
+        }
+        if (res.status == MR_SM_MEMORY_EXCEEDED) {
+            /* The heap of a replica restored from a snapshot is laid out
+             * differently from one that replayed the log: near the cap, one
+             * may fail where another succeeds. Have the state checked. */
+            mr_node_integrity_suspect(n, e->index, "the command hit the Lua memory cap");
         }
         if (res.status != MR_SM_OK && res.traceback != NULL) {
             LOGD("entry %llu: script %s: %s", (unsigned long long)e->index,
@@ -176,7 +185,7 @@ static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
     mr_sm_result_free(&res);
 }
 
-static void apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count)
+void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count)
 {
     size_t i;
     if (n->is_sm_stale) {
@@ -193,7 +202,13 @@ static void apply_entries(struct mr_node *n, const struct mr_raft_entry *es, siz
         if (e->index <= n->applied) continue;
         switch (e->type) {
         case MR_RAFT_ENTRY_NORMAL:
-            apply_normal(n, e);
+            if (e->data != NULL && e->data->len == 2 && e->data->data[0] == 1 &&
+                e->data->data[1] == MR_NODE_ENTRY_CHECK) {
+                mr_node_integrity_apply(n, e->index);
+                mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
+            } else {
+                apply_normal(n, e);
+            }
             break;
         case MR_RAFT_ENTRY_CONFIG:
             if (e->data != NULL) mr_node_apply_config(n, e->data->data, e->data->len, e->index);
@@ -223,6 +238,8 @@ static void on_soft_state(struct mr_node *n, uint8_t state, mr_node_id leader)
         if (state == MR_RAFT_LEADER) {
             LOGI("became leader for term %llu", (unsigned long long)n->raft.term);
             if (n->m_elections) mr_http_metric_add(n->m_elections, 1);
+            /* a leader whose state cannot be trusted hands over (next tick) */
+            n->integ_check_handover = 1;
         } else if (n->role == MR_RAFT_LEADER) {
             LOGI("stepped down from leader (term %llu)", (unsigned long long)n->raft.term);
         } else if (state == MR_RAFT_CANDIDATE) {
@@ -317,7 +334,7 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
         }
     }
     if (rd->flags & MR_RAFT_READY_SOFT_STATE) on_soft_state(n, rd->state, rd->leader);
-    if (rd->n_committed > 0) apply_entries(n, rd->committed, rd->n_committed);
+    if (rd->n_committed > 0) mr_node_apply_entries(n, rd->committed, rd->n_committed);
     if (rd->has_more_committed && !n->is_stopping) uv_idle_start(&n->apply_more, on_apply_more);
     if (rd->n_reads > 0) mr_node_ops_on_read_states(n, rd->reads, rd->n_reads);
 }
@@ -435,11 +452,15 @@ static void on_tick(uv_timer_t *t)
     if (!n->disk_error) {
         mr_node_catch_up_ticks(n);
         mr_node_snap_send_pump(n);
+        /* outside any step: these propose or transfer through the core */
+        mr_node_integrity_tick(n);
     }
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);
         mr_node_watch_expire(n, 0);
         mr_node_snap_poll(n);
+        mr_node_integrity_poll(n);
+        mr_node_integrity_resync_pump(n);
         mr_node_members_tick(n);
     }
 }
@@ -604,6 +625,9 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
         so.fs = &fault_fs;
         LOGW("MOONRAFT_FAULT_DISK_FILE is set: disk faults will be injected (testing only)");
     }
+    if (n->o->fault_sm_salt != NULL)
+        LOGW("MOONRAFT_FAULT_SM_SALT is set: this node's script sees ctx.fault_salt and may "
+             "diverge on purpose (testing only)");
     rv = mr_store_open(&n->store, &so, rec, err);
     if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
     if (rv == MR_ECONFIG)
@@ -808,6 +832,7 @@ static void shutdown_node(struct mr_node *n)
     mr_node_ops_cancel_all(n);
     mr_node_watch_close(n);
     mr_node_snap_close(n);
+    mr_node_integrity_close(n);
     if (n->http_ready) mr_http_server_close(&n->http, on_http_closed);
     if (n->net_ready) mr_net_close(&n->net, on_net_closed);
     close_handles(n);

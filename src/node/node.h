@@ -50,6 +50,9 @@ struct mr_node_options {
     uint64_t snapshot_trailing;       /* [1000] entries kept in the log after one */
     uint64_t snapshot_log_mb;         /* [32] or once the log holds this many MiB */
     uint64_t snapshot_log_percent;    /* [25] and log bytes >= this % of the last one */
+    /* Integrity checks (node_integrity.c) */
+    uint64_t integrity_check_entries; /* [100000] entries between checks; 0 = off */
+    int integrity_resync;             /* a diverged member reinstalls a snapshot [1] */
     /* Limits */
     size_t max_body_bytes;            /* [1 MiB] */
     size_t max_header_bytes;          /* [16 KiB] */
@@ -76,6 +79,10 @@ struct mr_node_options {
     /* Test hook for the chaos suite: serve linearizable reads from local state
      * without ReadIndex (a deliberate bug the checker must catch). */
     int unsafe_local_reads;
+    /* Test hook (MOONRAFT_FAULT_SM_SALT): apply sees ctx.fault_salt = this
+     * text, so a test script can diverge on one node on purpose. */
+    const char *fault_sm_salt;
+    uint64_t fault_sm_salt_until; /* only for entries up to this index (0: all) */
 };
 
 /* Runs a node until SIGINT/SIGTERM. Returns an exit code (see above). */

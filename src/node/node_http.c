@@ -290,6 +290,8 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_http_json_uint(&j, st.first_index);
     mr_http_json_key(&j, "state_hash");
     mr_http_json_str(&j, n->has_hash && n->hash_index == n->applied ? n->hash : NULL);
+    mr_http_json_key(&j, "integrity");
+    mr_node_integrity_json(n, &j);
     mr_http_json_key(&j, "members");
     mr_node_members_json(n, &j);
     mr_http_json_key(&j, "disk_error");
@@ -413,6 +415,31 @@ static void route_snapshot(struct mr_node *n, struct mr_http_request *req)
     }
 }
 
+/* POST /v1/integrity/check (admin): the leader appends a CHECK entry now;
+ * the verdict shows in /v1/status "integrity" once every member reported. */
+static void route_integrity(struct mr_node *n, struct mr_http_request *req)
+{
+    char body[160];
+    if (!method_is(req, HTTP_POST)) { not_allowed(req, "POST"); return; }
+    if (!authorize(n, req, 1)) return;
+    if (n->role != MR_RAFT_LEADER) {
+        char lb[72];
+        const char *leader = n->leader ? mr_node_name_of(n, n->leader, lb, sizeof lb) : NULL;
+        snprintf(body, sizeof body, "this node is not the leader%s%s: ask the leader",
+                 leader ? "; the leader is " : "", leader ? leader : "");
+        mr_http_respond_error(req, 503, "not_leader", body, NULL, 0);
+        return;
+    }
+    int rv = mr_node_integrity_propose(n);
+    if (rv != 0) {
+        mr_http_respond_error(req, 503, mr_err_name(rv), mr_strerror(rv), NULL, 0);
+        return;
+    }
+    snprintf(body, sizeof body, "{\"check_index\":%llu}",
+             (unsigned long long)n->integ_proposed);
+    mr_http_respond_json(req, 202, body, strlen(body));
+}
+
 static void update_gauges(struct mr_node *n)
 {
     struct mr_raft_status st;
@@ -429,6 +456,11 @@ static void update_gauges(struct mr_node *n)
         }
         mr_http_metric_set(n->m_peers_up, up);
     }
+    mr_http_metric_set(n->m_integ_alarm, n->integ_alarm ? 1 : 0);
+    mr_http_metric_set(n->m_integ_state, n->integ_resyncing  ? 3
+                                         : n->integ_diverged ? 2
+                                         : n->integ_suspect  ? 1
+                                                             : 0);
 }
 
 static void route_metrics(struct mr_node *n, struct mr_http_request *req)
@@ -472,6 +504,17 @@ int mr_node_metrics_init(struct mr_node *n)
         lat, sizeof lat / sizeof lat[0]);
     n->m_peers_up = mr_http_metrics_gauge(m, "moonraft_peers_connected", NULL,
                                           "Peers with an open outbound connection");
+    n->m_integ_alarm = mr_http_metrics_gauge(
+        m, "moonraft_integrity_alarm", NULL,
+        "1 while the leader's last integrity check found a member whose state differs (CORRUPT)");
+    n->m_integ_state = mr_http_metrics_gauge(
+        m, "moonraft_integrity_state", NULL,
+        "This node's state: 0 ok, 1 suspect (being verified), 2 diverged, 3 resyncing");
+    n->m_integ_checks = mr_http_metrics_counter(m, "moonraft_integrity_checks_total", NULL,
+                                                "Integrity checks decided by this node as leader");
+    n->m_integ_mismatches = mr_http_metrics_counter(
+        m, "moonraft_integrity_mismatches_total", NULL,
+        "Integrity checks (as leader) that found a member with a different state");
     return 0;
 }
 
@@ -488,6 +531,7 @@ void mr_node_http_handler(void *data, struct mr_http_request *req)
     if (strncmp(p, "/v1/members/", 12) == 0) { route_members(n, req, p + 12); return; }
     if (strcmp(p, "/v1/leader/transfer") == 0) { route_transfer(n, req); return; }
     if (strcmp(p, "/v1/snapshot") == 0) { route_snapshot(n, req); return; }
+    if (strcmp(p, "/v1/integrity/check") == 0) { route_integrity(n, req); return; }
     if (strcmp(p, "/v1/watch") == 0) {
         if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
         if (!authorize(n, req, 0)) return;

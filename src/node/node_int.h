@@ -17,6 +17,7 @@ void mr_node_log(int level, const char *fmt, ...) __attribute__((format(printf, 
 
 /* ---- entry payloads ------------------------------------------------------------ */
 #define MR_NODE_ENTRY_COMMAND 1
+#define MR_NODE_ENTRY_CHECK 2 /* integrity check: u8 version, u8 kind, nothing else */
 #define MR_NODE_MAX_IDEM_KEY 256 /* bytes */
 struct mr_node_entry {
     uint64_t time_ms;
@@ -102,7 +103,9 @@ enum op_kind {
     OP_MEMBER_REMOVE = 3,
     OP_TRANSFER = 4,
     OP_READ = 5,
+    OP_INTEGRITY = 6, /* peer-only: integrity reports and verdicts (node_integrity.c) */
 };
+#define MR_NODE_FWD_HDR 8 /* u8 kind, u8 0, u16 key length, u32 target length */
 
 enum op_shape {
     SHAPE_RESULT = 0, /* {"result":R,"index":n} */
@@ -165,6 +168,23 @@ struct mr_node_event {
     char *key;  /* its "key" field or NULL */
 };
 #define MR_NODE_EVENT_RING 4096
+
+/* Integrity checks (node_integrity.c). */
+#define MR_NODE_INTEG_JOBS 4        /* hash children running at once */
+#define MR_NODE_INTEG_ROUNDS 4      /* check rounds a leader keeps */
+#define MR_NODE_INTEG_MAX_REPORTS 32 /* members compared per round */
+struct mr_node_integ_job {
+    mr_index index; /* 0 = slot free */
+    struct mr_sm_snapjob job;
+};
+struct mr_node_integ_round {
+    mr_index index; /* 0 = unused */
+    uint64_t started_ms;
+    int decided;
+    unsigned n;
+    mr_node_id ids[MR_NODE_INTEG_MAX_REPORTS];
+    char hashes[MR_NODE_INTEG_MAX_REPORTS][65];
+};
 
 struct mr_node {
     const struct mr_node_options *o;
@@ -259,6 +279,33 @@ struct mr_node {
     int fault_install_late;       /* test hook: ... after the old state was replaced */
     uint64_t snapshots_taken, snapshots_installed, snapshots_sent;
 
+    /* Integrity checks */
+    struct mr_node_integ_job integ_jobs[MR_NODE_INTEG_JOBS];
+    struct mr_node_integ_round integ_rounds[MR_NODE_INTEG_ROUNDS];
+    mr_index integ_last_check;     /* index of the last CHECK entry applied */
+    mr_index integ_proposed;       /* leader: CHECK proposed here, not applied yet */
+    int integ_want_check;          /* leader: propose one as soon as possible */
+    int integ_check_handover;      /* became leader: hand over if untrusted */
+    mr_index integ_own_index;      /* this node's latest hash and its index */
+    char integ_own_hash[65];
+    mr_index integ_verdict_index;  /* latest verdict from the leader */
+    int integ_verdict_ok;
+    mr_index integ_checked_index;  /* leader: latest decided round */
+    char integ_ref_hash[65];
+    int integ_suspect;             /* an apply may have decided differently here */
+    int integ_diverged;            /* a check found our state differs */
+    mr_index integ_diverged_index;
+    int integ_resyncing;           /* waiting for the leader's resync snapshot */
+    int integ_resynced;            /* rebuilt since the divergence was found */
+    mr_index integ_resync_from;    /* leader: snapshot must cover this index */
+    mr_node_id integ_resync_to;    /* leader: member waiting for a resync snapshot */
+    uint64_t integ_resync_asked_ms;
+    uint64_t integ_last_request_ms;
+    int integ_alarm;               /* leader: CORRUPT alarm raised */
+    mr_index integ_alarm_index;
+    char integ_alarm_msg[1200];
+    uint64_t integ_checks, integ_mismatches, integ_resyncs;
+
     /* Membership / formation */
     int is_bootstrapping;         /* bootstrap_expect: collecting members */
     struct mr_node_member pending_members[16];
@@ -277,7 +324,7 @@ struct mr_node {
     /* Metrics */
     struct mr_http_metric *m_term, *m_role, *m_commit, *m_applied, *m_lag, *m_proposals,
         *m_reads, *m_elections, *m_snapshots, *m_wal_sync, *m_leader_changes, *m_loop_lag,
-        *m_peers_up;
+        *m_peers_up, *m_integ_alarm, *m_integ_checks, *m_integ_mismatches, *m_integ_state;
     uint64_t last_sync_start_ms;
 
     /* Helper Lua state with lua-cjson for validating and reading request JSON. */
@@ -294,6 +341,8 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev);
  * lease. */
 void mr_node_catch_up_ticks(struct mr_node *n);
 int mr_node_propose(struct mr_node *n, struct mr_node_op *op);
+/* Applies committed entries (those above n->applied) to the state machine. */
+void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
 const char *mr_node_name_of(struct mr_node *n, mr_node_id id, char *buf, size_t len);
 int mr_node_find_member(struct mr_node *n, mr_node_id id, struct mr_node_member *out);
 void mr_node_request_stop(struct mr_node *n, int code);
@@ -374,6 +423,33 @@ void mr_node_snap_fault_setup(struct mr_node *n);
 /* Restores the state machine from a node snapshot payload file at path. */
 int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg);
 void mr_node_snap_close(struct mr_node *n);
+
+/* node_integrity.c: divergence detection (see the top of that file) */
+/* Leader: proposes a CHECK entry now (0, or the step's error). */
+int mr_node_integrity_propose(struct mr_node *n);
+/* Every tick, outside any step: proposes a CHECK entry when one is due and
+ * hands leadership over when this leader's state cannot be trusted. */
+void mr_node_integrity_tick(struct mr_node *n);
+/* A CHECK entry was applied at `index`: hash the state in a child. */
+void mr_node_integrity_apply(struct mr_node *n, mr_index index);
+/* Reaps hash children, reports, decides late rounds (every 50 ms). */
+void mr_node_integrity_poll(struct mr_node *n);
+/* An apply at `index` may have decided differently on another replica. */
+void mr_node_integrity_suspect(struct mr_node *n, mr_index index, const char *why);
+void mr_node_integrity_on_msg(struct mr_node *n, mr_node_id from, const uint8_t *p, size_t len);
+void mr_node_integrity_on_verdict(struct mr_node *n, mr_index index, int ok, const char *ref);
+/* Asks the leader for a snapshot to rebuild the state machine from. */
+void mr_node_integrity_resync_start(struct mr_node *n);
+/* A resync snapshot at (s, term) arrived and is the newest file: rebuild. */
+void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term term);
+/* SNAPSHOT messages with this ctx carry a resync snapshot, not a Raft install. */
+#define MR_NODE_SNAP_RESYNC_CTX UINT64_C(0x7265737963) /* "resyc" */
+/* Leader: streams the resync snapshot once one covers the request. */
+void mr_node_integrity_resync_pump(struct mr_node *n);
+/* 1 while this node must not serve reads from its state. */
+int mr_node_integrity_blocks_reads(const struct mr_node *n);
+void mr_node_integrity_json(struct mr_node *n, struct mr_http_json *j);
+void mr_node_integrity_close(struct mr_node *n);
 
 /* node_members.c */
 void mr_node_apply_config(struct mr_node *n, const void *data, size_t len, mr_index index);

@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define FWD_HDR 8
+#define FWD_HDR MR_NODE_FWD_HDR
 #define REPLY_HDR 10
 
 static unsigned timeout_ms(struct mr_node *n)
@@ -328,6 +328,10 @@ void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
     int kind;
     if (len < FWD_HDR) return;
     kind = data[0];
+    if (kind == OP_INTEGRITY) {
+        mr_node_integrity_on_msg(n, from, data + FWD_HDR, len - FWD_HDR);
+        return;
+    }
     key_len = (size_t)data[2] | (size_t)data[3] << 8;
     tlen = mr_get_u32(data + 4);
     if (kind < OP_COMMAND || kind > OP_TRANSFER || key_len > MR_NODE_MAX_IDEM_KEY ||
@@ -406,6 +410,17 @@ static void run_query(struct mr_node *n, struct mr_node_op *op)
         mr_node_op_fail(op, 503, "state_machine_stale",
                         "this node could not install a snapshot after replacing its state "
                         "machine; it serves no reads until one is installed, ask another node");
+        return;
+    }
+    if (mr_node_integrity_blocks_reads(n)) {
+        /* Our state may differ from the majority's: answering from it could
+         * return what the cluster never decided. Another member can answer. */
+        mr_node_op_fail(op, 503, "state_diverged",
+                        n->integ_diverged
+                            ? "this node's state differs from the majority's (integrity check); "
+                              "it does not serve reads until it is rebuilt: ask another node"
+                            : "this node's state is being verified (an apply hit a limit whose "
+                              "outcome may differ between nodes): ask another node");
         return;
     }
     memset(&res, 0, sizeof res);

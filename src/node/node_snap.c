@@ -63,6 +63,9 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     int rv, fd;
 
     if (n->job_running || n->snap_work_busy || n->is_stopping || n->disk_error) return;
+    /* A state found diverged is not worth keeping (nor compacting the log
+     * for: a resync re-applies the entries after the leader's snapshot). */
+    if (n->integ_diverged && !n->integ_resynced) return;
     if (n->applied <= n->snap_index || n->applied_conf == NULL) return;
     n_log = n->applied - n->snap_index;
     /* By count, or by bytes: a few large entries (bulk loads) would
@@ -541,6 +544,12 @@ void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
      * whatever is left is discarded below. */
     n->rx_complete = 1;
     msg = n->rx_msg;
+    if (msg.ctx == MR_NODE_SNAP_RESYNC_CTX) {
+        /* not a Raft install: the state machine alone is rebuilt */
+        mr_node_integrity_resync_install(n, msg.snap_index, msg.snap_term);
+        rx_reset(n);
+        return;
+    }
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_RECEIVE;
     ev.msg = &msg;

@@ -685,6 +685,12 @@ mr_term mr_raft_term_at(const struct mr_raft *r, mr_index index)
     return log_term(r, index);
 }
 
+const struct mr_raft_entry *mr_raft_entry_at(const struct mr_raft *r, mr_index index)
+{
+    if (index <= r->log.offset || index > log_last_index(r)) return NULL;
+    return log_get(r, index);
+}
+
 void mr_raft_status(const struct mr_raft *r, struct mr_raft_status *st)
 {
     memset(st, 0, sizeof(*st));

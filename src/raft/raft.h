@@ -627,6 +627,13 @@ void mr_raft_status(const struct mr_raft *r, struct mr_raft_status *st);
  * term for index == first_index - 1), or 0 if unknown. */
 mr_term mr_raft_term_at(const struct mr_raft *r, mr_index index);
 
+/* The entry at `index` in the in-memory log, or NULL when it is not there
+ * (compacted, or beyond the last index). Borrowed until the next step; the
+ * host takes its own mr_rcbuf_ref() of `data` to keep it. Read-only: the
+ * node uses it to re-apply committed entries after rebuilding its state
+ * machine from a snapshot without touching the log (integrity resync). */
+const struct mr_raft_entry *mr_raft_entry_at(const struct mr_raft *r, mr_index index);
+
 /* Name of a state ("leader"), message type ("append") or event type. */
 const char *mr_raft_state_name(int state);
 const char *mr_raft_msg_name(int type);

@@ -189,6 +189,10 @@ static int call_body(lua_State *L)
         lua_setfield(L, -2, "random");
         lua_pushcfunction(L, mr_sm_fn_emit());
         lua_setfield(L, -2, "emit");
+        if (a->ctx->fault_salt != NULL) {
+            lua_pushstring(L, a->ctx->fault_salt);
+            lua_setfield(L, -2, "fault_salt");
+        }
     }
     lua_call(L, a->ctx ? 2 : 1, 1);
     vm->out.len = 0;

@@ -141,6 +141,10 @@ struct mr_sm_ctx {
     mr_index index;
     mr_term term;
     int64_t time_ms; /* the leader's wall clock when it proposed, ms since epoch */
+    /* TEST-ONLY fault hook (MOONRAFT_FAULT_SM_SALT): when not NULL, apply
+     * sees it as ctx.fault_salt, so a test script can behave differently on
+     * one node and the integrity checks must catch it. NULL in production. */
+    const char *fault_salt;
 };
 
 /* Filled by mr_sm_apply/mr_sm_query. All pointers are owned by the result and
@@ -232,6 +236,7 @@ struct mr_sm_snapjob {
     /* Filled when mr_sm_snapshot_poll returns 0: */
     uint64_t size; /* payload bytes written */
     uint32_t crc32c; /* of the payload */
+    char hash[65];   /* hash jobs (mr_sm_hash_fork): SHA-256 hex of the payload */
 };
 
 /* Starts a job. `job` is owned by the caller and must stay valid until
@@ -239,6 +244,14 @@ struct mr_sm_snapjob {
  * mr_sm_snapshot_abort. Errors: -errno from pipe/fork (no child exists then). */
 int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job,
                         char *errmsg);
+
+/* Starts a hash job: the child calls snapshot() on its frozen copy of the
+ * state and reports the SHA-256 of the payload (the same value as
+ * mr_sm_state_hash at this moment) instead of writing it anywhere. Used by the
+ * node's integrity checks, so that hashing a large state never blocks the
+ * event loop. Poll and abort it as a snapshot job; `size` and `hash` are
+ * filled on success. Errors as mr_sm_snapshot_fork. */
+int mr_sm_hash_fork(struct mr_sm *sm, struct mr_sm_snapjob *job, char *errmsg);
 
 /* Reaps the child. If `wait` is 0 and the child is still running, returns
  * MR_EBUSY. Otherwise the job is finished (pid = 0, pipe closed) and the

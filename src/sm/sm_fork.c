@@ -19,6 +19,7 @@ struct report {
     int32_t code;
     uint32_t crc32c;
     uint64_t size;
+    char hash[65]; /* hash jobs: SHA-256 hex of the payload */
     char msg[MR_ERRMSG_SIZE];
 };
 
@@ -98,14 +99,18 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
-    close_other_fds(fd, pipefd);
+    close_other_fds(fd < 0 ? pipefd : fd, pipefd);
     /* A background job: on a busy machine the event loops (the parent's and
      * the other nodes') come first, so a snapshot costs the clients less
      * latency; it takes longer instead, which only delays compaction. */
     (void)setpriority(PRIO_PROCESS, 0, MR_SM_SNAPSHOT_NICE);
     struct mr_sm_vm *vm = mr_sm_vm_get(sm);
     int rv = mr_sm_vm_snapshot(vm, &data, &len, r.msg);
-    if (rv == 0) {
+    if (rv == 0 && fd < 0) {
+        /* A hash job (integrity check): nothing to write. */
+        r.size = len;
+        mr_sm_sha256_hex(data, len, r.hash);
+    } else if (rv == 0) {
         r.size = len;
         r.crc32c = mr_crc32c(0, data, len);
         int w = write_paced(fd, data, len);
@@ -120,7 +125,7 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
     _exit(rv == 0 ? 0 : 1);
 }
 
-int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg)
+static int start_job(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg)
 {
     int p[2];
     memset(job, 0, sizeof *job);
@@ -146,6 +151,17 @@ int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, cha
     job->pid = pid;
     job->pipefd = p[0];
     return 0;
+}
+
+int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg)
+{
+    MR_ASSERT(fd >= 0);
+    return start_job(sm, fd, job, errmsg);
+}
+
+int mr_sm_hash_fork(struct mr_sm *sm, struct mr_sm_snapjob *job, char *errmsg)
+{
+    return start_job(sm, -1, job, errmsg);
 }
 
 static void finish(struct mr_sm_snapjob *job)
@@ -195,6 +211,8 @@ int mr_sm_snapshot_poll(struct mr_sm_snapjob *job, int wait, char *errmsg)
     }
     job->size = r.size;
     job->crc32c = r.crc32c;
+    r.hash[sizeof r.hash - 1] = '\0';
+    memcpy(job->hash, r.hash, sizeof job->hash);
     return 0;
 }
 

@@ -57,6 +57,8 @@ static void test_flags_alone_are_enough_and_fill_defaults(void **state)
     assert_int_equal(cfg.snapshot_entries, 10000);
     assert_int_equal(cfg.snapshot_log_percent, 25);
     assert_int_equal(cfg.snapshot_log_mb, 32);
+    assert_int_equal(cfg.integrity_check_entries, 100000);
+    assert_int_equal(cfg.integrity_resync, 1);
     assert_int_equal(cfg.max_body_bytes, 1 << 20);
     assert_int_equal(cfg.max_header_bytes, 16 << 10);
     assert_int_equal(cfg.request_timeout_ms, 5000);
@@ -202,6 +204,9 @@ static void test_bad_keys_types_and_values_name_the_key(void **state)
         {"return {id='n1', heartbeat_ms=0}", "heartbeat_ms: 0 is out of range 1..60000"},
         {"return {id='n1', snapshot_log_mb=0}", "snapshot_log_mb: 0 is out of range 1..1048576"},
         {"return {id='n1', snapshot_log_percent=-1}", "snapshot_log_percent: -1 is out of range"},
+        {"return {id='n1', integrity_check_entries=-5}",
+         "integrity_check_entries: -5 is out of range"},
+        {"return {id='n1', integrity_resync='yes please'}", "integrity_resync: expected"},
         {"return {id='n1', snapshot_log_percent='25%'}",
          "snapshot_log_percent: expected an integer, got string"},
         {"return {id='n1', heartbeat_ms=500}",

@@ -403,6 +403,8 @@ static int setup(void **state)
                                          0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"POST", "/v1/snapshot", 200, "{\"index\":48}",
                                          NULL, 0, 0, NULL, 0});
+    fake_route(&fx->node, (struct route){"POST", "/v1/integrity/check", 202,
+                                         "{\"check_index\":49}", NULL, 0, 0, NULL, 0});
     fake_route(&fx->node,
                (struct route){"GET", "/v1/watch", 200, "{\"events\":[],\"index\":9}",
                               NULL, 0, 0, NULL, 10000 /* ms */});
@@ -614,11 +616,12 @@ static void test_requests_carry_paths_bodies_and_tokens(void **state)
                     "query({op = 'x'})\n"
                     "assert(members()[1].id == 1)\n"
                     "join(4, '127.0.0.1:9004', '127.0.0.1:8004', {learner = true})\n"
-                    "leave(4) transfer(2) transfer() snapshot()\n",
+                    "leave(4) transfer(2) transfer() snapshot()\n"
+                    "assert(check().check_index == 49)\n",
                     NULL),
         0);
     assert_string_equal(fx->err, "");
-    assert_int_equal(fake_count(&fx->node), 14);
+    assert_int_equal(fake_count(&fx->node), 15);
 
     r = fake_rec(&fx->node, 0);
     assert_string_equal(r.method, "PUT");
@@ -663,6 +666,10 @@ static void test_requests_carry_paths_bodies_and_tokens(void **state)
     assert_string_equal(fake_rec(&fx->node, 12).body, "");
     r = fake_rec(&fx->node, 13);
     assert_string_equal(r.path, "/v1/snapshot");
+    assert_string_equal(r.auth, "Bearer " ADMIN_TOKEN);
+    r = fake_rec(&fx->node, 14);
+    assert_string_equal(r.method, "POST");
+    assert_string_equal(r.path, "/v1/integrity/check");
     assert_string_equal(r.auth, "Bearer " ADMIN_TOKEN);
 }
 

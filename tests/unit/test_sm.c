@@ -554,7 +554,7 @@ static void test_invalid_json_is_reported_with_its_position(void **state)
     memset(deep + MR_SM_JSON_MAX_DEPTH + 5, ']', MR_SM_JSON_MAX_DEPTH + 5);
     deep[2 * MR_SM_JSON_MAX_DEPTH + 10 - 1] = '\0';
     struct mr_sm_result res = {0};
-    assert_int_equal(mr_sm_apply(sm, &(struct mr_sm_ctx){1, 1, 0}, deep,
+    assert_int_equal(mr_sm_apply(sm, &(struct mr_sm_ctx){.index = 1, .term = 1}, deep,
                                  2 * (MR_SM_JSON_MAX_DEPTH + 5), &res),
                      0);
     assert_int_equal(res.status, MR_SM_INVALID_JSON);
