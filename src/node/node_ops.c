@@ -698,8 +698,9 @@ void mr_node_ops_expire(struct mr_node *n)
 
 void mr_node_ops_cancel_all(struct mr_node *n)
 {
-    struct mr_queue *qs[] = {&n->wait_leader, &n->wait_busy,       &n->reads,
-                             &n->read_apply,  &n->transfers,       &n->pending_join_ops};
+    /* Nothing in these was started (proposed, or a transfer begun). */
+    struct mr_queue *qs[] = {&n->wait_leader, &n->wait_busy, &n->reads, &n->read_apply,
+                             &n->pending_join_ops};
     unsigned i;
     for (i = 0; i < sizeof qs / sizeof qs[0]; i++) {
         while (!mr_queue_empty(qs[i])) {
@@ -716,5 +717,11 @@ void mr_node_ops_cancel_all(struct mr_node *n)
         struct mr_node_op *op = MR_CONTAINER_OF(n->forwarded.next, struct mr_node_op, link);
         mr_node_op_fail(op, 504, "timeout",
                         "this node is shutting down: the command may or may not be applied");
+    }
+    while (!mr_queue_empty(&n->transfers)) {
+        /* TimeoutNow may be on its way: the target can still take over. */
+        struct mr_node_op *op = MR_CONTAINER_OF(n->transfers.next, struct mr_node_op, link);
+        mr_node_op_fail(op, 504, "timeout",
+                        "this node is shutting down: leadership may or may not move to the target");
     }
 }

@@ -1,5 +1,6 @@
-/* Forwarded writes across a leader change, with real processes: what a client
- * of a follower is told when the leader it forwarded to is replaced.
+/* Writes whose outcome is in doubt, with real processes: what a client is
+ * told when the leader that has its write is replaced or stops. A 503 must
+ * mean "not applied"; anything the node cannot be sure of is a 504.
  *
  * The peer network runs through the chaos proxy (tests/chaos/proxy.h), which
  * cuts single directions: a follower can then hear a new leader (which dials
@@ -209,12 +210,53 @@ static void test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_an
     mr_it_resume(&cluster, leader);
 }
 
+/* A leader that shuts down while a transfer it started is in flight cannot
+ * say the transfer did not happen: TimeoutNow may be on its way, and the
+ * target then takes over. Paused, the target still receives it (in its
+ * socket); resumed, it becomes the leader. */
+static void test_a_transfer_cut_short_by_shutdown_is_answered_504(void **state)
+{
+    int leader, target, i;
+    char body[64];
+    struct bg_request req;
+    (void)state;
+    mr_it_cluster_init(&cluster, 3);
+    for (i = 0; i < 3; i++) assert_true(mr_it_start_static(&cluster, i, NULL) > 0);
+    leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    target = (leader + 1) % 3;
+    mr_it_pause(&cluster, target);
+
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", cluster.nodes[target].name);
+    memset(&req, 0, sizeof req);
+    req.port = cluster.nodes[leader].http_port;
+    req.path = "/v1/leader/transfer";
+    req.body = body;
+    assert_int_equal(pthread_create(&req.thread, NULL, bg_main, &req), 0);
+    mr_it_sleep_ms(300); /* the transfer started: TimeoutNow went to the target */
+    assert_int_equal(mr_it_stop(&cluster, leader), 0);
+
+    assert_int_equal(pthread_join(req.thread, NULL), 0);
+    if (req.resp.status != 504)
+        fprintf(stderr, "status %d (want 504), body: %s\n", req.resp.status,
+                req.resp.body ? req.resp.body : "");
+    assert_int_equal(req.resp.status, 504);
+    assert_string_equal(mr_it_jq(req.resp.body, "j.error.code"), "timeout");
+    mr_it_resp_free(&req.resp);
+
+    /* ... and the transfer did happen */
+    mr_it_resume(&cluster, target);
+    assert_int_equal(mr_it_wait_leader(&cluster, 10000, 1), target);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_answered_504,
             setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_a_transfer_cut_short_by_shutdown_is_answered_504,
+                                        setup_none, teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
