@@ -67,7 +67,8 @@ static int port_taken(int port, const int *listen, int n_listen)
 {
     int i;
     for (i = 0; i < cluster.n; i++)
-        if (cluster.nodes[i].raft_port == port || cluster.nodes[i].http_port == port) return 1;
+        if (cluster.nodes[i].raft_port == port || cluster.nodes[i].http_port == port)
+            return 1;
     for (i = 0; i < n_listen; i++)
         if (listen[i] == port) return 1;
     return 0;
@@ -120,8 +121,8 @@ static long long status_num(int i, const char *field)
 {
     char expr[64];
     long long v = -1;
-    struct mr_it_resp r =
-        mr_it_http_port(cluster.nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 2000);
+    struct mr_it_resp r = mr_it_http_port(cluster.nodes[i].http_port, "GET", "/v1/status",
+                                          NULL, NULL, 2000);
     if (r.status == 200) {
         snprintf(expr, sizeof expr, "j.%s", field);
         v = strtoll(mr_it_jq(r.body, expr), NULL, 10);
@@ -138,7 +139,8 @@ static long long status_num(int i, const char *field)
  * other three before they were paused, so the new leader commits it: the
  * command WAS applied, and the answer must be 504 (may or may not have been
  * applied), never 503 (not applied). */
-static void test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_answered_504(
+static void
+test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_answered_504(
     void **state)
 {
     int leader, f, i, others[N - 2], n_others = 0, nl = -1;
@@ -148,7 +150,8 @@ static void test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_an
     /* Slow elections: the old leader must not step down (check_quorum)
      * before it has taken the command; the request deadline leaves room for
      * the new election. */
-    leader = start_behind_proxy("--election-timeout-ms 1000,2000 --request-timeout-ms 9000");
+    leader =
+        start_behind_proxy("--election-timeout-ms 1000,2000 --request-timeout-ms 9000");
     f = (leader + 1) % N;
     for (i = 0; i < N; i++)
         if (i != leader && i != f) others[n_others++] = i;
@@ -170,7 +173,8 @@ static void test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_an
 
     /* The leader has the command in its log, uncommitted. */
     end = mr_it_now_ms() + 3000;
-    while (status_num(leader, "last_index") <= commit && mr_it_now_ms() < end) mr_it_sleep_ms(5);
+    while (status_num(leader, "last_index") <= commit && mr_it_now_ms() < end)
+        mr_it_sleep_ms(5);
     assert_true(status_num(leader, "last_index") > commit);
     assert_int_equal(status_num(leader, "commit"), commit);
     mr_it_sleep_ms(100); /* its appends to the paused nodes have left */
@@ -193,7 +197,8 @@ static void test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_an
     end = mr_it_now_ms() + 10000;
     while (nl < 0 && mr_it_now_ms() < end) {
         for (i = 0; i < n_others; i++) {
-            struct mr_it_resp r = mr_it_http(&cluster, others[i], "GET", "/v1/status", NULL, NULL);
+            struct mr_it_resp r =
+                mr_it_http(&cluster, others[i], "GET", "/v1/status", NULL, NULL);
             if (r.status == 200 && strcmp(mr_it_jq(r.body, "j.role"), "leader") == 0)
                 nl = others[i];
             mr_it_resp_free(&r);
@@ -255,8 +260,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_keyed_write_resent_after_a_leader_change_and_then_stuck_is_answered_504,
             setup_none, teardown_cluster),
-        cmocka_unit_test_setup_teardown(test_a_transfer_cut_short_by_shutdown_is_answered_504,
-                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_a_transfer_cut_short_by_shutdown_is_answered_504, setup_none,
+            teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
