@@ -474,7 +474,8 @@ static void refuse_inbound(struct conn *c, const char *reason)
     r.version = MR_NET_PROTO_VERSION;
     r.from = net->opts.self_id;
     snprintf(r.name, sizeof r.name, "%s", net->self_name);
-    snprintf(r.reason, sizeof r.reason, "%s", reason);
+    /* cut to what the wire carries (MR_NET_REASON_MAX) */
+    snprintf(r.reason, sizeof r.reason, "%.*s", MR_NET_REASON_MAX, reason);
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (mr_net_hello_reply_encode(&r, &wb) != 0) {
         conn_close(c, MR_NET_EV_REFUSED, "%s", reason);
@@ -491,7 +492,7 @@ static void refuse_outbound(struct conn *c, const char *reason)
     struct mr_net_wbuf wb;
     memset(&pr, 0, sizeof pr);
     pr.is_refused = 1;
-    snprintf(pr.reason, sizeof pr.reason, "%s", reason);
+    snprintf(pr.reason, sizeof pr.reason, "%.*s", MR_NET_REASON_MAX, reason);
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (mr_net_proof_encode(&pr, &wb) != 0) {
         conn_close(c, MR_NET_EV_REFUSED, "%s", reason);

@@ -139,6 +139,8 @@ struct mr_node_op {
     mr_index read_index;
     uint64_t deadline;           /* loop time (ms) */
     int attempts;
+    int is_maybe_applied;        /* a copy went to a leader that was replaced before it
+                                    answered: never answer 503 "not applied" (node_ops.c) */
     mr_node_id target;           /* transfer target, member id */
 };
 

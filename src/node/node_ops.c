@@ -8,6 +8,12 @@
  * deadline, after which the client gets 503 no_leader (nothing was proposed)
  * or 504 timeout (proposed: the outcome is unknown).
  *
+ * A 503 always means "certainly not applied". A follower that re-sends a
+ * keyed command to a new leader (mr_node_ops_on_leader_change) no longer
+ * knows that: the old leader may have committed its copy. Such an op is
+ * marked is_maybe_applied, and every 503 it would get, its own or relayed
+ * from the leader, becomes a 504 (in mr_node_op_finish).
+ *
  * Forwarded request payload: u8 kind | u8 flags | u16 key_len | u32 target_len
  *   | key | target name | body. Reply: u16 status | u64 index | body. */
 #include "node/node_int.h"
@@ -107,6 +113,14 @@ void mr_node_op_finish(struct mr_node_op *op, unsigned status, mr_index index,
 {
     struct mr_node *n = op->node;
     struct mr_http_buf b;
+    if (status == 503 && op->is_maybe_applied) {
+        /* Every 503 (ours, or relayed from the leader) says "not applied" of
+         * the last attempt only; an earlier attempt may have been applied. */
+        mr_node_op_fail(op, 504, "timeout",
+                        "the command went to a previous leader before it was replaced: it may "
+                        "or may not have been applied (retry with the same Idempotency-Key)");
+        return;
+    }
     mr_queue_remove(&op->link);
     mr_http_buf_init(&b);
     if (op->req != NULL) {
@@ -608,6 +622,8 @@ void mr_node_ops_on_leader_change(struct mr_node *n)
             continue;
         mr_queue_remove(it);
         if (op->kind == OP_READ || (op->kind == OP_COMMAND && op->key_len > 0)) {
+            /* The old leader may have committed its copy of a command. */
+            if (op->kind == OP_COMMAND) op->is_maybe_applied = 1;
             mr_queue_push_tail(&moved, it);
         } else {
             mr_node_op_fail(op, 504, "timeout",
@@ -707,8 +723,9 @@ void mr_node_ops_expire(struct mr_node *n)
 
 void mr_node_ops_cancel_all(struct mr_node *n)
 {
-    struct mr_queue *qs[] = {&n->wait_leader, &n->wait_busy,       &n->reads,
-                             &n->read_apply,  &n->transfers,       &n->pending_join_ops};
+    /* Nothing in these was started (proposed, or a transfer begun). */
+    struct mr_queue *qs[] = {&n->wait_leader, &n->wait_busy, &n->reads, &n->read_apply,
+                             &n->pending_join_ops};
     unsigned i;
     for (i = 0; i < sizeof qs / sizeof qs[0]; i++) {
         while (!mr_queue_empty(qs[i])) {
@@ -725,5 +742,11 @@ void mr_node_ops_cancel_all(struct mr_node *n)
         struct mr_node_op *op = MR_CONTAINER_OF(n->forwarded.next, struct mr_node_op, link);
         mr_node_op_fail(op, 504, "timeout",
                         "this node is shutting down: the command may or may not be applied");
+    }
+    while (!mr_queue_empty(&n->transfers)) {
+        /* TimeoutNow may be on its way: the target can still take over. */
+        struct mr_node_op *op = MR_CONTAINER_OF(n->transfers.next, struct mr_node_op, link);
+        mr_node_op_fail(op, 504, "timeout",
+                        "this node is shutting down: leadership may or may not move to the target");
     }
 }

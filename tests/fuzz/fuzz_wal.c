@@ -163,7 +163,8 @@ static void recover_dir(const unsigned char *b, size_t size, unsigned flags)
     char dir[4096], wal[4096];
     const unsigned char *piece[MAX_PIECES];
     size_t plen[MAX_PIECES], np = 0, i;
-    mr_index firsts[MAX_PIECES], lowest = 0;
+    /* every slot is read by later pieces, the meta piece's (flags & 16) included */
+    mr_index firsts[MAX_PIECES] = {0}, lowest = 0;
     const unsigned char *p = b, *end = b + size;
     struct mr_store_options o;
     struct mr_store_recovered rec;
