@@ -88,7 +88,7 @@ static void close_other_fds(int a, int b)
     close_range(lo, ~0u, 0);
 }
 
-static void child_main(struct mr_sm *sm, int fd, int pipefd)
+static void child_main(struct mr_sm *sm, int fd, int is_hash, int pipefd)
 {
     struct report r;
     const char *data;
@@ -99,14 +99,14 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
-    close_other_fds(fd < 0 ? pipefd : fd, pipefd);
+    close_other_fds(is_hash || fd < 0 ? pipefd : fd, pipefd);
     /* A background job: on a busy machine the event loops (the parent's and
      * the other nodes') come first, so a snapshot costs the clients less
      * latency; it takes longer instead, which only delays compaction. */
     (void)setpriority(PRIO_PROCESS, 0, MR_SM_SNAPSHOT_NICE);
     struct mr_sm_vm *vm = mr_sm_vm_get(sm);
     int rv = mr_sm_vm_snapshot(vm, &data, &len, r.msg);
-    if (rv == 0 && fd < 0) {
+    if (rv == 0 && is_hash) {
         /* A hash job (integrity check): nothing to write. */
         r.size = len;
         mr_sm_sha256_hex(data, len, r.hash);
@@ -125,7 +125,8 @@ static void child_main(struct mr_sm *sm, int fd, int pipefd)
     _exit(rv == 0 ? 0 : 1);
 }
 
-static int start_job(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg)
+static int start_job(struct mr_sm *sm, int fd, int is_hash, struct mr_sm_snapjob *job,
+                     char *errmsg)
 {
     int p[2];
     memset(job, 0, sizeof *job);
@@ -145,7 +146,7 @@ static int start_job(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *
     }
     if (pid == 0) {
         close(p[0]);
-        child_main(sm, fd, p[1]);
+        child_main(sm, fd, is_hash, p[1]);
     }
     close(p[1]);
     job->pid = pid;
@@ -155,13 +156,12 @@ static int start_job(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *
 
 int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg)
 {
-    MR_ASSERT(fd >= 0);
-    return start_job(sm, fd, job, errmsg);
+    return start_job(sm, fd, 0, job, errmsg);
 }
 
 int mr_sm_hash_fork(struct mr_sm *sm, struct mr_sm_snapjob *job, char *errmsg)
 {
-    return start_job(sm, -1, job, errmsg);
+    return start_job(sm, -1, 1, job, errmsg);
 }
 
 static void finish(struct mr_sm_snapjob *job)

@@ -249,9 +249,14 @@ static void test_a_transfer_cut_short_by_shutdown_is_answered_504(void **state)
     assert_string_equal(mr_it_jq(req.resp.body, "j.error.code"), "timeout");
     mr_it_resp_free(&req.resp);
 
-    /* ... and the transfer did happen */
+    /* ... and the cluster goes on. The transfer usually completes (the target
+     * acts on the TimeoutNow it got before the pause), which is why 503 "not
+     * applied" was wrong; but the resumed target counts the paused time as
+     * elapsed (ticks follow the clock) and may first grant the other
+     * follower's vote, so either of the two may lead. */
     mr_it_resume(&cluster, target);
-    assert_int_equal(mr_it_wait_leader(&cluster, 10000, 1), target);
+    int now_leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(now_leader >= 0 && now_leader != leader);
 }
 
 int main(void)
