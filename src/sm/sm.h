@@ -155,6 +155,17 @@ struct mr_sm_result {
     char *error; /* not OK: the error message ("kv.lua:12: boom"); else NULL */
     char
         *traceback; /* not OK, if available: error + Lua traceback, for logs; else NULL */
+    /* 1 when this outcome might differ on another replica applying the same
+     * command to the same state: the Lua heap cap refused an allocation
+     * during the call (even one the script then survived: a retry after an
+     * emergency collection, or a memory error caught by its own pcall).
+     * Whether the cap is reached depends on the heap layout and on how much
+     * garbage the replica holds, which differ between replicas. The node
+     * must then treat its state as suspect (stop serving reads, check or
+     * resync it). Always set with MR_SM_MEMORY_EXCEEDED; may be set with any
+     * status. Conservative: it may be set on a replica whose outcome in
+     * fact matches the others. */
+    int is_uncertain;
 };
 void mr_sm_result_free(struct mr_sm_result *res);
 

@@ -48,6 +48,7 @@ struct mr_sm_vm {
     int budget_tripped;
     int in_call;      /* inside mr_sm_vm_pcall */
     int mem_error;    /* C code (sortedset, sortedmap) hit the heap cap in this call */
+    int mem_refused;  /* the allocator refused growth (heap cap) in this call */
     uint64_t c_steps; /* work done in C for this call (patterns, JSON, sort) */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
@@ -110,6 +111,12 @@ void mr_sm_sortedset_open(lua_State *L);
 void mr_sm_sortedmap_open(lua_State *L);
 /* canonical.keys as a C function (for sortedset.from). */
 lua_CFunction mr_sm_fn_keys(void);
+/* Replaces pairs, next, tostring and string.format with deterministic
+ * versions (sm_order.c). */
+void mr_sm_order_open(lua_State *L);
+/* Drops the per-call caches of sm_order.c (next snapshot, tostring serials).
+ * Never raises: safe outside a protected call. */
+void mr_sm_order_reset(lua_State *L);
 /* Replaces string.find/match/gmatch/gsub with the budgeted matcher. */
 void mr_sm_pattern_open(lua_State *L);
 

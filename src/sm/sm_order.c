@@ -1,0 +1,445 @@
+/* Deterministic replacements for the base functions whose stock behaviour
+ * depends on the process (string hash seed), on the heap layout or on
+ * addresses: pairs, next, tostring and string.format's %s/%p.
+ *
+ * Order. Lua seeds string hashing per process (luai_makeseed) and lays a
+ * table out according to its insertion/deletion history, so lua_next visits
+ * keys in an order that differs between replicas, and between a replica
+ * that replayed the log and one restored from a snapshot. pairs and next
+ * here visit keys in one total order instead: numbers (integers and floats
+ * together, numerically), then strings (bytewise, shorter first on a common
+ * prefix), then false, then true. Any other key type (table, function,
+ * userdata, thread) has no order that survives a restart, so a table holding
+ * one cannot be traversed: pairs/next raise a fixed message naming the
+ * offending types (all of them, in a fixed order, so the message does not
+ * depend on which key lua_next met first).
+ *
+ * pairs(t) sorts t's keys once (O(n log n)) into a snapshot kept in the
+ * iterator's upvalues; each step is then O(1). next(t, k) keeps one such
+ * snapshot per vm (the last table traversed with next), so `for k, v in
+ * next, t` costs the same; next(t) / next(t, nil) scans for the smallest
+ * key in O(n) without sorting (the `next(t) == nil` emptiness test). Keys
+ * added to t during a traversal are not visited (stock Lua leaves that
+ * undefined); keys removed during it are skipped. Both caches are reset at
+ * the end of every call into the script (mr_sm_order_reset), so nothing
+ * carries over between commands, and a replica that restored a snapshot
+ * behaves exactly as one that replayed the log.
+ *
+ * Budget. The work is charged from the number of keys alone (n to collect,
+ * n * bitlen(n) to sort), never from the comparisons qsort happened to make:
+ * that count depends on the order lua_next delivered the keys in, which is
+ * exactly what differs between replicas. */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "sm/sm_int.h"
+
+/* Registry slots (light userdata keys): the next() snapshot cache and the
+ * per-call tostring serials. Each holds a table during a call, false
+ * otherwise. */
+static const char next_cache_key;
+static const char serial_key;
+
+enum { CLS_NUMBER, CLS_STRING, CLS_BOOLEAN };
+
+struct okey {
+    int cls;
+    int is_int;
+    lua_Integer i; /* integer keys; booleans: 0 or 1 */
+    lua_Number f;
+    const char *s; /* string keys: anchored by the snapshot's key table */
+    size_t len;
+    lua_Integer slot; /* position of the key in the snapshot's key table */
+};
+
+/* Exact comparison of an integer with a float (not NaN: NaN is never a key). */
+static int int_float_cmp(lua_Integer i, lua_Number f)
+{
+    if (f >= 0x1p63) return -1;
+    if (f < -0x1p63) return 1;
+    lua_Number fl = floor(f);
+    lua_Integer fi = (lua_Integer)fl;
+    if (i != fi) return i < fi ? -1 : 1;
+    return f > fl ? -1 : 0;
+}
+
+static int okey_cmp(const void *pa, const void *pb)
+{
+    const struct okey *a = pa, *b = pb;
+    if (a->cls != b->cls) return a->cls < b->cls ? -1 : 1;
+    switch (a->cls) {
+    case CLS_NUMBER:
+        if (a->is_int && b->is_int) return (a->i > b->i) - (a->i < b->i);
+        if (!a->is_int && !b->is_int) return (a->f > b->f) - (a->f < b->f);
+        if (a->is_int) return int_float_cmp(a->i, b->f);
+        return -int_float_cmp(b->i, a->f);
+    case CLS_STRING: {
+        size_t n = a->len < b->len ? a->len : b->len;
+        int c = memcmp(a->s, b->s, n);
+        if (c != 0) return c;
+        return (a->len > b->len) - (a->len < b->len);
+    }
+    default:
+        return (a->i > b->i) - (a->i < b->i);
+    }
+}
+
+/* Bit of each key type that has no deterministic order. */
+static unsigned bad_bit(int type)
+{
+    switch (type) {
+    case LUA_TTABLE:
+        return 1u;
+    case LUA_TFUNCTION:
+        return 2u;
+    case LUA_TUSERDATA:
+    case LUA_TLIGHTUSERDATA:
+        return 4u;
+    default: /* LUA_TTHREAD */
+        return 8u;
+    }
+}
+
+/* Fills *k from the key at idx; returns 0, or the bad_bit of its type. */
+static unsigned okey_from(lua_State *L, int idx, struct okey *k)
+{
+    memset(k, 0, sizeof *k);
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        k->cls = CLS_NUMBER;
+        k->is_int = lua_isinteger(L, idx);
+        if (k->is_int)
+            k->i = lua_tointeger(L, idx);
+        else
+            k->f = lua_tonumber(L, idx);
+        return 0;
+    case LUA_TSTRING:
+        k->cls = CLS_STRING;
+        k->s = lua_tolstring(L, idx, &k->len);
+        return 0;
+    case LUA_TBOOLEAN:
+        k->cls = CLS_BOOLEAN;
+        k->i = lua_toboolean(L, idx);
+        return 0;
+    default:
+        return bad_bit(lua_type(L, idx));
+    }
+}
+
+static int raise_unordered(lua_State *L, const char *fn, unsigned bad)
+{
+    static const char *const names[] = {"table", "function", "userdata", "thread"};
+    char types[64] = "";
+    for (int b = 0; b < 4; b++) {
+        if (!(bad & (1u << b))) continue;
+        if (types[0]) strcat(types, ", ");
+        strcat(types, names[b]);
+    }
+    return luaL_error(L,
+                      "%s: table keys have no deterministic order (keys of type %s); "
+                      "only numbers, strings and booleans can be iterated",
+                      fn, types);
+}
+
+static uint64_t bitlen(uint64_t n)
+{
+    uint64_t b = 0;
+    while (n) {
+        b++;
+        n >>= 1;
+    }
+    return b;
+}
+
+static int order_iter(lua_State *L);
+
+/* Pushes an iterator closure holding a sorted snapshot of the keys of the
+ * table at `t` (absolute index). Raises if a key cannot be ordered. */
+static void push_snapshot(lua_State *L, int t, const char *fn)
+{
+    lua_Integer n = 0;
+    unsigned bad = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        lua_pop(L, 1);
+        n++;
+        int ty = lua_type(L, -1);
+        if (ty != LUA_TNUMBER && ty != LUA_TSTRING && ty != LUA_TBOOLEAN)
+            bad |= bad_bit(ty);
+    }
+    if (bad) raise_unordered(L, fn, bad);
+    mr_sm_charge(L, (uint64_t)n * (1 + bitlen((uint64_t)n)));
+    if (n >= INT_MAX || (size_t)n > SIZE_MAX / sizeof(struct okey))
+        luaL_error(L, "%s: table too big", fn);
+    lua_createtable(L, (int)n, 0); /* keys, in lua_next order */
+    int keys = lua_gettop(L);
+    struct okey *ok = lua_newuserdatauv(L, (size_t)n * sizeof *ok + 1, 0);
+    lua_Integer i = 0;
+    int sorted = 1;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, keys, i + 1);
+        okey_from(L, -1, &ok[i]); /* strings now anchored by `keys` */
+        ok[i].slot = i + 1;
+        if (i > 0 && sorted && okey_cmp(&ok[i - 1], &ok[i]) > 0) sorted = 0;
+        i++;
+    }
+    if (!sorted) qsort(ok, (size_t)n, sizeof *ok, okey_cmp);
+    lua_pushinteger(L, 0); /* cursor: index into ok of the next key to visit */
+    lua_pushinteger(L, n);
+    lua_pushcclosure(L, order_iter, 4);
+}
+
+/* iter(t, k): the key after k in the snapshot (k == nil: the first), with
+ * its current value in t; keys whose value is now nil are skipped. Fast
+ * path: k is the key returned last. Otherwise k is looked up by bisection,
+ * so the iterator is stateless as stock next is. */
+static int order_iter(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    int keys = lua_upvalueindex(1);
+    struct okey *ok = lua_touserdata(L, lua_upvalueindex(2));
+    lua_Integer c = lua_tointeger(L, lua_upvalueindex(3));
+    lua_Integer n = lua_tointeger(L, lua_upvalueindex(4));
+    if (lua_isnil(L, 2)) {
+        c = 0;
+    } else {
+        int same = 0;
+        if (c > 0) {
+            lua_rawgeti(L, keys, ok[c - 1].slot);
+            same = lua_rawequal(L, -1, 2);
+            lua_pop(L, 1);
+        }
+        if (!same) {
+            struct okey k;
+            if (okey_from(L, 2, &k) != 0) return luaL_error(L, "invalid key to 'next'");
+            lua_Integer lo = 0, hi = n; /* first entry > k */
+            while (lo < hi) {
+                lua_Integer mid = lo + (hi - lo) / 2;
+                if (okey_cmp(&ok[mid], &k) <= 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            c = lo;
+        }
+    }
+    for (; c < n; c++) {
+        lua_rawgeti(L, keys, ok[c].slot);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, 1) != LUA_TNIL) {
+            lua_pushinteger(L, c + 1);
+            lua_replace(L, lua_upvalueindex(3));
+            return 2;
+        }
+        lua_pop(L, 2);
+    }
+    lua_pushinteger(L, n);
+    lua_replace(L, lua_upvalueindex(3));
+    lua_pushnil(L);
+    return 1;
+}
+
+/* pairs(t): __pairs if t's metatable has one (as stock Lua), else the
+ * ordered iterator. */
+static int l_pairs(lua_State *L)
+{
+    if (luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 3);
+        return 3;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    push_snapshot(L, 1, "pairs");
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+static void reset_slot(lua_State *L, const void *key)
+{
+    /* Only overwrite an existing entry: that never allocates, so this is
+     * safe outside a protected call. */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) {
+        lua_pushboolean(L, 0);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+    }
+    lua_pop(L, 1);
+}
+
+/* next(t [, k]). */
+static int l_next(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (lua_isnil(L, 2)) {
+        /* The smallest key, in one pass without sorting. A new traversal
+         * also starts from a fresh snapshot (keys may have been added). */
+        reset_slot(L, &next_cache_key);
+        struct okey best, k;
+        int have = 0;
+        unsigned bad = 0;
+        uint64_t n = 0;
+        lua_pushnil(L); /* 3: best key */
+        lua_pushnil(L);
+        while (lua_next(L, 1) != 0) {
+            lua_pop(L, 1);
+            n++;
+            unsigned b = okey_from(L, -1, &k);
+            bad |= b;
+            if (b == 0 && (!have || okey_cmp(&k, &best) < 0)) {
+                best = k; /* a string stays anchored by t */
+                have = 1;
+                lua_pushvalue(L, -1);
+                lua_replace(L, 3);
+            }
+        }
+        if (bad) return raise_unordered(L, "next", bad);
+        mr_sm_charge(L, n);
+        if (!have) {
+            lua_pushnil(L);
+            return 1;
+        }
+        lua_pushvalue(L, 3);
+        lua_rawget(L, 1);
+        return 2;
+    }
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &next_cache_key) == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 1);
+        int hit = lua_rawequal(L, -1, 1);
+        lua_pop(L, 1);
+        if (hit) {
+            lua_rawgeti(L, -1, 2);
+            lua_insert(L, 1);
+            lua_settop(L, 3);
+            lua_call(L, 2, LUA_MULTRET);
+            return lua_gettop(L);
+        }
+    }
+    lua_pop(L, 1);
+    push_snapshot(L, 1, "next"); /* 3 */
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, -2, 2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &next_cache_key);
+    lua_insert(L, 1);
+    lua_call(L, 2, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* tostring(v): stock for nil, booleans, numbers, strings and values with
+ * __tostring; tables, functions, userdata and threads read "table: #3"
+ * (the __name of the metatable instead of the type, as stock Lua), where #3
+ * is the object's serial: 1 for the first object tostring sees during the
+ * current call into the script, 2 for the next, and so on. Two calls on the
+ * same object in one call agree; serials restart with each command, so they
+ * cannot be used as identities across commands (addresses could not either:
+ * they differ between replicas). */
+static int l_tostring(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    int t = lua_type(L, 1);
+    if (t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING ||
+        luaL_getmetafield(L, 1, "__tostring") != LUA_TNIL) {
+        lua_settop(L, 1);
+        luaL_tolstring(L, 1, NULL); /* calls __tostring and checks its result */
+        return 1;
+    }
+    const char *kind = luaL_typename(L, 1);
+    if (luaL_getmetafield(L, 1, "__name") == LUA_TSTRING)
+        kind = lua_tostring(L, -1); /* 2: anchors kind */
+    else if (lua_gettop(L) > 1)
+        lua_pop(L, 1);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &serial_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &serial_key);
+    }
+    int map = lua_gettop(L);
+    lua_pushvalue(L, 1);
+    lua_Integer serial;
+    if (lua_rawget(L, map) == LUA_TNUMBER) {
+        serial = lua_tointeger(L, -1);
+    } else {
+        serial = (lua_Integer)lua_rawlen(L, map) + 1;
+        /* map[serial] = true keeps the count in the array part; map[obj] =
+         * serial finds it again. */
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, map, serial);
+        lua_pushvalue(L, 1);
+        lua_pushinteger(L, serial);
+        lua_rawset(L, map);
+    }
+    lua_pushfstring(L, "%s: #%I", kind, (LUAI_UACINT)serial);
+    return 1;
+}
+
+/* string.format without addresses: %p is refused, and a %s whose argument
+ * is not a string or a number goes through tostring above. */
+static int l_format(lua_State *L)
+{
+    size_t len;
+    const char *fmt = luaL_checklstring(L, 1, &len);
+    const char *end = fmt + len;
+    int arg = 1, top = lua_gettop(L);
+    for (const char *p = fmt; p < end; p++) {
+        if (*p != '%') continue;
+        if (++p >= end) break;
+        if (*p == '%') continue;
+        while (p < end && strchr("-+ #0123456789.", *p) != NULL && *p != '\0') p++;
+        if (p >= end) break;
+        arg++;
+        if (*p == 'p')
+            return luaL_error(L, "string.format: '%%p' is not allowed in the sandbox "
+                                 "(addresses differ between nodes)");
+        if (*p == 's' && arg <= top && lua_type(L, arg) != LUA_TSTRING &&
+            lua_type(L, arg) != LUA_TNUMBER) {
+            lua_pushcfunction(L, l_tostring);
+            lua_pushvalue(L, arg);
+            lua_call(L, 1, 1);
+            lua_replace(L, arg);
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, top, 1);
+    return 1;
+}
+
+void mr_sm_order_open(lua_State *L)
+{
+    lua_pushboolean(L, 0);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &next_cache_key);
+    lua_pushboolean(L, 0);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &serial_key);
+    lua_pushcfunction(L, l_pairs);
+    lua_setglobal(L, "pairs");
+    lua_pushcfunction(L, l_next);
+    lua_setglobal(L, "next");
+    lua_pushcfunction(L, l_tostring);
+    lua_setglobal(L, "tostring");
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "format");
+    lua_pushcclosure(L, l_format, 1);
+    lua_setfield(L, -2, "format");
+    lua_pop(L, 1);
+}
+
+void mr_sm_order_reset(lua_State *L)
+{
+    reset_slot(L, &next_cache_key);
+    reset_slot(L, &serial_key);
+}
