@@ -111,9 +111,14 @@ void mr_sm_sortedset_open(lua_State *L);
 void mr_sm_sortedmap_open(lua_State *L);
 /* canonical.keys as a C function (for sortedset.from). */
 lua_CFunction mr_sm_fn_keys(void);
-/* Replaces pairs, next, tostring and string.format with deterministic
- * versions (sm_order.c). */
+/* Replaces pairs, next, tostring, string.format, rawlen and
+ * table.insert/remove/unpack/concat with deterministic versions
+ * (sm_order.c). Call after the table and string libraries are open. */
 void mr_sm_order_open(lua_State *L);
+/* The length table functions use (sm_order.c): __len if any, else a border
+ * of the table that depends on its contents only (#t for a sequence). May
+ * raise (a __len metamethod, a non-table without one). */
+lua_Integer mr_sm_len(lua_State *L, int idx);
 /* Drops the per-call caches of sm_order.c (next snapshot, tostring serials).
  * Never raises: safe outside a protected call. */
 void mr_sm_order_reset(lua_State *L);

@@ -1,6 +1,7 @@
-/* Deterministic replacements for the base functions whose stock behaviour
- * depends on the process (string hash seed), on the heap layout or on
- * addresses: pairs, next, tostring and string.format's %s/%p.
+/* Deterministic replacements for the library functions whose stock
+ * behaviour depends on the process (string hash seed), on the heap layout or
+ * on addresses: pairs, next, tostring, string.format's %s/%p, and the
+ * lengths taken by rawlen and table.insert/remove/unpack/concat/sort.
  *
  * Order. Lua seeds string hashing per process (luai_makeseed) and lays a
  * table out according to its insertion/deletion history, so lua_next visits
@@ -419,6 +420,145 @@ static int l_format(lua_State *L)
     return 1;
 }
 
+/* ---- lengths ---------------------------------------------------------------------
+ * `#t` on a table with holes answers any border (an n with t[n] ~= nil or
+ * n == 0, and t[n + 1] == nil), and which one depends on the sizes of the
+ * table's array and hash parts, i.e. on its history: a replica restored from
+ * a snapshot can get another answer than one that replayed the log. The `#`
+ * operator cannot be intercepted on plain tables, but the library functions
+ * that take a length (table.insert/remove/unpack/concat/sort, rawlen) use
+ * this one instead: __len if the metatable has one, else the border found by
+ * probing t[1], t[2], t[4], ... up to the first nil and bisecting below it.
+ * That depends on the contents alone; for a sequence it is #t. */
+
+static lua_Integer border(lua_State *L, int t)
+{
+    if (lua_rawlen(L, t) == 0) return 0; /* 0 is a border: t[1] is nil */
+    lua_Integer i = 0, j = 1;
+    for (;;) {
+        int present = lua_rawgeti(L, t, j) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (!present) break;
+        i = j;
+        if (j > LUA_MAXINTEGER / 2) {
+            /* a crafted sparse table: t[maxinteger] is the last candidate */
+            j = LUA_MAXINTEGER;
+            present = lua_rawgeti(L, t, j) != LUA_TNIL;
+            lua_pop(L, 1);
+            if (present) return j;
+            break;
+        }
+        j *= 2;
+    }
+    while (j - i > 1) { /* t[i] present (or i == 0), t[j] absent */
+        lua_Integer m = i + (j - i) / 2;
+        int present = lua_rawgeti(L, t, m) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (present)
+            i = m;
+        else
+            j = m;
+    }
+    return i;
+}
+
+lua_Integer mr_sm_len(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE || luaL_getmetafield(L, idx, "__len") != LUA_TNIL) {
+        if (lua_type(L, idx) == LUA_TTABLE) lua_pop(L, 1);
+        return luaL_len(L, idx);
+    }
+    return border(L, idx);
+}
+
+static int l_rawlen(lua_State *L)
+{
+    int t = lua_type(L, 1);
+    luaL_argexpected(L, t == LUA_TTABLE || t == LUA_TSTRING, 1, "table or string");
+    lua_pushinteger(L, t == LUA_TTABLE ? border(L, 1) : (lua_Integer)lua_rawlen(L, 1));
+    return 1;
+}
+
+/* Anything but a plain table (a userdata with __index/__newindex/__len)
+ * goes to the stock function, upvalue 1: its length comes from its __len. */
+static int call_stock(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* table.insert as in Lua 5.4 (ltablib.c tinsert), with mr_sm_len. */
+static int l_insert(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TTABLE) return call_stock(L);
+    lua_Integer pos, e = mr_sm_len(L, 1);
+    e = (lua_Integer)((lua_Unsigned)e + 1u); /* first empty element */
+    switch (lua_gettop(L)) {
+    case 2:
+        pos = e;
+        break;
+    case 3: {
+        pos = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2,
+                      "position out of bounds");
+        for (lua_Integer i = e; i > pos; i--) {
+            lua_geti(L, 1, i - 1);
+            lua_seti(L, 1, i);
+        }
+        break;
+    }
+    default:
+        return luaL_error(L, "wrong number of arguments to 'insert'");
+    }
+    lua_seti(L, 1, pos);
+    return 0;
+}
+
+/* table.remove as in Lua 5.4 (ltablib.c tremove), with mr_sm_len. */
+static int l_remove(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TTABLE) return call_stock(L);
+    lua_Integer size = mr_sm_len(L, 1);
+    lua_Integer pos = luaL_optinteger(L, 2, size);
+    if (pos != size)
+        luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 2,
+                      "position out of bounds");
+    lua_geti(L, 1, pos);
+    for (; pos < size; pos++) {
+        lua_geti(L, 1, pos + 1);
+        lua_seti(L, 1, pos);
+    }
+    lua_pushnil(L);
+    lua_seti(L, 1, pos);
+    return 1;
+}
+
+/* table.unpack(t [, i [, j]]) and table.concat(t [, sep [, i [, j]]]): the
+ * stock functions, with j defaulting to mr_sm_len(t). */
+static int with_len_at(lua_State *L, int jarg)
+{
+    if (lua_type(L, 1) == LUA_TTABLE && lua_isnoneornil(L, jarg)) {
+        lua_Integer n = mr_sm_len(L, 1);
+        lua_settop(L, jarg);
+        lua_pushinteger(L, n);
+        lua_replace(L, jarg);
+    }
+    return call_stock(L);
+}
+
+static int l_unpack(lua_State *L)
+{
+    return with_len_at(L, 3);
+}
+
+static int l_concat(lua_State *L)
+{
+    return with_len_at(L, 4);
+}
+
 void mr_sm_order_open(lua_State *L)
 {
     lua_pushboolean(L, 0);
@@ -431,6 +571,20 @@ void mr_sm_order_open(lua_State *L)
     lua_setglobal(L, "next");
     lua_pushcfunction(L, l_tostring);
     lua_setglobal(L, "tostring");
+    lua_pushcfunction(L, l_rawlen);
+    lua_setglobal(L, "rawlen");
+    static const struct {
+        const char *name;
+        lua_CFunction fn;
+    } tab[] = {{"insert", l_insert}, {"remove", l_remove}, {"unpack", l_unpack},
+               {"concat", l_concat}};
+    lua_getglobal(L, "table");
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        lua_getfield(L, -1, tab[i].name);
+        lua_pushcclosure(L, tab[i].fn, 1);
+        lua_setfield(L, -2, tab[i].name);
+    }
+    lua_pop(L, 1);
     lua_getglobal(L, "string");
     lua_getfield(L, -1, "format");
     lua_pushcclosure(L, l_format, 1);

@@ -215,7 +215,7 @@ static int sort_less(lua_State *L, int has_cmp, int a, int b)
 static int l_sort(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n = luaL_len(L, 1);
+    lua_Integer n = mr_sm_len(L, 1);
     int has_cmp = !lua_isnoneornil(L, 2);
     if (has_cmp) luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
