@@ -49,13 +49,15 @@ static const char serial_key;
 enum { CLS_NUMBER, CLS_STRING, CLS_BOOLEAN };
 
 struct okey {
-    int cls;
-    int is_int;
-    lua_Integer i; /* integer keys; booleans: 0 or 1 */
-    lua_Number f;
+    union {
+        lua_Integer i; /* integer keys; booleans: 0 or 1 */
+        lua_Number f;
+    } v;
     const char *s; /* string keys: anchored by the snapshot's key table */
     size_t len;
-    lua_Integer slot; /* position of the key in the snapshot's key table */
+    int32_t slot; /* position of the key in the snapshot's key table */
+    uint8_t cls;
+    uint8_t is_int;
 };
 
 /* Exact comparison of an integer with a float (not NaN: NaN is never a key). */
@@ -69,24 +71,118 @@ static int int_float_cmp(lua_Integer i, lua_Number f)
     return f > fl ? -1 : 0;
 }
 
+static int str_cmp(const struct okey *a, const struct okey *b)
+{
+    /* v.i holds the first 8 bytes, big-endian: most pairs differ there,
+     * without a trip to the string bytes */
+    uint64_t pa = (uint64_t)a->v.i, pb = (uint64_t)b->v.i;
+    if (pa != pb) return pa < pb ? -1 : 1;
+    if (a->s == b->s) return 0; /* the same string object */
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->s, b->s, n);
+    if (c != 0) return c;
+    return (a->len > b->len) - (a->len < b->len);
+}
+
 static int okey_cmp(const void *pa, const void *pb)
 {
     const struct okey *a = pa, *b = pb;
     if (a->cls != b->cls) return a->cls < b->cls ? -1 : 1;
     switch (a->cls) {
     case CLS_NUMBER:
-        if (a->is_int && b->is_int) return (a->i > b->i) - (a->i < b->i);
-        if (!a->is_int && !b->is_int) return (a->f > b->f) - (a->f < b->f);
-        if (a->is_int) return int_float_cmp(a->i, b->f);
-        return -int_float_cmp(b->i, a->f);
-    case CLS_STRING: {
-        size_t n = a->len < b->len ? a->len : b->len;
-        int c = memcmp(a->s, b->s, n);
-        if (c != 0) return c;
-        return (a->len > b->len) - (a->len < b->len);
-    }
+        if (a->is_int && b->is_int) return (a->v.i > b->v.i) - (a->v.i < b->v.i);
+        if (!a->is_int && !b->is_int) return (a->v.f > b->v.f) - (a->v.f < b->v.f);
+        if (a->is_int) return int_float_cmp(a->v.i, b->v.f);
+        return -int_float_cmp(b->v.i, a->v.f);
+    case CLS_STRING:
+        return str_cmp(a, b);
     default:
-        return (a->i > b->i) - (a->i < b->i);
+        return (a->v.i > b->v.i) - (a->v.i < b->v.i);
+    }
+}
+
+/* The same order, for snapshots whose keys are all strings / all integers. */
+static int okey_cmp_str(const void *pa, const void *pb)
+{
+    return str_cmp(pa, pb);
+}
+
+static int okey_cmp_int(const void *pa, const void *pb)
+{
+    const struct okey *a = pa, *b = pb;
+    return (a->v.i > b->v.i) - (a->v.i < b->v.i);
+}
+
+/* Introsort (quicksort, median of three, heapsort past 2 log n levels,
+ * insertion sort below 16): glibc's qsort is a merge sort that mallocs its
+ * buffer and moves elements through memcpy, three times slower here. Keys
+ * are distinct, so any correct sort gives the same order. */
+typedef int (*okey_cmp_fn)(const void *, const void *);
+
+static void okey_swap(struct okey *a, struct okey *b)
+{
+    struct okey t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void okey_sift(struct okey *a, size_t i, size_t n, okey_cmp_fn cmp)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && cmp(&a[l], &a[m]) > 0) m = l;
+        if (l + 1 < n && cmp(&a[l + 1], &a[m]) > 0) m = l + 1;
+        if (m == i) return;
+        okey_swap(&a[i], &a[m]);
+        i = m;
+    }
+}
+
+static void okey_sort(struct okey *a, size_t n, int depth, okey_cmp_fn cmp)
+{
+    while (n > 16) {
+        if (depth-- == 0) {
+            for (size_t i = n / 2; i-- > 0;) okey_sift(a, i, n, cmp);
+            for (size_t e = n; e-- > 1;) {
+                okey_swap(&a[0], &a[e]);
+                okey_sift(a, 0, e, cmp);
+            }
+            return;
+        }
+        size_t mid = n / 2;
+        if (cmp(&a[mid], &a[0]) < 0) okey_swap(&a[mid], &a[0]);
+        if (cmp(&a[n - 1], &a[0]) < 0) okey_swap(&a[n - 1], &a[0]);
+        if (cmp(&a[n - 1], &a[mid]) < 0) okey_swap(&a[n - 1], &a[mid]);
+        struct okey p = a[mid];
+        /* Hoare partition; a[0] <= p <= a[n - 1] bound both scans */
+        size_t i = 0, j = n - 1;
+        for (;;) {
+            while (cmp(&a[i], &p) < 0) i++;
+            while (cmp(&a[j], &p) > 0) j--;
+            if (i >= j) break;
+            okey_swap(&a[i], &a[j]);
+            i++;
+            j--;
+        }
+        /* [0, j] <= p <= [j + 1, n): recurse on the smaller side */
+        size_t left = j + 1;
+        if (left < n - left) {
+            okey_sort(a, left, depth, cmp);
+            a += left;
+            n -= left;
+        } else {
+            okey_sort(a + left, n - left, depth, cmp);
+            n = left;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct okey x = a[i];
+        size_t j = i;
+        while (j > 0 && cmp(&a[j - 1], &x) > 0) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
     }
 }
 
@@ -111,21 +207,28 @@ static unsigned okey_from(lua_State *L, int idx, struct okey *k)
 {
     memset(k, 0, sizeof *k);
     switch (lua_type(L, idx)) {
-    case LUA_TNUMBER:
+    case LUA_TNUMBER: {
+        int is_int;
         k->cls = CLS_NUMBER;
-        k->is_int = lua_isinteger(L, idx);
-        if (k->is_int)
-            k->i = lua_tointeger(L, idx);
-        else
-            k->f = lua_tonumber(L, idx);
+        /* a float with an integral value converts: as a key it is that
+         * integer (t[2.0] is t[2]) */
+        k->v.i = lua_tointegerx(L, idx, &is_int);
+        k->is_int = (uint8_t)is_int;
+        if (!is_int) k->v.f = lua_tonumber(L, idx);
         return 0;
-    case LUA_TSTRING:
+    }
+    case LUA_TSTRING: {
         k->cls = CLS_STRING;
         k->s = lua_tolstring(L, idx, &k->len);
+        uint64_t prefix = 0;
+        for (size_t j = 0; j < 8; j++)
+            prefix = prefix << 8 | (j < k->len ? (unsigned char)k->s[j] : 0u);
+        k->v.i = (lua_Integer)prefix;
         return 0;
+    }
     case LUA_TBOOLEAN:
         k->cls = CLS_BOOLEAN;
-        k->i = lua_toboolean(L, idx);
+        k->v.i = lua_toboolean(L, idx);
         return 0;
     default:
         return bad_bit(lua_type(L, idx));
@@ -157,6 +260,14 @@ static uint64_t bitlen(uint64_t n)
     return b;
 }
 
+/* A sorted snapshot of a table's keys: upvalue 2 of the iterator (upvalue
+ * 1 is the table of the keys themselves, which anchors the strings). */
+struct snap {
+    lua_Integer n;
+    lua_Integer cursor; /* index into ok of the next key to visit */
+    struct okey ok[];
+};
+
 static int order_iter(lua_State *L);
 
 /* Pushes an iterator closure holding a sorted snapshot of the keys of the
@@ -175,27 +286,33 @@ static void push_snapshot(lua_State *L, int t, const char *fn)
     }
     if (bad) raise_unordered(L, fn, bad);
     mr_sm_charge(L, (uint64_t)n * (1 + bitlen((uint64_t)n)));
-    if (n >= INT_MAX || (size_t)n > SIZE_MAX / sizeof(struct okey))
+    if (n >= INT32_MAX || (size_t)n > (SIZE_MAX - sizeof(struct snap)) / sizeof(struct okey))
         luaL_error(L, "%s: table too big", fn);
     lua_createtable(L, (int)n, 0); /* keys, in lua_next order */
     int keys = lua_gettop(L);
-    struct okey *ok = lua_newuserdatauv(L, (size_t)n * sizeof *ok + 1, 0);
+    struct snap *sn =
+        lua_newuserdatauv(L, sizeof(struct snap) + (size_t)n * sizeof(struct okey), 0);
+    struct okey *ok = sn->ok;
+    sn->n = n;
+    sn->cursor = 0;
     lua_Integer i = 0;
-    int sorted = 1;
+    int sorted = 1, all_str = 1, all_int = 1;
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         lua_pop(L, 1);
         lua_pushvalue(L, -1);
         lua_rawseti(L, keys, i + 1);
         okey_from(L, -1, &ok[i]); /* strings now anchored by `keys` */
-        ok[i].slot = i + 1;
+        ok[i].slot = (int32_t)(i + 1);
+        all_str &= ok[i].cls == CLS_STRING;
+        all_int &= ok[i].cls == CLS_NUMBER && ok[i].is_int;
         if (i > 0 && sorted && okey_cmp(&ok[i - 1], &ok[i]) > 0) sorted = 0;
         i++;
     }
-    if (!sorted) qsort(ok, (size_t)n, sizeof *ok, okey_cmp);
-    lua_pushinteger(L, 0); /* cursor: index into ok of the next key to visit */
-    lua_pushinteger(L, n);
-    lua_pushcclosure(L, order_iter, 4);
+    if (!sorted)
+        okey_sort(ok, (size_t)n, 2 * (int)bitlen((uint64_t)n),
+                  all_str ? okey_cmp_str : all_int ? okey_cmp_int : okey_cmp);
+    lua_pushcclosure(L, order_iter, 2);
 }
 
 /* iter(t, k): the key after k in the snapshot (k == nil: the first), with
@@ -204,24 +321,16 @@ static void push_snapshot(lua_State *L, int t, const char *fn)
  * so the iterator is stateless as stock next is. */
 static int order_iter(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);
-    int keys = lua_upvalueindex(1);
-    struct okey *ok = lua_touserdata(L, lua_upvalueindex(2));
-    lua_Integer c = lua_tointeger(L, lua_upvalueindex(3));
-    lua_Integer n = lua_tointeger(L, lua_upvalueindex(4));
-    if (lua_isnil(L, 2)) {
+    if (lua_type(L, 1) != LUA_TTABLE) luaL_checktype(L, 1, LUA_TTABLE);
+    struct snap *sn = lua_touserdata(L, lua_upvalueindex(2));
+    const struct okey *ok = sn->ok;
+    lua_Integer c = sn->cursor, n = sn->n;
+    if (lua_type(L, 2) <= LUA_TNIL) { /* nil or none */
         c = 0;
     } else {
-        int same = 0;
-        if (c > 0) {
-            lua_rawgeti(L, keys, ok[c - 1].slot);
-            same = lua_rawequal(L, -1, 2);
-            lua_pop(L, 1);
-        }
-        if (!same) {
-            struct okey k;
-            if (okey_from(L, 2, &k) != 0) return luaL_error(L, "invalid key to 'next'");
+        struct okey k;
+        if (okey_from(L, 2, &k) != 0) return luaL_error(L, "invalid key to 'next'");
+        if (c == 0 || okey_cmp(&ok[c - 1], &k) != 0) {
             lua_Integer lo = 0, hi = n; /* first entry > k */
             while (lo < hi) {
                 lua_Integer mid = lo + (hi - lo) / 2;
@@ -234,17 +343,22 @@ static int order_iter(lua_State *L)
         }
     }
     for (; c < n; c++) {
-        lua_rawgeti(L, keys, ok[c].slot);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, 1) != LUA_TNIL) {
-            lua_pushinteger(L, c + 1);
-            lua_replace(L, lua_upvalueindex(3));
+        int present;
+        if (ok[c].cls == CLS_NUMBER && ok[c].is_int) {
+            lua_pushinteger(L, ok[c].v.i);
+            present = lua_rawgeti(L, 1, ok[c].v.i) != LUA_TNIL;
+        } else {
+            lua_rawgeti(L, lua_upvalueindex(1), ok[c].slot);
+            lua_pushvalue(L, -1);
+            present = lua_rawget(L, 1) != LUA_TNIL;
+        }
+        if (present) {
+            sn->cursor = c + 1;
             return 2;
         }
         lua_pop(L, 2);
     }
-    lua_pushinteger(L, n);
-    lua_replace(L, lua_upvalueindex(3));
+    sn->cursor = n;
     lua_pushnil(L);
     return 1;
 }

@@ -536,6 +536,30 @@ static void test_pairs_orders_numbers_then_strings_then_booleans(void **state)
                 "return table.concat(o, ' ')",
                 "\"-inf -9223372036854775808 -1 -0.5 1 2 2.5 10 9223372036854775807 "
                 "9.2233720368548e+18  a ab b false true\"");
+    /* thousands of random keys of every orderable kind come out sorted */
+    expect_eval(sm,
+                "local t = {}\n"
+                "for i = 1, 5000 do\n"
+                "  local r = math.random(1, 5)\n"
+                "  if r == 1 then t[math.random(-1e6, 1e6)] = i\n"
+                "  elseif r == 2 then t[math.random() * 1e6 - 5e5] = i\n"
+                "  elseif r == 3 then t[i] = i\n"
+                "  else t[string.format('%x', math.random(0, 1 << 40))] = i end\n"
+                "end\n"
+                "t[true], t[false] = 1, 1\n"
+                "local prev, pk, n, ok = nil, nil, 0, true\n"
+                "local rank = {number = 1, string = 2, boolean = 3}\n"
+                "for k in pairs(t) do\n"
+                "  n = n + 1\n"
+                "  if prev ~= nil then\n"
+                "    local a, b = rank[type(prev)], rank[type(k)]\n"
+                "    if a > b or (a == b and a < 3 and not (prev < k)) then ok = false end\n"
+                "  end\n"
+                "  prev = k\n"
+                "end\n"
+                "local m = 0; for _ in next, t do m = m + 1 end\n"
+                "return {ok, n > 4000, n == m, prev}",
+                "[true,true,true,true]");
     /* removing keys while iterating is allowed; added keys are not visited */
     expect_eval(sm,
                 "local t = {a = 1, b = 2, c = 3, d = 4}\n"
