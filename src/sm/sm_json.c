@@ -289,16 +289,20 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
              * replicas, so the message names the first bad type in a fixed
              * order instead. */
             int t = lua_type(L, -2);
-            int rank = t == LUA_TNUMBER ? 0 : t == LUA_TBOOLEAN ? 1 : t == LUA_TTABLE ? 2
-                       : t == LUA_TFUNCTION ? 3 : t == LUA_TUSERDATA ? 4
-                       : t == LUA_TLIGHTUSERDATA ? 5 : 6;
+            int rank = t == LUA_TNUMBER          ? 0
+                       : t == LUA_TBOOLEAN       ? 1
+                       : t == LUA_TTABLE         ? 2
+                       : t == LUA_TFUNCTION      ? 3
+                       : t == LUA_TUSERDATA      ? 4
+                       : t == LUA_TLIGHTUSERDATA ? 5
+                                                 : 6;
             if (rank < bad_rank) bad_rank = rank;
             js->nkeys--;
         }
         lua_pop(L, 1);
     }
     if (bad_rank < 7) {
-        static const char *const names[] = {"float", "boolean", "table", "function",
+        static const char *const names[] = {"float",    "boolean",  "table", "function",
                                             "userdata", "userdata", "thread"};
         js->nkeys = base;
         js->numbuf.len = numbase;

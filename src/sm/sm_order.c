@@ -286,7 +286,8 @@ static void push_snapshot(lua_State *L, int t, const char *fn)
     }
     if (bad) raise_unordered(L, fn, bad);
     mr_sm_charge(L, (uint64_t)n * (1 + bitlen((uint64_t)n)));
-    if (n >= INT32_MAX || (size_t)n > (SIZE_MAX - sizeof(struct snap)) / sizeof(struct okey))
+    if (n >= INT32_MAX ||
+        (size_t)n > (SIZE_MAX - sizeof(struct snap)) / sizeof(struct okey))
         luaL_error(L, "%s: table too big", fn);
     lua_createtable(L, (int)n, 0); /* keys, in lua_next order */
     int keys = lua_gettop(L);
@@ -311,7 +312,9 @@ static void push_snapshot(lua_State *L, int t, const char *fn)
     }
     if (!sorted)
         okey_sort(ok, (size_t)n, 2 * (int)bitlen((uint64_t)n),
-                  all_str ? okey_cmp_str : all_int ? okey_cmp_int : okey_cmp);
+                  all_str   ? okey_cmp_str
+                  : all_int ? okey_cmp_int
+                            : okey_cmp);
     lua_pushcclosure(L, order_iter, 2);
 }
 
@@ -579,7 +582,8 @@ static lua_Integer border(lua_State *L, int t)
 lua_Integer mr_sm_len(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) != LUA_TTABLE || luaL_getmetafield(L, idx, "__len") != LUA_TNIL) {
+    if (lua_type(L, idx) != LUA_TTABLE ||
+        luaL_getmetafield(L, idx, "__len") != LUA_TNIL) {
         if (lua_type(L, idx) == LUA_TTABLE) lua_pop(L, 1);
         return luaL_len(L, idx);
     }
@@ -690,7 +694,9 @@ void mr_sm_order_open(lua_State *L)
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } tab[] = {{"insert", l_insert}, {"remove", l_remove}, {"unpack", l_unpack},
+    } tab[] = {{"insert", l_insert},
+               {"remove", l_remove},
+               {"unpack", l_unpack},
                {"concat", l_concat}};
     lua_getglobal(L, "table");
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {

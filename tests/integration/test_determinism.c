@@ -32,7 +32,8 @@ static const char pairs_order_lua[] =
     "end\n"
     "function M.query(q) return orders[#orders] end\n"
     "function M.snapshot() return json.encode({names = names, orders = orders}) end\n"
-    "function M.restore(s) local t = json.decode(s); names, orders = t.names, t.orders end\n"
+    "function M.restore(s) local t = json.decode(s); names, orders = t.names, t.orders "
+    "end\n"
     "return M\n";
 
 static int setup_none(void **state)
@@ -76,7 +77,8 @@ static long long snapshot(int node)
     char st[8192];
     int i;
     for (i = 0; i < 200; i++) {
-        struct mr_it_resp r = mr_it_http(&cluster, node, "POST", "/v1/snapshot", NULL, NULL);
+        struct mr_it_resp r =
+            mr_it_http(&cluster, node, "POST", "/v1/snapshot", NULL, NULL);
         int status = r.status;
         mr_it_resp_free(&r);
         if (status == 200 || status == 202) break;
@@ -121,7 +123,8 @@ static void expect_same_state_hash(void)
     assert_string_equal(hash[0], hash[2]);
 }
 
-static void test_a_naive_pairs_script_keeps_replicas_identical_across_a_restore(void **state)
+static void
+test_a_naive_pairs_script_keeps_replicas_identical_across_a_restore(void **state)
 {
     (void)state;
     char path[400], body[128];
@@ -168,8 +171,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_a_naive_pairs_script_keeps_replicas_identical_across_a_restore, setup_none,
-            teardown_cluster),
+            test_a_naive_pairs_script_keeps_replicas_identical_across_a_restore,
+            setup_none, teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -460,7 +460,7 @@ static void test_runaway_work_in_c_hits_the_budget(void **state)
     mr_sm_close(sm);
 }
 
-/* ---- determinism by construction ------------------------------------------------------ */
+/* ---- determinism by construction ---------------------------------------------- */
 
 /* Runs code (which must return a string) and returns a copy of the string. */
 static char *eval_string(struct mr_sm *sm, mr_index index, const char *code)
@@ -479,7 +479,8 @@ static char *eval_string(struct mr_sm *sm, mr_index index, const char *code)
     "for k, v in pairs(probe.state) do o[#o + 1] = k .. '=' .. v end\n"                  \
     "return table.concat(o, ',')"
 
-static void test_pairs_order_is_the_same_after_a_restore_whatever_the_history(void **state)
+static void
+test_pairs_order_is_the_same_after_a_restore_whatever_the_history(void **state)
 {
     (void)state;
     char errmsg[MR_ERRMSG_SIZE] = "";
@@ -509,10 +510,11 @@ static void test_pairs_order_is_the_same_after_a_restore_whatever_the_history(vo
                              "return table.concat(o, ',')");
     assert_string_equal(oa, want);
     /* next walks the same order */
-    char *on = eval_string(b, 3,
-                           "local o = {}\n"
-                           "for k, v in next, probe.state do o[#o + 1] = k .. '=' .. v end\n"
-                           "return table.concat(o, ',')");
+    char *on =
+        eval_string(b, 3,
+                    "local o = {}\n"
+                    "for k, v in next, probe.state do o[#o + 1] = k .. '=' .. v end\n"
+                    "return table.concat(o, ',')");
     assert_string_equal(on, want);
     free(oa);
     free(ob);
@@ -527,39 +529,41 @@ static void test_pairs_orders_numbers_then_strings_then_booleans(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    expect_eval(sm,
-                "local t = {b = 1, a = 1, ab = 1, [''] = 1, [10] = 1, [2] = 1, [2.5] = 1,\n"
-                "  [-1] = 1, [true] = 1, [false] = 1, [math.maxinteger] = 1, [2^63] = 1,\n"
-                "  [-math.huge] = 1, [math.mininteger] = 1, [-0.5] = 1, 'x', 'y'}\n"
-                "local o = {}\n"
-                "for k in pairs(t) do o[#o + 1] = tostring(k) end\n"
-                "return table.concat(o, ' ')",
-                "\"-inf -9223372036854775808 -1 -0.5 1 2 2.5 10 9223372036854775807 "
-                "9.2233720368548e+18  a ab b false true\"");
+    expect_eval(
+        sm,
+        "local t = {b = 1, a = 1, ab = 1, [''] = 1, [10] = 1, [2] = 1, [2.5] = 1,\n"
+        "  [-1] = 1, [true] = 1, [false] = 1, [math.maxinteger] = 1, [2^63] = 1,\n"
+        "  [-math.huge] = 1, [math.mininteger] = 1, [-0.5] = 1, 'x', 'y'}\n"
+        "local o = {}\n"
+        "for k in pairs(t) do o[#o + 1] = tostring(k) end\n"
+        "return table.concat(o, ' ')",
+        "\"-inf -9223372036854775808 -1 -0.5 1 2 2.5 10 9223372036854775807 "
+        "9.2233720368548e+18  a ab b false true\"");
     /* thousands of random keys of every orderable kind come out sorted */
-    expect_eval(sm,
-                "local t = {}\n"
-                "for i = 1, 5000 do\n"
-                "  local r = math.random(1, 5)\n"
-                "  if r == 1 then t[math.random(-1e6, 1e6)] = i\n"
-                "  elseif r == 2 then t[math.random() * 1e6 - 5e5] = i\n"
-                "  elseif r == 3 then t[i] = i\n"
-                "  else t[string.format('%x', math.random(0, 1 << 40))] = i end\n"
-                "end\n"
-                "t[true], t[false] = 1, 1\n"
-                "local prev, pk, n, ok = nil, nil, 0, true\n"
-                "local rank = {number = 1, string = 2, boolean = 3}\n"
-                "for k in pairs(t) do\n"
-                "  n = n + 1\n"
-                "  if prev ~= nil then\n"
-                "    local a, b = rank[type(prev)], rank[type(k)]\n"
-                "    if a > b or (a == b and a < 3 and not (prev < k)) then ok = false end\n"
-                "  end\n"
-                "  prev = k\n"
-                "end\n"
-                "local m = 0; for _ in next, t do m = m + 1 end\n"
-                "return {ok, n > 4000, n == m, prev}",
-                "[true,true,true,true]");
+    expect_eval(
+        sm,
+        "local t = {}\n"
+        "for i = 1, 5000 do\n"
+        "  local r = math.random(1, 5)\n"
+        "  if r == 1 then t[math.random(-1e6, 1e6)] = i\n"
+        "  elseif r == 2 then t[math.random() * 1e6 - 5e5] = i\n"
+        "  elseif r == 3 then t[i] = i\n"
+        "  else t[string.format('%x', math.random(0, 1 << 40))] = i end\n"
+        "end\n"
+        "t[true], t[false] = 1, 1\n"
+        "local prev, pk, n, ok = nil, nil, 0, true\n"
+        "local rank = {number = 1, string = 2, boolean = 3}\n"
+        "for k in pairs(t) do\n"
+        "  n = n + 1\n"
+        "  if prev ~= nil then\n"
+        "    local a, b = rank[type(prev)], rank[type(k)]\n"
+        "    if a > b or (a == b and a < 3 and not (prev < k)) then ok = false end\n"
+        "  end\n"
+        "  prev = k\n"
+        "end\n"
+        "local m = 0; for _ in next, t do m = m + 1 end\n"
+        "return {ok, n > 4000, n == m, prev}",
+        "[true,true,true,true]");
     /* removing keys while iterating is allowed; added keys are not visited */
     expect_eval(sm,
                 "local t = {a = 1, b = 2, c = 3, d = 4}\n"
@@ -581,14 +585,15 @@ static void test_pairs_orders_numbers_then_strings_then_booleans(void **state)
                 "return {f(s, 'b'), f(s, nil), f(s, 'a'), f(s, 'c') == nil}",
                 "[\"c\",\"a\",\"b\",true]");
     /* __pairs still works */
-    expect_eval(sm,
-                "local t = setmetatable({}, {__pairs = function(t)\n"
-                "  return function(_, k) if k == nil then return 1, 'one' end end, t, nil\n"
-                "end})\n"
-                "local o = {}\n"
-                "for k, v in pairs(t) do o[#o + 1] = v end\n"
-                "return o",
-                "[\"one\"]");
+    expect_eval(
+        sm,
+        "local t = setmetatable({}, {__pairs = function(t)\n"
+        "  return function(_, k) if k == nil then return 1, 'one' end end, t, nil\n"
+        "end})\n"
+        "local o = {}\n"
+        "for k, v in pairs(t) do o[#o + 1] = v end\n"
+        "return o",
+        "[\"one\"]");
     mr_sm_close(sm);
 }
 
@@ -596,7 +601,8 @@ static void test_pairs_and_next_refuse_keys_without_an_order(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    expect_eval_error(sm, "for k in pairs({[{}] = 1, a = 1, [function() end] = 2}) do end",
+    expect_eval_error(sm,
+                      "for k in pairs({[{}] = 1, a = 1, [function() end] = 2}) do end",
                       MR_SM_SCRIPT_ERROR,
                       "pairs: table keys have no deterministic order (keys of type "
                       "table, function)");
@@ -613,14 +619,16 @@ static void test_tostring_and_format_show_no_addresses(void **state)
 {
     (void)state;
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
-    expect_eval(sm,
-                "local t, f = {}, function() end\n"
-                "return {tostring(t), tostring(f), tostring(t), string.format('%s|%5s', t, 1),\n"
-                "        tostring(sortedmap.new()), tostring(1.5), tostring(nil),\n"
-                "        tostring(setmetatable({}, {__tostring = function() return 'me' end})),\n"
-                "        tostring(setmetatable({}, {__name = 'Point'})), tostring(json.null)}",
-                "[\"table: #1\",\"function: #2\",\"table: #1\",\"table: #1|    1\","
-                "\"moonraft.sortedmap: #3\",\"1.5\",\"nil\",\"me\",\"Point: #4\",\"userdata: #5\"]");
+    expect_eval(
+        sm,
+        "local t, f = {}, function() end\n"
+        "return {tostring(t), tostring(f), tostring(t), string.format('%s|%5s', t, 1),\n"
+        "        tostring(sortedmap.new()), tostring(1.5), tostring(nil),\n"
+        "        tostring(setmetatable({}, {__tostring = function() return 'me' end})),\n"
+        "        tostring(setmetatable({}, {__name = 'Point'})), tostring(json.null)}",
+        "[\"table: #1\",\"function: #2\",\"table: #1\",\"table: #1|    1\","
+        "\"moonraft.sortedmap: #3\",\"1.5\",\"nil\",\"me\",\"Point: #4\",\"userdata: "
+        "#5\"]");
     /* serials restart with each command */
     expect_eval(sm, "return tostring({})", "\"table: #1\"");
     expect_eval_error(sm, "return string.format('%p', {})", MR_SM_SCRIPT_ERROR,
@@ -640,7 +648,8 @@ static void test_a_metatable_cannot_gain_mode_or_gc_later(void **state)
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
     expect_eval_error(sm, "local mt = {}; setmetatable({}, mt); mt.__mode = 'k'",
                       MR_SM_SCRIPT_ERROR, "__mode is not allowed");
-    expect_eval_error(sm, "local mt = {}; setmetatable({}, mt); rawset(mt, '__mode', 'v')",
+    expect_eval_error(sm,
+                      "local mt = {}; setmetatable({}, mt); rawset(mt, '__mode', 'v')",
                       MR_SM_SCRIPT_ERROR, "__mode is not allowed");
     expect_eval_error(sm, "local mt = {}; setmetatable({}, mt); mt.__gc = type",
                       MR_SM_SCRIPT_ERROR, "__gc is not allowed");
@@ -661,21 +670,22 @@ static void test_table_functions_take_a_length_that_depends_on_contents_only(voi
     struct mr_sm *sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
     /* same contents, different layouts: the # operator (which the host
      * cannot intercept) answers 5 and 3; the library agrees on 3 */
-    expect_eval(sm,
-                "local a = {1, 2, 3, nil, 5}\n"
-                "local b = {}; b[1] = 1; b[2] = 2; b[3] = 3; b[5] = 5\n"
-                "local r = {#a, #b, rawlen(a), rawlen(b),\n"
-                "  select('#', table.unpack(a)), select('#', table.unpack(b)),\n"
-                "  table.concat(a, ','), table.concat(b, ',')}\n"
-                "table.insert(a, 'x'); table.insert(b, 'x') -- fills the hole: a sequence now\n"
-                "table.insert(a, 1, 0); table.insert(b, 1, 0)\n"
-                "r[#r + 1] = table.remove(a); r[#r + 1] = table.remove(b)\n"
-                "r[#r + 1] = table.concat(a, ',', 1, 4) == table.concat(b, ',', 1, 4)\n"
-                "table.sort(a, function(x, y) return tostring(x) < tostring(y) end)\n"
-                "table.sort(b, function(x, y) return tostring(x) < tostring(y) end)\n"
-                "r[#r + 1] = table.concat(a, ',', 1, 4) .. '|' .. table.concat(b, ',', 1, 4)\n"
-                "return r",
-                "[5,3,3,3,3,3,\"1,2,3\",\"1,2,3\",5,5,true,\"0,1,2,3|0,1,2,3\"]");
+    expect_eval(
+        sm,
+        "local a = {1, 2, 3, nil, 5}\n"
+        "local b = {}; b[1] = 1; b[2] = 2; b[3] = 3; b[5] = 5\n"
+        "local r = {#a, #b, rawlen(a), rawlen(b),\n"
+        "  select('#', table.unpack(a)), select('#', table.unpack(b)),\n"
+        "  table.concat(a, ','), table.concat(b, ',')}\n"
+        "table.insert(a, 'x'); table.insert(b, 'x') -- fills the hole: a sequence now\n"
+        "table.insert(a, 1, 0); table.insert(b, 1, 0)\n"
+        "r[#r + 1] = table.remove(a); r[#r + 1] = table.remove(b)\n"
+        "r[#r + 1] = table.concat(a, ',', 1, 4) == table.concat(b, ',', 1, 4)\n"
+        "table.sort(a, function(x, y) return tostring(x) < tostring(y) end)\n"
+        "table.sort(b, function(x, y) return tostring(x) < tostring(y) end)\n"
+        "r[#r + 1] = table.concat(a, ',', 1, 4) .. '|' .. table.concat(b, ',', 1, 4)\n"
+        "return r",
+        "[5,3,3,3,3,3,\"1,2,3\",\"1,2,3\",5,5,true,\"0,1,2,3|0,1,2,3\"]");
     /* sequences, __len and non-tables as stock */
     expect_eval(sm,
                 "local t = {}\n"
@@ -688,7 +698,8 @@ static void test_table_functions_take_a_length_that_depends_on_contents_only(voi
                 "[999,999,2,1000,\"ab\",3,0]");
     expect_eval_error(sm, "table.insert({}, 5, 1)", MR_SM_SCRIPT_ERROR,
                       "position out of bounds");
-    expect_eval_error(sm, "return rawlen(5)", MR_SM_SCRIPT_ERROR, "table or string expected");
+    expect_eval_error(sm, "return rawlen(5)", MR_SM_SCRIPT_ERROR,
+                      "table or string expected");
     mr_sm_close(sm);
 }
 
@@ -764,10 +775,12 @@ static void test_sortedmap_work_is_charged_alike_whatever_its_history(void **sta
                 "return m:count() == probe.m2:count()",
                 "true");
 #define GET_LOOP(m, n)                                                                   \
-    "local m = probe." m "; local n = 0\n"                                                \
+    "local m = probe." m "; local n = 0\n"                                               \
     "while true do m:get('k' .. (n % 4000)); n = n + 1; probe." n " = n end"
-    expect_eval_error(sm, GET_LOOP("m1", "n1"), MR_SM_BUDGET_EXCEEDED, "instruction budget");
-    expect_eval_error(sm, GET_LOOP("m2", "n2"), MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_error(sm, GET_LOOP("m1", "n1"), MR_SM_BUDGET_EXCEEDED,
+                      "instruction budget");
+    expect_eval_error(sm, GET_LOOP("m2", "n2"), MR_SM_BUDGET_EXCEEDED,
+                      "instruction budget");
 #undef GET_LOOP
     expect_eval(sm, "return probe.n1 == probe.n2 and probe.n1 > 1000", "true");
     mr_sm_close(sm);
@@ -1666,12 +1679,14 @@ int main(void)
         cmocka_unit_test(test_table_sort_is_stable_and_deterministic),
         cmocka_unit_test(test_string_patterns_behave_like_lua),
         cmocka_unit_test(test_runaway_work_in_c_hits_the_budget),
-        cmocka_unit_test(test_pairs_order_is_the_same_after_a_restore_whatever_the_history),
+        cmocka_unit_test(
+            test_pairs_order_is_the_same_after_a_restore_whatever_the_history),
         cmocka_unit_test(test_pairs_orders_numbers_then_strings_then_booleans),
         cmocka_unit_test(test_pairs_and_next_refuse_keys_without_an_order),
         cmocka_unit_test(test_tostring_and_format_show_no_addresses),
         cmocka_unit_test(test_a_metatable_cannot_gain_mode_or_gc_later),
-        cmocka_unit_test(test_table_functions_take_a_length_that_depends_on_contents_only),
+        cmocka_unit_test(
+            test_table_functions_take_a_length_that_depends_on_contents_only),
         cmocka_unit_test(test_the_uncertain_flag_is_set_when_the_heap_cap_is_hit),
         cmocka_unit_test(test_json_key_errors_do_not_depend_on_the_key_order),
         cmocka_unit_test(test_sortedmap_work_is_charged_alike_whatever_its_history),
