@@ -464,6 +464,9 @@ static void open_libs(lua_State *L)
     lua_newtable(L); /* the JSON array marker metatable */
     lua_pushliteral(L, "array");
     lua_setfield(L, -2, "__jsontype");
+    /* reachable with getmetatable(json.array()): guard it as well */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
+    lua_setmetatable(L, -2);
     mr_sm_vm_of(L)->ref_array_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     mr_sm_json_open(L);
 }

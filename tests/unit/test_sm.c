@@ -653,6 +653,9 @@ static void test_a_metatable_cannot_gain_mode_or_gc_later(void **state)
                       MR_SM_SCRIPT_ERROR, "__mode is not allowed");
     expect_eval_error(sm, "local mt = {}; setmetatable({}, mt); mt.__gc = type",
                       MR_SM_SCRIPT_ERROR, "__gc is not allowed");
+    /* the metatable JSON arrays share is reachable, and guarded too */
+    expect_eval_error(sm, "getmetatable(json.decode('[]')).__mode = 'v'",
+                      MR_SM_SCRIPT_ERROR, "__mode is not allowed");
     /* everything else still goes into the metatable */
     expect_eval(sm,
                 "local mt = {}; local t = setmetatable({}, mt)\n"
