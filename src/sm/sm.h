@@ -110,7 +110,7 @@
  * NaN's sign as printed ("-nan") is the CPU's; and a metatable that has its
  * own metatable is not guarded against a later __mode. The heap cap is
  * reported through is_uncertain. Divergence detection (state hashes compared
- * between replicas) is the backstop for all of them. */
+ * between replicas) is the backstop for all of them.
  *
  * Threading: an mr_sm is used by one thread at a time. Nothing here touches
  * libuv. */
