@@ -50,6 +50,11 @@ struct mr_sm_vm {
     int mem_error;    /* C code (sortedset, sortedmap) hit the heap cap in this call */
     int mem_refused;  /* the allocator refused growth (heap cap) in this call */
     uint64_t c_steps; /* work done in C for this call (patterns, JSON, sort) */
+    /* Length cache of sm_order.c (one table per call): the table (anchored
+     * in the registry while cached; compared by address only) and the
+     * length last computed or set for it. */
+    const void *len_table;
+    lua_Integer len_value;
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */

@@ -639,6 +639,8 @@ static void test_tostring_and_format_show_no_addresses(void **state)
     expect_eval_error(sm, "error('bad: ' .. tostring({}), 0)", MR_SM_SCRIPT_ERROR,
                       "bad: table: #1");
     expect_eval(sm, "return string.format('%%p %d %q', 3, 0.5)", "\"%p 3 0x1p-1\"");
+    expect_eval_error(sm, "return string.format('%d', 'x')", MR_SM_SCRIPT_ERROR,
+                      "bad argument #2 to 'format'");
     mr_sm_close(sm);
 }
 
