@@ -40,7 +40,9 @@
  * numbered per call into the script (not an address); `string.format` %s
  * does the same and %p raises. `rawlen` and table.insert/remove/unpack/
  * concat/sort use a length that depends on the table's contents only
- * (__len, else the border found by probing 1, 2, 4, ... and bisecting).
+ * (__len, else the border found by probing 1, 2, 4, ... and bisecting; the
+ * last table measured in a call keeps its length while that is still a
+ * border, so that table.insert in a loop stays O(1)).
  *
  * JSON. The host has its own codec (sm_json.c) instead of lua-cjson: the
  * Debian lua-cjson 2.1.0 decodes every number as a float and encodes with
