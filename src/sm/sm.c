@@ -263,7 +263,11 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *i
     }
     vm->events.len = 0;
     mr_sm_vm_trim(vm);
-    if (rv != 0) mr_sm_result_free(res);
+    if (rv != 0)
+        mr_sm_result_free(res);
+    else
+        res->is_uncertain =
+            vm->mem_refused || vm->mem_error || st == MR_SM_MEMORY_EXCEEDED;
     return rv;
 }
 

@@ -23,8 +23,26 @@
  * (Lua's own picks random pivots for big arrays, so ties could land in a
  * different order on each node). `setmetatable` refuses metatables with
  * `__gc` or `__mode`: finalizers and weak tables depend on GC timing, which
- * differs between replicas. After the script has loaded, globals are locked:
- * assigning or reading an undefined global raises an error.
+ * differs between replicas; a metatable without a metatable of its own gets
+ * a guard whose __newindex (and `rawset`) refuses to add either later. After
+ * the script has loaded, globals are locked: assigning or reading an
+ * undefined global raises an error.
+ *
+ * Order and addresses (sm_order.c). `pairs` and `next` visit keys in one
+ * total order (numbers numerically, then strings bytewise, then false, true)
+ * on every replica, however the table was built (replayed or restored);
+ * tables with other key types (tables, functions, userdata) cannot be
+ * iterated: pairs/next raise "pairs: table keys have no deterministic order
+ * (keys of type ...)". `__pairs` still works. pairs sorts a snapshot of the
+ * keys once (O(n log n), charged n * (1 + bitlen(n)) units); next keeps the
+ * last such snapshot per call, and next(t, nil) is an O(n) scan. `tostring`
+ * of a table, function, userdata or thread reads "table: #3", a serial
+ * numbered per call into the script (not an address); `string.format` %s
+ * does the same and %p raises. `rawlen` and table.insert/remove/unpack/
+ * concat/sort use a length that depends on the table's contents only
+ * (__len, else the border found by probing 1, 2, 4, ... and bisecting; the
+ * last table measured in a call keeps its length while that is still a
+ * border, so that table.insert in a loop stays O(1)).
  *
  * JSON. The host has its own codec (sm_json.c) instead of lua-cjson: the
  * Debian lua-cjson 2.1.0 decodes every number as a float and encodes with
@@ -57,17 +75,23 @@
  * every node on one command), per JSON value encoded or decoded, per key
  * scanned by canonical.keys, per table.sort comparison, and per 64 bytes of
  * long string built (concatenation, string.rep, table.concat, ...) or
- * scanned. Once tripped, the hook fires on every instruction, so the
- * script's own pcall cannot swallow the error.
+ * scanned, per key sorted by pairs/next, and per sortedmap seek (from the
+ * map's count, not from the links walked: the skip list's shape depends on
+ * its history). Every charge is a function of what the script computes,
+ * never of heap layout, hash order or garbage: the budget trips at the same
+ * instruction on every replica. Once tripped, the hook fires on every
+ * instruction, so the script's own pcall cannot swallow the error.
  *
  * The Lua heap has a byte cap enforced by the allocator during load, apply
  * and query (not during snapshot and restore, which must not fail on a state
  * that once fit). Budget and cap give the same outcome on every node only if
  * THE SAME LIMITS ARE CONFIGURED ON EVERY NODE. The heap cap is a safety net:
  * the heap of a replica restored from a snapshot is laid out slightly
- * differently from one that replayed the log, so a command that lands within
- * a few kilobytes of the cap may fail on one replica and not on another.
- * Keep the cap well above the working set.
+ * differently from one that replayed the log, and holds a different amount
+ * of garbage, so a command that lands near the cap may fail on one replica
+ * and not on another. Such a result carries is_uncertain = 1 (see struct
+ * mr_sm_result): the node must then treat its state as suspect. Keep the cap
+ * well above the working set.
  *
  * Failing applies. A Lua error, a budget trip or the memory cap ends the call
  * with an error result. PARTIAL MUTATIONS MADE BEFORE THE ERROR STAY (as in
@@ -76,12 +100,19 @@
  * mutate last (lua/kv.lua does). Events emitted before the error are still
  * returned, so watchers see every change that happened.
  *
- * Determinism caveats the host cannot remove: `pairs`/`next` order differs
- * between processes (Lua seeds string hashing per process); `#t` on a table
- * with holes depends on the table's layout, which differs between a replica
- * that replayed the log and one restored from a snapshot; and
- * `tostring(table)`/`%p` show addresses. Never let any of them reach the
- * state, a result or a snapshot: use canonical.keys / canonical.encode.
+ * Determinism caveats the host cannot remove (docs/state-machines.md has the
+ * full table of sources and what the sandbox does about each): the `#`
+ * operator on a plain table with holes answers any border, and which one
+ * depends on the table's layout, which differs between a replica that
+ * replayed the log and one restored from a snapshot (the operator cannot be
+ * intercepted without a metatable; the library functions above are
+ * deterministic); math.sin/exp/log/pow and friends come from the C library,
+ * which picks an implementation per CPU, so replicas on different CPU
+ * families could differ in the last bit (+ - * / sqrt are exact IEEE 754);
+ * NaN's sign as printed ("-nan") is the CPU's; and a metatable that has its
+ * own metatable is not guarded against a later __mode. The heap cap is
+ * reported through is_uncertain. Divergence detection (state hashes compared
+ * between replicas) is the backstop for all of them.
  *
  * Threading: an mr_sm is used by one thread at a time. Nothing here touches
  * libuv. */
@@ -159,6 +190,17 @@ struct mr_sm_result {
     char *error; /* not OK: the error message ("kv.lua:12: boom"); else NULL */
     char
         *traceback; /* not OK, if available: error + Lua traceback, for logs; else NULL */
+    /* 1 when this outcome might differ on another replica applying the same
+     * command to the same state: the Lua heap cap refused an allocation
+     * during the call (even one the script then survived: a retry after an
+     * emergency collection, or a memory error caught by its own pcall).
+     * Whether the cap is reached depends on the heap layout and on how much
+     * garbage the replica holds, which differ between replicas. The node
+     * must then treat its state as suspect (stop serving reads, check or
+     * resync it). Always set with MR_SM_MEMORY_EXCEEDED; may be set with any
+     * status. Conservative: it may be set on a replica whose outcome in
+     * fact matches the others. */
+    int is_uncertain;
 };
 void mr_sm_result_free(struct mr_sm_result *res);
 

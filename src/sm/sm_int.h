@@ -48,7 +48,13 @@ struct mr_sm_vm {
     int budget_tripped;
     int in_call;      /* inside mr_sm_vm_pcall */
     int mem_error;    /* C code (sortedset, sortedmap) hit the heap cap in this call */
+    int mem_refused;  /* the allocator refused growth (heap cap) in this call */
     uint64_t c_steps; /* work done in C for this call (patterns, JSON, sort) */
+    /* Length cache of sm_order.c (one table per call): the table (anchored
+     * in the registry while cached; compared by address only) and the
+     * length last computed or set for it. */
+    const void *len_table;
+    lua_Integer len_value;
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */
@@ -110,6 +116,17 @@ void mr_sm_sortedset_open(lua_State *L);
 void mr_sm_sortedmap_open(lua_State *L);
 /* canonical.keys as a C function (for sortedset.from). */
 lua_CFunction mr_sm_fn_keys(void);
+/* Replaces pairs, next, tostring, string.format, rawlen and
+ * table.insert/remove/unpack/concat with deterministic versions
+ * (sm_order.c). Call after the table and string libraries are open. */
+void mr_sm_order_open(lua_State *L);
+/* The length table functions use (sm_order.c): __len if any, else a border
+ * of the table that depends on its contents only (#t for a sequence). May
+ * raise (a __len metamethod, a non-table without one). */
+lua_Integer mr_sm_len(lua_State *L, int idx);
+/* Drops the per-call caches of sm_order.c (next snapshot, tostring serials).
+ * Never raises: safe outside a protected call. */
+void mr_sm_order_reset(lua_State *L);
 /* Replaces string.find/match/gmatch/gsub with the budgeted matcher. */
 void mr_sm_pattern_open(lua_State *L);
 

@@ -256,7 +256,7 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
     struct mr_sm_json_scratch *js = &vm->js;
     size_t base = js->nkeys, numbase = js->numbuf.len, count = 0;
     lua_Integer maxi = 0;
-    int all_int = 1, rv;
+    int all_int = 1, rv, bad_rank = 7;
 
     if (depth > MR_SM_JSON_MAX_DEPTH) {
         mr_errmsg_printf(errmsg, "nesting deeper than %d", MR_SM_JSON_MAX_DEPTH);
@@ -285,12 +285,29 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
             else if (k->ik > maxi)
                 maxi = k->ik;
         } else {
-            mr_errmsg_printf(errmsg, "cannot encode a table key of type %s",
-                             lua_type(L, -2) == LUA_TNUMBER ? "float"
-                                                            : luaL_typename(L, -2));
-            return MR_EMALFORMED;
+            /* Keep going: which bad key lua_next meets first differs between
+             * replicas, so the message names the first bad type in a fixed
+             * order instead. */
+            int t = lua_type(L, -2);
+            int rank = t == LUA_TNUMBER          ? 0
+                       : t == LUA_TBOOLEAN       ? 1
+                       : t == LUA_TTABLE         ? 2
+                       : t == LUA_TFUNCTION      ? 3
+                       : t == LUA_TUSERDATA      ? 4
+                       : t == LUA_TLIGHTUSERDATA ? 5
+                                                 : 6;
+            if (rank < bad_rank) bad_rank = rank;
+            js->nkeys--;
         }
         lua_pop(L, 1);
+    }
+    if (bad_rank < 7) {
+        static const char *const names[] = {"float",    "boolean",  "table", "function",
+                                            "userdata", "userdata", "thread"};
+        js->nkeys = base;
+        js->numbuf.len = numbase;
+        mr_errmsg_printf(errmsg, "cannot encode a table key of type %s", names[bad_rank]);
+        return MR_EMALFORMED;
     }
 
     int is_array;

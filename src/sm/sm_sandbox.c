@@ -16,11 +16,33 @@ static void budget_hook(lua_State *L, lua_Debug *ar);
 static void *sm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct mr_sm_vm *vm = ud;
+    int is_long_string = ptr == NULL && osize == LUA_TSTRING && nsize > 256;
+    if (ptr == NULL) osize = 0; /* osize is then a type tag, not a size */
+    if (nsize == 0) {
+        mr_free(ptr);
+        vm->mem_used -= osize;
+        return NULL;
+    }
+    /* Refusing makes Lua run an emergency full collection and retry, so
+     * garbage never counts against the cap: only live data does. Whether
+     * that happens depends on how much garbage this replica holds, which
+     * differs between replicas: the call's outcome is then uncertain. */
+    if (nsize > osize && vm->mem_enforce &&
+        vm->mem_used + (nsize - osize) > vm->mem_limit) {
+        vm->mem_refused = 1;
+        return NULL;
+    }
+    void *p = mr_realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    vm->mem_used = vm->mem_used - osize + nsize;
     /* Building a long string costs time in proportion to its length, yet it
      * is one VM instruction (a concatenation) or one C call (string.rep):
      * charge it to the budget. Only long strings: they are never interned,
-     * so whether they are allocated does not depend on the collector. */
-    if (ptr == NULL && osize == LUA_TSTRING && nsize > 256) {
+     * so whether they are allocated does not depend on the collector. Only
+     * once allocated: a request refused then retried after an emergency
+     * collection (which happens on some replicas and not others) must not
+     * be charged twice. */
+    if (is_long_string) {
         vm->c_steps += nsize / MR_SM_BYTES_PER_STEP;
         /* Over budget: make the hook run at the very next instruction
          * rather than at the end of its chunk (the allocator itself must
@@ -31,20 +53,6 @@ static void *sm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, 1);
         }
     }
-    if (ptr == NULL) osize = 0; /* osize is then a type tag, not a size */
-    if (nsize == 0) {
-        mr_free(ptr);
-        vm->mem_used -= osize;
-        return NULL;
-    }
-    /* Refusing makes Lua run an emergency full collection and retry, so
-     * garbage never counts against the cap: only live data does. */
-    if (nsize > osize && vm->mem_enforce &&
-        vm->mem_used + (nsize - osize) > vm->mem_limit)
-        return NULL;
-    void *p = mr_realloc(ptr, nsize);
-    if (p == NULL) return NULL;
-    vm->mem_used = vm->mem_used - osize + nsize;
     return p;
 }
 
@@ -119,6 +127,7 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     vm->budget_tripped = 0;
     vm->c_steps = 0;
     vm->mem_error = 0;
+    vm->mem_refused = 0;
     if (budget > 0) {
         vm->hook_chunk = budget < HOOK_CHUNK ? (int)budget : HOOK_CHUNK;
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, vm->hook_chunk);
@@ -129,6 +138,7 @@ int mr_sm_vm_pcall(struct mr_sm_vm *vm, int nargs, int nres, uint64_t budget,
     vm->in_call = 0;
     vm->mem_enforce = 0;
     lua_sethook(L, NULL, 0, 0);
+    mr_sm_order_reset(L);
     lua_remove(L, base);
     if (st == LUA_OK) return MR_SM_OK;
     if (!lua_isstring(L, -1)) {
@@ -205,7 +215,7 @@ static int sort_less(lua_State *L, int has_cmp, int a, int b)
 static int l_sort(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n = luaL_len(L, 1);
+    lua_Integer n = mr_sm_len(L, 1);
     int has_cmp = !lua_isnoneornil(L, 2);
     if (has_cmp) luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
@@ -256,7 +266,53 @@ static int l_sort(lua_State *L)
 }
 
 /* setmetatable without __gc (finalizers run when the collector decides) and
- * __mode (weak entries vanish when the collector decides). */
+ * __mode (weak entries vanish when the collector decides). Lua reads __mode
+ * again at every collection, so a metatable must not gain one later either:
+ * a metatable that has no metatable of its own gets the guard below, whose
+ * __newindex refuses to add __mode or __gc (rawset checks too). */
+static const char guard_key;
+
+static int refuse_gc_mode(lua_State *L, int key)
+{
+    if (lua_type(L, key) != LUA_TSTRING) return 0;
+    const char *k = lua_tostring(L, key);
+    if (strcmp(k, "__mode") == 0)
+        return luaL_error(L, "__mode is not allowed in the sandbox (weak tables would "
+                             "differ between nodes)");
+    if (strcmp(k, "__gc") == 0)
+        return luaL_error(L, "__gc is not allowed in the sandbox (finalizers would run "
+                             "at different times on each node)");
+    return 0;
+}
+
+static int l_guard_newindex(lua_State *L)
+{
+    refuse_gc_mode(L, 2);
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+static int is_guarded(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx)) return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
+    int r = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return r;
+}
+
+static int l_rawset(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkany(L, 2);
+    luaL_checkany(L, 3);
+    if (is_guarded(L, 1)) refuse_gc_mode(L, 2);
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 1;
+}
+
 static int l_setmetatable(lua_State *L)
 {
     if (lua_type(L, 2) == LUA_TTABLE) {
@@ -272,9 +328,17 @@ static int l_setmetatable(lua_State *L)
                                  "(weak tables would differ between nodes)");
         lua_pop(L, 2);
     }
+    int mt = lua_type(L, 2) == LUA_TTABLE;
+    lua_settop(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_call(L, 2, 1);
+    if (mt && !lua_getmetatable(L, 2)) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
+        lua_setmetatable(L, 2);
+    }
+    lua_settop(L, 3); /* what setmetatable returned */
     return 1;
 }
 
@@ -368,6 +432,7 @@ static void open_libs(lua_State *L)
     lua_pop(L, 1);
 
     mr_sm_pattern_open(L);
+    mr_sm_order_open(L);
     mr_sm_sortedset_open(L);
     mr_sm_sortedmap_open(L);
 
@@ -383,9 +448,15 @@ static void open_libs(lua_State *L)
     lua_setfield(L, -2, "sort");
     lua_pop(L, 1);
 
+    lua_createtable(L, 0, 1); /* the guard of metatables */
+    lua_pushcfunction(L, l_guard_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &guard_key);
     lua_getglobal(L, "setmetatable");
     lua_pushcclosure(L, l_setmetatable, 1);
     lua_setglobal(L, "setmetatable");
+    lua_pushcfunction(L, l_rawset);
+    lua_setglobal(L, "rawset");
     lua_getglobal(L, "load");
     lua_pushcclosure(L, l_load, 1);
     lua_setglobal(L, "load");
@@ -393,6 +464,9 @@ static void open_libs(lua_State *L)
     lua_newtable(L); /* the JSON array marker metatable */
     lua_pushliteral(L, "array");
     lua_setfield(L, -2, "__jsontype");
+    /* reachable with getmetatable(json.array()): guard it as well */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
+    lua_setmetatable(L, -2);
     mr_sm_vm_of(L)->ref_array_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     mr_sm_json_open(L);
 }
