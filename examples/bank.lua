@@ -110,7 +110,8 @@ function readers.balance(q)
 end
 
 function readers.total()
-  -- pairs order differs between replicas, but integer addition does not care.
+  -- pairs visits keys in sorted order on every replica (the sandbox sees to it);
+  -- integer addition would not care anyway.
   local sum, n = 0, 0
   for _, b in pairs(balances) do
     sum = sum + b

@@ -162,10 +162,11 @@ static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
             text = "";
             len = 0;
         }
-        if (res.status == MR_SM_MEMORY_EXCEEDED) {
+        if (res.is_uncertain) {
             /* The heap of a replica restored from a snapshot is laid out
              * differently from one that replayed the log: near the cap, one
-             * may fail where another succeeds. Have the state checked. */
+             * may fail where another succeeds (or recover differently). Have
+             * the state checked before serving reads from it. */
             mr_node_integrity_suspect(n, e->index, "the command hit the Lua memory cap");
         }
         if (res.status != MR_SM_OK && res.traceback != NULL) {

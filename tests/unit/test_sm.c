@@ -1595,6 +1595,35 @@ static void test_a_failed_restore_leaves_the_old_state(void **state)
     mr_sm_close(sm);
 }
 
+/* The integrity checks hash the state in a forked child: the hash is the
+ * state_hash at the moment of fork, whatever the parent does meanwhile. */
+static void test_hash_fork_reports_the_state_hash_at_fork_time(void **state)
+{
+    (void)state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    char before[65], after[65];
+    struct mr_sm *sm = open_script(KV_LUA, 0, 0);
+    fill_kv(sm, 300, 0, 0);
+    assert_int_equal(mr_sm_state_hash(sm, before, errmsg), 0);
+    struct mr_sm_snapjob job;
+    assert_int_equal(mr_sm_hash_fork(sm, &job, errmsg), 0);
+    assert_true(job.pid > 0);
+    expect_apply(sm, 1000, "{\"op\":\"put\",\"key\":\"after\",\"value\":1}",
+                 "{\"ok\":true}");
+    assert_int_equal(mr_sm_state_hash(sm, after, errmsg), 0);
+    assert_string_not_equal(before, after);
+    int rv;
+    while ((rv = mr_sm_snapshot_poll(&job, 0, errmsg)) == MR_EBUSY) usleep(1000);
+    assert_int_equal(rv, 0);
+    assert_string_equal(job.hash, before);
+    assert_true(job.size > 0);
+    /* a second job sees the new state */
+    assert_int_equal(mr_sm_hash_fork(sm, &job, errmsg), 0);
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), 0);
+    assert_string_equal(job.hash, after);
+    mr_sm_close(sm);
+}
+
 static void test_fork_snapshot_writes_the_payload_while_the_parent_goes_on(void **state)
 {
     (void)state;
@@ -1715,6 +1744,7 @@ int main(void)
         cmocka_unit_test(test_kv_snapshot_restore_snapshot_is_byte_identical),
         cmocka_unit_test(test_a_failed_restore_leaves_the_old_state),
         cmocka_unit_test(test_fork_snapshot_writes_the_payload_while_the_parent_goes_on),
+        cmocka_unit_test(test_hash_fork_reports_the_state_hash_at_fork_time),
         cmocka_unit_test(test_host_allocation_failures_are_reported_not_crashed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
