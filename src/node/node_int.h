@@ -453,6 +453,18 @@ int mr_node_integrity_blocks_reads(const struct mr_node *n);
 void mr_node_integrity_json(struct mr_node *n, struct mr_http_json *j);
 void mr_node_integrity_close(struct mr_node *n);
 
+/* node_sections.c: node-level replicated state in snapshots (see there) */
+struct mr_node_sections {
+    int reserved_; /* parsed sections point into the snapshot buffer */
+};
+/* Encodes every section into out (NULL: only computes the size); returns the size. */
+size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out);
+/* Validates untrusted bytes: 0 or MR_ECORRUPT (errmsg says why). */
+int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_sections *out,
+                           char *errmsg);
+/* Makes parsed sections the node's state (after the state machine restored). */
+void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s);
+
 /* node_members.c */
 void mr_node_apply_config(struct mr_node *n, const void *data, size_t len, mr_index index);
 void mr_node_members_tick(struct mr_node *n);

@@ -1,9 +1,12 @@
 /* node_snap: taking, sending, receiving and installing snapshots.
  *
  * Node snapshot payload (inside the storage snapshot file, after its header):
- *   "MRNS" | u32 version (2) | u64 idem_len | u64 last_time_ms | idempotency table |
- *   state machine payload
- * (version 1, written by earlier builds, has no last_time_ms: 16-byte header.)
+ *   "MRNS" | u32 version (3) | u64 idem_len | u64 last_time_ms | u64 sections_len |
+ *   idempotency table | sections | state machine payload
+ * Sections carry node-level replicated state other than the script's own
+ * (node_sections.c): each is u32 tag, u32 reserved (0), u64 len, len bytes.
+ * Version 2 (earlier builds) has no sections_len and no sections: 24-byte
+ * header; version 1 has no last_time_ms either: 16-byte header.
  * last_time_ms is the ctx.time of the last applied entry, so that ctx.time
  * stays monotonic across a snapshot install exactly as on nodes that applied
  * the entries one by one.
@@ -32,7 +35,8 @@
 #define CHUNK_SIZE (256u * 1024u)     /* bytes per SNAPSHOT_CHUNK frame */
 #define SEND_WINDOW (4u * 1024u * 1024u) /* bytes queued per peer before pausing */
 #define NODE_SNAP_MAGIC "MRNS"
-#define NODE_SNAP_HDR 24
+#define NODE_SNAP_HDR 32
+#define NODE_SNAP_HDR_V2 24
 #define NODE_SNAP_HDR_V1 16
 
 /* ---- taking ------------------------------------------------------------------- */
@@ -58,8 +62,8 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     uint64_t trailing = n->o->snapshot_trailing, n_log, avg;
     char err[MR_ERRMSG_SIZE] = "";
     unsigned char hdr[NODE_SNAP_HDR];
-    unsigned char *idem = NULL;
-    size_t idem_len;
+    unsigned char *idem = NULL, *sections = NULL;
+    size_t idem_len, sections_len;
     int rv, fd;
 
     if (n->job_running || n->snap_work_busy || n->is_stopping || n->disk_error) return;
@@ -100,13 +104,25 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
         return;
     }
     mr_idem_encode(&n->idem, idem);
+    sections_len = mr_node_sections_encode(n, NULL);
+    sections = mr_malloc(sections_len ? sections_len : 1);
+    if (sections == NULL) {
+        mr_free(idem);
+        mr_store_snap_writer_abort(n->snap_writer);
+        n->snap_writer = NULL;
+        return;
+    }
+    mr_node_sections_encode(n, sections);
     memcpy(hdr, NODE_SNAP_MAGIC, 4);
-    mr_put_u32(hdr + 4, 2);
+    mr_put_u32(hdr + 4, 3);
     mr_put_u64(hdr + 8, idem_len);
     mr_put_u64(hdr + 16, n->last_time_ms);
+    mr_put_u64(hdr + 24, sections_len);
     rv = write_all(fd, hdr, sizeof hdr);
     if (rv == 0) rv = write_all(fd, idem, idem_len);
+    if (rv == 0) rv = write_all(fd, sections, sections_len);
     mr_free(idem);
+    mr_free(sections);
     if (rv == 0) rv = mr_sm_snapshot_fork(n->sm, fd, &n->job, err);
     if (rv != 0) {
         LOGW("cannot start a snapshot: %s", err[0] ? err : mr_strerror(rv));
@@ -199,10 +215,11 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
 {
     const struct mr_store_snap_info *info = mr_store_snap_reader_info(r);
     unsigned char *buf;
-    uint64_t off = 0, idem_len;
+    uint64_t off = 0, idem_len, sections_len = 0;
+    struct mr_node_sections sec;
     size_t used;
     int rv;
-    if (info->size < NODE_SNAP_HDR || info->size > (uint64_t)SIZE_MAX / 2) {
+    if (info->size < NODE_SNAP_HDR_V1 || info->size > (uint64_t)SIZE_MAX / 2) {
         mr_errmsg_printf(errmsg, "snapshot %llu: payload too small", (unsigned long long)info->index);
         return MR_ECORRUPT;
     }
@@ -219,16 +236,23 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
     }
     {
         uint32_t ver = mr_get_u32(buf + 4);
-        size_t hdr = ver == 1 ? NODE_SNAP_HDR_V1 : NODE_SNAP_HDR;
+        size_t hdr = ver == 1 ? NODE_SNAP_HDR_V1 : ver == 2 ? NODE_SNAP_HDR_V2 : NODE_SNAP_HDR;
         struct mr_idem fresh;
-        if (memcmp(buf, NODE_SNAP_MAGIC, 4) != 0 || (ver != 1 && ver != 2) || info->size < hdr ||
-            mr_get_u64(buf + 8) > info->size - hdr) {
+        if (memcmp(buf, NODE_SNAP_MAGIC, 4) != 0 || ver < 1 || ver > 3 || info->size < hdr ||
+            mr_get_u64(buf + 8) > info->size - hdr ||
+            (ver >= 3 && mr_get_u64(buf + 24) > info->size - hdr - mr_get_u64(buf + 8))) {
             mr_free(buf);
             mr_errmsg_printf(errmsg, "snapshot %llu: not a moonraft node snapshot",
                              (unsigned long long)info->index);
             return MR_ECORRUPT;
         }
         idem_len = mr_get_u64(buf + 8);
+        if (ver >= 3) sections_len = mr_get_u64(buf + 24);
+        rv = mr_node_sections_parse(buf + hdr + idem_len, (size_t)sections_len, &sec, errmsg);
+        if (rv != 0) {
+            mr_free(buf);
+            return rv;
+        }
         /* Decode into a fresh table and swap only once the state machine has
          * accepted its part: a failure leaves the old state whole. */
         rv = mr_idem_init(&fresh, n->idem.window);
@@ -240,8 +264,8 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
                              (unsigned long long)info->index);
             return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
         }
-        rv = mr_sm_restore(n->sm, (const char *)buf + hdr + idem_len,
-                           (size_t)(info->size - hdr - idem_len), errmsg);
+        rv = mr_sm_restore(n->sm, (const char *)buf + hdr + idem_len + sections_len,
+                           (size_t)(info->size - hdr - idem_len - sections_len), errmsg);
         if (rv == 0) {
             struct mr_queue *q;
             mr_idem_close(&n->idem);
@@ -255,7 +279,8 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
                 q->prev->next = q;
             }
             n->last_time_ms = ver == 1 ? 0 : mr_get_u64(buf + 16);
-            n->snap_size = info->size - hdr - idem_len;
+            mr_node_sections_commit(n, &sec);
+            n->snap_size = info->size - hdr - idem_len - sections_len;
             n->log_bytes = 0;
         } else {
             mr_idem_close(&fresh);
