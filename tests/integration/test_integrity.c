@@ -103,6 +103,22 @@ static int wait_status(int i, const char *expr, int timeout_ms)
     return 0;
 }
 
+/* Waits for a leader and makes sure it is not n3 (the salted node): the
+ * verdict must name a follower in the minority. Returns the leader's index. */
+static int leader_other_than_n3(void)
+{
+    int leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    if (leader == 2) {
+        struct mr_it_resp r =
+            mr_it_http(&cluster, 2, "POST", "/v1/leader/transfer", "{\"id\":\"n1\"}", NULL);
+        mr_it_resp_free(&r);
+        assert_true(wait_status(0, "j.role == 'leader'", 10000));
+        leader = 0;
+    }
+    return leader;
+}
+
 static void print_status(int i)
 {
     struct mr_it_resp r = mr_it_http(&cluster, i, "GET", "/v1/status", NULL, NULL);
@@ -142,16 +158,7 @@ static void test_a_diverging_node_is_named_within_one_interval(void **state)
 {
     (void)state;
     start_cluster("--integrity-check-entries 20 --integrity-resync false", NULL);
-    int leader = mr_it_wait_leader(&cluster, 10000, 1);
-    assert_true(leader >= 0);
-    if (leader == 2) {
-        /* n3 must be a follower for the verdict to name a minority member */
-        struct mr_it_resp r =
-            mr_it_http(&cluster, 2, "POST", "/v1/leader/transfer", "{\"id\":\"n1\"}", NULL);
-        mr_it_resp_free(&r);
-        assert_true(wait_status(0, "j.role == 'leader'", 10000));
-        leader = 0;
-    }
+    int leader = leader_other_than_n3();
     write_n(leader, 0, 25); /* the first check is due at index ~20 */
     if (!wait_status(leader, "type(j.integrity.alarm) == 'table'", 15000)) {
         print_status(leader);
@@ -200,15 +207,7 @@ static void test_a_diverged_node_resyncs_from_the_leader(void **state)
 {
     (void)state;
     start_cluster("--integrity-check-entries 20", "12");
-    int leader = mr_it_wait_leader(&cluster, 10000, 1);
-    assert_true(leader >= 0);
-    if (leader == 2) {
-        struct mr_it_resp r =
-            mr_it_http(&cluster, 2, "POST", "/v1/leader/transfer", "{\"id\":\"n1\"}", NULL);
-        mr_it_resp_free(&r);
-        assert_true(wait_status(0, "j.role == 'leader'", 10000));
-        leader = 0;
-    }
+    int leader = leader_other_than_n3();
     write_n(leader, 0, 25);
     if (!wait_status(2, "j.integrity.resyncs >= 1", 20000)) {
         print_status(leader);
