@@ -538,8 +538,15 @@ static int fault_fsync(void *ctx, int fd)
     return fault_now() ? -EIO : real->fsync(real->ctx, fd);
 }
 
+/* Test-only power-loss layer (MOONRAFT_FAULT_POWERLOSS=image dir): the store
+ * keeps, in that dir, what a power cut would leave of the data dir, and
+ * `moonraft data powercut DIR IMAGE` applies it to a killed node (see
+ * docs/chaos.md). */
+static struct mr_store_powerloss *powerloss;
+
 static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
 {
+    const char *pl_dir;
     struct mr_store_options so;
     char err[MR_ERRMSG_SIZE] = "";
     int rv;
@@ -558,6 +565,13 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
         fault_fs.fsync = fault_fsync;
         so.fs = &fault_fs;
         LOGW("MOONRAFT_FAULT_DISK_FILE is set: disk faults will be injected (testing only)");
+    }
+    pl_dir = getenv("MOONRAFT_FAULT_POWERLOSS");
+    if (pl_dir != NULL && pl_dir[0] && so.fs == NULL) {
+        rv = mr_store_powerloss_open(n->o->data_dir, pl_dir, &powerloss, err);
+        if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "power-loss layer", err);
+        so.fs = mr_store_powerloss_fs(powerloss);
+        LOGW("MOONRAFT_FAULT_POWERLOSS is set: durable image kept in %s (testing only)", pl_dir);
     }
     rv = mr_store_open(&n->store, &so, rec, err);
     if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
@@ -772,6 +786,8 @@ static void shutdown_node(struct mr_node *n)
         mr_store_close(n->store); /* drains: everything queued is written and synced */
         n->store = NULL;
     }
+    mr_store_powerloss_close(powerloss);
+    powerloss = NULL;
     if (n->raft_ready) mr_raft_close(&n->raft);
     if (n->sm != NULL) mr_sm_close(n->sm);
     mr_rcbuf_unref(n->applied_conf);

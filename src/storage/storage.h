@@ -79,6 +79,28 @@ struct mr_store_fs {
 /* The real system calls; a pointer to a static table, never NULL. */
 const struct mr_store_fs *mr_store_fs_default(void);
 
+/* ---- the power-loss fault layer (tests only) --------------------------------
+ * A seam that passes every call through to the real file system and also
+ * keeps, in `image_dir`, what a power cut would leave of `data_dir`: each
+ * file's content as of its last fdatasync/fsync and each directory's entries
+ * as of its last fsync (storage_powerloss.c describes the model). The image
+ * is kept on disk, so it survives a SIGKILL of the process; opening it again
+ * (a restart) continues it. The node uses the layer when started with
+ * MOONRAFT_FAULT_POWERLOSS=<image dir>. */
+struct mr_store_powerloss;
+/* Opens (or creates) the image of `data_dir` (both borrowed; created if
+ * missing). A new image takes everything in data_dir as durable. */
+int mr_store_powerloss_open(const char *data_dir, const char *image_dir,
+                            struct mr_store_powerloss **out, char *errmsg);
+/* The seam, valid until close; pass it as mr_store_options.fs. */
+const struct mr_store_fs *mr_store_powerloss_fs(struct mr_store_powerloss *pl);
+/* Frees the layer (after mr_store_close). NULL-safe. */
+void mr_store_powerloss_close(struct mr_store_powerloss *pl);
+/* The power cut: rewrites `data_dir` (no process may be using it) to exactly
+ * its durable image, which then describes it again. MR_ENOTFOUND if
+ * `image_dir` holds no image. */
+int mr_store_powerloss_cut(const char *data_dir, const char *image_dir, char *errmsg);
+
 /* ---- opening and recovery --------------------------------------------------- */
 
 /* Called by the writer thread, with no storage lock held, after durable
@@ -305,7 +327,8 @@ mr_index mr_store_snapshot_index(struct mr_store *st);
 
 /* ---- the data tool ------------------------------------------------------------
  * `moonraft data verify DIR` / `moonraft data dump DIR`: argv[0] is "verify"
- * or "dump", argv[1] the data dir. Read-only. Prints to `out`, diagnostics to
+ * or "dump", argv[1] the data dir. Read-only. `moonraft data powercut DIR
+ * IMAGE` (tests) applies mr_store_powerloss_cut(). Prints to `out`, diagnostics to
  * `err`. Returns the exit code: 0 ok, 2 usage, 3 corrupt, 1 other errors. */
 int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err);
 
