@@ -262,6 +262,13 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
             (*n_deferred)++;
         }
     }
+    /* raft.h rule 1: the hard state, then the entries (the store keeps this
+     * order on disk). */
+    if ((rd->flags & MR_RAFT_READY_HARD_STATE) && !n->disk_error) {
+        rv = mr_store_save_hard_state(n->store, rd->term, rd->vote, &seq);
+        if (rv != 0) disk_failed(n, rv, "save term and vote");
+        else n->last_seq = seq;
+    }
     if ((rd->flags & MR_RAFT_READY_ENTRIES) && rd->n_entries > 0 && !n->disk_error) {
         mr_index first = rd->entries[0].index;
         if (first <= n->last_queued) {
@@ -279,11 +286,6 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
                 if (n->last_sync_start_ms == 0) n->last_sync_start_ms = mr_node_now(n);
             }
         }
-    }
-    if ((rd->flags & MR_RAFT_READY_HARD_STATE) && !n->disk_error) {
-        rv = mr_store_save_hard_state(n->store, rd->term, rd->vote, &seq);
-        if (rv != 0) disk_failed(n, rv, "save term and vote");
-        else n->last_seq = seq;
     }
     for (i = 0; i < rd->n_msgs; i++) send_msg(n, &rd->msgs[i]);
     if (rd->n_msgs_after > 0) {

@@ -192,7 +192,11 @@ int mr_store_append(struct mr_store *st, const struct mr_raft_entry *entries, si
 int mr_store_truncate(struct mr_store *st, mr_index from_index, uint64_t *seq);
 
 /* Queues a durable write of term and vote to meta. The host must not send a
- * vote or append response depending on it before done_seq >= *seq. */
+ * vote or append response depending on it before done_seq >= *seq. Ordered
+ * with appends and truncations: the hard state is durable before any record
+ * of an append or truncation queued after it reaches the WAL, so queueing a
+ * ready batch's hard state first keeps raft.h rule 1 (never entries of a term
+ * durable while that term is not) across a power cut. */
 int mr_store_save_hard_state(struct mr_store *st, mr_term term, mr_node_id vote,
                              uint64_t *seq);
 
