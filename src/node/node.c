@@ -543,7 +543,7 @@ static int fault_fsync(void *ctx, int fd)
 /* Test-only power-loss layer (MOONRAFT_FAULT_POWERLOSS=image dir): the store
  * keeps, in that dir, what a power cut would leave of the data dir, and
  * `moonraft data powercut DIR IMAGE` applies it to a killed node (see
- * docs/chaos.md). */
+ * docs/chaos.md). MOONRAFT_FAULT_SLOW_SYNC_MS=N with it: a slow disk. */
 static struct mr_store_powerloss *powerloss;
 
 static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
@@ -573,6 +573,9 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
         rv = mr_store_powerloss_open(n->o->data_dir, pl_dir, &powerloss, err);
         if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "power-loss layer", err);
         so.fs = mr_store_powerloss_fs(powerloss);
+        if (getenv("MOONRAFT_FAULT_SLOW_SYNC_MS") != NULL)
+            mr_store_powerloss_set_sync_delay(
+                powerloss, (unsigned)atoi(getenv("MOONRAFT_FAULT_SLOW_SYNC_MS")));
         LOGW("MOONRAFT_FAULT_POWERLOSS is set: durable image kept in %s (testing only)", pl_dir);
     }
     rv = mr_store_open(&n->store, &so, rec, err);

@@ -94,6 +94,9 @@ int mr_store_powerloss_open(const char *data_dir, const char *image_dir,
                             struct mr_store_powerloss **out, char *errmsg);
 /* The seam, valid until close; pass it as mr_store_options.fs. */
 const struct mr_store_fs *mr_store_powerloss_fs(struct mr_store_powerloss *pl);
+/* A slow disk: every later fdatasync/fsync of a file takes `ms` longer
+ * (widens the window in which written data is not yet durable). */
+void mr_store_powerloss_set_sync_delay(struct mr_store_powerloss *pl, unsigned ms);
 /* Frees the layer (after mr_store_close). NULL-safe. */
 void mr_store_powerloss_close(struct mr_store_powerloss *pl);
 /* The power cut: rewrites `data_dir` (no process may be using it) to exactly

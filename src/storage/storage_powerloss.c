@@ -73,6 +73,7 @@ struct pl_fd {
 struct mr_store_powerloss {
     struct mr_store_fs fs;
     pthread_mutex_t mu;
+    unsigned sync_delay_ms; /* a slow disk: added to every file sync */
     char *root; /* data dir, no trailing slash */
     char *image;
     uint64_t next_id;
@@ -163,8 +164,14 @@ static ssize_t pread_full(int fd, unsigned char *buf, size_t n, uint64_t off)
     return (ssize_t)got;
 }
 
-/* Copies [start, end) of src into dst; with `compare`, only chunks that differ
- * are written (keeps the image sparse). */
+static int is_zero(const unsigned char *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Copies [start, end) of src into dst. compare 1: only chunks that differ
+ * from dst are written; compare 2: dst reads as zeros, chunks of zeros are
+ * skipped (both keep the copy sparse). */
 static int copy_range(int src, int dst, uint64_t start, uint64_t end, int compare)
 {
     unsigned char a[CHUNK], b[CHUNK];
@@ -175,7 +182,11 @@ static int copy_range(int src, int dst, uint64_t start, uint64_t end, int compar
         if (r < 0) return (int)r;
         if (r == 0) break;
         n = (size_t)r;
-        if (compare) {
+        if (compare == 2 && is_zero(a, n)) {
+            start += n;
+            continue;
+        }
+        if (compare == 1) {
             ssize_t r2 = pread_full(dst, b, n, start);
             if (r2 < 0) return (int)r2;
             if ((size_t)r2 == n && memcmp(a, b, n) == 0) {
@@ -606,8 +617,10 @@ static int pl_sync(struct mr_store_powerloss *pl, int fd, int is_data)
     struct pl_fd *s;
     int rv;
     pthread_mutex_lock(&pl->mu);
-    rv = is_data ? real->fdatasync(real->ctx, fd) : real->fsync(real->ctx, fd);
     s = fd_get(pl, fd);
+    if (pl->sync_delay_ms > 0 && s != NULL && s->kind == 1) /* one disk queue */
+        usleep(pl->sync_delay_ms * 1000u);
+    rv = is_data ? real->fdatasync(real->ctx, fd) : real->fsync(real->ctx, fd);
     if (rv == 0 && s != NULL) {
         if (s->kind == 2) {
             rv = sync_dir(pl, s->rel);
@@ -793,6 +806,13 @@ const struct mr_store_fs *mr_store_powerloss_fs(struct mr_store_powerloss *pl)
     return &pl->fs;
 }
 
+void mr_store_powerloss_set_sync_delay(struct mr_store_powerloss *pl, unsigned ms)
+{
+    pthread_mutex_lock(&pl->mu);
+    pl->sync_delay_ms = ms;
+    pthread_mutex_unlock(&pl->mu);
+}
+
 /* ---- the power cut ------------------------------------------------------------------ */
 
 static int remove_tree(const char *dir, int keep_top)
@@ -868,7 +888,7 @@ static int rebuild(struct mr_store_powerloss *pl, const char *rel)
                     src = open(fp, O_RDONLY | O_CLOEXEC);
                     if (src >= 0) {
                         if (fstat(src, &sb) == 0 && ftruncate(dst, sb.st_size) == 0)
-                            rv = copy_range(src, dst, 0, (uint64_t)sb.st_size, 1);
+                            rv = copy_range(src, dst, 0, (uint64_t)sb.st_size, 2);
                         else
                             rv = -errno;
                         close(src);

@@ -192,6 +192,11 @@ static pid_t spawn(struct mr_it_node *nd, const char *cmdline)
             close(fd);
         }
         if (nd->powerloss_dir[0]) setenv("MOONRAFT_FAULT_POWERLOSS", nd->powerloss_dir, 1);
+        if (nd->slow_sync_ms > 0) {
+            char ms[16];
+            snprintf(ms, sizeof ms, "%d", nd->slow_sync_ms);
+            setenv("MOONRAFT_FAULT_SLOW_SYNC_MS", ms, 1);
+        }
         if (chdir(MR_SOURCE_DIR) != 0) _exit(126);
         execv(argv[0], argv);
         _exit(127);

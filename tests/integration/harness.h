@@ -20,6 +20,7 @@ struct mr_it_node {
     pid_t pid; /* 0 when not running */
     int paused;
     char powerloss_dir[320]; /* non-empty: started with MOONRAFT_FAULT_POWERLOSS */
+    int slow_sync_ms;        /* with it: MOONRAFT_FAULT_SLOW_SYNC_MS (a slow disk) */
 };
 
 struct mr_it_cluster {
