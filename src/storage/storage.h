@@ -155,7 +155,10 @@ struct mr_store;
 /* Opens (creating data_dir, wal/ and snap/ if missing) and recovers
  * synchronously: reads meta, the newest snapshot and every segment, checking
  * each checksum. A torn record at the very tail of the last segment is cut
- * (unless read-only) and described in rec->note. Any other damage fails with
+ * (unless read-only) and described in rec->note; so is a WAL whose entry at
+ * the snapshot's index has another term than the snapshot (it belongs to a
+ * replaced history: its entries are not returned, and unless read-only its
+ * segments are removed). Any other damage fails with
  * MR_ECORRUPT and errmsg "wal/0000000000000001.seg offset 4096: checksum
  * mismatch" (file relative to data_dir). Unless read-only, starts the writer
  * thread.

@@ -2,8 +2,11 @@
  *
  * The only damage repaired is the kind a crash produces: a torn write group
  * at the tail of the last segment, a torn header of a segment created just
- * before the crash, leftover temp files, and older snapshots whose deletion
- * was interrupted. Anything else stops the node with MR_ECORRUPT naming the
+ * before the crash, leftover temp files, older snapshots whose deletion
+ * was interrupted, and a WAL that contradicts the snapshot (its entry at the
+ * snapshot's index has another term: a snapshot installed from a leader and
+ * a crash before the log reset; the WAL is dropped and `note` says so).
+ * Anything else stops the node with MR_ECORRUPT naming the
  * file and byte offset. */
 #include "storage/storage_int.h"
 
