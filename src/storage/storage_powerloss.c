@@ -74,7 +74,7 @@ struct mr_store_powerloss {
     struct mr_store_fs fs;
     pthread_mutex_t mu;
     unsigned sync_delay_ms; /* a slow disk: added to every file sync */
-    char *root; /* data dir, no trailing slash */
+    char *root;             /* data dir, no trailing slash */
     char *image;
     uint64_t next_id;
     struct pl_file *files;
@@ -219,7 +219,8 @@ static void file_drop(struct mr_store_powerloss *pl, struct pl_file *f)
 
 /* A new file id for inode `ino` (an older file that had that inode number is
  * dead: its id lives on only in directory images). */
-static struct pl_file *file_add(struct mr_store_powerloss *pl, uint64_t ino, uint64_t size)
+static struct pl_file *file_add(struct mr_store_powerloss *pl, uint64_t ino,
+                                uint64_t size)
 {
     struct pl_file *f = file_by_ino(pl, ino);
     if (f != NULL) file_drop(pl, f);
@@ -391,8 +392,8 @@ static int sync_file_from(struct mr_store_powerloss *pl, int fd, struct pl_file 
 
 /* Lists the real directory `rel` as image lines (assigning ids to files the
  * layer has not seen). */
-static int list_dir(struct mr_store_powerloss *pl, const char *rel, char **out, size_t *len,
-                    int *map_dirty)
+static int list_dir(struct mr_store_powerloss *pl, const char *rel, char **out,
+                    size_t *len, int *map_dirty)
 {
     char *dpath = rel[0] ? path2(pl->root, rel) : mr_strdup(pl->root);
     size_t cap = 256, l = 0;
@@ -813,7 +814,8 @@ void mr_store_powerloss_set_sync_delay(struct mr_store_powerloss *pl, unsigned m
     pthread_mutex_unlock(&pl->mu);
 }
 
-/* ---- the power cut ------------------------------------------------------------------ */
+/* ---- the power cut ------------------------------------------------------------------
+ */
 
 static int remove_tree(const char *dir, int keep_top)
 {

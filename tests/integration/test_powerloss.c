@@ -72,8 +72,8 @@ static void expect_up(int i)
 {
     long long t0 = mr_it_now_ms();
     for (;;) {
-        struct mr_it_resp r = mr_it_http_port(cluster.nodes[i].http_port, "GET", "/v1/status",
-                                              NULL, NULL, 500);
+        struct mr_it_resp r = mr_it_http_port(cluster.nodes[i].http_port, "GET",
+                                              "/v1/status", NULL, NULL, 500);
         int st = r.status;
         mr_it_resp_free(&r);
         if (st == 200) return;
@@ -99,7 +99,8 @@ static void let_writes_in(struct writer *w, int more)
     long long t0 = mr_it_now_ms();
     while (acked_now(w) < base + more) {
         if (mr_it_now_ms() - t0 > 20000) {
-            fprintf(stderr, "no progress: %d writes acknowledged in 20 s\n", acked_now(w) - base);
+            fprintf(stderr, "no progress: %d writes acknowledged in 20 s\n",
+                    acked_now(w) - base);
             mr_it_dump_logs(&cluster);
             fail();
         }
@@ -155,8 +156,8 @@ static void test_acknowledged_writes_survive_power_cuts_of_any_nodes(void **stat
         power_cut(w, 1u << l, 300); /* the leader */
         l = leader_index();
         power_cut(w, (1u << l) | (1u << ((l + 1) % N)), 300); /* a majority */
-        power_cut(w, (1u << N) - 1, 200);                      /* everyone */
-        power_cut(w, (1u << N) - 1, 0);                        /* everyone, at once back */
+        power_cut(w, (1u << N) - 1, 200);                     /* everyone */
+        power_cut(w, (1u << N) - 1, 0);                       /* everyone, at once back */
         cuts += 5;
     }
     __atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
@@ -193,7 +194,8 @@ static void check_writes(struct writer *w)
     for (round = 0; round < 200; round++) {
         int same = 1;
         for (i = 0; i < N; i++) {
-            struct mr_it_resp r = mr_it_http(&cluster, i, "GET", "/v1/status?hash=true", NULL, NULL);
+            struct mr_it_resp r =
+                mr_it_http(&cluster, i, "GET", "/v1/status?hash=true", NULL, NULL);
             assert_int_equal(r.status, 200);
             if (i == 0) {
                 snprintf(hash0, sizeof hash0, "%s", mr_it_jq(r.body, "j.state_hash"));
@@ -220,7 +222,8 @@ static void lead_with(int to)
     int l;
     snprintf(body, sizeof body, "{\"id\":\"%s\"}", cluster.nodes[to].name);
     while ((l = leader_index()) != to) {
-        struct mr_it_resp r = mr_it_http(&cluster, l, "POST", "/v1/leader/transfer", body, NULL);
+        struct mr_it_resp r =
+            mr_it_http(&cluster, l, "POST", "/v1/leader/transfer", body, NULL);
         mr_it_resp_free(&r);
         assert_true(mr_it_now_ms() - t0 < 10000);
         mr_it_sleep_ms(100);
@@ -273,8 +276,9 @@ static void test_a_write_is_acknowledged_only_once_a_majority_has_it_on_disk(voi
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_acknowledged_writes_survive_power_cuts_of_any_nodes,
-                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_acknowledged_writes_survive_power_cuts_of_any_nodes, setup_none,
+            teardown_cluster),
         cmocka_unit_test_setup_teardown(
             test_a_write_is_acknowledged_only_once_a_majority_has_it_on_disk, setup_none,
             teardown_cluster),

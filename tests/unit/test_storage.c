@@ -1761,7 +1761,7 @@ struct cutter {
     unsigned long n;         /* calls seen */
     unsigned long cut_after; /* when is_armed: calls after this many fail */
     int is_armed;
-    unsigned long gate_at;   /* 0: none */
+    unsigned long gate_at; /* 0: none */
     int gate_open, at_gate;
 };
 
@@ -1925,7 +1925,8 @@ static void assert_file(const char *dir, const char *name, const char *want)
 
 /* The process dies (its fds and the layer go), the power is cut, it starts
  * again with the image continued. */
-static const struct mr_store_fs *recut(const struct plfx *p, struct mr_store_powerloss **pl)
+static const struct mr_store_fs *recut(const struct plfx *p,
+                                       struct mr_store_powerloss **pl)
 {
     char errmsg[MR_ERRMSG_SIZE];
     mr_store_powerloss_close(*pl);
@@ -1934,7 +1935,8 @@ static const struct mr_store_fs *recut(const struct plfx *p, struct mr_store_pow
     return mr_store_powerloss_fs(*pl);
 }
 
-static int xopen(const struct mr_store_fs *fs, const char *dir, const char *name, int flags)
+static int xopen(const struct mr_store_fs *fs, const char *dir, const char *name,
+                 int flags)
 {
     char path[256];
     int fd;
@@ -2091,7 +2093,8 @@ static void test_powerloss_directory_changes_need_a_directory_fsync(void **state
 }
 
 static int pl_store(const struct plfx *p, uint32_t seg, struct mr_store_powerloss **pl,
-                    struct cutter *c, struct mr_store **st, struct mr_store_recovered *rec)
+                    struct cutter *c, struct mr_store **st,
+                    struct mr_store_recovered *rec)
 {
     char errmsg[MR_ERRMSG_SIZE];
     assert_int_equal(mr_store_powerloss_open(p->data, p->img, pl, errmsg), 0);
@@ -2213,9 +2216,9 @@ static void test_powerloss_snapshot_is_durable_and_older_ones_stay_deleted(void 
 
 /* What the scenario below got acknowledged. */
 struct acked {
-    mr_index last;       /* every entry up to here was acknowledged */
-    mr_term terms[128];  /* term of each acknowledged entry */
-    mr_term term;        /* acknowledged hard state */
+    mr_index last;      /* every entry up to here was acknowledged */
+    mr_term terms[128]; /* term of each acknowledged entry */
+    mr_term term;       /* acknowledged hard state */
     mr_node_id vote;
     mr_index snap_index; /* newest snapshot that was published */
 };
@@ -2250,7 +2253,8 @@ static void scenario(struct mr_store *st, struct acked *a)
 {
     char errmsg[MR_ERRMSG_SIZE];
     uint64_t seq;
-    if (mr_store_save_hard_state(st, 1, 1, &seq) != 0 || sc_wait(st, seq, a, 0, 1, 0)) return;
+    if (mr_store_save_hard_state(st, 1, 1, &seq) != 0 || sc_wait(st, seq, a, 0, 1, 0))
+        return;
     a->term = 1;
     a->vote = 1;
     if (sc_append(st, 1, 10, 1, &seq) || sc_wait(st, seq, a, 1, 1, 10)) return;
@@ -2425,7 +2429,8 @@ static void test_powerloss_hard_state_is_durable_before_entries_of_its_term(void
 /* A WAL whose entry at the snapshot's index has another term is a history
  * the snapshot replaced: recovery drops it instead of letting terms go
  * backwards after the snapshot. */
-static void test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot(void **state)
+static void
+test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
