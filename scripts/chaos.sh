@@ -25,7 +25,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   LOGS="$LOGS $log" # only this run's rounds count (CHAOS_OUT may hold older ones)
   MR_CHAOS_SEED=$seed MR_CHAOS_SECONDS=$ROUND MR_CHAOS_HISTORY="$OUT/round-$i.history" \
     "$BIN" "$t" >"$log" 2>&1 || { bad=$((bad + 1)); echo "round $i ($nodes nodes, seed $seed): FAILED, see $log"; }
-  grep -E '^(ops=|VIOLATION|CHECK FAILED|LOST WRITE|state: nodes did NOT)' "$log" | sed "s/^/round $i ($nodes nodes): /"
+  grep -E '^(ops=|VIOLATION|CHECK FAILED|LOST WRITE|state: nodes did NOT)|RESTART FAILED|POWER CUT FAILED' "$log" | sed "s/^/round $i ($nodes nodes): /"
 done
 took=$(( $(date +%s) - start ))
 [ -n "$LOGS" ] || { echo "chaos: no rounds ran"; exit 2; }

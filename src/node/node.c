@@ -293,6 +293,13 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
         deferred[*n_deferred].term = rd->snap_term;
         (*n_deferred)++;
     }
+    /* raft.h rule 1: the hard state, then the entries (the store keeps this
+     * order on disk). */
+    if ((rd->flags & MR_RAFT_READY_HARD_STATE) && !n->disk_error) {
+        rv = mr_store_save_hard_state(n->store, rd->term, rd->vote, &seq);
+        if (rv != 0) disk_failed(n, rv, "save term and vote");
+        else n->last_seq = seq;
+    }
     if ((rd->flags & MR_RAFT_READY_ENTRIES) && rd->n_entries > 0 && !n->disk_error) {
         mr_index first = rd->entries[0].index;
         if (first <= n->last_queued) {
@@ -310,11 +317,6 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
                 if (n->last_sync_start_ms == 0) n->last_sync_start_ms = mr_node_now(n);
             }
         }
-    }
-    if ((rd->flags & MR_RAFT_READY_HARD_STATE) && !n->disk_error) {
-        rv = mr_store_save_hard_state(n->store, rd->term, rd->vote, &seq);
-        if (rv != 0) disk_failed(n, rv, "save term and vote");
-        else n->last_seq = seq;
     }
     for (i = 0; i < rd->n_msgs; i++) send_msg(n, &rd->msgs[i]);
     if (rd->n_msgs_after > 0) {
@@ -605,8 +607,15 @@ static int fault_fsync(void *ctx, int fd)
     return fault_now() ? -EIO : real->fsync(real->ctx, fd);
 }
 
+/* Test-only power-loss layer (MOONRAFT_FAULT_POWERLOSS=image dir): the store
+ * keeps, in that dir, what a power cut would leave of the data dir, and
+ * `moonraft data powercut DIR IMAGE` applies it to a killed node (see
+ * docs/chaos.md). MOONRAFT_FAULT_SLOW_SYNC_MS=N with it: a slow disk. */
+static struct mr_store_powerloss *powerloss;
+
 static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
 {
+    const char *pl_dir;
     struct mr_store_options so;
     char err[MR_ERRMSG_SIZE] = "";
     int rv;
@@ -629,6 +638,16 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
     if (n->o->fault_sm_salt != NULL)
         LOGW("MOONRAFT_FAULT_SM_SALT is set: this node's script sees ctx.fault_salt and may "
              "diverge on purpose (testing only)");
+    pl_dir = getenv("MOONRAFT_FAULT_POWERLOSS");
+    if (pl_dir != NULL && pl_dir[0] && so.fs == NULL) {
+        rv = mr_store_powerloss_open(n->o->data_dir, pl_dir, &powerloss, err);
+        if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "power-loss layer", err);
+        so.fs = mr_store_powerloss_fs(powerloss);
+        if (getenv("MOONRAFT_FAULT_SLOW_SYNC_MS") != NULL)
+            mr_store_powerloss_set_sync_delay(
+                powerloss, (unsigned)atoi(getenv("MOONRAFT_FAULT_SLOW_SYNC_MS")));
+        LOGW("MOONRAFT_FAULT_POWERLOSS is set: durable image kept in %s (testing only)", pl_dir);
+    }
     rv = mr_store_open(&n->store, &so, rec, err);
     if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
     if (rv == MR_ECONFIG)
@@ -843,6 +862,8 @@ static void shutdown_node(struct mr_node *n)
         mr_store_close(n->store); /* drains: everything queued is written and synced */
         n->store = NULL;
     }
+    mr_store_powerloss_close(powerloss);
+    powerloss = NULL;
     if (n->raft_ready) mr_raft_close(&n->raft);
     if (n->sm != NULL) mr_sm_close(n->sm);
     mr_rcbuf_unref(n->applied_conf);

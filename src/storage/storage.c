@@ -6,7 +6,10 @@
  * while it writes or syncs waits for the next batch. A truncation, compaction
  * or reset in the middle of a batch flushes the buffer first and makes its
  * own change durable before any later record is written, so the on-disk log
- * is always a prefix of the queued history.
+ * is always a prefix of the queued history. A hard state queued before an
+ * append or truncation in the same batch is written to meta (synced) before
+ * that op's records; other meta changes (ids, log start) go after the WAL
+ * sync at the end of the batch.
  *
  * A write or sync error fails the store for good: fsync errors are not
  * retried (after a failed fsync the kernel may have dropped the dirty pages,
@@ -374,11 +377,18 @@ static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *do
                          char *errmsg)
 {
     struct mr_queue *it;
-    int rv = 0, meta_dirty = 0;
+    int rv = 0, meta_dirty = 0, hs_dirty = 0;
     size_t i;
     MR_QUEUE_FOREACH(it, ops)
     {
         struct op *op = MR_CONTAINER_OF(it, struct op, link);
+        if (hs_dirty && (op->kind == OP_APPEND || op->kind == OP_TRUNCATE)) {
+            /* raft.h rule 1: the hard state before the entries that follow
+             * it (a term's entries are never durable while the term is not). */
+            rv = mr_store__meta_write(st->fs, st->dir, &st->meta, errmsg);
+            if (rv != 0) return rv;
+            hs_dirty = meta_dirty = 0;
+        }
         switch (op->kind) {
         case OP_APPEND:
             for (i = 0; i < op->n && rv == 0; i++)
@@ -390,7 +400,7 @@ static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *do
         case OP_HARD_STATE:
             st->meta.term = op->a;
             st->meta.vote = op->b;
-            meta_dirty = 1;
+            meta_dirty = hs_dirty = 1;
             break;
         case OP_IDS:
             st->meta.node_id = op->a;

@@ -79,6 +79,31 @@ struct mr_store_fs {
 /* The real system calls; a pointer to a static table, never NULL. */
 const struct mr_store_fs *mr_store_fs_default(void);
 
+/* ---- the power-loss fault layer (tests only) --------------------------------
+ * A seam that passes every call through to the real file system and also
+ * keeps, in `image_dir`, what a power cut would leave of `data_dir`: each
+ * file's content as of its last fdatasync/fsync and each directory's entries
+ * as of its last fsync (storage_powerloss.c describes the model). The image
+ * is kept on disk, so it survives a SIGKILL of the process; opening it again
+ * (a restart) continues it. The node uses the layer when started with
+ * MOONRAFT_FAULT_POWERLOSS=<image dir>. */
+struct mr_store_powerloss;
+/* Opens (or creates) the image of `data_dir` (both borrowed; created if
+ * missing). A new image takes everything in data_dir as durable. */
+int mr_store_powerloss_open(const char *data_dir, const char *image_dir,
+                            struct mr_store_powerloss **out, char *errmsg);
+/* The seam, valid until close; pass it as mr_store_options.fs. */
+const struct mr_store_fs *mr_store_powerloss_fs(struct mr_store_powerloss *pl);
+/* A slow disk: every later fdatasync/fsync of a file takes `ms` longer
+ * (widens the window in which written data is not yet durable). */
+void mr_store_powerloss_set_sync_delay(struct mr_store_powerloss *pl, unsigned ms);
+/* Frees the layer (after mr_store_close). NULL-safe. */
+void mr_store_powerloss_close(struct mr_store_powerloss *pl);
+/* The power cut: rewrites `data_dir` (no process may be using it) to exactly
+ * its durable image, which then describes it again. MR_ENOTFOUND if
+ * `image_dir` holds no image. */
+int mr_store_powerloss_cut(const char *data_dir, const char *image_dir, char *errmsg);
+
 /* ---- opening and recovery --------------------------------------------------- */
 
 /* Called by the writer thread, with no storage lock held, after durable
@@ -130,7 +155,10 @@ struct mr_store;
 /* Opens (creating data_dir, wal/ and snap/ if missing) and recovers
  * synchronously: reads meta, the newest snapshot and every segment, checking
  * each checksum. A torn record at the very tail of the last segment is cut
- * (unless read-only) and described in rec->note. Any other damage fails with
+ * (unless read-only) and described in rec->note; so is a WAL whose entry at
+ * the snapshot's index has another term than the snapshot (it belongs to a
+ * replaced history: its entries are not returned, and unless read-only its
+ * segments are removed). Any other damage fails with
  * MR_ECORRUPT and errmsg "wal/0000000000000001.seg offset 4096: checksum
  * mismatch" (file relative to data_dir). Unless read-only, starts the writer
  * thread.
@@ -170,7 +198,11 @@ int mr_store_append(struct mr_store *st, const struct mr_raft_entry *entries, si
 int mr_store_truncate(struct mr_store *st, mr_index from_index, uint64_t *seq);
 
 /* Queues a durable write of term and vote to meta. The host must not send a
- * vote or append response depending on it before done_seq >= *seq. */
+ * vote or append response depending on it before done_seq >= *seq. Ordered
+ * with appends and truncations: the hard state is durable before any record
+ * of an append or truncation queued after it reaches the WAL, so queueing a
+ * ready batch's hard state first keeps raft.h rule 1 (never entries of a term
+ * durable while that term is not) across a power cut. */
 int mr_store_save_hard_state(struct mr_store *st, mr_term term, mr_node_id vote,
                              uint64_t *seq);
 
@@ -305,7 +337,8 @@ mr_index mr_store_snapshot_index(struct mr_store *st);
 
 /* ---- the data tool ------------------------------------------------------------
  * `moonraft data verify DIR` / `moonraft data dump DIR`: argv[0] is "verify"
- * or "dump", argv[1] the data dir. Read-only. Prints to `out`, diagnostics to
+ * or "dump", argv[1] the data dir. Read-only. `moonraft data powercut DIR
+ * IMAGE` (tests) applies mr_store_powerloss_cut(). Prints to `out`, diagnostics to
  * `err`. Returns the exit code: 0 ok, 2 usage, 3 corrupt, 1 other errors. */
 int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err);
 

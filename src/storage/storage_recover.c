@@ -2,8 +2,11 @@
  *
  * The only damage repaired is the kind a crash produces: a torn write group
  * at the tail of the last segment, a torn header of a segment created just
- * before the crash, leftover temp files, and older snapshots whose deletion
- * was interrupted. Anything else stops the node with MR_ECORRUPT naming the
+ * before the crash, leftover temp files, older snapshots whose deletion
+ * was interrupted, and a WAL that contradicts the snapshot (its entry at the
+ * snapshot's index has another term: a snapshot installed from a leader and
+ * a crash before the log reset; the WAL is dropped and `note` says so).
+ * Anything else stops the node with MR_ECORRUPT naming the
  * file and byte offset. */
 #include "storage/storage_int.h"
 
@@ -114,6 +117,7 @@ struct collect {
     struct mr_store_recovered *rec;
     size_t cap;
     mr_index after; /* keep entries with index > after */
+    mr_term term_at_after; /* term of the WAL record at `after` (0: none) */
     int is_collect;
     mr_store_rec_cb cb;
     void *cb_arg;
@@ -128,6 +132,7 @@ static int collect_cb(void *arg, const struct mr_store_rec *r)
         int rv = c->cb(c->cb_arg, r);
         if (rv != 0) return rv;
     }
+    if (r->index == c->after) c->term_at_after = r->term;
     if (!c->is_collect || r->index <= c->after) return 0;
     if (rec->n_entries == c->cap) {
         size_t nc = c->cap ? c->cap * 2 : 1024;
@@ -246,7 +251,7 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
     struct collect c;
     mr_index S = 0;
     mr_term S_term = 0;
-    int rv;
+    int rv, contradicts;
     struct stat sb;
 
     memset(rs, 0, sizeof *rs);
@@ -376,6 +381,7 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
             mr_free(path);
             path = NULL;
         }
+        if (n_snaps > 1 && !read_only) mr_store__sync_dir(fs, snap_dir); /* best effort */
     }
     if (rs->meta.log_start > S + 1) {
         mr_errmsg_printf(errmsg,
@@ -488,13 +494,32 @@ int mr_store__recover(const char *dir, const struct mr_store_fs *fs, uint32_t se
         rv = MR_ECORRUPT;
         goto fail;
     }
-    if (rs->n_segs > 0 && rs->segs[rs->n_segs - 1].last >= S) {
+    /* A WAL record at the snapshot's index with another term belongs to a
+     * history the snapshot replaced (a snapshot installed from a leader, and
+     * the crash came before the log reset): what follows it in the WAL must
+     * not be kept, or log terms could go backwards after the snapshot. */
+    contradicts = S > 0 && c.term_at_after != 0 && c.term_at_after != S_term;
+    if (contradicts) {
+        char msg[MR_ERRMSG_SIZE];
+        mr_index wal_last = rs->n_segs > 0 ? rs->segs[rs->n_segs - 1].last : 0;
+        snprintf(msg, sizeof msg,
+                 "wal: entry %" PRIu64 " has term %" PRIu64
+                 " but the snapshot there has term %" PRIu64
+                 ": the log through %" PRIu64 " contradicts the snapshot, %s",
+                 S, c.term_at_after, S_term, wal_last,
+                 read_only ? "ignored (read-only: left in place)" : "dropped");
+        note_add(rec, msg);
+        for (i = 0; i < rec->n_entries; i++) mr_rcbuf_unref(rec->entries[i].data);
+        rec->n_entries = 0;
+    }
+    if (!contradicts && rs->n_segs > 0 && rs->segs[rs->n_segs - 1].last >= S) {
         rs->last_index = rs->segs[rs->n_segs - 1].last;
         rs->last_term = rs->segs[rs->n_segs - 1].last_term;
         if (rs->last_index == S && rs->last_term == 0) rs->last_term = S_term;
     } else {
         /* The log ends before the snapshot (a snapshot was installed and the
-         * crash came before the log reset): nothing in it is needed. */
+         * crash came before the log reset) or contradicts it: nothing in it
+         * is needed. */
         if (!read_only && rs->n_segs > 0) {
             size_t j;
             for (j = rs->n_segs; j-- > 0;) {

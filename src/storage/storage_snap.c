@@ -8,7 +8,8 @@
  *   52 u32 CRC32C of bytes 0..51 and the membership blob
  *   56 membership blob (opaque, encoded by the Raft core), then the payload.
  * A snapshot is built in a temp file (*.part), fsynced, renamed into place
- * and the directory fsynced; only then are older snapshots deleted. */
+ * and the directory fsynced; only then are older snapshots deleted, and the
+ * directory fsynced again (so a power cut cannot resurrect them). */
 #include "storage/storage_int.h"
 
 #include <dirent.h>
@@ -358,14 +359,16 @@ int mr_store_snap_writer_append(struct mr_store_snap_writer *w, const void *data
     return 0;
 }
 
-/* Deletes every snapshot in snap/ other than `keep`. Best effort: a leftover
- * is removed again at the next start. */
+/* Deletes every snapshot in snap/ other than `keep`, then fsyncs snap/ so
+ * that a power cut cannot bring them back. Best effort: a leftover is
+ * removed again at the next start (recovery uses the newest one). */
 static void remove_others(struct mr_store *st, const char *keep)
 {
     DIR *d = opendir(st->snap_dir);
     struct dirent *de;
     mr_index i;
     mr_term t;
+    int removed = 0;
     if (d == NULL) return;
     while ((de = readdir(d)) != NULL) {
         char *p;
@@ -373,10 +376,11 @@ static void remove_others(struct mr_store *st, const char *keep)
             strcmp(de->d_name, keep) == 0)
             continue;
         p = mr_store__join(st->snap_dir, de->d_name);
-        if (p != NULL) st->fs->unlink(st->fs->ctx, p);
+        if (p != NULL && st->fs->unlink(st->fs->ctx, p) == 0) removed = 1;
         mr_free(p);
     }
     closedir(d);
+    if (removed) mr_store__sync_dir(st->fs, st->snap_dir);
 }
 
 static int writer_complete(struct mr_store_snap_writer *w, int is_rx, int has_crc,

@@ -1,4 +1,5 @@
-/* storage: `moonraft data verify|dump DIR`, read-only inspection. */
+/* storage: `moonraft data verify|dump DIR`, read-only inspection, and the
+ * test-only `moonraft data powercut DIR IMAGE`. */
 #include "storage/storage_int.h"
 
 #include <inttypes.h>
@@ -41,7 +42,8 @@ static int dump_cb(void *arg, const struct mr_store_rec *r)
 static void usage(FILE *err)
 {
     fputs("usage: moonraft data verify DIR\n"
-          "       moonraft data dump DIR\n",
+          "       moonraft data dump DIR\n"
+          "       moonraft data powercut DIR IMAGE   (tests: see docs/chaos.md)\n",
           err);
 }
 
@@ -53,6 +55,15 @@ int mr_store_tool_main(int argc, char **argv, FILE *out, FILE *err)
     int is_dump, rv;
     size_t i;
 
+    if (argc == 3 && argv[0] != NULL && strcmp(argv[0], "powercut") == 0) {
+        rv = mr_store_powerloss_cut(argv[1], argv[2], errmsg);
+        if (rv != 0) {
+            fprintf(err, "error: %s\n", errmsg);
+            return 1;
+        }
+        fprintf(out, "power cut: %s is now its durable image\n", argv[1]);
+        return 0;
+    }
     if (argc != 2 || argv[0] == NULL || argv[1] == NULL) {
         usage(err);
         return 2;

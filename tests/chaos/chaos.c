@@ -26,7 +26,9 @@ static const char *fault_names[MR_CF__N] = {"kill9-restart",
                                             "partition-flap",
                                             "partition-oneway",
                                             "leader-transfer",
-                                            "member-remove-rejoin"};
+                                            "member-remove-rejoin",
+                                            "powercut",
+                                            "powercut-all"};
 
 const char *mr_chaos_fault_name(int kind)
 {
@@ -248,6 +250,11 @@ static int run_setup(struct run *rn, struct mr_it_cluster *c, int n)
         } while (port_in_use(c, p, rn->listen_port, i));
         rn->listen_port[i] = p;
         rn->join_port[i] = 0;
+        mr_it_powerloss_enable(c, i); /* power cuts need each node's durable image */
+        /* disks of different speeds (0, 15, 30 ms a sync): a leader's entry may
+         * be on its own disk long before a follower's, which is the window in
+         * which an acknowledgement sent before the follower's sync would lie */
+        c->nodes[i].slow_sync_ms = 15 * (i % 3);
         names[i] = c->nodes[i].name;
         ports[i] = c->nodes[i].raft_port;
     }
@@ -476,6 +483,7 @@ static void fault_member(struct run *rn, int victim, long long deadline)
                    deadline); /* a removed node still running must not disrupt */
     mr_it_kill9(c, victim);
     rm_rf(c->nodes[victim].data_dir);
+    if (c->nodes[victim].powerloss_dir[0]) rm_rf(c->nodes[victim].powerloss_dir); /* new disk */
     int via = find_leader(c);
     if (via < 0 || via == victim) via = other;
     rn->join_port[victim] = c->nodes[via].http_port;
@@ -521,12 +529,13 @@ static void fault_transfer(struct run *rn)
 }
 
 /* Fault kinds dealt from a shuffled deck (refilled when empty), so even a
- * short round sees most kinds; crash-all comes once, half-way. */
+ * short round sees most kinds; crash-all comes once, half-way, and
+ * powercut-all once, at three quarters. */
 static const int deck_cards[] = {MR_CF_KILL,        MR_CF_KILL_LEADER,  MR_CF_KILL_LEADER,
                                  MR_CF_PAUSE,       MR_CF_PAUSE_LEADER, MR_CF_PART_HALVES,
                                  MR_CF_PART_LEADER, MR_CF_PART_LEADER,  MR_CF_PART_BRIDGE,
                                  MR_CF_PART_FLAP,   MR_CF_PART_ONEWAY,  MR_CF_TRANSFER,
-                                 MR_CF_MEMBER};
+                                 MR_CF_MEMBER,      MR_CF_POWERCUT,     MR_CF_POWERCUT};
 #define DECK_N ((int)(sizeof deck_cards / sizeof deck_cards[0]))
 
 struct deck {
@@ -563,6 +572,38 @@ static void wait_up(struct run *rn, unsigned mask)
             mr_it_resp_free(&r);
         }
         if (all) return;
+    }
+}
+
+/* After wait_up: every node in `mask` must still be running (a node whose
+ * recovery refused its data dir exits with code 3). */
+static void check_restarted(struct run *rn, unsigned mask, const char *what)
+{
+    for (int i = 0; i < rn->c->n; i++) {
+        if (!((mask >> i) & 1)) continue;
+        int code = mr_it_wait_exit(rn->c, i, 0);
+        if (code >= 0) {
+            rn->res->restart_failures++;
+            note(rn, "RESTART FAILED: %s exited with %d after %s", rn->c->nodes[i].name,
+                 code, what);
+            log_tail(rn, i, 20);
+        }
+    }
+}
+
+/* Power cut of the nodes in `mask` (SIGKILL + rewrite to the durable image). */
+static void power_cut(struct run *rn, unsigned mask)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    for (int i = 0; i < rn->c->n; i++) /* the power goes at the same instant */
+        if ((mask >> i) & 1) mr_it_kill9(rn->c, i);
+    for (int i = 0; i < rn->c->n; i++) {
+        if (!((mask >> i) & 1)) continue;
+        if (mr_store_powerloss_cut(rn->c->nodes[i].data_dir, rn->c->nodes[i].powerloss_dir,
+                                   errmsg) != 0) {
+            rn->res->restart_failures++;
+            note(rn, "POWER CUT FAILED on %s: %s", rn->c->nodes[i].name, errmsg);
+        }
     }
 }
 
@@ -609,6 +650,7 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
         sleep_ms_until(dur, cap);
         start_node(rn, victim);
         wait_up(rn, 1u << victim);
+        check_restarted(rn, 1u << victim, fault_names[kind]);
         break;
     case MR_CF_PAUSE:
     case MR_CF_PAUSE_LEADER:
@@ -630,6 +672,34 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
         sleep_ms_until(dur, cap);
         for (int i = 0; i < n; i++) start_node(rn, i);
         wait_up(rn, all);
+        check_restarted(rn, all, "crash-all");
+        break;
+    case MR_CF_POWERCUT: {
+        unsigned m = random_minority(rn);
+        char g[64];
+        if (rnd(rn, 2) == 0) { /* half the time, the leader is in it */
+            int l = find_leader(c);
+            if (l >= 0 && !((m >> l) & 1)) m = (m & (m - 1)) | (1u << l);
+        }
+        write_canary(rn, sh);
+        group_str(c, m, g, sizeof g);
+        note(rn, "powercut %s for %dms", g, dur);
+        power_cut(rn, m);
+        sleep_ms_until(dur, cap);
+        for (int i = 0; i < n; i++)
+            if ((m >> i) & 1) start_node(rn, i);
+        wait_up(rn, m);
+        check_restarted(rn, m, "a power cut");
+        break;
+    }
+    case MR_CF_POWERCUT_ALL:
+        write_canary(rn, sh);
+        note(rn, "powercut-all for %dms", dur);
+        power_cut(rn, all);
+        sleep_ms_until(dur, cap);
+        for (int i = 0; i < n; i++) start_node(rn, i);
+        wait_up(rn, all);
+        check_restarted(rn, all, "a power cut of every node");
         break;
     case MR_CF_PART_HALVES: {
         unsigned m = random_minority(rn);
@@ -855,7 +925,7 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     }
     rn.start = mr_it_now_ms();
     long long deadline = rn.start + (long long)o->seconds * 1000;
-    int crashed_all = 0;
+    int crashed_all = 0, cut_all = 0;
     struct deck dk = {.left = 0};
     rn.last_heal = rn.start;
     fprintf(out, "fault schedule (seed %llu; timings are OS-dependent):\n",
@@ -868,6 +938,8 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
             kind = MR_CF_PAUSE_LEADER;
         else if (!crashed_all && mr_it_now_ms() > rn.start + (deadline - rn.start) / 2)
             kind = MR_CF_CRASH_ALL, crashed_all = 1;
+        else if (!cut_all && mr_it_now_ms() > rn.start + 3 * (deadline - rn.start) / 4)
+            kind = MR_CF_POWERCUT_ALL, cut_all = 1;
         else if (rn.last_heal ==
                  rn.start) /* the first fault of a round is always a partition */
             kind =
@@ -949,10 +1021,10 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     fprintf(out, "\n");
     fprintf(out,
             "extra: member_changes=%d transfers_ok=%d flaps=%d canaries=%d lost=%d "
-            "members_ok=%d "
+            "restart_failures=%d members_ok=%d "
             "proxy_refused=%llu proxy_cut=%llu proxy_bytes=%llu\n",
             res->member_changes, res->transfers_ok, res->flaps, res->canaries,
-            res->lost_canaries, res->members_ok, (unsigned long long)ps.refused,
+            res->lost_canaries, res->restart_failures, res->members_ok, (unsigned long long)ps.refused,
             (unsigned long long)ps.cut, (unsigned long long)ps.bytes);
     const char *hp = getenv("MR_CHAOS_HISTORY");
     if (hp) {
@@ -965,7 +1037,7 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     int recovered =
         res->recover_s >= 0 && res->recover_s <= 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0;
     if (s.bad_keys || !res->hashes_equal || res->lost_canaries || !res->members_ok ||
-        !recovered) {
+        res->restart_failures || !recovered) {
         fflush(rn.sched);
         fprintf(out, "fault schedule of the failing round (seed %llu):\n%s",
                 (unsigned long long)o->seed, rn.sched_buf ? rn.sched_buf : "");

@@ -21,6 +21,9 @@ enum mr_chaos_fault {
     MR_CF_PART_ONEWAY,  /* the leader's inbound or outbound links only */
     MR_CF_TRANSFER,     /* POST /v1/leader/transfer to a random voter */
     MR_CF_MEMBER,       /* DELETE /v1/members/{id}, wipe, re-join as learner */
+    MR_CF_POWERCUT,     /* power cut of a random minority (maybe the leader): SIGKILL,
+                           data dir rewritten to what was fsynced, restart later */
+    MR_CF_POWERCUT_ALL, /* power cut of every node, restart them all */
     MR_CF__N
 };
 
@@ -53,6 +56,9 @@ struct mr_chaos_result {
     double check_s;        /* lincheck time for the whole history */
     int teardown_problems; /* nodes that exited non-zero on SIGTERM or logged sanitizer
                               reports */
+    int restart_failures;  /* nodes that did not come back after a crash or power cut
+                              (recovery refused their data dir), or power cuts that
+                              could not be applied */
 };
 
 /* Runs one round. Always stops every process and the proxy it started and

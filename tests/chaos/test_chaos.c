@@ -48,6 +48,9 @@ static void round_is_clean(int nodes, int secs)
     assert_true(r.canaries > 0);
     assert_int_equal(r.lost_canaries, 0);
     assert_int_equal(r.faults[MR_CF_CRASH_ALL], 1);
+    /* a power cut of every node, and every node came back from each cut */
+    assert_int_equal(r.faults[MR_CF_POWERCUT_ALL], 1);
+    assert_int_equal(r.restart_failures, 0);
     /* the proxy really cut links during the round */
     assert_true(r.faults[MR_CF_PART_HALVES] + r.faults[MR_CF_PART_LEADER] +
                     r.faults[MR_CF_PART_BRIDGE] + r.faults[MR_CF_PART_FLAP] +

@@ -19,6 +19,8 @@ struct mr_it_node {
     char log_path[320];
     pid_t pid; /* 0 when not running */
     int paused;
+    char powerloss_dir[320]; /* non-empty: started with MOONRAFT_FAULT_POWERLOSS */
+    int slow_sync_ms;        /* with it: MOONRAFT_FAULT_SLOW_SYNC_MS (a slow disk) */
 };
 
 struct mr_it_cluster {
@@ -54,6 +56,14 @@ pid_t mr_it_start_args(struct mr_it_cluster *c, int i, const char *args);
 int mr_it_stop(struct mr_it_cluster *c, int i);
 /* SIGKILL and reap. */
 void mr_it_kill9(struct mr_it_cluster *c, int i);
+/* From the next start on, node i runs with the power-loss layer
+ * (MOONRAFT_FAULT_POWERLOSS=<root>/<name>.img): its durable image is kept
+ * beside its data dir. Call before its first start. */
+void mr_it_powerloss_enable(struct mr_it_cluster *c, int i);
+/* A power cut of node i: SIGKILL (if running), reap, then rewrite its data
+ * dir to its durable image (mr_store_powerloss_cut). Returns 0, or the
+ * error (printed) if the node had no image or the rewrite failed. */
+int mr_it_powercut(struct mr_it_cluster *c, int i);
 void mr_it_pause(struct mr_it_cluster *c, int i);
 void mr_it_resume(struct mr_it_cluster *c, int i);
 /* Wait for a node process to exit on its own; returns its exit code, or -1

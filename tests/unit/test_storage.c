@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -1746,6 +1747,743 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
     free(err);
 }
 
+/* ---- power loss ---------------------------------------------------------------------
+ * The power-loss layer (storage_powerloss.c) keeps what a power cut leaves;
+ * mr_store_powerloss_cut() applies it. `struct cutter` sits on top of it: after
+ * `cut_after` calls every call fails (the power is off: nothing more reaches
+ * the disk), and `gate_at` holds one call until the test opens the gate. */
+
+struct cutter {
+    struct mr_store_fs fs;
+    const struct mr_store_fs *in;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned long n;         /* calls seen */
+    unsigned long cut_after; /* when is_armed: calls after this many fail */
+    int is_armed;
+    unsigned long gate_at; /* 0: none */
+    int gate_open, at_gate;
+};
+
+static int cut_step(struct cutter *c)
+{
+    int rv = 0;
+    pthread_mutex_lock(&c->mu);
+    c->n++;
+    if (c->gate_at != 0 && c->n == c->gate_at) {
+        c->at_gate = 1;
+        pthread_cond_broadcast(&c->cv);
+        while (!c->gate_open) pthread_cond_wait(&c->cv, &c->mu);
+    }
+    if (c->is_armed && c->n > c->cut_after) rv = -EIO;
+    pthread_mutex_unlock(&c->mu);
+    return rv;
+}
+
+static int cu_open(void *ctx, const char *p, int fl, int m)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->open(c->in->ctx, p, fl, m);
+}
+static int cu_close(void *ctx, int fd)
+{
+    struct cutter *c = ctx;
+    return c->in->close(c->in->ctx, fd);
+}
+static ssize_t cu_pwrite(void *ctx, int fd, const void *b, size_t n, off_t o)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->pwrite(c->in->ctx, fd, b, n, o);
+}
+static int cu_fdatasync(void *ctx, int fd)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->fdatasync(c->in->ctx, fd);
+}
+static int cu_fsync(void *ctx, int fd)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->fsync(c->in->ctx, fd);
+}
+static int cu_rename(void *ctx, const char *a, const char *b)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->rename(c->in->ctx, a, b);
+}
+static int cu_ftruncate(void *ctx, int fd, off_t l)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->ftruncate(c->in->ctx, fd, l);
+}
+static int cu_fallocate(void *ctx, int fd, off_t o, off_t l)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->fallocate(c->in->ctx, fd, o, l);
+}
+static int cu_unlink(void *ctx, const char *p)
+{
+    struct cutter *c = ctx;
+    int rv = cut_step(c);
+    return rv ? rv : c->in->unlink(c->in->ctx, p);
+}
+
+static void cutter_init(struct cutter *c, const struct mr_store_fs *in)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->in = in;
+    c->fs.ctx = c;
+    c->fs.open = cu_open;
+    c->fs.close = cu_close;
+    c->fs.pwrite = cu_pwrite;
+    c->fs.fdatasync = cu_fdatasync;
+    c->fs.fsync = cu_fsync;
+    c->fs.rename = cu_rename;
+    c->fs.ftruncate = cu_ftruncate;
+    c->fs.fallocate = cu_fallocate;
+    c->fs.unlink = cu_unlink;
+}
+
+static void cutter_destroy(struct cutter *c)
+{
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+}
+
+static void gate_wait(struct cutter *c)
+{
+    pthread_mutex_lock(&c->mu);
+    while (!c->at_gate) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void gate_release(struct cutter *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->gate_open = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+struct plfx {
+    char data[128], img[128];
+};
+
+static void plfx_init(struct plfx *p, const char *dir)
+{
+    snprintf(p->data, sizeof p->data, "%s/data", dir);
+    snprintf(p->img, sizeof p->img, "%s/img", dir);
+    nftw(p->data, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(p->img, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void cut(const struct plfx *p)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    int rv = mr_store_powerloss_cut(p->data, p->img, errmsg);
+    if (rv != 0) fprintf(stderr, "cut: %s\n", errmsg);
+    assert_int_equal(rv, 0);
+}
+
+static char *read_str(const char *dir, const char *name)
+{
+    char path[256];
+    unsigned char *b;
+    uint64_t size;
+    char *s;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (mr_store__read_file(path, &b, &size) != 0) return NULL;
+    s = malloc((size_t)size + 1);
+    assert_non_null(s);
+    if (size) memcpy(s, b, (size_t)size);
+    s[size] = '\0';
+    mr_free(b);
+    return s;
+}
+
+static void assert_file(const char *dir, const char *name, const char *want)
+{
+    char *s = read_str(dir, name);
+    if (want == NULL) {
+        if (s != NULL) fprintf(stderr, "%s/%s: unexpected \"%s\"\n", dir, name, s);
+        assert_null(s);
+        return;
+    }
+    if (s == NULL) fprintf(stderr, "%s/%s: missing\n", dir, name);
+    assert_non_null(s);
+    assert_string_equal(s, want);
+    free(s);
+}
+
+/* The process dies (its fds and the layer go), the power is cut, it starts
+ * again with the image continued. */
+static const struct mr_store_fs *recut(const struct plfx *p,
+                                       struct mr_store_powerloss **pl)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    mr_store_powerloss_close(*pl);
+    cut(p);
+    assert_int_equal(mr_store_powerloss_open(p->data, p->img, pl, errmsg), 0);
+    return mr_store_powerloss_fs(*pl);
+}
+
+static int xopen(const struct mr_store_fs *fs, const char *dir, const char *name,
+                 int flags)
+{
+    char path[256];
+    int fd;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fd = fs->open(fs->ctx, path, flags, 0644);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+static void test_powerloss_keeps_only_synced_data_of_a_file(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    struct mr_store_powerloss *pl;
+    const struct mr_store_fs *fs;
+    char errmsg[MR_ERRMSG_SIZE];
+    int fd;
+
+    plfx_init(&p, f->dir);
+    assert_int_equal(mr_store_powerloss_open(p.data, p.img, &pl, errmsg), 0);
+    fs = mr_store_powerloss_fs(pl);
+    fd = xopen(fs, p.data, "a", O_RDWR | O_CREAT);
+    assert_int_equal(mr_store__write_all(fs, fd, "hello", 5, 0), 0);
+    assert_int_equal(mr_store__sync_dir(fs, p.data), 0);
+    fs->close(fs->ctx, fd);
+    /* the entry is durable, the data is not */
+    fs = recut(&p, &pl);
+    assert_file(p.data, "a", "");
+    fd = xopen(fs, p.data, "a", O_RDWR);
+    assert_int_equal(mr_store__write_all(fs, fd, "hello", 5, 0), 0);
+    assert_int_equal(fs->fdatasync(fs->ctx, fd), 0);
+    assert_int_equal(mr_store__write_all(fs, fd, " world", 6, 5), 0);
+    fs->close(fs->ctx, fd);
+    /* a kill -9 would keep " world" (page cache); a power cut does not */
+    assert_file(p.data, "a", "hello world");
+    fs = recut(&p, &pl);
+    assert_file(p.data, "a", "hello");
+    /* unsynced data left by a killed process becomes durable with the next
+     * sync of that file, as the page cache would have it */
+    fd = xopen(fs, p.data, "a", O_RDWR);
+    assert_int_equal(mr_store__write_all(fs, fd, "!!", 2, 5), 0);
+    fs->close(fs->ctx, fd);
+    mr_store_powerloss_close(pl);
+    assert_int_equal(mr_store_powerloss_open(p.data, p.img, &pl, errmsg), 0);
+    fs = mr_store_powerloss_fs(pl);
+    fd = xopen(fs, p.data, "a", O_RDWR);
+    assert_int_equal(fs->fsync(fs->ctx, fd), 0);
+    fs->close(fs->ctx, fd);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "a", "hello!!");
+    /* a shrink is durable only once synced, and bytes cut away read back as
+     * zeros when the file grows again */
+    fd = xopen(fs, p.data, "a", O_RDWR);
+    assert_int_equal(fs->ftruncate(fs->ctx, fd, 2), 0);
+    fs->close(fs->ctx, fd);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "a", "hello!!");
+    fd = xopen(fs, p.data, "a", O_RDWR);
+    assert_int_equal(fs->ftruncate(fs->ctx, fd, 2), 0);
+    assert_int_equal(fs->fallocate(fs->ctx, fd, 0, 4), 0);
+    assert_int_equal(fs->fsync(fs->ctx, fd), 0);
+    fs->close(fs->ctx, fd);
+    fs = recut(&p, &pl);
+    {
+        char *s = read_str(p.data, "a");
+        assert_non_null(s);
+        assert_memory_equal(s, "he\0\0", 5);
+        free(s);
+    }
+    (void)fs;
+    mr_store_powerloss_close(pl);
+}
+
+static void test_powerloss_directory_changes_need_a_directory_fsync(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    struct mr_store_powerloss *pl;
+    const struct mr_store_fs *fs;
+    char errmsg[MR_ERRMSG_SIZE], tmp[256], dst[256], other[256];
+    int fd;
+
+    plfx_init(&p, f->dir);
+    assert_int_equal(mr_store_powerloss_open(p.data, p.img, &pl, errmsg), 0);
+    fs = mr_store_powerloss_fs(pl);
+    snprintf(tmp, sizeof tmp, "%s/x.tmp", p.data);
+    snprintf(dst, sizeof dst, "%s/x", p.data);
+    snprintf(other, sizeof other, "%s/y", p.data);
+    /* a synced file whose entry never was: gone */
+    fd = xopen(fs, p.data, "x.tmp", O_RDWR | O_CREAT | O_TRUNC);
+    assert_int_equal(mr_store__write_all(fs, fd, "v1", 2, 0), 0);
+    assert_int_equal(fs->fsync(fs->ctx, fd), 0);
+    fs->close(fs->ctx, fd);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "x.tmp", NULL);
+    /* rename without a directory fsync: lost; with it: kept */
+    fd = xopen(fs, p.data, "x.tmp", O_RDWR | O_CREAT | O_TRUNC);
+    assert_int_equal(mr_store__write_all(fs, fd, "v1", 2, 0), 0);
+    assert_int_equal(fs->fsync(fs->ctx, fd), 0);
+    fs->close(fs->ctx, fd);
+    assert_int_equal(mr_store__sync_dir(fs, p.data), 0);
+    assert_int_equal(fs->rename(fs->ctx, tmp, dst), 0);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "x.tmp", "v1");
+    assert_file(p.data, "x", NULL);
+    assert_int_equal(fs->rename(fs->ctx, tmp, dst), 0);
+    assert_int_equal(mr_store__sync_dir(fs, p.data), 0);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "x.tmp", NULL);
+    assert_file(p.data, "x", "v1");
+    /* a file opened, renamed, then fsynced through its old fd: the data
+     * belongs to the inode, under its new name */
+    fd = xopen(fs, p.data, "x.tmp", O_RDWR | O_CREAT | O_TRUNC);
+    assert_int_equal(mr_store__write_all(fs, fd, "v2", 2, 0), 0);
+    assert_int_equal(fs->rename(fs->ctx, tmp, other), 0);
+    assert_int_equal(mr_store__sync_dir(fs, p.data), 0);
+    assert_int_equal(fs->fdatasync(fs->ctx, fd), 0);
+    fs->close(fs->ctx, fd);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "y", "v2");
+    assert_file(p.data, "x", "v1");
+    /* unlink without a directory fsync: the file comes back */
+    assert_int_equal(fs->unlink(fs->ctx, dst), 0);
+    fs = recut(&p, &pl);
+    assert_file(p.data, "x", "v1");
+    assert_int_equal(fs->unlink(fs->ctx, dst), 0);
+    assert_int_equal(mr_store__sync_dir(fs, p.data), 0);
+    /* a subdirectory exists after a cut only if its parent was synced */
+    {
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s/sub", p.data);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        fs = recut(&p, &pl);
+        assert_int_equal(access(sub, F_OK), -1);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        assert_int_equal(mr_store__sync_dir(fs, p.data), 0);
+        fs = recut(&p, &pl);
+        assert_int_equal(access(sub, F_OK), 0);
+    }
+    assert_file(p.data, "x", NULL);
+    mr_store_powerloss_close(pl);
+    /* the CLI does the same */
+    {
+        char a0[] = "powercut", a3[] = "/nonexistent/mr-img";
+        char *argv[] = {a0, p.data, p.img, NULL};
+        FILE *out = fopen("/dev/null", "w"), *err = fopen("/dev/null", "w");
+        assert_int_equal(mr_store_tool_main(3, argv, out, err), 0);
+        argv[2] = a3;
+        assert_int_equal(mr_store_tool_main(3, argv, out, err), 1);
+        fclose(out);
+        fclose(err);
+    }
+    assert_file(p.data, "y", "v2");
+}
+
+static int pl_store(const struct plfx *p, uint32_t seg, struct mr_store_powerloss **pl,
+                    struct cutter *c, struct mr_store **st,
+                    struct mr_store_recovered *rec)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    assert_int_equal(mr_store_powerloss_open(p->data, p->img, pl, errmsg), 0);
+    cutter_init(c, mr_store_powerloss_fs(*pl));
+    return open_store(p->data, seg, &c->fs, st, rec, errmsg);
+}
+
+static void test_powerloss_store_keeps_acknowledged_records_and_hard_state(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    struct mr_store_powerloss *pl;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_progress pr;
+    struct cutter c;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t seq;
+    size_t k;
+
+    plfx_init(&p, f->dir);
+    assert_int_equal(pl_store(&p, 4096, &pl, &c, &st, &rec), 0);
+    mr_store_recovered_release(&rec);
+    assert_int_equal(mr_store_save_hard_state(st, 3, 2, &seq), 0);
+    seq = append_range(st, 1, 40, 3, 300, 3, 1); /* several segments */
+    /* the next batch is written but its fdatasync never happens */
+    pthread_mutex_lock(&c.mu);
+    c.cut_after = c.n + 1; /* the pwrite of the batch goes through */
+    c.is_armed = 1;
+    pthread_mutex_unlock(&c.mu);
+    {
+        struct mr_raft_entry e[2] = {{3, 41, MR_RAFT_ENTRY_NORMAL, payload(41, 3, 300)},
+                                     {3, 42, MR_RAFT_ENTRY_NORMAL, payload(42, 3, 300)}};
+        assert_int_equal(mr_store_append(st, e, 2, &seq), 0);
+        mr_rcbuf_unref(e[0].data);
+        mr_rcbuf_unref(e[1].data);
+    }
+    wait_seq(st, seq);
+    assert_int_equal(mr_store_poll(st, &pr), -EIO);
+    assert_int_equal(pr.persisted_index, 40);
+    mr_store_close(st);
+    mr_store_powerloss_close(pl);
+    cutter_destroy(&c);
+    /* a kill -9 would still find 41 and 42 in the page cache */
+    assert_int_equal(open_ro(p.data, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.last_index, 42);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+    cut(&p);
+    assert_int_equal(open_store(p.data, 4096, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.term, 3);
+    assert_int_equal(rec.vote, 2);
+    assert_int_equal(rec.last_index, 40);
+    assert_int_equal(rec.n_entries, 40);
+    for (k = 0; k < rec.n_entries; k++) check_entry(&rec.entries[k], k + 1, 3, 300);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
+static int count_snaps(const char *data)
+{
+    char path[256];
+    DIR *d;
+    struct dirent *de;
+    int n = 0;
+    snprintf(path, sizeof path, "%s/snap", data);
+    d = opendir(path);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) n += strstr(de->d_name, ".snap") != NULL;
+    closedir(d);
+    return n;
+}
+
+static void test_powerloss_snapshot_is_durable_and_older_ones_stay_deleted(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    struct mr_store_powerloss *pl;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_snap_writer *w;
+    struct cutter c;
+    char errmsg[MR_ERRMSG_SIZE];
+    pid_t pid;
+    int status;
+
+    plfx_init(&p, f->dir);
+    assert_int_equal(pl_store(&p, 0, &pl, &c, &st, &rec), 0);
+    mr_store_recovered_release(&rec);
+    assert_int_equal(mr_store_snapshot_write(st, 5, 1, "c1", 2, "five", 4, errmsg), 0);
+    /* the payload of the second one comes from a forked child, around the seam */
+    assert_int_equal(mr_store_snap_writer_begin(st, 9, 2, "c2", 2, &w, errmsg), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = mr_store_snap_writer_fd(w), i;
+        for (i = 0; i < 100; i++)
+            if (write(fd, "0123456789", 10) != 10) _exit(1);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(mr_store_snap_writer_finish(w, errmsg), 0);
+    assert_int_equal(count_snaps(p.data), 1);
+    mr_store_close(st);
+    mr_store_powerloss_close(pl);
+    cutter_destroy(&c);
+    cut(&p);
+    /* the deletion of the older snapshot was made durable too */
+    assert_int_equal(count_snaps(p.data), 1);
+    assert_int_equal(open_store(p.data, 0, NULL, &st, &rec, errmsg), 0);
+    assert_true(rec.has_snapshot);
+    assert_int_equal(rec.snap_index, 9);
+    assert_int_equal(rec.snap_term, 2);
+    assert_int_equal(rec.snap_size, 1000);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
+/* What the scenario below got acknowledged. */
+struct acked {
+    mr_index last;      /* every entry up to here was acknowledged */
+    mr_term terms[128]; /* term of each acknowledged entry */
+    mr_term term;       /* acknowledged hard state */
+    mr_node_id vote;
+    mr_index snap_index; /* newest snapshot that was published */
+};
+
+static int sc_wait(struct mr_store *st, uint64_t seq, struct acked *a, mr_term term,
+                   mr_index from, mr_index to)
+{
+    struct mr_store_progress pr;
+    wait_seq(st, seq);
+    if (mr_store_poll(st, &pr) != 0 || pr.done_seq < seq) return -1;
+    for (mr_index i = from; i <= to; i++) a->terms[i] = term;
+    if (to > a->last && from <= a->last + 1) a->last = to;
+    return 0;
+}
+
+static int sc_append(struct mr_store *st, mr_index from, mr_index to, mr_term term,
+                     uint64_t *seq)
+{
+    for (mr_index i = from; i <= to; i++) {
+        struct mr_raft_entry e = {term, i, MR_RAFT_ENTRY_NORMAL, payload(i, term, 200)};
+        int rv = mr_store_append(st, &e, 1, seq);
+        mr_rcbuf_unref(e.data);
+        if (rv != 0) return rv;
+    }
+    return 0;
+}
+
+/* A store's life: terms and votes, appends over several segments, a
+ * conflicting suffix replaced, snapshots and compactions. Stops at the first
+ * error (the power went off). */
+static void scenario(struct mr_store *st, struct acked *a)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t seq;
+    if (mr_store_save_hard_state(st, 1, 1, &seq) != 0 || sc_wait(st, seq, a, 0, 1, 0))
+        return;
+    a->term = 1;
+    a->vote = 1;
+    if (sc_append(st, 1, 10, 1, &seq) || sc_wait(st, seq, a, 1, 1, 10)) return;
+    /* hard state and the entries of its term in one batch (raft.h rule 1) */
+    if (mr_store_save_hard_state(st, 2, 3, &seq) || sc_append(st, 11, 20, 2, &seq) ||
+        sc_wait(st, seq, a, 2, 11, 20))
+        return;
+    a->term = 2;
+    a->vote = 3;
+    if (mr_store_save_hard_state(st, 3, 0, &seq)) return;
+    if (a->last > 14) a->last = 14; /* superseded by the truncation */
+    if (mr_store_truncate(st, 15, &seq) || sc_append(st, 15, 25, 3, &seq) ||
+        sc_wait(st, seq, a, 3, 15, 25))
+        return;
+    a->term = 3;
+    a->vote = 0;
+    if (mr_store_snapshot_write(st, 12, 2, "c", 1, "s12", 3, errmsg)) return;
+    a->snap_index = 12;
+    if (mr_store_compact(st, 12, &seq) || sc_wait(st, seq, a, 0, 1, 0)) return;
+    if (sc_append(st, 26, 60, 3, &seq) || sc_wait(st, seq, a, 3, 26, 60)) return;
+    if (mr_store_snapshot_write(st, 40, 3, "c", 1, "s40", 3, errmsg)) return;
+    a->snap_index = 40;
+    if (mr_store_compact(st, 40, &seq) || sc_wait(st, seq, a, 0, 1, 0)) return;
+    if (mr_store_save_hard_state(st, 4, 2, &seq) || sc_append(st, 61, 70, 4, &seq) ||
+        sc_wait(st, seq, a, 4, 61, 70))
+        return;
+    a->term = 4;
+    a->vote = 2;
+}
+
+/* After a cut: the store opens, and everything acknowledged is there. */
+static void check_after_cut(const struct plfx *p, const struct acked *a, unsigned long at)
+{
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    char errmsg[MR_ERRMSG_SIZE];
+    size_t k;
+    int rv = open_store(p->data, 4096, NULL, &st, &rec, errmsg);
+    if (rv != 0) fprintf(stderr, "cut after call %lu: open: %s\n", at, errmsg);
+    assert_int_equal(rv, 0);
+    if (rec.term < a->term || (rec.term == a->term && rec.vote != a->vote) ||
+        rec.last_term > rec.term || rec.last_index < a->last ||
+        rec.snap_index < a->snap_index)
+        fprintf(stderr,
+                "cut after call %lu: term %" PRIu64 " vote %" PRIu64 " last %" PRIu64
+                " (term %" PRIu64 ") snap %" PRIu64 "; acknowledged term %" PRIu64
+                " vote %" PRIu64 " last %" PRIu64 " snap %" PRIu64 "\n",
+                at, rec.term, rec.vote, rec.last_index, rec.last_term, rec.snap_index,
+                a->term, a->vote, a->last, a->snap_index);
+    assert_true(rec.term >= a->term);
+    if (rec.term == a->term) assert_int_equal(rec.vote, a->vote);
+    /* never entries of a term that is not durable (raft.h rule 1) */
+    assert_true(rec.last_term <= rec.term);
+    assert_true(rec.last_index >= a->last);
+    assert_true(rec.snap_index >= a->snap_index);
+    for (k = 0; k < rec.n_entries; k++) {
+        const struct mr_raft_entry *e = &rec.entries[k];
+        assert_int_equal(e->index, rec.first_index + k);
+        if (e->index <= a->last) check_entry(e, e->index, a->terms[e->index], 200);
+    }
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
+static void test_powerloss_cut_after_any_call_keeps_every_acknowledged_write(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    unsigned long total, at;
+
+    /* count the calls of a full run */
+    {
+        struct mr_store_powerloss *pl;
+        struct mr_store *st;
+        struct mr_store_recovered rec;
+        struct cutter c;
+        struct acked a;
+        memset(&a, 0, sizeof a);
+        plfx_init(&p, f->dir);
+        assert_int_equal(pl_store(&p, 4096, &pl, &c, &st, &rec), 0);
+        mr_store_recovered_release(&rec);
+        scenario(st, &a);
+        assert_int_equal(a.last, 70);
+        assert_int_equal(a.term, 4);
+        mr_store_close(st);
+        total = c.n;
+        mr_store_powerloss_close(pl);
+        cutter_destroy(&c);
+        cut(&p);
+        check_after_cut(&p, &a, total);
+    }
+    assert_true(total > 50);
+    for (at = 0; at <= total; at++) {
+        struct mr_store_powerloss *pl;
+        struct mr_store *st = NULL;
+        struct mr_store_recovered rec;
+        struct cutter c;
+        struct acked a;
+        char errmsg[MR_ERRMSG_SIZE];
+        memset(&a, 0, sizeof a);
+        plfx_init(&p, f->dir);
+        assert_int_equal(mr_store_powerloss_open(p.data, p.img, &pl, errmsg), 0);
+        cutter_init(&c, mr_store_powerloss_fs(pl));
+        c.cut_after = at; /* 0: the power is off from the start */
+        c.is_armed = 1;
+        if (open_store(p.data, 4096, &c.fs, &st, &rec, errmsg) == 0) {
+            mr_store_recovered_release(&rec);
+            scenario(st, &a);
+            mr_store_close(st);
+        }
+        mr_store_powerloss_close(pl);
+        cutter_destroy(&c);
+        cut(&p);
+        check_after_cut(&p, &a, at);
+    }
+}
+
+/* A hard state and entries of its term queued together land in one batch
+ * (the writer is held on the batch before); a cut at any call of that batch
+ * never leaves the entries durable without their term. */
+static void test_powerloss_hard_state_is_durable_before_entries_of_its_term(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    unsigned long gate = 0, total = 0, at;
+
+    for (at = 0;; at++) {
+        struct mr_store_powerloss *pl;
+        struct mr_store *st;
+        struct mr_store_recovered rec;
+        struct cutter c;
+        struct acked a;
+        uint64_t seq;
+        if (at > 0 && gate + at > total) break;
+        memset(&a, 0, sizeof a);
+        plfx_init(&p, f->dir);
+        assert_int_equal(pl_store(&p, 0, &pl, &c, &st, &rec), 0);
+        mr_store_recovered_release(&rec);
+        assert_int_equal(mr_store_save_hard_state(st, 1, 1, &seq), 0);
+        assert_int_equal(sc_append(st, 1, 3, 1, &seq), 0);
+        assert_int_equal(sc_wait(st, seq, &a, 1, 1, 3), 0);
+        a.term = 1;
+        a.vote = 1;
+        pthread_mutex_lock(&c.mu);
+        c.gate_at = c.n + 1;
+        c.cut_after = gate + at;
+        c.is_armed = at > 0;
+        pthread_mutex_unlock(&c.mu);
+        assert_int_equal(sc_append(st, 4, 4, 1, &seq), 0);
+        gate_wait(&c); /* the writer holds entry 4's batch */
+        assert_int_equal(mr_store_save_hard_state(st, 2, 2, &seq), 0);
+        assert_int_equal(sc_append(st, 5, 6, 2, &seq), 0);
+        gate_release(&c);
+        if (sc_wait(st, seq, &a, 2, 4, 6) == 0) {
+            a.terms[4] = 1;
+            a.term = 2;
+            a.vote = 2;
+        }
+        mr_store_close(st);
+        if (at == 0) {
+            gate = c.gate_at - 1;
+            total = c.n;
+        }
+        mr_store_powerloss_close(pl);
+        cutter_destroy(&c);
+        cut(&p);
+        check_after_cut(&p, &a, at == 0 ? total : gate + at);
+    }
+    assert_true(total > gate + 3);
+}
+
+/* A WAL whose entry at the snapshot's index has another term is a history
+ * the snapshot replaced: recovery drops it instead of letting terms go
+ * backwards after the snapshot. */
+static void
+test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    char errmsg[MR_ERRMSG_SIZE];
+
+    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    append_range(st, 1, 6, 1, 50, 6, 1);
+    /* a snapshot of another history at index 4 (installed from a leader),
+     * and the crash came before the log was reset */
+    assert_int_equal(mr_store_snapshot_write(st, 4, 2, "c", 1, "s", 1, errmsg), 0);
+    mr_store_close(st);
+    /* read-only: reported, left in place */
+    assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.last_index, 4);
+    assert_int_equal(rec.last_term, 2);
+    assert_int_equal(rec.n_entries, 0);
+    assert_non_null(strstr(rec.note, "contradicts the snapshot"));
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.snap_index, 4);
+    assert_int_equal(rec.last_index, 4);
+    assert_int_equal(rec.last_term, 2);
+    assert_int_equal(rec.n_entries, 0);
+    assert_non_null(strstr(rec.note, "contradicts the snapshot"));
+    mr_store_recovered_release(&rec);
+    /* the log goes on after the snapshot */
+    append_range(st, 5, 7, 2, 50, 3, 1);
+    mr_store_close(st);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.note[0], '\0');
+    assert_int_equal(rec.last_index, 7);
+    assert_int_equal(rec.n_entries, 3);
+    check_entry(&rec.entries[0], 5, 2, 50);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+    /* a WAL that agrees with the snapshot is kept */
+    wipe_dir(f->dir);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    append_range(st, 1, 6, 1, 50, 6, 1);
+    assert_int_equal(mr_store_snapshot_write(st, 4, 1, "c", 1, "s", 1, errmsg), 0);
+    mr_store_close(st);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.last_index, 6);
+    assert_int_equal(rec.n_entries, 2);
+    assert_int_equal(rec.note[0], '\0');
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1796,6 +2534,25 @@ int main(void)
             test_store_corrupt_snapshot_header_or_payload_is_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_tool_verifies_and_dumps_with_exit_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_powerloss_keeps_only_synced_data_of_a_file,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_powerloss_directory_changes_need_a_directory_fsync, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_powerloss_store_keeps_acknowledged_records_and_hard_state, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_powerloss_snapshot_is_durable_and_older_ones_stay_deleted, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_powerloss_cut_after_any_call_keeps_every_acknowledged_write, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_powerloss_hard_state_is_durable_before_entries_of_its_term, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
