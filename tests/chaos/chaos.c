@@ -66,6 +66,10 @@ struct client {
 };
 
 /* Extract the JSON value following `"field":` as a token (number or null). */
+/* Integrity checks run during the round (every this many entries) and once
+ * more after healing: no check may ever find a member that differs. */
+#define CHAOS_CHECK_ENTRIES 300
+
 static int json_tok(const char *body, const char *field, char *out, size_t n)
 {
     char pat[64];
@@ -227,11 +231,13 @@ static pid_t start_node(struct run *rn, int i)
 {
     char args[256];
     if (rn->join_port[i]) {
-        snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d",
-                 rn->listen_port[i], rn->join_port[i]);
+        snprintf(args, sizeof args,
+                 "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d --integrity-check-entries %d",
+                 rn->listen_port[i], rn->join_port[i], CHAOS_CHECK_ENTRIES);
         return mr_it_start_args(rn->c, i, args);
     }
-    snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d", rn->listen_port[i]);
+    snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --integrity-check-entries %d",
+             rn->listen_port[i], CHAOS_CHECK_ENTRIES);
     return mr_it_start_static(rn->c, i, args);
 }
 
@@ -879,6 +885,69 @@ static int check_hashes(struct run *rn)
     return 0;
 }
 
+/* After healing: one more integrity check through the leader, decided with
+ * every member equal; and no node ever saw a mismatch or left "ok" state
+ * (the counters add up over every leader of the round). */
+static int check_integrity(struct run *rn, struct mr_chaos_result *res)
+{
+    struct mr_it_cluster *c = rn->c;
+    char v[64];
+    for (long long end = mr_it_now_ms() + 20000; mr_it_now_ms() < end;) {
+        int leader = -1, decided = 0;
+        for (int i = 0; i < c->n && leader < 0; i++) {
+            struct mr_it_resp r =
+                mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 1000);
+            if (r.status == 200 && json_tok(r.body, "role", v, sizeof v) == 0 &&
+                strcmp(v, "\"leader\"") == 0)
+                leader = i;
+            mr_it_resp_free(&r);
+        }
+        if (leader >= 0) {
+            struct mr_it_resp r = mr_it_http_port(c->nodes[leader].http_port, "POST",
+                                                  "/v1/integrity/check", NULL, NULL, 1000);
+            char idx[32] = "";
+            if (r.status == 202) json_tok(r.body, "check_index", idx, sizeof idx);
+            mr_it_resp_free(&r);
+            for (int k = 0; idx[0] && k < 100 && !decided; k++) {
+                r = mr_it_http_port(c->nodes[leader].http_port, "GET", "/v1/status", NULL,
+                                    NULL, 1000);
+                char vi[32] = "";
+                if (r.status == 200 && json_tok(r.body, "verdict_index", vi, sizeof vi) == 0 &&
+                    strtoull(vi, NULL, 10) >= strtoull(idx, NULL, 10))
+                    decided = 1;
+                mr_it_resp_free(&r);
+                if (!decided) mr_it_sleep_ms(100);
+            }
+        }
+        if (decided) break;
+        mr_it_sleep_ms(200);
+    }
+    int ok = 1;
+    res->integrity_checks = 0;
+    for (int i = 0; i < c->n; i++) {
+        struct mr_it_resp r =
+            mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/status", NULL, NULL, 1000);
+        char checks[32] = "", mism[32] = "", state[32] = "", alarm[16] = "";
+        if (r.status != 200 || json_tok(r.body, "checks", checks, sizeof checks) ||
+            json_tok(r.body, "mismatches", mism, sizeof mism) ||
+            json_tok(r.body, "state", state, sizeof state) ||
+            json_tok(r.body, "alarm", alarm, sizeof alarm)) {
+            ok = 0;
+        } else {
+            res->integrity_checks += atoi(checks);
+            if (atoi(mism) != 0 || strcmp(state, "\"ok\"") != 0 || strcmp(alarm, "null") != 0) {
+                fprintf(rn->out, "integrity: %s reports mismatches=%s state=%s alarm=%s\n",
+                        c->nodes[i].name, mism, state, alarm);
+                ok = 0;
+            }
+        }
+        mr_it_resp_free(&r);
+    }
+    fprintf(rn->out, "integrity: %d checks decided during the round, %s\n",
+            res->integrity_checks, ok ? "every member equal each time" : "MISMATCH");
+    return ok;
+}
+
 int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
 {
     FILE *out = o->out ? o->out : stderr;
@@ -993,6 +1062,7 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     res->lost_canaries = check_canaries(&rn);
     res->members_ok = check_members(&rn);
     res->hashes_equal = check_hashes(&rn);
+    res->integrity_ok = check_integrity(&rn, res);
     struct mr_lc_summary s;
     if (mr_lc_check_history(&sh.h, out, &s) != 0) {
         rc = -1;
@@ -1036,7 +1106,8 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     }
     int recovered =
         res->recover_s >= 0 && res->recover_s <= 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0;
-    if (s.bad_keys || !res->hashes_equal || res->lost_canaries || !res->members_ok ||
+    if (s.bad_keys || !res->hashes_equal || !res->integrity_ok || res->lost_canaries ||
+        !res->members_ok ||
         res->restart_failures || !recovered) {
         fflush(rn.sched);
         fprintf(out, "fault schedule of the failing round (seed %llu):\n%s",

@@ -42,6 +42,9 @@ struct mr_chaos_result {
     int faults[MR_CF__N];
     size_t keys, bad_keys;
     int hashes_equal; /* all nodes equal applied + state_hash after healing */
+    int integrity_ok; /* no integrity check of the round found a differing member,
+                         and a final check after healing passed */
+    int integrity_checks; /* checks decided during the round (all leaders) */
     int members_ok;   /* every node a voter again after healing */
     int canaries,
         lost_canaries;  /* acknowledged writes made before crashes, missing at the end */

@@ -44,6 +44,8 @@ static void round_is_clean(int nodes, int secs)
     assert_true(r.ok > 50);
     assert_int_equal(r.bad_keys, 0);
     assert_true(r.hashes_equal);
+    assert_true(r.integrity_ok);
+    assert_true(r.integrity_checks >= 1);
     assert_true(r.members_ok);
     assert_true(r.canaries > 0);
     assert_int_equal(r.lost_canaries, 0);
