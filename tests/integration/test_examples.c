@@ -475,9 +475,11 @@ static void test_jobqueue_redelivers_jobs_whose_lease_expired(void **state)
     assert_non_null(strstr(J("j.error.message"), "visibility_ms"));
 
     watch(f2, "job/mail/2");
-    EXPECT("#j.events", "6"); /* enqueued claimed claimed nacked claimed acked */
-    EXPECT("j.events[6].event.op", "acked");
-    EXPECT("j.events[5].event.attempts", "3");
+    /* enqueued claimed expired (the timer, not the next claim) claimed nacked claimed acked */
+    EXPECT("#j.events", "7");
+    EXPECT("j.events[3].event.op", "expired");
+    EXPECT("j.events[7].event.op", "acked");
+    EXPECT("j.events[6].event.attempts", "3");
 
     restart_from_snapshot(leader);
     QUERY(f1, "{\"op\":\"list\",\"queue\":\"mail\"}");
