@@ -14,7 +14,12 @@
 --
 -- Expiry is decided at apply time against ctx.time (the leader's clock in the
 -- log entry), identically on every node; time never runs backwards (the
--- script keeps the largest time applied so far).
+-- script keeps the largest time applied so far). Leases also expire ON THEIR
+-- OWN: each claim and extend asks to be woken at the lease's end
+-- (ctx.wake_at), and tick(ctx), which the cluster runs once that time has
+-- passed (a timer entry in the log, no client traffic needed), puts every
+-- expired job back in the queue ("expired" event; or "dead" once it used up
+-- max_attempts). Its last lease token still acks it until someone claims it.
 --
 -- Jobs of a queue are delivered in id order (ids count 1, 2, 3, ... per
 -- queue) among those visible. A job may have max_attempts: when a claim finds
@@ -46,7 +51,8 @@
 --   A job is {"id","payload","state":"ready"|"leased"|"dead","attempts",
 --   "max_attempts" (0 = unlimited),"visible_at","lease","consumer","enqueued"}.
 -- Watch events (GET /v1/watch?prefix=job/<queue>/), key "job/<queue>/<id>":
---   {"key":..,"op":"enqueued"|"claimed"|"acked"|"nacked"|"dead"|"deleted","attempts":n}
+--   {"key":..,"op":"enqueued"|"claimed"|"acked"|"nacked"|"expired"|"dead"|"deleted",
+--    "attempts":n}
 --
 -- Commands validate before they mutate: a failed command changes nothing.
 -- Snapshot: canonical JSON {"clock":ms,"format":..,"queues":{q:{"jobs":[...by id],"next":n}}}.
@@ -211,6 +217,7 @@ function writers.claim(cmd, ctx, now)
         j.lease = ctx.index
         j.consumer = consumer
         j.visible_at = now + vis
+        ctx.wake_at(j.visible_at)
         event(ctx, qname, j, "claimed")
         got[#got + 1] = { id = j.id, payload = j.payload, attempts = j.attempts,
                           lease = j.lease, lease_until = j.visible_at }
@@ -227,7 +234,9 @@ local function leased_job(cmd)
   local lease = want_int(cmd, "lease", 1, math.maxinteger)
   local j = q and q.jobs[id]
   if j == nil then return nil, nil, "no such job (already acked or deleted?)" end
-  if j.state ~= "leased" or j.lease ~= lease then
+  -- A lease that expired (tick made the job "ready" again) still counts
+  -- until the job is claimed again or given back (nack resets lease to 0).
+  if j.state == "dead" or j.lease ~= lease then
     return nil, nil, "lease superseded: the job was given back or delivered again"
   end
   return q, j
@@ -260,6 +269,7 @@ function writers.extend(cmd, ctx, now)
     return { ok = false, reason = "lease expired at " .. j.visible_at .. ": claim the job again" }
   end
   j.visible_at = now + vis
+  ctx.wake_at(j.visible_at)
   return { ok = true, lease_until = j.visible_at }
 end
 
@@ -296,6 +306,30 @@ function M.apply(cmd, ctx)
   end
   clock = now
   return r
+end
+
+-- Runs when a deadline asked for with ctx.wake_at has passed: every leased
+-- job whose lease ended by ctx.time becomes visible again (or dead, once it
+-- used up max_attempts), queues in name order, jobs in id order.
+function M.tick(ctx)
+  local now = ctx.time
+  if now < clock then now = clock end
+  for _, qname in ipairs(canonical.keys(queues)) do
+    local q = queues[qname]
+    for id = q.head, q.next - 1 do
+      local j = q.jobs[id]
+      if j and j.state == "leased" and j.visible_at <= now then
+        if j.max_attempts > 0 and j.attempts >= j.max_attempts then
+          j.state, j.lease, j.consumer = "dead", 0, ""
+          event(ctx, qname, j, "dead")
+        else
+          j.state = "ready" -- lease and consumer stay: a late ack still counts
+          event(ctx, qname, j, "expired")
+        end
+      end
+    end
+  end
+  clock = now
 end
 
 function M.query(q)

@@ -13,6 +13,12 @@
 -- script never lets time run backwards: a new leader whose clock is behind the
 -- old one's sees the largest time applied so far ("clock" below).
 --
+-- Leases expire ON THEIR OWN: every acquire and renew asks to be woken at the
+-- new expiry (ctx.wake_at), and tick(ctx), which the cluster runs once that
+-- time has passed (a timer entry in the log, no client traffic needed),
+-- deletes every expired lock and emits an "expired" event, so a watcher
+-- waiting for a lock to become free hears it within ~10 ms of the expiry.
+--
 -- Commands (POST /v1/command); names and owners are non-empty strings of at
 -- most 200 bytes, ttl_ms an integer in [1, 604800000] (7 days):
 --   {"op":"acquire","name":n,"owner":o,"ttl_ms":t}
@@ -36,10 +42,11 @@
 --       get "live" = the lease is unexpired at that time.
 --   {"op":"list"[,"prefix":p][,"limit":n]}
 --       -> {"locks":[{"name","owner","token","expires"},...],"truncated":bool}
---       names in bytewise order, limit defaults to 1000. Expired leases are
---       listed until someone acquires or releases them.
+--       names in bytewise order, limit defaults to 1000. An expired lease is
+--       listed only until the timer tick removes it (right after it expires).
 -- Watch events (GET /v1/watch?prefix=lock/), key "lock/<name>":
 --   {"key":..,"op":"acquired"|"released"|"expired","owner":o,"token":k}
+--   "expired" comes from tick(ctx), at the first timer tick after the expiry.
 --
 -- Every command validates its input before it changes anything, so a
 -- command that fails (422 script_error) leaves the state untouched.
@@ -133,11 +140,13 @@ function writers.acquire(cmd, ctx, now)
   if live(l, now) then
     if l.owner ~= owner then return { ok = false, owner = l.owner, expires = l.expires } end
     l.expires = now + ttl -- re-acquire by the holder: a renewal, same token
+    ctx.wake_at(l.expires)
     return { ok = true, token = l.token, expires = l.expires }
   end
   if l then event(ctx, "expired", name, l) end
   l = { owner = owner, token = ctx.index, expires = now + ttl }
   locks[name] = l
+  ctx.wake_at(l.expires)
   event(ctx, "acquired", name, l)
   return { ok = true, token = l.token, expires = l.expires }
 end
@@ -155,6 +164,7 @@ function writers.renew(cmd, ctx, now)
     return { ok = false, reason = "lease expired at " .. l.expires .. ": acquire it again" }
   end
   l.expires = now + ttl
+  ctx.wake_at(l.expires) -- the earlier wake-up finds the lease live and does nothing
   return { ok = true, token = l.token, expires = l.expires }
 end
 
@@ -201,6 +211,21 @@ function M.apply(cmd, ctx)
   end
   clock = now -- only once the command succeeded
   return r
+end
+
+-- Runs when a deadline asked for with ctx.wake_at has passed: every lease
+-- expired at ctx.time goes, in name order, and watchers are told.
+function M.tick(ctx)
+  local now = ctx.time
+  if now < clock then now = clock end
+  for _, name in ipairs(canonical.keys(locks)) do
+    local l = locks[name]
+    if not live(l, now) then
+      locks[name] = nil
+      event(ctx, "expired", name, l)
+    end
+  end
+  clock = now
 end
 
 function M.query(q)

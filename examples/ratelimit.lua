@@ -24,20 +24,37 @@
 --       n defaults to 1; n > capacity is an error (it could never succeed).
 --       A refused take takes nothing. tokens are whole tokens, rounded down.
 --   {"op":"drop","name":b}               -> {"ok":true,"existed":bool}
+--   {"op":"window","name":w,"limit":n,"window_ms":ms}
+--       -> {"ok":true}   a fixed-window limiter: at most `limit` hits per window
+--       of window_ms (limit in [1, 1e9], window_ms in [1, 86400000]). Creates
+--       it, or reconfigures it (the current window keeps its count and end).
+--   {"op":"hit","name":w[,"n":k]}        -> {"ok":true,"count":c,"remaining":r,"resets_at":ms}
+--                                         | {"ok":false,"count":c,"remaining":r,"resets_at":ms}
+--       A window opens at the first hit and lasts window_ms; a refused hit
+--       counts nothing. The window is RESET BY THE TIMER: the first hit asks
+--       to be woken at its end (ctx.wake_at) and tick(ctx), which the cluster
+--       runs once that time has passed (a timer entry in the log, no client
+--       traffic needed), zeroes it and emits a "reset" event.
+--   {"op":"unwindow","name":w}           -> {"ok":true,"existed":bool}
 -- Queries (POST /v1/query; they also work as commands):
 --   {"op":"counter","name":c}            -> {"value":v}   0 for a counter never touched
 --   {"op":"get","name":b[,"now":ms]}     -> {"capacity","rate","per_ms","tokens","at":ms}
 --       tokens at time "at": the last time the bucket changed, or "now" (your
 --       clock, ms since the epoch) if you pass it and it is later. A query has
 --       no ctx.time: it does not go through the log.
---   {"op":"list"}                        -> {"counters":{name:v,...},"buckets":[names]}
+--   {"op":"list"}                        -> {"counters":{name:v,...},"buckets":[names],
+--                                            "windows":[names]}
+--   {"op":"window_get","name":w}         -> {"limit","window_ms","count","resets_at":ms|null}
 -- Watch events (GET /v1/watch?prefix=counter/ or bucket/):
 --   {"key":"counter/<name>","op":"incr"|"reset","value":v}
 --   {"key":"bucket/<name>","op":"bucket"|"drop","capacity":c,"rate":r,"per_ms":p}
---   (takes emit nothing: they are the hot path and would flood watchers)
+--   {"key":"window/<name>","op":"reset","count":c}   c: hits of the window that ended
+--   (takes and hits emit nothing: they are the hot path and would flood watchers)
 --
 -- Commands validate before they mutate: a failed command changes nothing.
--- Snapshot: canonical JSON {"buckets":{...},"clock":ms,"counters":{...},"format":...}.
+-- Snapshot: canonical JSON {"buckets":{...},"clock":ms,"counters":{...},"format":...,
+-- "windows":{...}} (a snapshot without "windows", from before they existed, restores).
+-- The pending wake-ups are not in it: the node keeps them beside it.
 
 local M = {}
 
@@ -52,6 +69,7 @@ local encode = json.encode
 
 local counters = {} -- name -> integer
 local buckets = {}  -- name -> {capacity, rate, per_ms, level (units), at (ms)}
+local windows = {}  -- name -> {limit, window_ms, count, ends (ms, 0 = no window open)}
 local clock = 0     -- largest ctx.time applied so far
 
 local function bad(msg) error(msg, 0) end
@@ -111,7 +129,17 @@ end
 function readers.list()
   local names = json.array()
   for i, k in ipairs(canonical.keys(buckets)) do names[i] = k end
-  return { counters = counters, buckets = names }
+  local wnames = json.array()
+  for i, k in ipairs(canonical.keys(windows)) do wnames[i] = k end
+  return { counters = counters, buckets = names, windows = wnames }
+end
+
+function readers.window_get(q)
+  local name = want_name(q)
+  local w = windows[name]
+  if w == nil then bad("no window named " .. name) end
+  return { limit = w.limit, window_ms = w.window_ms, count = w.count,
+           resets_at = w.ends > 0 and w.ends or null }
 end
 
 -- ---- commands: f(cmd, ctx, now) validates everything, then mutates ------------
@@ -185,6 +213,45 @@ function writers.drop(cmd, ctx)
   return { ok = true, existed = true }
 end
 
+function writers.window(cmd, ctx)
+  local name = want_name(cmd)
+  local limit = want_int(cmd, "limit", 1, MAX_CAPACITY)
+  local window_ms = want_int(cmd, "window_ms", 1, MAX_PER_MS)
+  local w = windows[name]
+  if w == nil then
+    windows[name] = { limit = limit, window_ms = window_ms, count = 0, ends = 0 }
+  else
+    w.limit, w.window_ms = limit, window_ms
+  end
+  return { ok = true }
+end
+
+function writers.hit(cmd, ctx, now)
+  local name = want_name(cmd)
+  local w = windows[name]
+  if w == nil then bad("no window named " .. name .. ": create it with op=window") end
+  local n = want_int(cmd, "n", 1, MAX_CAPACITY, 1)
+  if w.ends > 0 and w.ends <= now then
+    -- ended, and its tick is not applied yet: reset it here
+    ctx.emit({ key = "window/" .. name, op = "reset", count = w.count })
+    w.count, w.ends = 0, 0
+  end
+  if w.ends == 0 then
+    w.ends = now + w.window_ms
+    ctx.wake_at(w.ends)
+  end
+  local ok = w.count + n <= w.limit
+  if ok then w.count = w.count + n end
+  return { ok = ok, count = w.count, remaining = w.limit - w.count, resets_at = w.ends }
+end
+
+function writers.unwindow(cmd, ctx)
+  local name = want_name(cmd)
+  local existed = windows[name] ~= nil
+  windows[name] = nil
+  return { ok = true, existed = existed }
+end
+
 local function op_of(cmd)
   if type(cmd) ~= "table" then bad("command must be a JSON object") end
   local op = cmd.op
@@ -209,6 +276,21 @@ function M.apply(cmd, ctx)
   return r
 end
 
+-- Runs when a deadline asked for with ctx.wake_at has passed: every window
+-- that ended by ctx.time is reset, in name order, and watchers are told.
+function M.tick(ctx)
+  local now = ctx.time
+  if now < clock then now = clock end
+  for _, name in ipairs(canonical.keys(windows)) do
+    local w = windows[name]
+    if w.ends > 0 and w.ends <= now then
+      ctx.emit({ key = "window/" .. name, op = "reset", count = w.count })
+      w.count, w.ends = 0, 0
+    end
+  end
+  clock = now
+end
+
 function M.query(q)
   local op = op_of(q)
   local f = readers[op]
@@ -218,7 +300,8 @@ function M.query(q)
 end
 
 function M.snapshot()
-  return encode({ format = FORMAT, clock = clock, counters = counters, buckets = buckets })
+  return encode({ format = FORMAT, clock = clock, counters = counters, buckets = buckets,
+                  windows = windows })
 end
 
 function M.restore(s)
@@ -236,7 +319,16 @@ function M.restore(s)
       if math.type(b[f]) ~= "integer" then error("bad bucket " .. k .. " in snapshot", 0) end
     end
   end
-  counters, buckets, clock = t.counters, t.buckets, t.clock
+  local ws = t.windows
+  if ws == nil then ws = {} end
+  if type(ws) ~= "table" then error("bad windows in snapshot", 0) end
+  for k, w in pairs(ws) do
+    if type(k) ~= "string" or type(w) ~= "table" then error("bad window in snapshot", 0) end
+    for _, f in ipairs({ "limit", "window_ms", "count", "ends" }) do
+      if math.type(w[f]) ~= "integer" then error("bad window " .. k .. " in snapshot", 0) end
+    end
+  end
+  counters, buckets, windows, clock = t.counters, t.buckets, ws, t.clock
 end
 
 return M

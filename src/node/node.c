@@ -207,6 +207,9 @@ void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, si
                 e->data->data[1] == MR_NODE_ENTRY_CHECK) {
                 mr_node_integrity_apply(n, e->index);
                 mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
+            } else if (e->data != NULL && e->data->len >= 2 && e->data->data[0] == 1 &&
+                       e->data->data[1] == MR_NODE_ENTRY_TICK) {
+                mr_node_timers_apply(n, e);
             } else {
                 apply_normal(n, e);
             }
@@ -457,6 +460,7 @@ static void on_tick(uv_timer_t *t)
         mr_node_snap_send_pump(n);
         /* outside any step: these propose or transfer through the core */
         mr_node_integrity_tick(n);
+        mr_node_timers_tick(n);
     }
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);

@@ -292,6 +292,8 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_http_json_str(&j, n->has_hash && n->hash_index == n->applied ? n->hash : NULL);
     mr_http_json_key(&j, "integrity");
     mr_node_integrity_json(n, &j);
+    mr_http_json_key(&j, "timers");
+    mr_node_timers_json(n, &j);
     mr_http_json_key(&j, "members");
     mr_node_members_json(n, &j);
     mr_http_json_key(&j, "disk_error");
@@ -515,6 +517,8 @@ int mr_node_metrics_init(struct mr_node *n)
     n->m_integ_mismatches = mr_http_metrics_counter(
         m, "moonraft_integrity_mismatches_total", NULL,
         "Integrity checks (as leader) that found a member with a different state");
+    n->m_timer_ticks = mr_http_metrics_counter(m, "moonraft_timer_ticks_total", NULL,
+                                               "Timer tick entries (ctx.wake_at) applied");
     return 0;
 }
 

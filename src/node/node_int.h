@@ -18,6 +18,7 @@ void mr_node_log(int level, const char *fmt, ...) __attribute__((format(printf, 
 /* ---- entry payloads ------------------------------------------------------------ */
 #define MR_NODE_ENTRY_COMMAND 1
 #define MR_NODE_ENTRY_CHECK 2 /* integrity check: u8 version, u8 kind, nothing else */
+#define MR_NODE_ENTRY_TICK 3  /* timer tick: u8 version, u8 kind, u64 time_ms (node_timers.c) */
 #define MR_NODE_MAX_IDEM_KEY 256 /* bytes */
 struct mr_node_entry {
     uint64_t time_ms;
@@ -308,6 +309,11 @@ struct mr_node {
     char integ_alarm_msg[1200];
     uint64_t integ_checks, integ_mismatches, integ_resyncs;
 
+    /* Timers (node_timers.c) */
+    mr_index timer_proposed;       /* leader: TICK proposed here, not applied yet */
+    uint64_t timer_ticks;          /* TICK entries applied here */
+    struct mr_http_metric *m_timer_ticks;
+
     /* Membership / formation */
     int is_bootstrapping;         /* bootstrap_expect: collecting members */
     struct mr_node_member pending_members[16];
@@ -453,9 +459,25 @@ int mr_node_integrity_blocks_reads(const struct mr_node *n);
 void mr_node_integrity_json(struct mr_node *n, struct mr_http_json *j);
 void mr_node_integrity_close(struct mr_node *n);
 
+/* node_timers.c: ctx.wake_at / tick through TICK entries (see there) */
+/* Every tick, outside any step: the leader proposes a TICK entry once the
+ * state machine's earliest deadline has passed. */
+void mr_node_timers_tick(struct mr_node *n);
+/* Applies a committed TICK entry (payload kind MR_NODE_ENTRY_TICK). */
+void mr_node_timers_apply(struct mr_node *n, const struct mr_raft_entry *e);
+void mr_node_timers_json(struct mr_node *n, struct mr_http_json *j);
+/* Section MR_NODE_SECTION_TIMERS: body size (out NULL) or bytes; validation
+ * (MR_ECORRUPT); installing the parsed body after the restore. */
+size_t mr_node_timers_encode(struct mr_node *n, unsigned char *out);
+int mr_node_timers_parse(const unsigned char *p, size_t len, char *errmsg);
+void mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len);
+
 /* node_sections.c: node-level replicated state in snapshots (see there) */
+#define MR_NODE_SECTION_TIMERS 2 /* pending deadlines (mr_sm_deadlines_encode) */
 struct mr_node_sections {
     int reserved_; /* parsed sections point into the snapshot buffer */
+    const unsigned char *timers; /* NULL: no timers section (no deadline pending) */
+    size_t timers_len;
 };
 /* Encodes every section into out (NULL: only computes the size); returns the size. */
 size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out);

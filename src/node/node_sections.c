@@ -27,7 +27,7 @@ static size_t put_section(unsigned char *out, uint32_t tag, const void *body, si
         mr_put_u32(out, tag);
         mr_put_u32(out + 4, 0);
         mr_put_u64(out + 8, len);
-        if (len) memcpy(out + SECTION_HDR, body, len);
+        if (len && body != NULL) memcpy(out + SECTION_HDR, body, len); /* NULL: caller wrote it */
     }
     return SECTION_HDR + len;
 }
@@ -35,11 +35,14 @@ static size_t put_section(unsigned char *out, uint32_t tag, const void *body, si
 size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out)
 {
     size_t total = 0;
-    (void)n;
-    (void)put_section;
-    /* No section is written yet: features add theirs here, e.g.
+    /* Features add theirs here, e.g.
      *   total += put_section(out ? out + total : NULL, MR_NODE_SECTION_X, body, len); */
-    (void)out;
+    if (mr_sm_deadline_count(n->sm) > 0) {
+        /* written in place: encode the body after its header */
+        size_t len = mr_node_timers_encode(n, NULL);
+        if (out != NULL) mr_node_timers_encode(n, out + total + SECTION_HDR);
+        total += put_section(out ? out + total : NULL, MR_NODE_SECTION_TIMERS, NULL, len);
+    }
     return total;
 }
 
@@ -62,6 +65,16 @@ int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_se
             return MR_ECORRUPT;
         }
         switch (tag) {
+        case MR_NODE_SECTION_TIMERS:
+            if (out->timers != NULL) {
+                mr_errmsg_printf(errmsg, "snapshot: duplicate timers section");
+                return MR_ECORRUPT;
+            }
+            if (mr_node_timers_parse(p + off + SECTION_HDR, (size_t)blen, errmsg) != 0)
+                return MR_ECORRUPT;
+            out->timers = p + off + SECTION_HDR;
+            out->timers_len = (size_t)blen;
+            break;
         default:
             mr_errmsg_printf(errmsg,
                              "snapshot: unknown section %u (written by a newer moonraft?)", tag);
@@ -74,6 +87,6 @@ int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_se
 
 void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s)
 {
-    (void)n;
-    (void)s;
+    /* Always: a snapshot without the section had no deadline pending. */
+    mr_node_timers_commit(n, s->timers, s->timers_len);
 }

@@ -16,7 +16,13 @@ struct mr_sm {
     char *name;
     uint64_t budget;
     uint64_t mem_limit;
+    struct mr_sm_deadlines deadlines; /* pending ctx.wake_at deadlines (sm_timers.c) */
 };
+
+struct mr_sm_deadlines *mr_sm_deadlines_of(struct mr_sm *sm)
+{
+    return &sm->deadlines;
+}
 
 const char *mr_sm_status_name(int status)
 {
@@ -142,6 +148,7 @@ void mr_sm_close(struct mr_sm *sm)
 {
     if (sm == NULL) return;
     mr_sm_vm_free(sm->vm);
+    mr_sm_deadlines_free(&sm->deadlines);
     mr_free(sm->src);
     mr_free(sm->name);
     mr_free(sm);
@@ -161,6 +168,7 @@ struct call_args {
     const char *in;
     size_t len;
     const struct mr_sm_ctx *ctx; /* NULL for a query */
+    int is_tick;                 /* tick(ctx) rather than apply(cmd, ctx) */
     int host;                    /* HOST_* */
     char errmsg[MR_ERRMSG_SIZE];
 };
@@ -170,15 +178,16 @@ static int call_body(lua_State *L)
     struct call_args *a = lua_touserdata(L, 1);
     struct mr_sm_vm *vm = a->vm;
     lua_settop(L, 0);
-    int rv = mr_sm_json_decode(L, a->in, a->len, a->errmsg);
+    int rv = a->is_tick ? 0 : mr_sm_json_decode(L, a->in, a->len, a->errmsg);
     if (rv != 0) {
         a->host = rv == MR_EMALFORMED ? HOST_BAD_JSON : HOST_NOMEM;
         return 0;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx ? vm->ref_apply : vm->ref_query);
+    lua_rawgeti(L, LUA_REGISTRYINDEX,
+                a->is_tick ? vm->ref_tick : a->ctx ? vm->ref_apply : vm->ref_query);
     lua_insert(L, 1);
     if (a->ctx != NULL) {
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 6);
         lua_pushinteger(L, (lua_Integer)a->ctx->index);
         lua_setfield(L, -2, "index");
         lua_pushinteger(L, (lua_Integer)a->ctx->term);
@@ -189,17 +198,19 @@ static int call_body(lua_State *L)
         lua_setfield(L, -2, "random");
         lua_pushcfunction(L, mr_sm_fn_emit());
         lua_setfield(L, -2, "emit");
+        lua_pushcfunction(L, mr_sm_fn_wake_at());
+        lua_setfield(L, -2, "wake_at");
         if (a->ctx->fault_salt != NULL) {
             lua_pushstring(L, a->ctx->fault_salt);
             lua_setfield(L, -2, "fault_salt");
         }
     }
-    lua_call(L, a->ctx ? 2 : 1, 1);
+    lua_call(L, a->is_tick ? 1 : a->ctx ? 2 : 1, 1);
     vm->out.len = 0;
     rv = mr_sm_json_encode(L, -1, &vm->out, a->errmsg);
     if (rv == MR_EMALFORMED)
         return luaL_error(L, "%s returned a value JSON cannot hold: %s",
-                          a->ctx ? "apply" : "query", a->errmsg);
+                          a->is_tick ? "tick" : a->ctx ? "apply" : "query", a->errmsg);
     if (rv != 0) a->host = HOST_NOMEM;
     return 0;
 }
@@ -215,12 +226,12 @@ static int fill_error(struct mr_sm_result *res, const char *full)
     return 0;
 }
 
-static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *in,
-                    size_t len, struct mr_sm_result *res)
+static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, int is_tick,
+                    const char *in, size_t len, struct mr_sm_result *res)
 {
     struct mr_sm_vm *vm = sm->vm;
     lua_State *L = vm->L;
-    struct call_args a = {vm, in, len, ctx, HOST_OK, {0}};
+    struct call_args a = {vm, in, len, ctx, is_tick, HOST_OK, {0}};
     memset(res, 0, sizeof *res);
     if (ctx != NULL) {
         /* Same (term, index) -> same stream on every node. */
@@ -230,15 +241,28 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *i
         mr_rand_seed(&vm->rng, 0);
     }
     vm->events.len = 0;
+    vm->staged.n = 0;
+    vm->timer_nomem = 0;
+    vm->committed = ctx != NULL ? &sm->deadlines : NULL;
     lua_pushcfunction(L, call_body);
     lua_pushlightuserdata(L, &a);
     int st = mr_sm_vm_pcall(vm, 1, 0, sm->budget, 1);
     vm->in_apply = 0;
+    vm->committed = NULL;
     int rv = 0;
+    /* Deadlines asked for by a call that failed are dropped with it. */
+    if (vm->timer_nomem)
+        rv = MR_ENOMEM;
+    else if (st == MR_SM_OK && a.host == HOST_OK &&
+             mr_sm_deadlines_merge(&sm->deadlines, &vm->staged) != 0)
+        rv = MR_ENOMEM;
+    vm->staged.n = 0;
     if (st != MR_SM_OK) {
         res->status = st;
-        rv = fill_error(res, lua_tostring(L, -1));
+        if (rv == 0) rv = fill_error(res, lua_tostring(L, -1));
         lua_pop(L, 1);
+    } else if (rv != 0) {
+        /* the host failed (above): the outcome is unknown */
     } else if (a.host == HOST_NOMEM) {
         rv = MR_ENOMEM;
     } else if (a.host == HOST_BAD_JSON) {
@@ -275,12 +299,34 @@ int mr_sm_apply(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *cmd,
                 size_t len, struct mr_sm_result *res)
 {
     MR_ASSERT(ctx != NULL);
-    return run_call(sm, ctx, cmd, len, res);
+    return run_call(sm, ctx, 0, cmd, len, res);
+}
+
+int mr_sm_tick(struct mr_sm *sm, const struct mr_sm_ctx *ctx, struct mr_sm_result *res)
+{
+    MR_ASSERT(ctx != NULL);
+    /* Due deadlines are consumed whatever tick() does: one that fails must
+     * not be woken again (and fail again) at every tick. */
+    size_t due = mr_sm_deadlines_pop_due(&sm->deadlines, ctx->time_ms);
+    if (due == 0 || sm->vm->ref_tick == LUA_NOREF) {
+        memset(res, 0, sizeof *res);
+        res->status = MR_SM_OK;
+        res->json = mr_strdup("null");
+        if (res->json == NULL) return MR_ENOMEM;
+        res->json_len = 4;
+        return 0;
+    }
+    return run_call(sm, ctx, 1, NULL, 0, res);
+}
+
+int mr_sm_has_tick(struct mr_sm *sm)
+{
+    return sm->vm->ref_tick != LUA_NOREF;
 }
 
 int mr_sm_query(struct mr_sm *sm, const char *q, size_t len, struct mr_sm_result *res)
 {
-    return run_call(sm, NULL, q, len, res);
+    return run_call(sm, NULL, 0, q, len, res);
 }
 
 /* ---- snapshot / restore ------------------------------------------------------------ */
@@ -409,6 +455,10 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
     mr_sm_vm_trim(fresh);
     mr_sm_vm_free(sm->vm);
     sm->vm = fresh;
+    /* The payload replaces the whole state: deadlines included. The caller
+     * that keeps them beside the payload reinstalls them
+     * (mr_sm_deadlines_restore). */
+    sm->deadlines.n = 0;
     return 0;
 }
 

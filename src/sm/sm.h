@@ -4,13 +4,16 @@
  * a deterministic sandbox and drives it: apply committed commands, run
  * read-only queries, take and install snapshots, hash the state.
  *
- * The script returns a table with four functions:
+ * The script returns a table with four functions (and an optional fifth):
  *   apply(cmd, ctx)  cmd is the decoded JSON command; ctx.index, ctx.term,
  *                    ctx.time (ms, assigned by the leader), ctx.random(),
- *                    ctx.emit(event). Returns any JSON-encodable value.
+ *                    ctx.emit(event), ctx.wake_at(ms). Returns any
+ *                    JSON-encodable value.
  *   query(q)         read-only; returns any JSON-encodable value.
  *   snapshot()       returns a string (should be canonical: see below).
  *   restore(data)    replaces the state from a snapshot string.
+ *   tick(ctx)        optional: runs when deadlines asked for with
+ *                    ctx.wake_at are due (mr_sm_tick); same ctx as apply.
  * The functions are captured when the script loads; replacing them in the
  * module table later has no effect.
  *
@@ -92,6 +95,17 @@
  * and not on another. Such a result carries is_uncertain = 1 (see struct
  * mr_sm_result): the node must then treat its state as suspect. Keep the cap
  * well above the working set.
+ *
+ * Timers (sm_timers.c). ctx.wake_at(ms) (apply and tick only; an integer,
+ * in ctx.time's unit; raises when the script has no tick function) adds ms to
+ * the sm's set of pending deadlines: sorted, equal values merged, at most
+ * MR_SM_MAX_DEADLINES. The set is replicated state kept by the host, not by
+ * the script: deadlines asked for during a call that ends in an error are
+ * dropped (unlike the script's own partial mutations). The node reads the
+ * earliest one (mr_sm_next_deadline), has the leader log a tick entry once
+ * it is due, and every replica then calls mr_sm_tick at that log position.
+ * The set is not part of the script's snapshot() payload: the node carries
+ * it beside the payload (mr_sm_deadlines_encode / _restore).
  *
  * Failing applies. A Lua error, a budget trip or the memory cap ends the call
  * with an error result. PARTIAL MUTATIONS MADE BEFORE THE ERROR STAY (as in
@@ -238,7 +252,8 @@ int mr_sm_snapshot(struct mr_sm *sm, char **data, size_t *len, char *errmsg);
 
 /* Installs a snapshot: loads the script into a FRESH sandbox, calls
  * restore(data) there and, only if that succeeds, swaps it in for the
- * current one. On any failure the old state stays untouched and usable.
+ * current one and empties the pending deadlines (see
+ * mr_sm_deadlines_restore). On any failure the old state stays untouched and usable.
  * `data` is borrowed. Errors: MR_ESCRIPT (errmsg says why), MR_ENOMEM. */
 int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg);
 
@@ -248,6 +263,41 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg);
  * key order). Costs a full synchronous snapshot: cache it per applied index.
  * Errors as mr_sm_snapshot. */
 int mr_sm_state_hash(struct mr_sm *sm, char hex[65], char *errmsg);
+
+/* ---- timers ---------------------------------------------------------------- */
+#define MR_SM_MAX_DEADLINES 100000 /* pending ctx.wake_at deadlines per state machine */
+
+/* The earliest pending deadline (ms), or INT64_MAX when none is pending. */
+int64_t mr_sm_next_deadline(struct mr_sm *sm);
+/* The number of pending deadlines. */
+size_t mr_sm_deadline_count(struct mr_sm *sm);
+/* 1 when the script defines tick(ctx). */
+int mr_sm_has_tick(struct mr_sm *sm);
+
+/* Removes every pending deadline <= ctx->time_ms and, if there was one and
+ * the script has a tick function, calls tick(ctx) under the instruction
+ * budget and heap cap. ctx is as for apply (ctx.emit and ctx.wake_at work);
+ * the PRNG is seeded from (term, index). The due deadlines are consumed even
+ * when tick() fails (a failing tick is not retried at every tick); deadlines
+ * tick() asked for are kept only if it succeeds. `res` is filled as by
+ * mr_sm_apply (json = tick's return value, "null" when tick did not run;
+ * events; error). Returns 0, or MR_ENOMEM when the host could not allocate
+ * (the node must stop applying, as for mr_sm_apply). */
+int mr_sm_tick(struct mr_sm *sm, const struct mr_sm_ctx *ctx, struct mr_sm_result *res);
+
+/* Encodes the pending deadlines into out (NULL: only computes the size) and
+ * returns the size: u32 count, u32 0, count * i64 ascending (little-endian). */
+size_t mr_sm_deadlines_encode(struct mr_sm *sm, unsigned char *out);
+/* Validates untrusted bytes from mr_sm_deadlines_encode: 0 or MR_EMALFORMED
+ * (errmsg says why). Pure: no state machine needed. */
+int mr_sm_deadlines_check(const unsigned char *p, size_t len, char *errmsg);
+/* Replaces the pending deadlines with the encoded set (p NULL or len 0: no
+ * deadlines). mr_sm_restore empties the set (the payload replaced the whole
+ * state): call this after it to put back the set saved beside the payload.
+ * `p` is borrowed. Errors: MR_EMALFORMED, MR_ENOMEM (the set is then
+ * unchanged). */
+int mr_sm_deadlines_restore(struct mr_sm *sm, const unsigned char *p, size_t len,
+                            char *errmsg);
 
 /* Checks that [s, s+len) is one JSON value exactly as mr_sm_apply will parse
  * it (RFC 8259, UTF-8 checked, nesting up to MR_SM_JSON_MAX_DEPTH). Pure C, no

@@ -36,6 +36,27 @@ struct mr_sm_json_scratch {
 };
 void mr_sm_json_scratch_free(struct mr_sm_json_scratch *s);
 
+/* A set of deadlines (ms, ctx.time's unit): sorted ascending, no two equal
+ * (sm_timers.c). */
+struct mr_sm_deadlines {
+    int64_t *v;
+    size_t n;
+    size_t cap;
+};
+/* 1 when ms is in d; *pos (if not NULL) is its position or where it would go. */
+int mr_sm_deadlines_find(const struct mr_sm_deadlines *d, int64_t ms, size_t *pos);
+/* Adds ms at pos (from mr_sm_deadlines_find, which said absent): 0 or MR_ENOMEM. */
+int mr_sm_deadlines_insert_at(struct mr_sm_deadlines *d, size_t pos, int64_t ms);
+/* dst := dst U src. On MR_ENOMEM dst is unchanged. */
+int mr_sm_deadlines_merge(struct mr_sm_deadlines *dst, const struct mr_sm_deadlines *src);
+/* Removes every deadline <= ms; returns how many. */
+size_t mr_sm_deadlines_pop_due(struct mr_sm_deadlines *d, int64_t ms);
+void mr_sm_deadlines_free(struct mr_sm_deadlines *d);
+/* ctx.wake_at, for sm.c to put in ctx. */
+lua_CFunction mr_sm_fn_wake_at(void);
+/* The sm's pending deadlines (sm.c owns them). */
+struct mr_sm_deadlines *mr_sm_deadlines_of(struct mr_sm *sm);
+
 /* One sandboxed Lua state (a restore builds a second one and swaps). */
 struct mr_sm_vm {
     lua_State *L;
@@ -58,7 +79,13 @@ struct mr_sm_vm {
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */
-    int in_apply;            /* ctx.emit allowed */
+    int in_apply;            /* ctx.emit and ctx.wake_at allowed */
+    int ref_tick;            /* the optional tick(ctx), LUA_NOREF when absent */
+    /* Timers (sm_timers.c): deadlines asked for by the call in progress,
+     * merged into `committed` (the sm's set) only when it succeeds. */
+    struct mr_sm_deadlines staged;
+    const struct mr_sm_deadlines *committed;
+    int timer_nomem; /* the host could not stage a deadline (MR_ENOMEM) */
     struct mr_sm_buf out;    /* encoder output */
     struct mr_sm_buf events; /* "[ev,ev" while applying */
     struct mr_sm_json_scratch js;
@@ -72,7 +99,7 @@ static inline struct mr_sm_vm *mr_sm_vm_of(lua_State *L)
 
 /* Creates a sandboxed state (libraries, replacements, json, canonical) and
  * loads the script into it (under `budget` instructions), checking the contract and
- * capturing the four functions as registry refs; then locks globals. On failure returns
+ * capturing the four functions (and the optional tick) as registry refs; then locks globals. On failure returns
  * MR_ESCRIPT/MR_ENOMEM with errmsg and frees everything. */
 int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const char *name,
                  uint64_t budget, uint64_t mem_limit, char *errmsg);

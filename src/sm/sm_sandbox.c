@@ -504,6 +504,15 @@ static int setup(lua_State *L)
     check_fn(L, "query", &vm->ref_query);
     check_fn(L, "snapshot", &vm->ref_snapshot);
     check_fn(L, "restore", &vm->ref_restore);
+    /* tick(ctx) is optional: only scripts that use ctx.wake_at need it. */
+    int t = lua_getfield(L, -1, "tick");
+    if (t == LUA_TFUNCTION)
+        vm->ref_tick = luaL_ref(L, LUA_REGISTRYINDEX);
+    else if (t != LUA_TNIL)
+        return luaL_error(L, "the script's 'tick' must be a function (it is a %s)",
+                          luaL_typename(L, -1));
+    else
+        lua_pop(L, 1);
     vm->ref_module = luaL_ref(L, LUA_REGISTRYINDEX);
     /* Lock globals. */
     lua_pushglobaltable(L);
@@ -528,7 +537,7 @@ int mr_sm_vm_new(struct mr_sm_vm **out, const char *src, size_t srclen, const ch
     }
     vm->mem_limit = (size_t)mem_limit;
     vm->ref_apply = vm->ref_query = vm->ref_snapshot = vm->ref_restore = LUA_NOREF;
-    vm->ref_module = vm->ref_array_mt = LUA_NOREF;
+    vm->ref_module = vm->ref_array_mt = vm->ref_tick = LUA_NOREF;
     vm->mem_enforce = 1;
     vm->L = lua_newstate(sm_alloc, vm);
     if (vm->L == NULL) {
@@ -578,6 +587,7 @@ void mr_sm_vm_free(struct mr_sm_vm *vm)
     if (vm->L != NULL) lua_close(vm->L);
     mr_sm_buf_free(&vm->out);
     mr_sm_buf_free(&vm->events);
+    mr_sm_deadlines_free(&vm->staged);
     mr_sm_json_scratch_free(&vm->js);
     mr_free(vm);
 }

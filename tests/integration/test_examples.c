@@ -137,10 +137,9 @@ static void expect_converged(void)
     assert_int_equal((int)strlen(hash0), 64);
 }
 
-/* Snapshots node `node`, restarts it (so it restores the script's state from
- * that snapshot, then replays the rest of the log) and checks that every node
- * converges to the same state hash. */
-static void restart_from_snapshot(int node)
+/* Has node `node` take a snapshot and waits until it is durable; returns its
+ * index. */
+static long long take_snapshot(int node)
 {
     char st[8192];
     long long want;
@@ -165,6 +164,16 @@ static void restart_from_snapshot(int node)
         mr_it_sleep_ms(25);
     }
     assert_true(i < 200);
+    return want;
+}
+
+/* Snapshots node `node`, restarts it (so it restores the script's state from
+ * that snapshot, then replays the rest of the log) and checks that every node
+ * converges to the same state hash. */
+static void restart_from_snapshot(int node)
+{
+    char st[8192];
+    long long want = take_snapshot(node);
     assert_int_equal(mr_it_stop(&cluster, node), 0);
     mr_it_start_static(&cluster, node, extra_args);
     assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
@@ -183,6 +192,30 @@ static void watch(int node, const char *prefix)
     assert_int_equal(r.status, 200);
     snprintf(last, sizeof last, "%s", r.body);
     mr_it_resp_free(&r);
+}
+
+/* Long-polls node `node` for events of `prefix` applied after `after`, until
+ * one comes (or 8 s pass), into `last`; returns the time it took (ms). */
+static long long watch_wait(int node, const char *prefix, long long after)
+{
+    char path[256];
+    struct mr_it_resp r;
+    long long t0 = mr_it_now_ms();
+    snprintf(path, sizeof path, "/v1/watch?prefix=%s&index=%lld&timeout_ms=8000", prefix, after);
+    r = mr_it_http(&cluster, node, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(last, sizeof last, "%s", r.body);
+    mr_it_resp_free(&r);
+    return mr_it_now_ms() - t0;
+}
+
+/* A field of node `node`'s /v1/status, as text. */
+static const char *status_field(int node, const char *expr)
+{
+    static char st[8192], out[128];
+    status_of(node, st, sizeof st);
+    snprintf(out, sizeof out, "%s", mr_it_jq(st, expr));
+    return out;
 }
 
 static void sleep_until(long long deadline_ms)
@@ -442,9 +475,11 @@ static void test_jobqueue_redelivers_jobs_whose_lease_expired(void **state)
     assert_non_null(strstr(J("j.error.message"), "visibility_ms"));
 
     watch(f2, "job/mail/2");
-    EXPECT("#j.events", "6"); /* enqueued claimed claimed nacked claimed acked */
-    EXPECT("j.events[6].event.op", "acked");
-    EXPECT("j.events[5].event.attempts", "3");
+    /* enqueued claimed expired (the timer, not the next claim) claimed nacked claimed acked */
+    EXPECT("#j.events", "7");
+    EXPECT("j.events[3].event.op", "expired");
+    EXPECT("j.events[7].event.op", "acked");
+    EXPECT("j.events[6].event.attempts", "3");
 
     restart_from_snapshot(leader);
     QUERY(f1, "{\"op\":\"list\",\"queue\":\"mail\"}");
@@ -608,6 +643,123 @@ static void test_bank_total_survives_leader_kill_during_transfers(void **state)
     expect_total(next, "/v1/query");
 }
 
+
+/* ---- timers: ctx.wake_at / tick ------------------------------------------------------ */
+
+/* lock.lua: a lease expires with no client traffic at all, and a watcher
+ * blocked on the lock hears it; an idle cluster appends nothing; deadlines
+ * pending in snapshots survive a restart of every node and still fire. */
+static void test_lock_lease_expires_on_its_own_and_watchers_hear_it(void **state)
+{
+    int leader = start_example("lock.lua"), f1 = (leader + 1) % 3, f2 = (leader + 2) % 3;
+    long long at, took, commit, expires, i;
+    (void)state;
+
+    CMD(f1, "{\"op\":\"acquire\",\"name\":\"db\",\"owner\":\"a\",\"ttl_ms\":700}");
+    EXPECT("j.result.ok", "true");
+    at = N("j.index");
+    expires = N("j.result.expires");
+    assert_string_equal(status_field(leader, "j.timers.pending"), "1");
+    /* Nobody sends anything: the watcher on a follower is woken by the expiry. */
+    took = watch_wait(f2, "lock/", at);
+    EXPECT("#j.events", "1");
+    EXPECT("j.events[1].event.op", "expired");
+    EXPECT("j.events[1].event.owner", "a");
+    assert_int_equal(N("j.events[1].event.token"), at);
+    assert_true(N("j.events[1].index") > at);
+    fprintf(stderr, "expiry heard after %lld ms (ttl 700)\n", took);
+    assert_true(took < 3000);
+    STALE(f2, "{\"op\":\"get\",\"name\":\"db\"}");
+    EXPECT("j.result.owner", "null"); /* gone without anyone acquiring it */
+
+    /* Idle, with no deadline pending: no entry is appended. */
+    expect_converged();
+    for (i = 0; i < 3; i++) assert_string_equal(status_field((int)i, "j.timers.pending"), "0");
+    assert_string_equal(status_field(leader, "j.timers.next"), "null");
+    commit = atoll(status_field(leader, "j.commit"));
+    mr_it_sleep_ms(1500);
+    assert_int_equal(atoll(status_field(leader, "j.commit")), commit);
+    assert_true(atoll(status_field(leader, "j.timers.ticks")) >= 1);
+
+    /* A lease pending in every node's snapshot: restart all three from their
+     * snapshots; the restored deadline fires and every node agrees. */
+    CMD(leader, "{\"op\":\"acquire\",\"name\":\"cache\",\"owner\":\"b\",\"ttl_ms\":6000}");
+    EXPECT("j.result.ok", "true");
+    at = N("j.index");
+    expires = N("j.result.expires");
+    CMD(f1, "{\"op\":\"acquire\",\"name\":\"queue\",\"owner\":\"c\",\"ttl_ms\":600000}");
+    expect_converged();
+    for (i = 0; i < 3; i++) take_snapshot((int)i);
+    for (i = 0; i < 3; i++) assert_int_equal(mr_it_stop(&cluster, (int)i), 0);
+    for (i = 0; i < 3; i++) mr_it_start_static(&cluster, (int)i, extra_args);
+    leader = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(leader >= 0);
+    expect_converged();
+    for (i = 0; i < 3; i++) {
+        assert_string_equal(status_field((int)i, "j.timers.pending"), "2");
+        assert_int_equal(atoll(status_field((int)i, "j.timers.next")), expires);
+    }
+    took = watch_wait((leader + 1) % 3, "lock/cache", at);
+    EXPECT("#j.events", "1");
+    EXPECT("j.events[1].event.op", "expired");
+    EXPECT("j.events[1].event.owner", "b");
+    expect_converged();
+    for (i = 0; i < 3; i++) assert_string_equal(status_field((int)i, "j.timers.pending"), "1");
+    QUERY(leader, "{\"op\":\"list\"}");
+    EXPECT("#j.result.locks", "1");
+    EXPECT("j.result.locks[1].name", "queue");
+    /* and once more after a restart of one node from a fresh snapshot */
+    restart_from_snapshot(f2 == leader ? f1 : f2);
+}
+
+/* jobqueue.lua: a lease that runs out puts its job back by itself. */
+static void test_jobqueue_requeues_expired_leases_without_traffic(void **state)
+{
+    int leader = start_example("jobqueue.lua"), f1 = (leader + 1) % 3;
+    long long at, lease;
+    (void)state;
+    CMD(leader, "{\"op\":\"enqueue\",\"queue\":\"q\",\"payload\":\"x\"}");
+    CMD(f1, "{\"op\":\"claim\",\"queue\":\"q\",\"consumer\":\"w1\",\"visibility_ms\":400}");
+    lease = N("j.result.jobs[1].lease");
+    at = N("j.index");
+    watch_wait(f1, "job/q/", at);
+    EXPECT("j.events[1].event.op", "expired");
+    QUERY(leader, "{\"op\":\"get\",\"queue\":\"q\",\"id\":1}");
+    EXPECT("j.result.job.state", "ready");
+    QUERY(leader, "{\"op\":\"stats\",\"queue\":\"q\"}");
+    assert_int_equal(N("j.result.leased"), 0);
+    /* the expired lease still acks the job as long as nobody claimed it */
+    CMD(f1, "{\"op\":\"ack\",\"queue\":\"q\",\"id\":1,\"lease\":%lld}", lease);
+    EXPECT("j.result.ok", "true");
+    expect_converged();
+}
+
+/* ratelimit.lua: a fixed window is reset by the timer, not by the next hit. */
+static void test_ratelimit_windows_are_reset_by_the_timer(void **state)
+{
+    int leader = start_example("ratelimit.lua"), f1 = (leader + 1) % 3;
+    long long at;
+    (void)state;
+    CMD(leader, "{\"op\":\"window\",\"name\":\"login\",\"limit\":2,\"window_ms\":500}");
+    CMD(f1, "{\"op\":\"hit\",\"name\":\"login\"}");
+    EXPECT("j.result.ok", "true");
+    CMD(f1, "{\"op\":\"hit\",\"name\":\"login\"}");
+    assert_int_equal(N("j.result.remaining"), 0);
+    CMD(leader, "{\"op\":\"hit\",\"name\":\"login\"}");
+    EXPECT("j.result.ok", "false");
+    at = N("j.index");
+    watch_wait(f1, "window/", at);
+    EXPECT("j.events[1].event.op", "reset");
+    assert_int_equal(N("j.events[1].event.count"), 2);
+    STALE(f1, "{\"op\":\"window_get\",\"name\":\"login\"}");
+    assert_int_equal(N("j.result.count"), 0);
+    EXPECT("j.result.resets_at", "null");
+    CMD(f1, "{\"op\":\"hit\",\"name\":\"login\"}");
+    EXPECT("j.result.ok", "true");
+    assert_int_equal(N("j.result.count"), 1);
+    restart_from_snapshot(f1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -620,6 +772,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobqueue_redelivers_jobs_whose_lease_expired,
                                         setup_none, teardown_cluster),
         cmocka_unit_test_setup_teardown(test_bank_total_survives_leader_kill_during_transfers,
+                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_lock_lease_expires_on_its_own_and_watchers_hear_it,
+                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_jobqueue_requeues_expired_leases_without_traffic,
+                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_ratelimit_windows_are_reset_by_the_timer,
                                         setup_none, teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1699,6 +1699,232 @@ static void test_host_allocation_failures_are_reported_not_crashed(void **state)
     mr_sm_close(sm);
 }
 
+/* ---- timers ------------------------------------------------------------------------ */
+
+static const char timer_script[] =
+    "local M = {}\n"
+    "local fired = json.array()\n"
+    "function M.apply(cmd, ctx)\n"
+    "  if cmd.op == 'wake' then\n"
+    "    for i = 1, #cmd.at do ctx.wake_at(cmd.at[i]) end\n"
+    "    if cmd.fail then error('boom', 0) end\n"
+    "    return 'ok'\n"
+    "  elseif cmd.op == 'many' then\n"
+    "    for i = 1, cmd.n do ctx.wake_at(cmd.from + i) end\n"
+    "    return 'ok'\n"
+    "  elseif cmd.op == 'bad' then\n"
+    "    ctx.wake_at(cmd.v)\n"
+    "  end\n"
+    "  return fired\n"
+    "end\n"
+    "function M.tick(ctx)\n"
+    "  fired[#fired + 1] = ctx.time\n"
+    "  ctx.emit({key = 't', time = ctx.time})\n"
+    "  if ctx.time == 3000 then ctx.wake_at(4000) end\n"
+    "  if ctx.time == 7000 then ctx.wake_at(9000); error('tick failed', 0) end\n"
+    "  return #fired\n"
+    "end\n"
+    "function M.query() return fired end\n"
+    "function M.snapshot() return json.encode(fired) end\n"
+    "function M.restore(s) fired = json.decode(s) end\n"
+    "return M\n";
+
+static struct mr_sm *open_timer_script(const char *src)
+{
+    struct mr_sm *sm = NULL;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm_options o = {.script_source = src, .script_name = "timers.lua"};
+    if (mr_sm_open(&sm, &o, errmsg) != 0) fail_msg("open: %s", errmsg);
+    return sm;
+}
+
+/* Runs mr_sm_tick at (index, time); returns the result's json (static copy). */
+static const char *tick_at(struct mr_sm *sm, mr_index index, int64_t time_ms,
+                           char *events, size_t cap)
+{
+    static char json[256];
+    struct mr_sm_result res = {0};
+    struct mr_sm_ctx ctx = {.index = index, .term = 1, .time_ms = time_ms};
+    assert_int_equal(mr_sm_tick(sm, &ctx, &res), 0);
+    if (res.status == MR_SM_OK) {
+        snprintf(json, sizeof json, "%s", res.json);
+    } else {
+        snprintf(json, sizeof json, "error: %s", res.error);
+    }
+    snprintf(events, cap, "%s", res.events ? res.events : "");
+    mr_sm_result_free(&res);
+    return json;
+}
+
+static void test_tick_runs_once_deadlines_asked_for_in_apply_are_due(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_timer_script(timer_script);
+    char ev[256];
+    assert_int_equal(mr_sm_next_deadline(sm), INT64_MAX);
+    assert_int_equal(mr_sm_has_tick(sm), 1);
+    expect_apply(sm, 1, "{\"op\":\"wake\",\"at\":[3000,1000,1000,2000]}", "\"ok\"");
+    assert_int_equal(mr_sm_deadline_count(sm), 3); /* equal values merged */
+    assert_int_equal(mr_sm_next_deadline(sm), 1000);
+    /* every deadline <= ctx.time goes at once, with one call of tick */
+    assert_string_equal(tick_at(sm, 2, 2000, ev, sizeof ev), "1");
+    assert_string_equal(ev, "[{\"key\":\"t\",\"time\":2000}]");
+    assert_int_equal(mr_sm_deadline_count(sm), 1);
+    assert_int_equal(mr_sm_next_deadline(sm), 3000);
+    /* tick may ask for the next wake-up itself */
+    assert_string_equal(tick_at(sm, 3, 3000, ev, sizeof ev), "2");
+    assert_int_equal(mr_sm_next_deadline(sm), 4000);
+    expect_apply(sm, 4, "{\"op\":\"list\"}", "[2000,3000]");
+    mr_sm_close(sm);
+}
+
+static void test_tick_does_not_run_before_a_deadline_is_due(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_timer_script(timer_script);
+    char ev[256];
+    /* nothing pending: no call */
+    assert_string_equal(tick_at(sm, 1, 5000, ev, sizeof ev), "null");
+    assert_string_equal(ev, "");
+    expect_apply(sm, 2, "{\"op\":\"wake\",\"at\":[6000]}", "\"ok\"");
+    assert_string_equal(tick_at(sm, 3, 5999, ev, sizeof ev), "null");
+    assert_string_equal(ev, "");
+    assert_int_equal(mr_sm_next_deadline(sm), 6000);
+    expect_apply(sm, 4, "{\"op\":\"list\"}", "[]");
+    mr_sm_close(sm);
+}
+
+static void test_deadlines_of_a_call_that_fails_are_discarded(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_timer_script(timer_script);
+    struct mr_sm_result res = {0};
+    char ev[256];
+    const char *cmd = "{\"op\":\"wake\",\"at\":[100,200],\"fail\":true}";
+    assert_int_equal(apply_at(sm, 1, cmd, &res), MR_SM_SCRIPT_ERROR);
+    mr_sm_result_free(&res);
+    assert_int_equal(mr_sm_deadline_count(sm), 0);
+    assert_int_equal(mr_sm_next_deadline(sm), INT64_MAX);
+    /* a failing tick consumes its due deadlines and drops what it asked for */
+    expect_apply(sm, 2, "{\"op\":\"wake\",\"at\":[7000,8000]}", "\"ok\"");
+    assert_string_equal(tick_at(sm, 3, 7000, ev, sizeof ev), "error: tick failed");
+    assert_string_equal(ev, "[{\"key\":\"t\",\"time\":7000}]"); /* events stay, as for apply */
+    assert_int_equal(mr_sm_deadline_count(sm), 1);
+    assert_int_equal(mr_sm_next_deadline(sm), 8000);
+    mr_sm_close(sm);
+}
+
+static void test_wake_at_refuses_non_integers_and_scripts_without_tick(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_timer_script(timer_script);
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    static const char *const bad[] = {"{\"op\":\"bad\",\"v\":1.5}", "{\"op\":\"bad\",\"v\":\"100\"}",
+                                      "{\"op\":\"bad\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct mr_sm_result res = {0};
+        assert_int_equal(apply_at(sm, 1, bad[i], &res), MR_SM_SCRIPT_ERROR);
+        if (strstr(res.error, "ctx.wake_at: ms must be an integer") == NULL)
+            fail_msg("%s: %s", bad[i], res.error);
+        mr_sm_result_free(&res);
+    }
+    expect_apply(sm, 2, "{\"op\":\"bad\",\"v\":1000.0}", "[]"); /* an integral float is fine */
+    assert_int_equal(mr_sm_next_deadline(sm), 1000);
+    mr_sm_close(sm);
+
+    sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    {
+        struct mr_sm_result res = {0};
+        assert_int_equal(mr_sm_has_tick(sm), 0);
+        assert_int_equal(eval_at(sm, 1, "ctx.wake_at(5); return 1", &res), MR_SM_SCRIPT_ERROR);
+        if (strstr(res.error, "defines no tick") == NULL) fail_msg("%s", res.error);
+        mr_sm_result_free(&res);
+        assert_int_equal(mr_sm_deadline_count(sm), 0);
+    }
+    mr_sm_close(sm);
+
+    assert_int_equal(open_source("return {apply=function() end, query=function() end, "
+                                 "snapshot=function() return '' end, restore=function() end, "
+                                 "tick=5}",
+                                 errmsg),
+                     MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "'tick' must be a function"));
+}
+
+static void test_pending_deadlines_are_capped(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_timer_script(timer_script);
+    struct mr_sm_result res = {0};
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "{\"op\":\"many\",\"from\":0,\"n\":%d}", MR_SM_MAX_DEADLINES + 1);
+    assert_int_equal(apply_at(sm, 1, cmd, &res), MR_SM_SCRIPT_ERROR);
+    assert_non_null(strstr(res.error, "too many pending deadlines"));
+    mr_sm_result_free(&res);
+    assert_int_equal(mr_sm_deadline_count(sm), 0);
+    snprintf(cmd, sizeof cmd, "{\"op\":\"many\",\"from\":0,\"n\":%d}", MR_SM_MAX_DEADLINES);
+    expect_apply(sm, 2, cmd, "\"ok\"");
+    assert_int_equal(mr_sm_deadline_count(sm), MR_SM_MAX_DEADLINES);
+    /* one already pending is merged, a new one is refused */
+    expect_apply(sm, 3, "{\"op\":\"wake\",\"at\":[5]}", "\"ok\"");
+    assert_int_equal(apply_at(sm, 4, "{\"op\":\"wake\",\"at\":[0]}", &res), MR_SM_SCRIPT_ERROR);
+    assert_non_null(strstr(res.error, "too many pending deadlines"));
+    mr_sm_result_free(&res);
+    mr_sm_close(sm);
+}
+
+static void test_deadlines_round_trip_through_encode_and_restore(void **state)
+{
+    (void)state;
+    struct mr_sm *a = open_timer_script(timer_script), *b = open_timer_script(timer_script);
+    char errmsg[MR_ERRMSG_SIZE] = "", ev[256];
+    char *snap;
+    size_t len;
+    expect_apply(a, 1, "{\"op\":\"wake\",\"at\":[-5,9000,1700000000000,42]}", "\"ok\"");
+    expect_apply(b, 1, "{\"op\":\"wake\",\"at\":[77]}", "\"ok\"");
+    size_t n = mr_sm_deadlines_encode(a, NULL);
+    assert_int_equal(n, 8 + 4 * 8);
+    unsigned char *buf = malloc(n);
+    assert_non_null(buf);
+    assert_int_equal(mr_sm_deadlines_encode(a, buf), n);
+    assert_int_equal(mr_sm_deadlines_check(buf, n, errmsg), 0);
+    /* a restore replaces the whole state, deadlines included ... */
+    assert_int_equal(mr_sm_snapshot(a, &snap, &len, errmsg), 0);
+    assert_int_equal(mr_sm_restore(b, snap, len, errmsg), 0);
+    mr_free(snap);
+    assert_int_equal(mr_sm_deadline_count(b), 0);
+    /* ... and the set saved beside the payload is put back */
+    assert_int_equal(mr_sm_deadlines_restore(b, buf, n, errmsg), 0);
+    assert_int_equal(mr_sm_deadline_count(b), 4);
+    assert_int_equal(mr_sm_next_deadline(b), -5);
+    unsigned char *again = malloc(n);
+    assert_non_null(again);
+    assert_int_equal(mr_sm_deadlines_encode(b, again), n);
+    assert_memory_equal(buf, again, n);
+    /* both fire alike */
+    assert_string_equal(tick_at(a, 2, 9000, ev, sizeof ev), "1");
+    assert_string_equal(tick_at(b, 2, 9000, ev, sizeof ev), "1");
+    assert_int_equal(mr_sm_next_deadline(a), mr_sm_next_deadline(b));
+    assert_int_equal(mr_sm_next_deadline(b), 1700000000000);
+    /* damaged bytes are refused and leave the set alone */
+    memcpy(again, buf, n);
+    mr_put_u64(again + 8 + 8, (uint64_t)-10); /* -5, -10: not ascending */
+    assert_int_equal(mr_sm_deadlines_check(again, n, errmsg), MR_EMALFORMED);
+    assert_int_equal(mr_sm_deadlines_restore(b, again, n, errmsg), MR_EMALFORMED);
+    assert_int_equal(mr_sm_deadline_count(b), 1);
+    assert_int_equal(mr_sm_deadlines_check(buf, n - 1, errmsg), MR_EMALFORMED);
+    mr_put_u32(again, 5); /* count does not match the length */
+    assert_int_equal(mr_sm_deadlines_check(again, n, errmsg), MR_EMALFORMED);
+    assert_int_equal(mr_sm_deadlines_check(buf, 4, errmsg), MR_EMALFORMED);
+    /* none */
+    assert_int_equal(mr_sm_deadlines_restore(b, NULL, 0, errmsg), 0);
+    assert_int_equal(mr_sm_next_deadline(b), INT64_MAX);
+    free(buf);
+    free(again);
+    mr_sm_close(a);
+    mr_sm_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1746,6 +1972,12 @@ int main(void)
         cmocka_unit_test(test_fork_snapshot_writes_the_payload_while_the_parent_goes_on),
         cmocka_unit_test(test_hash_fork_reports_the_state_hash_at_fork_time),
         cmocka_unit_test(test_host_allocation_failures_are_reported_not_crashed),
+        cmocka_unit_test(test_tick_runs_once_deadlines_asked_for_in_apply_are_due),
+        cmocka_unit_test(test_tick_does_not_run_before_a_deadline_is_due),
+        cmocka_unit_test(test_deadlines_of_a_call_that_fails_are_discarded),
+        cmocka_unit_test(test_wake_at_refuses_non_integers_and_scripts_without_tick),
+        cmocka_unit_test(test_pending_deadlines_are_capped),
+        cmocka_unit_test(test_deadlines_round_trip_through_encode_and_restore),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

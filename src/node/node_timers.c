@@ -1,0 +1,157 @@
+/* node_timers: script timers (ctx.wake_at / tick) driven through the log.
+ *
+ * The state machine keeps the set of pending deadlines (sm_timers.c) as
+ * replicated state. Time only enters the state machine inside log entries,
+ * so expiry cannot happen by itself on each replica: the LEADER watches the
+ * earliest deadline of its own state machine and, once its clock (the same
+ * clock and monotonic clamp as for commands, mr_node_propose) has passed it,
+ * appends a TICK entry carrying that time:
+ *
+ *   u8 version (1) | u8 kind (MR_NODE_ENTRY_TICK) | u64 time_ms
+ *
+ * Every replica applies it at the same log position with ctx.time =
+ * max(last applied ctx.time, time_ms) (the clamp of apply_normal), which
+ * removes every deadline <= ctx.time and runs the script's tick(ctx). Its
+ * events go to watchers like a command's. A tick is an entry like any
+ * other: it replays from the log and its effects travel in snapshots (the
+ * pending set itself rides in snapshot section MR_NODE_SECTION_TIMERS), so a
+ * replica restored from a snapshot fires exactly as one that replayed.
+ *
+ * No deadline pending, no entry: an idle cluster stays idle. One TICK entry
+ * of this leader is in flight at a time (proposed from on_tick, outside any
+ * step, as integrity checks are); if it is lost with a leadership change,
+ * the next leader proposes its own once it sees the deadline due. A TICK
+ * that finds nothing due (two leaders both proposed one) runs nothing. */
+#include "node/node_int.h"
+
+#include <string.h>
+#include <sys/time.h>
+
+#define TICK_LEN 10
+
+static uint64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+void mr_node_timers_tick(struct mr_node *n)
+{
+    struct mr_raft_event ev;
+    struct mr_rcbuf *payload;
+    uint64_t now;
+    int64_t next;
+    int rv;
+    if (n->role != MR_RAFT_LEADER || n->disk_error || n->is_stopping || n->is_sm_stale)
+        return;
+    if (n->timer_proposed > n->applied) return; /* ours is on its way */
+    next = mr_sm_next_deadline(n->sm);
+    if (next == INT64_MAX) return;
+    /* the clamp of mr_node_propose: ctx.time never runs back */
+    now = wall_ms();
+    if (now < n->last_time_ms) now = n->last_time_ms;
+    if (next > 0 && (uint64_t)next > now) return;
+    payload = mr_rcbuf_new(TICK_LEN);
+    if (payload == NULL) return; /* next tick retries */
+    payload->data[0] = 1;
+    payload->data[1] = MR_NODE_ENTRY_TICK;
+    mr_put_u64(payload->data + 2, now);
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_PROPOSE;
+    ev.entry_type = MR_RAFT_ENTRY_NORMAL;
+    ev.data = payload;
+    rv = mr_node_step(n, &ev);
+    mr_rcbuf_unref(payload);
+    if (rv == 0) {
+        n->timer_proposed = ev.out_index;
+        LOGD("timer tick proposed at index %llu (deadline %lld, time %llu)",
+             (unsigned long long)ev.out_index, (long long)next, (unsigned long long)now);
+    }
+}
+
+void mr_node_timers_apply(struct mr_node *n, const struct mr_raft_entry *e)
+{
+    struct mr_sm_result res;
+    struct mr_sm_ctx ctx;
+    int rv;
+    memset(&res, 0, sizeof res);
+    if (e->data->len != TICK_LEN) {
+        /* Same bytes on every node, so the same outcome everywhere. */
+        LOGW("entry %llu: malformed timer tick entry (%zu bytes)", (unsigned long long)e->index,
+             e->data->len);
+        mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
+        return;
+    }
+    uint64_t t = mr_get_u64(e->data->data + 2);
+    if (t > n->last_time_ms) n->last_time_ms = t;
+    ctx.index = e->index;
+    ctx.term = e->term;
+    ctx.time_ms = (int64_t)n->last_time_ms;
+    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
+                         ? n->o->fault_sm_salt
+                         : NULL;
+    rv = mr_sm_tick(n->sm, &ctx, &res);
+    if (rv != 0) {
+        LOGE("state machine host failed at timer tick %llu: %s; stopping to avoid divergence",
+             (unsigned long long)e->index, mr_strerror(rv));
+        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+        return;
+    }
+    n->timer_ticks++;
+    if (n->m_timer_ticks) mr_http_metric_add(n->m_timer_ticks, 1);
+    if (res.is_uncertain)
+        mr_node_integrity_suspect(n, e->index, "a timer tick hit the Lua memory cap");
+    if (res.status != MR_SM_OK)
+        LOGW("entry %llu: tick(ctx) failed (%s): %s", (unsigned long long)e->index,
+             mr_sm_status_name(res.status), res.traceback ? res.traceback : res.error);
+    if (res.events != NULL) mr_node_watch_record(n, e->index, res.events, res.events_len);
+    mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
+    mr_sm_result_free(&res);
+}
+
+void mr_node_timers_json(struct mr_node *n, struct mr_http_json *j)
+{
+    int64_t next = n->sm ? mr_sm_next_deadline(n->sm) : INT64_MAX;
+    mr_http_json_obj_begin(j);
+    mr_http_json_key(j, "pending");
+    mr_http_json_uint(j, n->sm ? mr_sm_deadline_count(n->sm) : 0);
+    mr_http_json_key(j, "next");
+    if (next == INT64_MAX)
+        mr_http_json_null(j);
+    else
+        mr_http_json_int(j, next);
+    mr_http_json_key(j, "ticks");
+    mr_http_json_uint(j, n->timer_ticks);
+    mr_http_json_obj_end(j);
+}
+
+/* ---- snapshot section MR_NODE_SECTION_TIMERS (node_sections.c) ------------------ */
+
+size_t mr_node_timers_encode(struct mr_node *n, unsigned char *out)
+{
+    return mr_sm_deadlines_encode(n->sm, out);
+}
+
+int mr_node_timers_parse(const unsigned char *p, size_t len, char *errmsg)
+{
+    int rv = mr_sm_deadlines_check(p, len, errmsg);
+    if (rv != 0) {
+        mr_errmsg_wrapf(errmsg, "snapshot: timers section");
+        return MR_ECORRUPT;
+    }
+    return 0;
+}
+
+void mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len)
+{
+    char err[MR_ERRMSG_SIZE] = "";
+    /* Checked by the parse: only the host's memory can fail here, after the
+     * state machine was replaced. Going on without the deadlines would
+     * diverge (they would never fire here): stop. */
+    if (mr_sm_deadlines_restore(n->sm, p, len, err) != 0) {
+        LOGE("cannot restore the pending timers from the snapshot: %s; stopping", err);
+        n->is_sm_stale = 1;
+        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+    }
+}
