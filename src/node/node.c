@@ -18,7 +18,7 @@
 
 uint64_t mr_node_now(struct mr_node *n) { return uv_now(&n->loop); }
 
-static uint64_t wall_ms(void)
+uint64_t mr_node_wall_ms(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -395,7 +395,7 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
     struct mr_rcbuf *payload;
     int rv;
     if (n->disk_error) return MR_EDISKFAIL;
-    payload = mr_node_entry_encode(wall_ms() > n->last_time_ms ? wall_ms() : n->last_time_ms, op->key, op->key_len, op->body, op->body_len);
+    payload = mr_node_entry_encode(mr_node_wall_ms() > n->last_time_ms ? mr_node_wall_ms() : n->last_time_ms, op->key, op->key_len, op->body, op->body_len);
     if (payload == NULL) return MR_ENOMEM;
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_PROPOSE;
@@ -689,7 +689,7 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
     if (n->o->pre_vote >= 0) ro.pre_vote = (uint8_t)n->o->pre_vote;
     if (n->o->check_quorum >= 0) ro.check_quorum = (uint8_t)n->o->check_quorum;
     ro.lease_reads = (uint8_t)(n->o->lease_reads && ro.check_quorum);
-    ro.seed = n->id ^ wall_ms();
+    ro.seed = n->id ^ mr_node_wall_ms();
     ro.tracer.data = n;
     ro.tracer.emit_cb = trace_cb;
     rv = mr_raft_init(&n->raft, &ro);

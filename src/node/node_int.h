@@ -341,6 +341,8 @@ struct mr_node {
 
 /* node.c */
 uint64_t mr_node_now(struct mr_node *n);
+/* The wall clock in ms since the epoch: what ctx.time is made of. */
+uint64_t mr_node_wall_ms(void);
 /* Steps the core and does what the ready batch says. Returns the step's code. */
 int mr_node_step(struct mr_node *n, struct mr_raft_event *ev);
 /* Gives the core the ticks that elapsed (uv_hrtime) since it last got some,

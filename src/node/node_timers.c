@@ -25,16 +25,9 @@
 #include "node/node_int.h"
 
 #include <string.h>
-#include <sys/time.h>
 
 #define TICK_LEN 10
 
-static uint64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-}
 
 void mr_node_timers_tick(struct mr_node *n)
 {
@@ -49,7 +42,7 @@ void mr_node_timers_tick(struct mr_node *n)
     next = mr_sm_next_deadline(n->sm);
     if (next == INT64_MAX) return;
     /* the clamp of mr_node_propose: ctx.time never runs back */
-    now = wall_ms();
+    now = mr_node_wall_ms();
     if (now < n->last_time_ms) now = n->last_time_ms;
     if (next > 0 && (uint64_t)next > now) return;
     payload = mr_rcbuf_new(TICK_LEN);
