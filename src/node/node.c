@@ -207,6 +207,8 @@ void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, si
                 e->data->data[1] == MR_NODE_ENTRY_CHECK) {
                 mr_node_integrity_apply(n, e->index);
                 mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
+            } else if (mr_node_is_script_entry(e)) {
+                mr_node_deploy_apply(n, e);
             } else {
                 apply_normal(n, e);
             }
@@ -455,6 +457,7 @@ static void on_tick(uv_timer_t *t)
         mr_node_snap_send_pump(n);
         /* outside any step: these propose or transfer through the core */
         mr_node_integrity_tick(n);
+        mr_node_deploy_tick(n);
     }
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);
@@ -830,6 +833,7 @@ static void close_handles(struct mr_node *n)
 static void shutdown_node(struct mr_node *n)
 {
     /* Answer what is in flight, stop taking traffic, sync the log. */
+    mr_node_deploy_close(n);
     mr_node_ops_cancel_all(n);
     mr_node_watch_close(n);
     mr_node_snap_close(n);

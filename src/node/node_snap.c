@@ -264,8 +264,12 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
                              (unsigned long long)info->index);
             return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
         }
-        rv = mr_sm_restore(n->sm, (const char *)buf + hdr + idem_len + sections_len,
-                           (size_t)(info->size - hdr - idem_len - sections_len), errmsg);
+        /* With the script the payload was written by (older snapshots: the
+         * config's script, sec.has_script = 0). */
+        rv = mr_sm_restore_script(n->sm, sec.has_script ? sec.script_src : NULL, sec.script_len,
+                                  sec.script_label, sec.script_label_len, sec.script_index,
+                                  (const char *)buf + hdr + idem_len + sections_len,
+                                  (size_t)(info->size - hdr - idem_len - sections_len), errmsg);
         if (rv == 0) {
             struct mr_queue *q;
             mr_idem_close(&n->idem);
