@@ -431,6 +431,17 @@ void mr_node_snap_fault_setup(struct mr_node *n);
 /* Restores the state machine from a node snapshot payload file at path. */
 int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg);
 void mr_node_snap_close(struct mr_node *n);
+/* The parts of a node snapshot payload (pointers into buf), for offline tools. */
+struct mr_node_snap_parts {
+    uint32_t version;
+    uint64_t last_time_ms;
+    const unsigned char *idem, *sections;
+    size_t idem_len, sections_len;
+    const char *payload; /* the script's snapshot() */
+    size_t payload_len;
+};
+int mr_node_snap_parts_parse(const unsigned char *buf, size_t size, struct mr_node_snap_parts *out,
+                             char *errmsg);
 
 /* node_integrity.c: divergence detection (see the top of that file) */
 /* Leader: proposes a CHECK entry now (0, or the step's error). */

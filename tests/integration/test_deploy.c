@@ -396,6 +396,133 @@ static void test_a_bad_script_is_refused_with_422_and_nothing_changes(void **sta
     assert_int_equal(command(follower, "b", "2"), 1);
 }
 
+/* Runs `moonraft replay DIR --script FILE [more]`; returns its exit code, output in out. */
+static int run_replay(const char *dir, const char *file, const char *more, char *out,
+                      size_t len)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "%s/moonraft replay %s --script %s %s 2>&1", MR_BINARY_DIR, dir,
+             file, more ? more : "");
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    fprintf(stderr, "replay %s --script %s %s -> %d:\n%s", dir, file, more ? more : "",
+            WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static long long after(const char *out, const char *needle)
+{
+    const char *p = strstr(out, needle);
+    if (p == NULL) fail_msg("no [%s] in the output", needle);
+    return atoll(p + strlen(needle));
+}
+
+static void test_replay_compares_a_candidate_with_the_script_the_log_ran(void **state)
+{
+    (void)state;
+    static char out[65536];
+    char v1copy[400], v2copy[400];
+    int leader = start_cluster("--snapshot-entries 20");
+    int victim = (leader + 1) % 3, live = (leader + 2) % 3;
+    snprintf(v1copy, sizeof v1copy, "%s/v1-copy.lua", cluster.root);
+    snprintf(v2copy, sizeof v2copy, "%s/v2-copy.lua", cluster.root);
+    write_file(v1copy, v1_lua);
+    write_file(v2copy, v2_lua);
+    for (int i = 0; i < 30; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i % 7);
+        command(i % 3, k, "v");
+    }
+    expect_same_state();
+    /* a running node's directory is refused */
+    assert_int_equal(run_replay(cluster.nodes[live].data_dir, v1copy, NULL, out, sizeof out), 2);
+    assert_non_null(strstr(out, "in use"));
+
+    assert_int_equal(mr_it_stop(&cluster, victim), 0);
+    /* the same script: everything agrees */
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v1copy, NULL, out, sizeof out),
+                     0);
+    long long snap = after(out, "snapshot at index ");
+    assert_true(snap >= 20);
+    assert_non_null(strstr(out, "differing commands: 0"));
+    assert_non_null(strstr(out, "agree"));
+    /* a script whose results differ: exit 1, the first differing index named
+     * (the first command after the snapshot), with both results */
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v2copy, NULL, out, sizeof out),
+                     1);
+    assert_int_equal(after(out, "first difference at index "), snap + 1);
+    assert_non_null(strstr(out, "log:       ok {\"index\":"));
+    assert_non_null(strstr(out, "\"v\":1}"));
+    assert_non_null(strstr(out, "\"v\":2}"));
+    assert_non_null(strstr(out, "DIFFERENT"));
+    /* a candidate that raises is counted */
+    char boom[400];
+    snprintf(boom, sizeof boom, "%s/boom.lua", cluster.root);
+    write_file(boom, "local st, M = {}, {}\n"
+                     "function M.apply(c, ctx) if c.k == 'k3' then error('boom') end "
+                     "st[c.k] = c.v; return {v = 1, index = ctx.index} end\n" COMMON_TAIL);
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, boom, NULL, out, sizeof out), 1);
+    assert_non_null(strstr(out, "errors raised: log 0, candidate "));
+    assert_non_null(strstr(out, "boom.lua:2: boom"));
+
+    /* after a deploy: the snapshot records v2, so v2 agrees and v1 does not */
+    mr_it_start_static(&cluster, victim, extra_args);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+    assert_int_equal(run_deploy(victim, v2_path, NULL, out, sizeof out), 0);
+    expect_same_state();
+    snapshot(victim);
+    for (int i = 0; i < 5; i++) command(victim, "late", "x");
+    expect_same_state();
+    assert_int_equal(mr_it_stop(&cluster, victim), 0);
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v2copy, NULL, out, sizeof out),
+                     0);
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v1copy, NULL, out, sizeof out),
+                     1);
+    mr_it_start_static(&cluster, victim, extra_args);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+}
+
+static void test_replay_switches_the_log_side_at_a_script_entry(void **state)
+{
+    (void)state;
+    static char out[65536];
+    int leader = start_cluster(NULL); /* no snapshot: the whole log is replayed */
+    int victim = (leader + 1) % 3;
+    for (int i = 0; i < 5; i++) command(leader, "a", "1");
+    assert_int_equal(run_deploy(leader, v2_path, NULL, out, sizeof out), 0);
+    for (int i = 0; i < 5; i++) assert_int_equal(command(leader, "b", "2"), 2);
+    expect_same_state();
+    char st[8192], want[200];
+    get(victim, "/v1/status?hash=true", st, sizeof st);
+    snprintf(want, sizeof want, "final state hash: log %s,", mr_it_jq(st, "j.state_hash"));
+    assert_int_equal(mr_it_stop(&cluster, victim), 0);
+    /* no snapshot and no --original: the default lua/kv.lua is not the log's */
+    char more[500];
+    snprintf(more, sizeof more, "--original %s", v1_path);
+    /* v2 as the candidate: the log ran v1 until the switch, so the commands
+     * before it differ and the ones after it agree */
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v2_path, more, out, sizeof out),
+                     1);
+    assert_non_null(strstr(out, "no snapshot"));
+    assert_non_null(strstr(out, "the log switches to script v2.lua"));
+    assert_non_null(strstr(out, "differing commands: 5 "));
+    assert_non_null(strstr(out, want)); /* the log side ends where the node did */
+    /* v1 as the candidate: the commands after the switch differ */
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v1_path, more, out, sizeof out),
+                     1);
+    assert_non_null(strstr(out, "differing commands: 5 "));
+    /* usage and data errors: 2 */
+    assert_int_equal(run_replay(cluster.nodes[victim].data_dir, "/nonexistent.lua", more, out,
+                                sizeof out),
+                     2);
+    assert_int_equal(run_replay("/nonexistent-dir", v1_path, more, out, sizeof out), 2);
+    mr_it_start_static(&cluster, victim, extra_args);
+    assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +533,11 @@ int main(void)
             test_a_node_that_was_down_catches_up_by_snapshot_and_runs_the_new_script,
             setup_none, teardown_cluster),
         cmocka_unit_test_setup_teardown(test_a_bad_script_is_refused_with_422_and_nothing_changes,
+                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_replay_compares_a_candidate_with_the_script_the_log_ran, setup_none,
+            teardown_cluster),
+        cmocka_unit_test_setup_teardown(test_replay_switches_the_log_side_at_a_script_entry,
                                         setup_none, teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
