@@ -11,6 +11,10 @@
  *   query(q)         read-only; returns any JSON-encodable value.
  *   snapshot()       returns a string (should be canonical: see below).
  *   restore(data)    replaces the state from a snapshot string.
+ * and optionally
+ *   migrate(old, ctx) takes over the state of the script this one replaces
+ *                    (mr_sm_deploy): old is that script's snapshot(); ctx has
+ *                    index, term, time and random(). Without it, restore(old).
  * The functions are captured when the script loads; replacing them in the
  * module table later has no effect.
  *
