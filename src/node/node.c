@@ -457,8 +457,9 @@ static void on_tick(uv_timer_t *t)
         mr_node_snap_send_pump(n);
         /* outside any step: these propose or transfer through the core */
         mr_node_integrity_tick(n);
-        mr_node_deploy_tick(n);
     }
+    /* reaps a script's trial; answers it (503) after a disk failure */
+    mr_node_deploy_tick(n);
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);
         mr_node_watch_expire(n, 0);
