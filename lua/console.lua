@@ -8,8 +8,9 @@
 --       opts.headers: extra request headers. Tokens are added in C.
 --   mr.connect(addr) -> "host:port"; mr.addr() -> "host:port"
 --   mr.has_token() -> bool, bool; mr.interrupted() -> bool; mr.sleep(s)
+--   mr.sha256(s) -> hex digest
 -- It defines the globals operators type (status, members, join, leave,
--- transfer, snapshot, command, query, kv, watch, connect, pp, help, json,
+-- transfer, snapshot, check, deploy, command, query, kv, watch, connect, pp, help, json,
 -- null) and returns the table the host uses: display(...) and complete(text).
 
 local mr = ...
@@ -71,7 +72,7 @@ M.urlencode = urlencode
 
 local function request(method, path, body, opts)
   local payload
-  if body ~= nil then payload = json.encode(body) end
+  if body ~= nil then payload = (opts and opts.raw) and body or json.encode(body) end
   local status, text, headers = mr.http(method, path, payload, opts)
   if status == nil then
     raise(headers or "unreachable", text) -- transport failure: (nil, message, code)
@@ -261,6 +262,37 @@ function snapshot() return (request("POST", "/v1/snapshot", nil, { admin = true 
 --- the verdict shows in status().integrity once every member reported.
 function check() return (request("POST", "/v1/integrity/check", nil, { admin = true })) end
 
+--- deploy(file [, label]) -> {hash, label, size, index}
+--- Deploys a new state machine script through the log (POST /v1/script) and
+--- waits until this node runs it (GET /v1/script shows its hash). label
+--- defaults to the file's name. A script that does not load, or cannot take
+--- over the current state, raises script_error and changes nothing.
+function deploy(file, label)
+  if type(file) ~= "string" then raise("invalid_argument", "deploy: file must be a path") end
+  local f, err = io.open(file, "rb")
+  if not f then raise("invalid_argument", "deploy: " .. tostring(err)) end
+  local src = f:read("a")
+  f:close()
+  if src == nil or src == "" then raise("invalid_argument", "deploy: " .. file .. " is empty") end
+  label = label or file:match("([^/]+)$")
+  local want = mr.sha256(src)
+  local ok, res = pcall(request, "POST", "/v1/script?label=" .. urlencode(label), src,
+                        { admin = true, raw = true, timeout = 120 })
+  -- 504: the entry may or may not have been applied; the hash below tells.
+  if not ok and not (M.is_error(res) and res.status == 504) then error(res, 0) end
+  local deadline = os.time() + 60
+  while true do
+    local cur = request("GET", "/v1/script")
+    if cur.hash == want then return cur end
+    if os.time() > deadline then
+      raise("timeout", "the script " .. want .. " is not in effect on " .. mr.addr() ..
+            " (it runs " .. tostring(cur.hash) .. ")")
+    end
+    if mr.interrupted() then raise("interrupted", "deploy: interrupted") end
+    mr.sleep(0.1)
+  end
+end
+
 --- command(cmd [, {idempotency_key = "k"}]) -> result, index
 function command(cmd, opts)
   if type(cmd) ~= "table" then error("command: expects a table, e.g. command{op = \"put\", key = \"a\", value = 1}", 2) end
@@ -396,6 +428,8 @@ moonraft console: Lua 5.4 over the node's HTTP API (%s).
   snapshot()                        take a snapshot now
   check()                           compare every member's state hash now (leader only;
                                     result in status().integrity)
+  deploy("file.lua" [, label])      run a new state machine script (through the log);
+                                    waits until this node runs it -> {hash, label, index}
   command{...}                      apply a command through the log -> result, index
   query({...} [, "stale"|"lease"])  run a read query -> result, index
   kv.put(k, v)  kv.get(k)  kv.del(k)  kv.list(prefix)  kv.cas(k, expect, v)

@@ -2,6 +2,8 @@
  *
  *   moonraft [--config FILE] [flags]     run a node
  *   moonraft console [host:port] ...     interactive Lua console over HTTP
+ *   moonraft deploy FILE [host:port]     deploy a new state machine script
+ *   moonraft replay DIR --script NEW.lua try a script on a stopped node's log
  *   moonraft data verify|dump DIR        inspect a data directory
  *   moonraft --help | --version */
 #include <stdio.h>
@@ -36,6 +38,11 @@ static void usage(FILE *out)
             "  moonraft [flags]                           run a node from flags alone\n"
             "  moonraft console [host:port] [-e CODE | SCRIPT.lua]\n"
             "                                             Lua console over the HTTP API\n"
+            "  moonraft deploy FILE [host:port] [--label L] [--token T]\n"
+            "                                             run FILE as the cluster's new script\n"
+            "  moonraft replay DIR --script NEW.lua [--original OLD.lua]\n"
+            "                                             replay a stopped node's log through\n"
+            "                                             NEW.lua and compare (0 same, 1 differs)\n"
             "  moonraft data verify DIR                   check every checksum of a data dir\n"
             "  moonraft data dump DIR                     print the log entries\n\n"
             "node options (flags override the config file):\n",
@@ -140,6 +147,10 @@ static int run_node(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "console") == 0) return mr_console_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "replay") == 0)
+        return mr_node_replay_main(argc - 1, argv + 1, stdout, stderr);
+    if (argc >= 2 && strcmp(argv[1], "deploy") == 0)
+        return mr_console_deploy_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "data") == 0) {
         if (argc < 3) {
             fprintf(stderr, "usage: moonraft data verify|dump DIR\n");

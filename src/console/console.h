@@ -44,4 +44,18 @@ enum {
  * global state. */
 int mr_console_main(int argc, char **argv);
 
+/* Runs `moonraft deploy`. argv[0] is "deploy", then:
+ *
+ *   moonraft deploy FILE [host:port] [--label L] [--token T]
+ *
+ * Sends FILE as the new state machine script (POST /v1/script, through the
+ * console's deploy() in lua/console.lua) and waits until the node at
+ * host:port runs it (GET /v1/script shows its hash). The label defaults to
+ * FILE's base name; the token to $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN;
+ * the address to $MOONRAFT_ADDR, then MR_CONSOLE_DEFAULT_ADDR.
+ * Returns MR_CONSOLE_EXIT_OK once the script is in effect there,
+ * MR_CONSOLE_EXIT_ERROR with the error on stderr (a refused script: the
+ * server's 422 message), MR_CONSOLE_EXIT_USAGE for a bad command line. */
+int mr_console_deploy_main(int argc, char **argv);
+
 #endif /* MR_CONSOLE_H */

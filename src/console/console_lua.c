@@ -15,6 +15,7 @@
 #include <lauxlib.h>
 #include <lua-cjson.h>
 #include <lualib.h>
+#include <sha2.h>
 
 #include "console/console_int.h"
 
@@ -221,6 +222,26 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
+/* mr.sha256(s) -> 64 lowercase hex digits (what GET /v1/script calls "hash"). */
+static int l_sha256(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    static const char digits[] = "0123456789abcdef";
+    SHA2_CTX ctx;
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH];
+    SHA256Init(&ctx);
+    SHA256Update(&ctx, (const uint8_t *)s, len);
+    SHA256Final(d, &ctx);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    lua_pushlstring(L, hex, sizeof hex);
+    return 1;
+}
+
 /* ---- open / close ------------------------------------------------------------------ */
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -303,6 +324,7 @@ static int setup(lua_State *L)
         {"has_token", l_has_token},
         {"interrupted", l_interrupted},
         {"sleep", l_sleep},
+        {"sha256", l_sha256},
         {NULL, NULL},
     };
     char path[4200];

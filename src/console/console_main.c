@@ -172,3 +172,82 @@ int mr_console_main(int argc, char **argv)
     fflush(stdout);
     return status;
 }
+
+/* ---- moonraft deploy ---------------------------------------------------------------- */
+static void deploy_usage(FILE *out)
+{
+    fputs("usage: moonraft deploy FILE [host:port] [--label L] [--token T]\n"
+          "  Runs FILE as the cluster's new state machine script (through the log) and\n"
+          "  exits 0 once the node at host:port runs it. --label defaults to FILE's name;\n"
+          "  --token to $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN.\n",
+          out);
+}
+
+int mr_console_deploy_main(int argc, char **argv)
+{
+    const char *file = NULL, *addr = NULL, *label = NULL, *token = NULL;
+    struct mr_console c;
+    struct sigaction sa, old_sa;
+    int i, rv, status = MR_CONSOLE_EXIT_OK;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            deploy_usage(stdout);
+            return MR_CONSOLE_EXIT_OK;
+        } else if (strcmp(a, "--label") == 0 || strncmp(a, "--label=", 8) == 0) {
+            if ((label = opt_value(argc, argv, &i, "--label")) == NULL) goto usage;
+        } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
+            if ((token = opt_value(argc, argv, &i, "--token")) == NULL) goto usage;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "moonraft deploy: unknown option %s\n", a);
+            goto usage;
+        } else if (file == NULL) {
+            file = a;
+        } else if (addr == NULL) {
+            addr = a;
+        } else {
+            goto usage;
+        }
+    }
+    if (file == NULL) goto usage;
+    addr = env_or(addr, "MOONRAFT_ADDR");
+    if (addr == NULL) addr = MR_CONSOLE_DEFAULT_ADDR;
+    token = env_or(token, "MOONRAFT_ADMIN_TOKEN");
+    token = env_or(token, "MOONRAFT_TOKEN");
+    rv = mr_console_open(&c, addr, token, token);
+    if (rv != 0) {
+        fprintf(stderr, "moonraft deploy: %s\n", c.errmsg);
+        return rv == MR_EINVAL || rv == MR_ENOTFOUND ? MR_CONSOLE_EXIT_USAGE
+                                                     : MR_CONSOLE_EXIT_ERROR;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_sa);
+    lua_getglobal(c.L, "deploy");
+    lua_pushstring(c.L, file);
+    if (label != NULL) lua_pushstring(c.L, label);
+    else lua_pushnil(c.L);
+    if (mr_console_docall(&c, 2, 1) != LUA_OK) {
+        fputs("moonraft deploy: ", stderr);
+        mr_console_report(&c);
+        status = MR_CONSOLE_EXIT_ERROR;
+    } else {
+        lua_getfield(c.L, -1, "hash");
+        lua_getfield(c.L, -2, "label");
+        lua_getfield(c.L, -3, "index");
+        printf("deployed %s: script %s in effect since index %s on %s\n",
+               lua_tostring(c.L, -2) ? lua_tostring(c.L, -2) : "?",
+               lua_tostring(c.L, -3) ? lua_tostring(c.L, -3) : "?",
+               lua_tostring(c.L, -1) ? lua_tostring(c.L, -1) : "?", addr);
+        lua_pop(c.L, 4);
+    }
+    sigaction(SIGINT, &old_sa, NULL);
+    mr_console_close(&c);
+    fflush(stdout);
+    return status;
+usage:
+    deploy_usage(stderr);
+    return MR_CONSOLE_EXIT_USAGE;
+}

@@ -210,6 +210,8 @@ void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, si
             } else if (e->data != NULL && e->data->len >= 2 && e->data->data[0] == 1 &&
                        e->data->data[1] == MR_NODE_ENTRY_TICK) {
                 mr_node_timers_apply(n, e);
+            } else if (mr_node_is_script_entry(e)) {
+                mr_node_deploy_apply(n, e);
             } else {
                 apply_normal(n, e);
             }
@@ -462,6 +464,8 @@ static void on_tick(uv_timer_t *t)
         mr_node_integrity_tick(n);
         mr_node_timers_tick(n);
     }
+    /* reaps a script's trial; answers it (503) after a disk failure */
+    mr_node_deploy_tick(n);
     if ((++count % 5) == 0) {
         mr_node_ops_expire(n);
         mr_node_watch_expire(n, 0);
@@ -853,6 +857,7 @@ static void close_handles(struct mr_node *n)
 static void shutdown_node(struct mr_node *n)
 {
     /* Answer what is in flight, stop taking traffic, sync the log. */
+    mr_node_deploy_close(n);
     mr_node_ops_cancel_all(n);
     mr_node_watch_close(n);
     mr_node_snap_close(n);

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util/util.h"
 
@@ -87,5 +88,16 @@ struct mr_node_options {
 
 /* Runs a node until SIGINT/SIGTERM. Returns an exit code (see above). */
 int mr_node_run(const struct mr_node_options *opts);
+
+/* `moonraft replay DATA_DIR --script NEW.lua [--original OLD.lua]
+ *  [--instruction-budget N] [--memory-mb N]` (node_replay.c): replays a
+ * stopped node's newest snapshot and log (or a copy of them: a backup)
+ * offline through a candidate script, next to the script the log ran, and
+ * reports per command whether results and emitted events agree, the first
+ * index where they differ (with both results), the errors each raised and
+ * both final state hashes. argv[0] is "replay". Refuses a directory a running
+ * node holds (its lock). Returns 0 when every result, event and the final
+ * state agree, 1 when something differs, 2 for usage or data errors. */
+int mr_node_replay_main(int argc, char **argv, FILE *out, FILE *err);
 
 #endif

@@ -290,6 +290,8 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_http_json_uint(&j, st.first_index);
     mr_http_json_key(&j, "state_hash");
     mr_http_json_str(&j, n->has_hash && n->hash_index == n->applied ? n->hash : NULL);
+    mr_http_json_key(&j, "script");
+    mr_node_script_json(n, &j);
     mr_http_json_key(&j, "integrity");
     mr_node_integrity_json(n, &j);
     mr_http_json_key(&j, "timers");
@@ -417,6 +419,52 @@ static void route_snapshot(struct mr_node *n, struct mr_http_request *req)
     }
 }
 
+/* GET /v1/script: the running script. POST /v1/script?label=L (admin): the
+ * body is the new script's source; node_deploy.c validates, logs and answers
+ * once the SCRIPT entry is applied. */
+static void route_script(struct mr_node *n, struct mr_http_request *req)
+{
+    struct mr_node_op *op;
+    struct mr_rcbuf *payload;
+    const char *label;
+    if (method_is(req, HTTP_GET)) {
+        struct mr_http_buf b;
+        struct mr_http_json j;
+        if (!authorize(n, req, 0)) return;
+        mr_http_buf_init(&b);
+        mr_http_json_init(&j, &b);
+        mr_node_script_json(n, &j);
+        if (b.is_oom) mr_http_respond_error(req, 500, "no_memory", "out of memory", NULL, 0);
+        else mr_http_respond_json(req, 200, b.data, b.len);
+        mr_http_buf_close(&b);
+        return;
+    }
+    if (!method_is(req, HTTP_POST)) { not_allowed(req, "GET, POST"); return; }
+    if (!authorize(n, req, 1)) return;
+    label = mr_http_request_param(req, "label");
+    if (label == NULL) label = "";
+    if (strlen(label) > MR_NODE_MAX_SCRIPT_LABEL || strchr(label, '/') != NULL) {
+        mr_http_respond_error(req, 400, "invalid_request",
+                              "label must be at most 256 bytes, without '/'", NULL, 0);
+        return;
+    }
+    if (req->body_len == 0) {
+        mr_http_respond_error(req, 400, "invalid_request",
+                              "the body must be the script's Lua source", NULL, 0);
+        return;
+    }
+    if ((op = new_op(n, req, OP_DEPLOY)) == NULL) return;
+    op->shape = SHAPE_RAW;
+    payload = mr_node_script_entry_encode(label, strlen(label), req->body, req->body_len);
+    if (payload == NULL || set_body(op, (const char *)payload->data, payload->len) != 0) {
+        mr_rcbuf_unref(payload);
+        mr_node_op_fail(op, 500, "no_memory", "out of memory");
+        return;
+    }
+    mr_rcbuf_unref(payload);
+    mr_node_op_submit(n, op);
+}
+
 /* POST /v1/integrity/check (admin): the leader appends a CHECK entry now;
  * the verdict shows in /v1/status "integrity" once every member reported. */
 static void route_integrity(struct mr_node *n, struct mr_http_request *req)
@@ -473,6 +521,7 @@ static void route_metrics(struct mr_node *n, struct mr_http_request *req)
     update_gauges(n);
     mr_http_buf_init(&b);
     mr_http_metrics_render(&n->metrics, &b);
+    mr_node_script_metrics(n, &b);
     if (b.is_oom) mr_http_respond_error(req, 500, "no_memory", "out of memory", NULL, 0);
     else mr_http_respond(req, 200, MR_HTTP_METRICS_CONTENT_TYPE, NULL, b.data, b.len);
     mr_http_buf_close(&b);
@@ -536,6 +585,7 @@ void mr_node_http_handler(void *data, struct mr_http_request *req)
     if (strcmp(p, "/v1/leader/transfer") == 0) { route_transfer(n, req); return; }
     if (strcmp(p, "/v1/snapshot") == 0) { route_snapshot(n, req); return; }
     if (strcmp(p, "/v1/integrity/check") == 0) { route_integrity(n, req); return; }
+    if (strcmp(p, "/v1/script") == 0) { route_script(n, req); return; }
     if (strcmp(p, "/v1/watch") == 0) {
         if (!method_is(req, HTTP_GET)) { not_allowed(req, "GET"); return; }
         if (!authorize(n, req, 0)) return;

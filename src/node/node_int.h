@@ -19,6 +19,7 @@ void mr_node_log(int level, const char *fmt, ...) __attribute__((format(printf, 
 #define MR_NODE_ENTRY_COMMAND 1
 #define MR_NODE_ENTRY_CHECK 2 /* integrity check: u8 version, u8 kind, nothing else */
 #define MR_NODE_ENTRY_TICK 3  /* timer tick: u8 version, u8 kind, u64 time_ms (node_timers.c) */
+#define MR_NODE_ENTRY_SCRIPT 4 /* a new state machine script (node_deploy.c) */
 #define MR_NODE_MAX_IDEM_KEY 256 /* bytes */
 struct mr_node_entry {
     uint64_t time_ms;
@@ -105,6 +106,7 @@ enum op_kind {
     OP_TRANSFER = 4,
     OP_READ = 5,
     OP_INTEGRITY = 6, /* peer-only: integrity reports and verdicts (node_integrity.c) */
+    OP_DEPLOY = 7,    /* a new script: body is the SCRIPT entry payload (node_deploy.c) */
 };
 #define MR_NODE_FWD_HDR 8 /* u8 kind, u8 0, u16 key length, u32 target length */
 
@@ -335,6 +337,10 @@ struct mr_node {
         *m_peers_up, *m_integ_alarm, *m_integ_checks, *m_integ_mismatches, *m_integ_state;
     uint64_t last_sync_start_ms;
 
+    /* Deploys (node_deploy.c): the request whose script a child is trying */
+    struct mr_node_op *deploy_op;
+    struct mr_sm_snapjob deploy_job;
+
     /* Helper Lua state with lua-cjson for validating and reading request JSON. */
     void *json_L;
 };
@@ -433,6 +439,17 @@ void mr_node_snap_fault_setup(struct mr_node *n);
 /* Restores the state machine from a node snapshot payload file at path. */
 int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg);
 void mr_node_snap_close(struct mr_node *n);
+/* The parts of a node snapshot payload (pointers into buf), for offline tools. */
+struct mr_node_snap_parts {
+    uint32_t version;
+    uint64_t last_time_ms;
+    const unsigned char *idem, *sections;
+    size_t idem_len, sections_len;
+    const char *payload; /* the script's snapshot() */
+    size_t payload_len;
+};
+int mr_node_snap_parts_parse(const unsigned char *buf, size_t size, struct mr_node_snap_parts *out,
+                             char *errmsg);
 
 /* node_integrity.c: divergence detection (see the top of that file) */
 /* Leader: proposes a CHECK entry now (0, or the step's error). */
@@ -480,7 +497,15 @@ struct mr_node_sections {
     int reserved_; /* parsed sections point into the snapshot buffer */
     const unsigned char *timers; /* NULL: no timers section (no deadline pending) */
     size_t timers_len;
+    /* parsed sections point into the snapshot buffer */
+    int has_script; /* MR_NODE_SECTION_SCRIPT: the script the payload was taken with */
+    const char *script_src;
+    size_t script_len;
+    const char *script_label;
+    size_t script_label_len;
+    mr_index script_index;
 };
+#define MR_NODE_SECTION_SCRIPT 1
 /* Encodes every section into out (NULL: only computes the size); returns the size. */
 size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out);
 /* Validates untrusted bytes: 0 or MR_ECORRUPT (errmsg says why). */
@@ -488,6 +513,33 @@ int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_se
                            char *errmsg);
 /* Makes parsed sections the node's state (after the state machine restored). */
 void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s);
+
+/* node_deploy.c: deploying a script through the log (see there) */
+#define MR_NODE_MAX_SCRIPT_LABEL 256 /* bytes */
+struct mr_node_script_entry {
+    const char *label; /* not NUL-terminated */
+    size_t label_len;
+    const char *src;
+    size_t src_len;
+};
+/* New SCRIPT entry payload (refs = 1) or NULL on OOM / label too long. */
+struct mr_rcbuf *mr_node_script_entry_encode(const char *label, size_t label_len,
+                                             const char *src, size_t len);
+/* Parses untrusted bytes; `out` points into `p`. MR_EMALFORMED on bad input. */
+int mr_node_script_entry_decode(const unsigned char *p, size_t len,
+                                struct mr_node_script_entry *out);
+int mr_node_is_script_entry(const struct mr_raft_entry *e);
+/* Leader: validates op (OP_DEPLOY) and starts the trial migration; answers
+ * the op itself on failure. */
+void mr_node_deploy_start(struct mr_node *n, struct mr_node_op *op);
+/* Every tick, outside any step: reaps the trial and proposes the entry. */
+void mr_node_deploy_tick(struct mr_node *n);
+/* A SCRIPT entry was committed: switch (or refuse) and answer the op. */
+void mr_node_deploy_apply(struct mr_node *n, const struct mr_raft_entry *e);
+void mr_node_deploy_close(struct mr_node *n);
+/* {"hash","label","size","index"} of the running script. */
+void mr_node_script_json(struct mr_node *n, struct mr_http_json *j);
+void mr_node_script_metrics(struct mr_node *n, struct mr_http_buf *b);
 
 /* node_members.c */
 void mr_node_apply_config(struct mr_node *n, const void *data, size_t len, mr_index index);

@@ -201,6 +201,9 @@ static void run_on_leader(struct mr_node *n, struct mr_node_op *op)
     case OP_MEMBER_ADD:
         mr_node_members_on_add(n, op); /* answers or queues itself */
         return;
+    case OP_DEPLOY:
+        mr_node_deploy_start(n, op); /* answers or holds itself */
+        return;
     case OP_MEMBER_REMOVE: {
         struct mr_raft_event ev;
         memset(&ev, 0, sizeof ev);
@@ -348,7 +351,8 @@ void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
     }
     key_len = (size_t)data[2] | (size_t)data[3] << 8;
     tlen = mr_get_u32(data + 4);
-    if (kind < OP_COMMAND || kind > OP_TRANSFER || key_len > MR_NODE_MAX_IDEM_KEY ||
+    if (kind < OP_COMMAND || (kind > OP_TRANSFER && kind != OP_DEPLOY) ||
+        key_len > MR_NODE_MAX_IDEM_KEY ||
         tlen > MR_NODE_NAME_MAX || len - FWD_HDR < key_len + tlen) {
         LOGW("dropped a malformed forwarded request");
         return;
@@ -529,7 +533,8 @@ void mr_node_ops_on_applied(struct mr_node *n, mr_index index, mr_term term, int
                             "applied, retry");
             continue;
         }
-        if (op->kind != OP_COMMAND) break; /* a config op waits for its CONFIG entry */
+        /* a config op waits for its CONFIG entry */
+        if (op->kind != OP_COMMAND && op->kind != OP_DEPLOY) break;
         if (sm_status == MR_SM_OK) {
             mr_node_op_finish(op, 200, answer_index, text, len, 0);
         } else if (sm_status == MR_SM_INVALID_JSON) {

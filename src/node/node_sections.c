@@ -32,6 +32,57 @@ static size_t put_section(unsigned char *out, uint32_t tag, const void *body, si
     return SECTION_HDR + len;
 }
 
+/* MR_NODE_SECTION_SCRIPT: the running script, so that a node installing the
+ * snapshot restores the payload with the script that wrote it and runs it.
+ *   u64 index it took effect at | u32 label length | u32 0 | 64 hex SHA-256 of
+ *   the source | label | source */
+#define SCRIPT_FIXED 80
+
+static size_t put_script(struct mr_node *n, unsigned char *out)
+{
+    struct mr_sm_script_info si;
+    size_t ll, len;
+    mr_sm_script_info(n->sm, &si);
+    ll = strlen(si.label);
+    len = SCRIPT_FIXED + ll + si.size;
+    if (out != NULL) {
+        unsigned char *b = out + SECTION_HDR;
+        put_section(out, MR_NODE_SECTION_SCRIPT, NULL, 0);
+        mr_put_u64(out + 8, len);
+        mr_put_u64(b, si.index);
+        mr_put_u32(b + 8, (uint32_t)ll);
+        mr_put_u32(b + 12, 0);
+        memcpy(b + 16, si.hash, 64);
+        memcpy(b + SCRIPT_FIXED, si.label, ll);
+        memcpy(b + SCRIPT_FIXED + ll, si.source, si.size);
+    }
+    return SECTION_HDR + len;
+}
+
+static int parse_script(const unsigned char *b, size_t len, struct mr_node_sections *out,
+                        char *errmsg)
+{
+    char hex[65];
+    uint32_t ll;
+    if (len < SCRIPT_FIXED || (ll = mr_get_u32(b + 8)) > len - SCRIPT_FIXED ||
+        ll > MR_NODE_MAX_SCRIPT_LABEL || mr_get_u32(b + 12) != 0) {
+        mr_errmsg_printf(errmsg, "snapshot: malformed script section");
+        return MR_ECORRUPT;
+    }
+    out->has_script = 1;
+    out->script_index = mr_get_u64(b);
+    out->script_label = (const char *)b + SCRIPT_FIXED;
+    out->script_label_len = ll;
+    out->script_src = (const char *)b + SCRIPT_FIXED + ll;
+    out->script_len = len - SCRIPT_FIXED - ll;
+    mr_sm_sha256_hex(out->script_src, out->script_len, hex);
+    if (memcmp(hex, b + 16, 64) != 0) {
+        mr_errmsg_printf(errmsg, "snapshot: the script section's source does not match its hash");
+        return MR_ECORRUPT;
+    }
+    return 0;
+}
+
 size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out)
 {
     size_t total = 0;
@@ -43,6 +94,7 @@ size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out)
         if (out != NULL) mr_node_timers_encode(n, out + total + SECTION_HDR);
         total += put_section(out ? out + total : NULL, MR_NODE_SECTION_TIMERS, NULL, len);
     }
+    total += put_script(n, out ? out + total : NULL);
     return total;
 }
 
@@ -75,6 +127,11 @@ int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_se
             out->timers = p + off + SECTION_HDR;
             out->timers_len = (size_t)blen;
             break;
+        case MR_NODE_SECTION_SCRIPT: {
+            int rv = parse_script(p + off + SECTION_HDR, (size_t)blen, out, errmsg);
+            if (rv != 0) return rv;
+            break;
+        }
         default:
             mr_errmsg_printf(errmsg,
                              "snapshot: unknown section %u (written by a newer moonraft?)", tag);
@@ -89,4 +146,14 @@ void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s
 {
     /* Always: a snapshot without the section had no deadline pending. */
     mr_node_timers_commit(n, s->timers, s->timers_len);
+    struct mr_sm_script_info si;
+    /* The script itself was installed with the state (mr_sm_restore_script). */
+    (void)s;
+    mr_sm_script_info(n->sm, &si);
+    n->has_hash = 0;
+    if (strcmp(si.hash, si.config_hash) != 0)
+        LOGW("the cluster runs another state machine script than this node's state_machine "
+             "file (%s): running the cluster's, %s (%s, %zu bytes, since index %llu)",
+             n->o->state_machine ? n->o->state_machine : "lua/kv.lua", si.hash, si.label,
+             si.size, (unsigned long long)si.index);
 }

@@ -264,8 +264,12 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
                              (unsigned long long)info->index);
             return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
         }
-        rv = mr_sm_restore(n->sm, (const char *)buf + hdr + idem_len + sections_len,
-                           (size_t)(info->size - hdr - idem_len - sections_len), errmsg);
+        /* With the script the payload was written by (older snapshots: the
+         * config's script, sec.has_script = 0). */
+        rv = mr_sm_restore_script(n->sm, sec.has_script ? sec.script_src : NULL, sec.script_len,
+                                  sec.script_label, sec.script_label_len, sec.script_index,
+                                  (const char *)buf + hdr + idem_len + sections_len,
+                                  (size_t)(info->size - hdr - idem_len - sections_len), errmsg);
         if (rv == 0) {
             struct mr_queue *q;
             mr_idem_close(&n->idem);
@@ -594,4 +598,35 @@ void mr_node_snap_close(struct mr_node *n)
         n->snap_writer = NULL;
     }
     /* A finish on the work queue completes during the final uv_run. */
+}
+
+/* ---- reading a payload offline (moonraft replay) ------------------------------ */
+int mr_node_snap_parts_parse(const unsigned char *buf, size_t size, struct mr_node_snap_parts *out,
+                             char *errmsg)
+{
+    uint32_t ver;
+    size_t hdr;
+    uint64_t idem_len, sections_len = 0;
+    memset(out, 0, sizeof *out);
+    if (size < NODE_SNAP_HDR_V1 || memcmp(buf, NODE_SNAP_MAGIC, 4) != 0) goto bad;
+    ver = mr_get_u32(buf + 4);
+    if (ver < 1 || ver > 3) goto bad;
+    hdr = ver == 1 ? NODE_SNAP_HDR_V1 : ver == 2 ? NODE_SNAP_HDR_V2 : NODE_SNAP_HDR;
+    if (size < hdr) goto bad;
+    idem_len = mr_get_u64(buf + 8);
+    if (idem_len > size - hdr) goto bad;
+    if (ver >= 3) sections_len = mr_get_u64(buf + 24);
+    if (sections_len > size - hdr - idem_len) goto bad;
+    out->version = ver;
+    out->last_time_ms = ver == 1 ? 0 : mr_get_u64(buf + 16);
+    out->idem = buf + hdr;
+    out->idem_len = (size_t)idem_len;
+    out->sections = buf + hdr + idem_len;
+    out->sections_len = (size_t)sections_len;
+    out->payload = (const char *)buf + hdr + idem_len + sections_len;
+    out->payload_len = size - hdr - (size_t)idem_len - (size_t)sections_len;
+    return 0;
+bad:
+    mr_errmsg_printf(errmsg, "not a moonraft node snapshot");
+    return MR_ECORRUPT;
 }

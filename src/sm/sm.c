@@ -17,6 +17,17 @@ struct mr_sm {
     uint64_t budget;
     uint64_t mem_limit;
     struct mr_sm_deadlines deadlines; /* pending ctx.wake_at deadlines (sm_timers.c) */
+    /* The running script (deploys, sm_deploy section below): its label, the
+     * SHA-256 of src and the log index it took effect at (0: the first). */
+    char *label;
+    char hash[65];
+    mr_index since;
+    /* The script given at open (the config's): what snapshots without a
+     * script section were taken with. */
+    char *init_src;
+    size_t init_len;
+    char *init_label;
+    char init_hash[65];
 };
 
 struct mr_sm_deadlines *mr_sm_deadlines_of(struct mr_sm *sm)
@@ -97,6 +108,8 @@ static int read_file(const char *path, char **out, size_t *outlen, char *errmsg)
     return 0;
 }
 
+static int script_init(struct mr_sm *sm, char *errmsg);
+
 int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errmsg)
 {
     if (opts == NULL || (opts->script_path == NULL && opts->script_source == NULL)) {
@@ -135,11 +148,18 @@ int mr_sm_open(struct mr_sm **out, const struct mr_sm_options *opts, char *errms
     rv = mr_sm_vm_new(&sm->vm, sm->src, sm->srclen, sm->name, sm->budget, sm->mem_limit,
                       errmsg);
     if (rv != 0) goto fail;
+    if ((rv = script_init(sm, errmsg)) != 0) {
+        mr_sm_vm_free(sm->vm);
+        goto fail;
+    }
     *out = sm;
     return 0;
 fail:
     mr_free(sm->src);
     mr_free(sm->name);
+    mr_free(sm->label);
+    mr_free(sm->init_src);
+    mr_free(sm->init_label);
     mr_free(sm);
     return rv;
 }
@@ -151,6 +171,9 @@ void mr_sm_close(struct mr_sm *sm)
     mr_sm_deadlines_free(&sm->deadlines);
     mr_free(sm->src);
     mr_free(sm->name);
+    mr_free(sm->label);
+    mr_free(sm->init_src);
+    mr_free(sm->init_label);
     mr_free(sm);
 }
 
@@ -428,11 +451,13 @@ static int restore_body(lua_State *L)
     return 0;
 }
 
-int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
+/* Loads src into a fresh sandbox and calls restore(data) there. On success
+ * *out owns the new vm; on failure nothing is left behind. */
+static int restore_fresh(struct mr_sm *sm, const char *src, size_t srclen, const char *name,
+                         const char *data, size_t len, struct mr_sm_vm **out, char *errmsg)
 {
     struct mr_sm_vm *fresh;
-    int rv = mr_sm_vm_new(&fresh, sm->src, sm->srclen, sm->name, sm->budget,
-                          sm->mem_limit, errmsg);
+    int rv = mr_sm_vm_new(&fresh, src, srclen, name, sm->budget, sm->mem_limit, errmsg);
     if (rv != 0) {
         mr_errmsg_wrapf(errmsg, "restore");
         return rv;
@@ -453,6 +478,15 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
      * ~1-2 ms at a million keys (it was 160-440 ms with a table of them). */
     lua_gc(fresh->L, LUA_GCCOLLECT);
     mr_sm_vm_trim(fresh);
+    *out = fresh;
+    return 0;
+}
+
+int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
+{
+    struct mr_sm_vm *fresh;
+    int rv = restore_fresh(sm, sm->src, sm->srclen, sm->name, data, len, &fresh, errmsg);
+    if (rv != 0) return rv;
     mr_sm_vm_free(sm->vm);
     sm->vm = fresh;
     /* The payload replaces the whole state: deadlines included. The caller
@@ -465,4 +499,201 @@ int mr_sm_restore(struct mr_sm *sm, const char *data, size_t len, char *errmsg)
 struct mr_sm_vm *mr_sm_vm_get(struct mr_sm *sm)
 {
     return sm->vm;
+}
+
+/* ---- deploying a new script (docs/state-machines.md "Deploying a new version") --- */
+
+/* The chunk name a script runs under: its label ("kv.lua"), so that error
+ * messages read the same on every replica whichever way it got the script
+ * (applied the SCRIPT entry, installed a snapshot, opened the config file). */
+static const char *chunk_name(const char *label)
+{
+    return label[0] ? label : "script.lua";
+}
+
+static char *label_dup(const char *label, size_t len)
+{
+    return dup_mem(label ? label : "", label ? len : 0);
+}
+
+static int script_init(struct mr_sm *sm, char *errmsg)
+{
+    const char *base = strrchr(sm->name, '/');
+    base = base ? base + 1 : sm->name;
+    mr_sm_sha256_hex(sm->src, sm->srclen, sm->hash);
+    memcpy(sm->init_hash, sm->hash, sizeof sm->hash);
+    sm->since = 0;
+    sm->label = mr_strdup(base);
+    sm->init_label = mr_strdup(base);
+    sm->init_src = dup_mem(sm->src, sm->srclen);
+    sm->init_len = sm->srclen;
+    if (sm->label == NULL || sm->init_label == NULL || sm->init_src == NULL) {
+        mr_errmsg_printf(errmsg, "out of memory");
+        return MR_ENOMEM;
+    }
+    return 0;
+}
+
+void mr_sm_script_info(const struct mr_sm *sm, struct mr_sm_script_info *out)
+{
+    memcpy(out->hash, sm->hash, sizeof out->hash);
+    memcpy(out->config_hash, sm->init_hash, sizeof out->config_hash);
+    out->label = sm->label;
+    out->source = sm->src;
+    out->size = sm->srclen;
+    out->index = sm->since;
+}
+
+int mr_sm_validate(struct mr_sm *sm, const char *src, size_t len, const char *label,
+                   size_t label_len, char *errmsg)
+{
+    struct mr_sm_vm *vm;
+    char *lb = label_dup(label, label_len);
+    int rv;
+    if (lb == NULL) {
+        mr_errmsg_printf(errmsg, "out of memory");
+        return MR_ENOMEM;
+    }
+    rv = mr_sm_vm_new(&vm, src, len, chunk_name(lb), sm->budget, sm->mem_limit, errmsg);
+    mr_free(lb);
+    if (rv != 0) return rv;
+    mr_sm_vm_free(vm);
+    return 0;
+}
+
+/* Makes `fresh` (running src) the state machine. The old vm is freed; on
+ * MR_ENOMEM nothing changed and fresh is freed. */
+static int script_swap(struct mr_sm *sm, struct mr_sm_vm *fresh, const char *src, size_t len,
+                       const char *label, size_t label_len, mr_index since, char *errmsg)
+{
+    char *s = dup_mem(src, len), *lb = label_dup(label, label_len);
+    char *name = lb ? mr_strdup(chunk_name(lb)) : NULL;
+    if (s == NULL || lb == NULL || name == NULL) {
+        mr_free(s);
+        mr_free(lb);
+        mr_free(name);
+        mr_sm_vm_free(fresh);
+        mr_errmsg_printf(errmsg, "out of memory");
+        return MR_ENOMEM;
+    }
+    mr_sm_vm_free(sm->vm);
+    sm->vm = fresh;
+    mr_free(sm->src);
+    mr_free(sm->name);
+    mr_free(sm->label);
+    sm->src = s;
+    sm->srclen = len;
+    sm->name = name;
+    sm->label = lb;
+    sm->since = since;
+    mr_sm_sha256_hex(s, len, sm->hash);
+    return 0;
+}
+
+struct migrate_args {
+    struct mr_sm_vm *vm;
+    const char *old;
+    size_t oldlen;
+    const struct mr_sm_ctx *ctx;
+    int used_migrate;
+};
+
+static int migrate_body(lua_State *L)
+{
+    struct migrate_args *a = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_module);
+    lua_pushliteral(L, "migrate");
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_restore);
+        lua_pushlstring(L, a->old, a->oldlen);
+        lua_call(L, 1, 0);
+        return 0;
+    }
+    if (!lua_isfunction(L, -1))
+        return luaL_error(L, "migrate must be a function (it is %s)", luaL_typename(L, -1));
+    a->used_migrate = 1;
+    lua_pushlstring(L, a->old, a->oldlen);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)a->ctx->index);
+    lua_setfield(L, -2, "index");
+    lua_pushinteger(L, (lua_Integer)a->ctx->term);
+    lua_setfield(L, -2, "term");
+    lua_pushinteger(L, (lua_Integer)a->ctx->time_ms);
+    lua_setfield(L, -2, "time");
+    lua_pushcfunction(L, mr_sm_fn_random());
+    lua_setfield(L, -2, "random");
+    lua_call(L, 2, 0);
+    return 0;
+}
+
+int mr_sm_deploy(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *src, size_t len,
+                 const char *label, size_t label_len, char *errmsg)
+{
+    struct mr_sm_vm *fresh;
+    const char *old;
+    size_t oldlen;
+    char *lb = label_dup(label, label_len);
+    int rv, st;
+    MR_ASSERT(ctx != NULL);
+    if (lb == NULL) {
+        mr_errmsg_printf(errmsg, "out of memory");
+        return MR_ENOMEM;
+    }
+    rv = mr_sm_vm_new(&fresh, src, len, chunk_name(lb), sm->budget, sm->mem_limit, errmsg);
+    mr_free(lb);
+    if (rv != 0) return rv;
+    /* The old script's state, as its snapshot() gives it (on every replica
+     * the same bytes, if snapshot() is canonical: the determinism rules). */
+    rv = mr_sm_vm_snapshot(sm->vm, &old, &oldlen, errmsg);
+    if (rv != 0) {
+        mr_sm_vm_free(fresh);
+        mr_errmsg_wrapf(errmsg, "the running script");
+        return rv;
+    }
+    struct migrate_args a = {fresh, old, oldlen, ctx, 0};
+    /* Same (term, index) -> same stream on every node, as for apply. */
+    mr_rand_seed(&fresh->rng, ctx->index * 0x9E3779B97F4A7C15ULL ^ ctx->term);
+    lua_pushcfunction(fresh->L, migrate_body);
+    lua_pushlightuserdata(fresh->L, &a);
+    /* Under the bulk budget and without the heap cap, as a restore: a state
+     * that fits must be able to move to the new script. */
+    st = mr_sm_vm_pcall(fresh, 1, 0, MR_SM_BULK_INSTRUCTION_BUDGET, 0);
+    lua_pop(sm->vm->L, 1);
+    mr_sm_vm_trim(sm->vm);
+    if (st != MR_SM_OK) {
+        error_first_line(errmsg, a.used_migrate ? "migrate" : "restore",
+                         lua_tostring(fresh->L, -1));
+        mr_sm_vm_free(fresh);
+        return st == MR_SM_MEMORY_EXCEEDED ? MR_ENOMEM : MR_ESCRIPT;
+    }
+    lua_gc(fresh->L, LUA_GCCOLLECT);
+    mr_sm_vm_trim(fresh);
+    return script_swap(sm, fresh, src, len, label, label_len, ctx->index, errmsg);
+}
+
+int mr_sm_restore_script(struct mr_sm *sm, const char *src, size_t srclen, const char *label,
+                         size_t label_len, mr_index since, const char *data, size_t len,
+                         char *errmsg)
+{
+    struct mr_sm_vm *fresh;
+    char *lb;
+    int rv;
+    if (src == NULL) {
+        src = sm->init_src;
+        srclen = sm->init_len;
+        label = sm->init_label;
+        label_len = strlen(sm->init_label);
+        since = 0;
+    }
+    if ((lb = label_dup(label, label_len)) == NULL) {
+        mr_errmsg_printf(errmsg, "out of memory");
+        return MR_ENOMEM;
+    }
+    rv = restore_fresh(sm, src, srclen, chunk_name(lb), data, len, &fresh, errmsg);
+    mr_free(lb);
+    if (rv != 0) return rv;
+    return script_swap(sm, fresh, src, srclen, label, label_len, since, errmsg);
 }

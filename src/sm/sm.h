@@ -14,6 +14,10 @@
  *   restore(data)    replaces the state from a snapshot string.
  *   tick(ctx)        optional: runs when deadlines asked for with
  *                    ctx.wake_at are due (mr_sm_tick); same ctx as apply.
+ * and optionally
+ *   migrate(old, ctx) takes over the state of the script this one replaces
+ *                    (mr_sm_deploy): old is that script's snapshot(); ctx has
+ *                    index, term, time and random(). Without it, restore(old).
  * The functions are captured when the script loads; replacing them in the
  * module table later has no effect.
  *
@@ -157,7 +161,8 @@ struct mr_sm;
 
 struct mr_sm_options {
     /* Path of the script. Relative paths are relative to the current
-     * directory. Read once at open: later restores reuse that text. */
+     * directory. Read once at open: later restores reuse the running
+     * script's text (this one until a deploy, mr_sm_deploy). */
     const char *script_path;
     /* Alternative to script_path (tests, embedded scripts): the script text
      * and its name ("kv.lua"). Used when script_source is not NULL. */
@@ -308,6 +313,55 @@ int mr_sm_json_validate(const char *s, size_t len, char *errmsg);
 /* SHA-256 hex of a byte range (helper shared with the fork path). */
 void mr_sm_sha256_hex(const void *data, size_t len, char hex[65]);
 
+/* ---- deploying a new script -------------------------------------------------
+ * The running script is part of the replicated state: a deploy switches every
+ * replica at the same log index (the node's SCRIPT entry), and snapshots
+ * carry the script that goes with their payload (the node's script section).
+ * The script given at open is only the first one. Its label is the base name
+ * of the path ("kv.lua"); a script's label is also its chunk name (error
+ * messages read "kv.lua:12: ..."; "script.lua" when the label is empty), so
+ * that errors read the same on every replica. */
+struct mr_sm_script_info {
+    char hash[65];        /* SHA-256 hex of the running script's source */
+    char config_hash[65]; /* ... of the script given at open */
+    const char *label;    /* borrowed, NUL-terminated ("" when none) */
+    const char *source;   /* borrowed, `size` bytes (NUL-terminated) */
+    size_t size;
+    mr_index index; /* log index it took effect at; 0 for the script given at open */
+};
+/* Borrowed pointers stay valid until the next deploy or restore. */
+void mr_sm_script_info(const struct mr_sm *sm, struct mr_sm_script_info *out);
+
+/* Compiles and loads src (label as its chunk name) in a fresh sandbox and
+ * checks the contract, as mr_sm_open would; the running state is not touched.
+ * Errors as mr_sm_open (MR_ESCRIPT with errmsg "v2.lua:3: ..."), MR_ENOMEM. */
+int mr_sm_validate(struct mr_sm *sm, const char *src, size_t len, const char *label,
+                   size_t label_len, char *errmsg);
+
+/* Switches to a new script at log entry ctx->index: loads src in a fresh
+ * sandbox, takes the running script's snapshot() and hands it to the new
+ * script's migrate(old_snapshot, ctx) when the module defines one (ctx:
+ * index, term, time, random; no emit), else to its restore(old_snapshot).
+ * Migration runs under MR_SM_BULK_INSTRUCTION_BUDGET and, like restore,
+ * without the heap cap. Only when all of that succeeded does the new script
+ * replace the old one (and become what restores and mr_sm_script_info use);
+ * on any failure the old script and its state stay, untouched. Deterministic:
+ * the same entry on the same state succeeds or fails alike everywhere.
+ * src and label are borrowed. Errors: MR_ESCRIPT (errmsg: "v2.lua:3: ..."
+ * for a load error, "migrate: ..." / "restore: ..." for a migration that
+ * raised, "the running script: snapshot: ..."), MR_ENOMEM. */
+int mr_sm_deploy(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *src, size_t len,
+                 const char *label, size_t label_len, char *errmsg);
+
+/* Installs a snapshot taken while `src` was the running script (since log
+ * index `since`): loads src in a fresh sandbox, restore(data) there and, on
+ * success, makes both the running script and state. src NULL means the script
+ * given at open (a snapshot from before scripts were recorded). On failure
+ * nothing changed. Errors as mr_sm_restore. */
+int mr_sm_restore_script(struct mr_sm *sm, const char *src, size_t srclen, const char *label,
+                         size_t label_len, mr_index since, const char *data, size_t len,
+                         char *errmsg);
+
 /* Bytes currently allocated by the Lua heap. */
 size_t mr_sm_memory_used(const struct mr_sm *sm);
 
@@ -344,6 +398,16 @@ int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job,
  * event loop. Poll and abort it as a snapshot job; `size` and `hash` are
  * filled on success. Errors as mr_sm_snapshot_fork. */
 int mr_sm_hash_fork(struct mr_sm *sm, struct mr_sm_snapjob *job, char *errmsg);
+
+/* Starts a trial deploy: the child runs mr_sm_deploy(src) on its frozen copy
+ * of the state and reports whether the migration succeeded (errmsg of
+ * mr_sm_snapshot_poll holds its error: MR_ESCRIPT). The leader uses it to
+ * refuse a script before logging it without blocking its event loop on a
+ * large state. src and label are read by the child only (fork copies them).
+ * Poll and abort it as a snapshot job. Errors as mr_sm_snapshot_fork. */
+int mr_sm_deploy_fork(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *src,
+                      size_t len, const char *label, size_t label_len,
+                      struct mr_sm_snapjob *job, char *errmsg);
 
 /* Reaps the child. If `wait` is 0 and the child is still running, returns
  * MR_EBUSY. Otherwise the job is finished (pid = 0, pipe closed) and the

@@ -125,8 +125,31 @@ static void child_main(struct mr_sm *sm, int fd, int is_hash, int pipefd)
     _exit(rv == 0 ? 0 : 1);
 }
 
-static int start_job(struct mr_sm *sm, int fd, int is_hash, struct mr_sm_snapjob *job,
-                     char *errmsg)
+/* What a trial deploy child runs (mr_sm_deploy_fork). */
+struct trial {
+    const struct mr_sm_ctx *ctx;
+    const char *src;
+    size_t len;
+    const char *label;
+    size_t label_len;
+};
+
+static void trial_main(struct mr_sm *sm, const struct trial *t, int pipefd)
+{
+    struct report r;
+    memset(&r, 0, sizeof r);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    close_other_fds(pipefd, pipefd);
+    (void)setpriority(PRIO_PROCESS, 0, MR_SM_SNAPSHOT_NICE);
+    r.code = mr_sm_deploy(sm, t->ctx, t->src, t->len, t->label, t->label_len, r.msg);
+    (void)!write(pipefd, &r, sizeof r);
+    _exit(r.code == 0 ? 0 : 1);
+}
+
+static int start_job(struct mr_sm *sm, int fd, int is_hash, const struct trial *trial,
+                     struct mr_sm_snapjob *job, char *errmsg)
 {
     int p[2];
     memset(job, 0, sizeof *job);
@@ -146,6 +169,7 @@ static int start_job(struct mr_sm *sm, int fd, int is_hash, struct mr_sm_snapjob
     }
     if (pid == 0) {
         close(p[0]);
+        if (trial != NULL) trial_main(sm, trial, p[1]);
         child_main(sm, fd, is_hash, p[1]);
     }
     close(p[1]);
@@ -156,12 +180,20 @@ static int start_job(struct mr_sm *sm, int fd, int is_hash, struct mr_sm_snapjob
 
 int mr_sm_snapshot_fork(struct mr_sm *sm, int fd, struct mr_sm_snapjob *job, char *errmsg)
 {
-    return start_job(sm, fd, 0, job, errmsg);
+    return start_job(sm, fd, 0, NULL, job, errmsg);
 }
 
 int mr_sm_hash_fork(struct mr_sm *sm, struct mr_sm_snapjob *job, char *errmsg)
 {
-    return start_job(sm, -1, 1, job, errmsg);
+    return start_job(sm, -1, 1, NULL, job, errmsg);
+}
+
+int mr_sm_deploy_fork(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *src,
+                      size_t len, const char *label, size_t label_len,
+                      struct mr_sm_snapjob *job, char *errmsg)
+{
+    struct trial t = {ctx, src, len, label, label_len};
+    return start_job(sm, -1, 0, &t, job, errmsg);
 }
 
 static void finish(struct mr_sm_snapjob *job)

@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 enum { OP_APPEND, OP_TRUNCATE, OP_HARD_STATE, OP_IDS, OP_COMPACT, OP_RESET };
@@ -632,8 +633,47 @@ mr_index mr_store_snapshot_index(struct mr_store *st)
 
 /* ---- open / close ----------------------------------------------------------------- */
 
+int mr_store_lock(const char *dir, int *fd, char *errmsg)
+{
+    char *path = mr_store__join(dir, "lock");
+    int lfd, e;
+    *fd = -1;
+    if (path == NULL) {
+        mr_errmsg_printf(errmsg, "storage: out of memory");
+        return MR_ENOMEM;
+    }
+    lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lfd < 0) {
+        e = errno;
+        mr_errmsg_printf(errmsg, "%s: %s", path, strerror(e));
+        mr_free(path);
+        return -e;
+    }
+    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        e = errno;
+        close(lfd);
+        if (e == EWOULDBLOCK) {
+            mr_errmsg_printf(errmsg, "%s is in use by another process (a running node?)", dir);
+            mr_free(path);
+            return MR_EBUSY;
+        }
+        mr_errmsg_printf(errmsg, "%s: flock: %s", path, strerror(e));
+        mr_free(path);
+        return -e;
+    }
+    mr_free(path);
+    *fd = lfd;
+    return 0;
+}
+
+void mr_store_unlock(int fd)
+{
+    if (fd >= 0) close(fd); /* releases the flock */
+}
+
 static void store_free(struct mr_store *st)
 {
+    mr_store_unlock(st->lock_fd);
     if (st->cur_fd >= 0) st->fs->close(st->fs->ctx, st->cur_fd);
     ops_free(&st->queue);
     mr_free(st->segs);
@@ -665,6 +705,7 @@ int mr_store_open(struct mr_store **out, const struct mr_store_options *opts,
     st = mr_calloc(1, sizeof *st);
     if (st == NULL) return MR_ENOMEM;
     st->cur_fd = -1;
+    st->lock_fd = -1;
     mr_queue_init(&st->queue);
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->snap_mu, NULL);
@@ -683,9 +724,26 @@ int mr_store_open(struct mr_store **out, const struct mr_store_options *opts,
         mr_errmsg_printf(errmsg, "storage: out of memory");
         return MR_ENOMEM;
     }
+    /* One writer per directory: a second node (or `moonraft replay`) on the
+     * same directory is refused before anything is read or repaired. A
+     * directory that does not exist yet is locked once recovery created it. */
+    if (!st->is_read_only) {
+        rv = mr_store_lock(st->dir, &st->lock_fd, errmsg);
+        if (rv != 0 && rv != -ENOENT) {
+            store_free(st);
+            return rv;
+        }
+    }
     rv = mr_store__recover(st->dir, st->fs, st->seg_size, st->is_read_only, opts, 1, NULL,
                            NULL, &rs, rec, errmsg);
     if (rv != 0) {
+        store_free(st);
+        return rv;
+    }
+    if (!st->is_read_only && st->lock_fd < 0 &&
+        (rv = mr_store_lock(st->dir, &st->lock_fd, errmsg)) != 0) {
+        mr_store__recovery_free(&rs);
+        mr_store_recovered_release(rec);
         store_free(st);
         return rv;
     }

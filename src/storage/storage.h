@@ -170,6 +170,15 @@ struct mr_store;
 int mr_store_open(struct mr_store **out, const struct mr_store_options *opts,
                   struct mr_store_recovered *rec, char *errmsg);
 
+/* Takes an exclusive flock on DIR/lock (created if missing), as a read-write
+ * mr_store_open does for as long as the store is open, so that only one
+ * process writes a data directory. *fd holds the lock until
+ * mr_store_unlock(*fd). Errors: MR_EBUSY (another process holds it: errmsg
+ * "DIR is in use by another process (a running node?)"), -errno (-ENOENT
+ * when DIR does not exist), MR_ENOMEM. Read-only opens take no lock. */
+int mr_store_lock(const char *dir, int *fd, char *errmsg);
+void mr_store_unlock(int fd); /* -1: nothing */
+
 /* Drains the queue (everything queued is written and synced unless the store
  * has failed), stops the writer thread and frees the store. Must not run
  * concurrently with any other call on `st`. NULL-safe. */

@@ -123,6 +123,7 @@ void mr_store__recovery_free(struct mr_store_recovery *rs);
 /* ---- the store (storage.c) -------------------------------------------------------- */
 struct mr_store {
     char *dir, *wal_dir, *snap_dir;
+    int lock_fd; /* flock on dir/lock while open read-write, else -1 */
     const struct mr_store_fs *fs;
     uint32_t seg_size;
     int is_read_only;

@@ -34,6 +34,7 @@
 
 #include "console/console.h"
 #include "console/console_int.h"
+#include "sm/sm.h"
 
 #ifndef MR_SOURCE_DIR
 #error "MR_SOURCE_DIR must be defined by the build"
@@ -65,7 +66,7 @@ struct record {
 };
 
 #define MAX_RECORDS 64
-#define MAX_ROUTES 16
+#define MAX_ROUTES 24
 
 struct fake {
     int lfd;
@@ -354,6 +355,10 @@ static const char STATUS_JSON[] =
     "\"members\":[{\"id\":2,\"http_addr\":\"127.0.0.1:8002\"},{\"id\":1,\"http_addr\":"
     "\"127.0.0.1:8001\",\"learner\":false}],\"state_hash\":\"ab12\"}";
 
+#define DEPLOY_SRC "return {} -- v9\n"
+static char deploy_hash[65];
+static char deploy_new[256];
+
 static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
@@ -405,6 +410,22 @@ static int setup(void **state)
                                          NULL, 0, 0, NULL, 0});
     fake_route(&fx->node, (struct route){"POST", "/v1/integrity/check", 202,
                                          "{\"check_index\":49}", NULL, 0, 0, NULL, 0});
+    /* deploy(): a refused script (label "bad"), then one that takes effect
+     * on the second GET /v1/script */
+    fake_route(&fx->node, (struct route){"POST", "/v1/script?label=bad", 422,
+                                         "{\"error\":{\"code\":\"script_error\",\"message\":"
+                                         "\"bad.lua:1: unexpected symbol\"}}",
+                                         NULL, 0, 0, NULL, 0});
+    mr_sm_sha256_hex(DEPLOY_SRC, strlen(DEPLOY_SRC), deploy_hash);
+    snprintf(deploy_new, sizeof deploy_new,
+             "{\"hash\":\"%s\",\"label\":\"v9\",\"size\":%zu,\"index\":50}", deploy_hash,
+             strlen(DEPLOY_SRC));
+    fake_route(&fx->node, (struct route){"POST", "/v1/script", 200, deploy_new, NULL, 0, 0,
+                                         NULL, 0});
+    fake_route(&fx->node,
+               (struct route){"GET", "/v1/script", 200,
+                              "{\"hash\":\"0ld\",\"label\":\"kv.lua\",\"size\":1,\"index\":0}",
+                              deploy_new, 0, 0, NULL, 0});
     fake_route(&fx->node,
                (struct route){"GET", "/v1/watch", 200, "{\"events\":[],\"index\":9}",
                               NULL, 0, 0, NULL, 10000 /* ms */});
@@ -559,6 +580,61 @@ static void test_e_prints_status_leader_and_exits_zero(void **state)
                      0);
     assert_string_equal(fx->out, "3\n");
     assert_string_equal(fake_rec(&fx->node, 1).auth, "Bearer " ADMIN_TOKEN);
+}
+
+/* deploy(file, label) posts the source with the admin token and waits until
+ * GET /v1/script shows its hash; `moonraft deploy` does the same and exits 0,
+ * or 1 with the server's error for a refused script. */
+static void test_deploy_posts_the_source_and_waits_for_its_hash(void **state)
+{
+    struct fx *fx = *state;
+    char file[128], bad[128];
+    snprintf(file, sizeof file, "%s/v9.lua", fx->dir);
+    snprintf(bad, sizeof bad, "%s/bad.lua", fx->dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs(DEPLOY_SRC, f);
+    fclose(f);
+    f = fopen(bad, "w");
+    assert_non_null(f);
+    fputs("x x\n", f);
+    fclose(f);
+    assert_int_equal(run_console(fx, NULL, "--admin-token=" ADMIN_TOKEN, fx->addr, "-e",
+                                 "deploy()", NULL) != 0,
+                     1); /* no file given: an error, not a crash */
+    char code[300];
+    snprintf(code, sizeof code, "local r = deploy('%s', 'v9') print(r.hash, r.index)", file);
+    assert_int_equal(
+        run_console(fx, NULL, "--admin-token=" ADMIN_TOKEN, fx->addr, "-e", code, NULL), 0);
+    assert_contains(fx->out, deploy_hash);
+    assert_contains(fx->out, "\t50");
+    int n = fake_count(&fx->node), i, posts = 0, gets = 0;
+    for (i = 0; i < n; i++) {
+        struct record r = fake_rec(&fx->node, i);
+        if (strcmp(r.method, "POST") == 0 && strncmp(r.path, "/v1/script", 10) == 0) {
+            posts++;
+            assert_string_equal(r.path, "/v1/script?label=v9");
+            assert_string_equal(r.body, DEPLOY_SRC);
+            assert_string_equal(r.auth, "Bearer " ADMIN_TOKEN);
+        }
+        if (strcmp(r.method, "GET") == 0 && strcmp(r.path, "/v1/script") == 0) gets++;
+    }
+    assert_int_equal(posts, 1);
+    assert_int_equal(gets, 2); /* the old hash first, then the new one */
+
+    /* the CLI: label defaults to the file's name */
+    assert_int_equal(run_console(fx, NULL, "deploy", file, fx->addr, "--token", ADMIN_TOKEN,
+                                 NULL),
+                     0);
+    assert_contains(fx->out, deploy_hash);
+    assert_string_equal(fake_rec(&fx->node, fake_count(&fx->node) - 2).path,
+                        "/v1/script?label=v9.lua");
+    assert_int_equal(run_console(fx, NULL, "deploy", bad, fx->addr, "--label", "bad", NULL),
+                     1);
+    assert_contains(fx->err, "script_error: bad.lua:1: unexpected symbol");
+    assert_int_equal(run_console(fx, NULL, "deploy", NULL), 2);
+    unlink(file);
+    unlink(bad);
 }
 
 static void test_pretty_printer_indents_and_sorts_keys(void **state)
@@ -1315,6 +1391,8 @@ int main(int argc, char **argv)
 {
     /* Child mode: `unit_test_console --console-child console ARGS...`. */
     if (argc >= 3 && strcmp(argv[1], "--console-child") == 0) {
+        if (argc >= 4 && strcmp(argv[3], "deploy") == 0)
+            return mr_console_deploy_main(argc - 3, argv + 3);
         return mr_console_main(argc - 2, argv + 2);
     }
     const struct CMUnitTest tests[] = {
@@ -1322,6 +1400,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pretty_printer_indents_and_sorts_keys, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_deploy_posts_the_source_and_waits_for_its_hash,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_pretty_printer_marks_cycles_and_quotes_odd_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_requests_carry_paths_bodies_and_tokens,

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "node/node_int.h"
 
 static void test_entry_round_trips_time_key_and_command(void **state)
@@ -44,6 +47,66 @@ static void test_entry_decode_rejects_every_truncation_and_bad_header(void **sta
     assert_int_equal(mr_node_entry_decode(b->data, b->len, &e), MR_EMALFORMED);
     mr_rcbuf_unref(b);
     assert_null(mr_node_entry_encode(1, "x", MR_NODE_MAX_IDEM_KEY + 1, "", 0));
+}
+
+static void test_script_entry_round_trips_and_rejects_every_truncation(void **state)
+{
+    struct mr_node_script_entry e;
+    struct mr_rcbuf *b;
+    size_t cut;
+    (void)state;
+    b = mr_node_script_entry_encode("v2.lua", 6, "return {}", 9);
+    assert_non_null(b);
+    assert_int_equal(b->data[1], MR_NODE_ENTRY_SCRIPT);
+    assert_int_equal(mr_node_script_entry_decode(b->data, b->len, &e), 0);
+    assert_int_equal(e.label_len, 6);
+    assert_memory_equal(e.label, "v2.lua", 6);
+    assert_int_equal(e.src_len, 9);
+    assert_memory_equal(e.src, "return {}", 9);
+    for (cut = 0; cut < 4 + 6; cut++)
+        assert_int_equal(mr_node_script_entry_decode(b->data, cut, &e), MR_EMALFORMED);
+    b->data[1] = MR_NODE_ENTRY_COMMAND;
+    assert_int_equal(mr_node_script_entry_decode(b->data, b->len, &e), MR_EMALFORMED);
+    mr_rcbuf_unref(b);
+    assert_null(mr_node_script_entry_encode("x", MR_NODE_MAX_SCRIPT_LABEL + 1, "", 0));
+}
+
+/* The script section carries the running script into snapshots; a damaged
+ * one (its source no longer matches its hash, or cut short) is refused. */
+static void test_script_section_round_trips_and_refuses_damage(void **state)
+{
+    static const char src[] = "local M = {}\n"
+                              "function M.apply() return 1 end\n"
+                              "function M.query() return 1 end\n"
+                              "function M.snapshot() return '' end\n"
+                              "function M.restore() end\n"
+                              "return M\n";
+    struct mr_sm_options o = {.script_source = src, .script_name = "conf/s.lua"};
+    struct mr_node *n = calloc(1, sizeof *n);
+    struct mr_node_sections sec;
+    char errmsg[MR_ERRMSG_SIZE];
+    (void)state;
+    assert_non_null(n);
+    assert_int_equal(mr_sm_open(&n->sm, &o, errmsg), 0);
+    size_t len = mr_node_sections_encode(n, NULL);
+    unsigned char *buf = malloc(len);
+    assert_non_null(buf);
+    assert_int_equal(mr_node_sections_encode(n, buf), len);
+    assert_int_equal(mr_node_sections_parse(buf, len, &sec, errmsg), 0);
+    assert_true(sec.has_script);
+    assert_int_equal(sec.script_index, 0);
+    assert_int_equal(sec.script_label_len, 5);
+    assert_memory_equal(sec.script_label, "s.lua", 5);
+    assert_int_equal(sec.script_len, strlen(src));
+    assert_memory_equal(sec.script_src, src, strlen(src));
+    for (size_t cut = 1; cut < len; cut += 7)
+        assert_int_equal(mr_node_sections_parse(buf, cut, &sec, errmsg), MR_ECORRUPT);
+    buf[len - 2] ^= 1; /* a bit of the source */
+    assert_int_equal(mr_node_sections_parse(buf, len, &sec, errmsg), MR_ECORRUPT);
+    assert_non_null(strstr(errmsg, "hash"));
+    free(buf);
+    mr_sm_close(n->sm);
+    free(n);
 }
 
 static void test_idem_returns_first_answer_and_expires_by_log_position(void **state)
@@ -186,6 +249,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_entry_round_trips_time_key_and_command),
         cmocka_unit_test(test_entry_decode_rejects_every_truncation_and_bad_header),
+        cmocka_unit_test(test_script_entry_round_trips_and_rejects_every_truncation),
+        cmocka_unit_test(test_script_section_round_trips_and_refuses_damage),
         cmocka_unit_test(test_idem_returns_first_answer_and_expires_by_log_position),
         cmocka_unit_test(test_idem_encoding_round_trips_and_rejects_garbage),
         cmocka_unit_test(test_node_ids_are_stable_and_nonzero),

@@ -1925,6 +1925,242 @@ static void test_deadlines_round_trip_through_encode_and_restore(void **state)
     mr_sm_close(b);
 }
 
+/* ---- deploying a new script ------------------------------------------------------- */
+
+/* v1: a counter; snapshot "n=<count>". */
+static const char deploy_v1[] =
+    "local n, M = 0, {}\n"
+    "function M.apply(cmd, ctx) n = n + (cmd.add or 0); return {n = n, v = 1} end\n"
+    "function M.query(q) return n end\n"
+    "function M.snapshot() return 'n=' .. n end\n"
+    "function M.restore(s) n = tonumber(s:match('^n=(%d+)$')) end\n"
+    "return M\n";
+/* v2, same snapshot format: restore() takes the state over; adds twice. */
+static const char deploy_v2_same[] =
+    "local n, M = 0, {}\n"
+    "function M.apply(cmd, ctx) n = n + 2 * (cmd.add or 0); return {n = n, v = 2} end\n"
+    "function M.query(q) return n end\n"
+    "function M.snapshot() return 'n=' .. n end\n"
+    "function M.restore(s) n = tonumber(s:match('^n=(%d+)$')) end\n"
+    "return M\n";
+/* v3, a new format (JSON): migrate() converts v1's, and records ctx.index. */
+static const char deploy_v3_migrate[] =
+    "local st, M = {n = 0}, {}\n"
+    "function M.apply(cmd, ctx) st.n = st.n + (cmd.add or 0); return {n = st.n, v = 3} end\n"
+    "function M.query(q) return st end\n"
+    "function M.snapshot() return json.encode(st) end\n"
+    "function M.restore(s) st = json.decode(s) end\n"
+    "function M.migrate(old, ctx)\n"
+    "  st = {n = tonumber(old:match('^n=(%d+)$')), since = ctx.index, r = ctx.random(1000)}\n"
+    "end\n"
+    "return M\n";
+/* v4: its migration raises. */
+static const char deploy_v4_raises[] =
+    "local M = {}\n"
+    "function M.apply(cmd, ctx) return 4 end\n"
+    "function M.query(q) return 4 end\n"
+    "function M.snapshot() return '' end\n"
+    "function M.restore(s) end\n"
+    "function M.migrate(old, ctx) error('cannot read ' .. old) end\n"
+    "return M\n";
+
+static struct mr_sm *open_v1(void)
+{
+    struct mr_sm *sm = NULL;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_sm_options o = {.script_source = deploy_v1, .script_name = "/etc/v1.lua"};
+    if (mr_sm_open(&sm, &o, errmsg) != 0) fail_msg("open: %s", errmsg);
+    return sm;
+}
+
+static int deploy_at(struct mr_sm *sm, mr_index index, const char *src, const char *label,
+                     char *errmsg)
+{
+    struct mr_sm_ctx ctx = {.index = index, .term = 2, .time_ms = 1700000000000};
+    return mr_sm_deploy(sm, &ctx, src, strlen(src), label, strlen(label), errmsg);
+}
+
+static void expect_query(struct mr_sm *sm, const char *want)
+{
+    struct mr_sm_result res = {0};
+    assert_int_equal(mr_sm_query(sm, "{}", 2, &res), 0);
+    assert_int_equal(res.status, MR_SM_OK);
+    assert_string_equal(res.json, want);
+    mr_sm_result_free(&res);
+}
+
+static void test_the_first_script_is_labelled_by_its_file_name_at_index_0(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_v1();
+    struct mr_sm_script_info si;
+    char hex[65];
+    mr_sm_script_info(sm, &si);
+    mr_sm_sha256_hex(deploy_v1, strlen(deploy_v1), hex);
+    assert_string_equal(si.hash, hex);
+    assert_string_equal(si.config_hash, hex);
+    assert_string_equal(si.label, "v1.lua");
+    assert_int_equal(si.size, strlen(deploy_v1));
+    assert_memory_equal(si.source, deploy_v1, si.size);
+    assert_int_equal(si.index, 0);
+    mr_sm_close(sm);
+}
+
+static void test_deploy_hands_the_old_snapshot_to_the_new_restore(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_v1();
+    struct mr_sm_script_info si;
+    char errmsg[MR_ERRMSG_SIZE] = "", hex[65];
+    expect_apply(sm, 1, "{\"add\":5}", "{\"n\":5,\"v\":1}");
+    assert_int_equal(deploy_at(sm, 2, deploy_v2_same, "v2.lua", errmsg), 0);
+    expect_query(sm, "5");
+    expect_apply(sm, 3, "{\"add\":5}", "{\"n\":15,\"v\":2}");
+    mr_sm_script_info(sm, &si);
+    mr_sm_sha256_hex(deploy_v2_same, strlen(deploy_v2_same), hex);
+    assert_string_equal(si.hash, hex);
+    assert_string_not_equal(si.config_hash, hex);
+    assert_string_equal(si.label, "v2.lua");
+    assert_int_equal(si.index, 2);
+    /* a restore now reloads the new script, not the one given at open */
+    assert_int_equal(mr_sm_restore(sm, "n=1", 3, errmsg), 0);
+    expect_apply(sm, 4, "{\"add\":1}", "{\"n\":3,\"v\":2}");
+    mr_sm_close(sm);
+}
+
+static void test_deploy_calls_migrate_when_the_new_script_defines_it(void **state)
+{
+    (void)state;
+    struct mr_sm *a = open_v1(), *b = open_v1();
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    char *sa, *sb;
+    size_t la, lb;
+    expect_apply(a, 1, "{\"add\":7}", "{\"n\":7,\"v\":1}");
+    expect_apply(b, 1, "{\"add\":7}", "{\"n\":7,\"v\":1}");
+    assert_int_equal(deploy_at(a, 9, deploy_v3_migrate, "v3.lua", errmsg), 0);
+    assert_int_equal(deploy_at(b, 9, deploy_v3_migrate, "v3.lua", errmsg), 0);
+    expect_apply(a, 10, "{\"add\":1}", "{\"n\":8,\"v\":3}");
+    expect_apply(b, 10, "{\"add\":1}", "{\"n\":8,\"v\":3}");
+    /* ctx.index is the switch's; ctx.random is seeded alike on both */
+    assert_int_equal(mr_sm_snapshot(a, &sa, &la, errmsg), 0);
+    assert_int_equal(mr_sm_snapshot(b, &sb, &lb, errmsg), 0);
+    assert_non_null(strstr(sa, "\"since\":9"));
+    assert_int_equal(la, lb);
+    assert_memory_equal(sa, sb, la);
+    mr_free(sa);
+    mr_free(sb);
+    mr_sm_close(a);
+    mr_sm_close(b);
+}
+
+static void test_a_failing_migration_keeps_the_old_script_and_its_state(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_v1();
+    struct mr_sm_script_info before, after;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    expect_apply(sm, 1, "{\"add\":3}", "{\"n\":3,\"v\":1}");
+    mr_sm_script_info(sm, &before);
+    char hash_before[65];
+    memcpy(hash_before, before.hash, sizeof hash_before);
+    assert_int_equal(deploy_at(sm, 2, deploy_v4_raises, "v4.lua", errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "migrate: v4.lua:6: cannot read n=3"));
+    mr_sm_script_info(sm, &after);
+    assert_string_equal(after.hash, hash_before);
+    assert_string_equal(after.label, "v1.lua");
+    assert_int_equal(after.index, 0);
+    expect_apply(sm, 3, "{\"add\":1}", "{\"n\":4,\"v\":1}");
+    /* a restore() that raises (no migrate) is refused the same way */
+    static const char bad_restore[] =
+        "local M = {}\n"
+        "function M.apply() return 0 end\n"
+        "function M.query() return 0 end\n"
+        "function M.snapshot() return '' end\n"
+        "function M.restore(s) error('unknown format') end\n"
+        "return M\n";
+    assert_int_equal(deploy_at(sm, 4, bad_restore, "", errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "restore: script.lua:5: unknown format"));
+    expect_apply(sm, 5, "{\"add\":1}", "{\"n\":5,\"v\":1}");
+    mr_sm_close(sm);
+}
+
+static void test_validate_rejects_a_syntax_error_and_changes_nothing(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_v1();
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    static const char broken[] = "local M = {}\nfunction M.apply(\nreturn M\n";
+    static const char no_query[] =
+        "return {apply = function() end, snapshot = function() return '' end, "
+        "restore = function() end}\n";
+    expect_apply(sm, 1, "{\"add\":2}", "{\"n\":2,\"v\":1}");
+    assert_int_equal(mr_sm_validate(sm, broken, strlen(broken), "bad.lua", 7, errmsg),
+                     MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "bad.lua:3:"));
+    assert_int_equal(mr_sm_validate(sm, no_query, strlen(no_query), "nq.lua", 6, errmsg),
+                     MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "query"));
+    assert_int_equal(
+        mr_sm_validate(sm, deploy_v2_same, strlen(deploy_v2_same), "v2.lua", 6, errmsg), 0);
+    /* a deploy of the broken one is refused too, before any migration */
+    assert_int_equal(deploy_at(sm, 2, broken, "bad.lua", errmsg), MR_ESCRIPT);
+    expect_apply(sm, 3, "{\"add\":2}", "{\"n\":4,\"v\":1}");
+    mr_sm_close(sm);
+}
+
+static void test_restore_script_installs_the_script_the_snapshot_was_taken_with(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_v1();
+    struct mr_sm_script_info si;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    assert_int_equal(mr_sm_restore_script(sm, deploy_v2_same, strlen(deploy_v2_same),
+                                          "v2.lua", 6, 42, "n=10", 4, errmsg),
+                     0);
+    mr_sm_script_info(sm, &si);
+    assert_string_equal(si.label, "v2.lua");
+    assert_int_equal(si.index, 42);
+    expect_apply(sm, 43, "{\"add\":1}", "{\"n\":12,\"v\":2}");
+    /* a failure keeps both script and state */
+    assert_int_equal(mr_sm_restore_script(sm, deploy_v3_migrate, strlen(deploy_v3_migrate),
+                                          "v3.lua", 6, 50, "garbage", 7, errmsg),
+                     MR_ESCRIPT);
+    expect_apply(sm, 44, "{\"add\":1}", "{\"n\":14,\"v\":2}");
+    /* NULL: the script given at open (snapshots from before scripts were recorded) */
+    assert_int_equal(mr_sm_restore_script(sm, NULL, 0, NULL, 0, 99, "n=1", 3, errmsg), 0);
+    mr_sm_script_info(sm, &si);
+    assert_string_equal(si.label, "v1.lua");
+    assert_int_equal(si.index, 0);
+    assert_string_equal(si.hash, si.config_hash);
+    expect_apply(sm, 45, "{\"add\":1}", "{\"n\":2,\"v\":1}");
+    mr_sm_close(sm);
+}
+
+static void test_deploy_fork_tries_the_migration_without_touching_the_parent(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_v1();
+    struct mr_sm_snapjob job;
+    struct mr_sm_script_info si;
+    struct mr_sm_ctx ctx = {.index = 2, .term = 1, .time_ms = 0};
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    expect_apply(sm, 1, "{\"add\":3}", "{\"n\":3,\"v\":1}");
+    assert_int_equal(mr_sm_deploy_fork(sm, &ctx, deploy_v4_raises, strlen(deploy_v4_raises),
+                                       "v4.lua", 6, &job, errmsg),
+                     0);
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), MR_ESCRIPT);
+    assert_non_null(strstr(errmsg, "cannot read n=3"));
+    assert_int_equal(mr_sm_deploy_fork(sm, &ctx, deploy_v3_migrate, strlen(deploy_v3_migrate),
+                                       "v3.lua", 6, &job, errmsg),
+                     0);
+    assert_int_equal(mr_sm_snapshot_poll(&job, 1, errmsg), 0);
+    /* the parent still runs v1 */
+    mr_sm_script_info(sm, &si);
+    assert_string_equal(si.label, "v1.lua");
+    expect_apply(sm, 2, "{\"add\":1}", "{\"n\":4,\"v\":1}");
+    mr_sm_close(sm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1978,6 +2214,13 @@ int main(void)
         cmocka_unit_test(test_wake_at_refuses_non_integers_and_scripts_without_tick),
         cmocka_unit_test(test_pending_deadlines_are_capped),
         cmocka_unit_test(test_deadlines_round_trip_through_encode_and_restore),
+        cmocka_unit_test(test_the_first_script_is_labelled_by_its_file_name_at_index_0),
+        cmocka_unit_test(test_deploy_hands_the_old_snapshot_to_the_new_restore),
+        cmocka_unit_test(test_deploy_calls_migrate_when_the_new_script_defines_it),
+        cmocka_unit_test(test_a_failing_migration_keeps_the_old_script_and_its_state),
+        cmocka_unit_test(test_validate_rejects_a_syntax_error_and_changes_nothing),
+        cmocka_unit_test(test_restore_script_installs_the_script_the_snapshot_was_taken_with),
+        cmocka_unit_test(test_deploy_fork_tries_the_migration_without_touching_the_parent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

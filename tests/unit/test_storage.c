@@ -425,6 +425,34 @@ static void test_store_fresh_dir_is_initialised_and_reopens_empty(void **state)
     assert_int_equal(stat(path, &sb), 0);
 }
 
+static void test_store_a_directory_in_use_is_refused_to_a_second_writer(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st, *st2;
+    struct mr_store_recovered rec, rec2;
+    char errmsg[MR_ERRMSG_SIZE];
+    int fd;
+    assert_int_equal(open_store(f->dir, 0, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st2, &rec2, errmsg), MR_EBUSY);
+    assert_null(st2);
+    assert_non_null(strstr(errmsg, "in use"));
+    assert_int_equal(mr_store_lock(f->dir, &fd, errmsg), MR_EBUSY);
+    assert_int_equal(fd, -1);
+    /* read-only opens (moonraft data verify) still work */
+    assert_int_equal(open_ro(f->dir, &st2, &rec2, errmsg), 0);
+    mr_store_recovered_release(&rec2);
+    mr_store_close(st2);
+    mr_store_close(st);
+    /* closed: free again, and the lock excludes a writer while held */
+    assert_int_equal(mr_store_lock(f->dir, &fd, errmsg), 0);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st2, &rec2, errmsg), MR_EBUSY);
+    mr_store_unlock(fd);
+    assert_int_equal(open_store(f->dir, 0, NULL, &st2, &rec2, errmsg), 0);
+    mr_store_recovered_release(&rec2);
+    mr_store_close(st2);
+}
+
 static void test_store_appends_survive_reopen_across_segments(void **state)
 {
     struct fx *f = *state;
@@ -2553,6 +2581,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_powerloss_hard_state_is_durable_before_entries_of_its_term, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_a_directory_in_use_is_refused_to_a_second_writer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
