@@ -441,6 +441,18 @@ static void test_replay_compares_a_candidate_with_the_script_the_log_ran(void **
     assert_int_equal(run_replay(cluster.nodes[live].data_dir, v1copy, NULL, out, sizeof out), 2);
     assert_non_null(strstr(out, "in use"));
 
+    /* a snapshot of its own (taken in the background every 20 entries) must be
+     * durable before the stop, or replay has none to start from */
+    {
+        char st[8192];
+        int i;
+        for (i = 0; i < 400; i++) {
+            get(victim, "/v1/status", st, sizeof st);
+            if (atoll(mr_it_jq(st, "j.snapshot_index")) >= 20) break;
+            mr_it_sleep_ms(25);
+        }
+        assert_true(i < 400);
+    }
     assert_int_equal(mr_it_stop(&cluster, victim), 0);
     /* the same script: everything agrees */
     assert_int_equal(run_replay(cluster.nodes[victim].data_dir, v1copy, NULL, out, sizeof out),
