@@ -141,6 +141,7 @@ struct mr_node_op {
     mr_term term;
     mr_index read_index;
     uint64_t deadline;           /* loop time (ms) */
+    uint64_t sent_ms;            /* reads: when the read index was last asked for */
     int attempts;
     int is_maybe_applied;        /* a copy went to a leader that was replaced before it
                                     answered: never answer 503 "not applied" (node_ops.c) */

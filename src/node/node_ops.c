@@ -471,6 +471,7 @@ static void start_read(struct mr_node *n, struct mr_node_op *op)
     ev.type = MR_RAFT_EVENT_READ_INDEX;
     ev.ctx = op->id;
     ev.is_lease = op->consistency == CONS_LEASE;
+    op->sent_ms = mr_node_now(n);
     mr_queue_push_tail(&n->reads, &op->link);
     rv = mr_node_step(n, &ev);
     if (rv == 0) return; /* the read state arrives in a ready batch (maybe already did) */
@@ -667,6 +668,34 @@ static void expire_queue(struct mr_node *n, struct mr_queue *q, unsigned status,
     (void)n;
 }
 
+/* A follower's READ_INDEX (or the leader's answer) can be lost: sent while
+ * the link to the leader was not up yet (right after a restart), or dropped
+ * by a full queue. Nothing in Raft resends it, so ask again after a while;
+ * a duplicate answer finds no read waiting for its context and is ignored. */
+#define READ_RESEND_MS 250
+static void resend_reads(struct mr_node *n, uint64_t now)
+{
+    uint64_t ids[64];
+    unsigned k = 0;
+    struct mr_queue *it;
+    if (n->role == MR_RAFT_LEADER || n->leader == 0) return;
+    MR_QUEUE_FOREACH(it, &n->reads)
+    {
+        struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
+        if (now - op->sent_ms < READ_RESEND_MS || k == sizeof ids / sizeof ids[0]) continue;
+        op->sent_ms = now;
+        ids[k++] = op->id;
+    }
+    /* stepped after the walk: an answer may move reads off the queue */
+    for (unsigned i = 0; i < k; i++) {
+        struct mr_raft_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = MR_RAFT_EVENT_READ_INDEX;
+        ev.ctx = ids[i];
+        (void)mr_node_step(n, &ev);
+    }
+}
+
 void mr_node_ops_expire(struct mr_node *n)
 {
     uint64_t now = mr_node_now(n);
@@ -721,6 +750,7 @@ void mr_node_ops_expire(struct mr_node *n)
                  "applied",
                  now);
     expire_queue(n, &n->reads, 503, "no_leader", "the read could not be confirmed by a leader", now);
+    resend_reads(n, now);
     expire_queue(n, &n->read_apply, 504, "timeout", "this node did not catch up in time", now);
     expire_queue(n, &n->transfers, 504, "timeout", "leadership did not move in time", now);
     expire_queue(n, &n->pending_join_ops, 503, "no_leader", "the cluster has not formed yet", now);
