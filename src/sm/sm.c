@@ -175,6 +175,7 @@ static int call_body(lua_State *L)
         a->host = rv == MR_EMALFORMED ? HOST_BAD_JSON : HOST_NOMEM;
         return 0;
     }
+    mr_sm_txn_begin(L); /* from here, a failure is rolled back (sm_txn.c) */
     lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx ? vm->ref_apply : vm->ref_query);
     lua_insert(L, 1);
     if (a->ctx != NULL) {
@@ -234,7 +235,15 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *i
     lua_pushlightuserdata(L, &a);
     int st = mr_sm_vm_pcall(vm, 1, 0, sm->budget, 1);
     vm->in_apply = 0;
-    int rv = 0;
+    int rv = 0, undo_rv = 0;
+    /* Atomic: a failed apply leaves no trace (its changes are undone, its
+     * events dropped); a query never changes anything, whatever it did. */
+    if (st != MR_SM_OK || a.host != HOST_OK || ctx == NULL) {
+        undo_rv = mr_sm_txn_rollback(vm);
+        if (st != MR_SM_OK) vm->events.len = 0;
+    } else {
+        mr_sm_txn_commit(L);
+    }
     if (st != MR_SM_OK) {
         res->status = st;
         rv = fill_error(res, lua_tostring(L, -1));
@@ -263,6 +272,7 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *i
     }
     vm->events.len = 0;
     mr_sm_vm_trim(vm);
+    if (undo_rv != 0) rv = undo_rv;
     if (rv != 0)
         mr_sm_result_free(res);
     else
