@@ -6,7 +6,8 @@
  *   counters a script that keeps its state in plain Lua tables: a map of
  *            10,000 counters, each a table {n=, last=}, plus a history array;
  *   cfail    the same script, a command that changes two counters and raises.
- * Usage: bench_sm_apply [N] [kv.lua]   (N commands per case, default 200,000).
+ * Usage: bench_sm_apply [N] [kv.lua] [case]   (N commands per case, default
+ * 200,000; case: one of kvput kvget kvfail counters cfail, default all).
  * Best of 3 runs per case. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,14 +110,21 @@ int main(int argc, char **argv)
     if (mr_sm_open(&kv, &o, errmsg) != 0) die("open", errmsg);
     struct mr_sm_options oc = {.script_source = counters_lua, .script_name = "counters.lua"};
     if (mr_sm_open(&ct, &oc, errmsg) != 0) die("open counters", errmsg);
+    const char *only = argc > 3 ? argv[3] : NULL;
     mr_index index = 0;
     run(kv, KV_PUT, 10000, &index); /* fill */
-    run(ct, CT_OK, 10000, &index);
-    printf("kv put     %7.0f ns/apply\n", best(kv, KV_PUT, n, &index));
-    printf("kv get     %7.0f ns/apply\n", best(kv, KV_GET, n, &index));
-    printf("kv fail    %7.0f ns/apply\n", best(kv, KV_FAIL, n, &index));
-    printf("counters   %7.0f ns/apply\n", best(ct, CT_OK, n, &index));
-    printf("cfail      %7.0f ns/apply\n", best(ct, CT_FAIL, n, &index));
+    if (only == NULL || strncmp(only, "kv", 2) != 0) run(ct, CT_OK, 10000, &index);
+    printf("heap       kv %.2f MiB (10,000 keys), counters %.2f MiB (10,000 counters)\n",
+           mr_sm_memory_used(kv) / 1048576.0, mr_sm_memory_used(ct) / 1048576.0);
+#define CASE(name, label, sm, kind)                                                      \
+    if (only == NULL || strcmp(only, name) == 0)                                         \
+        printf("%-10s %7.0f ns/apply\n", label, best(sm, kind, n, &index));
+    CASE("kvput", "kv put", kv, KV_PUT)
+    CASE("kvget", "kv get", kv, KV_GET)
+    CASE("kvfail", "kv fail", kv, KV_FAIL)
+    CASE("counters", "counters", ct, CT_OK)
+    CASE("cfail", "cfail", ct, CT_FAIL)
+#undef CASE
     mr_sm_close(kv);
     mr_sm_close(ct);
     return 0;
