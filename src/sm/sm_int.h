@@ -60,6 +60,9 @@ struct mr_sm_vm {
     lua_Integer txn_n;       /* journal slots used (3 per entry) */
     lua_Integer txn_nup;     /* tracked upvalues */
     lua_Integer txn_nsaved;  /* tracked upvalues saved before this call */
+    const void *txn_last_s;  /* the last journal entry, if a table write: its */
+    const void *txn_last_k;  /* shadow, key (string or marker) and integer key */
+    lua_Integer txn_last_i;
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */

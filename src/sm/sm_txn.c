@@ -51,7 +51,8 @@ static const char k_saved;   /* array: values of the tracked upvalues before the
 static const char k_skip;    /* set of library tables: never converted */
 static const char k_s2p;     /* weak-keyed: shadow -> proxy (for shadows used as mts) */
 /* Markers. */
-static const char k_shadow; /* PM[&k_shadow] = S: the proxy mark */
+static const char k_shadow; /* PM[1] = S, PM[2] = &k_shadow: the proxy mark
+                               * (array slots: the fastest lookups) */
 static const char k_nil;    /* a nil old value in the journal */
 static const char k_mt;     /* journal key: the user metatable of a proxy changed */
 static const char k_fnseen; /* weak-keyed: Lua functions whose upvalues are tracked */
@@ -69,8 +70,11 @@ static const char *const copied[] = {
 int mr_sm_txn_shadow(lua_State *L, int idx)
 {
     if (!lua_getmetatable(L, idx)) return 0;
-    if (lua_rawgetp(L, -1, &k_shadow) == LUA_TTABLE) {
-        lua_remove(L, -2);
+    /* a script cannot make a light userdata: PM[2] cannot be forged */
+    if (lua_rawgeti(L, -1, 2) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == &k_shadow) {
+        lua_rawgeti(L, -2, 1);
+        lua_copy(L, -1, -3); /* cheaper than a rotation */
+        lua_pop(L, 2);
         return 1;
     }
     lua_pop(L, 2);
@@ -114,6 +118,7 @@ static void journal(lua_State *L, int target, int key, int old)
     lua_rawseti(L, -2, vm->txn_n + 3);
     lua_pop(L, 1);
     vm->txn_n += 3;
+    vm->txn_last_s = NULL; /* px_store sets it again for its own entries */
 }
 
 void mr_sm_txn_journal(lua_State *L, int target, int key, int old)
@@ -175,12 +180,14 @@ static int needs_adopt(lua_State *L, int idx)
 static void px_store(lua_State *L, int s)
 {
     int k = lua_gettop(L) - 1, v = k + 1;
-    if (lua_isnil(L, k)) luaL_error(L, "index is nil");
-    if (lua_type(L, k) == LUA_TNUMBER && lua_tonumber(L, k) != lua_tonumber(L, k))
+    int kt = lua_type(L, k), vt = lua_type(L, v);
+    size_t klen = 0;
+    const char *kstr = kt == LUA_TSTRING ? lua_tolstring(L, k, &klen) : NULL;
+    if (kt == LUA_TNIL) luaL_error(L, "index is nil");
+    if (kt == LUA_TNUMBER && lua_tonumber(L, k) != lua_tonumber(L, k))
         luaL_error(L, "index is NaN");
-    if (needs_adopt(L, v)) adopt(L, v);
-    if (lua_type(L, k) == LUA_TSTRING && lua_tostring(L, k)[0] == '_' &&
-        lua_tostring(L, k)[1] == '_') {
+    if ((vt == LUA_TTABLE || vt == LUA_TFUNCTION) && needs_adopt(L, v)) adopt(L, v);
+    if (kstr != NULL && kstr[0] == '_' && kstr[1] == '_') {
         /* a shadow installed as a metatable must not gain __gc or __mode
          * (sm_sandbox.c guards plain metatables the same way) */
         push_slot(L, &k_s2p);
@@ -192,11 +199,32 @@ static void px_store(lua_State *L, int s)
             luaL_error(L, "%s is not allowed in the sandbox (it would act differently "
                           "on each node)", ks);
     }
-    if (mr_sm_vm_of(L)->txn_on) {
-        lua_pushvalue(L, k);
-        int present = lua_rawget(L, s) != LUA_TNIL;
-        journal(L, s, k, present ? -1 : 0);
-        lua_pop(L, 1);
+    struct mr_sm_vm *vm = mr_sm_vm_of(L);
+    if (vm->txn_on) {
+        /* The same key of the same table written again right after (a
+         * counter in a loop): its value before the command is journaled
+         * already. Keys compared by identity: an integer, or a short
+         * string (interned: equal strings are one object), anchored by the
+         * journal entry. */
+        const void *kid = NULL;
+        lua_Integer ki = 0;
+        if (kt == LUA_TSTRING) {
+            if (klen <= 40) kid = kstr;
+        } else if (kt == LUA_TNUMBER && lua_isinteger(L, k)) {
+            kid = &k_nil; /* any non-NULL marker: the integer is in ki */
+            ki = lua_tointeger(L, k);
+        }
+        const void *sid = lua_topointer(L, s);
+        if (kid == NULL || vm->txn_last_s != sid || vm->txn_last_k != kid ||
+            vm->txn_last_i != ki) {
+            lua_pushvalue(L, k);
+            int present = lua_rawget(L, s) != LUA_TNIL;
+            journal(L, s, k, present ? -1 : 0);
+            lua_pop(L, 1);
+            vm->txn_last_s = sid;
+            vm->txn_last_k = kid;
+            vm->txn_last_i = ki;
+        }
     }
     lua_rawset(L, s);
 }
@@ -303,7 +331,7 @@ static void set_installed(lua_State *L, int t)
     int um = lua_gettop(L);
     lua_getmetatable(L, t); /* PM */
     int pm = um + 1;
-    lua_rawgetp(L, pm, &k_shadow);
+    lua_rawgeti(L, pm, 1);
     int s = pm + 1;
     lua_pushvalue(L, um);
     lua_setmetatable(L, s);
@@ -333,10 +361,12 @@ static void convert(lua_State *L, int idx)
         lua_pushnil(L);
         lua_rawset(L, idx);
     }
-    lua_createtable(L, 0, 4); /* PM */
+    lua_createtable(L, 2, 4); /* PM */
     int pm = lua_gettop(L);
     lua_pushvalue(L, s);
-    lua_rawsetp(L, pm, &k_shadow);
+    lua_rawseti(L, pm, 1);
+    lua_pushlightuserdata(L, (void *)&k_shadow);
+    lua_rawseti(L, pm, 2);
     lua_pushcfunction(L, l_px_newindex);
     lua_setfield(L, pm, "__newindex");
     build_pm(L, pm, s, 0);
@@ -817,6 +847,7 @@ static void clear_journal(lua_State *L)
         lua_pop(L, 1);
     }
     vm->txn_n = 0;
+    vm->txn_last_s = NULL;
 }
 
 void mr_sm_txn_commit(lua_State *L)

@@ -1807,6 +1807,12 @@ static void test_a_failing_apply_rolls_back_its_plain_table_writes(void **state)
                     "for k in pairs(M.data) do M.data[k] = nil end\n"
                     "rawset(M.data, 'r', 1); rawset(M, 'data', {}); error('boom')",
                     MR_SM_SCRIPT_ERROR, "boom");
+    /* the same key written again and again, other keys in between */
+    expect_no_trace(sm,
+                    "for i = 1, 1000 do M.data.name = i; M.data.list[1] = i end\n"
+                    "M.data.name = 'x'; up.map:set('k', 'v'); M.data.name = 'y'\n"
+                    "M.data.list[1] = {}; error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
     expect_query(sm, "return {M.data.list, M.data.nested, M.data.name, M.gone}",
                  "[[1,2,3],{\"a\":{\"b\":{\"c\":1}}},\"n\",\"here\"]");
     /* a later command that succeeds is kept; a table it stored is tracked
