@@ -63,6 +63,7 @@ struct mr_sm_vm {
     const void *txn_last_s;  /* the last journal entry, if a table write: its */
     const void *txn_last_k;  /* shadow, key (string or marker) and integer key */
     lua_Integer txn_last_i;
+    int txn_ref[8];          /* registry refs of sm_txn.c's tables */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */

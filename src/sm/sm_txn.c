@@ -43,19 +43,23 @@
 
 #include "sm/sm_int.h"
 
-/* Registry slots (light userdata keys). */
-static const char k_journal; /* array: target, key, old value, ... (3 slots each) */
-static const char k_upvals;  /* array: function, upvalue number, ... */
-static const char k_upids;   /* set of tracked upvalue ids (light userdata) */
-static const char k_saved;   /* array: values of the tracked upvalues before the call */
-static const char k_skip;    /* set of library tables: never converted */
-static const char k_s2p;     /* weak-keyed: shadow -> proxy (for shadows used as mts) */
+/* Registry slots: integer refs in vm->txn_ref (array slots of the
+ * registry: the fastest lookups there). */
+enum {
+    R_JOURNAL, /* array: target, key, old value, ... (3 slots each); false once dropped */
+    R_UPVALS,  /* array: function, upvalue number, ... */
+    R_UPIDS,   /* set of tracked upvalue ids (light userdata) */
+    R_SAVED,   /* array: values of the tracked upvalues before the call */
+    R_SKIP,    /* set of library tables: never converted */
+    R_S2P,     /* weak-keyed: shadow -> proxy (for shadows used as metatables) */
+    R_FNSEEN,  /* weak-keyed: Lua functions whose upvalues are tracked */
+    R_COUNT
+};
 /* Markers. */
 static const char k_shadow; /* PM[1] = S, PM[2] = &k_shadow: the proxy mark
                                * (array slots: the fastest lookups) */
 static const char k_nil;    /* a nil old value in the journal */
 static const char k_mt;     /* journal key: the user metatable of a proxy changed */
-static const char k_fnseen; /* weak-keyed: Lua functions whose upvalues are tracked */
 
 /* Metamethods copied from the user's metatable into PM (__index, __newindex
  * and __len are handled separately). */
@@ -88,9 +92,15 @@ static int is_proxy(lua_State *L, int idx)
     return 1;
 }
 
-static void push_slot(lua_State *L, const void *key)
+static int push_slot(lua_State *L, int slot)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+    return lua_rawgeti(L, LUA_REGISTRYINDEX, mr_sm_vm_of(L)->txn_ref[slot]);
+}
+
+/* registry[slot] = the value at top (popped); the slot exists: no allocation */
+static void set_slot(lua_State *L, int slot)
+{
+    lua_rawseti(L, LUA_REGISTRYINDEX, mr_sm_vm_of(L)->txn_ref[slot]);
 }
 
 /* Appends (target, key, old) to the journal; old == 0 means nil. The entry
@@ -101,11 +111,11 @@ static void journal(lua_State *L, int target, int key, int old)
     target = lua_absindex(L, target);
     key = lua_absindex(L, key);
     if (old != 0) old = lua_absindex(L, old);
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_journal) != LUA_TTABLE) {
+    if (push_slot(L, R_JOURNAL) != LUA_TTABLE) {
         lua_pop(L, 1); /* dropped after a big call: a new one */
         lua_newtable(L);
         lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &k_journal);
+        set_slot(L, R_JOURNAL);
     }
     lua_pushvalue(L, target);
     lua_rawseti(L, -2, vm->txn_n + 1);
@@ -158,14 +168,14 @@ static int needs_adopt(lua_State *L, int idx)
         if (is_proxy(L, idx)) return 0;
         /* a shadow installed as a metatable (met as the metatable of a
          * table set up before it was converted) is state already */
-        push_slot(L, &k_s2p);
+        push_slot(L, R_S2P);
         lua_pushvalue(L, idx < 0 ? idx - 1 : idx);
         int shadow = lua_rawget(L, -2) != LUA_TNIL;
         lua_pop(L, 2);
         if (shadow) return 0;
-        push_slot(L, &k_skip);
+        push_slot(L, R_SKIP);
     } else if (t == LUA_TFUNCTION && !lua_iscfunction(L, idx)) {
-        push_slot(L, &k_fnseen);
+        push_slot(L, R_FNSEEN);
     } else {
         return 0;
     }
@@ -190,7 +200,7 @@ static void px_store(lua_State *L, int s)
     if (kstr != NULL && kstr[0] == '_' && kstr[1] == '_') {
         /* a shadow installed as a metatable must not gain __gc or __mode
          * (sm_sandbox.c guards plain metatables the same way) */
-        push_slot(L, &k_s2p);
+        push_slot(L, R_S2P);
         lua_pushvalue(L, s);
         int is_mt = lua_rawget(L, -2) != LUA_TNIL;
         lua_pop(L, 2);
@@ -313,7 +323,7 @@ static void push_installed(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
     if (mr_sm_txn_shadow(L, idx)) {
-        push_slot(L, &k_s2p);
+        push_slot(L, R_S2P);
         lua_pushvalue(L, -2);
         lua_pushvalue(L, idx);
         lua_rawset(L, -3);
@@ -530,13 +540,13 @@ static void upvalues_written(lua_State *L, int f, unsigned char written[256])
 static void track_upvalue(lua_State *L, int f, int n)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
-    push_slot(L, &k_upids);
+    push_slot(L, R_UPIDS);
     lua_pushlightuserdata(L, lua_upvalueid(L, f, n));
     if (lua_rawget(L, -2) == LUA_TNIL) {
         lua_pushlightuserdata(L, lua_upvalueid(L, f, n));
         lua_pushboolean(L, 1);
         lua_rawset(L, -4);
-        push_slot(L, &k_upvals);
+        push_slot(L, R_UPVALS);
         lua_pushvalue(L, f);
         lua_rawseti(L, -2, 2 * vm->txn_nup + 1);
         lua_pushinteger(L, n);
@@ -558,7 +568,7 @@ static void adopt(lua_State *L, int idx)
     lua_newtable(L); /* base+1: work stack */
     lua_newtable(L); /* base+2: seen */
     lua_newtable(L); /* base+3: tables to convert, in order */
-    push_slot(L, &k_skip); /* base+4 */
+    push_slot(L, R_SKIP); /* base+4 */
     int work = base + 1, seen = base + 2, list = base + 3, skip = base + 4;
     lua_Integer nw = 0, nl = 0;
     lua_pushvalue(L, idx);
@@ -607,7 +617,7 @@ static void adopt(lua_State *L, int idx)
                     lua_pop(L, 1);
             }
             /* marked once all its upvalues are tracked */
-            push_slot(L, &k_fnseen);
+            push_slot(L, R_FNSEEN);
             lua_pushvalue(L, v);
             lua_pushboolean(L, 1);
             lua_rawset(L, -3);
@@ -696,7 +706,7 @@ static int l_getmetatable(lua_State *L)
     lua_pushliteral(L, "__metatable");
     if (lua_rawget(L, m) != LUA_TNIL) return 1;
     lua_pop(L, 1);
-    push_slot(L, &k_s2p);
+    push_slot(L, R_S2P);
     lua_pushvalue(L, m);
     if (lua_rawget(L, -2) != LUA_TNIL) return 1;
     lua_settop(L, m);
@@ -716,30 +726,19 @@ static int l_rawget(lua_State *L)
 
 void mr_sm_txn_open(lua_State *L)
 {
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_journal);
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_upvals);
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_upids);
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_saved);
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_skip);
-    /* host-internal and looked up only for live shadows: weak keys cannot
-     * change what a script sees */
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_s2p);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_fnseen);
+    struct mr_sm_vm *vm = mr_sm_vm_of(L);
+    for (int i = 0; i < R_COUNT; i++) {
+        lua_newtable(L);
+        if (i == R_S2P || i == R_FNSEEN) {
+            /* host-internal and looked up only for live objects: weak keys
+             * cannot change what a script sees */
+            lua_createtable(L, 0, 1);
+            lua_pushliteral(L, "k");
+            lua_setfield(L, -2, "__mode");
+            lua_setmetatable(L, -2);
+        }
+        vm->txn_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_pushcfunction(L, l_getmetatable);
     lua_setglobal(L, "getmetatable");
     lua_pushcfunction(L, l_rawget);
@@ -749,7 +748,7 @@ void mr_sm_txn_open(lua_State *L)
 void mr_sm_txn_skip(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
-    push_slot(L, &k_skip);
+    push_slot(L, R_SKIP);
     lua_pushvalue(L, idx);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
@@ -807,15 +806,16 @@ void mr_sm_txn_begin(lua_State *L)
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     vm->txn_nsaved = 0;
     vm->txn_on = 1;
-    push_slot(L, &k_upvals);
-    push_slot(L, &k_saved);
+    push_slot(L, R_UPVALS);
+    push_slot(L, R_SAVED);
     int up = lua_gettop(L) - 1, saved = up + 1;
     for (lua_Integer i = 1; i <= vm->txn_nup; i++) {
         lua_rawgeti(L, up, 2 * i - 1);
         lua_rawgeti(L, up, 2 * i);
         int n = (int)lua_tointeger(L, -1);
         lua_getupvalue(L, -2, n);
-        if (needs_adopt(L, -1)) {
+        int t = lua_type(L, -1);
+        if ((t == LUA_TTABLE || t == LUA_TFUNCTION) && needs_adopt(L, -1)) {
             /* assigned directly to the upvalue since the last call (or by
              * restore): its contents were never converted */
             vm->txn_on = 0;
@@ -836,8 +836,8 @@ static void clear_journal(lua_State *L)
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
     if (vm->txn_n > 3 * 256) {
         lua_pushboolean(L, 0);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &k_journal); /* the slot exists */
-    } else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_journal) == LUA_TTABLE) {
+        set_slot(L, R_JOURNAL);
+    } else if (push_slot(L, R_JOURNAL) == LUA_TTABLE) {
         for (lua_Integer i = vm->txn_n; i >= 1; i--) {
             lua_pushnil(L);
             lua_rawseti(L, -2, i);
@@ -861,7 +861,7 @@ void mr_sm_txn_commit(lua_State *L)
 static int rollback_body(lua_State *L)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
-    push_slot(L, &k_journal); /* a table whenever txn_n > 0 */
+    push_slot(L, R_JOURNAL); /* a table whenever txn_n > 0 */
     int j = lua_gettop(L);
     for (lua_Integer i = vm->txn_n; i >= 3; i -= 3) {
         lua_rawgeti(L, j, i - 2); /* target */
@@ -882,8 +882,8 @@ static int rollback_body(lua_State *L)
         }
         lua_settop(L, j);
     }
-    push_slot(L, &k_upvals);
-    push_slot(L, &k_saved);
+    push_slot(L, R_UPVALS);
+    push_slot(L, R_SAVED);
     int up = j + 1, saved = j + 2;
     for (lua_Integer i = 1; i <= vm->txn_nsaved; i++) {
         lua_rawgeti(L, up, 2 * i - 1);
