@@ -1921,6 +1921,12 @@ static void test_user_metatables_on_state_tables_keep_working(void **state)
     expect_no_trace(sm, "M.logged.y = 3; M.logged.x = 1; error('x')", MR_SM_SCRIPT_ERROR,
                     "x");
     expect_query(sm, "return {M.logged.x, M.logged.y == nil}", "[4,true]");
+    /* a function __index gets the state table itself */
+    expect_eval_at(sm, 5,
+                   "M.def = setmetatable({a = 1}, {__index = function(t, k)\n"
+                   "  return rawget(t, 'a') .. k end})\n"
+                   "return {M.def.a, M.def.zz, rawget(M.def, 'zz') == nil}",
+                   "[1,\"1zz\",true]");
     /* __gc and __mode stay refused on a state table used as a metatable */
     expect_eval_error(sm, "up.Account.__mode = 'k'", MR_SM_SCRIPT_ERROR,
                       "__mode is not allowed");
@@ -2035,6 +2041,59 @@ static void test_replayed_and_restored_states_agree_after_failed_commands(void *
     mr_sm_close(b);
 }
 
+
+/* Random changes, with random failures: a replica that applied every
+ * command ends like one that was only sent the commands that succeeded. */
+static void test_random_changes_with_failures_match_the_successes_alone(void **state)
+{
+    (void)state;
+    static const char code[] =
+        "local r = ctx.random\n"
+        "M.data.rand = M.data.rand or {}\n"
+        "local t = M.data.rand\n"
+        "local keys = {1, 2, 3, 4, 'a', 'b', 'c'}\n"
+        "for i = 1, r(1, 12) do\n"
+        "  local op, k = r(1, 9), keys[r(1, #keys)]\n"
+        "  if op == 1 then t[k] = r(100)\n"
+        "  elseif op == 2 then t[k] = nil\n"
+        "  elseif op == 3 then t[k] = {n = r(100), sub = {r(9)}}\n"
+        "  elseif op == 4 and type(t[k]) == 'table' then t[k].n = r(100); t[k].sub[2] = k\n"
+        "  elseif op == 5 then t.list = t.list or {}; table.insert(t.list, r(100))\n"
+        "  elseif op == 6 and t.list then table.remove(t.list, 1)\n"
+        "  elseif op == 7 then up.bump(); up.map:set(tostring(k), tostring(r(100)))\n"
+        "  elseif op == 8 then up.map:remove(tostring(k)); up.set:add(tostring(r(5)))\n"
+        "  elseif op == 9 then local s = t[k]; t[k] = t.list; t.list = type(s) == 'table' and s or nil\n"
+        "  end\n"
+        "end\n"
+        "if r(1, 3) == 1 then error('random failure') end\n"
+        "return up.count()";
+    struct mr_sm *a = open_script(ATOMIC, 0, 0), *b = open_script(ATOMIC, 0, 0);
+    char *cmd = eval_cmd(code);
+    int failures = 0;
+    for (mr_index idx = 1; idx <= 300; idx++) {
+        struct mr_sm_result ra = {0}, rb = {0};
+        int sa = apply_at(a, idx, cmd, &ra);
+        assert_true(sa == MR_SM_OK || sa == MR_SM_SCRIPT_ERROR);
+        if (sa == MR_SM_OK) {
+            /* b only sees what succeeded, at the same index (same randoms) */
+            assert_int_equal(apply_at(b, idx, cmd, &rb), MR_SM_OK);
+            assert_string_equal(ra.json, rb.json);
+        } else {
+            failures++;
+        }
+        mr_sm_result_free(&ra);
+        mr_sm_result_free(&rb);
+    }
+    free(cmd);
+    assert_true(failures > 50);
+    char *sa = snapshot_text(a), *sb = snapshot_text(b);
+    assert_string_equal(sa, sb);
+    free(sa);
+    free(sb);
+    mr_sm_close(a);
+    mr_sm_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2081,6 +2140,7 @@ int main(void)
         cmocka_unit_test(test_state_tables_iterate_measure_and_encode_as_plain_ones),
         cmocka_unit_test(test_a_query_cannot_change_the_state),
         cmocka_unit_test(test_replayed_and_restored_states_agree_after_failed_commands),
+        cmocka_unit_test(test_random_changes_with_failures_match_the_successes_alone),
         cmocka_unit_test(
             test_kv_snapshots_are_byte_identical_whatever_the_insertion_order),
         cmocka_unit_test(test_kv_cas_compares_values_as_kv1_did),
