@@ -23,11 +23,13 @@
  * The library tables that exist before the script runs (string, table, json,
  * ...; their metatables) are left alone. A table or function stored into a
  * proxy is converted (recursively) at that moment. Upvalues: every upvalue
- * of every Lua function met by a conversion is tracked (deduplicated by
- * lua_upvalueid); their values are saved before each call and put back if it
- * fails; a table found in a tracked upvalue that is not a proxy yet (assigned
- * directly to the upvalue by the last call, or by restore()) is converted at
- * the start of the next call. A tracked table used as a metatable is
+ * that some closure assigns (SETUPVAL, found in the bytecode of each Lua
+ * function met by a conversion: see "which upvalues can change" below) is
+ * tracked (deduplicated by lua_upvalueid); their values are saved before
+ * each call and put back if it fails; a table or function found in a
+ * tracked upvalue that is not converted yet (assigned directly to the
+ * upvalue by the last call, or by restore()) is converted at the start of
+ * the next call. A tracked table used as a metatable is
  * installed as its shadow (metamethod lookups are raw), and getmetatable maps
  * it back. C-side stores (sortedmap, sortedset) journal their own changes
  * through mr_sm_txn_journal.

@@ -1832,6 +1832,8 @@ static void test_a_failing_apply_rolls_back_upvalues_and_c_side_stores(void **st
     struct mr_sm *sm = open_script(ATOMIC, 0, 0);
     expect_no_trace(sm, "up.set_count(5); up.bump(); up.set_cache({a = 1}); error('x')",
                     MR_SM_SCRIPT_ERROR, "x");
+    /* an upvalue assigned only by a closure made during the command */
+    expect_no_trace(sm, "up.bump_deep(); error('x')", MR_SM_SCRIPT_ERROR, "x");
     expect_no_trace(sm,
                     "up.map:set('k', 'v'); up.map:set('old', 'new'); up.map:remove('gone')\n"
                     "up.set:add('x'); up.set:remove('y'); up.map:set('k', 'w'); error('x')",
@@ -1849,6 +1851,7 @@ static void test_a_failing_apply_rolls_back_upvalues_and_c_side_stores(void **st
                     "up.map:set('k', 'w'); up.map:remove('k'); up.map:remove('old'); error('x')",
                     MR_SM_SCRIPT_ERROR, "x");
     expect_query(sm, "return {up.cache(), up.count(), up.map:get('k')}", "[{\"a\":[1]},1,\"v\"]");
+    expect_eval_at(sm, 9, "up.bump_deep(); return {up.deep(), up.count()}", "[10,1]");
     mr_sm_close(sm);
 }
 
