@@ -860,6 +860,27 @@ void mr_sm_txn_commit(lua_State *L)
     if (vm->txn_n > 0) clear_journal(L);
 }
 
+/* Puts the saved upvalues back. Reads existing slots and assigns existing
+ * upvalues only: never allocates, never raises. */
+static void restore_upvalues(lua_State *L)
+{
+    struct mr_sm_vm *vm = mr_sm_vm_of(L);
+    if (vm->txn_nsaved == 0) return;
+    push_slot(L, R_UPVALS);
+    push_slot(L, R_SAVED);
+    int up = lua_gettop(L) - 1, saved = up + 1;
+    for (lua_Integer i = 1; i <= vm->txn_nsaved; i++) {
+        lua_rawgeti(L, up, 2 * i - 1);
+        lua_rawgeti(L, up, 2 * i);
+        int n = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        lua_rawgeti(L, saved, i);
+        lua_setupvalue(L, -2, n);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
 static int rollback_body(lua_State *L)
 {
     struct mr_sm_vm *vm = mr_sm_vm_of(L);
@@ -884,18 +905,7 @@ static int rollback_body(lua_State *L)
         }
         lua_settop(L, j);
     }
-    push_slot(L, R_UPVALS);
-    push_slot(L, R_SAVED);
-    int up = j + 1, saved = j + 2;
-    for (lua_Integer i = 1; i <= vm->txn_nsaved; i++) {
-        lua_rawgeti(L, up, 2 * i - 1);
-        lua_rawgeti(L, up, 2 * i);
-        int n = (int)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        lua_rawgeti(L, saved, i);
-        lua_setupvalue(L, -2, n);
-        lua_pop(L, 1);
-    }
+    restore_upvalues(L);
     return 0;
 }
 
@@ -903,6 +913,11 @@ int mr_sm_txn_rollback(struct mr_sm_vm *vm)
 {
     lua_State *L = vm->L;
     vm->txn_on = 0;
+    if (vm->txn_n == 0) { /* nothing journaled (a query, a failed validation) */
+        restore_upvalues(L);
+        vm->txn_nsaved = 0;
+        return 0;
+    }
     /* no budget, no heap cap: only real exhaustion can stop it */
     int enforce = vm->mem_enforce;
     vm->mem_enforce = 0;
