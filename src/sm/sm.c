@@ -206,6 +206,7 @@ static int call_body(lua_State *L)
         a->host = rv == MR_EMALFORMED ? HOST_BAD_JSON : HOST_NOMEM;
         return 0;
     }
+    mr_sm_txn_begin(L); /* from here, a failure is rolled back (sm_txn.c) */
     lua_rawgeti(L, LUA_REGISTRYINDEX,
                 a->is_tick ? vm->ref_tick : a->ctx ? vm->ref_apply : vm->ref_query);
     lua_insert(L, 1);
@@ -272,7 +273,7 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, int is_tick,
     int st = mr_sm_vm_pcall(vm, 1, 0, sm->budget, 1);
     vm->in_apply = 0;
     vm->committed = NULL;
-    int rv = 0;
+    int rv = 0, undo_rv = 0;
     /* Deadlines asked for by a call that failed are dropped with it. */
     if (vm->timer_nomem)
         rv = MR_ENOMEM;
@@ -280,6 +281,14 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, int is_tick,
              mr_sm_deadlines_merge(&sm->deadlines, &vm->staged) != 0)
         rv = MR_ENOMEM;
     vm->staged.n = 0;
+    /* Atomic: a failed apply or tick leaves no trace (its changes are undone,
+     * its events dropped); a query never changes anything, whatever it did. */
+    if (st != MR_SM_OK || a.host != HOST_OK || ctx == NULL) {
+        undo_rv = mr_sm_txn_rollback(vm);
+        if (st != MR_SM_OK) vm->events.len = 0;
+    } else {
+        mr_sm_txn_commit(L);
+    }
     if (st != MR_SM_OK) {
         res->status = st;
         if (rv == 0) rv = fill_error(res, lua_tostring(L, -1));
@@ -310,6 +319,7 @@ static int run_call(struct mr_sm *sm, const struct mr_sm_ctx *ctx, int is_tick,
     }
     vm->events.len = 0;
     mr_sm_vm_trim(vm);
+    if (undo_rv != 0) rv = undo_rv;
     if (rv != 0)
         mr_sm_result_free(res);
     else
@@ -603,8 +613,9 @@ static int migrate_body(lua_State *L)
     struct migrate_args *a = lua_touserdata(L, 1);
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_module);
-    lua_pushliteral(L, "migrate");
-    lua_rawget(L, -2);
+    /* not rawget: the module table is a journaled proxy (sm_txn.c), its
+     * fields live in its shadow */
+    lua_getfield(L, -1, "migrate");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->vm->ref_restore);

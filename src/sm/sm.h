@@ -105,18 +105,29 @@
  * the sm's set of pending deadlines: sorted, equal values merged, at most
  * MR_SM_MAX_DEADLINES. The set is replicated state kept by the host, not by
  * the script: deadlines asked for during a call that ends in an error are
- * dropped (unlike the script's own partial mutations). The node reads the
+ * dropped with the rest of the call (see below). The node reads the
  * earliest one (mr_sm_next_deadline), has the leader log a tick entry once
  * it is due, and every replica then calls mr_sm_tick at that log position.
  * The set is not part of the script's snapshot() payload: the node carries
  * it beside the payload (mr_sm_deadlines_encode / _restore).
  *
- * Failing applies. A Lua error, a budget trip or the memory cap ends the call
- * with an error result. PARTIAL MUTATIONS MADE BEFORE THE ERROR STAY (as in
- * Redis): there is no rollback. Because execution is deterministic, every
- * replica keeps the same partial state. Scripts that care validate first and
- * mutate last (lua/kv.lua does). Events emitted before the error are still
- * returned, so watchers see every change that happened.
+ * Failing applies are atomic (sm_txn.c). A Lua error, a budget trip, the
+ * memory cap or an unencodable result ends the call with an error result AND
+ * LEAVES NO TRACE: every change the call made is undone and its events are
+ * dropped, so the state is exactly the state before the call (on every
+ * replica, replayed or restored). Covered: the script's tables reachable
+ * from its module table, globals and function upvalues (they are made
+ * journaled proxies when the script loads and when a table is stored into
+ * one: contents in a hidden shadow table, writes through a C __newindex that
+ * records the old value), the upvalues some closure assigns (saved before
+ * each call), and sortedmap/sortedset contents (undo entries). The undo runs
+ * without heap cap or budget. Queries are always undone the same way, so a
+ * query cannot change the state. Not covered: library tables (string, json,
+ * ...), tables used only as keys, and what snapshot() changes. Metamethods of
+ * a user metatable other than __index/__newindex are read when it is set on
+ * a state table. `#t`, rawlen, rawget, rawset, next, pairs, json, canonical
+ * and getmetatable see through proxies; `#t` on a state table is the
+ * content-based border (as rawlen).
  *
  * Determinism caveats the host cannot remove (docs/state-machines.md has the
  * full table of sources and what the sandbox does about each): the `#`
@@ -124,7 +135,7 @@
  * depends on the table's layout, which differs between a replica that
  * replayed the log and one restored from a snapshot (the operator cannot be
  * intercepted without a metatable; the library functions above are
- * deterministic); math.sin/exp/log/pow and friends come from the C library,
+ * deterministic, and so is `#` on a state table, a proxy with a __len); math.sin/exp/log/pow and friends come from the C library,
  * which picks an implementation per CPU, so replicas on different CPU
  * families could differ in the last bit (+ - * / sqrt are exact IEEE 754);
  * NaN's sign as printed ("-nan") is the CPU's; and a metatable that has its
@@ -244,9 +255,9 @@ int mr_sm_apply(struct mr_sm *sm, const struct mr_sm_ctx *ctx, const char *cmd,
                 size_t len, struct mr_sm_result *res);
 
 /* Runs query(q) on the current state. Same conventions as mr_sm_apply;
- * ctx.emit does not exist. The host cannot stop a query from mutating the
- * script's tables: a script that does so diverges this replica and breaks
- * its own contract ("query is read-only"). */
+ * ctx.emit does not exist. Whatever the query changes (in the tracked state,
+ * see "Failing applies are atomic" above) is undone when it returns: queries
+ * are read-only by construction. */
 int mr_sm_query(struct mr_sm *sm, const char *q, size_t len, struct mr_sm_result *res);
 
 /* Calls snapshot() and returns its string in *data (owned by the caller,

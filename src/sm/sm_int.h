@@ -76,6 +76,15 @@ struct mr_sm_vm {
      * length last computed or set for it. */
     const void *len_table;
     lua_Integer len_value;
+    /* Undo journal of the current call (sm_txn.c). */
+    int txn_on;              /* journal writes (inside apply/query) */
+    lua_Integer txn_n;       /* journal slots used (3 per entry) */
+    lua_Integer txn_nup;     /* tracked upvalues */
+    lua_Integer txn_nsaved;  /* tracked upvalues saved before this call */
+    const void *txn_last_s;  /* the last journal entry, if a table write: its */
+    const void *txn_last_k;  /* shadow, key (string or marker) and integer key */
+    lua_Integer txn_last_i;
+    int txn_ref[8];          /* registry refs of sm_txn.c's tables */
     struct mr_rand rng;
     int ref_apply, ref_query, ref_snapshot, ref_restore, ref_module;
     int ref_array_mt;        /* registry ref of the JSON array marker metatable */
@@ -88,6 +97,7 @@ struct mr_sm_vm {
     int timer_nomem; /* the host could not stage a deadline (MR_ENOMEM) */
     struct mr_sm_buf out;    /* encoder output */
     struct mr_sm_buf events; /* "[ev,ev" while applying */
+    struct mr_sm_buf dump;   /* sm_txn.c: a function's bytecode, scanned once */
     struct mr_sm_json_scratch js;
 };
 
@@ -154,6 +164,44 @@ lua_Integer mr_sm_len(lua_State *L, int idx);
 /* Drops the per-call caches of sm_order.c (next snapshot, tostring serials).
  * Never raises: safe outside a protected call. */
 void mr_sm_order_reset(lua_State *L);
+/* Atomic calls (sm_txn.c: state tables become journaled proxies).
+ * mr_sm_txn_open registers the registry slots and replaces getmetatable and
+ * rawget; call it before the libraries it must skip are marked. */
+void mr_sm_txn_open(lua_State *L);
+/* Marks the table at idx as a library table: never converted. */
+void mr_sm_txn_skip(lua_State *L, int idx);
+/* Marks the globals, the library tables in them and their metatables. */
+void mr_sm_txn_skip_libraries(lua_State *L);
+/* Converts everything reachable from the roots (module table, the captured
+ * functions, globals). Inside a protected call. */
+void mr_sm_txn_adopt_roots(lua_State *L);
+/* If the value at idx is a proxy, pushes its shadow and returns 1; else
+ * pushes nothing and returns 0. Never raises. */
+int mr_sm_txn_shadow(lua_State *L, int idx);
+/* rawset(t, k, v) with t, k, v at 1..3: if t is a proxy, does the journaled
+ * write and returns 1 (stack unchanged); else returns 0. */
+int mr_sm_txn_rawset(lua_State *L);
+/* setmetatable(t, mt) for a proxy t (journaled): returns 1; 0 if t is not a
+ * proxy (nothing done). Raises like setmetatable. */
+int mr_sm_txn_setmetatable(lua_State *L, int t, int mt);
+/* Pushes the metatable to install for the table at mt (its shadow if it is
+ * a proxy). */
+void mr_sm_txn_push_installed(lua_State *L, int mt);
+/* Records (target, key, old) in the current call's journal (old 0: nil);
+ * no-op outside apply/query. target is a shadow table, a proxy (metatable
+ * change) or a sortedmap/sortedset userdata. May raise a memory error. */
+void mr_sm_txn_journal(lua_State *L, int target, int key, int old);
+/* Starts a call: saves the tracked upvalues (converting tables newly found
+ * in them) and turns the journal on. Inside the call's protected call. */
+void mr_sm_txn_begin(lua_State *L);
+/* Ends a call that succeeded: forgets the journal. Never raises. */
+void mr_sm_txn_commit(lua_State *L);
+/* Ends a call that failed: undoes every journaled change and puts the
+ * upvalues back, without heap cap or budget. Outside any protected call.
+ * Returns 0, or MR_ENOMEM if the process ran out of memory meanwhile. */
+int mr_sm_txn_rollback(struct mr_sm_vm *vm);
+/* Puts back a sortedmap/sortedset entry (rollback): old nil removes key. */
+void mr_sm_sortedmap_undo(lua_State *L, int map, int key, int old);
 /* Replaces string.find/match/gmatch/gsub with the budgeted matcher. */
 void mr_sm_pattern_open(lua_State *L);
 

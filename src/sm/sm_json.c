@@ -393,6 +393,13 @@ static int enc_value(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
         return enc_string(out, s, len, errmsg);
     }
     case LUA_TTABLE:
+        if (!lua_checkstack(L, 3)) return MR_ENOMEM;
+        if (mr_sm_txn_shadow(L, idx)) { /* a state table: encode its shadow */
+            int top = lua_gettop(L);
+            int rv = enc_table(L, top, out, depth, errmsg);
+            lua_settop(L, top - 1);
+            return rv;
+        }
         return enc_table(L, idx, out, depth, errmsg);
     case LUA_TUSERDATA:
         if (!lua_checkstack(L, 3)) return MR_ENOMEM;
@@ -872,6 +879,10 @@ static int l_array(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_array_mt);
+    if (mr_sm_txn_setmetatable(L, 1, 2)) { /* a state table (sm_txn.c) */
+        lua_settop(L, 1);
+        return 1;
+    }
     lua_setmetatable(L, 1);
     return 1;
 }
@@ -915,6 +926,8 @@ static int l_keys(lua_State *L)
     js->nkeys = 0; /* never nested in an encode: start from an empty stack */
     size_t plen = 0, alen = 0, base = 0, count = 0;
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 4);
+    if (mr_sm_txn_shadow(L, 1)) lua_replace(L, 1); /* a state table: its shadow */
     const char *prefix = luaL_optlstring(L, 2, "", &plen);
     lua_Integer limit = luaL_optinteger(L, 3, LUA_MAXINTEGER);
     const char *after = luaL_optlstring(L, 4, NULL, &alen);

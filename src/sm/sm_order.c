@@ -326,6 +326,8 @@ static void push_snapshot(lua_State *L, int t, const char *fn)
 static int order_iter(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TTABLE) luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (mr_sm_txn_shadow(L, 1)) lua_replace(L, 1); /* a state table: read its shadow */
     struct snap *sn = lua_touserdata(L, lua_upvalueindex(2));
     const struct okey *ok = sn->ok;
     lua_Integer c = sn->cursor, n = sn->n;
@@ -378,7 +380,10 @@ static int l_pairs(lua_State *L)
     }
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    push_snapshot(L, 1, "pairs");
+    /* a state table (sm_txn.c): the keys of its shadow; the iterator gets
+     * the table itself, never the shadow */
+    int src = mr_sm_txn_shadow(L, 1) ? 2 : 1;
+    push_snapshot(L, src, "pairs");
     lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
@@ -400,6 +405,10 @@ static int l_next(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
+    if (mr_sm_txn_shadow(L, 1)) { /* a state table: read its shadow */
+        lua_replace(L, 1);
+        lua_settop(L, 2);
+    }
     if (lua_isnil(L, 2)) {
         /* The smallest key, in one pass without sorting. A new traversal
          * also starts from a fresh snapshot (keys may have been added). */
@@ -639,10 +648,25 @@ static int plain_len(lua_State *L, int idx)
     return 0;
 }
 
+/* After table.insert/remove set the length of t (at 1) to n: remember it
+ * for t, or for its shadow if t is a state table (sm_txn.c: its __len
+ * measures the shadow). */
+static void set_len(lua_State *L, lua_Integer n)
+{
+    if (plain_len(L, 1)) {
+        remember_len(L, 1, n);
+    } else if (mr_sm_txn_shadow(L, 1)) {
+        remember_len(L, lua_gettop(L), n);
+        lua_pop(L, 1);
+    }
+}
+
 static int l_rawlen(lua_State *L)
 {
     int t = lua_type(L, 1);
     luaL_argexpected(L, t == LUA_TTABLE || t == LUA_TSTRING, 1, "table or string");
+    lua_settop(L, 1);
+    if (t == LUA_TTABLE && mr_sm_txn_shadow(L, 1)) lua_replace(L, 1);
     lua_pushinteger(L, t == LUA_TTABLE ? border(L, 1) : (lua_Integer)lua_rawlen(L, 1));
     return 1;
 }
@@ -679,7 +703,7 @@ static int l_insert(lua_State *L)
         return luaL_error(L, "wrong number of arguments to 'insert'");
     }
     lua_seti(L, 1, pos);
-    if (plain_len(L, 1)) remember_len(L, 1, e);
+    set_len(L, e);
     return 0;
 }
 
@@ -700,7 +724,9 @@ static int l_remove(lua_State *L)
     }
     lua_pushnil(L);
     lua_seti(L, 1, pos);
-    if (plain_len(L, 1)) remember_len(L, 1, size - removed);
+    int top = lua_gettop(L);
+    set_len(L, size - removed);
+    lua_settop(L, top);
     return 1;
 }
 

@@ -289,6 +289,7 @@ static int l_guard_newindex(lua_State *L)
 {
     refuse_gc_mode(L, 2);
     lua_settop(L, 3);
+    if (mr_sm_txn_rawset(L)) return 0; /* a state table (sm_txn.c) */
     lua_rawset(L, 1);
     return 0;
 }
@@ -309,6 +310,10 @@ static int l_rawset(lua_State *L)
     luaL_checkany(L, 3);
     if (is_guarded(L, 1)) refuse_gc_mode(L, 2);
     lua_settop(L, 3);
+    if (mr_sm_txn_rawset(L)) { /* a state table: journaled (sm_txn.c) */
+        lua_settop(L, 1);
+        return 1;
+    }
     lua_rawset(L, 1);
     return 1;
 }
@@ -316,28 +321,45 @@ static int l_rawset(lua_State *L)
 static int l_setmetatable(lua_State *L)
 {
     if (lua_type(L, 2) == LUA_TTABLE) {
-        /* raw lookups: that is how Lua itself finds __gc and __mode */
+        /* raw lookups: that is how Lua itself finds __gc and __mode (in
+         * the shadow of a state table: sm_txn.c) */
+        lua_settop(L, 2);
+        int mtc = mr_sm_txn_shadow(L, 2) ? 3 : 2;
         lua_pushliteral(L, "__gc");
-        if (lua_rawget(L, 2) != LUA_TNIL)
+        if (lua_rawget(L, mtc) != LUA_TNIL)
             return luaL_error(L,
                               "setmetatable: __gc is not allowed in the sandbox "
                               "(finalizers would run at different times on each node)");
         lua_pushliteral(L, "__mode");
-        if (lua_rawget(L, 2) != LUA_TNIL)
+        if (lua_rawget(L, mtc) != LUA_TNIL)
             return luaL_error(L, "setmetatable: __mode is not allowed in the sandbox "
                                  "(weak tables would differ between nodes)");
-        lua_pop(L, 2);
+        lua_settop(L, 2);
     }
     int mt = lua_type(L, 2) == LUA_TTABLE;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, lua_isnoneornil(L, 2) || mt, 2, "nil or table");
+    /* a plain metatable gets the guard before anything uses it */
+    if (mt && !lua_getmetatable(L, 2)) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
+        lua_setmetatable(L, 2);
+    } else if (mt) {
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 2);
+    if (mr_sm_txn_setmetatable(L, 1, 2)) { /* t is a state table */
+        lua_settop(L, 1);
+        return 1;
+    }
+    if (mt) { /* a state table used as a metatable is installed as its shadow */
+        mr_sm_txn_push_installed(L, 2);
+        lua_replace(L, 2);
+    }
     lua_settop(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
     lua_call(L, 2, 1);
-    if (mt && !lua_getmetatable(L, 2)) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
-        lua_setmetatable(L, 2);
-    }
     lua_settop(L, 3); /* what setmetatable returned */
     return 1;
 }
@@ -469,6 +491,15 @@ static void open_libs(lua_State *L)
     lua_setmetatable(L, -2);
     mr_sm_vm_of(L)->ref_array_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     mr_sm_json_open(L);
+    /* state tables become journaled proxies (sm_txn.c); what exists now is
+     * library */
+    mr_sm_txn_open(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &guard_key);
+    mr_sm_txn_skip(L, -1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, mr_sm_vm_of(L)->ref_array_mt);
+    mr_sm_txn_skip(L, -1);
+    lua_pop(L, 2);
+    mr_sm_txn_skip_libraries(L);
 }
 
 static int check_fn(lua_State *L, const char *name, int *ref)
@@ -524,6 +555,8 @@ static int setup(lua_State *L)
     lua_pushliteral(L, "locked");
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
+    /* the script's state: journaled from now on (sm_txn.c) */
+    mr_sm_txn_adopt_roots(L);
     return 0;
 }
 
@@ -572,6 +605,7 @@ void mr_sm_vm_trim(struct mr_sm_vm *vm)
     const size_t keep = 1u << 20;
     if (vm->out.cap > keep) mr_sm_buf_free(&vm->out);
     if (vm->events.cap > keep) mr_sm_buf_free(&vm->events);
+    if (vm->dump.cap > keep) mr_sm_buf_free(&vm->dump);
     if (vm->js.numbuf.cap > keep) mr_sm_buf_free(&vm->js.numbuf);
     if (vm->js.str.cap > keep) mr_sm_buf_free(&vm->js.str);
     if (vm->js.capkeys * sizeof *vm->js.keys > keep) {
@@ -588,6 +622,7 @@ void mr_sm_vm_free(struct mr_sm_vm *vm)
     mr_sm_buf_free(&vm->out);
     mr_sm_buf_free(&vm->events);
     mr_sm_deadlines_free(&vm->staged);
+    mr_sm_buf_free(&vm->dump);
     mr_sm_json_scratch_free(&vm->js);
     mr_free(vm);
 }

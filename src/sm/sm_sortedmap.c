@@ -222,6 +222,15 @@ static int l_set(lua_State *L)
     struct node *update[MAXLEVEL];
     mr_sm_charge(L, (klen + vlen) / MR_SM_BYTES_PER_STEP);
     struct node *x = seek(L, m, k, klen, update);
+    if (mr_sm_vm_of(L)->txn_on) { /* undo entry first: it may raise */
+        if (is_key(x, k, klen)) {
+            lua_pushlstring(L, val_of(x), x->vlen);
+            mr_sm_txn_journal(L, 1, 2, -1);
+            lua_pop(L, 1);
+        } else {
+            mr_sm_txn_journal(L, 1, 2, 0);
+        }
+    }
     if (is_key(x, k, klen)) {
         size_t old = x->vlen;
         if (vlen != old) {
@@ -285,6 +294,11 @@ static int l_remove(lua_State *L)
     if (!is_key(x, k, len)) {
         lua_pushboolean(L, 0);
         return 1;
+    }
+    if (mr_sm_vm_of(L)->txn_on) { /* undo entry first: it may raise */
+        lua_pushlstring(L, val_of(x), x->vlen);
+        mr_sm_txn_journal(L, 1, 2, -1);
+        lua_pop(L, 1);
     }
     for (int i = 0; i < x->level; i++)
         if (update[i]->next[i] == x) update[i]->next[i] = x->next[i];
@@ -547,6 +561,20 @@ static int l_set_from(lua_State *L)
         m->dump_size += entry_size(len, 0);
     }
     return 1;
+}
+
+void mr_sm_sortedmap_undo(lua_State *L, int map, int key, int old)
+{
+    map = lua_absindex(L, map);
+    key = lua_absindex(L, key);
+    old = lua_absindex(L, old);
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, lua_isnil(L, old) ? l_remove : l_set);
+    lua_pushvalue(L, map);
+    lua_pushvalue(L, key);
+    lua_pushvalue(L, old);
+    lua_call(L, 3, 0);
+    lua_settop(L, top);
 }
 
 /* Registers the metatable `mt` (methods, #, __gc, locked) and the global

@@ -765,6 +765,22 @@ static void test_json_key_errors_do_not_depend_on_the_key_order(void **state)
     mr_sm_close(sm);
 }
 
+/* Whether n gets on probe.<m> fit in the instruction budget. */
+static int gets_fit(struct mr_sm *sm, const char *m, long n)
+{
+    char code[256];
+    snprintf(code, sizeof code,
+             "local m = probe.%s\n"
+             "for i = 0, %ld - 1 do m:get('k' .. (i %% 4000)) end\n"
+             "return true",
+             m, n);
+    struct mr_sm_result res = {0};
+    int st = eval_at(sm, 1, code, &res);
+    mr_sm_result_free(&res);
+    assert_true(st == MR_SM_OK || st == MR_SM_BUDGET_EXCEEDED);
+    return st == MR_SM_OK;
+}
+
 /* The budget must trip at the same point on a replica that built its
  * sortedmap command by command and on one that loaded it from a dump: the
  * skip lists differ in shape. */
@@ -779,15 +795,22 @@ static void test_sortedmap_work_is_charged_alike_whatever_its_history(void **sta
                 "probe.m1, probe.m2 = m, sortedmap.load(m:dump())\n"
                 "return m:count() == probe.m2:count()",
                 "true");
-#define GET_LOOP(m, n)                                                                   \
-    "local m = probe." m "; local n = 0\n"                                               \
-    "while true do m:get('k' .. (n % 4000)); n = n + 1; probe." n " = n end"
-    expect_eval_error(sm, GET_LOOP("m1", "n1"), MR_SM_BUDGET_EXCEEDED,
-                      "instruction budget");
-    expect_eval_error(sm, GET_LOOP("m2", "n2"), MR_SM_BUDGET_EXCEEDED,
-                      "instruction budget");
-#undef GET_LOOP
-    expect_eval(sm, "return probe.n1 == probe.n2 and probe.n1 > 1000", "true");
+    /* A failed command leaves no trace, so the point where the budget
+     * trips is found by bisection: the most gets that fit on m1 ... */
+    long lo = 1, hi = 1000000;
+    assert_true(gets_fit(sm, "m1", lo));
+    assert_false(gets_fit(sm, "m1", hi));
+    while (hi - lo > 1) {
+        long mid = lo + (hi - lo) / 2;
+        if (gets_fit(sm, "m1", mid))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    /* ... are exactly the most that fit on m2 */
+    assert_true(lo > 1000);
+    assert_true(gets_fit(sm, "m2", lo));
+    assert_false(gets_fit(sm, "m2", lo + 1));
     mr_sm_close(sm);
 }
 
@@ -1202,12 +1225,14 @@ static void test_sortedset_agrees_with_sorting_after_random_changes(void **state
     /* its memory counts against the heap cap */
     sm = open_script(FIXTURE("sm_probe.lua"), 0, 8u << 20);
     /* (the set is local: once it is garbage the next command has room;
-     * keeping it would leave the heap within bytes of the cap) */
+     * keeping it would leave the heap within bytes of the cap). Without the
+     * cap, the default budget would trip first. The failed command leaves
+     * no trace: probe.n is rolled back. */
     expect_eval_error(sm,
                       "local s = sortedset.new()\n"
                       "for i = 1, 1e7 do s:add(('k%099d'):format(i)); probe.n = i end",
                       MR_SM_MEMORY_EXCEEDED, "not enough memory");
-    expect_eval(sm, "return probe.n > 1000 and probe.n < 1e6", "true");
+    expect_eval(sm, "return probe.n == nil", "true");
     mr_sm_close(sm);
 }
 
@@ -1325,12 +1350,16 @@ static void test_kv_emits_change_events(void **state)
     mr_sm_result_free(&res);
     mr_sm_close(sm);
 
-    /* several events, and events emitted before an error are kept */
+    /* several events; those of a command that fails are dropped with it */
     sm = open_script(FIXTURE("sm_probe.lua"), 0, 0);
+    assert_int_equal(eval_at(sm, 1, "ctx.emit(1); ctx.emit({a = 'b'}); return 2", &res),
+                     MR_SM_OK);
+    assert_string_equal(res.events, "[1,{\"a\":\"b\"}]");
+    mr_sm_result_free(&res);
     assert_int_equal(
         eval_at(sm, 1, "ctx.emit(1); ctx.emit({a = 'b'}); error('late')", &res),
         MR_SM_SCRIPT_ERROR);
-    assert_string_equal(res.events, "[1,{\"a\":\"b\"}]");
+    assert_null(res.events);
     mr_sm_result_free(&res);
     expect_eval_error(sm, "ctx.emit(function() end)", MR_SM_SCRIPT_ERROR, "ctx.emit");
     const char *q = "{\"op\":\"eval\",\"code\":\"local c = ...; return 1\"}";
@@ -1808,7 +1837,7 @@ static void test_deadlines_of_a_call_that_fails_are_discarded(void **state)
     /* a failing tick consumes its due deadlines and drops what it asked for */
     expect_apply(sm, 2, "{\"op\":\"wake\",\"at\":[7000,8000]}", "\"ok\"");
     assert_string_equal(tick_at(sm, 3, 7000, ev, sizeof ev), "error: tick failed");
-    assert_string_equal(ev, "[{\"key\":\"t\",\"time\":7000}]"); /* events stay, as for apply */
+    assert_string_equal(ev, ""); /* a failing tick leaves no trace: its events go too */
     assert_int_equal(mr_sm_deadline_count(sm), 1);
     assert_int_equal(mr_sm_next_deadline(sm), 8000);
     mr_sm_close(sm);
@@ -2037,7 +2066,8 @@ static void test_deploy_calls_migrate_when_the_new_script_defines_it(void **stat
     size_t la, lb;
     expect_apply(a, 1, "{\"add\":7}", "{\"n\":7,\"v\":1}");
     expect_apply(b, 1, "{\"add\":7}", "{\"n\":7,\"v\":1}");
-    assert_int_equal(deploy_at(a, 9, deploy_v3_migrate, "v3.lua", errmsg), 0);
+    int drv = deploy_at(a, 9, deploy_v3_migrate, "v3.lua", errmsg);
+    if (drv != 0) fail_msg("deploy: %s", errmsg);
     assert_int_equal(deploy_at(b, 9, deploy_v3_migrate, "v3.lua", errmsg), 0);
     expect_apply(a, 10, "{\"add\":1}", "{\"n\":8,\"v\":3}");
     expect_apply(b, 10, "{\"add\":1}", "{\"n\":8,\"v\":3}");
@@ -2161,6 +2191,375 @@ static void test_deploy_fork_tries_the_migration_without_touching_the_parent(voi
     mr_sm_close(sm);
 }
 
+/* ---- atomic commands (sm_txn.c) --------------------------------------------------- */
+
+#define ATOMIC FIXTURE("sm_atomic.lua")
+
+static char *snapshot_text(struct mr_sm *sm)
+{
+    char errmsg[MR_ERRMSG_SIZE];
+    char *data = NULL;
+    size_t len;
+    if (mr_sm_snapshot(sm, &data, &len, errmsg) != 0) fail_msg("snapshot: %s", errmsg);
+    return data;
+}
+
+/* Runs code that must fail with `status` (error containing needle) and leave
+ * the state exactly as it was: same snapshot, same state hash, no events. */
+static void expect_no_trace(struct mr_sm *sm, const char *code, int status,
+                            const char *needle)
+{
+    char errmsg[MR_ERRMSG_SIZE], h0[65], h1[65];
+    char *before = snapshot_text(sm);
+    assert_int_equal(mr_sm_state_hash(sm, h0, errmsg), 0);
+    struct mr_sm_result res = {0};
+    int st = eval_at(sm, 7, code, &res);
+    if (st != status)
+        fail_msg("%s -> %s (%s), wanted %s", code, mr_sm_status_name(st),
+                 res.error ? res.error : res.json, mr_sm_status_name(status));
+    if (strstr(res.error, needle) == NULL)
+        fail_msg("error '%s' lacks '%s'", res.error, needle);
+    assert_null(res.json);
+    assert_null(res.events);
+    mr_sm_result_free(&res);
+    char *after = snapshot_text(sm);
+    assert_string_equal(after, before);
+    assert_int_equal(mr_sm_state_hash(sm, h1, errmsg), 0);
+    assert_string_equal(h1, h0);
+    free(before);
+    free(after);
+}
+
+static void expect_eval_query(struct mr_sm *sm, const char *code, const char *want)
+{
+    char *q = eval_cmd(code);
+    struct mr_sm_result res = {0};
+    assert_int_equal(mr_sm_query(sm, q, strlen(q), &res), 0);
+    if (res.status != MR_SM_OK)
+        fail_msg("%s -> %s: %s", code, mr_sm_status_name(res.status), res.error);
+    assert_string_equal(res.json, want);
+    mr_sm_result_free(&res);
+    free(q);
+}
+
+static void test_a_failing_apply_rolls_back_its_plain_table_writes(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 0, 0);
+    /* overwrites, appends, inserts, removals, deletions, nested tables */
+    expect_no_trace(sm,
+                    "M.data.list[4] = 4; table.insert(M.data.list, 5)\n"
+                    "table.insert(M.data.list, 1, 0); table.remove(M.data.list, 2)\n"
+                    "M.data.nested.a.b.c = 2; M.data.name = nil; M.gone = nil\n"
+                    "ctx.emit('changed'); error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
+    /* new tables stored, then changed; a sort in place */
+    expect_no_trace(sm,
+                    "M.data.fresh = {1, {x = {}}}; M.data.fresh[2].x.y = 1\n"
+                    "M.extra = M.data.fresh\n"
+                    "table.sort(M.data.list, function(a, b) return a > b end)\n"
+                    "error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
+    /* a subtree moved elsewhere and changed there */
+    expect_no_trace(sm,
+                    "local t = M.data.nested; M.data.nested = nil; t.a.b.c = 5\n"
+                    "M.data.moved = t; t.a.b = {c = 6}; error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
+    /* everything deleted while iterating; rawset */
+    expect_no_trace(sm,
+                    "for k in pairs(M.data) do M.data[k] = nil end\n"
+                    "rawset(M.data, 'r', 1); rawset(M, 'data', {}); error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
+    /* the same key written again and again, other keys in between */
+    expect_no_trace(sm,
+                    "for i = 1, 1000 do M.data.name = i; M.data.list[1] = i end\n"
+                    "M.data.name = 'x'; up.map:set('k', 'v'); M.data.name = 'y'\n"
+                    "M.data.list[1] = {}; error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
+    expect_eval_query(sm, "return {M.data.list, M.data.nested, M.data.name, M.gone}",
+                 "[[1,2,3],{\"a\":{\"b\":{\"c\":1}}},\"n\",\"here\"]");
+    /* a later command that succeeds is kept; a table it stored is tracked
+     * from then on */
+    expect_eval_at(sm, 8, "M.data.list[1] = 'ok'; M.data.fresh = {n = 1}; return M.data.list",
+                   "[\"ok\",2,3]");
+    expect_no_trace(sm, "M.data.fresh.n = 2; M.data.fresh.m = {}; error('boom')",
+                    MR_SM_SCRIPT_ERROR, "boom");
+    expect_eval_query(sm, "return {M.data.fresh.n, M.data.fresh.m == nil, M.data.list[1]}",
+                 "[1,true,\"ok\"]");
+    mr_sm_close(sm);
+}
+
+static void test_a_failing_apply_rolls_back_upvalues_and_c_side_stores(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 0, 0);
+    expect_no_trace(sm, "up.set_count(5); up.bump(); up.set_cache({a = 1}); error('x')",
+                    MR_SM_SCRIPT_ERROR, "x");
+    /* an upvalue assigned only by a closure made during the command */
+    expect_no_trace(sm, "up.bump_deep(); error('x')", MR_SM_SCRIPT_ERROR, "x");
+    expect_no_trace(sm,
+                    "up.map:set('k', 'v'); up.map:set('old', 'new'); up.map:remove('gone')\n"
+                    "up.set:add('x'); up.set:remove('y'); up.map:set('k', 'w'); error('x')",
+                    MR_SM_SCRIPT_ERROR, "x");
+    expect_eval_query(sm, "return {up.count(), up.cache() == nil, up.map:get('old'), up.map:has('gone'), "
+                     "up.map:has('k'), up.set:has('x'), up.set:has('y')}",
+                 "[0,true,\"1\",true,false,false,true]");
+    /* a table assigned straight to an upvalue by a command that succeeded is
+     * tracked by the next one */
+    expect_eval_at(sm, 8, "up.set_cache({a = {1}}); up.bump(); up.map:set('k', 'v'); "
+                          "return {up.count(), up.map:count()}",
+                   "[1,3]");
+    expect_no_trace(sm,
+                    "up.cache().a[1] = 2; up.cache().b = {}; up.set_cache(nil); up.bump()\n"
+                    "up.map:set('k', 'w'); up.map:remove('k'); up.map:remove('old'); error('x')",
+                    MR_SM_SCRIPT_ERROR, "x");
+    expect_eval_query(sm, "return {up.cache(), up.count(), up.map:get('k')}", "[{\"a\":[1]},1,\"v\"]");
+    expect_eval_at(sm, 9, "up.bump_deep(); return {up.deep(), up.count()}", "[10,1]");
+    mr_sm_close(sm);
+}
+
+static void test_a_budget_or_heap_cap_trip_rolls_back_too(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 200000, 0);
+    expect_no_trace(sm,
+                    "M.data.nested.a.b.c = 99; up.bump(); up.map:set('z', 'z')\n"
+                    "M.data.list[9] = {}; while true do end",
+                    MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_no_trace(sm,
+                    "up.bump(); M.data.x = 1\n"
+                    "pcall(function() while true do end end); M.data.y = 1",
+                    MR_SM_BUDGET_EXCEEDED, "instruction budget");
+    expect_eval_at(sm, 8, "up.bump(); return up.count()", "1");
+    mr_sm_close(sm);
+
+    sm = open_script(ATOMIC, 0, 8u << 20);
+    expect_no_trace(sm,
+                    "M.data.big = {}; up.set_cache(M.data.big); up.map:set('z', 'z')\n"
+                    "for i = 1, 1e7 do M.data.big[i] = ('x'):rep(64) .. i end",
+                    MR_SM_MEMORY_EXCEEDED, "not enough memory");
+    expect_eval_at(sm, 8, "M.data.small = {1}; return {#M.data.small, M.data.big == nil}",
+                   "[1,true]");
+    mr_sm_close(sm);
+}
+
+static void test_an_unencodable_result_rolls_back(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 0, 0);
+    expect_no_trace(sm, "M.data.list[1] = 'changed'; up.bump(); return function() end",
+                    MR_SM_SCRIPT_ERROR, "JSON cannot hold");
+    expect_no_trace(sm, "up.map:set('k', 'v'); M.data.list = {}; return {[true] = 1}",
+                    MR_SM_SCRIPT_ERROR, "JSON cannot hold");
+    mr_sm_close(sm);
+}
+
+static void test_user_metatables_on_state_tables_keep_working(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 0, 0);
+    expect_eval_at(sm, 2,
+                   "M.acct:deposit(5)\n"
+                   "return {M.acct.balance, getmetatable(M.acct) == up.Account,\n"
+                   "  tostring(M.acct), rawget(M.acct, 'deposit') == nil,\n"
+                   "  M.acct.deposit == up.Account.deposit, rawget(M.acct, 'balance')}",
+                   "[15,true,\"acct 15\",true,true,15]");
+    expect_no_trace(sm, "M.acct:deposit(100); setmetatable(M.acct, nil); error('x')",
+                    MR_SM_SCRIPT_ERROR, "x");
+    expect_eval_query(sm, "return {M.acct.balance, getmetatable(M.acct) == up.Account}",
+                 "[15,true]");
+    /* an instance made by a command; the class changed by one that fails */
+    expect_eval_at(sm, 3,
+                   "M.acct2 = up.Account.new(1); M.acct2:deposit(1)\n"
+                   "return {M.acct2.balance, tostring(M.acct2), getmetatable(M.acct2) == "
+                   "getmetatable(M.acct)}",
+                   "[2,\"acct 2\",true]");
+    expect_no_trace(sm,
+                    "up.Account.fee = 1\n"
+                    "function up.Account:charge() self.balance = self.balance - self.fee end\n"
+                    "up.Account.__tostring = nil; M.acct:charge(); error('x')",
+                    MR_SM_SCRIPT_ERROR, "x");
+    expect_eval_query(sm,
+                 "return {up.Account.fee == nil, up.Account.charge == nil, tostring(M.acct)}",
+                 "[true,true,\"acct 15\"]");
+    /* a user __newindex runs for new keys, not for existing ones */
+    expect_eval_at(sm, 4, "M.logged.x = 2; return rawget(M.logged, 'x')", "4");
+    expect_no_trace(sm, "M.logged.y = 3; M.logged.x = 1; error('x')", MR_SM_SCRIPT_ERROR,
+                    "x");
+    expect_eval_query(sm, "return {M.logged.x, M.logged.y == nil}", "[4,true]");
+    /* a function __index gets the state table itself */
+    expect_eval_at(sm, 5,
+                   "M.def = setmetatable({a = 1}, {__index = function(t, k)\n"
+                   "  return rawget(t, 'a') .. k end})\n"
+                   "return {M.def.a, M.def.zz, rawget(M.def, 'zz') == nil}",
+                   "[1,\"1zz\",true]");
+    /* __gc and __mode stay refused on a state table used as a metatable */
+    expect_eval_error(sm, "up.Account.__mode = 'k'", MR_SM_SCRIPT_ERROR,
+                      "__mode is not allowed");
+    expect_eval_error(sm, "rawset(up.Account, '__gc', tostring)", MR_SM_SCRIPT_ERROR,
+                      "__gc is not allowed");
+    mr_sm_close(sm);
+}
+
+static void test_state_tables_iterate_measure_and_encode_as_plain_ones(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 0, 0);
+    expect_eval_at(
+        sm, 2,
+        "local function copy(t)\n"
+        "  if type(t) ~= 'table' then return t end\n"
+        "  local c = {}; for k, v in pairs(t) do c[k] = copy(v) end; return c\n"
+        "end\n"
+        "M.data.mixed = {10, 20, x = 1, [5] = 5, [true] = 't', [1.5] = 'f'}\n"
+        "local d = M.data\n"
+        "local plain = copy(d)\n"
+        "local a, b = {}, {}\n"
+        "for k in pairs(d.mixed) do a[#a + 1] = tostring(k) end\n"
+        "for k in pairs(plain.mixed) do b[#b + 1] = tostring(k) end\n"
+        "local s = 0; for _, v in ipairs(d.list) do s = s + v end\n"
+        "d.mixed[true], d.mixed[1.5] = nil, nil\n"
+        "plain.mixed[true], plain.mixed[1.5] = nil, nil\n"
+        "return {json.encode(d) == json.encode(plain), table.concat(a, ','),\n"
+        "  table.concat(a, ',') == table.concat(b, ','), next(d) == next(plain),\n"
+        "  #d.list, rawlen(d.list), select('#', table.unpack(d.list)),\n"
+        "  table.concat(d.list, '-'), canonical.keys(d)[1], sortedset.from(d):count(), s,\n"
+        "  type(d), json.encode(d.list), json.encode(d.mixed)}",
+        "[true,\"1,1.5,2,5,x,true\",true,true,3,3,3,\"1-2-3\",\"list\",4,6,\"table\","
+        "\"[1,2,3]\",\"{\\\"1\\\":10,\\\"2\\\":20,\\\"5\\\":5,\\\"x\\\":1}\"]");
+    /* json.array on a state table, and an empty array stored in one */
+    expect_eval_at(sm, 3,
+                   "M.data.e1 = json.array(); M.data.e2 = {}; json.array(M.data.e2)\n"
+                   "return {json.encode(M.data.e1), json.encode(M.data.e2), M.data.e1, "
+                   "getmetatable(M.data.e2) == getmetatable(json.array())}",
+                   "[\"[]\",\"[]\",[],true]");
+    mr_sm_close(sm);
+}
+
+static void test_a_query_cannot_change_the_state(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_script(ATOMIC, 0, 0);
+    char *before = snapshot_text(sm);
+    expect_eval_query(sm,
+                 "M.data.list[1] = 'q'; up.bump(); up.map:set('q', 'q'); M.data.t = {}\n"
+                 "return {M.data.list[1], up.count(), up.map:get('q')}",
+                 "[\"q\",1,\"q\"]");
+    char *after = snapshot_text(sm);
+    assert_string_equal(after, before);
+    free(before);
+    free(after);
+    mr_sm_close(sm);
+}
+
+/* The same commands, with failures among them, on a replica that replays
+ * them all and on one restored from a snapshot taken halfway. */
+static void test_replayed_and_restored_states_agree_after_failed_commands(void **state)
+{
+    (void)state;
+    static const char *const first[] = {
+        "M.data.list[4] = 4; up.bump(); return 1",
+        "M.data.nested.a.b.c = 2; up.map:set('a', 'b'); error('no')",
+        "M.acct:deposit(3); up.set_cache({n = 1}); return 2",
+        "up.cache().n = 2; M.acct:deposit(100); while true do end",
+        "table.insert(M.data.list, 5); up.set:add('s'); return 3",
+    };
+    static const char *const second[] = {
+        "up.cache().n = up.cache().n + 1; table.remove(M.data.list, 1); return 4",
+        "up.map:remove('old'); M.data.gone = true; up.bump(); error('no')",
+        "M.acct2 = up.Account.new(7); M.logged.z = 1; return 5",
+        "M.acct2:deposit(1); up.set:remove('s'); return {1, function() end}",
+        "up.bump(); up.map:set('c', 'd'); return up.count()",
+    };
+    struct mr_sm *a = open_script(ATOMIC, 100000, 0);
+    struct mr_sm *b = open_script(ATOMIC, 100000, 0);
+    struct mr_sm_result ra = {0}, rb = {0};
+    mr_index idx = 1;
+    for (size_t i = 0; i < sizeof first / sizeof first[0]; i++) {
+        eval_at(a, idx++, first[i], &ra);
+        mr_sm_result_free(&ra);
+    }
+    char errmsg[MR_ERRMSG_SIZE];
+    char *snap = snapshot_text(a);
+    assert_int_equal(mr_sm_restore(b, snap, strlen(snap), errmsg), 0);
+    free(snap);
+    for (size_t i = 0; i < sizeof second / sizeof second[0]; i++, idx++) {
+        int sa = eval_at(a, idx, second[i], &ra);
+        int sb = eval_at(b, idx, second[i], &rb);
+        assert_int_equal(sa, sb);
+        if (sa == MR_SM_OK)
+            assert_string_equal(ra.json, rb.json);
+        else
+            assert_string_equal(ra.error, rb.error);
+        mr_sm_result_free(&ra);
+        mr_sm_result_free(&rb);
+    }
+    char *sa = snapshot_text(a), *sb = snapshot_text(b);
+    assert_string_equal(sa, sb);
+    /* and the failed commands left nothing */
+    assert_non_null(strstr(sa, "\"count\":2"));
+    assert_non_null(strstr(sa, "\"cache\":{\"n\":2}"));
+    assert_non_null(strstr(sa, "\"acct\":13"));
+    assert_null(strstr(sa, "\"gone\":true"));
+    free(sa);
+    free(sb);
+    mr_sm_close(a);
+    mr_sm_close(b);
+}
+
+
+/* Random changes, with random failures: a replica that applied every
+ * command ends like one that was only sent the commands that succeeded. */
+static void test_random_changes_with_failures_match_the_successes_alone(void **state)
+{
+    (void)state;
+    static const char code[] =
+        "local r = ctx.random\n"
+        "M.data.rand = M.data.rand or {}\n"
+        "local t = M.data.rand\n"
+        "local keys = {1, 2, 3, 4, 'a', 'b', 'c'}\n"
+        "for i = 1, r(1, 12) do\n"
+        "  local op, k = r(1, 9), keys[r(1, #keys)]\n"
+        "  if op == 1 then t[k] = r(100)\n"
+        "  elseif op == 2 then t[k] = nil\n"
+        "  elseif op == 3 then t[k] = {n = r(100), sub = {r(9)}}\n"
+        "  elseif op == 4 and type(t[k]) == 'table' then t[k].n = r(100); t[k].sub[2] = k\n"
+        "  elseif op == 5 then t.list = t.list or {}; table.insert(t.list, r(100))\n"
+        "  elseif op == 6 and t.list then table.remove(t.list, 1)\n"
+        "  elseif op == 7 then up.bump(); up.map:set(tostring(k), tostring(r(100)))\n"
+        "  elseif op == 8 then up.map:remove(tostring(k)); up.set:add(tostring(r(5)))\n"
+        "  elseif op == 9 then local s = t[k]; t[k] = t.list; t.list = type(s) == 'table' and s or nil\n"
+        "  end\n"
+        "end\n"
+        "if r(1, 3) == 1 then error('random failure') end\n"
+        "return up.count()";
+    struct mr_sm *a = open_script(ATOMIC, 0, 0), *b = open_script(ATOMIC, 0, 0);
+    char *cmd = eval_cmd(code);
+    int failures = 0;
+    for (mr_index idx = 1; idx <= 300; idx++) {
+        struct mr_sm_result ra = {0}, rb = {0};
+        int sa = apply_at(a, idx, cmd, &ra);
+        assert_true(sa == MR_SM_OK || sa == MR_SM_SCRIPT_ERROR);
+        if (sa == MR_SM_OK) {
+            /* b only sees what succeeded, at the same index (same randoms) */
+            assert_int_equal(apply_at(b, idx, cmd, &rb), MR_SM_OK);
+            assert_string_equal(ra.json, rb.json);
+        } else {
+            failures++;
+        }
+        mr_sm_result_free(&ra);
+        mr_sm_result_free(&rb);
+    }
+    free(cmd);
+    assert_true(failures > 50);
+    char *sa = snapshot_text(a), *sb = snapshot_text(b);
+    assert_string_equal(sa, sb);
+    free(sa);
+    free(sb);
+    mr_sm_close(a);
+    mr_sm_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2221,6 +2620,15 @@ int main(void)
         cmocka_unit_test(test_validate_rejects_a_syntax_error_and_changes_nothing),
         cmocka_unit_test(test_restore_script_installs_the_script_the_snapshot_was_taken_with),
         cmocka_unit_test(test_deploy_fork_tries_the_migration_without_touching_the_parent),
+        cmocka_unit_test(test_a_failing_apply_rolls_back_its_plain_table_writes),
+        cmocka_unit_test(test_a_failing_apply_rolls_back_upvalues_and_c_side_stores),
+        cmocka_unit_test(test_a_budget_or_heap_cap_trip_rolls_back_too),
+        cmocka_unit_test(test_an_unencodable_result_rolls_back),
+        cmocka_unit_test(test_user_metatables_on_state_tables_keep_working),
+        cmocka_unit_test(test_state_tables_iterate_measure_and_encode_as_plain_ones),
+        cmocka_unit_test(test_a_query_cannot_change_the_state),
+        cmocka_unit_test(test_replayed_and_restored_states_agree_after_failed_commands),
+        cmocka_unit_test(test_random_changes_with_failures_match_the_successes_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
