@@ -28,7 +28,8 @@ static const char *fault_names[MR_CF__N] = {"kill9-restart",
                                             "leader-transfer",
                                             "member-remove-rejoin",
                                             "powercut",
-                                            "powercut-all"};
+                                            "powercut-all",
+                                            "script-deploy"};
 
 const char *mr_chaos_fault_name(int kind)
 {
@@ -534,6 +535,42 @@ static void fault_transfer(struct run *rn)
     mr_it_resp_free(&r);
 }
 
+/* Deploys a new version of the clients' state machine through the log,
+ * through a random node (a follower forwards it): kv.lua with a comment
+ * added, so the hash changes and the behaviour does not. Linearizability
+ * must hold across the switch, and every node must end up on one script. */
+static void fault_deploy(struct run *rn)
+{
+    struct mr_it_cluster *c = rn->c;
+    static int serial;
+    char path[600], label[64], qpath[128];
+    snprintf(path, sizeof path, "%s/lua/kv.lua", MR_SOURCE_DIR);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        note(rn, "script-deploy: cannot read %s", path);
+        return;
+    }
+    size_t cap = 1 << 20;
+    char *src = malloc(cap);
+    if (src == NULL) {
+        fclose(f);
+        return;
+    }
+    size_t len = fread(src, 1, cap - 128, f);
+    fclose(f);
+    snprintf(label, sizeof label, "chaos-%d", ++serial);
+    len += (size_t)snprintf(src + len, cap - len, "\n-- %s\n", label);
+    src[len] = '\0';
+    snprintf(qpath, sizeof qpath, "/v1/script?label=%s", label);
+    int to = rnd(rn, c->n);
+    struct mr_it_resp r =
+        mr_it_http_port(c->nodes[to].http_port, "POST", qpath, src, NULL, 10000);
+    free(src);
+    if (r.status == 200) rn->res->deploys_ok++;
+    note(rn, "script-deploy %s through %s: status %d", label, c->nodes[to].name, r.status);
+    mr_it_resp_free(&r);
+}
+
 /* Fault kinds dealt from a shuffled deck (refilled when empty), so even a
  * short round sees most kinds; crash-all comes once, half-way, and
  * powercut-all once, at three quarters. */
@@ -541,7 +578,8 @@ static const int deck_cards[] = {MR_CF_KILL,        MR_CF_KILL_LEADER,  MR_CF_KI
                                  MR_CF_PAUSE,       MR_CF_PAUSE_LEADER, MR_CF_PART_HALVES,
                                  MR_CF_PART_LEADER, MR_CF_PART_LEADER,  MR_CF_PART_BRIDGE,
                                  MR_CF_PART_FLAP,   MR_CF_PART_ONEWAY,  MR_CF_TRANSFER,
-                                 MR_CF_MEMBER,      MR_CF_POWERCUT,     MR_CF_POWERCUT};
+                                 MR_CF_MEMBER,      MR_CF_POWERCUT,     MR_CF_POWERCUT,
+                                 MR_CF_DEPLOY};
 #define DECK_N ((int)(sizeof deck_cards / sizeof deck_cards[0]))
 
 struct deck {
@@ -783,6 +821,9 @@ static void inject(struct run *rn, struct shared *sh, int kind, long long deadli
     case MR_CF_TRANSFER:
         fault_transfer(rn);
         break;
+    case MR_CF_DEPLOY:
+        fault_deploy(rn);
+        break;
     case MR_CF_MEMBER:
         fault_member(rn, victim, cap);
         break;
@@ -882,6 +923,37 @@ static int check_hashes(struct run *rn)
         mr_it_sleep_ms(100);
     }
     fprintf(rn->out, "state: nodes did NOT converge (applied/state_hash differ)\n");
+    return 0;
+}
+
+/* After healing every node runs the same script (GET /v1/script), a
+ * deployed one ("chaos-N") if any deploy was answered 200. */
+static int check_scripts(struct run *rn)
+{
+    struct mr_it_cluster *c = rn->c;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char first[160] = "", cur[160] = "", label[64] = "";
+        int same = 1;
+        for (int i = 0; i < c->n && same; i++) {
+            struct mr_it_resp r =
+                mr_it_http_port(c->nodes[i].http_port, "GET", "/v1/script", NULL, NULL, 1000);
+            if (r.status != 200 || json_tok(r.body, "hash", cur, sizeof cur) ||
+                json_tok(r.body, "label", label, sizeof label))
+                same = 0;
+            else if (i == 0)
+                snprintf(first, sizeof first, "%s", cur);
+            else if (strcmp(first, cur) != 0)
+                same = 0;
+            mr_it_resp_free(&r);
+        }
+        if (same && (rn->res->deploys_ok == 0 || strncmp(label, "\"chaos-", 7) == 0)) {
+            fprintf(rn->out, "script: all %d nodes run %s (%s); %d deploy(s) answered 200\n",
+                    c->n, label, first, rn->res->deploys_ok);
+            return 1;
+        }
+        mr_it_sleep_ms(100);
+    }
+    fprintf(rn->out, "script: nodes do NOT run the same (deployed) script\n");
     return 0;
 }
 
@@ -994,7 +1066,7 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     }
     rn.start = mr_it_now_ms();
     long long deadline = rn.start + (long long)o->seconds * 1000;
-    int crashed_all = 0, cut_all = 0;
+    int crashed_all = 0, cut_all = 0, deployed = 0;
     struct deck dk = {.left = 0};
     rn.last_heal = rn.start;
     fprintf(out, "fault schedule (seed %llu; timings are OS-dependent):\n",
@@ -1009,6 +1081,8 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
             kind = MR_CF_CRASH_ALL, crashed_all = 1;
         else if (!cut_all && mr_it_now_ms() > rn.start + 3 * (deadline - rn.start) / 4)
             kind = MR_CF_POWERCUT_ALL, cut_all = 1;
+        else if (!deployed && mr_it_now_ms() > rn.start + (deadline - rn.start) / 4)
+            kind = MR_CF_DEPLOY, deployed = 1; /* every round deploys a script */
         else if (rn.last_heal ==
                  rn.start) /* the first fault of a round is always a partition */
             kind =
@@ -1063,6 +1137,7 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     res->members_ok = check_members(&rn);
     res->hashes_equal = check_hashes(&rn);
     res->integrity_ok = check_integrity(&rn, res);
+    res->scripts_equal = check_scripts(&rn);
     struct mr_lc_summary s;
     if (mr_lc_check_history(&sh.h, out, &s) != 0) {
         rc = -1;
@@ -1106,7 +1181,8 @@ int mr_chaos_run(const struct mr_chaos_opts *o, struct mr_chaos_result *res)
     }
     int recovered =
         res->recover_s >= 0 && res->recover_s <= 2.0 * ELECTION_TIMEOUT_MAX_MS / 1000.0;
-    if (s.bad_keys || !res->hashes_equal || !res->integrity_ok || res->lost_canaries ||
+    if (s.bad_keys || !res->hashes_equal || !res->integrity_ok || !res->scripts_equal ||
+        res->lost_canaries ||
         !res->members_ok ||
         res->restart_failures || !recovered) {
         fflush(rn.sched);

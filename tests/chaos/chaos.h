@@ -24,6 +24,7 @@ enum mr_chaos_fault {
     MR_CF_POWERCUT,     /* power cut of a random minority (maybe the leader): SIGKILL,
                            data dir rewritten to what was fsynced, restart later */
     MR_CF_POWERCUT_ALL, /* power cut of every node, restart them all */
+    MR_CF_DEPLOY,       /* POST /v1/script (kv.lua + a comment) to a random node */
     MR_CF__N
 };
 
@@ -45,6 +46,9 @@ struct mr_chaos_result {
     int integrity_ok; /* no integrity check of the round found a differing member,
                          and a final check after healing passed */
     int integrity_checks; /* checks decided during the round (all leaders) */
+    int deploys_ok;       /* script deploys answered 200 */
+    int scripts_equal;    /* after healing every node runs the same script, and it
+                             is a deployed one if any deploy was answered 200 */
     int members_ok;   /* every node a voter again after healing */
     int canaries,
         lost_canaries;  /* acknowledged writes made before crashes, missing at the end */

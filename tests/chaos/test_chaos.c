@@ -45,6 +45,9 @@ static void round_is_clean(int nodes, int secs)
     assert_int_equal(r.bad_keys, 0);
     assert_true(r.hashes_equal);
     assert_true(r.integrity_ok);
+    /* a script deployed mid-round: every node ends on one script */
+    assert_true(r.faults[MR_CF_DEPLOY] >= 1);
+    assert_true(r.scripts_equal);
     assert_true(r.integrity_checks >= 1);
     assert_true(r.members_ok);
     assert_true(r.canaries > 0);
