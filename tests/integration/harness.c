@@ -522,3 +522,73 @@ void mr_it_dump_logs(struct mr_it_cluster *c)
         if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
     }
 }
+
+int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
+                     long long *applied_out)
+{
+    char hash[MR_IT_MAX_NODES][80], applied[MR_IT_MAX_NODES][32];
+    long long end = mr_it_now_ms() + timeout_ms;
+    int agree = 0, first = -1;
+    for (;;) {
+        int ok = 1;
+        first = -1;
+        for (int i = 0; i < c->n; i++) {
+            hash[i][0] = applied[i][0] = '\0';
+            if (c->nodes[i].pid <= 0) continue;
+            struct mr_it_resp r = mr_it_http(c, i, "GET", "/v1/status?hash=true", NULL, NULL);
+            if (r.status == 200) {
+                snprintf(hash[i], sizeof hash[i], "%s", mr_it_jq(r.body, "j.state_hash"));
+                snprintf(applied[i], sizeof applied[i], "%s", mr_it_jq(r.body, "j.applied"));
+            }
+            mr_it_resp_free(&r);
+            if (first < 0) first = i;
+            if (strlen(hash[i]) != 64 || strcmp(applied[i], applied[first]) != 0) ok = 0;
+        }
+        if (first >= 0 && ok) {
+            agree = 1;
+            for (int i = 0; i < c->n; i++)
+                if (c->nodes[i].pid > 0 && strcmp(hash[i], hash[first]) != 0) agree = 0;
+            if (agree || mr_it_now_ms() > end) break;
+        } else if (mr_it_now_ms() > end) {
+            break;
+        }
+        mr_it_sleep_ms(50);
+    }
+    for (int i = 0; i < c->n; i++)
+        if (c->nodes[i].pid > 0)
+            fprintf(stderr, "%s applied %s state_hash %s\n", c->nodes[i].name, applied[i],
+                    hash[i]);
+    if (first >= 0) {
+        if (hash_out) snprintf(hash_out, 65, "%s", hash[first]);
+        if (applied_out) *applied_out = atoll(applied[first]);
+    }
+    return agree;
+}
+
+long long mr_it_snapshot(struct mr_it_cluster *c, int i, const char *headers)
+{
+    long long want = -1;
+    for (int k = 0; k < 200; k++) {
+        struct mr_it_resp r = mr_it_http(c, i, "POST", "/v1/snapshot", NULL, headers);
+        int status = r.status;
+        mr_it_resp_free(&r);
+        if (status == 200 || status == 202) {
+            want = 0;
+            break;
+        }
+        if (status != 409) return -1; /* 409: an automatic one is running */
+        mr_it_sleep_ms(25);
+    }
+    if (want < 0) return -1;
+    struct mr_it_resp r = mr_it_http(c, i, "GET", "/v1/status", NULL, NULL);
+    if (r.status == 200) want = atoll(mr_it_jq(r.body, "j.applied"));
+    mr_it_resp_free(&r);
+    for (int k = 0; k < 400; k++) {
+        r = mr_it_http(c, i, "GET", "/v1/status", NULL, NULL);
+        long long got = r.status == 200 ? atoll(mr_it_jq(r.body, "j.snapshot_index")) : -1;
+        mr_it_resp_free(&r);
+        if (got >= want) return want;
+        mr_it_sleep_ms(25);
+    }
+    return -1;
+}

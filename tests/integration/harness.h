@@ -90,6 +90,26 @@ int mr_it_wait_leader(struct mr_it_cluster *c, int timeout_ms, int all_agree);
 /* Monotonic milliseconds. */
 long long mr_it_now_ms(void);
 void mr_it_sleep_ms(int ms);
+/* Polls /v1/status?hash=true on every running node until they all report the
+ * same applied index with a state hash (at most timeout_ms), prints each
+ * node's applied index and hash to stderr, and returns 1 if the hashes are
+ * equal too, else 0. hash_out (65 bytes) and applied_out may be NULL. */
+int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
+                     long long *applied_out);
+/* POST /v1/snapshot on node i (waiting while an automatic one runs), then
+ * waits until its snapshot_index reaches the applied index it reported.
+ * Returns that index, or -1. `headers` as for mr_it_http (an admin token). */
+long long mr_it_snapshot(struct mr_it_cluster *c, int i, const char *headers);
+/* Fails the cmocka test (dumping the logs) unless resp has status want. */
+#define MR_IT_EXPECT_STATUS(c, resp, want)                                         \
+    do {                                                                           \
+        if ((resp).status != (want)) {                                             \
+            fprintf(stderr, "line %d: status %d (want %d), body: %s\n", __LINE__, \
+                    (resp).status, (want), (resp).body);                           \
+            mr_it_dump_logs(c);                                                    \
+            fail();                                                                \
+        }                                                                          \
+    } while (0)
 /* Dump the tail of each node's log to stderr (called on failure). */
 void mr_it_dump_logs(struct mr_it_cluster *c);
 

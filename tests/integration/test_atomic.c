@@ -92,54 +92,7 @@ static void command(int node, int i, int fail)
     mr_it_resp_free(&r);
 }
 
-static long long snapshot(int node)
-{
-    char st[8192];
-    int i;
-    for (i = 0; i < 200; i++) {
-        struct mr_it_resp r =
-            mr_it_http(&cluster, node, "POST", "/v1/snapshot", NULL, NULL);
-        int status = r.status;
-        mr_it_resp_free(&r);
-        if (status == 200 || status == 202) break;
-        assert_int_equal(status, 409); /* an automatic one is running */
-        mr_it_sleep_ms(25);
-    }
-    assert_true(i < 200);
-    status_of(node, st, sizeof st);
-    long long want = atoll(mr_it_jq(st, "j.applied"));
-    for (i = 0; i < 400; i++) {
-        status_of(node, st, sizeof st);
-        if (atoll(mr_it_jq(st, "j.snapshot_index")) >= want) return want;
-        mr_it_sleep_ms(25);
-    }
-    fail_msg("n%d never finished its snapshot", node + 1);
-    return 0;
-}
 
-static void expect_same_state_hash(void)
-{
-    char st[8192], hash[3][80], applied[3][32];
-    int round, i;
-    for (round = 0; round < 200; round++) {
-        for (i = 0; i < 3; i++) {
-            status_of(i, st, sizeof st);
-            snprintf(hash[i], sizeof hash[i], "%s", mr_it_jq(st, "j.state_hash"));
-            snprintf(applied[i], sizeof applied[i], "%s", mr_it_jq(st, "j.applied"));
-        }
-        if (strcmp(applied[0], applied[1]) == 0 && strcmp(applied[0], applied[2]) == 0 &&
-            strcmp(hash[0], "nil") != 0 && strcmp(hash[1], "nil") != 0 &&
-            strcmp(hash[2], "nil") != 0)
-            break;
-        mr_it_sleep_ms(50);
-    }
-    assert_true(round < 200);
-    for (i = 0; i < 3; i++)
-        fprintf(stderr, "n%d applied %s state_hash %s\n", i + 1, applied[i], hash[i]);
-    assert_int_equal((int)strlen(hash[0]), 64);
-    assert_string_equal(hash[0], hash[1]);
-    assert_string_equal(hash[0], hash[2]);
-}
 
 /* The query, on `node`, shows `good` good commands and no bad one. */
 static void expect_no_trace_of_failures(int node, int good)
@@ -185,7 +138,7 @@ static void test_commands_that_fail_halfway_leave_no_trace_on_any_node(void **st
         good += !fail;
     }
     /* the victim snapshots (among failed commands), restarts, restores */
-    long long at = snapshot(victim);
+    long long at = mr_it_snapshot(&cluster, victim, NULL);
     assert_true(at > 0);
     assert_int_equal(mr_it_stop(&cluster, victim), 0);
     mr_it_start_static(&cluster, victim, extra_args);
@@ -200,7 +153,7 @@ static void test_commands_that_fail_halfway_leave_no_trace_on_any_node(void **st
         command(i % 3, i, fail);
         good += !fail;
     }
-    expect_same_state_hash();
+    assert_true(mr_it_same_state(&cluster, 10000, NULL, NULL));
     int now_leader = mr_it_wait_leader(&cluster, 10000, 1);
     assert_true(now_leader >= 0);
     expect_no_trace_of_failures(now_leader, good);

@@ -164,52 +164,15 @@ static void stop_writer(pid_t pid)
     }
 }
 
-/* Waits until the running nodes report the same applied index and state hash
- * (10 s), then checks they agree; returns the applied index. */
+
+
+/* Every running node at the same applied index with the same state hash
+ * (10 s at most); returns that index. */
 static long long expect_same_state(void)
 {
-    char st[8192], hash[3][80], applied[3][32];
-    int round, i;
-    for (round = 0; round < 200; round++) {
-        int ok = 1;
-        for (i = 0; i < 3; i++) {
-            get(i, "/v1/status?hash=true", st, sizeof st);
-            snprintf(hash[i], sizeof hash[i], "%s", mr_it_jq(st, "j.state_hash"));
-            snprintf(applied[i], sizeof applied[i], "%s", mr_it_jq(st, "j.applied"));
-            if (strcmp(hash[i], "nil") == 0 || strcmp(applied[i], applied[0]) != 0) ok = 0;
-        }
-        if (ok) break;
-        mr_it_sleep_ms(50);
-    }
-    for (i = 0; i < 3; i++)
-        fprintf(stderr, "n%d applied %s state_hash %s\n", i + 1, applied[i], hash[i]);
-    assert_true(round < 200);
-    assert_string_equal(hash[0], hash[1]);
-    assert_string_equal(hash[0], hash[2]);
-    return atoll(applied[0]);
-}
-
-static void snapshot(int node)
-{
-    char st[8192];
-    int i;
-    for (i = 0; i < 200; i++) {
-        struct mr_it_resp r =
-            mr_it_http(&cluster, node, "POST", "/v1/snapshot", NULL, admin_hdr);
-        int status = r.status;
-        mr_it_resp_free(&r);
-        if (status == 200 || status == 202) break;
-        assert_int_equal(status, 409);
-        mr_it_sleep_ms(25);
-    }
-    get(node, "/v1/status", st, sizeof st);
-    long long want = atoll(mr_it_jq(st, "j.applied"));
-    for (i = 0; i < 400; i++) {
-        get(node, "/v1/status", st, sizeof st);
-        if (atoll(mr_it_jq(st, "j.snapshot_index")) >= want) return;
-        mr_it_sleep_ms(25);
-    }
-    fail_msg("n%d never finished its snapshot", node + 1);
+    long long applied = 0;
+    assert_true(mr_it_same_state(&cluster, 10000, NULL, &applied));
+    return applied;
 }
 
 static int log_contains(int node, const char *needle)
@@ -277,7 +240,7 @@ test_a_deploy_under_write_load_switches_every_node_at_the_same_index(void **stat
 
     /* the victim snapshots (the script goes with it) and restarts from the
      * snapshot with a different state_machine file: it runs the cluster's */
-    snapshot(victim);
+    assert_true(mr_it_snapshot(&cluster, victim, admin_hdr) >= 0);
     assert_int_equal(mr_it_stop(&cluster, victim), 0);
     char other_args[1000];
     snprintf(other_args, sizeof other_args, "--state-machine %s --admin-token adm", other_path);
@@ -339,7 +302,7 @@ test_a_node_that_was_down_catches_up_by_snapshot_and_runs_the_new_script(void **
     assert_int_equal(command(victim, "z", "1"), 2);
     expect_same_state();
     /* and after every node restarted from its own snapshot */
-    for (int i = 0; i < 3; i++) snapshot(i);
+    for (int i = 0; i < 3; i++) assert_true(mr_it_snapshot(&cluster, i, admin_hdr) >= 0);
     for (int i = 0; i < 3; i++) assert_int_equal(mr_it_stop(&cluster, i), 0);
     for (int i = 0; i < 3; i++) mr_it_start_static(&cluster, i, extra_args);
     leader = mr_it_wait_leader(&cluster, 10000, 1);
@@ -485,7 +448,7 @@ static void test_replay_compares_a_candidate_with_the_script_the_log_ran(void **
     assert_true(mr_it_wait_leader(&cluster, 10000, 1) >= 0);
     assert_int_equal(run_deploy(victim, v2_path, NULL, out, sizeof out), 0);
     expect_same_state();
-    snapshot(victim);
+    assert_true(mr_it_snapshot(&cluster, victim, admin_hdr) >= 0);
     for (int i = 0; i < 5; i++) command(victim, "late", "x");
     expect_same_state();
     assert_int_equal(mr_it_stop(&cluster, victim), 0);

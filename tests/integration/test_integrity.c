@@ -47,15 +47,7 @@ static int teardown(void **state)
     return mr_it_cluster_destroy(&cluster);
 }
 
-#define EXPECT_STATUS(resp, want)                                                  \
-    do {                                                                           \
-        if ((resp).status != (want)) {                                             \
-            fprintf(stderr, "line %d: status %d (want %d), body: %s\n", __LINE__, \
-                    (resp).status, (want), (resp).body);                           \
-            mr_it_dump_logs(&cluster);                                             \
-            fail();                                                                \
-        }                                                                          \
-    } while (0)
+#define EXPECT_STATUS(resp, want) MR_IT_EXPECT_STATUS(&cluster, resp, want)
 
 /* Starts 3 nodes; node 2 (n3) gets the salt (up to index `until`, 0 = all). */
 static void start_cluster(const char *extra, const char *until)
@@ -126,30 +118,6 @@ static void print_status(int i)
     mr_it_resp_free(&r);
 }
 
-/* Every node at the same applied index with the same state hash. */
-static int hashes_agree(int timeout_ms)
-{
-    long long end = mr_it_now_ms() + timeout_ms;
-    while (mr_it_now_ms() < end) {
-        char h0[128] = "", a0[64] = "";
-        int same = 1;
-        for (int i = 0; i < 3; i++) {
-            struct mr_it_resp r = mr_it_http(&cluster, i, "GET", "/v1/status?hash=true", NULL, NULL);
-            if (r.status != 200) same = 0;
-            else if (i == 0) {
-                snprintf(h0, sizeof h0, "%s", mr_it_jq(r.body, "j.state_hash"));
-                snprintf(a0, sizeof a0, "%s", mr_it_jq(r.body, "j.applied"));
-            } else if (strcmp(h0, mr_it_jq(r.body, "j.state_hash")) != 0 ||
-                       strcmp(a0, mr_it_jq(r.body, "j.applied")) != 0) {
-                same = 0;
-            }
-            mr_it_resp_free(&r);
-        }
-        if (same && strlen(h0) == 64) return 1;
-        mr_it_sleep_ms(100);
-    }
-    return 0;
-}
 
 /* With resync off: the check at the first interval names n3 (and only n3),
  * the alarm shows in status and metrics, and n3 refuses reads while the
@@ -224,7 +192,7 @@ static void test_a_diverged_node_resyncs_from_the_leader(void **state)
         fail();
     }
     write_n(leader, 25, 10);
-    assert_true(hashes_agree(10000));
+    assert_true(mr_it_same_state(&cluster, 10000, NULL, NULL));
     struct mr_it_resp r = mr_it_http(&cluster, 2, "POST", "/v1/query?consistency=stale",
                                      "{\"k\":\"k1\"}", NULL);
     EXPECT_STATUS(r, 200);
@@ -239,7 +207,7 @@ static void test_a_diverged_node_resyncs_from_the_leader(void **state)
     snprintf(args, sizeof args, "--state-machine %s --integrity-check-entries 20", script_path);
     mr_it_start_static(&cluster, 2, args);
     write_n(leader, 35, 5);
-    assert_true(hashes_agree(15000));
+    assert_true(mr_it_same_state(&cluster, 15000, NULL, NULL));
     r = mr_it_http(&cluster, leader, "POST", "/v1/integrity/check", NULL, NULL);
     EXPECT_STATUS(r, 202);
     mr_it_resp_free(&r);

@@ -20,15 +20,7 @@ static int teardown_cluster(void **state)
     return mr_it_cluster_destroy(&cluster);
 }
 
-#define EXPECT_STATUS(resp, want)                                                  \
-    do {                                                                           \
-        if ((resp).status != (want)) {                                             \
-            fprintf(stderr, "line %d: status %d (want %d), body: %s\n", __LINE__, \
-                    (resp).status, (want), (resp).body);                           \
-            mr_it_dump_logs(&cluster);                                             \
-            fail();                                                                \
-        }                                                                          \
-    } while (0)
+#define EXPECT_STATUS(resp, want) MR_IT_EXPECT_STATUS(&cluster, resp, want)
 
 static const char *status_field(int node, const char *expr)
 {
