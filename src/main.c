@@ -5,6 +5,7 @@
  *   moonraft deploy FILE [host:port]     deploy a new state machine script
  *   moonraft replay DIR --script NEW.lua try a script on a stopped node's log
  *   moonraft data verify|dump DIR        inspect a data directory
+ *   moonraft data powercut DIR IMAGE     tests: rewrite DIR to its durable image
  *   moonraft --help | --version */
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,7 +154,8 @@ int main(int argc, char **argv)
         return mr_console_deploy_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "data") == 0) {
         if (argc < 3) {
-            fprintf(stderr, "usage: moonraft data verify|dump DIR\n");
+            fprintf(stderr, "usage: moonraft data verify|dump DIR\n"
+                            "       moonraft data powercut DIR IMAGE   (tests: see docs/chaos.md)\n");
             return 2;
         }
         return mr_store_tool_main(argc - 2, argv + 2, stdout, stderr);
