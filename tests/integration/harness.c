@@ -567,28 +567,36 @@ int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
 
 long long mr_it_snapshot(struct mr_it_cluster *c, int i, const char *headers)
 {
-    long long want = -1;
-    for (int k = 0; k < 200; k++) {
+    long long want = -1, end = mr_it_now_ms() + 20000; /* generous: ASan, a loaded machine */
+    while (mr_it_now_ms() < end) {
         struct mr_it_resp r = mr_it_http(c, i, "POST", "/v1/snapshot", NULL, headers);
         int status = r.status;
+        char body[256];
+        snprintf(body, sizeof body, "%s", r.body ? r.body : "");
         mr_it_resp_free(&r);
         if (status == 200 || status == 202) {
             want = 0;
             break;
         }
-        if (status != 409) return -1; /* 409: an automatic one is running */
+        if (status != 409) { /* 409: an automatic one is running */
+            fprintf(stderr, "snapshot on %s: status %d, body %s\n", c->nodes[i].name, status,
+                    body[0] ? body : "(none)");
+            return -1;
+        }
         mr_it_sleep_ms(25);
     }
     if (want < 0) return -1;
     struct mr_it_resp r = mr_it_http(c, i, "GET", "/v1/status", NULL, NULL);
     if (r.status == 200) want = atoll(mr_it_jq(r.body, "j.applied"));
     mr_it_resp_free(&r);
-    for (int k = 0; k < 400; k++) {
+    for (end = mr_it_now_ms() + 30000; mr_it_now_ms() < end;) {
         r = mr_it_http(c, i, "GET", "/v1/status", NULL, NULL);
         long long got = r.status == 200 ? atoll(mr_it_jq(r.body, "j.snapshot_index")) : -1;
         mr_it_resp_free(&r);
         if (got >= want) return want;
         mr_it_sleep_ms(25);
     }
+    fprintf(stderr, "snapshot on %s: snapshot_index never reached %lld\n", c->nodes[i].name,
+            want);
     return -1;
 }
