@@ -348,6 +348,14 @@ static int wal_compact(struct mr_store *st, mr_index up_to, char *errmsg)
     if (k > 0) {
         for (j = k; j < st->n_segs; j++) st->segs[j - k] = st->segs[j];
         st->n_segs -= k;
+        /* make the unlinks durable: after a power cut the removed segments
+         * would come back (recovery would skip them by log_start, but a
+         * disk that never shrinks is a surprise of its own) */
+        rv = mr_store__sync_dir(st->fs, st->wal_dir);
+        if (rv != 0) {
+            mr_errmsg_printf(errmsg, "wal: fsync dir: %s", mr_strerror(rv));
+            return rv;
+        }
     }
     if (st->meta.log_start < up_to + 1) st->meta.log_start = up_to + 1;
     return 0;

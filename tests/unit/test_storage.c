@@ -2242,6 +2242,44 @@ static void test_powerloss_snapshot_is_durable_and_older_ones_stay_deleted(void 
     mr_store_close(st);
 }
 
+/* Segments removed by compaction stay removed after a power cut: the
+ * unlinks are made durable with an fsync of wal/ (they used to come back). */
+static void test_powerloss_compacted_segments_stay_deleted(void **state)
+{
+    struct fx *f = *state;
+    struct plfx p;
+    struct mr_store_powerloss *pl;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct cutter c;
+    char errmsg[MR_ERRMSG_SIZE], wal[300];
+    uint64_t seq;
+    size_t before, after;
+
+    plfx_init(&p, f->dir);
+    snprintf(wal, sizeof wal, "%s/wal", p.data);
+    assert_int_equal(pl_store(&p, 4096, &pl, &c, &st, &rec), 0);
+    mr_store_recovered_release(&rec);
+    wait_seq(st, append_range(st, 1, 200, 1, 100, 10, 0));
+    before = count_files(wal, ".seg");
+    assert_true(before >= 4);
+    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg), 0);
+    assert_int_equal(mr_store_compact(st, 150, &seq), 0);
+    wait_seq(st, seq);
+    after = count_files(wal, ".seg");
+    assert_true(after < before);
+    mr_store_close(st);
+    mr_store_powerloss_close(pl);
+    cutter_destroy(&c);
+    cut(&p);
+    assert_int_equal(count_files(wal, ".seg"), after);
+    assert_int_equal(open_store(p.data, 4096, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.snap_index, 150);
+    assert_int_equal(rec.last_index, 200);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
 /* What the scenario below got acknowledged. */
 struct acked {
     mr_index last;      /* every entry up to here was acknowledged */
@@ -2575,6 +2613,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_powerloss_snapshot_is_durable_and_older_ones_stay_deleted, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_powerloss_compacted_segments_stay_deleted,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_powerloss_cut_after_any_call_keeps_every_acknowledged_write, setup,
             teardown),
