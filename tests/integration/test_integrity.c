@@ -263,15 +263,18 @@ static void test_a_memory_cap_hit_is_verified_before_reads(void **state)
     struct mr_it_resp r = mr_it_http(&cluster, leader, "POST", "/v1/command", "{\"op\":\"bomb\"}", NULL);
     EXPECT_STATUS(r, 422);
     mr_it_resp_free(&r);
-    /* every node applied the bomb: each asks for a check; the check passes */
-    if (!wait_status(leader, "j.integrity.checks >= 1 and type(j.integrity.alarm) ~= 'table'",
-                     15000)) {
-        print_status(leader);
-        mr_it_dump_logs(&cluster);
-        fail();
-    }
+    /* every node applied the bomb: each asks for a check; the check passes
+     * (whoever leads by then: a bomb that runs long under a sanitizer can
+     * cost the leader its term, issue 14) and every node serves again */
     for (int i = 0; i < 3; i++) {
-        assert_true(wait_status(i, "j.integrity.state == 'ok'", 10000));
+        if (!wait_status(i,
+                         "j.integrity.verdict == 'ok' and j.integrity.verdict_index > 0 and "
+                         "j.integrity.state == 'ok'",
+                         20000)) {
+            print_status(i);
+            mr_it_dump_logs(&cluster);
+            fail();
+        }
         r = mr_it_http(&cluster, i, "POST", "/v1/command", "{\"op\":\"incr\"}", NULL);
         EXPECT_STATUS(r, 200);
         mr_it_resp_free(&r);
