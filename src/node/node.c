@@ -390,6 +390,23 @@ static void on_flush(uv_prepare_t *h)
     if (n->net_ready) mr_net_flush(&n->net);
 }
 
+int mr_node_propose_entry(struct mr_node *n, struct mr_rcbuf *payload, mr_index *index,
+                          mr_term *term)
+{
+    struct mr_raft_event ev;
+    int rv;
+    memset(&ev, 0, sizeof ev);
+    ev.type = MR_RAFT_EVENT_PROPOSE;
+    ev.entry_type = MR_RAFT_ENTRY_NORMAL;
+    ev.data = payload;
+    rv = mr_node_step(n, &ev);
+    if (rv == 0) {
+        if (index) *index = ev.out_index;
+        if (term) *term = ev.out_term;
+    }
+    return rv;
+}
+
 /* Proposes op->body as a command. Fills op->index/term. */
 int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
 {

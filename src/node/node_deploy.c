@@ -124,7 +124,6 @@ void mr_node_deploy_start(struct mr_node *n, struct mr_node_op *op)
 
 static void propose(struct mr_node *n, struct mr_node_op *op)
 {
-    struct mr_raft_event ev;
     struct mr_rcbuf *payload;
     int rv;
     if (n->disk_error) {
@@ -144,18 +143,12 @@ static void propose(struct mr_node *n, struct mr_node_op *op)
         return;
     }
     memcpy(payload->data, op->body, op->body_len);
-    memset(&ev, 0, sizeof ev);
-    ev.type = MR_RAFT_EVENT_PROPOSE;
-    ev.entry_type = MR_RAFT_ENTRY_NORMAL;
-    ev.data = payload;
-    rv = mr_node_step(n, &ev);
+    rv = mr_node_propose_entry(n, payload, &op->index, &op->term);
     mr_rcbuf_unref(payload);
     if (rv != 0) {
         mr_node_op_fail(op, 503, mr_err_name(rv), "the script could not be proposed; retry");
         return;
     }
-    op->index = ev.out_index;
-    op->term = ev.out_term;
     /* The answer comes when the entry is applied (mr_node_deploy_apply), or
      * 504 at the deadline, counted from now: the trial may have been long. */
     op->deadline = mr_node_now(n) + (n->o->request_timeout_ms ? n->o->request_timeout_ms : 5000);

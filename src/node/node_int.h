@@ -358,6 +358,12 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev);
  * lease. */
 void mr_node_catch_up_ticks(struct mr_node *n);
 int mr_node_propose(struct mr_node *n, struct mr_node_op *op);
+/* Proposes a node-level NORMAL entry (CHECK, TICK, SCRIPT) at once, not
+ * deferred; never from inside a step. `payload` is borrowed (the core takes
+ * its reference). Returns the step's code; index/term (may be NULL) are
+ * filled on success. */
+int mr_node_propose_entry(struct mr_node *n, struct mr_rcbuf *payload, mr_index *index,
+                          mr_term *term);
 /* Applies committed entries (those above n->applied) to the state machine. */
 void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
 const char *mr_node_name_of(struct mr_node *n, mr_node_id id, char *buf, size_t len);

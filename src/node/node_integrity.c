@@ -72,8 +72,8 @@ static void propose_if_due(struct mr_node *n);
 /* ---- proposing checks (leader) ---------------------------------------------------- */
 int mr_node_integrity_propose(struct mr_node *n)
 {
-    struct mr_raft_event ev;
     struct mr_rcbuf *payload;
+    mr_index index = 0;
     int rv;
     if (n->role != MR_RAFT_LEADER) return MR_ENOTLEADER;
     if (n->disk_error) return MR_EDISKFAIL;
@@ -82,15 +82,11 @@ int mr_node_integrity_propose(struct mr_node *n)
     if (payload == NULL) return MR_ENOMEM;
     payload->data[0] = 1;
     payload->data[1] = MR_NODE_ENTRY_CHECK;
-    memset(&ev, 0, sizeof ev);
-    ev.type = MR_RAFT_EVENT_PROPOSE;
-    ev.entry_type = MR_RAFT_ENTRY_NORMAL;
-    ev.data = payload;
-    rv = mr_node_step(n, &ev);
+    rv = mr_node_propose_entry(n, payload, &index, NULL);
     mr_rcbuf_unref(payload);
     if (rv == 0) {
-        n->integ_proposed = ev.out_index;
-        LOGD("integrity check proposed at index %llu", (unsigned long long)ev.out_index);
+        n->integ_proposed = index;
+        LOGD("integrity check proposed at index %llu", (unsigned long long)index);
     }
     return rv;
 }

@@ -31,7 +31,7 @@
 
 void mr_node_timers_tick(struct mr_node *n)
 {
-    struct mr_raft_event ev;
+    mr_index index = 0;
     struct mr_rcbuf *payload;
     uint64_t now;
     int64_t next;
@@ -50,16 +50,12 @@ void mr_node_timers_tick(struct mr_node *n)
     payload->data[0] = 1;
     payload->data[1] = MR_NODE_ENTRY_TICK;
     mr_put_u64(payload->data + 2, now);
-    memset(&ev, 0, sizeof ev);
-    ev.type = MR_RAFT_EVENT_PROPOSE;
-    ev.entry_type = MR_RAFT_ENTRY_NORMAL;
-    ev.data = payload;
-    rv = mr_node_step(n, &ev);
+    rv = mr_node_propose_entry(n, payload, &index, NULL);
     mr_rcbuf_unref(payload);
     if (rv == 0) {
-        n->timer_proposed = ev.out_index;
+        n->timer_proposed = index;
         LOGD("timer tick proposed at index %llu (deadline %lld, time %llu)",
-             (unsigned long long)ev.out_index, (long long)next, (unsigned long long)now);
+             (unsigned long long)index, (long long)next, (unsigned long long)now);
     }
 }
 

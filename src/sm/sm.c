@@ -196,6 +196,21 @@ struct call_args {
     char errmsg[MR_ERRMSG_SIZE];
 };
 
+/* Pushes the ctx table every call that runs at a log position shares
+ * (apply, tick, migrate): index, term, time and random(). */
+static void push_ctx(lua_State *L, const struct mr_sm_ctx *ctx, int extra)
+{
+    lua_createtable(L, 0, 4 + extra);
+    lua_pushinteger(L, (lua_Integer)ctx->index);
+    lua_setfield(L, -2, "index");
+    lua_pushinteger(L, (lua_Integer)ctx->term);
+    lua_setfield(L, -2, "term");
+    lua_pushinteger(L, (lua_Integer)ctx->time_ms);
+    lua_setfield(L, -2, "time");
+    lua_pushcfunction(L, mr_sm_fn_random());
+    lua_setfield(L, -2, "random");
+}
+
 static int call_body(lua_State *L)
 {
     struct call_args *a = lua_touserdata(L, 1);
@@ -211,15 +226,7 @@ static int call_body(lua_State *L)
                 a->is_tick ? vm->ref_tick : a->ctx ? vm->ref_apply : vm->ref_query);
     lua_insert(L, 1);
     if (a->ctx != NULL) {
-        lua_createtable(L, 0, 6);
-        lua_pushinteger(L, (lua_Integer)a->ctx->index);
-        lua_setfield(L, -2, "index");
-        lua_pushinteger(L, (lua_Integer)a->ctx->term);
-        lua_setfield(L, -2, "term");
-        lua_pushinteger(L, (lua_Integer)a->ctx->time_ms);
-        lua_setfield(L, -2, "time");
-        lua_pushcfunction(L, mr_sm_fn_random());
-        lua_setfield(L, -2, "random");
+        push_ctx(L, a->ctx, 3);
         lua_pushcfunction(L, mr_sm_fn_emit());
         lua_setfield(L, -2, "emit");
         lua_pushcfunction(L, mr_sm_fn_wake_at());
@@ -627,15 +634,7 @@ static int migrate_body(lua_State *L)
         return luaL_error(L, "migrate must be a function (it is %s)", luaL_typename(L, -1));
     a->used_migrate = 1;
     lua_pushlstring(L, a->old, a->oldlen);
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)a->ctx->index);
-    lua_setfield(L, -2, "index");
-    lua_pushinteger(L, (lua_Integer)a->ctx->term);
-    lua_setfield(L, -2, "term");
-    lua_pushinteger(L, (lua_Integer)a->ctx->time_ms);
-    lua_setfield(L, -2, "time");
-    lua_pushcfunction(L, mr_sm_fn_random());
-    lua_setfield(L, -2, "random");
+    push_ctx(L, a->ctx, 0);
     lua_call(L, 2, 0);
     return 0;
 }
