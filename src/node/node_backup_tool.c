@@ -414,7 +414,7 @@ int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err)
     mr_rcbuf_unref(conf);
     if (rv != 0) {
         fprintf(err, "moonraft data restore: %s\n", errmsg[0] ? errmsg : mr_strerror(rv));
-        return rv == MR_ECORRUPT ? 3 : 1;
+        return rv == MR_ECORRUPT ? 3 : rv == MR_EEXISTS ? 2 : 1;
     }
     fprintf(out, "restored %s into %s for node %s of cluster \"%s\"\n", file, dir, id, cluster);
     fprintf(out, "index: %" PRIu64 "\nterm: %" PRIu64 "\nchecksum: %08x\n", info.index,
@@ -505,6 +505,7 @@ int mr_node_recover_main(int argc, char **argv, FILE *out, FILE *err)
                 rep.snap_index + 1, rep.last_index);
     fprintf(out, "next: start the node as before; add members with empty data dirs and --join "
                  "%s\n",
-            self.http_addr);
+            strcmp(self.http_addr, "-") != 0 && self.http_addr[0] ? self.http_addr
+                                                                   : "<its HTTP address>");
     return 0;
 }
