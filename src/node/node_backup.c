@@ -52,7 +52,8 @@ static void backup_free(struct backup *b)
     mr_free(b);
 }
 
-static void fail_answer(struct backup *b, unsigned status, const char *code, const char *msg)
+static void fail_answer(struct backup *b, unsigned status, const char *code,
+                        const char *msg)
 {
     mr_http_respond_error(b->req, status, code, msg, NULL, status == 503 ? 1 : 0);
     backup_free(b);
@@ -97,8 +98,8 @@ static void after_work_cb(uv_work_t *w, int status)
              "\r\nX-Moonraft-Backup-Checksum: %08x\r\n"
              "Content-Disposition: attachment; filename=\"backup-%" PRIu64 ".mrb\"\r\n",
              b->index, b->term, b->checksum, b->index);
-    LOGI("backup at index %llu (%zu bytes, checksum %08x) sent", (unsigned long long)b->index,
-         b->len, b->checksum);
+    LOGI("backup at index %llu (%zu bytes, checksum %08x) sent",
+         (unsigned long long)b->index, b->len, b->checksum);
     mr_http_respond(b->req, 200, "application/octet-stream", hdr, b->buf, b->len);
     backup_free(b);
 }

@@ -42,11 +42,14 @@ static int backup_state_hash(const char *path, const struct mr_store_backup_info
         ssize_t r = pread(fd, buf + got, (size_t)info->payload_size - got,
                           (off_t)(info->payload_off + got));
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) rv = r < 0 ? -errno : MR_ECORRUPT;
-        else got += (size_t)r;
+        if (r <= 0)
+            rv = r < 0 ? -errno : MR_ECORRUPT;
+        else
+            got += (size_t)r;
     }
     if (fd >= 0) close(fd);
-    if (rv == 0) rv = mr_node_snap_parts_parse(buf, (size_t)info->payload_size, &parts, errmsg);
+    if (rv == 0)
+        rv = mr_node_snap_parts_parse(buf, (size_t)info->payload_size, &parts, errmsg);
     if (rv == 0) mr_sm_sha256_hex(parts.payload, parts.payload_len, hex);
     mr_free(buf);
     return rv;
@@ -73,10 +76,12 @@ static void print_members(FILE *out, const struct mr_rcbuf *conf)
     mr_raft_config_close(&cfg);
 }
 
-static void print_info(FILE *out, const char *path, const struct mr_store_backup_info *info)
+static void print_info(FILE *out, const char *path,
+                       const struct mr_store_backup_info *info)
 {
     char hex[65], err[MR_ERRMSG_SIZE] = "";
-    fprintf(out, "index: %" PRIu64 "\nterm: %" PRIu64 "\nsize: %" PRIu64 "\nchecksum: %08x\n",
+    fprintf(out,
+            "index: %" PRIu64 "\nterm: %" PRIu64 "\nsize: %" PRIu64 "\nchecksum: %08x\n",
             info->index, info->term, info->file_size, info->checksum);
     fprintf(out, "cluster: %s\nnode: %s\ncreated_ms: %" PRIu64 "\n", info->cluster_name,
             info->node_name, info->created_ms);
@@ -84,13 +89,14 @@ static void print_info(FILE *out, const char *path, const struct mr_store_backup
     if (backup_state_hash(path, info, hex, err) == 0)
         fprintf(out, "state_hash: %s\n", hex);
     else
-        fprintf(out, "state_hash: unknown (%s)\n", err[0] ? err : "cannot read the payload");
+        fprintf(out, "state_hash: unknown (%s)\n",
+                err[0] ? err : "cannot read the payload");
 }
 
 /* ---- moonraft backup ------------------------------------------------------------- */
 
 struct client {
-    int fd_out;       /* FILE.part */
+    int fd_out; /* FILE.part */
     int status;
     int is_done;
     int write_error;
@@ -160,7 +166,9 @@ static int dial(const char *addr, FILE *err)
         fd = -1;
     }
     freeaddrinfo(res);
-    if (fd < 0) fprintf(err, "moonraft backup: cannot connect to %s: %s\n", addr, strerror(errno));
+    if (fd < 0)
+        fprintf(err, "moonraft backup: cannot connect to %s: %s\n", addr,
+                strerror(errno));
     return fd;
 }
 
@@ -206,7 +214,8 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
 
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if ((strcmp(a, "--token") == 0 || strcmp(a, "--admin-token") == 0) && i + 1 < argc) {
+        if ((strcmp(a, "--token") == 0 || strcmp(a, "--admin-token") == 0) &&
+            i + 1 < argc) {
             token = argv[++i];
         } else if (strcmp(a, "--max-lag") == 0 && i + 1 < argc) {
             lag = argv[++i];
@@ -225,7 +234,8 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
             return 2;
         }
     }
-    if (addr == NULL || file == NULL || (lag != NULL && strspn(lag, "0123456789") != strlen(lag))) {
+    if (addr == NULL || file == NULL ||
+        (lag != NULL && strspn(lag, "0123456789") != strlen(lag))) {
         backup_usage(err);
         return 2;
     }
@@ -233,8 +243,9 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
     token = env_or(token, "MOONRAFT_TOKEN");
     snprintf(req, sizeof req,
              "GET /v1/backup%s%s HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n",
-             lag ? "?max_lag=" : "", lag ? lag : "", addr, token ? "Authorization: Bearer " : "",
-             token ? token : "", token ? "\r\n" : "");
+             lag ? "?max_lag=" : "", lag ? lag : "", addr,
+             token ? "Authorization: Bearer " : "", token ? token : "",
+             token ? "\r\n" : "");
     snprintf(part, sizeof part, "%s.part", file);
     memset(&c, 0, sizeof c);
     c.fd_out = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -262,7 +273,8 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
         }
         used = http_parser_execute(&p, &ps, buf, (size_t)n);
         if (c.write_error) {
-            fprintf(err, "moonraft backup: %s: write: %s\n", part, strerror(c.write_error));
+            fprintf(err, "moonraft backup: %s: write: %s\n", part,
+                    strerror(c.write_error));
             goto fail;
         }
         if (HTTP_PARSER_ERRNO(&p) != HPE_OK || used != (size_t)n) {
@@ -271,7 +283,8 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
             goto fail;
         }
         if (n == 0 && !c.is_done) {
-            fprintf(err, "moonraft backup: %s closed the connection after %" PRIu64 " bytes\n",
+            fprintf(err,
+                    "moonraft backup: %s closed the connection after %" PRIu64 " bytes\n",
                     addr, c.body_len);
             goto fail;
         }
@@ -309,17 +322,20 @@ fail:
     return 1;
 }
 
-/* ---- moonraft data restore ---------------------------------------------------------- */
+/* ---- moonraft data restore ----------------------------------------------------------
+ */
 
 static void restore_usage(FILE *err)
 {
-    fputs("usage: moonraft data restore FILE --data-dir DIR --id ID\n"
-          "                             --peers ID=RAFT_ADDR/HTTP_ADDR,... --cluster-id NAME\n"
-          "  Seeds DIR (new or empty) from the backup FILE for node ID of a new cluster\n"
-          "  whose members are --peers (all voters; include ID). With ID alone the node\n"
-          "  starts as a one-member cluster and the others join it (--join); with more,\n"
-          "  restore every listed member from the same FILE. The cluster id must be new.\n",
-          err);
+    fputs(
+        "usage: moonraft data restore FILE --data-dir DIR --id ID\n"
+        "                             --peers ID=RAFT_ADDR/HTTP_ADDR,... --cluster-id "
+        "NAME\n"
+        "  Seeds DIR (new or empty) from the backup FILE for node ID of a new cluster\n"
+        "  whose members are --peers (all voters; include ID). With ID alone the node\n"
+        "  starts as a one-member cluster and the others join it (--join); with more,\n"
+        "  restore every listed member from the same FILE. The cluster id must be new.\n",
+        err);
 }
 
 /* Parses "n1=127.0.0.1:7001/127.0.0.1:8001,n2=..." into cfg. */
@@ -332,7 +348,8 @@ static int parse_peers(const char *s, struct mr_raft_config *cfg, FILE *err)
          tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '='), *slash, ctx[512];
         if (eq == NULL || eq == tok || strlen(tok) > 400) {
-            fprintf(err, "moonraft data restore: --peers: bad member \"%s\" (ID=RAFT/HTTP)\n",
+            fprintf(err,
+                    "moonraft data restore: --peers: bad member \"%s\" (ID=RAFT/HTTP)\n",
                     tok);
             rv = MR_EINVAL;
             break;
@@ -341,13 +358,16 @@ static int parse_peers(const char *s, struct mr_raft_config *cfg, FILE *err)
         slash = strchr(eq + 1, '/');
         if (slash != NULL) *slash = '\0';
         if (eq[1] == '\0' || strlen(tok) > MR_NODE_NAME_MAX) {
-            fprintf(err, "moonraft data restore: --peers: member %s needs a raft address\n", tok);
+            fprintf(err,
+                    "moonraft data restore: --peers: member %s needs a raft address\n",
+                    tok);
             rv = MR_EINVAL;
             break;
         }
         mr_node_member_context(ctx, sizeof ctx, tok, eq + 1, slash ? slash + 1 : NULL, 0);
         rv = mr_raft_config_add(cfg, mr_node_id_from_name(tok), MR_RAFT_VOTER, ctx);
-        if (rv == MR_EEXISTS) fprintf(err, "moonraft data restore: --peers: %s twice\n", tok);
+        if (rv == MR_EEXISTS)
+            fprintf(err, "moonraft data restore: --peers: %s twice\n", tok);
     }
     mr_free(copy);
     if (rv == 0 && cfg->n == 0) rv = MR_EINVAL;
@@ -365,11 +385,16 @@ int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err)
 
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--data-dir") == 0 && i + 1 < argc) dir = argv[++i];
-        else if (strcmp(a, "--id") == 0 && i + 1 < argc) id = argv[++i];
-        else if (strcmp(a, "--peers") == 0 && i + 1 < argc) peers = argv[++i];
-        else if (strcmp(a, "--cluster-id") == 0 && i + 1 < argc) cluster = argv[++i];
-        else if (a[0] != '-' && file == NULL) file = a;
+        if (strcmp(a, "--data-dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(a, "--id") == 0 && i + 1 < argc)
+            id = argv[++i];
+        else if (strcmp(a, "--peers") == 0 && i + 1 < argc)
+            peers = argv[++i];
+        else if (strcmp(a, "--cluster-id") == 0 && i + 1 < argc)
+            cluster = argv[++i];
+        else if (a[0] != '-' && file == NULL)
+            file = a;
         else {
             restore_usage(err);
             return 2;
@@ -397,11 +422,12 @@ int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err)
     /* Check first (the cluster id test needs the header), restore after. */
     rv = mr_store_backup_check(file, &info, errmsg);
     if (rv == 0 && strcmp(info.cluster_name, cluster) == 0) {
-        fprintf(err,
-                "moonraft data restore: the backup comes from cluster \"%s\": give the new "
-                "cluster another --cluster-id, so that its members never talk to the old "
-                "one's\n",
-                cluster);
+        fprintf(
+            err,
+            "moonraft data restore: the backup comes from cluster \"%s\": give the new "
+            "cluster another --cluster-id, so that its members never talk to the old "
+            "one's\n",
+            cluster);
         mr_store_backup_info_release(&info);
         mr_rcbuf_unref(conf);
         return 2;
@@ -416,7 +442,8 @@ int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err)
         fprintf(err, "moonraft data restore: %s\n", errmsg[0] ? errmsg : mr_strerror(rv));
         return rv == MR_ECORRUPT ? 3 : rv == MR_EEXISTS ? 2 : 1;
     }
-    fprintf(out, "restored %s into %s for node %s of cluster \"%s\"\n", file, dir, id, cluster);
+    fprintf(out, "restored %s into %s for node %s of cluster \"%s\"\n", file, dir, id,
+            cluster);
     fprintf(out, "index: %" PRIu64 "\nterm: %" PRIu64 "\nchecksum: %08x\n", info.index,
             info.term, info.checksum);
     fprintf(out, "source: cluster \"%s\", node %s\n", info.cluster_name, info.node_name);
@@ -429,9 +456,10 @@ int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err)
         if (c2 != NULL) print_members(out, c2);
         mr_rcbuf_unref(c2);
     }
-    fprintf(out, "next: start %s with --data-dir %s --cluster-id %s; start the other members "
-                 "with empty data dirs and --join (or restore each listed member the same "
-                 "way)\n",
+    fprintf(out,
+            "next: start %s with --data-dir %s --cluster-id %s; start the other members "
+            "with empty data dirs and --join (or restore each listed member the same "
+            "way)\n",
             id, dir, cluster);
     mr_store_backup_info_release(&info);
     return 0;
@@ -442,7 +470,8 @@ int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err)
 static void recover_usage(FILE *err)
 {
     fputs("usage: moonraft data recover DIR --force-new-cluster\n"
-          "  UNSAFE, for a permanent loss of quorum only: rewrites the stopped node's data\n"
+          "  UNSAFE, for a permanent loss of quorum only: rewrites the stopped node's "
+          "data\n"
           "  in DIR so that it starts as the only member of its cluster, with its whole\n"
           "  log (committed or not) and state; new members then join it. Writes that\n"
           "  the lost members had and this node never received are gone for good, and\n"
@@ -477,13 +506,14 @@ int mr_node_recover_main(int argc, char **argv, FILE *out, FILE *err)
         recover_usage(err);
         return 2;
     }
-    fprintf(err,
-            "WARNING: forcing %s into a new one-member cluster. This is unsafe by design:\n"
-            "WARNING:  - only do this when a majority of the members is lost for good;\n"
-            "WARNING:  - writes this node never received are lost;\n"
-            "WARNING:  - entries this node has that were never committed WILL be committed;\n"
-            "WARNING:  - the old members must never be started again with their data.\n",
-            dir);
+    fprintf(
+        err,
+        "WARNING: forcing %s into a new one-member cluster. This is unsafe by design:\n"
+        "WARNING:  - only do this when a majority of the members is lost for good;\n"
+        "WARNING:  - writes this node never received are lost;\n"
+        "WARNING:  - entries this node has that were never committed WILL be committed;\n"
+        "WARNING:  - the old members must never be started again with their data.\n",
+        dir);
     rv = mr_store_force_new_cluster(dir, &rep, errmsg);
     if (rv != 0) {
         fprintf(err, "moonraft data recover: %s\n", errmsg[0] ? errmsg : mr_strerror(rv));
@@ -494,18 +524,21 @@ int mr_node_recover_main(int argc, char **argv, FILE *out, FILE *err)
             self.name, self.raft_addr, self.http_addr);
     fprintf(out,
             "replaced configuration: index %" PRIu64 ", %u servers (%u voters)\n"
-            "log kept: snapshot at %" PRIu64 ", entries up to %" PRIu64 " (term %" PRIu64 ")\n"
+            "log kept: snapshot at %" PRIu64 ", entries up to %" PRIu64 " (term %" PRIu64
+            ")\n"
             "new configuration: index %" PRIu64 ", term %" PRIu64 "\n",
             rep.old_config_index, rep.old_servers, rep.old_voters, rep.snap_index,
             rep.last_index, rep.last_term, rep.config_index, rep.new_term);
     if (rep.last_index > rep.snap_index)
-        fprintf(err,
-                "WARNING: entries %" PRIu64 "..%" PRIu64
-                " may not all have been committed by the old cluster; they will be now.\n",
-                rep.snap_index + 1, rep.last_index);
-    fprintf(out, "next: start the node as before; add members with empty data dirs and --join "
-                 "%s\n",
+        fprintf(
+            err,
+            "WARNING: entries %" PRIu64 "..%" PRIu64
+            " may not all have been committed by the old cluster; they will be now.\n",
+            rep.snap_index + 1, rep.last_index);
+    fprintf(out,
+            "next: start the node as before; add members with empty data dirs and --join "
+            "%s\n",
             strcmp(self.http_addr, "-") != 0 && self.http_addr[0] ? self.http_addr
-                                                                   : "<its HTTP address>");
+                                                                  : "<its HTTP address>");
     return 0;
 }

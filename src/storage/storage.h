@@ -382,16 +382,17 @@ void mr_store_backup_info_release(struct mr_store_backup_info *info); /* NULL-sa
  * *checksum its trailing CRC32C. Errors: MR_ENOMEM, MR_ECORRUPT (the file
  * changed size under us), -errno. */
 int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_name,
-                           const char *node_name, uint64_t cluster_id, uint64_t created_ms,
-                           unsigned char **out, size_t *len, uint32_t *checksum,
-                           char *errmsg);
+                           const char *node_name, uint64_t cluster_id,
+                           uint64_t created_ms, unsigned char **out, size_t *len,
+                           uint32_t *checksum, char *errmsg);
 
 /* Checks a backup file at `path` (borrowed): its length, the trailing
  * checksum over the whole file, the header, and the embedded snapshot's
  * header and payload checksum. On success fills *info (release it). Errors:
  * MR_ECORRUPT with errmsg "backup.mrb offset N: ..." (truncated, checksum
  * mismatch, not a backup), -errno (cannot read), MR_ENOMEM. */
-int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, char *errmsg);
+int mr_store_backup_check(const char *path, struct mr_store_backup_info *info,
+                          char *errmsg);
 
 /* Seeds `data_dir` (created if missing; refused with MR_EEXISTS if it holds
  * anything) from the backup at `path`: checks it (as above), then writes the
@@ -412,7 +413,7 @@ struct mr_store_force_report {
     mr_index snap_index;
     mr_index last_index; /* last entry before the new configuration */
     mr_term last_term;
-    mr_term old_term;    /* hard state term before */
+    mr_term old_term;          /* hard state term before */
     mr_index old_config_index; /* where the replaced configuration came from */
     unsigned old_voters, old_servers;
     mr_index config_index; /* the new configuration entry */

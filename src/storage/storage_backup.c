@@ -38,9 +38,9 @@ static int pread_all(int fd, void *buf, size_t n, uint64_t off)
 }
 
 int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_name,
-                           const char *node_name, uint64_t cluster_id, uint64_t created_ms,
-                           unsigned char **out, size_t *len, uint32_t *checksum,
-                           char *errmsg)
+                           const char *node_name, uint64_t cluster_id,
+                           uint64_t created_ms, unsigned char **out, size_t *len,
+                           uint32_t *checksum, char *errmsg)
 {
     const struct mr_store_snap_info *si = mr_store_snap_reader_info(r);
     size_t cl = strlen(cluster_name), nl = strlen(node_name), h, total;
@@ -82,8 +82,8 @@ int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_n
     rv = pread_all(fd, b + h, (size_t)snap_len, 0);
     if (rv != 0) {
         mr_free(b);
-        mr_errmsg_printf(errmsg, "backup: read the snapshot at %" PRIu64 ": %s", si->index,
-                         mr_strerror(rv));
+        mr_errmsg_printf(errmsg, "backup: read the snapshot at %" PRIu64 ": %s",
+                         si->index, mr_strerror(rv));
         return rv;
     }
     crc = mr_crc32c(0, b, h + (size_t)snap_len);
@@ -125,14 +125,15 @@ static int check_snap_header(int fd, const char *path, uint64_t at, uint64_t l,
     if (rv != 0) return rv;
     crc = mr_crc32c(mr_crc32c(0, sh, 52), info->conf->data, conf_len);
     if (crc != mr_get_u32(sh + 52)) {
-        mr_errmsg_printf(errmsg, "%s offset %" PRIu64 ": snapshot header checksum mismatch",
-                         path, at);
+        mr_errmsg_printf(
+            errmsg, "%s offset %" PRIu64 ": snapshot header checksum mismatch", path, at);
         return MR_ECORRUPT;
     }
     if (mr_get_u64(sh + 8) != info->index || mr_get_u64(sh + 16) != info->term ||
         mr_get_u64(sh + 24) != l - MR_STORE_SNAP_HEADER - conf_len) {
         mr_errmsg_printf(errmsg,
-                         "%s offset %" PRIu64 ": the snapshot does not match the backup header",
+                         "%s offset %" PRIu64
+                         ": the snapshot does not match the backup header",
                          path, at);
         return MR_ECORRUPT;
     }
@@ -142,7 +143,8 @@ static int check_snap_header(int fd, const char *path, uint64_t at, uint64_t l,
     return 0;
 }
 
-int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, char *errmsg)
+int mr_store_backup_check(const char *path, struct mr_store_backup_info *info,
+                          char *errmsg)
 {
     unsigned char h[MR_STORE_BACKUP_HEADER], tail[4];
     unsigned char *buf = NULL;
@@ -161,9 +163,10 @@ int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, c
         return rv;
     }
     rv = MR_ECORRUPT;
-    if ((uint64_t)sb.st_size < MR_STORE_BACKUP_HEADER + 4 || pread_all(fd, h, sizeof h, 0) != 0) {
-        mr_errmsg_printf(errmsg, "%s: truncated (%lld bytes): not a complete backup", path,
-                         (long long)sb.st_size);
+    if ((uint64_t)sb.st_size < MR_STORE_BACKUP_HEADER + 4 ||
+        pread_all(fd, h, sizeof h, 0) != 0) {
+        mr_errmsg_printf(errmsg, "%s: truncated (%lld bytes): not a complete backup",
+                         path, (long long)sb.st_size);
         goto out;
     }
     if (memcmp(h, BACKUP_MAGIC, 8) != 0) {
@@ -187,7 +190,8 @@ int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, c
     info->file_size = (uint64_t)sb.st_size;
     if (info->file_size != hl + l + 4) {
         mr_errmsg_printf(errmsg,
-                         "%s: truncated or padded: %" PRIu64 " bytes, the header says %" PRIu64,
+                         "%s: truncated or padded: %" PRIu64
+                         " bytes, the header says %" PRIu64,
                          path, info->file_size, hl + l + 4);
         goto out;
     }
@@ -211,8 +215,8 @@ int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, c
     }
     if (pread_all(fd, tail, 4, hl + l) != 0 || mr_get_u32(tail) != crc) {
         mr_errmsg_printf(errmsg,
-                         "%s offset %" PRIu64 ": checksum mismatch (the file is damaged)", path,
-                         hl + l);
+                         "%s offset %" PRIu64 ": checksum mismatch (the file is damaged)",
+                         path, hl + l);
         goto out;
     }
     info->checksum = crc;
@@ -234,8 +238,9 @@ int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, c
     /* A checksum computed by the writer over the bytes it read: also the
      * payload's own, which the restored snapshot will carry. */
     for (off = 0; off < info->payload_size;) {
-        size_t n = info->payload_size - off < IO_CHUNK ? (size_t)(info->payload_size - off)
-                                                      : IO_CHUNK;
+        size_t n = info->payload_size - off < IO_CHUNK
+                       ? (size_t)(info->payload_size - off)
+                       : IO_CHUNK;
         rv = pread_all(fd, buf, n, info->payload_off + off);
         if (rv != 0) goto out;
         pcrc = mr_crc32c(pcrc, buf, n);
@@ -243,7 +248,8 @@ int mr_store_backup_check(const char *path, struct mr_store_backup_info *info, c
     }
     if (pcrc != want_pcrc) {
         rv = MR_ECORRUPT;
-        mr_errmsg_printf(errmsg, "%s offset %" PRIu64 ": snapshot payload checksum mismatch",
+        mr_errmsg_printf(errmsg,
+                         "%s offset %" PRIu64 ": snapshot payload checksum mismatch",
                          path, info->payload_off);
         goto out;
     }
@@ -320,10 +326,12 @@ static int copy_payload(struct mr_store *st, const char *path,
         close(fd);
         return MR_ENOMEM;
     }
-    rv = mr_store_snap_writer_begin(st, info->index, info->term, conf, conf_len, &w, errmsg);
+    rv = mr_store_snap_writer_begin(st, info->index, info->term, conf, conf_len, &w,
+                                    errmsg);
     for (off = 0; rv == 0 && off < info->payload_size;) {
-        size_t n = info->payload_size - off < IO_CHUNK ? (size_t)(info->payload_size - off)
-                                                      : IO_CHUNK;
+        size_t n = info->payload_size - off < IO_CHUNK
+                       ? (size_t)(info->payload_size - off)
+                       : IO_CHUNK;
         rv = pread_all(fd, buf, n, info->payload_off + off);
         if (rv != 0)
             mr_errmsg_printf(errmsg, "%s: read: %s", path, mr_strerror(rv));
@@ -356,8 +364,8 @@ int mr_store_backup_restore(const char *path, const char *data_dir, mr_node_id n
         return rv;
     }
     if (rv == 0) {
-        mr_errmsg_printf(errmsg, "%s is not empty: restore only seeds a new data directory",
-                         data_dir);
+        mr_errmsg_printf(
+            errmsg, "%s is not empty: restore only seeds a new data directory", data_dir);
         return MR_EEXISTS;
     }
     rv = mr_store_backup_check(path, info, errmsg);

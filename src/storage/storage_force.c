@@ -69,7 +69,8 @@ int mr_store_force_new_cluster(const char *dir, struct mr_store_force_report *re
     }
     if (conf == NULL) {
         rv = MR_ENOTFOUND;
-        mr_errmsg_printf(errmsg, "%s holds no configuration (a node that never joined)", dir);
+        mr_errmsg_printf(errmsg, "%s holds no configuration (a node that never joined)",
+                         dir);
         goto out;
     }
     rv = mr_raft_config_decode(conf->data, conf->len, &old, errmsg);
@@ -84,11 +85,11 @@ int mr_store_force_new_cluster(const char *dir, struct mr_store_force_report *re
     self = mr_raft_config_get(&old, rec.node_id);
     if (self == NULL) {
         rv = MR_ENOTFOUND;
-        mr_errmsg_printf(errmsg,
-                         "this node (id %016llx) is not in its latest configuration (index "
-                         "%llu): it was removed, recover another member",
-                         (unsigned long long)rec.node_id,
-                         (unsigned long long)rep->old_config_index);
+        mr_errmsg_printf(
+            errmsg,
+            "this node (id %016llx) is not in its latest configuration (index "
+            "%llu): it was removed, recover another member",
+            (unsigned long long)rec.node_id, (unsigned long long)rep->old_config_index);
         goto out;
     }
     snprintf(rep->self_context, sizeof rep->self_context, "%s",

@@ -93,8 +93,9 @@ static const char *status_of(struct mr_it_cluster *c, int i, const char *expr)
     return v;
 }
 
-#define VOTERS_EXPR                                                                    \
-    "(function() local c = 0 for _, m in ipairs(j.members) do if m.voter then c = c + 1 " \
+#define VOTERS_EXPR                                                                      \
+    "(function() local c = 0 for _, m in ipairs(j.members) do if m.voter then c = c + "  \
+    "1 "                                                                                 \
     "end end return c end)()"
 
 /* Waits until node i's status lists `want` voters. */
@@ -138,7 +139,8 @@ static void *writer_main(void *arg)
             w->index[i] = atoll(mr_it_jq(r.body, "j.index"));
             __atomic_add_fetch(&w->n_acked, 1, __ATOMIC_SEQ_CST);
         } else {
-            fprintf(stderr, "write w%d failed: %d %s\n", i, r.status, r.body ? r.body : "");
+            fprintf(stderr, "write w%d failed: %d %s\n", i, r.status,
+                    r.body ? r.body : "");
             __atomic_add_fetch(&w->n_failed, 1, __ATOMIC_SEQ_CST);
         }
         mr_it_resp_free(&r);
@@ -158,7 +160,8 @@ static void let_writes_in(struct writer *w, int more)
 
 /* ---- tests ------------------------------------------------------------------------ */
 
-static void test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster(void **state)
+static void
+test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster(void **state)
 {
     static struct writer w;
     char out[8192], file[400], peers[256], join[64], hash[65], leader_before[64],
@@ -185,8 +188,9 @@ static void test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster
     let_writes_in(&w, 100);
 
     snprintf(file, sizeof file, "%s/backup.mrb", src.root);
-    assert_int_equal(run(out, sizeof out, "%s/moonraft backup 127.0.0.1:%d %s --token adm",
-                         MR_BINARY_DIR, src.nodes[f].http_port, file),
+    assert_int_equal(run(out, sizeof out,
+                         "%s/moonraft backup 127.0.0.1:%d %s --token adm", MR_BINARY_DIR,
+                         src.nodes[f].http_port, file),
                      0);
     index = atoll(field(out, "index"));
     snprintf(hash, sizeof hash, "%s", field(out, "state_hash"));
@@ -208,7 +212,8 @@ static void test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster
 
     /* A new cluster: its first node restored, the others join it. */
     mr_it_cluster_init(&dst, 3);
-    snprintf(dst.extra_args, sizeof dst.extra_args, "--cluster-id restored --admin-token adm");
+    snprintf(dst.extra_args, sizeof dst.extra_args,
+             "--cluster-id restored --admin-token adm");
     snprintf(peers, sizeof peers, "n1=127.0.0.1:%d/127.0.0.1:%d", dst.nodes[0].raft_port,
              dst.nodes[0].http_port);
     assert_int_equal(run(out, sizeof out,
@@ -286,21 +291,23 @@ static void test_backup_and_restore_refuse_what_they_must(void **state)
     MR_IT_EXPECT_STATUS(&src, r, 403);
     mr_it_resp_free(&r);
     snprintf(file, sizeof file, "%s/b.mrb", src.root);
-    assert_int_equal(run(out, sizeof out, "%s/moonraft backup 127.0.0.1:%d %s --token nope",
-                         MR_BINARY_DIR, src.nodes[0].http_port, file),
+    assert_int_equal(run(out, sizeof out,
+                         "%s/moonraft backup 127.0.0.1:%d %s --token nope", MR_BINARY_DIR,
+                         src.nodes[0].http_port, file),
                      1);
     assert_non_null(strstr(out, "403"));
     assert_int_not_equal(stat(file, &sb), 0);
-    assert_int_equal(run(out, sizeof out, "%s/moonraft backup 127.0.0.1:%d %s --token adm",
-                         MR_BINARY_DIR, src.nodes[0].http_port, file),
+    assert_int_equal(run(out, sizeof out,
+                         "%s/moonraft backup 127.0.0.1:%d %s --token adm", MR_BINARY_DIR,
+                         src.nodes[0].http_port, file),
                      0);
 
     snprintf(peers, sizeof peers, "r1=127.0.0.1:1/127.0.0.1:2");
     snprintf(dir, sizeof dir, "%s/restored", src.root);
     /* Truncated. */
     snprintf(bad, sizeof bad, "%s/truncated.mrb", src.root);
-    assert_int_equal(run(out, sizeof out, "head -c %lld %s > %s", (long long)atoll(field(out, "size")) - 1,
-                         file, bad),
+    assert_int_equal(run(out, sizeof out, "head -c %lld %s > %s",
+                         (long long)atoll(field(out, "size")) - 1, file, bad),
                      0);
     assert_int_equal(run(out, sizeof out,
                          "%s/moonraft data restore %s --data-dir %s --id r1 --peers %s "
@@ -368,7 +375,8 @@ static void test_force_new_cluster_recovers_the_survivor_of_a_quorum_loss(void *
         MR_IT_EXPECT_STATUS(&src, r, 200);
         mr_it_resp_free(&r);
     }
-    assert_true(mr_it_same_state(&src, 20000, NULL, NULL)); /* the survivor has them all */
+    assert_true(
+        mr_it_same_state(&src, 20000, NULL, NULL)); /* the survivor has them all */
 
     /* Two members are lost for good. */
     s = (l + 1) % 3;
@@ -428,8 +436,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster, setup_none,
-            teardown_both),
+            test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster,
+            setup_none, teardown_both),
         cmocka_unit_test_setup_teardown(test_backup_and_restore_refuse_what_they_must,
                                         setup_none, teardown_both),
         cmocka_unit_test_setup_teardown(
