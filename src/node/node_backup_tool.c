@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- printing a backup ------------------------------------------------------- */
@@ -505,6 +506,28 @@ int mr_node_recover_main(int argc, char **argv, FILE *out, FILE *err)
         fputs("moonraft data recover: refusing without --force-new-cluster\n", err);
         recover_usage(err);
         return 2;
+    }
+    {
+        /* Not a data dir, or a running node: say so before the warnings (the
+         * store checks both again under its lock). */
+        char meta[4096];
+        struct stat sb;
+        int lock_fd;
+        snprintf(meta, sizeof meta, "%s/meta", dir);
+        if (stat(meta, &sb) != 0) {
+            fprintf(
+                err,
+                "moonraft data recover: %s is not a moonraft data directory (no meta)\n",
+                dir);
+            return 1;
+        }
+        rv = mr_store_lock(dir, &lock_fd, errmsg);
+        if (rv != 0) {
+            fprintf(err, "moonraft data recover: %s\n",
+                    errmsg[0] ? errmsg : mr_strerror(rv));
+            return 1;
+        }
+        mr_store_unlock(lock_fd);
     }
     fprintf(
         err,
