@@ -5,6 +5,9 @@
  *   moonraft deploy FILE [host:port]     deploy a new state machine script
  *   moonraft replay DIR --script NEW.lua try a script on a stopped node's log
  *   moonraft data verify|dump DIR        inspect a data directory
+ *   moonraft backup host:port FILE       online backup of a running node
+ *   moonraft data restore FILE ...       seed a new cluster from a backup
+ *   moonraft data recover DIR --force-new-cluster   after a permanent quorum loss
  *   moonraft data powercut DIR IMAGE     tests: rewrite DIR to its durable image
  *   moonraft --help | --version */
 #include <stdio.h>
@@ -45,7 +48,15 @@ static void usage(FILE *out)
             "                                             replay a stopped node's log through\n"
             "                                             NEW.lua and compare (0 same, 1 differs)\n"
             "  moonraft data verify DIR                   check every checksum of a data dir\n"
-            "  moonraft data dump DIR                     print the log entries\n\n"
+            "  moonraft data dump DIR                     print the log entries\n"
+            "  moonraft backup host:port FILE [--token T] [--max-lag N]\n"
+            "                                             save an online backup of a member\n"
+            "  moonraft data restore FILE --data-dir DIR --id ID --peers ID=RAFT/HTTP,...\n"
+            "                        --cluster-id NAME    seed a new cluster from a backup\n"
+            "  moonraft data recover DIR --force-new-cluster\n"
+            "                                             UNSAFE: after a permanent loss of\n"
+            "                                             quorum, make DIR's node a one-member\n"
+            "                                             cluster (docs/operations.md)\n\n"
             "node options (flags override the config file):\n",
             MR_VERSION);
     mr_cfg_usage(out);
@@ -152,12 +163,21 @@ int main(int argc, char **argv)
         return mr_node_replay_main(argc - 1, argv + 1, stdout, stderr);
     if (argc >= 2 && strcmp(argv[1], "deploy") == 0)
         return mr_console_deploy_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "backup") == 0)
+        return mr_node_backup_main(argc - 1, argv + 1, stdout, stderr);
     if (argc >= 2 && strcmp(argv[1], "data") == 0) {
         if (argc < 3) {
             fprintf(stderr, "usage: moonraft data verify|dump DIR\n"
+                            "       moonraft data restore FILE --data-dir DIR --id ID --peers "
+                            "ID=RAFT/HTTP,... --cluster-id NAME\n"
+                            "       moonraft data recover DIR --force-new-cluster\n"
                             "       moonraft data powercut DIR IMAGE   (tests: see docs/chaos.md)\n");
             return 2;
         }
+        if (strcmp(argv[2], "restore") == 0)
+            return mr_node_restore_main(argc - 2, argv + 2, stdout, stderr);
+        if (strcmp(argv[2], "recover") == 0)
+            return mr_node_recover_main(argc - 2, argv + 2, stdout, stderr);
         return mr_store_tool_main(argc - 2, argv + 2, stdout, stderr);
     }
     if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)) {

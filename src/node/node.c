@@ -487,6 +487,7 @@ static void on_tick(uv_timer_t *t)
         mr_node_ops_expire(n);
         mr_node_watch_expire(n, 0);
         mr_node_snap_poll(n);
+        mr_node_backup_tick(n);
         mr_node_integrity_poll(n);
         mr_node_integrity_resync_pump(n);
         mr_node_members_tick(n);
@@ -878,6 +879,7 @@ static void shutdown_node(struct mr_node *n)
     mr_node_ops_cancel_all(n);
     mr_node_watch_close(n);
     mr_node_snap_close(n);
+    mr_node_backup_close(n);
     mr_node_integrity_close(n);
     if (n->http_ready) mr_http_server_close(&n->http, on_http_closed);
     if (n->net_ready) mr_net_close(&n->net, on_net_closed);
@@ -925,6 +927,7 @@ int mr_node_run(const struct mr_node_options *o)
     mr_queue_init(&n->watches);
     mr_queue_init(&n->snap_sends);
     mr_queue_init(&n->pending_join_ops);
+    mr_queue_init(&n->backups);
     mr_http_metrics_init(&n->metrics);
     signal(SIGPIPE, SIG_IGN);
 

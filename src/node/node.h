@@ -100,4 +100,21 @@ int mr_node_run(const struct mr_node_options *opts);
  * state agree, 1 when something differs, 2 for usage or data errors. */
 int mr_node_replay_main(int argc, char **argv, FILE *out, FILE *err);
 
+/* Backups and disasters (node_backup_tool.c, docs/operations.md). Each
+ * takes its subcommand's arguments (argv[0] is the subcommand name), prints
+ * results to `out` and errors to `err`, and returns the exit code: 0 ok,
+ * 1 error, 2 usage (or a refusal by design), 3 corrupt input.
+ *   `moonraft backup host:port FILE [--token T] [--max-lag N]` saves GET
+ *   /v1/backup to FILE (through FILE.part, checked before the rename) and
+ *   prints index, term, size, checksum, membership and state hash. */
+int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err);
+/*   `moonraft data restore FILE --data-dir DIR --id ID --peers ID=R/H,...
+ *   --cluster-id NAME`: seeds an empty DIR from a backup for a new cluster
+ *   (mr_store_backup_restore); NAME must differ from the source's. */
+int mr_node_restore_main(int argc, char **argv, FILE *out, FILE *err);
+/*   `moonraft data recover DIR --force-new-cluster`: makes a stopped node a
+ *   one-member cluster (mr_store_force_new_cluster); refuses without the
+ *   flag and while a node runs on DIR. */
+int mr_node_recover_main(int argc, char **argv, FILE *out, FILE *err);
+
 #endif

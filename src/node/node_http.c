@@ -37,6 +37,11 @@ static int authorize(struct mr_node *n, struct mr_http_request *req, int is_admi
     return 0;
 }
 
+int mr_node_http_authorize(struct mr_node *n, struct mr_http_request *req, int is_admin)
+{
+    return authorize(n, req, is_admin);
+}
+
 /* ---- helpers ------------------------------------------------------------------- */
 static int method_is(const struct mr_http_request *req, enum http_method m)
 {
@@ -584,6 +589,7 @@ void mr_node_http_handler(void *data, struct mr_http_request *req)
     if (strncmp(p, "/v1/members/", 12) == 0) { route_members(n, req, p + 12); return; }
     if (strcmp(p, "/v1/leader/transfer") == 0) { route_transfer(n, req); return; }
     if (strcmp(p, "/v1/snapshot") == 0) { route_snapshot(n, req); return; }
+    if (strcmp(p, "/v1/backup") == 0) { mr_node_backup_route(n, req); return; }
     if (strcmp(p, "/v1/integrity/check") == 0) { route_integrity(n, req); return; }
     if (strcmp(p, "/v1/script") == 0) { route_script(n, req); return; }
     if (strcmp(p, "/v1/watch") == 0) {

@@ -344,6 +344,9 @@ struct mr_node {
 
     /* Helper Lua state with lua-cjson for validating and reading request JSON. */
     void *json_L;
+
+    /* Online backups in progress (node_backup.c) */
+    struct mr_queue backups;
 };
 
 /* node.c */
@@ -406,6 +409,9 @@ void mr_node_on_forward_reply(struct mr_net *net, mr_node_id from, uint64_t req_
 
 /* node_http.c */
 void mr_node_http_handler(void *data, struct mr_http_request *req);
+/* Returns 1 if req may proceed (is_admin: needs the admin token when one is
+ * set); otherwise answers it (401/403) and returns 0. */
+int mr_node_http_authorize(struct mr_node *n, struct mr_http_request *req, int is_admin);
 int mr_node_metrics_init(struct mr_node *n);
 
 /* node_json.c: a Lua state with lua-cjson used to validate and read JSON */
@@ -556,6 +562,15 @@ void mr_node_members_sync(struct mr_node *n);
 int mr_node_members_bootstrap_static(struct mr_node *n);
 void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op);
 void mr_node_members_json(struct mr_node *n, struct mr_http_json *j);
+
+/* node_backup.c: GET /v1/backup (see there) */
+void mr_node_backup_route(struct mr_node *n, struct mr_http_request *req);
+/* Every 50 ms: starts the snapshots pending backups wait for, and hands
+ * each one whose snapshot is durable to a work thread. */
+void mr_node_backup_tick(struct mr_node *n);
+/* Shutdown: answers the backups still waiting for a snapshot (503); those
+ * on a work thread answer when it completes (during the final uv_run). */
+void mr_node_backup_close(struct mr_node *n);
 
 /* node_watch.c */
 void mr_node_watch_record(struct mr_node *n, mr_index index, const char *events,

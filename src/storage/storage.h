@@ -344,6 +344,94 @@ void mr_store_snap_receiver_abort(struct mr_store_snap_receiver *rx); /* NULL-sa
 /* Index of the newest durable snapshot (0 if none). Thread-safe. */
 mr_index mr_store_snapshot_index(struct mr_store *st);
 
+/* ---- backups (storage_backup.c) ----------------------------------------------
+ * A backup file is one snapshot file wrapped with what a restore needs to
+ * know and a checksum over the whole:
+ *   0  "MRBACKUP"   8 u32 version (1)   12 u32 header length H (64 + names)
+ *   16 u64 index    24 u64 term         32 u64 snapshot file length L
+ *   40 u64 created (ms since the epoch) 48 u64 cluster id (as in meta)
+ *   56 u16 cluster name length  58 u16 node name length  60 u32 0
+ *   64 cluster name, node name (the source's; informational)
+ *   H  the snapshot file, byte for byte as in snap/ (its own header holds the
+ *      membership at `index` and the CRC32C of its payload)
+ *   H+L u32 CRC32C of bytes 0..H+L-1
+ * The trailing checksum lets a writer stream the file without knowing it
+ * in advance; a truncated file fails the length check before anything else. */
+#define MR_STORE_BACKUP_HEADER 64u /* bytes, before the names */
+#define MR_STORE_BACKUP_NAME_MAX 255u
+struct mr_store_backup_info {
+    mr_index index;
+    mr_term term;
+    uint64_t created_ms;
+    uint64_t cluster_id;
+    char cluster_name[MR_STORE_BACKUP_NAME_MAX + 1];
+    char node_name[MR_STORE_BACKUP_NAME_MAX + 1];
+    uint64_t file_size;    /* the whole backup file */
+    uint32_t checksum;     /* the trailing CRC32C */
+    uint64_t payload_off;  /* where the snapshot payload starts in the file */
+    uint64_t payload_size; /* its bytes */
+    struct mr_rcbuf *conf; /* membership at `index` (owned; release below) */
+};
+void mr_store_backup_info_release(struct mr_store_backup_info *info); /* NULL-safe */
+
+/* Builds a whole backup file in memory from an open snapshot reader (which
+ * keeps the file readable even if a newer snapshot replaces it): reads it
+ * with pread, so it may run on a work thread while the store is in use.
+ * Names are borrowed (truncated to MR_STORE_BACKUP_NAME_MAX). On success
+ * *out is an mr_malloc'd buffer of *len bytes (the caller frees it) and
+ * *checksum its trailing CRC32C. Errors: MR_ENOMEM, MR_ECORRUPT (the file
+ * changed size under us), -errno. */
+int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_name,
+                           const char *node_name, uint64_t cluster_id,
+                           uint64_t created_ms, unsigned char **out, size_t *len,
+                           uint32_t *checksum, char *errmsg);
+
+/* Checks a backup file at `path` (borrowed): its length, the trailing
+ * checksum over the whole file, the header, and the embedded snapshot's
+ * header and payload checksum. On success fills *info (release it). Errors:
+ * MR_ECORRUPT with errmsg "backup.mrb offset N: ..." (truncated, checksum
+ * mismatch, not a backup), -errno (cannot read), MR_ENOMEM. */
+int mr_store_backup_check(const char *path, struct mr_store_backup_info *info,
+                          char *errmsg);
+
+/* Seeds `data_dir` (created if missing; refused with MR_EEXISTS if it holds
+ * anything) from the backup at `path`: checks it (as above), then writes the
+ * snapshot with membership `conf` (borrowed; replaces the backup's), a meta
+ * with `node_id`, `cluster_id`, term = the snapshot's term and log start
+ * index + 1, and an empty log, everything fsynced. On failure whatever was
+ * created inside data_dir is removed again. *info as for check. */
+int mr_store_backup_restore(const char *path, const char *data_dir, mr_node_id node_id,
+                            uint64_t cluster_id, const void *conf, size_t conf_len,
+                            struct mr_store_backup_info *info, char *errmsg);
+
+/* ---- forcing a new cluster (storage_force.c) -------------------------------
+ * `moonraft data recover DIR --force-new-cluster`: after a permanent loss of
+ * quorum, rewrites a stopped node's data so that it starts as the only voter
+ * of its cluster, keeping its whole log and state. */
+struct mr_store_force_report {
+    mr_node_id node_id;
+    mr_index snap_index;
+    mr_index last_index; /* last entry before the new configuration */
+    mr_term last_term;
+    mr_term old_term;          /* hard state term before */
+    mr_index old_config_index; /* where the replaced configuration came from */
+    unsigned old_voters, old_servers;
+    mr_index config_index; /* the new configuration entry */
+    mr_term new_term;
+    char self_context[MR_RAFT_CONFIG_MAX_CONTEXT + 1];
+};
+/* Opens `dir` read-write (its lock: MR_EBUSY while a node runs there;
+ * MR_ENOTFOUND when it holds no meta), finds the latest configuration (the
+ * last CONFIG entry of the log, else the snapshot's) and this node in it
+ * (MR_ENOTFOUND if absent), then durably writes hard state (new_term, no
+ * vote) with new_term = max(term, last log term) + 1 and appends at
+ * last_index + 1, in new_term, a CONFIG entry holding only this node as a
+ * voter (same context). The Raft core takes the last CONFIG entry of the
+ * log as the configuration, so on start the node is a one-voter cluster; it
+ * elects itself and commits everything in its log. Fills *rep. */
+int mr_store_force_new_cluster(const char *dir, struct mr_store_force_report *rep,
+                               char *errmsg);
+
 /* ---- the data tool ------------------------------------------------------------
  * `moonraft data verify DIR` / `moonraft data dump DIR`: argv[0] is "verify"
  * or "dump", argv[1] the data dir. Read-only. `moonraft data powercut DIR

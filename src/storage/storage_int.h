@@ -93,6 +93,9 @@ void mr_store__seg_name(char *buf, mr_index first); /* buf >= SEG_NAME_LEN+1 */
 /* ---- snapshots (storage_snap.c) ----------------------------------------------- */
 int mr_store__snap_name_parse(const char *name, mr_index *index, mr_term *term);
 void mr_store__snap_name(char *buf, mr_index index, mr_term term);
+/* The reader's open file (header, membership and payload: *file_size bytes)
+ * for pread; owned by the reader. The backup code copies it whole. */
+int mr_store__snap_reader_file(const struct mr_store_snap_reader *r, uint64_t *file_size);
 
 /* ---- recovery (storage_recover.c) ---------------------------------------------- */
 struct mr_store_seg {

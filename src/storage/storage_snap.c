@@ -219,6 +219,12 @@ int mr_store_snap_reader_open(struct mr_store *st, struct mr_store_snap_reader *
     return rv;
 }
 
+int mr_store__snap_reader_file(const struct mr_store_snap_reader *r, uint64_t *file_size)
+{
+    *file_size = r->payload_off + r->info.size;
+    return r->fd;
+}
+
 const struct mr_store_snap_info *
 mr_store_snap_reader_info(const struct mr_store_snap_reader *r)
 {

@@ -2550,6 +2550,275 @@ test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot(void **stat
     mr_store_close(st);
 }
 
+/* ---- backups and forced recovery ------------------------------------------------ */
+
+static struct mr_rcbuf *conf_of(mr_node_id a, mr_node_id b)
+{
+    struct mr_raft_config c;
+    struct mr_rcbuf *out;
+    mr_raft_config_init(&c);
+    assert_int_equal(mr_raft_config_add(&c, a, MR_RAFT_VOTER, "name=a"), 0);
+    if (b != 0) assert_int_equal(mr_raft_config_add(&c, b, MR_RAFT_VOTER, "name=b"), 0);
+    out = mr_raft_config_encode(&c);
+    mr_raft_config_close(&c);
+    assert_non_null(out);
+    return out;
+}
+
+/* A store in dir/src with a snapshot at (40, 3) whose payload is 300 KiB,
+ * written to dir/backup.mrb; returns that path in `path`. */
+static void make_backup(const char *dir, char *path, size_t cap, uint32_t *crc)
+{
+    char src[128], errmsg[MR_ERRMSG_SIZE];
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_snap_reader *r;
+    struct mr_rcbuf *conf = conf_of(1, 2);
+    unsigned char *payload_buf = malloc(300 * 1024), *b;
+    size_t len, k;
+    FILE *fp;
+    for (k = 0; k < 300 * 1024; k++) payload_buf[k] = (unsigned char)(k * 7 + 1);
+    snprintf(src, sizeof src, "%s/src", dir);
+    assert_int_equal(open_store(src, 0, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    assert_int_equal(mr_store_snapshot_write(st, 40, 3, conf->data, conf->len, payload_buf,
+                                             300 * 1024, errmsg),
+                     0);
+    assert_int_equal(mr_store_snap_reader_open(st, &r, errmsg), 0);
+    assert_int_equal(mr_store_backup_encode(r, "prod", "n2", 77, 1234, &b, &len, crc, errmsg),
+                     0);
+    mr_store_snap_reader_close(r);
+    mr_store_close(st);
+    snprintf(path, cap, "%s/backup.mrb", dir);
+    fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, len, fp), len);
+    fclose(fp);
+    mr_free(b);
+    free(payload_buf);
+    mr_rcbuf_unref(conf);
+}
+
+static void test_store_backup_round_trips_and_any_damage_is_refused(void **state)
+{
+    struct fx *f = *state;
+    char path[128], bad[140], errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_store_backup_info info;
+    struct mr_rcbuf *conf = conf_of(1, 2);
+    unsigned char *b;
+    uint64_t size, off;
+    uint32_t crc;
+    make_backup(f->dir, path, sizeof path, &crc);
+    assert_int_equal(mr_store_backup_check(path, &info, errmsg), 0);
+    assert_int_equal(info.index, 40);
+    assert_int_equal(info.term, 3);
+    assert_int_equal(info.cluster_id, 77);
+    assert_int_equal(info.created_ms, 1234);
+    assert_int_equal(info.checksum, crc);
+    assert_string_equal(info.cluster_name, "prod");
+    assert_string_equal(info.node_name, "n2");
+    assert_int_equal(info.payload_size, 300 * 1024);
+    assert_int_equal(info.conf->len, conf->len);
+    assert_memory_equal(info.conf->data, conf->data, conf->len);
+    mr_store_backup_info_release(&info);
+    mr_rcbuf_unref(conf);
+
+    b = slurp(path, &size);
+    snprintf(bad, sizeof bad, "%s/bad.mrb", f->dir);
+    /* Every truncation, including losing only the checksum's last byte. */
+    for (off = 0; off < size; off += (off < 200 || size - off < 200) ? 1 : 4099) {
+        spit(bad, b, off);
+        errmsg[0] = '\0';
+        assert_int_equal(mr_store_backup_check(bad, &info, errmsg), MR_ECORRUPT);
+        assert_non_null(strstr(errmsg, "bad.mrb"));
+        assert_null(info.conf);
+    }
+    /* A flipped bit anywhere (header, names, snapshot header, payload, checksum). */
+    for (off = 0; off < size; off += (off < 200 || size - off < 200) ? 1 : 4099) {
+        b[off] ^= 0x10;
+        spit(bad, b, size);
+        errmsg[0] = '\0';
+        assert_int_equal(mr_store_backup_check(bad, &info, errmsg), MR_ECORRUPT);
+        b[off] ^= 0x10;
+    }
+    /* Trailing garbage. */
+    {
+        unsigned char *longer = malloc(size + 1);
+        memcpy(longer, b, size);
+        longer[size] = 0;
+        spit(bad, longer, size + 1);
+        assert_int_equal(mr_store_backup_check(bad, &info, errmsg), MR_ECORRUPT);
+        free(longer);
+    }
+    mr_free(b);
+}
+
+static void test_store_backup_restore_seeds_only_an_empty_dir_with_the_new_membership(
+    void **state)
+{
+    struct fx *f = *state;
+    char path[128], dir[128], errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_store_backup_info info;
+    struct mr_store_recovered rec;
+    struct mr_store_options o;
+    struct mr_store *st;
+    struct mr_store_snap_reader *r;
+    struct mr_rcbuf *neu = conf_of(9, 0);
+    uint32_t crc;
+    FILE *fp;
+    make_backup(f->dir, path, sizeof path, &crc);
+    snprintf(dir, sizeof dir, "%s/dst", f->dir);
+    assert_int_equal(mr_store_backup_restore(path, dir, 9, 99, neu->data, neu->len, &info,
+                                             errmsg),
+                     0);
+    assert_int_equal(info.index, 40);
+    mr_store_backup_info_release(&info);
+    /* It opens as node 9 of cluster 99 only, with the snapshot and an empty log. */
+    memset(&o, 0, sizeof o);
+    o.data_dir = dir;
+    o.node_id = 8;
+    assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), MR_ECONFIG);
+    o.node_id = 9;
+    o.cluster_id = 99;
+    assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), 0);
+    assert_true(rec.has_snapshot);
+    assert_int_equal(rec.snap_index, 40);
+    assert_int_equal(rec.snap_term, 3);
+    assert_int_equal(rec.term, 3);
+    assert_int_equal(rec.log_start, 41);
+    assert_int_equal(rec.n_entries, 0);
+    assert_int_equal(rec.last_index, 40);
+    assert_int_equal(rec.snap_conf->len, neu->len);
+    assert_memory_equal(rec.snap_conf->data, neu->data, neu->len);
+    assert_int_equal(mr_store_snap_reader_open(st, &r, errmsg), 0);
+    assert_int_equal(mr_store_snap_reader_verify(r, errmsg), 0);
+    assert_int_equal(mr_store_snap_reader_info(r)->size, 300 * 1024);
+    mr_store_snap_reader_close(r);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+    /* Never over existing data: not even an unrelated file. */
+    assert_int_equal(mr_store_backup_restore(path, dir, 9, 99, neu->data, neu->len, &info,
+                                             errmsg),
+                     MR_EEXISTS);
+    snprintf(dir, sizeof dir, "%s/other", f->dir);
+    mkdir(dir, 0755);
+    {
+        char stray[160];
+        snprintf(stray, sizeof stray, "%s/notes.txt", dir);
+        fp = fopen(stray, "w");
+        assert_non_null(fp);
+        fclose(fp);
+    }
+    assert_int_equal(mr_store_backup_restore(path, dir, 9, 99, neu->data, neu->len, &info,
+                                             errmsg),
+                     MR_EEXISTS);
+    /* A damaged backup leaves no directory behind. */
+    {
+        uint64_t size;
+        unsigned char *b = slurp(path, &size);
+        b[size / 2] ^= 1;
+        spit(path, b, size);
+        mr_free(b);
+    }
+    snprintf(dir, sizeof dir, "%s/dst2", f->dir);
+    assert_int_equal(mr_store_backup_restore(path, dir, 9, 99, neu->data, neu->len, &info,
+                                             errmsg),
+                     MR_ECORRUPT);
+    assert_int_not_equal(access(dir, F_OK), 0);
+    mr_rcbuf_unref(neu);
+}
+
+static void test_store_force_new_cluster_appends_a_one_voter_config_in_a_new_term(
+    void **state)
+{
+    struct fx *f = *state;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_store_force_report rep;
+    struct mr_store_recovered rec;
+    struct mr_store *st;
+    struct mr_raft_entry e;
+    struct mr_raft_config c;
+    struct mr_store_options o;
+    struct mr_rcbuf *three;
+    {
+        struct mr_raft_config c3;
+        mr_raft_config_init(&c3);
+        assert_int_equal(mr_raft_config_add(&c3, 5, MR_RAFT_VOTER, "name=n5 raft=x:1"), 0);
+        assert_int_equal(mr_raft_config_add(&c3, 6, MR_RAFT_VOTER, "name=n6"), 0);
+        assert_int_equal(mr_raft_config_add(&c3, 7, MR_RAFT_LEARNER, "name=n7"), 0);
+        three = mr_raft_config_encode(&c3);
+        mr_raft_config_close(&c3);
+    }
+    /* No data dir at all: refused, nothing created. */
+    assert_int_equal(mr_store_force_new_cluster(f->dir, &rep, errmsg), MR_ENOTFOUND);
+    memset(&o, 0, sizeof o);
+    o.data_dir = f->dir;
+    o.node_id = 5;
+    assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    /* the config at 1 (term 1), entries up to 30 in term 4, hard state term 6 */
+    memset(&e, 0, sizeof e);
+    e.index = 1;
+    e.term = 1;
+    e.type = MR_RAFT_ENTRY_CONFIG;
+    e.data = three;
+    assert_int_equal(mr_store_append(st, &e, 1, NULL), 0);
+    append_range(st, 2, 30, 4, 100, 8, 0);
+    wait_seq(st, 0);
+    {
+        uint64_t seq;
+        assert_int_equal(mr_store_save_hard_state(st, 6, 6, &seq), 0);
+        wait_seq(st, seq);
+    }
+    /* In use: refused. */
+    assert_int_equal(mr_store_force_new_cluster(f->dir, &rep, errmsg), MR_EBUSY);
+    mr_store_close(st);
+
+    assert_int_equal(mr_store_force_new_cluster(f->dir, &rep, errmsg), 0);
+    assert_int_equal(rep.node_id, 5);
+    assert_int_equal(rep.old_config_index, 1);
+    assert_int_equal(rep.old_voters, 2);
+    assert_int_equal(rep.old_servers, 3);
+    assert_int_equal(rep.last_index, 30);
+    assert_int_equal(rep.config_index, 31);
+    assert_int_equal(rep.new_term, 7);
+    assert_string_equal(rep.self_context, "name=n5 raft=x:1");
+
+    assert_int_equal(open_ro(f->dir, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.term, 7);
+    assert_int_equal(rec.vote, 0);
+    assert_int_equal(rec.last_index, 31);
+    assert_int_equal(rec.last_term, 7);
+    assert_int_equal(rec.n_entries, 31);
+    check_entry(&rec.entries[29], 30, 4, 100); /* the old log is intact */
+    assert_int_equal(rec.entries[30].type, MR_RAFT_ENTRY_CONFIG);
+    mr_raft_config_init(&c);
+    assert_int_equal(mr_raft_config_decode(rec.entries[30].data->data,
+                                           rec.entries[30].data->len, &c, errmsg),
+                     0);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.servers[0].id, 5);
+    assert_int_equal(c.servers[0].role, MR_RAFT_VOTER);
+    assert_string_equal(c.servers[0].context, "name=n5 raft=x:1");
+    mr_raft_config_close(&c);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+
+    /* A node missing from its own latest configuration is refused. */
+    assert_int_equal(mr_store_force_new_cluster(f->dir, &rep, errmsg), 0); /* again: fine */
+    wipe_dir(f->dir);
+    o.node_id = 8;
+    assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    e.index = 1;
+    assert_int_equal(mr_store_append(st, &e, 1, NULL), 0);
+    mr_store_close(st);
+    errmsg[0] = '\0';
+    assert_int_equal(mr_store_force_new_cluster(f->dir, &rep, errmsg), MR_ENOTFOUND);
+    assert_non_null(strstr(errmsg, "not in its latest configuration"));
+    mr_rcbuf_unref(three);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2623,6 +2892,14 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_store_a_directory_in_use_is_refused_to_a_second_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_backup_round_trips_and_any_damage_is_refused,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_backup_restore_seeds_only_an_empty_dir_with_the_new_membership, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_force_new_cluster_appends_a_one_voter_config_in_a_new_term, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

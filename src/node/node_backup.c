@@ -1,0 +1,241 @@
+/* node_backup: GET /v1/backup, an online backup of a running member (any
+ * member: a follower's applied state is a committed prefix like the
+ * leader's).
+ *
+ * A backup is a snapshot file wrapped in a header and a checksum (format in
+ * storage.h). Which snapshot: the newest one if it covers what this node had
+ * applied when the request arrived, minus ?max_lag=N entries (default 0);
+ * otherwise the node takes one now with the ordinary forked snapshot
+ * (node_snap.c), so writes stall no more than for any snapshot: the fork.
+ * A snapshot already running is waited for first. Once a durable snapshot
+ * covers the target, it is opened (the open file stays readable even when a
+ * newer snapshot replaces it and compaction deletes the old one) and a work
+ * thread reads it into the answer, so the loop never reads the file.
+ *
+ * The answer carries the backup's index, term, size and checksum in headers
+ * (X-Moonraft-Backup-*), and the body is the backup file.
+ * XXX(#13): the answer is built in memory (the http module has no streaming
+ * body), so a backup briefly costs twice the snapshot's size in RAM. */
+#include "node/node_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKUP_TIMEOUT_MS (10u * 60u * 1000u) /* a snapshot of a large state */
+
+struct backup {
+    struct mr_queue link; /* n->backups */
+    struct mr_node *n;
+    struct mr_http_request *req;
+    mr_index want;     /* the snapshot must cover this index */
+    uint64_t deadline; /* loop ms */
+    int is_working;    /* on the work thread */
+    uv_work_t work;
+    struct mr_store_snap_reader *reader;
+    uint64_t cluster_id;
+    unsigned char *buf;
+    size_t len;
+    uint32_t checksum;
+    mr_index index;
+    mr_term term;
+    int rc;
+    char errmsg[MR_ERRMSG_SIZE];
+};
+
+static void backup_free(struct backup *b)
+{
+    mr_queue_remove(&b->link);
+    mr_store_snap_reader_close(b->reader);
+    mr_free(b->buf);
+    mr_free(b);
+}
+
+static void fail_answer(struct backup *b, unsigned status, const char *code,
+                        const char *msg)
+{
+    mr_http_respond_error(b->req, status, code, msg, NULL, status == 503 ? 1 : 0);
+    backup_free(b);
+}
+
+static void on_abort(void *data, struct mr_http_request *req)
+{
+    struct backup *b = data;
+    (void)req;
+    /* on the work thread: its completion answers (the answer is discarded) */
+    if (b->is_working) return;
+    fail_answer(b, 503, "canceled", "the client went away");
+}
+
+static const char *cluster_name(const struct mr_node *n)
+{
+    return n->o->cluster_id && n->o->cluster_id[0] ? n->o->cluster_id : "moonraft";
+}
+
+static void work_cb(uv_work_t *w)
+{
+    struct backup *b = w->data;
+    struct mr_node *n = b->n;
+    b->rc = mr_store_backup_encode(b->reader, cluster_name(n), n->name, b->cluster_id,
+                                   mr_node_wall_ms(), &b->buf, &b->len, &b->checksum,
+                                   b->errmsg);
+}
+
+static void after_work_cb(uv_work_t *w, int status)
+{
+    struct backup *b = w->data;
+    char hdr[256];
+    (void)status;
+    b->is_working = 0;
+    if (b->rc != 0) {
+        LOGW("backup failed: %s", b->errmsg);
+        fail_answer(b, 500, "backup_failed", b->errmsg);
+        return;
+    }
+    snprintf(hdr, sizeof hdr,
+             "X-Moonraft-Backup-Index: %" PRIu64 "\r\nX-Moonraft-Backup-Term: %" PRIu64
+             "\r\nX-Moonraft-Backup-Checksum: %08x\r\n"
+             "Content-Disposition: attachment; filename=\"backup-%" PRIu64 ".mrb\"\r\n",
+             b->index, b->term, b->checksum, b->index);
+    LOGI("backup at index %llu (%zu bytes, checksum %08x) sent",
+         (unsigned long long)b->index, b->len, b->checksum);
+    mr_http_respond(b->req, 200, "application/octet-stream", hdr, b->buf, b->len);
+    backup_free(b);
+}
+
+/* The newest snapshot covers b->want: read it on a work thread. */
+static void start_work(struct backup *b)
+{
+    struct mr_node *n = b->n;
+    const struct mr_store_snap_info *si;
+    char err[MR_ERRMSG_SIZE] = "";
+    int rv = mr_store_snap_reader_open(n->store, &b->reader, err);
+    if (rv != 0) {
+        LOGW("backup: %s", err);
+        fail_answer(b, 500, "backup_failed", err);
+        return;
+    }
+    si = mr_store_snap_reader_info(b->reader);
+    b->index = si->index;
+    b->term = si->term;
+    b->cluster_id = mr_node_id_from_name(cluster_name(n));
+    b->work.data = b;
+    b->is_working = 1;
+    if (uv_queue_work(&n->loop, &b->work, work_cb, after_work_cb) != 0) {
+        b->is_working = 0;
+        fail_answer(b, 500, "backup_failed", "cannot queue the work");
+    }
+}
+
+/* 0 while the backup may go on, else answers it. */
+static int refuse_unhealthy(struct backup *b)
+{
+    struct mr_node *n = b->n;
+    if (n->disk_error) {
+        fail_answer(b, 503, "disk_failed", "a disk error stopped this node's writes");
+        return 1;
+    }
+    if (n->is_sm_stale || (n->integ_diverged && !n->integ_resynced)) {
+        fail_answer(b, 503, "unavailable",
+                    "this node's state cannot be trusted now (see /v1/status integrity); "
+                    "back up another member");
+        return 1;
+    }
+    return 0;
+}
+
+static void advance(struct backup *b)
+{
+    struct mr_node *n = b->n;
+    if (b->is_working || refuse_unhealthy(b)) return;
+    if (mr_node_now(n) > b->deadline) {
+        fail_answer(b, 504, "timeout", "no snapshot could be taken in time");
+        return;
+    }
+    /* A running snapshot may publish over the one we would open: wait. */
+    if (n->job_running || n->snap_work_busy) return;
+    if (n->snap_index >= b->want && n->snap_index > 0) {
+        start_work(b);
+        return;
+    }
+    mr_node_snap_maybe_start(n, 1);
+}
+
+void mr_node_backup_route(struct mr_node *n, struct mr_http_request *req)
+{
+    struct backup *b;
+    const char *lag;
+    mr_index max_lag = 0;
+    if (req->method != HTTP_GET) {
+        mr_http_respond_error_hdr(req, 405, "method_not_allowed", "use GET", NULL, 0,
+                                  "Allow: GET\r\n");
+        return;
+    }
+    if (!mr_node_http_authorize(n, req, 1)) return;
+    lag = mr_http_request_param(req, "max_lag");
+    if (lag != NULL) {
+        char *end;
+        max_lag = strtoull(lag, &end, 10);
+        if (lag[0] == '\0' || *end != '\0' || lag[0] == '-') {
+            mr_http_respond_error(req, 400, "invalid_request",
+                                  "max_lag must be a number of entries", NULL, 0);
+            return;
+        }
+    }
+    if (n->applied == 0 || n->applied_conf == NULL) {
+        mr_http_respond_error(req, 503, "unavailable", "nothing applied yet", NULL, 1);
+        return;
+    }
+    b = mr_calloc(1, sizeof *b);
+    if (b == NULL) {
+        mr_http_respond_error(req, 503, "unavailable", "out of memory", NULL, 1);
+        return;
+    }
+    mr_queue_init(&b->link);
+    b->n = n;
+    b->req = req;
+    b->want = n->applied > max_lag ? n->applied - max_lag : 1;
+    b->deadline = mr_node_now(n) + BACKUP_TIMEOUT_MS;
+    mr_queue_push_tail(&n->backups, &b->link);
+    mr_http_request_on_abort(req, on_abort, b);
+    LOGI("backup requested: a snapshot covering index %llu", (unsigned long long)b->want);
+    advance(b);
+}
+
+void mr_node_backup_tick(struct mr_node *n)
+{
+    /* One at a time from a private list: an answer may fire the abort hook
+     * (and so free) another backup of the same connection. */
+    struct mr_queue todo;
+    mr_queue_init(&todo);
+    while (!mr_queue_empty(&n->backups)) {
+        struct mr_queue *q = n->backups.next;
+        mr_queue_remove(q);
+        mr_queue_push_tail(&todo, q);
+    }
+    while (!mr_queue_empty(&todo)) {
+        struct backup *b = MR_CONTAINER_OF(todo.next, struct backup, link);
+        mr_queue_remove(&b->link);
+        mr_queue_push_tail(&n->backups, &b->link);
+        advance(b);
+    }
+}
+
+void mr_node_backup_close(struct mr_node *n)
+{
+    struct mr_queue working;
+    mr_queue_init(&working);
+    while (!mr_queue_empty(&n->backups)) {
+        struct backup *b = MR_CONTAINER_OF(n->backups.next, struct backup, link);
+        mr_queue_remove(&b->link);
+        mr_queue_push_tail(&working, &b->link);
+        if (!b->is_working) fail_answer(b, 503, "shutting_down", "the node is stopping");
+    }
+    /* back where their completion looks for them */
+    while (!mr_queue_empty(&working)) {
+        struct mr_queue *q = working.next;
+        mr_queue_remove(q);
+        mr_queue_push_tail(&n->backups, q);
+    }
+}
