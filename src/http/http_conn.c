@@ -19,6 +19,8 @@
 static void conn_flush(struct mr_http_conn *c);
 static void conn_rearm(struct mr_http_conn *c);
 static void conn_die(struct mr_http_conn *c);
+static void conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
+                      const char *msg);
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -448,6 +450,13 @@ static void conn_die(struct mr_http_conn *c)
 void mr_http__conn_kill(struct mr_http_conn *c)
 {
     conn_die(c);
+}
+
+void mr_http__conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
+                        const char *msg)
+{
+    conn_fail(c, status, code, msg);
+    conn_rearm(c);
 }
 
 /* Every answer is out and nothing more will be read: send FIN, drain. */

@@ -58,7 +58,7 @@ int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, 
         mr_errmsg_printf(errmsg, "tls: a certificate needs its key and a key its certificate");
         return MR_EINVAL;
     }
-    if (o->is_verify_peer && o->ca_file == NULL) {
+    if (o->is_server && o->is_verify_peer && o->ca_file == NULL) {
         mr_errmsg_printf(errmsg, "tls: verifying the other side needs a CA file");
         return MR_EINVAL;
     }
@@ -93,6 +93,11 @@ int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, 
             STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
             if (names != NULL) SSL_CTX_set_client_CA_list(sc, names);
         }
+    }
+    if (!o->is_server && o->is_verify_peer && o->ca_file == NULL &&
+        SSL_CTX_set_default_verify_paths(sc) != 1) {
+        snprintf(what, sizeof what, "tls: the system's CA certificates");
+        goto fail;
     }
     if (o->is_verify_peer) {
         SSL_CTX_set_verify(sc,

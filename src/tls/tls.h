@@ -46,14 +46,14 @@ struct mr_tls_ctx_options {
     const char *ca_file;
     /* Server: require a client certificate signed by ca_file (mutual TLS;
      * needs ca_file). Client: verify the server's chain against ca_file
-     * (needs ca_file); the host name or IP address is checked too when a
+     * (the system's CAs when NULL); the host name or IP address is checked too when a
      * session is given one (mr_tls_new). */
     int is_verify_peer;
 };
 
 /* Loads files and builds a context (TLS 1.2 or newer) with one reference.
  * `o` and its strings are only read. Errors: MR_EINVAL (missing cert/key for
- * a server, verification without a CA), MR_ECONFIG (a file cannot be read or
+ * a server, a server verifying clients without a CA), MR_ECONFIG (a file cannot be read or
  * parsed, the key does not match the certificate), MR_ENOMEM; errmsg names
  * the file and OpenSSL's reason. */
 int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, char *errmsg);
