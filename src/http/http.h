@@ -262,6 +262,9 @@ struct mr_http_request {
     /* The client's address (sockaddr_in or sockaddr_in6); family AF_UNSPEC when
      * not on a socket (tests, fuzzing). */
     const struct sockaddr *peer;
+    /* HTTPS with client verification: the OU of the client certificate that
+     * verified against the server's CA; NULL when there is none. */
+    const char *tls_ou;
     void *data; /* free for the handler; NULL initially */
 };
 
@@ -406,6 +409,13 @@ int mr_http_server_listen(struct mr_http_server *srv, const char *addr, char *er
 int mr_http_server_port(const struct mr_http_server *srv);
 void mr_http_server_stats(const struct mr_http_server *srv,
                           struct mr_http_server_stats *out);
+/* Applies new limits and timeouts (a reload) from `opt`: max_header_bytes,
+ * max_body_bytes, the three timeouts, max_connections and max_pipelined
+ * (zero fields take the defaults); `metrics` and `tls` are ignored. Requests
+ * and connections check them from then on (a timer already armed keeps its
+ * deadline until it is next re-armed). */
+void mr_http_server_update(struct mr_http_server *srv, const struct mr_http_options *opt);
+
 /* Replaces the HTTPS context (certificate reload): connections accepted from
  * now on use `ctx`; open ones keep the context they started with. Takes a
  * reference, drops the old one. Errors: MR_EINVAL when it would switch

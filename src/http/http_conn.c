@@ -129,6 +129,7 @@ static int on_message_begin(http_parser *p)
     if (r == NULL) return reject(c, 503, "unavailable", "out of memory");
     r->conn = c;
     r->pub.peer = (const struct sockaddr *)&c->peer;
+    r->pub.tls_ou = c->has_tls_id ? c->tls_ou : NULL;
     r->header_bytes = 16; /* request line: method, spaces, version, CRLF */
     c->cur = r;
     mr_queue_push_tail(&c->reqs, &r->link);

@@ -119,6 +119,8 @@ struct mr_http_conn {
     int write_err; /* uv_write failed at once: reported from the timer */
     struct mr_tls *tls;       /* HTTPS session; NULL: plaintext */
     int is_tls_core_waiting;  /* a core write waits for the TLS handshake */
+    int has_tls_id;           /* a verified client certificate: tls_ou valid */
+    char tls_ou[64];
 };
 
 /* Server internals. */

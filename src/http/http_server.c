@@ -99,6 +99,10 @@ static void tls_on_read(struct mr_http_conn *c, const char *data, size_t len)
         mr_http__conn_read_end(c, UV_EPROTO);
         return;
     }
+    if (!c->has_tls_id && mr_tls_is_ready(c->tls)) {
+        char cn[64];
+        c->has_tls_id = mr_tls_peer_names(c->tls, cn, sizeof cn, c->tls_ou, sizeof c->tls_ou);
+    }
     /* `data` was copied into the session: the shared buffer is free again. */
     while (c->phase != MR_HTTP_CONN_DEAD) {
         size_t got;
@@ -442,6 +446,23 @@ int mr_http_server_listen(struct mr_http_server *srv, const char *addr, char *er
                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     }
     return 0;
+}
+
+void mr_http_server_update(struct mr_http_server *srv, const struct mr_http_options *opt)
+{
+    struct mr_http_options *o = &srv->opt;
+    o->max_header_bytes = opt->max_header_bytes ? opt->max_header_bytes
+                                                : MR_HTTP_DEFAULT_MAX_HEADER_BYTES;
+    o->max_body_bytes = opt->max_body_bytes ? opt->max_body_bytes : MR_HTTP_DEFAULT_MAX_BODY_BYTES;
+    o->idle_timeout_ms = opt->idle_timeout_ms ? opt->idle_timeout_ms
+                                              : MR_HTTP_DEFAULT_IDLE_TIMEOUT_MS;
+    o->header_timeout_ms = opt->header_timeout_ms ? opt->header_timeout_ms
+                                                  : MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+    o->body_timeout_ms = opt->body_timeout_ms ? opt->body_timeout_ms
+                                              : MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
+    o->max_connections = opt->max_connections ? opt->max_connections
+                                              : MR_HTTP_DEFAULT_MAX_CONNECTIONS;
+    o->max_pipelined = opt->max_pipelined ? opt->max_pipelined : MR_HTTP_DEFAULT_MAX_PIPELINED;
 }
 
 int mr_http_server_set_tls(struct mr_http_server *srv, struct mr_tls_ctx *ctx)
