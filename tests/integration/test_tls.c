@@ -169,6 +169,17 @@ static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
                         cert("ca.pem"), cluster.nodes[leader].http_port),
                      0);
 
+    /* The console speaks https, and checks the certificate against its CA. */
+    assert_string_equal(sh_line("%s/moonraft console --tls-ca %s https://127.0.0.1:%d "
+                                "-e 'print((kv.get(\"tls\")))' 2>&1",
+                                MR_BINARY_DIR, cert("ca.pem"), cluster.nodes[leader].http_port),
+                        "encrypted\n");
+    assert_non_null(strstr(sh_line("%s/moonraft console --tls-ca %s https://127.0.0.1:%d "
+                                   "-e 'print((kv.get(\"tls\")))' 2>&1",
+                                   MR_BINARY_DIR, cert("rogue-ca.pem"),
+                                   cluster.nodes[leader].http_port),
+                           "certificate verify failed"));
+
     /* Plaintext HTTP to the HTTPS port: a 400 that says why; the node is fine. */
     mr_it_set_tls(NULL, NULL, NULL);
     r = mr_it_http(&cluster, leader, "GET", "/v1/status", NULL, NULL);
