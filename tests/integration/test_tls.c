@@ -324,6 +324,51 @@ static void test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out(vo
     assert_int_equal(status_with("old-token"), 403);
 }
 
+static void test_client_certificates_are_required_and_their_ou_stands_for_the_admin_token(
+    void **state)
+{
+    char args[1200];
+    struct mr_it_resp r;
+    long long end;
+    (void)state;
+    mr_it_cluster_init(&cluster, 1);
+    make_certs();
+    snprintf(args, sizeof args,
+             "--tls-cert %s --tls-key %s --tls-ca %s --tls-client-verify true "
+             "--tls-admin-ou admin --client-token cli --admin-token adm",
+             cert("server.pem"), cert("server.key"), cert("ca.pem"));
+    mr_it_start_static(&cluster, 0, args);
+    /* client.pem has OU=admin: no Authorization header needed, even for admin calls. */
+    assert_int_equal(mr_it_set_tls(cert("ca.pem"), cert("client.pem"), cert("client.key")), 0);
+    end = mr_it_now_ms() + 15000;
+    do {
+        r = mr_it_http(&cluster, 0, "PUT", "/v1/kv/a", "1", NULL);
+        if (r.status == 200 || mr_it_now_ms() >= end) break;
+        mr_it_resp_free(&r);
+        mr_it_sleep_ms(100);
+    } while (1);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+    r = mr_it_http(&cluster, 0, "POST", "/v1/leader/transfer", "{}", NULL);
+    assert_true(r.status != 401 && r.status != 403);
+    mr_it_resp_free(&r);
+    /* No client certificate, or one from another CA: no TLS session at all. */
+    assert_int_equal(mr_it_set_tls(cert("ca.pem"), NULL, NULL), 0);
+    r = mr_it_http(&cluster, 0, "GET", "/v1/kv/a", NULL, "Authorization: Bearer cli\r\n");
+    assert_int_equal(r.status, 0);
+    mr_it_resp_free(&r);
+    assert_int_equal(mr_it_set_tls(cert("ca.pem"), cert("rogue.pem"), cert("rogue.key")), 0);
+    r = mr_it_http(&cluster, 0, "GET", "/v1/kv/a", NULL, "Authorization: Bearer cli\r\n");
+    assert_int_equal(r.status, 0);
+    mr_it_resp_free(&r);
+    /* curl with the certificate, and the tokens still work alongside. */
+    assert_int_equal(sh("curl -sSf --max-time 10 --cacert %s --cert %s --key %s "
+                        "-H 'Authorization: Bearer cli' https://127.0.0.1:%d/v1/kv/a >/dev/null",
+                        cert("ca.pem"), cert("client.pem"), cert("client.key"),
+                        cluster.nodes[0].http_port),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +378,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_client_certificates_are_required_and_their_ou_stands_for_the_admin_token, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
