@@ -422,7 +422,6 @@ static int tls_encrypt(struct conn *c, struct wreq *w, const uv_buf_t *bufs, uns
          * done as far as the queue is concerned. */
         w->cipher = mr_malloc(1);
         if (w->cipher == NULL) return UV_ENOMEM;
-        len = 0;
     }
     out = uv_buf_init(w->cipher, (unsigned)len);
     return uv_write(&w->req, (uv_stream_t *)&c->tcp, &out, 1, on_write);

@@ -98,8 +98,8 @@ int mr_node_tls_start(struct mr_node *n)
         LOGI("TLS is off: the API and the peer port speak plaintext");
         return 0;
     }
-    if (tls_build(o->tls_cert, o->tls_key, o->tls_ca, o->tls_peer_verify, o->tls_client_verify,
-                  &t, err) != 0) {
+    if (tls_build(o->tls_cert, o->tls_key, o->tls_ca, o->tls_peer_verify,
+                  o->tls_client_verify, &t, err) != 0) {
         LOGE("TLS: %s", err);
         n->exit_code = MR_NODE_EXIT_CONFIG;
         return MR_ECONFIG;
@@ -108,12 +108,14 @@ int mr_node_tls_start(struct mr_node *n)
     n->tls_peer_client = t.peer_client;
     n->tls_http = t.http;
     LOGI("TLS on: certificate %s; peers %s; HTTPS clients %s", o->tls_cert,
-         o->tls_ca == NULL        ? "not verified (no tls_ca)"
+         o->tls_ca == NULL    ? "not verified (no tls_ca)"
          : o->tls_peer_verify ? "must present a certificate from tls_ca"
                               : "not asked for a certificate",
-         o->tls_client_verify ? "must present a certificate from tls_ca" : "not verified");
+         o->tls_client_verify ? "must present a certificate from tls_ca"
+                              : "not verified");
     if (o->tls_ca == NULL)
-        LOGW("TLS without tls_ca: peer traffic is encrypted but peers are not authenticated "
+        LOGW("TLS without tls_ca: peer traffic is encrypted but peers are not "
+             "authenticated "
              "by certificate (set cluster_secret, or tls_ca)");
     return 0;
 }
@@ -220,7 +222,10 @@ static int find_reloadable(const char *key)
     return -1;
 }
 
-static int is_tls_key(const char *key) { return strncmp(key, "tls_", 4) == 0; }
+static int is_tls_key(const char *key)
+{
+    return strncmp(key, "tls_", 4) == 0;
+}
 
 static void do_reload(struct mr_node_reload *st)
 {
@@ -262,14 +267,16 @@ static void do_reload(struct mr_node_reload *st)
         int k = find_reloadable(key);
         if (k < 0 || (tls_switch && is_tls_key(key))) {
             LOGW("reload: %s changed: needs a restart (the running value stays)%s", key,
-                 tls_switch && is_tls_key(key) ? "; TLS cannot be switched on or off live" : "");
+                 tls_switch && is_tls_key(key) ? "; TLS cannot be switched on or off live"
+                                               : "");
             restart++;
             continue;
         }
         if (reloadable[k].kind == STR) {
             swap_str((char **)(void *)((char *)&st->run + reloadable[k].off),
                      (char **)(void *)((char *)&nw + reloadable[k].off));
-        } else if (strcmp(key, "max_body_bytes") == 0 || strcmp(key, "max_header_bytes") == 0) {
+        } else if (strcmp(key, "max_body_bytes") == 0 ||
+                   strcmp(key, "max_header_bytes") == 0) {
             memcpy((char *)&st->run + reloadable[k].off, (char *)&nw + reloadable[k].off,
                    sizeof(uint64_t));
         } else {
@@ -288,7 +295,8 @@ static void do_reload(struct mr_node_reload *st)
         /* Both refuse only an on/off switch, excluded above. */
         MR_ASSERT(mr_http_server_set_tls(&n->http, t.http) == 0);
         MR_ASSERT(mr_net_set_tls(&n->net, t.peer_server, t.peer_client) == 0);
-        tls_set_drop(&(struct tls_set){n->tls_peer_server, n->tls_peer_client, n->tls_http});
+        tls_set_drop(
+            &(struct tls_set){n->tls_peer_server, n->tls_peer_client, n->tls_http});
         n->tls_peer_server = t.peer_server;
         n->tls_peer_client = t.peer_client;
         n->tls_http = t.http;
@@ -296,8 +304,8 @@ static void do_reload(struct mr_node_reload *st)
              st->run.tls_cert);
     }
     mr_cfg_free(&nw);
-    LOGI("reload done: %u key%s applied, %u need%s a restart", applied, applied == 1 ? "" : "s",
-         restart, restart == 1 ? "s" : "");
+    LOGI("reload done: %u key%s applied, %u need%s a restart", applied,
+         applied == 1 ? "" : "s", restart, restart == 1 ? "s" : "");
 }
 
 static void on_sighup(uv_signal_t *s, int signum)
@@ -330,7 +338,8 @@ void mr_node_reload_start(struct mr_node *n)
         rv = mr_cfg_parse_args(&st->run, n->o->reload_argc, n->o->reload_argv, err);
         if (rv == 0) rv = mr_cfg_validate(&st->run, err);
         if (rv != 0) {
-            LOGW("SIGHUP reload unavailable: the configuration no longer parses: %s", err);
+            LOGW("SIGHUP reload unavailable: the configuration no longer parses: %s",
+                 err);
             mr_cfg_free(&st->run);
             mr_free(st);
             return;

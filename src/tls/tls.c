@@ -44,7 +44,8 @@ static void ssl_errmsg(char *errmsg, const char *what)
     mr_errmsg_printf(errmsg, "%s: %s", what, reason);
 }
 
-int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, char *errmsg)
+int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out,
+                   char *errmsg)
 {
     struct mr_tls_ctx *c;
     SSL_CTX *sc;
@@ -55,7 +56,8 @@ int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, 
         return MR_EINVAL;
     }
     if ((o->cert_file == NULL) != (o->key_file == NULL)) {
-        mr_errmsg_printf(errmsg, "tls: a certificate needs its key and a key its certificate");
+        mr_errmsg_printf(errmsg,
+                         "tls: a certificate needs its key and a key its certificate");
         return MR_EINVAL;
     }
     if (o->is_server && o->is_verify_peer && o->ca_file == NULL) {
@@ -79,8 +81,8 @@ int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, 
             goto fail;
         }
         if (SSL_CTX_check_private_key(sc) != 1) {
-            snprintf(what, sizeof what, "tls: key %s does not match certificate %s", o->key_file,
-                     o->cert_file);
+            snprintf(what, sizeof what, "tls: key %s does not match certificate %s",
+                     o->key_file, o->cert_file);
             goto fail;
         }
     }
@@ -101,8 +103,9 @@ int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, 
     }
     if (o->is_verify_peer) {
         SSL_CTX_set_verify(sc,
-                           o->is_server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                                        : SSL_VERIFY_PEER,
+                           o->is_server
+                               ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                               : SSL_VERIFY_PEER,
                            NULL);
     } else {
         SSL_CTX_set_verify(sc, SSL_VERIFY_NONE, NULL);
@@ -140,7 +143,10 @@ void mr_tls_ctx_unref(struct mr_tls_ctx *ctx)
     mr_free(ctx);
 }
 
-int mr_tls_ctx_is_server(const struct mr_tls_ctx *ctx) { return ctx->is_server; }
+int mr_tls_ctx_is_server(const struct mr_tls_ctx *ctx)
+{
+    return ctx->is_server;
+}
 
 int mr_tls_new(struct mr_tls_ctx *ctx, const char *verify_host, struct mr_tls **out)
 {
@@ -271,10 +277,11 @@ int mr_tls_feed(struct mr_tls *t, const void *data, size_t len)
         if (t->ctx->is_server && p[0] != 0x16) {
             t->is_dead = 1;
             t->is_plaintext = 1;
-            mr_errmsg_printf(t->errmsg,
-                             "tls: the other side does not speak TLS (first byte 0x%02x): "
-                             "plaintext on a TLS port?",
-                             p[0]);
+            mr_errmsg_printf(
+                t->errmsg,
+                "tls: the other side does not speak TLS (first byte 0x%02x): "
+                "plaintext on a TLS port?",
+                p[0]);
             return MR_EPROTO;
         }
     }
@@ -349,7 +356,10 @@ void mr_tls_shutdown(struct mr_tls *t)
     ERR_clear_error();
 }
 
-size_t mr_tls_pending(const struct mr_tls *t) { return BIO_ctrl_pending(t->wbio); }
+size_t mr_tls_pending(const struct mr_tls *t)
+{
+    return BIO_ctrl_pending(t->wbio);
+}
 
 int mr_tls_take(struct mr_tls *t, char **buf, size_t *len)
 {
@@ -370,9 +380,15 @@ int mr_tls_take(struct mr_tls *t, char **buf, size_t *len)
     return 0;
 }
 
-int mr_tls_is_ready(const struct mr_tls *t) { return t->is_ready && !t->is_dead; }
+int mr_tls_is_ready(const struct mr_tls *t)
+{
+    return t->is_ready && !t->is_dead;
+}
 
-int mr_tls_is_plaintext(const struct mr_tls *t) { return t->is_plaintext; }
+int mr_tls_is_plaintext(const struct mr_tls *t)
+{
+    return t->is_plaintext;
+}
 
 static void name_entry(X509_NAME *name, int nid, char *out, size_t cap)
 {
@@ -389,7 +405,8 @@ static void name_entry(X509_NAME *name, int nid, char *out, size_t cap)
     }
 }
 
-int mr_tls_peer_names(const struct mr_tls *t, char *cn, size_t cn_cap, char *ou, size_t ou_cap)
+int mr_tls_peer_names(const struct mr_tls *t, char *cn, size_t cn_cap, char *ou,
+                      size_t ou_cap)
 {
     X509 *x;
     cn[0] = '\0';
@@ -407,4 +424,7 @@ int mr_tls_peer_names(const struct mr_tls *t, char *cn, size_t cn_cap, char *ou,
     return 1;
 }
 
-const char *mr_tls_errmsg(const struct mr_tls *t) { return t->errmsg; }
+const char *mr_tls_errmsg(const struct mr_tls *t)
+{
+    return t->errmsg;
+}

@@ -53,10 +53,11 @@ struct mr_tls_ctx_options {
 
 /* Loads files and builds a context (TLS 1.2 or newer) with one reference.
  * `o` and its strings are only read. Errors: MR_EINVAL (missing cert/key for
- * a server, a server verifying clients without a CA), MR_ECONFIG (a file cannot be read or
- * parsed, the key does not match the certificate), MR_ENOMEM; errmsg names
- * the file and OpenSSL's reason. */
-int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out, char *errmsg);
+ * a server, a server verifying clients without a CA), MR_ECONFIG (a file cannot be read
+ * or parsed, the key does not match the certificate), MR_ENOMEM; errmsg names the file
+ * and OpenSSL's reason. */
+int mr_tls_ctx_new(const struct mr_tls_ctx_options *o, struct mr_tls_ctx **out,
+                   char *errmsg);
 /* Takes a reference; returns ctx. NULL-safe. */
 struct mr_tls_ctx *mr_tls_ctx_ref(struct mr_tls_ctx *ctx);
 /* Drops a reference; frees the context with the last one. NULL-safe. */
@@ -104,7 +105,8 @@ int mr_tls_is_plaintext(const struct mr_tls *t);
 /* The other side's verified certificate names: its subject CN and OU (""
  * when absent; truncated to the caps). Returns 1 when the peer presented a
  * certificate that verified, else 0 (both set to ""). */
-int mr_tls_peer_names(const struct mr_tls *t, char *cn, size_t cn_cap, char *ou, size_t ou_cap);
+int mr_tls_peer_names(const struct mr_tls *t, char *cn, size_t cn_cap, char *ou,
+                      size_t ou_cap);
 /* Why the last call failed. */
 const char *mr_tls_errmsg(const struct mr_tls *t);
 

@@ -81,8 +81,8 @@ static int teardown(void **state)
 static void make_certs(void)
 {
     snprintf(certs, sizeof certs, "%s/certs", cluster.root);
-    assert_int_equal(sh("sh %s/tests/integration/fixtures/gen-certs.sh %s", MR_SOURCE_DIR, certs),
-                     0);
+    assert_int_equal(
+        sh("sh %s/tests/integration/fixtures/gen-certs.sh %s", MR_SOURCE_DIR, certs), 0);
 }
 
 /* 1 when node i's log contains `needle` within timeout_ms. */
@@ -94,7 +94,8 @@ static int log_has(int i, const char *needle, int timeout_ms)
         char line[4096];
         int found = 0;
         if (f != NULL) {
-            while (!found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
+            while (!found && fgets(line, sizeof line, f) != NULL)
+                found = strstr(line, needle) != NULL;
             fclose(f);
         }
         if (found) return 1;
@@ -133,9 +134,10 @@ static int key_shows(int i, const char *key, const char *value)
 /* The subject of the certificate node i serves on its HTTPS port. */
 static const char *served_subject(int i)
 {
-    return sh_line("openssl s_client -connect 127.0.0.1:%d -CAfile %s </dev/null 2>/dev/null "
-                   "| openssl x509 -noout -subject",
-                   cluster.nodes[i].http_port, cert("ca.pem"));
+    return sh_line(
+        "openssl s_client -connect 127.0.0.1:%d -CAfile %s </dev/null 2>/dev/null "
+        "| openssl x509 -noout -subject",
+        cluster.nodes[i].http_port, cert("ca.pem"));
 }
 
 static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
@@ -147,8 +149,8 @@ static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
     (void)state;
     mr_it_cluster_init(&cluster, 5);
     make_certs();
-    snprintf(tls, sizeof tls, "--tls-cert %s --tls-key %s --tls-ca %s", cert("server.pem"),
-             cert("server.key"), cert("ca.pem"));
+    snprintf(tls, sizeof tls, "--tls-cert %s --tls-key %s --tls-ca %s",
+             cert("server.pem"), cert("server.key"), cert("ca.pem"));
     cluster.n = 3; /* n1..n3 are the cluster; n4 and n5 are intruders */
     for (i = 0; i < 3; i++) mr_it_start_static(&cluster, i, tls);
     assert_int_equal(mr_it_set_tls(cert("ca.pem"), NULL, NULL), 0);
@@ -164,15 +166,17 @@ static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
         assert_true(key_shows(i, "via_follower", "42"));
     }
     /* curl agrees that the node is an HTTPS server with a valid certificate. */
-    assert_int_equal(sh("curl -sSf --max-time 10 --cacert %s https://127.0.0.1:%d/v1/status "
-                        ">/dev/null",
-                        cert("ca.pem"), cluster.nodes[leader].http_port),
-                     0);
+    assert_int_equal(
+        sh("curl -sSf --max-time 10 --cacert %s https://127.0.0.1:%d/v1/status "
+           ">/dev/null",
+           cert("ca.pem"), cluster.nodes[leader].http_port),
+        0);
 
     /* The console speaks https, and checks the certificate against its CA. */
     assert_string_equal(sh_line("%s/moonraft console --tls-ca %s https://127.0.0.1:%d "
                                 "-e 'print((kv.get(\"tls\")))' 2>&1",
-                                MR_BINARY_DIR, cert("ca.pem"), cluster.nodes[leader].http_port),
+                                MR_BINARY_DIR, cert("ca.pem"),
+                                cluster.nodes[leader].http_port),
                         "encrypted\n");
     assert_non_null(strstr(sh_line("%s/moonraft console --tls-ca %s https://127.0.0.1:%d "
                                    "-e 'print((kv.get(\"tls\")))' 2>&1",
@@ -193,7 +197,8 @@ static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
     a.sin_port = htons((uint16_t)cluster.nodes[leader].http_port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(send(fd, "\x16\x03\x01\x00\x05garbagegarbage", 19, MSG_NOSIGNAL), 19);
+    assert_int_equal(send(fd, "\x16\x03\x01\x00\x05garbagegarbage", 19, MSG_NOSIGNAL),
+                     19);
     {
         char buf[256];
         ssize_t n;
@@ -212,10 +217,11 @@ static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
     assert_true(log_has(0, "this node requires TLS on its peer port", 10000));
     assert_true(log_has(3, "refused by the peer: this node requires TLS", 10000));
     /* A TLS node whose certificate the cluster CA did not sign (mutual TLS). */
-    snprintf(peers, sizeof peers,
-             "--peers n1=127.0.0.1:%d,n5=127.0.0.1:%d --tls-cert %s --tls-key %s --tls-ca %s",
-             cluster.nodes[0].raft_port, cluster.nodes[4].raft_port, cert("rogue.pem"),
-             cert("rogue.key"), cert("ca.pem"));
+    snprintf(
+        peers, sizeof peers,
+        "--peers n1=127.0.0.1:%d,n5=127.0.0.1:%d --tls-cert %s --tls-key %s --tls-ca %s",
+        cluster.nodes[0].raft_port, cluster.nodes[4].raft_port, cert("rogue.pem"),
+        cert("rogue.key"), cert("ca.pem"));
     mr_it_start_args(&cluster, 4, peers);
     assert_true(log_has(0, "certificate verify failed", 10000));
     /* The cluster did not notice. */
@@ -233,13 +239,14 @@ static void test_tls_sighup_swaps_the_served_certificate(void **state)
     make_certs();
     /* Each node reads its own copy, which the test replaces. */
     for (i = 0; i < 3; i++) {
-        assert_int_equal(sh("cp %s %s/n%d.pem && cp %s %s/n%d.key", cert("server.pem"), certs,
-                            i + 1, cert("server.key"), certs, i + 1),
+        assert_int_equal(sh("cp %s %s/n%d.pem && cp %s %s/n%d.key", cert("server.pem"),
+                            certs, i + 1, cert("server.key"), certs, i + 1),
                          0);
     }
     for (i = 0; i < 3; i++) {
-        snprintf(tls, sizeof tls, "--tls-cert %s/n%d.pem --tls-key %s/n%d.key --tls-ca %s", certs,
-                 i + 1, certs, i + 1, cert("ca.pem"));
+        snprintf(tls, sizeof tls,
+                 "--tls-cert %s/n%d.pem --tls-key %s/n%d.key --tls-ca %s", certs, i + 1,
+                 certs, i + 1, cert("ca.pem"));
         mr_it_start_static(&cluster, i, tls);
     }
     assert_int_equal(mr_it_set_tls(cert("ca.pem"), NULL, NULL), 0);
@@ -247,8 +254,8 @@ static void test_tls_sighup_swaps_the_served_certificate(void **state)
     assert_true(leader >= 0);
     assert_non_null(strstr(served_subject(leader), "CN = moonraft-node\n"));
 
-    assert_int_equal(sh("cp %s %s/n%d.pem && cp %s %s/n%d.key", cert("server2.pem"), certs,
-                        leader + 1, cert("server2.key"), certs, leader + 1),
+    assert_int_equal(sh("cp %s %s/n%d.pem && cp %s %s/n%d.key", cert("server2.pem"),
+                        certs, leader + 1, cert("server2.key"), certs, leader + 1),
                      0);
     kill(cluster.nodes[leader].pid, SIGHUP);
     assert_true(log_has(leader, "reload: TLS certificate", 10000));
@@ -268,7 +275,9 @@ static void write_config(const char *path, const char *token, const char *level,
 {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "return {\n  client_token = \"%s\",\n  log_level = \"%s\",\n  heartbeat_ms = %d,\n}\n",
+    fprintf(f,
+            "return {\n  client_token = \"%s\",\n  log_level = \"%s\",\n  heartbeat_ms = "
+            "%d,\n}\n",
             token, level, heartbeat_ms);
     fclose(f);
 }
@@ -285,7 +294,8 @@ static int status_with(const char *token)
     return st;
 }
 
-static void test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out(void **state)
+static void
+test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out(void **state)
 {
     char conf[400], args[600];
     long long end;
@@ -308,7 +318,7 @@ static void test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out(vo
     assert_true(log_has(0, "reload: heartbeat_ms changed: needs a restart", 100));
     assert_int_equal(status_with("new-token"), 200);
     assert_int_equal(status_with("old-token"), 403);
-    assert_true(log_has(0, "DEBUG", 5000)); /* the new level is in effect */
+    assert_true(log_has(0, "DEBUG", 5000));    /* the new level is in effect */
     assert_false(log_has(0, "new-token", 10)); /* tokens never reach the log */
 
     /* A file that does not parse: rejected, the running configuration stays. */
@@ -339,7 +349,8 @@ static void test_client_certificates_are_required_and_their_ou_stands_for_the_ad
              cert("server.pem"), cert("server.key"), cert("ca.pem"));
     mr_it_start_static(&cluster, 0, args);
     /* client.pem has OU=admin: no Authorization header needed, even for admin calls. */
-    assert_int_equal(mr_it_set_tls(cert("ca.pem"), cert("client.pem"), cert("client.key")), 0);
+    assert_int_equal(
+        mr_it_set_tls(cert("ca.pem"), cert("client.pem"), cert("client.key")), 0);
     end = mr_it_now_ms() + 15000;
     do {
         r = mr_it_http(&cluster, 0, "PUT", "/v1/kv/a", "1", NULL);
@@ -357,30 +368,33 @@ static void test_client_certificates_are_required_and_their_ou_stands_for_the_ad
     r = mr_it_http(&cluster, 0, "GET", "/v1/kv/a", NULL, "Authorization: Bearer cli\r\n");
     assert_int_equal(r.status, 0);
     mr_it_resp_free(&r);
-    assert_int_equal(mr_it_set_tls(cert("ca.pem"), cert("rogue.pem"), cert("rogue.key")), 0);
+    assert_int_equal(mr_it_set_tls(cert("ca.pem"), cert("rogue.pem"), cert("rogue.key")),
+                     0);
     r = mr_it_http(&cluster, 0, "GET", "/v1/kv/a", NULL, "Authorization: Bearer cli\r\n");
     assert_int_equal(r.status, 0);
     mr_it_resp_free(&r);
     /* curl with the certificate, and the tokens still work alongside. */
-    assert_int_equal(sh("curl -sSf --max-time 10 --cacert %s --cert %s --key %s "
-                        "-H 'Authorization: Bearer cli' https://127.0.0.1:%d/v1/kv/a >/dev/null",
-                        cert("ca.pem"), cert("client.pem"), cert("client.key"),
-                        cluster.nodes[0].http_port),
-                     0);
+    assert_int_equal(
+        sh("curl -sSf --max-time 10 --cacert %s --cert %s --key %s "
+           "-H 'Authorization: Bearer cli' https://127.0.0.1:%d/v1/kv/a >/dev/null",
+           cert("ca.pem"), cert("client.pem"), cert("client.key"),
+           cluster.nodes[0].http_port),
+        0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_tls_cluster_forms_replicates_and_fails_closed, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_tls_sighup_swaps_the_served_certificate, setup,
-                                        teardown),
         cmocka_unit_test_setup_teardown(
-            test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out, setup, teardown),
+            test_tls_cluster_forms_replicates_and_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_sighup_swaps_the_served_certificate,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
-            test_client_certificates_are_required_and_their_ou_stands_for_the_admin_token, setup,
+            test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_client_certificates_are_required_and_their_ou_stands_for_the_admin_token,
+            setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

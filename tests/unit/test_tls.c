@@ -31,8 +31,8 @@ static int group_setup(void **state)
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/mr-tls-unit-XXXXXX");
     if (mkdtemp(dir) == NULL) return -1;
-    snprintf(cmd, sizeof cmd, "sh %s/tests/integration/fixtures/gen-certs.sh %s", MR_SOURCE_DIR,
-             dir);
+    snprintf(cmd, sizeof cmd, "sh %s/tests/integration/fixtures/gen-certs.sh %s",
+             MR_SOURCE_DIR, dir);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -123,7 +123,8 @@ static void read_exact(struct mr_tls *t, char *out, size_t n, size_t chunk)
     assert_int_equal(got, 0);
 }
 
-static void test_tls_handshake_between_two_memory_endpoints_carries_data_both_ways(void **state)
+static void
+test_tls_handshake_between_two_memory_endpoints_carries_data_both_ways(void **state)
 {
     struct mr_tls_ctx *sc = server_ctx(0), *cc = client_ctx("ca.pem", NULL, NULL);
     struct mr_tls *sv, *cl;
@@ -158,7 +159,8 @@ static void test_tls_handshake_between_two_memory_endpoints_carries_data_both_wa
     mr_tls_ctx_unref(sc);
 }
 
-static void test_tls_byte_by_byte_input_and_small_reads_reassemble_everything(void **state)
+static void
+test_tls_byte_by_byte_input_and_small_reads_reassemble_everything(void **state)
 {
     struct mr_tls_ctx *sc = server_ctx(0), *cc = client_ctx("ca.pem", NULL, NULL);
     struct mr_tls *sv, *cl;
@@ -239,9 +241,11 @@ static void test_tls_garbage_that_looks_like_a_record_is_an_error(void **state)
     mr_tls_ctx_unref(sc);
 }
 
-static void test_tls_client_refuses_a_server_from_another_ca_or_with_another_address(void **state)
+static void
+test_tls_client_refuses_a_server_from_another_ca_or_with_another_address(void **state)
 {
-    struct mr_tls_ctx *sc = server_ctx(0), *rogue = client_ctx("rogue-ca.pem", NULL, NULL);
+    struct mr_tls_ctx *sc = server_ctx(0),
+                      *rogue = client_ctx("rogue-ca.pem", NULL, NULL);
     struct mr_tls_ctx *cc = client_ctx("ca.pem", NULL, NULL);
     struct mr_tls *sv, *cl;
     int who = -1;
@@ -351,11 +355,14 @@ static void test_tls_context_errors_name_the_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tls_handshake_between_two_memory_endpoints_carries_data_both_ways),
-        cmocka_unit_test(test_tls_byte_by_byte_input_and_small_reads_reassemble_everything),
+        cmocka_unit_test(
+            test_tls_handshake_between_two_memory_endpoints_carries_data_both_ways),
+        cmocka_unit_test(
+            test_tls_byte_by_byte_input_and_small_reads_reassemble_everything),
         cmocka_unit_test(test_tls_plaintext_to_a_server_is_refused_as_plaintext),
         cmocka_unit_test(test_tls_garbage_that_looks_like_a_record_is_an_error),
-        cmocka_unit_test(test_tls_client_refuses_a_server_from_another_ca_or_with_another_address),
+        cmocka_unit_test(
+            test_tls_client_refuses_a_server_from_another_ca_or_with_another_address),
         cmocka_unit_test(test_tls_mutual_tls_needs_a_client_certificate_from_the_ca),
         cmocka_unit_test(test_tls_a_session_keeps_its_context_alive_after_a_reload),
         cmocka_unit_test(test_tls_context_errors_name_the_file),
