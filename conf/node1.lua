@@ -116,4 +116,12 @@ return {
 
   -- "debug", "info", "warn" or "error" (default "info").
   log_level = "info",
+
+  -- TLS (paths, unset by default = plaintext). With tls_cert and tls_key the
+  -- HTTP API is HTTPS and peer traffic is TLS; tls_ca verifies peers (mutual
+  -- TLS while tls_peer_verify, default true) and, with tls_client_verify,
+  -- HTTPS clients. See docs/operations.md "TLS". kill -HUP re-reads them.
+  -- tls_cert = "certs/node1.pem",
+  -- tls_key = "certs/node1.key",
+  -- tls_ca = "certs/ca.pem",
 }

@@ -3,7 +3,8 @@
 # Safe to run repeatedly; apt-get runs only when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-cjson-dev \
-libcmocka-dev libhttp-parser-dev libedit-dev libmd-dev clang libclang-rt-dev curl"
+libcmocka-dev libhttp-parser-dev libedit-dev libmd-dev clang libclang-rt-dev curl \
+libssl-dev openssl"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,6 +1,6 @@
 /* moonraft: the command-line entry point.
  *
- *   moonraft [--config FILE] [flags]     run a node
+ *   moonraft [--config FILE] [flags]     run a node (SIGHUP reloads FILE)
  *   moonraft console [host:port] ...     interactive Lua console over HTTP
  *   moonraft deploy FILE [host:port]     deploy a new state machine script
  *   moonraft replay DIR --script NEW.lua try a script on a stopped node's log
@@ -40,7 +40,7 @@ static void usage(FILE *out)
             "usage:\n"
             "  moonraft --config conf/node1.lua [flags]   run a node\n"
             "  moonraft [flags]                           run a node from flags alone\n"
-            "  moonraft console [host:port] [-e CODE | SCRIPT.lua]\n"
+            "  moonraft console [[https://]host:port] [-e CODE | SCRIPT.lua]\n"
             "                                             Lua console over the HTTP API\n"
             "  moonraft deploy FILE [host:port] [--label L] [--token T]\n"
             "                                             run FILE as the cluster's new script\n"
@@ -150,6 +150,15 @@ static int run_node(int argc, char **argv)
     o.lease_reads = cfg.lease_reads;
     o.log_level = level_name(cfg.log_level);
     o.unsafe_local_reads = getenv("MOONRAFT_UNSAFE_LOCAL_READS") != NULL;
+    o.tls_cert = cfg.tls_cert;
+    o.tls_key = cfg.tls_key;
+    o.tls_ca = cfg.tls_ca;
+    o.tls_peer_verify = cfg.tls_peer_verify;
+    o.tls_client_verify = cfg.tls_client_verify;
+    o.tls_admin_ou = cfg.tls_admin_ou;
+    o.tls_client_ou = cfg.tls_client_ou;
+    o.reload_argc = argc;
+    o.reload_argv = argv;
     rv = mr_node_run(&o);
     free(peers);
     mr_cfg_free(&cfg);

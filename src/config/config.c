@@ -103,6 +103,19 @@ static const struct keydesc keys[] = {
      INT64_C(1000000000000), "Lua instructions per apply/query (10000000)"},
     {"lua_memory_mb", K_U64, F(lua_memory_mb), 1, 1 << 20, "Lua heap cap in MiB (1024)"},
     {"log_level", K_LOGLEVEL, F(log_level), 0, 0, "debug, info, warn or error (info)"},
+    {"tls_cert", K_PATH, F(tls_cert), 0, 0,
+     "PEM certificate (chain) of this node: HTTPS on http_addr and TLS on raft_addr"},
+    {"tls_key", K_PATH, F(tls_key), 0, 0, "PEM private key of tls_cert"},
+    {"tls_ca", K_PATH, F(tls_ca), 0, 0,
+     "PEM CA that signs the peers' (and, with tls_client_verify, clients') certificates"},
+    {"tls_peer_verify", K_BOOL, F(tls_peer_verify), 0, 1,
+     "peers must present a certificate signed by tls_ca (true when tls_ca is set)"},
+    {"tls_client_verify", K_BOOL, F(tls_client_verify), 0, 1,
+     "HTTPS clients must present a certificate signed by tls_ca (false)"},
+    {"tls_admin_ou", K_STR, F(tls_admin_ou), 0, 0,
+     "with tls_client_verify: a client certificate with this OU acts as the admin token"},
+    {"tls_client_ou", K_STR, F(tls_client_ou), 0, 0,
+     "with tls_client_verify: a client certificate with this OU acts as the client token"},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -135,6 +148,7 @@ void mr_cfg_defaults(struct mr_cfg *cfg)
     cfg->lua_instruction_budget = 10000000;
     cfg->lua_memory_mb = 1024;
     cfg->log_level = MR_CFG_LOG_INFO;
+    cfg->tls_peer_verify = 1;
 }
 
 static void free_peers(struct mr_cfg *cfg)
@@ -1049,7 +1063,94 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
                          cfg->election_timeout_max_ms, cfg->election_timeout_min_ms);
         return MR_ECONFIG;
     }
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        mr_errmsg_printf(errmsg, "%s: required with %s (TLS needs a certificate and its key)",
+                         cfg->tls_cert == NULL ? "tls_cert" : "tls_key",
+                         cfg->tls_cert == NULL ? "tls_key" : "tls_cert");
+        return MR_ECONFIG;
+    }
+    if (cfg->tls_ca != NULL && cfg->tls_cert == NULL) {
+        mr_errmsg_printf(errmsg, "tls_ca: needs tls_cert and tls_key (this node's own "
+                                 "certificate)");
+        return MR_ECONFIG;
+    }
+    if (cfg->tls_client_verify && cfg->tls_ca == NULL) {
+        mr_errmsg_printf(errmsg, "tls_client_verify: needs tls_ca (the CA that signs the "
+                                 "client certificates)");
+        return MR_ECONFIG;
+    }
+    if ((cfg->tls_admin_ou != NULL || cfg->tls_client_ou != NULL) && !cfg->tls_client_verify) {
+        mr_errmsg_printf(errmsg, "%s: needs tls_client_verify = true",
+                         cfg->tls_admin_ou != NULL ? "tls_admin_ou" : "tls_client_ou");
+        return MR_ECONFIG;
+    }
     return 0;
+}
+
+static int str_differs(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL) return a != b;
+    return strcmp(a, b) != 0;
+}
+
+static int peers_differ(const struct mr_cfg *a, const struct mr_cfg *b)
+{
+    if (a->n_peers != b->n_peers) return 1;
+    for (size_t i = 0; i < a->n_peers; i++) {
+        if (str_differs(a->peers[i].id, b->peers[i].id) ||
+            str_differs(a->peers[i].raft_addr, b->peers[i].raft_addr) ||
+            str_differs(a->peers[i].http_addr, b->peers[i].http_addr))
+            return 1;
+    }
+    return 0;
+}
+
+static int join_differs(const struct mr_cfg *a, const struct mr_cfg *b)
+{
+    if (a->n_join != b->n_join) return 1;
+    for (size_t i = 0; i < a->n_join; i++)
+        if (str_differs(a->join[i], b->join[i])) return 1;
+    return 0;
+}
+
+void mr_cfg_diff(const struct mr_cfg *a, const struct mr_cfg *b,
+                 void (*cb)(void *data, const char *key), void *data)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct keydesc *d = &keys[i];
+        const void *pa = (const char *)a + d->off, *pb = (const char *)b + d->off;
+        int differs = 0;
+        switch (d->kind) {
+        case K_STR:
+        case K_ID:
+        case K_ADDR:
+        case K_PATH:
+        case K_TOKEN:
+            differs = str_differs(*(char *const *)pa, *(char *const *)pb);
+            break;
+        case K_INT:
+        case K_BOOL:
+            differs = *(const int *)pa != *(const int *)pb;
+            break;
+        case K_U64:
+            differs = *(const uint64_t *)pa != *(const uint64_t *)pb;
+            break;
+        case K_LOGLEVEL:
+            differs = a->log_level != b->log_level;
+            break;
+        case K_ETIMEOUT:
+            differs = a->election_timeout_min_ms != b->election_timeout_min_ms ||
+                      a->election_timeout_max_ms != b->election_timeout_max_ms;
+            break;
+        case K_PEERS:
+            differs = peers_differ(a, b);
+            break;
+        case K_JOIN:
+            differs = join_differs(a, b);
+            break;
+        }
+        if (differs) cb(data, d->name);
+    }
 }
 
 /* ---- help and dump

@@ -97,6 +97,16 @@ struct mr_cfg {
 
     int log_level; /* enum mr_cfg_log_level, default info */
 
+    /* TLS (docs/operations.md "TLS"): both ports when tls_cert/tls_key are
+     * set. tls_peer_verify (default 1) matters only with tls_ca. */
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ca;
+    int tls_peer_verify;   /* bool, default 1 */
+    int tls_client_verify; /* bool, default 0; needs tls_ca */
+    char *tls_admin_ou;    /* client certificate OU that grants admin; needs client verify */
+    char *tls_client_ou;   /* client certificate OU that grants client access */
+
     int is_help;    /* --help was given: print mr_cfg_usage and exit 0 */
     int is_version; /* --version was given */
     int is_dump;    /* --print-config was given: print mr_cfg_dump and exit 0 */
@@ -128,6 +138,12 @@ int mr_cfg_parse_args(struct mr_cfg *cfg, int argc, char **argv, char *errmsg);
  * bootstrap_expect/join are exclusive, addresses parse, election timeout
  * above the heartbeat, ...). Errors: MR_ECONFIG naming the key. */
 int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg);
+
+/* Calls cb(data, key) once for every key whose value differs between a and
+ * b, in key table order (for a reload: which keys changed). Key names are
+ * static strings. Flags such as is_help are not keys. */
+void mr_cfg_diff(const struct mr_cfg *a, const struct mr_cfg *b,
+                 void (*cb)(void *data, const char *key), void *data);
 
 /* Splits "host:port" ("[::1]:7001" for IPv6). host gets the host without
  * brackets (NUL-terminated, truncated to hostlen). Returns 0 or MR_EINVAL. */

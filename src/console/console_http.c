@@ -3,7 +3,9 @@
  * One connection, kept alive between requests. Every wait is a poll() with a
  * deadline so a dead node cannot hang the console, and SIGINT (poll returns
  * EINTR with mr_console_interrupted set) cancels the wait. Answers are parsed
- * by http-parser, which also undoes chunked transfer coding. */
+ * by http-parser, which also undoes chunked transfer coding. An https://
+ * address runs the same exchange through a TLS session (src/tls) over the
+ * socket. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -33,12 +35,55 @@ void mr_console_http_close(struct mr_console_http *c)
 {
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    mr_tls_free(c->tls);
+    c->tls = NULL;
 }
 
-int mr_console_http_set_addr(struct mr_console_http *c, const char *addr)
+int mr_console_http_set_tls(struct mr_console_http *c, const char *ca, const char *cert,
+                            const char *key)
 {
-    const char *host, *port, *colon;
+    char *a = ca ? mr_strdup(ca) : NULL, *b = cert ? mr_strdup(cert) : NULL;
+    char *k = key ? mr_strdup(key) : NULL;
+    if ((ca && !a) || (cert && !b) || (key && !k)) {
+        mr_free(a);
+        mr_free(b);
+        mr_free(k);
+        return MR_ENOMEM;
+    }
+    mr_console_http_close(c);
+    mr_free(c->tls_ca);
+    mr_free(c->tls_cert);
+    mr_free(c->tls_key);
+    mr_tls_ctx_unref(c->tls_ctx);
+    c->tls_ctx = NULL;
+    c->tls_ca = a;
+    c->tls_cert = b;
+    c->tls_key = k;
+    return 0;
+}
+
+void mr_console_http_free(struct mr_console_http *c)
+{
+    mr_console_http_close(c);
+    (void)mr_console_http_set_tls(c, NULL, NULL, NULL);
+}
+
+int mr_console_http_set_addr(struct mr_console_http *c, const char *full)
+{
+    const char *host, *port, *colon, *addr = full;
+    char buf[300];
     size_t hlen;
+    int is_https = 0;
+    if (strncmp(addr, "https://", 8) == 0) {
+        is_https = 1;
+        addr += 8;
+    } else if (strncmp(addr, "http://", 7) == 0) {
+        addr += 7;
+    }
+    if (strlen(addr) >= sizeof buf) goto bad;
+    strcpy(buf, addr);
+    if (buf[0] != '\0' && buf[strlen(buf) - 1] == '/') buf[strlen(buf) - 1] = '\0';
+    addr = buf;
     if (addr[0] == '[') {
         const char *end = strchr(addr, ']');
         if (end == NULL || end[1] != ':') goto bad;
@@ -70,9 +115,10 @@ int mr_console_http_set_addr(struct mr_console_http *c, const char *addr)
     memcpy(c->host, host, hlen);
     c->host[hlen] = '\0';
     strcpy(c->port, port);
+    c->is_https = is_https;
     return 0;
 bad:
-    mr_errmsg_printf(c->errmsg, "bad address \"%s\" (want host:port)", addr);
+    mr_errmsg_printf(c->errmsg, "bad address \"%s\" (want [https://]host:port)", full);
     return MR_EINVAL;
 }
 
@@ -159,6 +205,31 @@ static int do_connect(struct mr_console_http *c)
         return rv;
     }
     c->fd = rv;
+    if (c->is_https) {
+        char err[MR_ERRMSG_SIZE] = "";
+        if (c->tls_ctx == NULL) {
+            struct mr_tls_ctx_options o;
+            memset(&o, 0, sizeof o);
+            o.ca_file = c->tls_ca;
+            o.cert_file = c->tls_cert;
+            o.key_file = c->tls_key;
+            o.is_verify_peer = 1;
+            rv = mr_tls_ctx_new(&o, &c->tls_ctx, err);
+            if (rv != 0) {
+                mr_console_http_close(c);
+                mr_errmsg_printf(c->errmsg, "%s", err);
+                return rv;
+            }
+        }
+        rv = mr_tls_new(c->tls_ctx, c->host, &c->tls);
+        if (rv == 0) rv = mr_tls_start(c->tls);
+        if (rv != 0) {
+            mr_console_http_close(c);
+            mr_errmsg_printf(c->errmsg, "tls with %s:%s: cannot start a session", c->host,
+                             c->port);
+            return rv;
+        }
+    }
     return 0;
 }
 
@@ -350,7 +421,7 @@ void mr_console_http_resp_free(struct mr_console_http_resp *resp)
     memset(resp, 0, sizeof *resp);
 }
 
-static int send_all(struct mr_console_http *c, const char *p, size_t n,
+static int send_raw(struct mr_console_http *c, const char *p, size_t n,
                     long long deadline)
 {
     while (n > 0) {
@@ -369,6 +440,82 @@ static int send_all(struct mr_console_http *c, const char *p, size_t n,
         return -errno;
     }
     return 0;
+}
+
+/* TLS: writes every ciphertext byte the session has pending. */
+static int tls_push(struct mr_console_http *c, long long deadline)
+{
+    char *buf;
+    size_t len;
+    int rv;
+    if (mr_tls_pending(c->tls) == 0) return 0;
+    if (mr_tls_take(c->tls, &buf, &len) != 0) return MR_ENOMEM;
+    rv = send_raw(c, buf, len, deadline);
+    mr_free(buf);
+    return rv;
+}
+
+static int send_all(struct mr_console_http *c, const char *p, size_t n, long long deadline)
+{
+    int rv;
+    if (c->tls == NULL) return send_raw(c, p, n, deadline);
+    rv = mr_tls_write(c->tls, p, n);
+    if (rv != 0) return rv;
+    return tls_push(c, deadline);
+}
+
+/* Reads some answer bytes: *got > 0, or 0 at the end of the stream. Waits
+ * (poll) until the deadline. Returns 0, MR_ETIMEOUT, MR_ECANCELED, -errno,
+ * or MR_EAUTH for a TLS failure (c->errmsg says which). */
+static int recv_some(struct mr_console_http *c, char *buf, size_t cap, long long deadline,
+                     size_t *got)
+{
+    *got = 0;
+    for (;;) {
+        ssize_t n;
+        int rv;
+        if (c->tls != NULL) {
+            rv = mr_tls_read(c->tls, buf, cap, got);
+            if (rv == MR_ESHUTDOWN) return 0;
+            if (rv != 0) goto tls_failed;
+            if (*got > 0) return 0;
+            n = recv(c->fd, buf, cap, 0);
+        } else {
+            n = recv(c->fd, buf, cap, 0);
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                if (mr_console_interrupted) return MR_ECANCELED;
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                rv = wait_fd(c->fd, POLLIN, deadline);
+                if (rv != 0) return rv;
+                continue;
+            }
+            return -errno;
+        }
+        if (c->tls == NULL) {
+            *got = (size_t)n;
+            return 0;
+        }
+        if (n == 0) {
+            if (!mr_tls_is_ready(c->tls)) {
+                mr_errmsg_printf(c->errmsg, "the server closed the connection during the TLS "
+                                            "handshake (does it want a client certificate?)");
+                return MR_EAUTH;
+            }
+            return 0;
+        }
+        rv = mr_tls_feed(c->tls, buf, (size_t)n);
+        if (rv == 0) rv = tls_push(c, deadline); /* handshake, request */
+        else (void)tls_push(c, deadline);        /* the alert */
+        if (rv != 0 && rv != MR_EPROTO) return rv;
+        if (rv == MR_EPROTO) goto tls_failed;
+    }
+tls_failed:
+    mr_errmsg_printf(c->errmsg, "%s", mr_tls_errmsg(c->tls));
+    return MR_EAUTH;
 }
 
 /* One attempt on the current connection. *got_bytes tells the caller whether
@@ -397,24 +544,9 @@ static int exchange(struct mr_console_http *c, const struct buf *req, long long 
     rv = send_all(c, req->p, req->len, deadline);
     if (rv != 0) goto out;
     while (!r.complete) {
-        ssize_t n = recv(c->fd, chunk, sizeof chunk, 0);
-        size_t used;
-        if (n < 0) {
-            if (errno == EINTR) {
-                if (mr_console_interrupted) {
-                    rv = MR_ECANCELED;
-                    goto out;
-                }
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                rv = wait_fd(c->fd, POLLIN, deadline);
-                if (rv != 0) goto out;
-                continue;
-            }
-            rv = -errno;
-            goto out;
-        }
+        size_t n, used;
+        rv = recv_some(c, chunk, sizeof chunk, deadline, &n);
+        if (rv != 0) goto out;
         if (n > 0) *got_bytes = 1;
         used = http_parser_execute(&parser, &settings, chunk, (size_t)n);
         if (r.oom) {
@@ -436,7 +568,7 @@ static int exchange(struct mr_console_http *c, const struct buf *req, long long 
             mr_console_http_close(c);
             goto out;
         }
-        if (r.complete && used < (size_t)n) {
+        if (r.complete && used < n) {
             /* Bytes after the answer: the connection is out of step. */
             mr_console_http_close(c);
         }
@@ -481,7 +613,9 @@ int mr_console_http_request(struct mr_console_http *c, const char *method,
         /* A keep-alive connection the server already closed: resend once. */
         if (!(reused && !got_bytes && (rv == -ECONNRESET || rv == -EPIPE))) break;
     }
-    if (rv == MR_ECANCELED) {
+    if (rv == MR_EAUTH) {
+        mr_errmsg_wrapf(c->errmsg, "%s %s: TLS with %s:%s", method, path, c->host, c->port);
+    } else if (rv == MR_ECANCELED) {
         mr_errmsg_printf(c->errmsg, "%s %s: canceled by Ctrl-C", method, path);
     } else if (rv == MR_ETIMEOUT) {
         mr_errmsg_printf(c->errmsg, "%s %s: no answer from %s:%s within %d ms", method,

@@ -7,6 +7,7 @@
 
 #include <lua.h>
 
+#include "tls/tls.h"
 #include "util/util.h"
 
 /* Timeouts, in milliseconds. Watch long polls pass their own, longer one. */
@@ -42,6 +43,11 @@ struct mr_console_http {
     char port[16];
     int fd; /* -1 when not connected */
     int connect_timeout_ms;
+    int is_https;            /* the address was given as https://... */
+    char *tls_ca;            /* PEM CA file to verify the server; NULL: system CAs */
+    char *tls_cert, *tls_key; /* client certificate (mutual TLS); NULL: none */
+    struct mr_tls_ctx *tls_ctx; /* built at the first https connect */
+    struct mr_tls *tls;         /* the connection's session */
     char errmsg[MR_ERRMSG_SIZE];
 };
 
@@ -49,12 +55,24 @@ struct mr_console_http {
 void mr_console_http_init(struct mr_console_http *c);
 
 /* Sets the server address: "host:port", "[v6addr]:port" or ":port"/"port"
- * (host 127.0.0.1). Closes any open connection. Returns 0 or MR_EINVAL (with
+ * (host 127.0.0.1), optionally prefixed with "http://" or "https://" (a
+ * trailing "/" is ignored). https verifies the server's certificate (chain
+ * and host name or IP) against the CA set with mr_console_http_set_tls, or
+ * the system's CAs. Closes any open connection. Returns 0 or MR_EINVAL (with
  * c->errmsg set; the old address is kept). `addr` is only read. */
 int mr_console_http_set_addr(struct mr_console_http *c, const char *addr);
 
 /* Closes the connection, if any. The address is kept. */
 void mr_console_http_close(struct mr_console_http *c);
+
+/* TLS files for https addresses (each may be NULL; copied): the CA that signs
+ * the server's certificate, and a client certificate and key for servers
+ * that require one. Closes any open connection. 0 or MR_ENOMEM. */
+int mr_console_http_set_tls(struct mr_console_http *c, const char *ca, const char *cert,
+                            const char *key);
+
+/* Frees everything the client holds (connection, TLS files and context). */
+void mr_console_http_free(struct mr_console_http *c);
 
 /* Sends one request and waits for its answer.
  * `headers` is NULL or a NULL-terminated list of "Name: value" strings (CR

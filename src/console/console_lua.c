@@ -396,7 +396,7 @@ void mr_console_close(struct mr_console *c)
 {
     if (c->L != NULL) lua_close(c->L);
     c->L = NULL;
-    mr_console_http_close(&c->http);
+    mr_console_http_free(&c->http);
     /* Do not leave tokens lying around in freed memory. */
     if (c->token) {
         memset(c->token, 0, strlen(c->token));

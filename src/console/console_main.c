@@ -15,6 +15,20 @@ static void on_sigint(int sig)
     mr_console_on_sigint();
 }
 
+#define TLS_USAGE                                                                   \
+    "  --tls-ca FILE      CA that signs the node's certificate, for https://\n"       \
+    "                     addresses (default $MOONRAFT_TLS_CA; else the system's)\n" \
+    "  --tls-cert FILE    client certificate, when the node requires one\n"          \
+    "  --tls-key FILE     its key ($MOONRAFT_TLS_CERT, $MOONRAFT_TLS_KEY)\n"
+
+struct tls_files {
+    const char *ca, *cert, *key;
+};
+
+/* Takes --tls-ca/--tls-cert/--tls-key at argv[*i]: 1 taken, 0 not one of
+ * them, -1 missing value. */
+static int tls_opt(int argc, char **argv, int *i, struct tls_files *t);
+
 static void usage(FILE *f)
 {
     fputs("usage: moonraft console [options] [host:port] [SCRIPT.lua [args...]]\n"
@@ -22,13 +36,16 @@ static void usage(FILE *f)
           "  -i                 enter the interactive console after -e/SCRIPT\n"
           "  --token T          bearer token (default $MOONRAFT_TOKEN)\n"
           "  --admin-token T    admin bearer token (default $MOONRAFT_ADMIN_TOKEN)\n"
+          TLS_USAGE
           "  -h, --help         this text\n"
-          "The address defaults to $MOONRAFT_ADDR, then " MR_CONSOLE_DEFAULT_ADDR ".\n"
+          "The address defaults to $MOONRAFT_ADDR, then " MR_CONSOLE_DEFAULT_ADDR ";\n"
+          "https://host:port speaks TLS.\n"
           "Exit status: 0 ok, 1 Lua or server error, 2 usage error.\n",
           f);
 }
 
 struct opts {
+    struct tls_files tls;
     const char *addr;
     const char *token;
     const char *admin_token;
@@ -55,10 +72,25 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
     return argv[++*i];
 }
 
+static int tls_opt(int argc, char **argv, int *i, struct tls_files *t)
+{
+    static const char *const names[3] = {"--tls-ca", "--tls-cert", "--tls-key"};
+    const char **slots[3] = {&t->ca, &t->cert, &t->key};
+    int k;
+    for (k = 0; k < 3; k++) {
+        size_t n = strlen(names[k]);
+        if (strncmp(argv[*i], names[k], n) == 0 && (argv[*i][n] == '\0' || argv[*i][n] == '=')) {
+            *slots[k] = opt_value(argc, argv, i, names[k]);
+            return *slots[k] != NULL ? 1 : -1;
+        }
+    }
+    return 0;
+}
+
 /* Returns 0, 1 for --help, or -1 on a usage error (message printed). */
 static int parse(int argc, char **argv, struct opts *o)
 {
-    int i;
+    int i, k;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return 1;
@@ -71,6 +103,8 @@ static int parse(int argc, char **argv, struct opts *o)
             o->code[o->n_code++] = code;
         } else if (strcmp(a, "-i") == 0) {
             o->interactive = 1;
+        } else if (strncmp(a, "--tls-", 6) == 0 && (k = tls_opt(argc, argv, &i, &o->tls)) != 0) {
+            if (k < 0) goto missing;
         } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
             if ((o->token = opt_value(argc, argv, &i, "--token")) == NULL) goto missing;
         } else if (strcmp(a, "--admin-token") == 0 ||
@@ -109,6 +143,15 @@ static const char *env_or(const char *value, const char *name)
     return e != NULL && e[0] != '\0' ? e : NULL;
 }
 
+/* Flags, else the environment, onto the console's HTTP client. */
+static int apply_tls(struct mr_console *c, struct tls_files *t)
+{
+    t->ca = env_or(t->ca, "MOONRAFT_TLS_CA");
+    t->cert = env_or(t->cert, "MOONRAFT_TLS_CERT");
+    t->key = env_or(t->key, "MOONRAFT_TLS_KEY");
+    return mr_console_http_set_tls(&c->http, t->ca, t->cert, t->key);
+}
+
 int mr_console_main(int argc, char **argv)
 {
     struct opts o;
@@ -134,6 +177,7 @@ int mr_console_main(int argc, char **argv)
     o.admin_token = env_or(o.admin_token, "MOONRAFT_ADMIN_TOKEN");
 
     rv = mr_console_open(&c, o.addr, o.token, o.admin_token);
+    if (rv == 0) rv = apply_tls(&c, &o.tls);
     if (rv != 0) {
         fprintf(stderr, "moonraft console: %s\n", c.errmsg);
         mr_free(o.code);
@@ -176,16 +220,17 @@ int mr_console_main(int argc, char **argv)
 /* ---- moonraft deploy ---------------------------------------------------------------- */
 static void deploy_usage(FILE *out)
 {
-    fputs("usage: moonraft deploy FILE [host:port] [--label L] [--token T]\n"
+    fputs("usage: moonraft deploy FILE [[https://]host:port] [--label L] [--token T]\n"
           "  Runs FILE as the cluster's new state machine script (through the log) and\n"
           "  exits 0 once the node at host:port runs it. --label defaults to FILE's name;\n"
-          "  --token to $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN.\n",
+          "  --token to $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN.\n" TLS_USAGE,
           out);
 }
 
 int mr_console_deploy_main(int argc, char **argv)
 {
     const char *file = NULL, *addr = NULL, *label = NULL, *token = NULL;
+    struct tls_files tls = {NULL, NULL, NULL};
     struct mr_console c;
     struct sigaction sa, old_sa;
     int i, rv, status = MR_CONSOLE_EXIT_OK;
@@ -199,6 +244,8 @@ int mr_console_deploy_main(int argc, char **argv)
             if ((label = opt_value(argc, argv, &i, "--label")) == NULL) goto usage;
         } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
             if ((token = opt_value(argc, argv, &i, "--token")) == NULL) goto usage;
+        } else if (strncmp(a, "--tls-", 6) == 0 && (rv = tls_opt(argc, argv, &i, &tls)) != 0) {
+            if (rv < 0) goto usage;
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "moonraft deploy: unknown option %s\n", a);
             goto usage;
@@ -216,6 +263,7 @@ int mr_console_deploy_main(int argc, char **argv)
     token = env_or(token, "MOONRAFT_ADMIN_TOKEN");
     token = env_or(token, "MOONRAFT_TOKEN");
     rv = mr_console_open(&c, addr, token, token);
+    if (rv == 0) rv = apply_tls(&c, &tls);
     if (rv != 0) {
         fprintf(stderr, "moonraft deploy: %s\n", c.errmsg);
         return rv == MR_EINVAL || rv == MR_ENOTFOUND ? MR_CONSOLE_EXIT_USAGE

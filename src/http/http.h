@@ -61,6 +61,7 @@
 #include <http_parser.h>
 #include <uv.h>
 
+#include "tls/tls.h"
 #include "util/util.h"
 
 /* ==== string builder ====================================================== */
@@ -220,6 +221,10 @@ struct mr_http_options {
      *   moonraft_http_connections                          gauge (open)
      *   moonraft_http_connections_rejected_total           counter */
     struct mr_http_metrics *metrics;
+    /* HTTPS: a server context (referenced by the server; NULL = plaintext).
+     * Plaintext HTTP on an HTTPS server is answered 400 invalid_request in
+     * plaintext, and the connection closed. See mr_http_server_set_tls. */
+    struct mr_tls_ctx *tls;
 };
 
 #define MR_HTTP_DEFAULT_MAX_HEADER_BYTES (16u * 1024)
@@ -257,6 +262,9 @@ struct mr_http_request {
     /* The client's address (sockaddr_in or sockaddr_in6); family AF_UNSPEC when
      * not on a socket (tests, fuzzing). */
     const struct sockaddr *peer;
+    /* HTTPS with client verification: the OU of the client certificate that
+     * verified against the server's CA; NULL when there is none. */
+    const char *tls_ou;
     void *data; /* free for the handler; NULL initially */
 };
 
@@ -377,6 +385,7 @@ struct mr_http_server {
     long date_sec;
     char date[40];              /* "Date: ...\r\n" */
     char *rbuf;                 /* shared read buffer (one loop thread) */
+    struct mr_tls_ctx *tls;     /* referenced; NULL: plaintext */
     struct mr_http_buf scratch; /* error bodies (one loop thread) */
     char errmsg[MR_ERRMSG_SIZE];
 };
@@ -400,6 +409,19 @@ int mr_http_server_listen(struct mr_http_server *srv, const char *addr, char *er
 int mr_http_server_port(const struct mr_http_server *srv);
 void mr_http_server_stats(const struct mr_http_server *srv,
                           struct mr_http_server_stats *out);
+/* Applies new limits and timeouts (a reload) from `opt`: max_header_bytes,
+ * max_body_bytes, the three timeouts, max_connections and max_pipelined
+ * (zero fields take the defaults); `metrics` and `tls` are ignored. Requests
+ * and connections check them from then on (a timer already armed keeps its
+ * deadline until it is next re-armed). */
+void mr_http_server_update(struct mr_http_server *srv, const struct mr_http_options *opt);
+
+/* Replaces the HTTPS context (certificate reload): connections accepted from
+ * now on use `ctx`; open ones keep the context they started with. Takes a
+ * reference, drops the old one. Errors: MR_EINVAL when it would switch
+ * HTTPS on or off (that needs a restart). */
+int mr_http_server_set_tls(struct mr_http_server *srv, struct mr_tls_ctx *ctx);
+
 /* Closes the listener and every connection. Requests not yet answered are
  * aborted (their abort hooks fire now) and their answers will be discarded.
  * cb (may be NULL) runs once, from the loop, after every handle is closed,

@@ -19,6 +19,8 @@
 static void conn_flush(struct mr_http_conn *c);
 static void conn_rearm(struct mr_http_conn *c);
 static void conn_die(struct mr_http_conn *c);
+static void conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
+                      const char *msg);
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -127,6 +129,7 @@ static int on_message_begin(http_parser *p)
     if (r == NULL) return reject(c, 503, "unavailable", "out of memory");
     r->conn = c;
     r->pub.peer = (const struct sockaddr *)&c->peer;
+    r->pub.tls_ou = c->has_tls_id ? c->tls_ou : NULL;
     r->header_bytes = 16; /* request line: method, spaces, version, CRLF */
     c->cur = r;
     mr_queue_push_tail(&c->reqs, &r->link);
@@ -448,6 +451,13 @@ static void conn_die(struct mr_http_conn *c)
 void mr_http__conn_kill(struct mr_http_conn *c)
 {
     conn_die(c);
+}
+
+void mr_http__conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
+                        const char *msg)
+{
+    conn_fail(c, status, code, msg);
+    conn_rearm(c);
 }
 
 /* Every answer is out and nothing more will be read: send FIN, drain. */

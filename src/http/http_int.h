@@ -117,6 +117,10 @@ struct mr_http_conn {
     uv_shutdown_t sreq;
     int nhandles;  /* handles not yet closed */
     int write_err; /* uv_write failed at once: reported from the timer */
+    struct mr_tls *tls;       /* HTTPS session; NULL: plaintext */
+    int is_tls_core_waiting;  /* a core write waits for the TLS handshake */
+    int has_tls_id;           /* a verified client certificate: tls_ou valid */
+    char tls_ou[64];
 };
 
 /* Server internals. */
@@ -161,5 +165,9 @@ void mr_http__conn_timeout(struct mr_http_conn *c);
 void mr_http__conn_closed(struct mr_http_conn *c);
 /* Hard close now (server close). */
 void mr_http__conn_kill(struct mr_http_conn *c);
+/* Answers a server-made error (e.g. 400 for plaintext on the HTTPS port) and
+ * closes after it; reads no more requests. */
+void mr_http__conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
+                        const char *msg);
 
 #endif /* MR_HTTP_INT_H */

@@ -1,4 +1,6 @@
-/* http: the listener and the libuv TCP transport of connections. */
+/* http: the listener and the libuv TCP transport of connections, with
+ * optional TLS (src/tls) between the socket and the connection core: the
+ * core sees plaintext only. */
 #include "http/http_int.h"
 
 #include <stdlib.h>
@@ -13,7 +15,111 @@ uint64_t mr_http__now(const struct mr_http_server *srv)
 static void on_conn_close(uv_handle_t *h)
 {
     struct mr_http_conn *c = h->data;
-    if (--c->nhandles == 0) mr_http__conn_closed(c);
+    if (--c->nhandles == 0) {
+        mr_tls_free(c->tls);
+        c->tls = NULL;
+        mr_http__conn_closed(c);
+    }
+}
+
+/* ---- TLS ----------------------------------------------------------------------- */
+/* One write of ciphertext. `is_core` when it carries the core's write (whose
+ * completion the core waits for); handshake records and alerts are not. */
+struct tls_wreq {
+    uv_write_t req;
+    struct mr_http_conn *c;
+    char *buf; /* owned */
+    int is_core;
+};
+
+static void on_timer(uv_timer_t *t);
+
+static void on_tls_write(uv_write_t *req, int status)
+{
+    struct tls_wreq *w = MR_CONTAINER_OF(req, struct tls_wreq, req);
+    struct mr_http_conn *c = w->c;
+    int is_core = w->is_core;
+    mr_free(w->buf);
+    mr_free(w);
+    if (is_core) mr_http__conn_write_done(c, status);
+}
+
+/* Writes what the session has pending; when `is_core`, its completion is the
+ * core's write_done (reported from the loop even on failure). Returns 0, or
+ * -1 when nothing was pending (the caller decides). */
+static int tls_flush(struct mr_http_conn *c, int is_core)
+{
+    struct tls_wreq *w;
+    uv_buf_t out;
+    size_t len = 0;
+    int rc = UV_ENOMEM;
+    if (c->tls == NULL || mr_tls_pending(c->tls) == 0) return -1;
+    w = mr_calloc(1, sizeof *w);
+    if (w != NULL) {
+        w->c = c;
+        w->is_core = is_core;
+        if (mr_tls_take(c->tls, &w->buf, &len) == 0) {
+            out = uv_buf_init(w->buf, (unsigned)len);
+            rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &out, 1, on_tls_write);
+            if (rc == 0) return 0;
+        }
+        mr_free(w->buf);
+        mr_free(w);
+    }
+    if (is_core) {
+        c->write_err = rc;
+        uv_timer_start(&c->timer, on_timer, 0, 0);
+    }
+    return 0;
+}
+
+/* After the session consumed input: send its records; a core write that
+ * waited for the handshake goes with them. */
+static void tls_after_input(struct mr_http_conn *c)
+{
+    int is_core = c->is_tls_core_waiting && mr_tls_is_ready(c->tls);
+    if (tls_flush(c, is_core) == 0 && is_core) c->is_tls_core_waiting = 0;
+}
+
+static void tls_on_read(struct mr_http_conn *c, const char *data, size_t len)
+{
+    struct mr_http_server *srv = c->srv;
+    int rc = mr_tls_feed(c->tls, data, len);
+    if (rc != 0) {
+        if (mr_tls_is_plaintext(c->tls)) {
+            /* Fail closed, but say why in the client's own protocol. */
+            mr_tls_free(c->tls);
+            c->tls = NULL;
+            mr_http__conn_fail(c, 400, "invalid_request",
+                               "this port speaks HTTPS: the request came in plaintext "
+                               "(use https://)");
+            return;
+        }
+        tls_flush(c, 0); /* the alert */
+        mr_http__conn_read_end(c, UV_EPROTO);
+        return;
+    }
+    if (!c->has_tls_id && mr_tls_is_ready(c->tls)) {
+        char cn[64];
+        c->has_tls_id = mr_tls_peer_names(c->tls, cn, sizeof cn, c->tls_ou, sizeof c->tls_ou);
+    }
+    /* `data` was copied into the session: the shared buffer is free again. */
+    while (c->phase != MR_HTTP_CONN_DEAD) {
+        size_t got;
+        rc = mr_tls_read(c->tls, srv->rbuf, MR_HTTP_RBUF_SIZE, &got);
+        if (rc == MR_ESHUTDOWN) {
+            mr_http__conn_read_end(c, 0);
+            return;
+        }
+        if (rc != 0) {
+            tls_flush(c, 0);
+            mr_http__conn_read_end(c, UV_EPROTO);
+            return;
+        }
+        if (got == 0) break;
+        mr_http__conn_feed(c, srv->rbuf, got);
+    }
+    if (c->phase != MR_HTTP_CONN_DEAD) tls_after_input(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -37,6 +143,22 @@ static void on_timer(uv_timer_t *t)
 static void io_write(struct mr_http_conn *c, const uv_buf_t *bufs, unsigned n)
 {
     int rc;
+    if (c->tls != NULL) {
+        unsigned i;
+        for (i = 0; i < n; i++) {
+            rc = mr_tls_write(c->tls, bufs[i].base, bufs[i].len);
+            if (rc != 0) {
+                c->write_err = UV_EPROTO;
+                uv_timer_start(&c->timer, on_timer, 0, 0);
+                return;
+            }
+        }
+        /* Before the handshake completes (a 503 to a client over the limit)
+         * the session keeps the text: the write completes with the
+         * handshake's records. */
+        if (!mr_tls_is_ready(c->tls) || tls_flush(c, 1) != 0) c->is_tls_core_waiting = 1;
+        return;
+    }
     c->wreq.data = c;
     rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, n, on_write);
     if (rc != 0) {
@@ -54,6 +176,10 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void io_shutdown(struct mr_http_conn *c)
 {
+    if (c->tls != NULL && mr_tls_is_ready(c->tls)) {
+        mr_tls_shutdown(c->tls);
+        tls_flush(c, 0);
+    }
     c->sreq.data = c;
     (void)uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown);
 }
@@ -66,6 +192,10 @@ static void io_close(struct mr_http_conn *c)
         int err = c->write_err;
         c->write_err = 0;
         mr_http__conn_write_done(c, err);
+    }
+    if (c->is_tls_core_waiting) {
+        c->is_tls_core_waiting = 0;
+        mr_http__conn_write_done(c, UV_ECANCELED);
     }
     uv_close((uv_handle_t *)&c->tcp, on_conn_close);
     uv_close((uv_handle_t *)&c->timer, on_conn_close);
@@ -82,7 +212,9 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct mr_http_conn *c = s->data;
-    if (nread > 0) {
+    if (nread > 0 && c->tls != NULL) {
+        tls_on_read(c, buf->base, (size_t)nread);
+    } else if (nread > 0) {
         mr_http__conn_feed(c, buf->base, (size_t)nread);
     } else if (nread < 0) {
         mr_http__conn_read_end(c, (int)nread);
@@ -142,6 +274,8 @@ static int setup(struct mr_http_server *srv, uv_loop_t *loop,
     if (o->max_pipelined == 0) o->max_pipelined = MR_HTTP_DEFAULT_MAX_PIPELINED;
     srv->handler = handler;
     srv->data = data;
+    srv->tls = mr_tls_ctx_ref(o->tls);
+    o->tls = NULL;
     srv->port = -1;
     mr_queue_init(&srv->conns);
     mr_queue_init(&srv->pool);
@@ -176,6 +310,8 @@ static int setup(struct mr_http_server *srv, uv_loop_t *loop,
 fail:
     mr_free(srv->rbuf);
     srv->rbuf = NULL;
+    mr_tls_ctx_unref(srv->tls);
+    srv->tls = NULL;
     return MR_EINVAL;
 }
 
@@ -190,6 +326,7 @@ int mr_http_server_init(struct mr_http_server *srv, uv_loop_t *loop,
     rc = uv_tcp_init(loop, &srv->listener);
     if (rc != 0) {
         mr_free(srv->rbuf);
+        mr_tls_ctx_unref(srv->tls);
         return rc;
     }
     srv->listener.data = srv;
@@ -208,6 +345,8 @@ void mr_http__server_close_detached(struct mr_http_server *srv)
     MR_ASSERT(srv->loop == NULL && mr_queue_empty(&srv->conns));
     mr_http__pool_drain(srv);
     mr_http_buf_close(&srv->scratch);
+    mr_tls_ctx_unref(srv->tls);
+    srv->tls = NULL;
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -228,6 +367,10 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (srv->tls != NULL && mr_tls_new(srv->tls, NULL, &c->tls) != 0) {
+        mr_http__conn_kill(c);
+        return;
+    }
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) != 0) {
         c->peer.ss_family = AF_UNSPEC;
     }
@@ -305,6 +448,32 @@ int mr_http_server_listen(struct mr_http_server *srv, const char *addr, char *er
     return 0;
 }
 
+void mr_http_server_update(struct mr_http_server *srv, const struct mr_http_options *opt)
+{
+    struct mr_http_options *o = &srv->opt;
+    o->max_header_bytes = opt->max_header_bytes ? opt->max_header_bytes
+                                                : MR_HTTP_DEFAULT_MAX_HEADER_BYTES;
+    o->max_body_bytes = opt->max_body_bytes ? opt->max_body_bytes : MR_HTTP_DEFAULT_MAX_BODY_BYTES;
+    o->idle_timeout_ms = opt->idle_timeout_ms ? opt->idle_timeout_ms
+                                              : MR_HTTP_DEFAULT_IDLE_TIMEOUT_MS;
+    o->header_timeout_ms = opt->header_timeout_ms ? opt->header_timeout_ms
+                                                  : MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+    o->body_timeout_ms = opt->body_timeout_ms ? opt->body_timeout_ms
+                                              : MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
+    o->max_connections = opt->max_connections ? opt->max_connections
+                                              : MR_HTTP_DEFAULT_MAX_CONNECTIONS;
+    o->max_pipelined = opt->max_pipelined ? opt->max_pipelined : MR_HTTP_DEFAULT_MAX_PIPELINED;
+}
+
+int mr_http_server_set_tls(struct mr_http_server *srv, struct mr_tls_ctx *ctx)
+{
+    if ((ctx == NULL) != (srv->tls == NULL)) return MR_EINVAL;
+    mr_tls_ctx_ref(ctx);
+    mr_tls_ctx_unref(srv->tls);
+    srv->tls = ctx;
+    return 0;
+}
+
 int mr_http_server_port(const struct mr_http_server *srv)
 {
     return srv->is_listening ? srv->port : -1;
@@ -326,6 +495,8 @@ static void maybe_done(struct mr_http_server *srv)
     mr_http_buf_close(&srv->scratch);
     mr_free(srv->rbuf);
     srv->rbuf = NULL;
+    mr_tls_ctx_unref(srv->tls);
+    srv->tls = NULL;
     cb = srv->close_cb;
     srv->close_cb = NULL;
     srv->is_listener_closed = 0; /* fire once */

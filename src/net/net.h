@@ -68,6 +68,16 @@
  * Ordering: frames to one peer leave in send order on one connection and
  * arrive in that order; frames in flight when a connection dies are lost.
  *
+ * TLS (optional, mr_net_options.tls_server/tls_client): every connection
+ * first runs a TLS handshake (the dialer is the TLS client and presents the
+ * client context's certificate; the acceptor requires one when its server
+ * context verifies peers), then the moonraft handshake above inside it; the
+ * HMAC challenge-response still runs when a secret is set. Peers are
+ * authenticated by a certificate from the cluster CA, not by address. It
+ * fails closed: a transport with TLS refuses a plaintext dialer (answering it
+ * with a plaintext HANDSHAKE_REPLY refusal it can log), and one without TLS
+ * refuses a TLS ClientHello, each with a reason that says so.
+ *
  * Threading: everything here runs on the loop thread. Nothing logs (STYLE 6):
  * connection events go to the `on_event` callback with a reason text. */
 #ifndef MR_NET_H
@@ -76,6 +86,7 @@
 #include <uv.h>
 
 #include "raft/raft.h"
+#include "tls/tls.h"
 #include "util/util.h"
 
 /* ===== wire codec ========================================================= */
@@ -264,6 +275,11 @@ struct mr_net_options {
     unsigned io_timeout_ms;    /* TCP_USER_TIMEOUT: unacked data kills the
                                   connection after this long [15000] */
     int is_strict_peers;       /* 1: refuse inbound nodes not set as peers */
+    /* TLS: both or neither (NULL = plaintext). Referenced by the transport
+     * (the caller keeps its own references). tls_server accepts, tls_client
+     * dials; see mr_net_set_tls for a reload. */
+    struct mr_tls_ctx *tls_server;
+    struct mr_tls_ctx *tls_client;
 };
 
 /* Counters for /metrics and status. */
@@ -307,6 +323,9 @@ struct mr_net {
     struct mr_queue peers;   /* struct mr_net_peer */
     struct mr_queue inbound; /* accepted connections */
     struct mr_rand rand;     /* backoff jitter */
+    struct mr_tls_ctx *tls_server; /* referenced; NULL: plaintext */
+    struct mr_tls_ctx *tls_client; /* referenced */
+    char *tls_rbuf;                /* ciphertext read buffer (one loop thread) */
     char errmsg[MR_ERRMSG_SIZE];
 };
 
@@ -383,6 +402,13 @@ int mr_net_send_forward_reply(struct mr_net *net, mr_node_id to,
 int mr_net_send_snapshot_chunk(struct mr_net *net, mr_node_id to,
                                const struct mr_net_snapshot_chunk *chunk,
                                struct mr_rcbuf *data);
+
+/* Replaces the TLS contexts (a certificate reload): connections made from
+ * now on use the new ones, open connections keep theirs (each session holds
+ * a reference to its context). Takes references; drops the old ones.
+ * Errors: MR_EINVAL when TLS would be switched on or off (a restart is
+ * needed: the listener's mode is fixed) or only one context is given. */
+int mr_net_set_tls(struct mr_net *net, struct mr_tls_ctx *server, struct mr_tls_ctx *client);
 
 /* Closes everything: listener, connections, timers, pending resolutions;
  * queued frames are dropped. No callback other than `cb` runs afterwards

@@ -30,6 +30,7 @@
 #define KEEPALIVE_DELAY 10                      /* seconds of idleness */
 #define ADDR_MAX 300                            /* bytes of "host:port" text */
 #define MAX_HANDSHAKING 64 /* inbound connections not yet authenticated */
+#define TLS_RBUF_SIZE (64u * 1024) /* bytes of ciphertext per read */
 
 enum conn_state {
     C_RESOLVING = 1, /* outbound: getaddrinfo in flight */
@@ -49,6 +50,7 @@ struct conn {
     uv_connect_t connect_req;
     uv_getaddrinfo_t gai_req;
     struct mr_net_reader reader;
+    struct mr_tls *tls; /* NULL: plaintext */
     int state;
     int is_inbound;
     int is_closing;
@@ -92,6 +94,7 @@ struct wreq {
     struct mr_net_peer *peer; /* NULL: a handshake write, not accounted */
     struct conn *conn;
     struct mr_net_wbuf wb;
+    char *cipher; /* TLS: the encrypted batch this request writes (owned) */
 };
 
 static void conn_close(struct conn *c, int ev_type, const char *fmt, ...)
@@ -231,6 +234,7 @@ static void set_sockopts(struct conn *c)
 static void wreq_free(struct wreq *w)
 {
     mr_net_wbuf_release(&w->wb);
+    mr_free(w->cipher);
     mr_free(w);
 }
 
@@ -286,6 +290,7 @@ static void conn_maybe_free(struct conn *c)
     if (c->open_handles > 0 || c->is_gai_pending) return;
     if (c->is_inbound) mr_queue_remove(&c->link);
     mr_net_reader_close(&c->reader);
+    mr_tls_free(c->tls);
     mr_free(c);
     if (p != NULL) {
         p->conn = NULL;
@@ -400,6 +405,55 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
+/* TLS: encrypts the n buffers and writes the ciphertext (with whatever the
+ * session had pending) under w's request. Returns 0 or a uv error. */
+static int tls_encrypt(struct conn *c, struct wreq *w, const uv_buf_t *bufs, unsigned n)
+{
+    uv_buf_t out;
+    size_t len;
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        if (mr_tls_write(c->tls, bufs[i].base, bufs[i].len) != 0) return UV_EPROTO;
+    }
+    if (mr_tls_take(c->tls, &w->cipher, &len) != 0) return UV_ENOMEM;
+    if (len == 0) {
+        /* Still in the TLS handshake: the session keeps the plaintext and
+         * sends it once the handshake completes (tls_flush); this request is
+         * done as far as the queue is concerned. */
+        w->cipher = mr_malloc(1);
+        if (w->cipher == NULL) return UV_ENOMEM;
+    }
+    out = uv_buf_init(w->cipher, (unsigned)len);
+    return uv_write(&w->req, (uv_stream_t *)&c->tcp, &out, 1, on_write);
+}
+
+/* TLS: writes what the session produced by itself (handshake messages,
+ * alerts, tickets, plaintext that waited for the handshake). */
+static void tls_flush(struct conn *c)
+{
+    struct wreq *w;
+    char *buf;
+    size_t len;
+    uv_buf_t out;
+    int rv;
+    if (c->tls == NULL || c->is_closing || mr_tls_pending(c->tls) == 0) return;
+    w = mr_calloc(1, sizeof *w);
+    if (w == NULL || mr_tls_take(c->tls, &buf, &len) != 0) {
+        mr_free(w);
+        conn_close(c, 0, "out of memory");
+        return;
+    }
+    mr_queue_init(&w->batch);
+    w->cipher = buf;
+    w->conn = c;
+    out = uv_buf_init(buf, (unsigned)len);
+    rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &out, 1, on_write);
+    if (rv != 0) {
+        wreq_free(w);
+        conn_close(c, 0, "write: %s", uv_strerror(rv));
+    }
+}
+
 /* Hands w, and the frames queued on w->batch after it, to libuv in one
  * uv_write (one writev); on failure frees them and closes the connection. */
 static void conn_write(struct conn *c, struct wreq *w)
@@ -429,7 +483,11 @@ static void conn_write(struct conn *c, struct wreq *w)
             n += o->wb.n_bufs;
         }
     }
-    rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+    if (c->tls != NULL) {
+        rv = tls_encrypt(c, w, bufs, n);
+    } else {
+        rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+    }
     if (bufs != w->wb.bufs && bufs != one) mr_free(bufs);
 failed:
     if (rv != 0) {
@@ -788,6 +846,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     uint8_t *p;
     size_t n;
     (void)suggested;
+    if (c->tls != NULL) {
+        /* One loop thread: each read is fed to the session before the next. */
+        *buf = uv_buf_init(c->net->tls_rbuf, TLS_RBUF_SIZE);
+        return;
+    }
     if (mr_net_reader_reserve(&c->reader, &p, &n) != 0) {
         *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
         return;
@@ -796,23 +859,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)p, (unsigned)n);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Handles every whole frame the reader holds. */
+static void process_frames(struct conn *c)
 {
-    struct conn *c = s->data;
     struct mr_net_frame f;
     char errmsg[MR_ERRMSG_SIZE];
     int rv;
-    (void)buf;
-    if (c->is_closing) return;
-    if (nread < 0) {
-        if (nread == UV_EOF) {
-            conn_close(c, 0, "connection closed by the peer");
-        } else {
-            conn_close(c, 0, "read: %s", uv_strerror((int)nread));
-        }
-        return;
-    }
-    mr_net_reader_commit(&c->reader, (size_t)nread);
     while (!c->is_closing && !c->is_close_after_write) {
         rv = mr_net_reader_next(&c->reader, &f, errmsg);
         if (rv == 0) break;
@@ -822,6 +874,83 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         handle_frame(c, &f);
     }
+}
+
+/* TLS: feeds ciphertext, moves the plaintext into the frame reader and
+ * handles the frames, then writes what the session has to say. */
+static void tls_on_read(struct conn *c, const char *data, size_t len)
+{
+    int rv = mr_tls_feed(c->tls, data, len);
+    if (rv != 0) {
+        if (mr_tls_is_plaintext(c->tls) && c->is_inbound && c->state == C_WAIT_HELLO) {
+            /* Fail closed, but tell a plaintext moonraft dialer why in its
+             * own protocol so its log says so. */
+            mr_tls_free(c->tls);
+            c->tls = NULL;
+            refuse_inbound(c, "this node requires TLS on its peer port and the peer spoke "
+                              "plaintext (configure tls_cert/tls_key/tls_ca on every node)");
+            return;
+        }
+        /* A failed handshake is a policy refusal (certificate, protocol). */
+        int ev = mr_tls_is_ready(c->tls) || c->state == C_READY ? 0 : MR_NET_EV_REFUSED;
+        tls_flush(c); /* the alert, if any */
+        conn_close(c, ev, "%s", mr_tls_errmsg(c->tls));
+        return;
+    }
+    while (!c->is_closing && !c->is_close_after_write) {
+        uint8_t *p;
+        size_t n, got;
+        if (mr_net_reader_reserve(&c->reader, &p, &n) != 0) {
+            conn_close(c, 0, "out of memory");
+            return;
+        }
+        rv = mr_tls_read(c->tls, p, n, &got);
+        if (rv == MR_ESHUTDOWN) {
+            conn_close(c, 0, "connection closed by the peer (TLS close_notify)");
+            return;
+        }
+        if (rv != 0) {
+            tls_flush(c);
+            conn_close(c, 0, "%s", mr_tls_errmsg(c->tls));
+            return;
+        }
+        if (got == 0) break;
+        mr_net_reader_commit(&c->reader, got);
+        process_frames(c);
+    }
+    tls_flush(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    if (c->is_closing) return;
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            conn_close(c, 0, "connection closed by the peer%s",
+                       c->tls != NULL && !mr_tls_is_ready(c->tls)
+                           ? " during the TLS handshake (is it configured for TLS with the "
+                             "same CA, and does it accept our certificate? see its log)"
+                           : "");
+        } else {
+            conn_close(c, 0, "read: %s", uv_strerror((int)nread));
+        }
+        return;
+    }
+    if (c->tls != NULL) {
+        if (nread > 0) tls_on_read(c, buf->base, (size_t)nread);
+        return;
+    }
+    mr_net_reader_commit(&c->reader, (size_t)nread);
+    if (c->is_inbound && c->state == C_WAIT_HELLO && c->reader.end - c->reader.start >= 2 &&
+        c->reader.buf[c->reader.start] == 0x16 && c->reader.buf[c->reader.start + 1] == 0x03) {
+        /* A TLS ClientHello; a moonraft HANDSHAKE frame is far shorter than
+         * the 0x..0316 bytes these two would announce. */
+        conn_close(c, MR_NET_EV_REFUSED,
+                   "the peer speaks TLS but this node has no TLS configured on its peer port");
+        return;
+    }
+    process_frames(c);
 }
 
 static void on_conn_timer(uv_timer_t *t)
@@ -868,6 +997,17 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     set_sockopts(c);
+    if (net->tls_client != NULL) {
+        /* Peers are checked against the CA, not an address (see net.h). */
+        if (mr_tls_new(net->tls_client, NULL, &c->tls) != 0) {
+            conn_close(c, 0, "out of memory");
+            return;
+        }
+        if (mr_tls_start(c->tls) != 0) {
+            conn_close(c, 0, "%s", mr_tls_errmsg(c->tls));
+            return;
+        }
+    }
     rv = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rv != 0) {
         conn_close(c, 0, "read: %s", uv_strerror(rv));
@@ -1036,6 +1176,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     set_sockopts(c);
+    if (net->tls_server != NULL && mr_tls_new(net->tls_server, NULL, &c->tls) != 0) {
+        conn_close(c, 0, "out of memory");
+        return;
+    }
     uv_timer_start(&c->timer, on_conn_timer, net->opts.connect_timeout_ms, 0);
     rv = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rv != 0) conn_close(c, 0, "read: %s", uv_strerror(rv));
@@ -1060,6 +1204,23 @@ static void free_strings(struct mr_net *net)
     mr_free(net->cluster_id);
     mr_free(net->listen_addr);
     net->secret = net->self_name = net->cluster_id = net->listen_addr = NULL;
+}
+
+int mr_net_set_tls(struct mr_net *net, struct mr_tls_ctx *server, struct mr_tls_ctx *client)
+{
+    if ((server == NULL) != (client == NULL) || (server == NULL) != (net->tls_server == NULL)) {
+        mr_errmsg_printf(net->errmsg, "net: TLS cannot be switched %s without a restart",
+                         net->tls_server == NULL ? "on" : "off");
+        return MR_EINVAL;
+    }
+    if (server == NULL) return 0;
+    mr_tls_ctx_ref(server);
+    mr_tls_ctx_ref(client);
+    mr_tls_ctx_unref(net->tls_server);
+    mr_tls_ctx_unref(net->tls_client);
+    net->tls_server = server;
+    net->tls_client = client;
+    return 0;
 }
 
 int mr_net_init(struct mr_net *net, uv_loop_t *loop, const struct mr_net_options *opts,
@@ -1097,6 +1258,10 @@ int mr_net_init(struct mr_net *net, uv_loop_t *loop, const struct mr_net_options
                          MR_NET_HANDSHAKE_MAX_FRAME, UINT32_MAX);
         return MR_EINVAL;
     }
+    if ((opts->tls_server == NULL) != (opts->tls_client == NULL)) {
+        mr_errmsg_printf(net->errmsg, "net: TLS needs both a server and a client context");
+        return MR_EINVAL;
+    }
     if (net->opts.backoff_max_ms < net->opts.backoff_min_ms) {
         mr_errmsg_printf(net->errmsg, "net: backoff_max_ms (%u) is below backoff_min_ms (%u)",
                          net->opts.backoff_max_ms, net->opts.backoff_min_ms);
@@ -1109,10 +1274,13 @@ int mr_net_init(struct mr_net *net, uv_loop_t *loop, const struct mr_net_options
         net->secret_len = strlen(opts->secret);
         net->secret = mr_strdup(opts->secret);
     }
+    if (opts->tls_server != NULL) net->tls_rbuf = mr_malloc(TLS_RBUF_SIZE);
     if (net->self_name == NULL || net->cluster_id == NULL ||
+        (opts->tls_server != NULL && net->tls_rbuf == NULL) ||
         (opts->listen_addr != NULL && net->listen_addr == NULL) ||
         (net->secret_len > 0 && net->secret == NULL)) {
         free_strings(net);
+        mr_free(net->tls_rbuf);
         mr_errmsg_printf(net->errmsg, "net: out of memory");
         return MR_ENOMEM;
     }
@@ -1121,6 +1289,9 @@ int mr_net_init(struct mr_net *net, uv_loop_t *loop, const struct mr_net_options
     net->opts.cluster_id = net->cluster_id;
     net->opts.listen_addr = net->listen_addr;
     net->opts.secret = NULL;
+    net->tls_server = mr_tls_ctx_ref(opts->tls_server);
+    net->tls_client = mr_tls_ctx_ref(opts->tls_client);
+    net->opts.tls_server = net->opts.tls_client = NULL;
     if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
         seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)net;
     }
@@ -1420,6 +1591,13 @@ void mr_net_close(struct mr_net *net, mr_net_close_cb cb)
         uv_close((uv_handle_t *)&net->listener, on_listener_closed);
     }
     free_strings(net);
+    /* Sessions hold their own references; the read buffer is not used once
+     * every connection is closing. */
+    mr_tls_ctx_unref(net->tls_server);
+    mr_tls_ctx_unref(net->tls_client);
+    net->tls_server = net->tls_client = NULL;
+    mr_free(net->tls_rbuf);
+    net->tls_rbuf = NULL;
     uv_close((uv_handle_t *)&net->sentinel, on_sentinel_closed);
     uv_close((uv_handle_t *)&net->flusher, on_sentinel_closed);
 }

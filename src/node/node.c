@@ -801,6 +801,8 @@ static int start_net(struct mr_node *n)
     no.backoff_min_ms = 20;
     no.backoff_max_ms = 1000;
     no.connect_timeout_ms = 1000;
+    no.tls_server = n->tls_peer_server; /* NULL without TLS (node_reload.c) */
+    no.tls_client = n->tls_peer_client;
     cb.on_raft_msg = on_raft_msg;
     cb.on_forward = mr_node_on_forward;
     cb.on_forward_reply = mr_node_on_forward_reply;
@@ -836,12 +838,13 @@ static int start_http(struct mr_node *n)
     }
     ho.max_connections = n->o->max_connections;
     ho.metrics = &n->metrics;
+    ho.tls = n->tls_http; /* NULL without TLS (node_reload.c) */
     rv = mr_http_server_init(&n->http, &n->loop, &ho, mr_node_http_handler, n);
     if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "http server", mr_strerror(rv));
     n->http_ready = 1;
     rv = mr_http_server_listen(&n->http, n->o->http_addr, err);
     if (rv != 0) return fail(n, MR_NODE_EXIT_RUNTIME, "cannot listen for HTTP", err);
-    LOGI("HTTP API listening on %s", n->o->http_addr);
+    LOGI("HTTP API listening on %s%s", n->tls_http ? "https://" : "", n->o->http_addr);
     return 0;
 }
 
@@ -884,6 +887,7 @@ static void shutdown_node(struct mr_node *n)
     if (n->http_ready) mr_http_server_close(&n->http, on_http_closed);
     if (n->net_ready) mr_net_close(&n->net, on_net_closed);
     close_handles(n);
+    mr_node_reload_close(n);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     release_held(n, 0);
     if (n->store != NULL) {
@@ -960,6 +964,7 @@ int mr_node_run(const struct mr_node_options *o)
 
     mr_node_snap_fault_setup(n);
     if (start_storage(n, &rec) != 0) goto out;
+    if (mr_node_tls_start(n) != 0) goto out;
     if (start_net(n) != 0) goto out;
     if (start_raft(n, &rec) != 0) goto out;
     mr_store_recovered_release(&rec);
@@ -969,6 +974,7 @@ int mr_node_run(const struct mr_node_options *o)
     uv_timer_start(&n->tick, on_tick, MR_NODE_TICK_MS, MR_NODE_TICK_MS);
     uv_signal_start(&n->sigint, on_signal, SIGINT);
     uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    mr_node_reload_start(n); /* SIGHUP */
     {
         struct mr_raft_event ev;
         memset(&ev, 0, sizeof ev);

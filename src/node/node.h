@@ -72,6 +72,21 @@ struct mr_node_options {
     const char *admin_token;
     const char *cluster_secret;
     const char *cluster_id;           /* ["moonraft"] */
+    /* TLS (docs/operations.md "TLS"): with tls_cert and tls_key, HTTPS on
+     * http_addr and TLS on raft_addr. NULL = off. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;               /* verifies peers (and clients) */
+    int tls_peer_verify;              /* peers need a tls_ca certificate [1 with tls_ca] */
+    int tls_client_verify;            /* HTTPS clients need one too [0] */
+    const char *tls_admin_ou;         /* client cert OU that acts as the admin token */
+    const char *tls_client_ou;        /* ... as the client token */
+    /* SIGHUP (node_reload.c) re-parses this command line (config file and
+     * flags, as at startup) and applies what can change while running.
+     * reload_argc 0: SIGHUP only logs that there is nothing to reload. The
+     * array must outlive mr_node_run. */
+    int reload_argc;
+    char **reload_argv;
     /* Raft features */
     int pre_vote;                     /* 1/0; -1 = default (on) */
     int check_quorum;                 /* 1/0; -1 = default (on) */

@@ -22,6 +22,14 @@ static int authorize(struct mr_node *n, struct mr_http_request *req, int is_admi
     int has_client = client && client[0], has_admin = admin && admin[0];
     if (!has_client && !has_admin) return 1;
     if (!is_admin && !has_client) return 1;
+    if (req->tls_ou != NULL) {
+        /* A verified client certificate may stand for a token (tls_*_ou). */
+        const char *aou = n->o->tls_admin_ou, *cou = n->o->tls_client_ou;
+        if (aou != NULL && aou[0] && strcmp(req->tls_ou, aou) == 0) return 1;
+        if (cou != NULL && cou[0] && strcmp(req->tls_ou, cou) == 0 &&
+            (!is_admin || !has_admin))
+            return 1;
+    }
     h = mr_http_request_header(req, "Authorization");
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
         mr_http_respond_error_hdr(req, 401, "unauthorized", "a bearer token is required",

@@ -347,7 +347,21 @@ struct mr_node {
 
     /* Online backups in progress (node_backup.c) */
     struct mr_queue backups;
+    /* TLS contexts (node_reload.c); NULL without TLS. net and http hold their
+     * own references. */
+    struct mr_tls_ctx *tls_peer_server, *tls_peer_client, *tls_http;
+    /* SIGHUP reload state (node_reload.c); n->o points into it while set. */
+    struct mr_node_reload *reload;
 };
+
+/* node_reload.c: TLS contexts and the SIGHUP reload.
+ * mr_node_tls_start builds the contexts from n->o (before start_net/http);
+ * 0 or MR_ECONFIG (logged). mr_node_reload_start arms SIGHUP once the node
+ * runs; mr_node_reload_close stops it and drops the contexts (shutdown,
+ * before the loop is drained). */
+int mr_node_tls_start(struct mr_node *n);
+void mr_node_reload_start(struct mr_node *n);
+void mr_node_reload_close(struct mr_node *n);
 
 /* node.c */
 uint64_t mr_node_now(struct mr_node *n);

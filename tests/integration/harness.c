@@ -19,9 +19,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "storage/storage.h"
 
@@ -363,9 +367,42 @@ static int on_complete(http_parser *p)
     return 0;
 }
 
+/* ---- HTTPS (mr_it_set_tls) ------------------------------------------------------ */
+static SSL_CTX *tls_ctx;
+
+int mr_it_set_tls(const char *ca, const char *cert, const char *key)
+{
+    if (tls_ctx != NULL) SSL_CTX_free(tls_ctx);
+    tls_ctx = NULL;
+    if (ca == NULL) return 0;
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (tls_ctx == NULL || SSL_CTX_load_verify_locations(tls_ctx, ca, NULL) != 1) return -1;
+    if (cert != NULL && (SSL_CTX_use_certificate_chain_file(tls_ctx, cert) != 1 ||
+                         SSL_CTX_use_PrivateKey_file(tls_ctx, key, SSL_FILETYPE_PEM) != 1))
+        return -1;
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    return 0;
+}
+
+static ssize_t io_send(SSL *ssl, int fd, const char *p, size_t n)
+{
+    if (ssl == NULL) return send(fd, p, n, MSG_NOSIGNAL);
+    return SSL_write(ssl, p, (int)n);
+}
+
+/* Blocking TLS read with the socket's receive timeout; 0 on EOF or error. */
+static ssize_t io_recv(SSL *ssl, int fd, char *buf, size_t n)
+{
+    int got;
+    if (ssl == NULL) return recv(fd, buf, n, 0);
+    got = SSL_read(ssl, buf, (int)n);
+    return got > 0 ? got : 0;
+}
+
 struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path,
                                   const char *body, const char *headers, int timeout_ms)
 {
+    SSL *ssl = NULL;
     struct mr_it_resp r;
     struct sockaddr_in a;
     struct parse_state ps;
@@ -390,6 +427,20 @@ struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path
         close(fd);
         return r;
     }
+    if (tls_ctx != NULL) {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        ssl = SSL_new(tls_ctx);
+        SSL_set_fd(ssl, fd);
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1");
+        if (SSL_connect(ssl) != 1) {
+            ERR_clear_error();
+            SSL_free(ssl);
+            close(fd);
+            return r;
+        }
+    }
     r.not_sent = 0;
     req = malloc(reqcap);
     n = snprintf(req, reqcap,
@@ -400,7 +451,7 @@ struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path
     {
         size_t total = (size_t)n + blen;
         while (off < total) {
-            ssize_t w = send(fd, req + off, total - off, MSG_NOSIGNAL);
+            ssize_t w = io_send(ssl, fd, req + off, total - off);
             if (w <= 0) break;
             off += (size_t)w;
         }
@@ -421,14 +472,19 @@ struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path
         struct pollfd pfd = {fd, POLLIN, 0};
         long long left = end - mr_it_now_ms();
         ssize_t got;
-        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) break;
-        got = recv(fd, buf, sizeof buf, 0);
+        if (left <= 0) break;
+        if ((ssl == NULL || SSL_pending(ssl) == 0) && poll(&pfd, 1, (int)left) <= 0) break;
+        got = io_recv(ssl, fd, buf, sizeof buf);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
             http_parser_execute(&parser, &settings, buf, 0);
             break;
         }
         if (http_parser_execute(&parser, &settings, buf, (size_t)got) != (size_t)got) break;
+    }
+    if (ssl != NULL) {
+        ERR_clear_error();
+        SSL_free(ssl);
     }
     close(fd);
     if (ps.done) r.status = (int)parser.status_code;

@@ -78,6 +78,11 @@ struct mr_it_resp mr_it_http(struct mr_it_cluster *c, int i, const char *method,
 struct mr_it_resp mr_it_http_port(int port, const char *method, const char *path,
                                   const char *body, const char *headers, int timeout_ms);
 void mr_it_resp_free(struct mr_it_resp *r);
+/* From now on every mr_it_http* request speaks HTTPS, verifying the node's
+ * certificate against `ca` (and IP 127.0.0.1), presenting cert/key when
+ * given (both may be NULL). ca NULL: plaintext again. 0, or -1 when a file
+ * does not load. */
+int mr_it_set_tls(const char *ca, const char *cert, const char *key);
 
 /* Evaluate `expr` (Lua, with the decoded JSON body bound to `j`) and return
  * the result converted with tostring(), in a static buffer. NULL-safe fields:

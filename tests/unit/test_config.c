@@ -402,6 +402,75 @@ static void test_addresses_parse(void **state)
             fail_msg("'%s' was accepted", bad[i]);
 }
 
+static void test_tls_keys_must_come_together(void **state)
+{
+    struct mr_cfg cfg;
+    char err[MR_ERRMSG_SIZE] = "";
+    (void)state;
+    assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-cert", "c.pem", NULL), MR_ECONFIG);
+    assert_non_null(strstr(err, "tls_key"));
+    mr_cfg_free(&cfg);
+    assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-ca", "ca.pem", NULL), MR_ECONFIG);
+    assert_non_null(strstr(err, "tls_ca"));
+    mr_cfg_free(&cfg);
+    assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                           "--tls-client-verify", "true", NULL),
+                     MR_ECONFIG);
+    assert_non_null(strstr(err, "tls_client_verify"));
+    mr_cfg_free(&cfg);
+    assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                           "--tls-ca", "ca.pem", "--tls-admin-ou", "ops", NULL),
+                     MR_ECONFIG);
+    assert_non_null(strstr(err, "tls_admin_ou"));
+    mr_cfg_free(&cfg);
+    assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                           "--tls-ca", "ca.pem", "--tls-client-verify", "true", "--tls-admin-ou",
+                           "ops", NULL),
+                     0);
+    assert_string_equal(cfg.tls_cert, "c.pem");
+    assert_int_equal(cfg.tls_peer_verify, 1); /* the default */
+    assert_int_equal(cfg.tls_client_verify, 1);
+    assert_string_equal(cfg.tls_admin_ou, "ops");
+    mr_cfg_free(&cfg);
+}
+
+struct seen {
+    char keys[512];
+};
+
+static void collect(void *data, const char *key)
+{
+    struct seen *s = data;
+    strcat(s->keys, key);
+    strcat(s->keys, " ");
+}
+
+static void test_diff_names_exactly_the_keys_that_changed(void **state)
+{
+    struct mr_cfg a, b;
+    struct seen s = {""};
+    char err[MR_ERRMSG_SIZE] = "";
+    (void)state;
+    assert_int_equal(parse(&a, err, "--id", "n1", "--client-token", "x", "--peers",
+                           "n1=127.0.0.1:7001,n2=127.0.0.1:7002", NULL),
+                     0);
+    assert_int_equal(parse(&b, err, "--id", "n1", "--client-token", "x", "--peers",
+                           "n1=127.0.0.1:7001,n2=127.0.0.1:7002", NULL),
+                     0);
+    mr_cfg_diff(&a, &b, collect, &s);
+    assert_string_equal(s.keys, "");
+    mr_cfg_free(&b);
+    assert_int_equal(parse(&b, err, "--id", "n1", "--client-token", "y", "--peers",
+                           "n1=127.0.0.1:7001,n2=127.0.0.1:7003", "--log-level", "debug",
+                           "--election-timeout-ms", "300,700", "--max-body-bytes", "2048", NULL),
+                     0);
+    mr_cfg_diff(&a, &b, collect, &s);
+    assert_string_equal(s.keys,
+                        "peers election_timeout_ms max_body_bytes client_token log_level ");
+    mr_cfg_free(&a);
+    mr_cfg_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +482,8 @@ int main(void)
         cmocka_unit_test(test_bad_flags_name_the_flag),
         cmocka_unit_test(test_help_usage_and_dump),
         cmocka_unit_test(test_addresses_parse),
+        cmocka_unit_test(test_tls_keys_must_come_together),
+        cmocka_unit_test(test_diff_names_exactly_the_keys_that_changed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

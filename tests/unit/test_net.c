@@ -1671,6 +1671,148 @@ static void test_raw_client_sending_garbage_is_disconnected_and_real_peer_still_
     assert_true(mr_net_peer_is_up(&b->net, 1));
 }
 
+/* ===== TLS ================================================================= */
+/* Certificates made by tests/integration/fixtures/gen-certs.sh for this run. */
+static char certs[256];
+
+static int certs_setup(void **state)
+{
+    char cmd[600];
+    (void)state;
+    snprintf(certs, sizeof certs, "/tmp/mr-net-tls-XXXXXX");
+    if (mkdtemp(certs) == NULL) return -1;
+    snprintf(cmd, sizeof cmd, "sh %s/tests/integration/fixtures/gen-certs.sh %s", MR_SOURCE_DIR,
+             certs);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int certs_teardown(void **state)
+{
+    char cmd[300];
+    (void)state;
+    snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A server or client context from the test certificates; `name` is the
+ * certificate's base name ("server", "rogue"), verification with ca.pem. */
+static struct mr_tls_ctx *tls_ctx(int is_server, const char *name)
+{
+    struct mr_tls_ctx_options o;
+    struct mr_tls_ctx *ctx;
+    char cert[400], key[400], ca[400], err[MR_ERRMSG_SIZE] = "";
+    snprintf(cert, sizeof cert, "%s/%s.pem", certs, name);
+    snprintf(key, sizeof key, "%s/%s.key", certs, name);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    memset(&o, 0, sizeof o);
+    o.is_server = is_server;
+    o.cert_file = cert;
+    o.key_file = key;
+    o.ca_file = ca;
+    o.is_verify_peer = 1;
+    assert_int_equal(mr_tls_ctx_new(&o, &ctx, err), 0);
+    return ctx;
+}
+
+/* Starts slot i with TLS using certificate `name` (NULL: plaintext). */
+static struct tnode *start_tls(struct tctx *c, int i, const char *name)
+{
+    struct mr_net_options o;
+    struct tnode *t;
+    default_opts(&o, (mr_node_id)i + 1, "test-cluster", NULL);
+    if (name == NULL) return start(c, i, &o);
+    o.tls_server = tls_ctx(1, name);
+    o.tls_client = tls_ctx(0, name);
+    t = start(c, i, &o);
+    /* The transport holds its own references. */
+    mr_tls_ctx_unref(o.tls_server);
+    mr_tls_ctx_unref(o.tls_client);
+    return t;
+}
+
+static void test_tls_transports_carry_every_frame_kind_and_survive_a_context_swap(void **state)
+{
+    struct tctx *c = *state;
+    struct tnode *a = start_tls(c, 0, "server"), *b = start_tls(c, 1, "server");
+    struct mr_net_snapshot_chunk ch = {10, 2, 0, 1, NULL, 0};
+    struct mr_rcbuf *chunk = pattern_buf(300000, 9);
+    struct mr_tls_ctx *s2, *c2;
+    struct mr_raft_msg m;
+    connect_to(a, b);
+    connect_to(b, a);
+    assert_true(wait_up(c, a, b));
+    assert_true(wait_up(c, b, a));
+    fill_msg(&m, MR_RAFT_MSG_APPEND, 6);
+    m.from = 1;
+    m.to = 2;
+    assert_int_equal(mr_net_send_raft(&a->net, 2, &m), 0);
+    assert_true(wait_count(c, &b->n_raft, 1));
+    assert_msg_equal(&m, &b->last);
+    mr_net_msg_release(&m);
+    assert_int_equal(mr_net_send_forward(&b->net, 1, 7, "fwd", 3), 0);
+    assert_true(wait_count(c, &a->n_forward, 1));
+    assert_memory_equal(a->last_data, "fwd", 3);
+    assert_int_equal(mr_net_send_snapshot_chunk(&a->net, 2, &ch, chunk), 0);
+    assert_true(wait_count(c, &b->n_chunks, 1));
+    assert_int_equal(b->chunk_bytes, 300000);
+
+    /* A reload: new contexts for new connections; the old ones keep going. */
+    s2 = tls_ctx(1, "server2");
+    c2 = tls_ctx(0, "server2");
+    assert_int_equal(mr_net_set_tls(&b->net, s2, c2), 0);
+    mr_tls_ctx_unref(s2);
+    mr_tls_ctx_unref(c2);
+    assert_int_equal(mr_net_set_tls(&b->net, NULL, NULL), MR_EINVAL); /* TLS off: restart */
+    simple_msg(&m, 1, 2, 5);
+    assert_int_equal(mr_net_send_raft(&a->net, 2, &m), 0);
+    assert_true(wait_count(c, &b->n_raft, 2));
+    /* b dials again with the new certificate, and a accepts it. */
+    assert_int_equal(mr_net_remove_peer(&b->net, 1), 0);
+    connect_to(b, a);
+    assert_true(wait_up(c, b, a));
+    simple_msg(&m, 2, 1, 8);
+    assert_int_equal(mr_net_send_raft(&b->net, 1, &m), 0);
+    assert_true(wait_count(c, &a->n_raft, 1));
+    assert_int_equal(a->last.term, 8);
+    assert_int_equal(a->n_refused + b->n_refused + a->n_failed + b->n_failed, 0);
+    mr_rcbuf_unref(chunk);
+}
+
+static void test_tls_and_plaintext_transports_refuse_each_other_and_say_why(void **state)
+{
+    struct tctx *c = *state;
+    struct tnode *a = start_tls(c, 0, "server"), *b = start_tls(c, 1, NULL);
+    connect_to(b, a); /* plaintext dialer, TLS acceptor */
+    assert_true(wait_count(c, &a->n_refused, 1));
+    assert_true(wait_count(c, &b->n_refused, 1));
+    assert_non_null(strstr(a->all_reasons, "requires TLS on its peer port"));
+    assert_non_null(strstr(b->all_reasons, "refused by the peer: this node requires TLS"));
+    connect_to(a, b); /* TLS dialer, plaintext acceptor */
+    assert_true(wait_count(c, &b->n_refused, 2));
+    assert_non_null(strstr(b->all_reasons, "speaks TLS but this node has no TLS"));
+    assert_true(wait_count(c, &a->n_failed, 1));
+    assert_non_null(strstr(a->all_reasons, "during the TLS handshake"));
+    assert_int_equal(a->n_up + b->n_up, 0);
+}
+
+static void test_tls_peer_with_a_certificate_from_another_ca_is_refused(void **state)
+{
+    struct tctx *c = *state;
+    struct tnode *a = start_tls(c, 0, "server"), *b = start_tls(c, 1, "rogue");
+    struct raw r;
+    connect_to(b, a); /* a refuses b's certificate */
+    assert_true(wait_count(c, &a->n_refused, 1));
+    assert_non_null(strstr(a->all_reasons, "certificate verify failed"));
+    connect_to(a, b); /* a refuses to talk to b as a server too */
+    assert_true(wait_count(c, &a->n_refused, 2));
+    assert_int_equal(a->n_up + b->n_up, 0);
+    /* Garbage that looks like TLS costs that connection only. */
+    raw_connect(c, &r, a);
+    raw_send(&r, "\x16\x03\x01\x00\x03" "abcdefgh", 13);
+    assert_true(wait_count(c, (unsigned *)&r.is_eof, 1));
+    raw_close(c, &r);
+}
+
 static void append_wbuf(uint8_t **buf, size_t *len, struct mr_net_wbuf *wb)
 {
     size_t n;
@@ -1861,6 +2003,13 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_removed_peer_changed_address_and_close_leave_nothing_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_tls_transports_carry_every_frame_kind_and_survive_a_context_swap, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_tls_and_plaintext_transports_refuse_each_other_and_say_why, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_peer_with_a_certificate_from_another_ca_is_refused,
+                                        setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, certs_setup, certs_teardown);
 }
