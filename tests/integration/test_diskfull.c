@@ -227,7 +227,7 @@ static void test_a_follower_with_a_full_disk_stays_a_member_and_catches_up(void 
     expect_read(f, "before", "stale");
 
     set_limit(f, -1); /* space returns */
-    wait_alarm(f, 0, 12000); /* the writer retries with an 8 s backoff at most */
+    wait_alarm(f, 0, 20000); /* retried every second (kicked by the node) */
     assert_true(log_has(f, "NOSPACE alarm cleared"));
     assert_int_equal(put(f, "after", value, NULL, 0), 200);
     assert_true(mr_it_same_state(&cluster, 20000, NULL, NULL));
@@ -297,7 +297,7 @@ static void test_a_leader_with_a_full_disk_hands_over_and_recovers(void **state)
     expect_read(leader, "before", "stale");
 
     set_limit(leader, -1);
-    wait_alarm(leader, 0, 12000);
+    wait_alarm(leader, 0, 20000);
     assert_int_equal(put(leader, "after", value, NULL, 0), 200); /* forwarded */
     assert_true(mr_it_same_state(&cluster, 20000, NULL, NULL));
 }
@@ -404,7 +404,7 @@ static void test_a_real_full_tmpfs_raises_the_alarm_and_recovers(void **state)
     assert_string_equal(status_of(f, "j.role"), "follower");
     assert_int_equal(put(f, "refused", "1", NULL, 0), 507);
     assert_int_equal(unlink(ballast), 0); /* space returns */
-    wait_alarm(f, 0, 12000);
+    wait_alarm(f, 0, 20000);
     assert_true(mr_it_same_state(&cluster, 20000, NULL, NULL));
 }
 
