@@ -34,25 +34,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DISK_PERIOD_MS 1000u  /* usage measure, hand-over and compaction */
+#define DISK_PERIOD_MS 1000u   /* usage measure, hand-over and compaction */
 #define DISK_SNAP_GAP_MS 5000u /* between snapshots forced by the alarm */
 
-const struct mr_store_fs *mr_node_disk_fs(struct mr_node *n, const struct mr_store_fs *inner)
+const struct mr_store_fs *mr_node_disk_fs(struct mr_node *n,
+                                          const struct mr_store_fs *inner)
 {
     const char *ff = getenv("MOONRAFT_FAULT_DISK_LIMIT_FILE");
     if (ff != NULL && ff[0] == '\0') ff = NULL;
     if (n->o->max_data_bytes == 0 && ff == NULL) return inner;
-    if (mr_store_limit_open(n->o->data_dir, inner, n->o->max_data_bytes, ff, &n->disk_limit) !=
-        0) {
+    if (mr_store_limit_open(n->o->data_dir, inner, n->o->max_data_bytes, ff,
+                            &n->disk_limit) != 0) {
         LOGE("out of memory setting up the data directory quota; running without it");
         return inner;
     }
     if (ff != NULL)
-        LOGW("MOONRAFT_FAULT_DISK_LIMIT_FILE is set: while %s exists, the data directory may "
+        LOGW("MOONRAFT_FAULT_DISK_LIMIT_FILE is set: while %s exists, the data directory "
+             "may "
              "hold no more bytes than it says (testing only)",
              ff);
     if (n->o->max_data_bytes)
-        LOGI("data directory quota: %llu MiB", (unsigned long long)(n->o->max_data_bytes >> 20));
+        LOGI("data directory quota: %llu MiB",
+             (unsigned long long)(n->o->max_data_bytes >> 20));
     return mr_store_limit_fs(n->disk_limit);
 }
 
@@ -64,11 +67,12 @@ void mr_node_disk_close(struct mr_node *n)
 
 void mr_node_disk_metrics(struct mr_node *n, struct mr_http_metrics *m)
 {
-    n->m_nospace = mr_http_metrics_gauge(
-        m, "moonraft_nospace_alarm", NULL,
-        "1 while writes are stalled because the data directory is full or past max_data_mb");
-    n->m_disk_used = mr_http_metrics_gauge(m, "moonraft_data_dir_bytes", NULL,
-                                           "Bytes allocated to the files of the data directory");
+    n->m_nospace = mr_http_metrics_gauge(m, "moonraft_nospace_alarm", NULL,
+                                         "1 while writes are stalled because the data "
+                                         "directory is full or past max_data_mb");
+    n->m_disk_used =
+        mr_http_metrics_gauge(m, "moonraft_data_dir_bytes", NULL,
+                              "Bytes allocated to the files of the data directory");
 }
 
 static void measure(struct mr_node *n)
@@ -88,14 +92,17 @@ void mr_node_disk_on_progress(struct mr_node *n, const struct mr_store_progress 
         n->disk_next_ms = 0; /* act at the next tick */
         if (n->m_nospace) mr_http_metric_set(n->m_nospace, 1);
         measure(n);
-        LOGE("NOSPACE alarm raised: %s (%s; data directory holds %llu bytes%s); writes are "
+        LOGE("NOSPACE alarm raised: %s (%s; data directory holds %llu bytes%s); writes "
+             "are "
              "refused (507) and retried until space returns",
-             n->nospace == -EDQUOT ? "the data directory passed max_data_mb" : "the disk is full",
+             n->nospace == -EDQUOT ? "the data directory passed max_data_mb"
+                                   : "the disk is full",
              n->nospace_msg, (unsigned long long)n->disk_used,
              n->role == MR_RAFT_LEADER ? "; handing leadership over" : "");
     } else if (p->nospace == 0 && n->nospace != 0) {
         measure(n);
-        LOGW("NOSPACE alarm cleared after %llu ms: writes go through again (data directory "
+        LOGW("NOSPACE alarm cleared after %llu ms: writes go through again (data "
+             "directory "
              "holds %llu bytes)",
              (unsigned long long)(mr_node_wall_ms() - n->nospace_since_ms),
              (unsigned long long)n->disk_used);
@@ -178,7 +185,7 @@ void mr_node_disk_json(struct mr_node *n, struct mr_http_json *j)
     mr_http_json_key(j, "nospace");
     mr_http_json_bool(j, n->nospace != 0);
     mr_http_json_key(j, "reason");
-    mr_http_json_str(j, n->nospace == 0        ? NULL
+    mr_http_json_str(j, n->nospace == 0         ? NULL
                         : n->nospace == -EDQUOT ? "max_data_mb"
                                                 : "disk_full");
     mr_http_json_key(j, "message");

@@ -444,7 +444,8 @@ static int reload_wal(struct mr_store *st, char *errmsg)
         mr_store__seg_name(rel + 4, sg->first);
         rv = mr_store__read_file(path, &buf, &size);
         if (rv == 0) {
-            rv = mr_store__seg_scan(buf, size, rel, sg->first, 1, NULL, NULL, &sc, errmsg);
+            rv =
+                mr_store__seg_scan(buf, size, rel, sg->first, 1, NULL, NULL, &sc, errmsg);
             mr_free(buf);
         } else {
             fail_io(errmsg, "reload: read", sg->first, rv);
@@ -475,7 +476,8 @@ static int reload_wal(struct mr_store *st, char *errmsg)
             if (rv != 0) return fail_io(errmsg, "fsync", sg->first, rv);
             /* Preallocate again if there is room; else the next append rolls
              * over to a new segment (and waits for room there). */
-            if (st->fs->fallocate(st->fs->ctx, fd, 0, (off_t)sg->size) != 0) sg->size = sc.end;
+            if (st->fs->fallocate(st->fs->ctx, fd, 0, (off_t)sg->size) != 0)
+                sg->size = sc.end;
         }
         sg->end = sc.end;
         sg->last = sc.last;
@@ -673,7 +675,7 @@ static void *writer_main(void *arg)
             st->prog.nospace = rv;
             snprintf(st->prog.nospace_msg, sizeof st->prog.nospace_msg, "%s", errmsg);
             st->prog.nospace_retries++;
-            backoff_ms = backoff_ms == 0 ? RETRY_MIN_MS
+            backoff_ms = backoff_ms == 0                 ? RETRY_MIN_MS
                          : backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
                                                          : backoff_ms * 2;
         } else if (rv != 0) {
@@ -889,7 +891,8 @@ int mr_store_lock(const char *dir, int *fd, char *errmsg)
         e = errno;
         close(lfd);
         if (e == EWOULDBLOCK) {
-            mr_errmsg_printf(errmsg, "%s is in use by another process (a running node?)", dir);
+            mr_errmsg_printf(errmsg, "%s is in use by another process (a running node?)",
+                             dir);
             mr_free(path);
             return MR_EBUSY;
         }

@@ -22,7 +22,7 @@ struct mr_store_limit {
     struct mr_store_fs fs; /* ours; fs.ctx == this */
     const struct mr_store_fs *inner;
     char *dir;
-    char *fault_file; /* NULL: none */
+    char *fault_file;   /* NULL: none */
     uint64_t max_bytes; /* 0: none */
 };
 
@@ -164,7 +164,8 @@ int mr_store_limit_open(const char *data_dir, const struct mr_store_fs *inner,
     l->max_bytes = max_bytes;
     l->dir = mr_strdup(data_dir);
     l->fault_file = fault_file != NULL && fault_file[0] ? mr_strdup(fault_file) : NULL;
-    if (l->dir == NULL || (fault_file != NULL && fault_file[0] && l->fault_file == NULL)) {
+    if (l->dir == NULL ||
+        (fault_file != NULL && fault_file[0] && l->fault_file == NULL)) {
         mr_store_limit_close(l);
         return MR_ENOMEM;
     }

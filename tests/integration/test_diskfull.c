@@ -24,7 +24,8 @@
 #include "harness.h"
 
 static struct mr_it_cluster cluster;
-static char mounted[320] /* same size as dir below */; /* a tmpfs the test mounted, to unmount at teardown */
+/* a tmpfs the test mounted, to unmount at teardown (the size of dir below) */
+static char mounted[320];
 
 static int setup_none(void **state)
 {
@@ -88,7 +89,8 @@ static void start_all(const char *extra_for[3])
         char path[400], args[256];
         limit_path(i, path, sizeof path);
         setenv("MOONRAFT_FAULT_DISK_LIMIT_FILE", path, 1);
-        snprintf(args, sizeof args, "%s %s", ARGS, extra_for && extra_for[i] ? extra_for[i] : "");
+        snprintf(args, sizeof args, "%s %s", ARGS,
+                 extra_for && extra_for[i] ? extra_for[i] : "");
         mr_it_start_static(&cluster, i, args);
     }
     unsetenv("MOONRAFT_FAULT_DISK_LIMIT_FILE");
@@ -106,7 +108,8 @@ static int put(int node, const char *key, const char *val, char *leader_out, siz
         /* the error shape of every error, naming the leader when known */
         assert_string_equal(mr_it_jq(r.body, "j.error.code"), "insufficient_storage");
         assert_non_null(strstr(mr_it_jq(r.body, "j.error.message"), "not applied"));
-        if (leader_out) snprintf(leader_out, lo, "%s", mr_it_jq(r.body, "j.error.leader"));
+        if (leader_out)
+            snprintf(leader_out, lo, "%s", mr_it_jq(r.body, "j.error.leader"));
     }
     mr_it_resp_free(&r);
     return st;
@@ -116,7 +119,8 @@ static const char *status_of(int node, const char *expr)
 {
     static char out[256];
     struct mr_it_resp r = mr_it_http(&cluster, node, "GET", "/v1/status", NULL, NULL);
-    snprintf(out, sizeof out, "%s", r.status == 200 ? mr_it_jq(r.body, expr) : "no answer");
+    snprintf(out, sizeof out, "%s",
+             r.status == 200 ? mr_it_jq(r.body, expr) : "no answer");
     mr_it_resp_free(&r);
     return out;
 }
@@ -137,11 +141,12 @@ static void wait_alarm(int node, int on, int timeout_ms)
     for (;;) {
         int st = strcmp(status_of(node, "j.disk.nospace"), on ? "true" : "false") == 0 &&
                  strcmp(status_of(node, "j.alarms[1]"), on ? "NOSPACE" : "nil") == 0;
-        if (st && metric_has(node, on ? "moonraft_nospace_alarm 1" : "moonraft_nospace_alarm 0"))
+        if (st && metric_has(node, on ? "moonraft_nospace_alarm 1"
+                                      : "moonraft_nospace_alarm 0"))
             return;
         if (mr_it_now_ms() - t0 > timeout_ms) {
-            fprintf(stderr, "%s: NOSPACE alarm not %s after %d ms\n", cluster.nodes[node].name,
-                    on ? "raised" : "cleared", timeout_ms);
+            fprintf(stderr, "%s: NOSPACE alarm not %s after %d ms\n",
+                    cluster.nodes[node].name, on ? "raised" : "cleared", timeout_ms);
             mr_it_dump_logs(&cluster);
             fail();
         }
@@ -174,7 +179,8 @@ static int write_until_alarm(int via, int node, const char *prefix, int distinct
             mr_it_dump_logs(&cluster);
             fail();
         }
-        if (k % 20 == 19 && strcmp(status_of(node, "j.disk.nospace"), "true") == 0) return k + 1;
+        if (k % 20 == 19 && strcmp(status_of(node, "j.disk.nospace"), "true") == 0)
+            return k + 1;
     }
     fail_msg("%s never ran out of space", cluster.nodes[node].name);
     return 0;
@@ -226,7 +232,7 @@ static void test_a_follower_with_a_full_disk_stays_a_member_and_catches_up(void 
     expect_read(leader, "b29", "linearizable");
     expect_read(f, "before", "stale");
 
-    set_limit(f, -1); /* space returns */
+    set_limit(f, -1);        /* space returns */
     wait_alarm(f, 0, 20000); /* retried every second (kicked by the node) */
     assert_true(log_has(f, "NOSPACE alarm cleared"));
     assert_int_equal(put(f, "after", value, NULL, 0), 200);
@@ -239,7 +245,8 @@ static void test_a_follower_with_a_full_disk_stays_a_member_and_catches_up(void 
     assert_int_equal(mr_it_stop(&cluster, f), 0);
     mr_it_start_static(&cluster, f, ARGS);
     t0 = mr_it_now_ms();
-    while (strcmp(status_of(f, "j.leader"), "nil") == 0 || strcmp(status_of(f, "j.leader"), "no answer") == 0) {
+    while (strcmp(status_of(f, "j.leader"), "nil") == 0 ||
+           strcmp(status_of(f, "j.leader"), "no answer") == 0) {
         assert_true(mr_it_now_ms() - t0 < 10000);
         mr_it_sleep_ms(50);
     }
@@ -277,8 +284,8 @@ static void test_a_leader_with_a_full_disk_hands_over_and_recovers(void **state)
         assert_true(mr_it_now_ms() - t0 < 10000);
         mr_it_sleep_ms(50);
     }
-    fprintf(stderr, "leadership moved from %s to %s in %lld ms\n", cluster.nodes[leader].name,
-            cluster.nodes[next].name, mr_it_now_ms() - t0);
+    fprintf(stderr, "leadership moved from %s to %s in %lld ms\n",
+            cluster.nodes[leader].name, cluster.nodes[next].name, mr_it_now_ms() - t0);
     assert_true(log_has(leader, "handing leadership to"));
     wait_alarm(leader, 1, 5000);
     for (k = 0; k < 20; k++) {
@@ -348,7 +355,8 @@ static void test_max_data_mb_raises_the_alarm_and_compaction_brings_it_under(voi
     {
         char seg[6000];
         struct stat sb;
-        snprintf(seg, sizeof seg, "%s/wal/0000000000000001.seg", cluster.nodes[f].data_dir);
+        snprintf(seg, sizeof seg, "%s/wal/0000000000000001.seg",
+                 cluster.nodes[f].data_dir);
         assert_int_not_equal(stat(seg, &sb), 0);
     }
     used = atoll(status_of(f, "j.disk.used_bytes"));
@@ -362,7 +370,8 @@ static void test_a_real_full_tmpfs_raises_the_alarm_and_recovers(void **state)
     int leader, f, fd;
     (void)state;
     if (geteuid() != 0) {
-        skip(); /* needs root to mount a tmpfs; the limit-layer tests above cover the logic */
+        skip(); /* needs root to mount a tmpfs; the limit-layer tests above cover the
+                   logic */
         return;
     }
     mr_it_cluster_init(&cluster, 3);
@@ -371,7 +380,8 @@ static void test_a_real_full_tmpfs_raises_the_alarm_and_recovers(void **state)
     dir[sizeof cluster.nodes[f].data_dir - 1] = '\0';
     mkdir(dir, 0755);
     if (mount("tmpfs", dir, "tmpfs", 0, "size=6m") != 0) {
-        fprintf(stderr, "SKIP: mount -t tmpfs failed (%s): the real tmpfs test needs it\n",
+        fprintf(stderr,
+                "SKIP: mount -t tmpfs failed (%s): the real tmpfs test needs it\n",
                 strerror(errno));
         skip();
         return;
@@ -414,13 +424,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_follower_with_a_full_disk_stays_a_member_and_catches_up, setup_none,
             teardown_cluster),
-        cmocka_unit_test_setup_teardown(test_a_leader_with_a_full_disk_hands_over_and_recovers,
-                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_a_leader_with_a_full_disk_hands_over_and_recovers, setup_none,
+            teardown_cluster),
         cmocka_unit_test_setup_teardown(
             test_max_data_mb_raises_the_alarm_and_compaction_brings_it_under, setup_none,
             teardown_cluster),
-        cmocka_unit_test_setup_teardown(test_a_real_full_tmpfs_raises_the_alarm_and_recovers,
-                                        setup_none, teardown_cluster),
+        cmocka_unit_test_setup_teardown(
+            test_a_real_full_tmpfs_raises_the_alarm_and_recovers, setup_none,
+            teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

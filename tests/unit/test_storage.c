@@ -1509,7 +1509,8 @@ static void test_store_disk_errors_fail_the_store_without_damage(void **state)
     check_fault(f->dir, F_RENAME, -EIO, 0);
 }
 
-/* ---- a full disk ------------------------------------------------------------------------ */
+/* ---- a full disk
+ * ------------------------------------------------------------------------ */
 
 static void faults_stop(struct faults *f)
 {
@@ -1583,8 +1584,8 @@ static void test_store_enospc_mid_record_stalls_and_leaves_no_torn_record(void *
     mr_store_close(st);
 }
 
-static void test_store_full_disk_retries_until_space_returns_and_keeps_queue_order(
-    void **state)
+static void
+test_store_full_disk_retries_until_space_returns_and_keeps_queue_order(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
@@ -1661,8 +1662,8 @@ static int count_segments(const char *dir)
     return n;
 }
 
-static void test_store_compaction_runs_ahead_of_appends_stalled_on_a_full_disk(
-    void **state)
+static void
+test_store_compaction_runs_ahead_of_appends_stalled_on_a_full_disk(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
@@ -1722,7 +1723,8 @@ static void test_store_limit_layer_fills_and_frees_the_disk_at_runtime(void **st
     snprintf(data, sizeof data, "%s/data", f->dir);
     snprintf(ff, sizeof ff, "%s/disk-limit", f->dir);
     assert_int_equal(mr_store_limit_open(data, NULL, 0, ff, &lim), 0);
-    assert_int_equal(open_store(data, 4096, mr_store_limit_fs(lim), &st, &rec, errmsg), 0);
+    assert_int_equal(open_store(data, 4096, mr_store_limit_fs(lim), &st, &rec, errmsg),
+                     0);
     mr_store_recovered_release(&rec);
     append_range(st, 1, 10, 1, 100, 2, 1);
     used = mr_store_dir_usage(data);
@@ -1743,9 +1745,10 @@ static void test_store_limit_layer_fills_and_frees_the_disk_at_runtime(void **st
     mr_store_limit_close(lim);
 
     /* the quota: EDQUOT once the directory would pass max_bytes */
-    assert_int_equal(mr_store_limit_open(data, NULL, mr_store_dir_usage(data), NULL, &lim),
+    assert_int_equal(
+        mr_store_limit_open(data, NULL, mr_store_dir_usage(data), NULL, &lim), 0);
+    assert_int_equal(open_store(data, 4096, mr_store_limit_fs(lim), &st, &rec, errmsg),
                      0);
-    assert_int_equal(open_store(data, 4096, mr_store_limit_fs(lim), &st, &rec, errmsg), 0);
     assert_int_equal(rec.last_index, 200);
     mr_store_recovered_release(&rec);
     for (i = 201; i <= 400; i++) append_one(st, i, 1, &seq);
@@ -2528,7 +2531,8 @@ static void test_powerloss_compacted_segments_stay_deleted(void **state)
     wait_seq(st, append_range(st, 1, 200, 1, 100, 10, 0));
     before = count_files(wal, ".seg");
     assert_true(before >= 4);
-    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg), 0);
+    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg),
+                     0);
     assert_int_equal(mr_store_compact(st, 150, &seq), 0);
     wait_seq(st, seq);
     after = count_files(wal, ".seg");
@@ -2869,7 +2873,8 @@ int main(void)
             test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
-            test_store_enospc_mid_record_stalls_and_leaves_no_torn_record, setup, teardown),
+            test_store_enospc_mid_record_stalls_and_leaves_no_torn_record, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_store_full_disk_retries_until_space_returns_and_keeps_queue_order, setup,
             teardown),
