@@ -27,7 +27,12 @@
  *     advanced past that snapshot, a new snapshot is taken (at most every
  *     5 s; it needs room for the state, which the older snapshot gives back
  *     right after) and the WAL compacted to it. The store retries at once
- *     after a compaction (it runs ahead of the stalled writes). */
+ *     after a compaction (it runs ahead of the stalled writes).
+ *
+ * XXX(#13): while stalled, the acknowledgements held for durability
+ * (node.c `held`) and the store's queue grow in memory with what the leader
+ * sends (bounded by its in-flight window, plus one held batch per append
+ * round); they are released when space returns, or at shutdown. */
 #include "node/node_int.h"
 
 #include <errno.h>

@@ -416,6 +416,9 @@ static int wal_reset(struct mr_store *st, mr_index next, char *errmsg)
  * re-scans the newest segment and cuts it right after its last valid record;
  * removes newest segments without a record (created by the failed batch;
  * that also gives their preallocated space back) unless it is the only one. */
+/* XXX(#13): it reads the whole newest segment at each failed retry (up to
+ * wal_segment_mb per second while stalled); reading from the last durable
+ * offset would do. */
 static int reload_wal(struct mr_store *st, char *errmsg)
 {
     struct mr_store_meta m;
