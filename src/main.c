@@ -142,6 +142,7 @@ static int run_node(int argc, char **argv)
     o.lua_instruction_budget = cfg.lua_instruction_budget;
     o.lua_memory_bytes = cfg.lua_memory_mb << 20;
     o.wal_segment_bytes = (uint32_t)(cfg.wal_segment_mb << 20);
+    o.max_data_bytes = cfg.max_data_mb << 20;
     o.client_token = cfg.client_token;
     o.admin_token = cfg.admin_token;
     o.cluster_secret = cfg.cluster_secret;

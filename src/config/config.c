@@ -84,6 +84,8 @@ static const struct keydesc keys[] = {
     {"snapshot_trailing", K_U64, F(snapshot_trailing), 0, INT64_C(1000000000000),
      "entries kept in the log after a snapshot (1000)"},
     {"wal_segment_mb", K_U64, F(wal_segment_mb), 1, 4096, "WAL segment size in MiB (64)"},
+    {"max_data_mb", K_U64, F(max_data_mb), 0, INT64_C(1) << 40,
+     "quota on the data directory in MiB: past it writes stop with a NOSPACE alarm (0 = none)"},
     {"fsync", K_BOOL, F(fsync), 0, 1, "fdatasync the WAL (true; false only for tests)"},
     {"max_body_bytes", K_U64, F(max_body_bytes), 64, INT64_C(1) << 30,
      "largest HTTP request body (1048576)"},

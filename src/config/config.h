@@ -80,6 +80,7 @@ struct mr_cfg {
     int integrity_resync;             /* bool, default 1: a diverged member reinstalls
                                        * the leader's snapshot */
     uint64_t wal_segment_mb; /* default 64 */
+    uint64_t max_data_mb;    /* quota on data_dir, 0 = none (default) */
     int fsync;               /* bool, default 1; 0 is for tests and benchmarks only */
 
     uint64_t max_body_bytes;   /* default 1 MiB */

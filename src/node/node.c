@@ -491,6 +491,7 @@ static void on_tick(uv_timer_t *t)
         mr_node_integrity_poll(n);
         mr_node_integrity_resync_pump(n);
         mr_node_members_tick(n);
+        mr_node_disk_tick(n);
     }
 }
 
@@ -500,6 +501,7 @@ static void on_store_async(uv_async_t *a)
     struct mr_store_progress p;
     int rv = mr_store_poll(n->store, &p);
     if (rv != 0 && !n->disk_error) disk_failed(n, rv, "write-ahead log");
+    mr_node_disk_on_progress(n, &p);
     if (p.done_seq > n->done_seq) {
         n->done_seq = p.done_seq;
         if (n->m_wal_sync && n->last_sync_start_ms) {
@@ -674,6 +676,7 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
                 powerloss, (unsigned)atoi(getenv("MOONRAFT_FAULT_SLOW_SYNC_MS")));
         LOGW("MOONRAFT_FAULT_POWERLOSS is set: durable image kept in %s (testing only)", pl_dir);
     }
+    so.fs = mr_node_disk_fs(n, so.fs);
     rv = mr_store_open(&n->store, &so, rec, err);
     if (rv == MR_ECORRUPT) return fail(n, MR_NODE_EXIT_CORRUPT, "data directory is damaged", err);
     if (rv == MR_ECONFIG)
@@ -894,6 +897,7 @@ static void shutdown_node(struct mr_node *n)
         mr_store_close(n->store); /* drains: everything queued is written and synced */
         n->store = NULL;
     }
+    mr_node_disk_close(n);
     mr_store_powerloss_close(powerloss);
     powerloss = NULL;
     if (n->raft_ready) mr_raft_close(&n->raft);

@@ -67,6 +67,7 @@ struct mr_node_options {
     uint64_t lua_memory_bytes;        /* [sm default] */
     /* Storage */
     uint32_t wal_segment_bytes;       /* [64 MiB] */
+    uint64_t max_data_bytes;          /* [0 = none] quota on data_dir (node_disk.c) */
     /* Security (NULL or "" = off). Never logged. */
     const char *client_token;
     const char *admin_token;

@@ -313,6 +313,10 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_node_members_json(n, &j);
     mr_http_json_key(&j, "disk_error");
     mr_http_json_str(&j, n->disk_error ? n->disk_errmsg : NULL);
+    mr_http_json_key(&j, "disk");
+    mr_node_disk_json(n, &j);
+    mr_http_json_key(&j, "alarms");
+    mr_node_disk_alarms_json(n, &j);
     mr_http_json_key(&j, "snapshots_taken");
     mr_http_json_uint(&j, n->snapshots_taken);
     mr_http_json_key(&j, "snapshots_installed");
@@ -568,6 +572,7 @@ int mr_node_metrics_init(struct mr_node *n)
         lat, sizeof lat / sizeof lat[0]);
     n->m_peers_up = mr_http_metrics_gauge(m, "moonraft_peers_connected", NULL,
                                           "Peers with an open outbound connection");
+    mr_node_disk_metrics(n, m);
     n->m_integ_alarm = mr_http_metrics_gauge(
         m, "moonraft_integrity_alarm", NULL,
         "1 while the leader's last integrity check found a member whose state differs (CORRUPT)");

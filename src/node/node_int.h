@@ -233,6 +233,17 @@ struct mr_node {
     int disk_error;
     char disk_errmsg[MR_ERRMSG_SIZE];
 
+    /* A full disk: the NOSPACE alarm (node_disk.c) */
+    struct mr_store_limit *disk_limit; /* quota / test fault layer, or NULL */
+    int nospace;                       /* 0, or -ENOSPC / -EDQUOT while raised */
+    char nospace_msg[MR_ERRMSG_SIZE];
+    uint64_t nospace_since_ms;         /* wall clock */
+    uint64_t nospace_alarms;           /* times raised */
+    uint64_t disk_used;                /* bytes, measured every second */
+    uint64_t disk_next_ms, disk_next_snap_ms;
+    mr_index disk_compacted;           /* compaction asked for by the alarm */
+    struct mr_http_metric *m_nospace, *m_disk_used;
+
     /* State machine */
     mr_index applied;
     mr_term applied_term;
@@ -593,5 +604,20 @@ void mr_node_watch_add(struct mr_node *n, struct mr_http_request *req);
 void mr_node_watch_notify(struct mr_node *n);
 void mr_node_watch_expire(struct mr_node *n, int all);
 void mr_node_watch_close(struct mr_node *n);
+
+/* ---- a full disk (node_disk.c) ---------------------------------------------------------- */
+/* The storage seam to open the store with: `inner` wrapped in the space
+ * limit layer when max_data_bytes or MOONRAFT_FAULT_DISK_LIMIT_FILE is set. */
+const struct mr_store_fs *mr_node_disk_fs(struct mr_node *n, const struct mr_store_fs *inner);
+void mr_node_disk_close(struct mr_node *n); /* after mr_store_close */
+void mr_node_disk_metrics(struct mr_node *n, struct mr_http_metrics *m);
+/* Raises or clears the NOSPACE alarm from the store's progress. */
+void mr_node_disk_on_progress(struct mr_node *n, const struct mr_store_progress *p);
+/* Each tick: measures usage; under the alarm hands leadership over and frees space. */
+void mr_node_disk_tick(struct mr_node *n);
+/* Answers a write 507 insufficient_storage (and returns 1) under the alarm. */
+int mr_node_disk_refuse(struct mr_node *n, struct mr_node_op *op);
+void mr_node_disk_json(struct mr_node *n, struct mr_http_json *j);
+void mr_node_disk_alarms_json(struct mr_node *n, struct mr_http_json *j);
 
 #endif

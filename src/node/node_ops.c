@@ -313,6 +313,7 @@ void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op)
         return;
     }
     if (!is_write(op->kind)) return;
+    if (mr_node_disk_refuse(n, op)) return;
     if (op->kind == OP_MEMBER_ADD && n->is_bootstrapping) {
         mr_node_members_on_add(n, op);
         return;
@@ -383,6 +384,7 @@ void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
         mr_node_op_fail(op, 503, "not_leader", "this node is not the leader");
         return;
     }
+    if (mr_node_disk_refuse(n, op)) return;
     if (kind == OP_MEMBER_ADD) {
         /* The joiner must be reachable to get our answer. */
         mr_node_members_on_add(n, op);

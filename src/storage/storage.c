@@ -13,7 +13,22 @@
  *
  * A write or sync error fails the store for good: fsync errors are not
  * retried (after a failed fsync the kernel may have dropped the dirty pages,
- * so a second fsync "succeeding" would prove nothing). */
+ * so a second fsync "succeeding" would prove nothing).
+ *
+ * Except a full disk (ENOSPC, EDQUOT): the batch that hit it goes back to the
+ * head of the queue, untouched, and the writer rolls its view back to what
+ * the disk holds (reload_wal: the newest segment is re-read and cut right
+ * after its last valid record, so a torn record of the failed write never
+ * stays behind a later one; segments created by the failed batch that hold
+ * no record are removed). It then retries the whole batch after 1 s, 2 s, 4 s,
+ * 8 s, 8 s ... (or at once when a compaction is queued: compactions run
+ * ahead of the stalled batch, since they only remove entries a durable
+ * snapshot covers, and they are what frees space). A retry rewrites every
+ * record since the last successful sync, so the "dropped dirty pages" of a
+ * failed fsync are written again before the next fsync is trusted. An append
+ * whose first index is already in the reloaded log (its records got in before
+ * the failure) truncates there first. Nothing of the stalled batch is
+ * reported durable until a retry succeeds. */
 #include "storage/storage_int.h"
 
 #include <errno.h>
@@ -22,6 +37,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { OP_APPEND, OP_TRUNCATE, OP_HARD_STATE, OP_IDS, OP_COMPACT, OP_RESET };
@@ -61,6 +77,14 @@ static char *seg_path(struct mr_store *st, mr_index first)
     mr_store__seg_name(name, first);
     return mr_store__join(st->wal_dir, name);
 }
+
+static int is_nospace(int rv)
+{
+    return rv == -ENOSPC || rv == -EDQUOT;
+}
+
+#define RETRY_MIN_MS 1000u /* first retry after a full disk */
+#define RETRY_MAX_MS 8000u /* backoff cap */
 
 static int fail_io(char *errmsg, const char *what, mr_index first, int rv)
 {
@@ -170,6 +194,11 @@ static int wal_create_segment(struct mr_store *st, mr_index first, uint64_t need
     return 0;
 err:
     st->fs->close(st->fs->ctx, fd);
+    /* never listed in segs: a leftover would hold space (and a header
+     * recovery would have to skip) */
+    path = seg_path(st, first);
+    if (path != NULL) st->fs->unlink(st->fs->ctx, path);
+    mr_free(path);
     return rv;
 }
 
@@ -382,6 +411,100 @@ static int wal_reset(struct mr_store *st, mr_index next, char *errmsg)
     return 0;
 }
 
+/* After a batch failed on a full disk: make the writer's view what the disk
+ * holds (see the top of the file). Re-reads meta, drops the buffered records,
+ * re-scans the newest segment and cuts it right after its last valid record;
+ * removes newest segments without a record (created by the failed batch;
+ * that also gives their preallocated space back) unless it is the only one. */
+/* XXX(#13): it reads the whole newest segment at each failed retry (up to
+ * wal_segment_mb per second while stalled); reading from the last durable
+ * offset would do. */
+static int reload_wal(struct mr_store *st, char *errmsg)
+{
+    struct mr_store_meta m;
+    int rv, removed = 0;
+    st->wlen = 0;
+    close_cur(st);
+    rv = mr_store__meta_read(st->dir, &m, errmsg);
+    if (rv != 0) return rv;
+    st->meta = m;
+    for (;;) {
+        struct mr_store_seg *sg = cur_seg(st);
+        struct mr_store_seg_scan sc;
+        unsigned char *buf;
+        uint64_t size;
+        char rel[SEG_NAME_LEN + 8];
+        char *path;
+        int fd;
+        if (sg == NULL) {
+            st->last_index = st->meta.log_start > 0 ? st->meta.log_start - 1 : 0;
+            st->last_term = term_at_boundary(st, st->last_index);
+            break;
+        }
+        path = seg_path(st, sg->first);
+        if (path == NULL) return fail_io(errmsg, "reload", sg->first, MR_ENOMEM);
+        snprintf(rel, sizeof rel, "wal/");
+        mr_store__seg_name(rel + 4, sg->first);
+        rv = mr_store__read_file(path, &buf, &size);
+        if (rv == 0) {
+            rv =
+                mr_store__seg_scan(buf, size, rel, sg->first, 1, NULL, NULL, &sc, errmsg);
+            mr_free(buf);
+        } else {
+            fail_io(errmsg, "reload: read", sg->first, rv);
+        }
+        if (rv != 0) {
+            mr_free(path);
+            return rv;
+        }
+        if (sc.is_header_torn || (sc.n_records == 0 && st->n_segs > 1)) {
+            rv = st->fs->unlink(st->fs->ctx, path);
+            mr_free(path);
+            if (rv != 0 && rv != -ENOENT) return fail_io(errmsg, "unlink", sg->first, rv);
+            st->n_segs--;
+            removed = 1;
+            continue;
+        }
+        fd = st->fs->open(st->fs->ctx, path, O_RDWR, 0);
+        mr_free(path);
+        if (fd < 0) return fail_io(errmsg, "reload: open", sg->first, fd);
+        st->cur_fd = fd;
+        if (sc.is_torn) {
+            /* The failed write's partial record: cut it (shrinking needs no
+             * space), and make the cut durable, so that a shorter record
+             * written later can never be followed by a stale tail. */
+            rv = st->fs->ftruncate(st->fs->ctx, fd, (off_t)sc.end);
+            if (rv != 0) return fail_io(errmsg, "ftruncate", sg->first, rv);
+            rv = st->fs->fsync(st->fs->ctx, fd);
+            if (rv != 0) return fail_io(errmsg, "fsync", sg->first, rv);
+            /* Preallocate again if there is room; else the next append rolls
+             * over to a new segment (and waits for room there). */
+            if (st->fs->fallocate(st->fs->ctx, fd, 0, (off_t)sg->size) != 0)
+                sg->size = sc.end;
+        }
+        sg->end = sc.end;
+        sg->last = sc.last;
+        sg->last_term = sc.last_term;
+        sg->n_records = sc.n_records;
+        st->last_index = sc.last;
+        if (sc.n_records > 0)
+            st->last_term = sc.last_term;
+        else if (st->n_segs > 1)
+            st->last_term = st->segs[st->n_segs - 2].last_term;
+        else
+            st->last_term = term_at_boundary(st, sc.last);
+        break;
+    }
+    if (removed) {
+        rv = mr_store__sync_dir(st->fs, st->wal_dir);
+        if (rv != 0) {
+            mr_errmsg_printf(errmsg, "wal: fsync dir: %s", mr_strerror(rv));
+            return rv;
+        }
+    }
+    return 0;
+}
+
 static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *done,
                          char *errmsg)
 {
@@ -400,6 +523,11 @@ static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *do
         }
         switch (op->kind) {
         case OP_APPEND:
+            /* Only after a full disk: the reloaded log already holds records
+             * of this (retried) batch. Queue order guarantees that this
+             * append continues the log right after entries[0].index - 1. */
+            if (op->entries[0].index <= st->last_index)
+                rv = wal_truncate(st, op->entries[0].index, errmsg);
             for (i = 0; i < op->n && rv == 0; i++)
                 rv = wal_add(st, &op->entries[i], errmsg);
             break;
@@ -438,17 +566,99 @@ static int process_batch(struct mr_store *st, struct mr_queue *ops, uint64_t *do
     return rv;
 }
 
+/* Moves every op of `from` to the head of `to`, in order. */
+static void queue_prepend(struct mr_queue *to, struct mr_queue *from)
+{
+    while (!mr_queue_empty(from)) {
+        struct mr_queue *it = from->prev;
+        mr_queue_remove(it);
+        it->next = to->next;
+        it->prev = to;
+        to->next->prev = it;
+        to->next = it;
+    }
+}
+
+/* Called with st->mu held while stalled on a full disk: takes the queued
+ * compactions out of the queue into `out` (they run ahead, see the top). */
+static void take_compactions(struct mr_store *st, struct mr_queue *out)
+{
+    struct mr_queue *it, *next;
+    mr_queue_init(out);
+    for (it = st->queue.next; it != &st->queue; it = next) {
+        next = it->next;
+        if (MR_CONTAINER_OF(it, struct op, link)->kind == OP_COMPACT) {
+            mr_queue_remove(it);
+            mr_queue_push_tail(out, it);
+        }
+    }
+}
+
+static void wait_retry_locked(struct mr_store *st, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000u;
+    ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    while (!st->is_stopping && !st->is_kicked)
+        if (pthread_cond_timedwait(&st->cond, &st->mu, &ts) == ETIMEDOUT) break;
+    st->is_kicked = 0;
+}
+
+/* Runs `batch` (taken from the queue under st->mu, which is not held here).
+ * Returns 0, or the error; on a full disk the batch is back at the head of
+ * the queue and the writer's view was reloaded from the disk. */
+static int run_batch(struct mr_store *st, struct mr_queue *batch, uint64_t *done,
+                     char *errmsg)
+{
+    int rv = process_batch(st, batch, done, errmsg);
+    if (is_nospace(rv)) {
+        char rmsg[MR_ERRMSG_SIZE] = "";
+        int rrv = reload_wal(st, rmsg);
+        if (rrv != 0 && !is_nospace(rrv)) {
+            snprintf(errmsg, MR_ERRMSG_SIZE, "%s", rmsg);
+            rv = rrv; /* cannot tell what the disk holds: fail for good */
+        } else {
+            pthread_mutex_lock(&st->mu);
+            queue_prepend(&st->queue, batch);
+            pthread_mutex_unlock(&st->mu);
+        }
+    }
+    ops_free(batch);
+    return rv;
+}
+
 static void *writer_main(void *arg)
 {
     struct mr_store *st = arg;
     struct mr_queue batch;
     char errmsg[MR_ERRMSG_SIZE];
+    unsigned backoff_ms = 0; /* nonzero: stalled on a full disk */
     pthread_mutex_lock(&st->mu);
     for (;;) {
         uint64_t done = 0;
         int rv;
-        while (mr_queue_empty(&st->queue) && !st->is_stopping)
-            pthread_cond_wait(&st->cond, &st->mu);
+        if (backoff_ms > 0) {
+            wait_retry_locked(st, backoff_ms);
+            if (st->is_stopping) break; /* the stalled ops are never written */
+            take_compactions(st, &batch);
+            if (mr_queue_empty(&st->queue)) {
+                queue_prepend(&st->queue, &batch); /* nothing to run ahead of */
+            } else if (!mr_queue_empty(&batch)) {
+                pthread_mutex_unlock(&st->mu);
+                errmsg[0] = '\0';
+                rv = run_batch(st, &batch, &done, errmsg);
+                pthread_mutex_lock(&st->mu);
+                if (rv != 0 && !is_nospace(rv)) goto failed;
+            }
+        } else {
+            while (mr_queue_empty(&st->queue) && !st->is_stopping)
+                pthread_cond_wait(&st->cond, &st->mu);
+        }
         if (mr_queue_empty(&st->queue)) break;
         /* Take everything queued: this is the group commit. */
         batch.next = st->queue.next;
@@ -459,20 +669,32 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&st->mu);
 
         errmsg[0] = '\0';
-        rv = process_batch(st, &batch, &done, errmsg);
-        ops_free(&batch);
+        done = 0;
+        rv = run_batch(st, &batch, &done, errmsg);
 
         pthread_mutex_lock(&st->mu);
-        if (rv != 0) {
+    failed:
+        if (is_nospace(rv)) {
+            st->prog.nospace = rv;
+            snprintf(st->prog.nospace_msg, sizeof st->prog.nospace_msg, "%s", errmsg);
+            st->prog.nospace_retries++;
+            backoff_ms = backoff_ms == 0                 ? RETRY_MIN_MS
+                         : backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+                                                         : backoff_ms * 2;
+        } else if (rv != 0) {
             st->prog.error = rv;
             snprintf(st->prog.errmsg, sizeof st->prog.errmsg, "%s", errmsg);
             ops_free(&st->queue); /* never written: their seqs never complete */
+            backoff_ms = 0;
         } else {
             st->prog.done_seq = done;
             st->prog.persisted_index = st->last_index;
             st->prog.persisted_term = st->last_term;
             st->prog.term = st->meta.term;
             st->prog.vote = st->meta.vote;
+            st->prog.nospace = 0;
+            st->prog.nospace_msg[0] = '\0';
+            backoff_ms = 0;
         }
         pthread_mutex_unlock(&st->mu);
         if (st->notify != NULL) st->notify(st->notify_arg);
@@ -563,7 +785,10 @@ static int queue_simple(struct mr_store *st, int kind, uint64_t a, uint64_t b,
                 st->enq_last = a - 1;
             break;
         case OP_COMPACT:
-            if (a > st->snap_index) rv = MR_EINVAL;
+            if (a > st->snap_index)
+                rv = MR_EINVAL;
+            else
+                st->is_kicked = 1; /* a stalled writer runs it at once */
             break;
         case OP_RESET:
             if (a == 0 || a - 1 > st->snap_index)
@@ -620,6 +845,14 @@ int mr_store_poll(struct mr_store *st, struct mr_store_progress *p)
     return p->error;
 }
 
+void mr_store_retry_now(struct mr_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->is_kicked = 1;
+    pthread_cond_signal(&st->cond);
+    pthread_mutex_unlock(&st->mu);
+}
+
 int mr_store_status(struct mr_store *st, char *errmsg)
 {
     int rv;
@@ -661,7 +894,8 @@ int mr_store_lock(const char *dir, int *fd, char *errmsg)
         e = errno;
         close(lfd);
         if (e == EWOULDBLOCK) {
-            mr_errmsg_printf(errmsg, "%s is in use by another process (a running node?)", dir);
+            mr_errmsg_printf(errmsg, "%s is in use by another process (a running node?)",
+                             dir);
             mr_free(path);
             return MR_EBUSY;
         }

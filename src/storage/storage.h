@@ -40,7 +40,12 @@
  * it (MR_ERRMSG_SIZE bytes) on failure. MR_ECORRUPT means damaged data on disk
  * (the node exits with code 3). After a write or sync error the store enters
  * a failed state: it never retries, and every later write returns
- * MR_EDISKFAIL. */
+ * MR_EDISKFAIL. A full disk (ENOSPC or EDQUOT) is not a failure: the writer
+ * stalls, reports it in mr_store_progress.nospace, keeps queueing, retries
+ * with backoff (1 s doubling to 8 s; at once after mr_store_retry_now() or a
+ * queued compaction) and clears `nospace` once a retry went through. Nothing
+ * of the stalled operations is reported durable before that, and a record
+ * torn by the failed write is cut before the retry (storage.c). */
 #ifndef MR_STORAGE_H
 #define MR_STORAGE_H
 
@@ -103,6 +108,29 @@ void mr_store_powerloss_close(struct mr_store_powerloss *pl);
  * its durable image, which then describes it again. MR_ENOTFOUND if
  * `image_dir` holds no image. */
 int mr_store_powerloss_cut(const char *data_dir, const char *image_dir, char *errmsg);
+
+/* ---- the space limit layer --------------------------------------------------
+ * A seam that passes every call to `inner` and refuses to let `data_dir` grow
+ * past a limit. A pwrite or fallocate that would take the space its files
+ * hold (allocated blocks of every file under data_dir) over `max_bytes` fails
+ * with -EDQUOT (the node's max_data_mb quota; 0: none), and, while the file
+ * `fault_file` exists and holds a decimal byte count, over that count with
+ * -ENOSPC (tests fill and free the "disk" at runtime by writing or removing
+ * it; the node reads MOONRAFT_FAULT_DISK_LIMIT_FILE). Either way the store
+ * takes it as a full disk (see Errors above). Thread-safe (no state). */
+struct mr_store_limit;
+/* data_dir and fault_file (may be NULL) are copied; inner (NULL: the real
+ * calls) is borrowed and must outlive the layer. Errors: MR_ENOMEM. */
+int mr_store_limit_open(const char *data_dir, const struct mr_store_fs *inner,
+                        uint64_t max_bytes, const char *fault_file,
+                        struct mr_store_limit **out);
+/* The seam, valid until close; pass it as mr_store_options.fs. */
+const struct mr_store_fs *mr_store_limit_fs(struct mr_store_limit *l);
+/* Frees the layer (after mr_store_close). NULL-safe. */
+void mr_store_limit_close(struct mr_store_limit *l);
+/* Bytes allocated to the files under data_dir (two levels deep), as the
+ * limit layer counts them. */
+uint64_t mr_store_dir_usage(const char *data_dir);
 
 /* ---- opening and recovery --------------------------------------------------- */
 
@@ -241,10 +269,18 @@ struct mr_store_progress {
     mr_node_id vote;
     int error; /* 0, or the error that failed the store */
     char errmsg[MR_ERRMSG_SIZE];
+    int nospace; /* 0, or -ENOSPC / -EDQUOT: writes stalled on a full disk
+                  * (the queue waits and is retried; not an error) */
+    char nospace_msg[MR_ERRMSG_SIZE]; /* what failed, while nospace */
+    uint64_t nospace_retries;         /* full-disk failures so far (total) */
 };
 
 /* Copies the current progress into *p. Thread-safe; cheap. Returns p->error. */
 int mr_store_poll(struct mr_store *st, struct mr_store_progress *p);
+
+/* Makes a writer stalled on a full disk retry now instead of at the end of
+ * its backoff (the host calls it when it freed space). Thread-safe. */
+void mr_store_retry_now(struct mr_store *st);
 
 /* 0 if healthy, else the (negative) error that put the store into the failed
  * state; errmsg (may be NULL) receives its description. Thread-safe. */

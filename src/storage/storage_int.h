@@ -139,6 +139,7 @@ struct mr_store {
     uint64_t next_seq;
     mr_index enq_last; /* last index queued */
     int is_stopping;
+    int is_kicked; /* retry a batch stalled on a full disk now */
     int has_thread;
     pthread_t thread;
     struct mr_store_progress prog; /* prog.error != 0: failed */

@@ -92,6 +92,8 @@ int mr_store__meta_write(const struct mr_store_fs *fs, const char *dir,
     rv = mr_store__sync_dir(fs, dir);
 out:
     if (fd >= 0) fs->close(fs->ctx, fd);
+    /* a half-written meta.tmp only holds space (a full disk is retried) */
+    if (rv != 0 && tmp != NULL && path != NULL) fs->unlink(fs->ctx, tmp);
     if (rv != 0) mr_errmsg_printf(errmsg, "meta: %s: %s", step, mr_strerror(rv));
     mr_free(tmp);
     mr_free(path);

@@ -1201,8 +1201,26 @@ static void crash_step(const char *dir, struct mr_rand *r, struct model *m,
         }
     }
     assert_true(rv == 0 || rv == MR_EDISKFAIL);
-    if (seq != 0) wait_seq(st, seq);
+    /* ENOSPC is not a failure: the store stalls (and retries) instead */
+    for (k = 0; seq != 0; k++) {
+        mr_store_poll(st, &p);
+        if (p.done_seq >= seq || p.error != 0 || p.nospace != 0) break;
+        assert_true(k < 200000); /* 20 s */
+        usleep(100);
+    }
     mr_store_poll(st, &p);
+    if (p.nospace != 0 && mr_rand_below(r, 2) == 0) {
+        /* room again: every queued write goes through */
+        pthread_mutex_lock(&fl->mu);
+        fl->fail_at = 0;
+        pthread_mutex_unlock(&fl->mu);
+        mr_store_retry_now(st);
+        wait_seq(st, seq);
+        mr_store_poll(st, &p);
+        assert_int_equal(p.error, 0);
+        assert_int_equal(p.nospace, 0);
+        assert_int_equal(p.persisted_index, queued);
+    }
     mr_store_close(st);
     pthread_mutex_lock(&fl->mu);
     fl->fail_at = 0;
@@ -1211,7 +1229,9 @@ static void crash_step(const char *dir, struct mr_rand *r, struct model *m,
     pthread_mutex_unlock(&fl->mu);
 
     assert_int_equal(open_store(dir, 4096, &fl->fs, stp, &rec, errmsg), 0);
-    if (p.error == 0) assert_int_equal(rec.last_index, queued);
+    if (p.error == 0 && p.nospace == 0) assert_int_equal(rec.last_index, queued);
+    /* a write torn by a full disk was cut before the retry (or the crash) */
+    if (p.nospace != 0) assert_string_equal(rec.note, "");
     assert_true(rec.last_index >= p.persisted_index);
     assert_true(rec.last_index >= m->last);
     assert_true(rec.last_index <= queued);
@@ -1482,11 +1502,259 @@ static void check_fault(const char *dir, int kind, int err, int is_short)
 static void test_store_disk_errors_fail_the_store_without_damage(void **state)
 {
     struct fx *f = *state;
-    check_fault(f->dir, F_PWRITE, -ENOSPC, 0);
+    check_fault(f->dir, F_PWRITE, -EIO, 0);
     check_fault(f->dir, F_PWRITE, -EIO, 1);
     check_fault(f->dir, F_FDATASYNC, -EIO, 0);
-    check_fault(f->dir, F_FALLOCATE, -ENOSPC, 0);
+    check_fault(f->dir, F_FALLOCATE, -EIO, 0);
     check_fault(f->dir, F_RENAME, -EIO, 0);
+}
+
+/* ---- a full disk
+ * ------------------------------------------------------------------------ */
+
+static void faults_stop(struct faults *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->fail_at = 0;
+    f->is_sticky = 0;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Waits until the writer reports a full disk (want != 0) or not (want == 0). */
+static void wait_nospace(struct mr_store *st, int want)
+{
+    struct mr_store_progress p;
+    int spins = 0;
+    for (;;) {
+        mr_store_poll(st, &p);
+        assert_int_equal(p.error, 0);
+        if ((want != 0 && p.nospace == want) || (want == 0 && p.nospace == 0)) return;
+        assert_true(++spins < 200000); /* 20 s */
+        usleep(100);
+    }
+}
+
+static void append_one(struct mr_store *st, mr_index i, mr_term t, uint64_t *seq)
+{
+    struct mr_raft_entry e = {t, i, MR_RAFT_ENTRY_NORMAL, payload(i, t, 100)};
+    assert_int_equal(mr_store_append(st, &e, 1, seq), 0);
+    mr_rcbuf_unref(e.data);
+}
+
+static void test_store_enospc_mid_record_stalls_and_leaves_no_torn_record(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_progress p;
+    struct faults fl;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t seq = 0, good;
+    mr_index i;
+    size_t k;
+
+    faults_init(&fl);
+    fl.is_short = 1; /* the failing write puts half of its bytes in */
+    fl.is_sticky = 1;
+    assert_int_equal(open_store(f->dir, 4096, &fl.fs, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    good = append_range(st, 1, 20, 1, 100, 4, 1);
+    faults_arm(&fl, F_PWRITE, 1, -ENOSPC);
+    for (i = 21; i <= 40; i++) append_one(st, i, 1, &seq);
+    wait_nospace(st, -ENOSPC);
+    /* not a failure: still queueing, nothing of the stalled batch durable */
+    append_one(st, 41, 1, &seq);
+    mr_store_poll(st, &p);
+    assert_int_equal(p.error, 0);
+    assert_int_equal(p.done_seq, good);
+    assert_int_equal(p.persisted_index, 20);
+    assert_true(strstr(p.nospace_msg, "No space") != NULL);
+    assert_int_equal(mr_store_status(st, NULL), 0);
+    /* the process dies while the disk is still full */
+    mr_store_close(st);
+    pthread_mutex_destroy(&fl.mu);
+
+    /* the torn half record was cut before anything else: recovery has
+     * nothing to repair, and the log is a clean prefix */
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    assert_string_equal(rec.note, "");
+    assert_true(rec.last_index >= 20 && rec.last_index <= 41);
+    for (k = 0; k < rec.n_entries; k++) check_entry(&rec.entries[k], k + 1, 1, 100);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
+static void
+test_store_full_disk_retries_until_space_returns_and_keeps_queue_order(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_progress p;
+    struct faults fl;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t seq = 0;
+    mr_index i;
+    size_t k;
+
+    faults_init(&fl);
+    fl.is_short = 1;
+    fl.is_sticky = 1;
+    assert_int_equal(open_store(f->dir, 4096, &fl.fs, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    append_range(st, 1, 20, 1, 100, 4, 1);
+    faults_arm(&fl, F_PWRITE, 1, -ENOSPC);
+    for (i = 21; i <= 30; i++) append_one(st, i, 1, &seq);
+    wait_nospace(st, -ENOSPC);
+    /* while stalled: a new leader's history replaces 25.. (term 2), and a
+     * vote is recorded; all of it waits behind the stalled appends */
+    assert_int_equal(mr_store_save_hard_state(st, 2, 3, &seq), 0);
+    assert_int_equal(mr_store_truncate(st, 25, &seq), 0);
+    for (i = 25; i <= 33; i++) append_one(st, i, 2, &seq);
+    /* a second failed retry, then room again */
+    mr_store_retry_now(st);
+    for (k = 0;; k++) {
+        mr_store_poll(st, &p);
+        if (p.nospace_retries >= 2) break;
+        assert_true(k < 200000); /* 20 s */
+        usleep(100);
+    }
+    assert_int_equal(p.persisted_index, 20);
+    faults_stop(&fl);
+    mr_store_retry_now(st);
+    wait_seq(st, seq);
+    mr_store_poll(st, &p);
+    assert_int_equal(p.error, 0);
+    assert_int_equal(p.nospace, 0);
+    assert_string_equal(p.nospace_msg, "");
+    assert_int_equal(p.persisted_index, 33);
+    assert_int_equal(p.persisted_term, 2);
+    assert_int_equal(p.term, 2);
+    assert_int_equal(p.vote, 3);
+    append_one(st, 34, 2, &seq);
+    wait_seq(st, seq);
+    mr_store_close(st);
+    pthread_mutex_destroy(&fl.mu);
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    assert_string_equal(rec.note, "");
+    assert_int_equal(rec.term, 2);
+    assert_int_equal(rec.vote, 3);
+    assert_int_equal(rec.last_index, 34);
+    assert_int_equal(rec.n_entries, 34);
+    for (k = 0; k < 24; k++) check_entry(&rec.entries[k], k + 1, 1, 100);
+    for (k = 24; k < 34; k++) check_entry(&rec.entries[k], k + 1, 2, 100);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
+static int count_segments(const char *dir)
+{
+    char wal[512];
+    struct dirent *de;
+    int n = 0;
+    DIR *d;
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    d = opendir(wal);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) n += strstr(de->d_name, ".seg") != NULL;
+    closedir(d);
+    return n;
+}
+
+static void
+test_store_compaction_runs_ahead_of_appends_stalled_on_a_full_disk(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_progress p;
+    struct faults fl;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t seq = 0;
+    mr_index i;
+    int before, spins = 0;
+
+    faults_init(&fl);
+    fl.is_sticky = 1;
+    assert_int_equal(open_store(f->dir, 4096, &fl.fs, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    append_range(st, 1, 100, 1, 100, 4, 1);
+    before = count_segments(f->dir);
+    assert_true(before >= 3);
+    /* a new segment cannot be preallocated: the disk is full */
+    faults_arm(&fl, F_FALLOCATE, 1, -ENOSPC);
+    for (i = 101; i <= 160; i++) append_one(st, i, 1, &seq);
+    wait_nospace(st, -ENOSPC);
+    /* a snapshot (written without fallocate) lets the store free space */
+    assert_int_equal(mr_store_snapshot_write(st, 90, 1, "c", 1, "s", 1, errmsg), 0);
+    assert_int_equal(mr_store_compact(st, 90, NULL), 0);
+    while (count_segments(f->dir) >= before) {
+        assert_true(++spins < 20000); /* 2 s, well before the 1 s.. backoff ends */
+        usleep(100);
+    }
+    mr_store_poll(st, &p);
+    assert_int_equal(p.nospace, -ENOSPC); /* still full for the test's fault */
+    faults_stop(&fl);
+    mr_store_retry_now(st);
+    wait_seq(st, seq);
+    wait_nospace(st, 0);
+    mr_store_close(st);
+    pthread_mutex_destroy(&fl.mu);
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    assert_int_equal(rec.snap_index, 90);
+    assert_int_equal(rec.last_index, 160);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+}
+
+static void test_store_limit_layer_fills_and_frees_the_disk_at_runtime(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_limit *lim;
+    char errmsg[MR_ERRMSG_SIZE], ff[512], data[512];
+    uint64_t seq = 0, used;
+    mr_index i;
+    FILE *fp;
+
+    snprintf(data, sizeof data, "%s/data", f->dir);
+    snprintf(ff, sizeof ff, "%s/disk-limit", f->dir);
+    assert_int_equal(mr_store_limit_open(data, NULL, 0, ff, &lim), 0);
+    assert_int_equal(open_store(data, 4096, mr_store_limit_fs(lim), &st, &rec, errmsg),
+                     0);
+    mr_store_recovered_release(&rec);
+    append_range(st, 1, 10, 1, 100, 2, 1);
+    used = mr_store_dir_usage(data);
+    assert_true(used > 0);
+    /* no room for one more segment */
+    fp = fopen(ff, "w");
+    assert_non_null(fp);
+    fprintf(fp, "%llu\n", (unsigned long long)used);
+    fclose(fp);
+    for (i = 11; i <= 200; i++) append_one(st, i, 1, &seq);
+    wait_nospace(st, -ENOSPC);
+    assert_true(mr_store_dir_usage(data) <= used);
+    unlink(ff);
+    mr_store_retry_now(st);
+    wait_seq(st, seq);
+    wait_nospace(st, 0);
+    mr_store_close(st);
+    mr_store_limit_close(lim);
+
+    /* the quota: EDQUOT once the directory would pass max_bytes */
+    assert_int_equal(
+        mr_store_limit_open(data, NULL, mr_store_dir_usage(data), NULL, &lim), 0);
+    assert_int_equal(open_store(data, 4096, mr_store_limit_fs(lim), &st, &rec, errmsg),
+                     0);
+    assert_int_equal(rec.last_index, 200);
+    mr_store_recovered_release(&rec);
+    for (i = 201; i <= 400; i++) append_one(st, i, 1, &seq);
+    wait_nospace(st, -EDQUOT);
+    mr_store_close(st);
+    mr_store_limit_close(lim);
 }
 
 /* ---- snapshots
@@ -2263,7 +2531,8 @@ static void test_powerloss_compacted_segments_stay_deleted(void **state)
     wait_seq(st, append_range(st, 1, 200, 1, 100, 10, 0));
     before = count_files(wal, ".seg");
     assert_true(before >= 4);
-    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg), 0);
+    assert_int_equal(mr_store_snapshot_write(st, 150, 1, "conf", 4, "state", 5, errmsg),
+                     0);
     assert_int_equal(mr_store_compact(st, 150, &seq), 0);
     wait_seq(st, seq);
     after = count_files(wal, ".seg");
@@ -2872,6 +3141,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_store_recovery_drops_a_wal_suffix_that_contradicts_the_snapshot, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_enospc_mid_record_stalls_and_leaves_no_torn_record, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_full_disk_retries_until_space_returns_and_keeps_queue_order, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_compaction_runs_ahead_of_appends_stalled_on_a_full_disk, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_limit_layer_fills_and_frees_the_disk_at_runtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_powerloss_keeps_only_synced_data_of_a_file,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
