@@ -171,6 +171,11 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
     r->snap_index = p->snap_index;
     r->snap_term = p->snap_term;
     r->commit = r->applied = p->snap_index;
+    if (p->commit > r->commit && p->commit <= log_last_index(r)) {
+        TRACE(r, "the host knows %llu is committed -> commit %llu", U(p->commit),
+              U(p->commit));
+        r->commit = p->commit;
+    }
     r->persisted = log_last_index(r);
     r->unstable = r->persisted + 1;
     if (p->snap_config != NULL)

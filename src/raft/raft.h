@@ -90,9 +90,11 @@
  *     4.2.1: catch up before voting; one batch of slack so that promotion
  *     is possible under steady load).
  *   - Commit is not part of the hard state: after a restart commit starts at
- *     the snapshot index and is learned again from the leader. (A restarted
- *     server that was removed may therefore campaign once, see above; it
- *     steps down as soon as it commits anything.)
+ *     the snapshot index (or at a commit index the host recorded, see
+ *     mr_raft_load) and is learned again from the leader. (A restarted
+ *     server that was removed may therefore campaign once, see above, unless
+ *     its host recorded the removal's commit; it steps down as soon as it
+ *     commits anything.)
  *   - A removed server is told (thesis 4.2.3 leaves it to stop by itself or
  *     be disruptive): the leader that removes a follower keeps replicating
  *     to it, as a server of no role that never counts, until it holds the
@@ -437,7 +439,7 @@ struct mr_raft {
      * heartbeat that told it the entry is committed, so that it knows it was
      * removed; given up after MR_RAFT_DEPARTING_TICKS_FACTOR election
      * timeouts or when this server stops leading (raft_membership.c) */
-    mr_node_id departing;
+    mr_node_id departing; /* 0: none */
     mr_index departing_index;   /* the configuration entry that removed it */
     uint64_t departing_round;   /* heartbeat round that told it (0: none yet) */
     unsigned departing_elapsed; /* ticks since the removal */
@@ -488,11 +490,17 @@ struct mr_raft_persisted {
     const struct mr_raft_entry *entries; /* contiguous, from snap_index + 1 (the WAL's
                                             older entries are left out) */
     size_t n_entries;
+    /* 0, or an index the host durably recorded as committed in an earlier run
+     * (moonraft's node records the configuration that removed it): commit
+     * starts there instead of at snap_index, if the log reaches it. Then a
+     * removed server knows its removal committed and does not campaign. */
+    mr_index commit;
 };
 
 /* Loads persisted state into a freshly initialised core. The effective
  * configuration is the last CONFIG entry, else the snapshot's. commit and
- * applied start at snap_index. Errors: MR_EINVAL (non-contiguous entries,
+ * applied start at snap_index (commit at p->commit if set, see above: the
+ * entries up to it come out as committed). Errors: MR_EINVAL (non-contiguous entries,
  * already loaded), MR_EMALFORMED (undecodable configuration, errmsg says
  * which), MR_ENOMEM. `errmsg` may be NULL. */
 int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *errmsg);
