@@ -730,6 +730,7 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
         }
         p.entries = rec->entries;
         p.n_entries = rec->n_entries;
+        p.commit = mr_node_members_load_removed(n);
         rv = mr_raft_load(&n->raft, &p, err);
         if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot load the log", err);
         n->last_queued = rec->last_index;
