@@ -133,7 +133,8 @@ void member_departing_tick(struct mr_raft *r, unsigned k)
 {
     if (r->departing == 0) return;
     unsigned limit = MR_RAFT_DEPARTING_TICKS_FACTOR * r->opts.election_max_ticks;
-    r->departing_elapsed = r->departing_elapsed > limit - k ? limit : r->departing_elapsed + k;
+    /* departing_elapsed < limit here: it is dropped once it gets there */
+    r->departing_elapsed = k >= limit - r->departing_elapsed ? limit : r->departing_elapsed + k;
     if (r->departing_elapsed >= limit) member_departed(r, "no answer in time, gave up");
 }
 
