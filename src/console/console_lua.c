@@ -328,7 +328,8 @@ static int setup(lua_State *L)
         size_t len;
         const char *src = mr_util_lua_embedded("console.lua", &len);
         snprintf(path, sizeof path, "console.lua");
-        if (luaL_loadbufferx(L, src, len, "@console.lua", "t") != LUA_OK) return lua_error(L);
+        if (luaL_loadbufferx(L, src, len, "@console.lua", "t") != LUA_OK)
+            return lua_error(L);
     }
     lua_createtable(L, 0, 8);
     lua_pushlightuserdata(L, c);
@@ -351,7 +352,8 @@ int mr_console_open(struct mr_console *c, const char *addr, const char *token,
         return MR_EINVAL;
     }
     if (mr_console_find_lua_dir(c->lua_dir, sizeof c->lua_dir) != 0) {
-        mr_errmsg_printf(c->errmsg, "no console.lua in $MOONRAFT_LUA_DIR (%s)", getenv("MOONRAFT_LUA_DIR"));
+        mr_errmsg_printf(c->errmsg, "no console.lua in $MOONRAFT_LUA_DIR (%s)",
+                         getenv("MOONRAFT_LUA_DIR"));
         return MR_ENOTFOUND;
     }
     if ((token != NULL && (c->token = mr_strdup(token)) == NULL) ||

@@ -482,7 +482,8 @@ static int receive(struct mr_raft *r, const struct mr_raft_msg *m)
              * follower's election timer. Restarting it for every vote request
              * lets a candidate whose log is behind, on a faster clock, keep
              * the up-to-date server from ever timing out (without pre-vote) */
-            if (m->type == MR_RAFT_MSG_VOTE && was_follower) r->election_elapsed = elapsed;
+            if (m->type == MR_RAFT_MSG_VOTE && was_follower)
+                r->election_elapsed = elapsed;
         }
     } else if (m->term < r->term) {
         if ((r->opts.check_quorum || r->opts.pre_vote) &&

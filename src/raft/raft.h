@@ -439,7 +439,7 @@ struct mr_raft {
      * heartbeat that told it the entry is committed, so that it knows it was
      * removed; given up after MR_RAFT_DEPARTING_TICKS_FACTOR election
      * timeouts or when this server stops leading (raft_membership.c) */
-    mr_node_id departing; /* 0: none */
+    mr_node_id departing;       /* 0: none */
     mr_index departing_index;   /* the configuration entry that removed it */
     uint64_t departing_round;   /* heartbeat round that told it (0: none yet) */
     unsigned departing_elapsed; /* ticks since the removal */

@@ -117,7 +117,8 @@ void member_departing_round(struct mr_raft *r, uint64_t round)
     struct mr_raft_progress *p = progress_get(r, r->departing);
     /* the heartbeat carries min(match, commit): both must have reached the
      * removing entry for it to tell the server its removal committed */
-    if (p == NULL || p->match < r->departing_index || r->commit < r->departing_index) return;
+    if (p == NULL || p->match < r->departing_index || r->commit < r->departing_index)
+        return;
     TRACE(r, "heartbeat round %llu tells removed server %llu that %llu committed",
           U(round), U(r->departing), U(r->departing_index));
     r->departing_round = round;
@@ -125,7 +126,8 @@ void member_departing_round(struct mr_raft *r, uint64_t round)
 
 void member_departing_ack(struct mr_raft *r, uint64_t round)
 {
-    if (r->departing == 0 || r->departing_round == 0 || round < r->departing_round) return;
+    if (r->departing == 0 || r->departing_round == 0 || round < r->departing_round)
+        return;
     member_departed(r, "it knows its removal committed");
 }
 
@@ -134,7 +136,8 @@ void member_departing_tick(struct mr_raft *r, unsigned k)
     if (r->departing == 0) return;
     unsigned limit = MR_RAFT_DEPARTING_TICKS_FACTOR * r->opts.election_max_ticks;
     /* departing_elapsed < limit here: it is dropped once it gets there */
-    r->departing_elapsed = k >= limit - r->departing_elapsed ? limit : r->departing_elapsed + k;
+    r->departing_elapsed =
+        k >= limit - r->departing_elapsed ? limit : r->departing_elapsed + k;
     if (r->departing_elapsed >= limit) member_departed(r, "no answer in time, gave up");
 }
 

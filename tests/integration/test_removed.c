@@ -40,7 +40,8 @@ static int wait_status(int node, const char *expr, const char *want, int timeout
         if (strcmp(status_field(node, expr), want) == 0) return 1;
         mr_it_sleep_ms(50);
     }
-    fprintf(stderr, "%s on node %d is %s, wanted %s\n", expr, node, status_field(node, expr), want);
+    fprintf(stderr, "%s on node %d is %s, wanted %s\n", expr, node,
+            status_field(node, expr), want);
     mr_it_dump_logs(&cluster);
     return 0;
 }
@@ -69,7 +70,8 @@ static void expect_refused(int victim, int leader)
     snprintf(want, sizeof want, "127.0.0.1:%d", cluster.nodes[leader].http_port);
     assert_non_null(strstr(mr_it_jq(r.body, "j.error.message"), want));
     mr_it_resp_free(&r);
-    r = mr_it_http(&cluster, victim, "GET", "/v1/kv/before?consistency=stale", NULL, NULL);
+    r = mr_it_http(&cluster, victim, "GET", "/v1/kv/before?consistency=stale", NULL,
+                   NULL);
     EXPECT_STATUS(r, 503);
     assert_string_equal(mr_it_jq(r.body, "j.error.code"), "removed");
     mr_it_resp_free(&r);
@@ -81,8 +83,9 @@ static void start(int i)
     char args[1024];
     size_t off = (size_t)snprintf(args, sizeof args, "--peers ");
     for (int k = 0; k < 3; k++)
-        off += (size_t)snprintf(args + off, sizeof args - off, "%s%s=127.0.0.1:%d/127.0.0.1:%d",
-                                k ? "," : "", cluster.nodes[k].name, cluster.nodes[k].raft_port,
+        off += (size_t)snprintf(args + off, sizeof args - off,
+                                "%s%s=127.0.0.1:%d/127.0.0.1:%d", k ? "," : "",
+                                cluster.nodes[k].name, cluster.nodes[k].raft_port,
                                 cluster.nodes[k].http_port);
     mr_it_start_args(&cluster, i, args);
 }
@@ -145,8 +148,9 @@ static void test_removed_node_knows_it_stays_quiet_and_refuses_requests(void **s
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_removed_node_knows_it_stays_quiet_and_refuses_requests,
-                                  teardown_cluster),
+        cmocka_unit_test_teardown(
+            test_removed_node_knows_it_stays_quiet_and_refuses_requests,
+            teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -483,8 +483,8 @@ static void test_membership_add_and_remove_members(void **state)
  * election timer. Otherwise, without pre-vote, a candidate whose log is
  * behind and whose clock runs faster keeps the only server that can win
  * from ever timing out, and the cluster has no leader forever. */
-static void test_election_rejected_vote_requests_do_not_starve_the_up_to_date_server(
-    void **state)
+static void
+test_election_rejected_vote_requests_do_not_starve_the_up_to_date_server(void **state)
 {
     (void)state;
     struct sim_opts o;
@@ -502,7 +502,8 @@ static void test_election_rejected_vote_requests_do_not_starve_the_up_to_date_se
     sim_isolate(s, y);
     mr_index idx;
     mr_term t;
-    for (int i = 0; i < 3; i++) assert_int_equal(sim_propose(s, l, "only-on-l", &idx, &t), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(sim_propose(s, l, "only-on-l", &idx, &t), 0);
     sim_run(s, 2 * ELECTION);
     /* l's clock runs at a third of y's speed, y campaigns at once and often */
     sim_set_clock(s, l, 3 * UNIT);
@@ -558,8 +559,8 @@ static void test_membership_removed_follower_learns_it_and_never_campaigns(void 
 }
 
 /* A removed server that never answers is given up after a while. */
-static void test_membership_leader_gives_up_informing_an_unreachable_removed_server(
-    void **state)
+static void
+test_membership_leader_gives_up_informing_an_unreachable_removed_server(void **state)
 {
     (void)state;
     struct sim *s = cluster(3, 0, 41);
@@ -978,8 +979,10 @@ int main(void)
         cmocka_unit_test(test_replication_twenty_thousand_entries_commit_everywhere),
         cmocka_unit_test(test_membership_add_and_remove_members),
         cmocka_unit_test(test_membership_removed_follower_learns_it_and_never_campaigns),
-        cmocka_unit_test(test_election_rejected_vote_requests_do_not_starve_the_up_to_date_server),
-        cmocka_unit_test(test_membership_leader_gives_up_informing_an_unreachable_removed_server),
+        cmocka_unit_test(
+            test_election_rejected_vote_requests_do_not_starve_the_up_to_date_server),
+        cmocka_unit_test(
+            test_membership_leader_gives_up_informing_an_unreachable_removed_server),
         cmocka_unit_test(test_membership_removing_the_leader_makes_it_step_down),
         cmocka_unit_test(test_membership_learner_catches_up_and_is_promoted),
         cmocka_unit_test(test_snapshot_catches_up_a_far_behind_follower),

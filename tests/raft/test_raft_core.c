@@ -331,7 +331,9 @@ static unsigned campaign_messages(struct mr_raft *r, unsigned ticks)
         struct mr_raft_ready rd;
         mr_raft_step(r, &ev, &rd);
         for (size_t i = 0; i < rd.n_msgs; i++)
-            if (rd.msgs[i].type == MR_RAFT_MSG_PREVOTE || rd.msgs[i].type == MR_RAFT_MSG_VOTE) n++;
+            if (rd.msgs[i].type == MR_RAFT_MSG_PREVOTE ||
+                rd.msgs[i].type == MR_RAFT_MSG_VOTE)
+                n++;
         for (size_t i = 0; i < rd.n_msgs_after; i++)
             if (rd.msgs_after[i].type == MR_RAFT_MSG_PREVOTE ||
                 rd.msgs_after[i].type == MR_RAFT_MSG_VOTE)
