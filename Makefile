@@ -2,10 +2,12 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 RELEASE_BUILD ?= build-release
+DEB_BUILD  ?= build-deb
+PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-release test test-fast test-asan run bench fuzz chaos clean format
+.PHONY: all deps build build-release test test-fast test-asan run bench fuzz chaos clean format install deb
 
 all: build
 
@@ -44,6 +46,22 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# Installs the binary, the example configs and scripts, the docs and the
+# systemd unit under PREFIX (docs/operations.md "Installing").
+install: deps
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target moonraft
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# A Debian package (CPack): Release build without the tests, installed under
+# /usr with its config in /etc/moonraft. The .deb lands in $(DEB_BUILD)/.
+deb: deps
+	cmake -S . -B $(DEB_BUILD) -DCMAKE_BUILD_TYPE=Release -DMR_BUILD_TESTS=OFF \
+		-DCMAKE_INSTALL_PREFIX=/usr -DMR_INSTALL_SYSCONFDIR=/etc $(CMAKE_FLAGS)
+	cmake --build $(DEB_BUILD) -j $(JOBS)
+	cd $(DEB_BUILD) && cpack -G DEB
+	@ls $(DEB_BUILD)/*.deb
+
 run: build
 	@sh scripts/run-cluster.sh $(BUILD)
 
@@ -60,4 +78,4 @@ format:
 	clang-format -i src/*/*.c src/*/*.h tests/*/*.c tests/*/*.h
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) $(DEB_BUILD) build-fuzz

@@ -27,8 +27,9 @@ return {
   http_addr = "127.0.0.1:" .. (base_http + n),
 
   -- The Lua state machine (DESIGN.md "The Lua state machine contract").
-  -- Default "lua/kv.lua". Every node must run the same script.
-  state_machine = "lua/kv.lua",
+  -- Default: the kv script built into the binary (the same bytes as
+  -- lua/kv.lua). Every node must run the same script.
+  -- state_machine = "/etc/moonraft/app.lua",
 
   -- How the cluster forms. Choose ONE of:
   --   peers = { id = "raft host:port" or {raft = "...", http = "..."} }

@@ -54,7 +54,7 @@ static const struct keydesc keys[] = {
     {"http_addr", K_ADDR, F(http_addr), 0, 0,
      "host:port for the HTTP API (127.0.0.1:8001)"},
     {"state_machine", K_PATH, F(state_machine), 0, 0,
-     "Lua state machine script (lua/kv.lua)"},
+     "Lua state machine script (default: the built-in kv.lua)"},
     {"peers", K_PEERS, F(peers), 0, 0,
      "static members: n1=host:port,n2=... (raft address, or raft/http: n1=h:7001/h:8001)"},
     {"bootstrap_expect", K_INT, F(bootstrap_expect), 1, 1000,
@@ -1021,7 +1021,6 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
     }
     if ((rv = fill(&cfg->raft_addr, "127.0.0.1:7001", errmsg)) != 0) return rv;
     if ((rv = fill(&cfg->http_addr, "127.0.0.1:8001", errmsg)) != 0) return rv;
-    if ((rv = fill(&cfg->state_machine, "lua/kv.lua", errmsg)) != 0) return rv;
     if (cfg->data_dir == NULL) {
         char dir[MR_CFG_ID_MAX + 8];
         snprintf(dir, sizeof dir, "data/%s", cfg->id);

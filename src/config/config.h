@@ -47,7 +47,7 @@ struct mr_cfg {
     char *cluster_id;    /* NULL = "moonraft"; checked in handshakes and the data dir */
     char *raft_listen;   /* address to bind for peer traffic; NULL = raft_addr */
     char *http_addr;     /* default: peers[id].http if given, else "127.0.0.1:8001" */
-    char *state_machine; /* default "lua/kv.lua" */
+    char *state_machine; /* NULL (default): the built-in kv.lua */
 
     /* How the cluster forms; at most one of peers and join/bootstrap_expect.
      * None of them is valid only for a node whose data_dir already holds
@@ -134,7 +134,8 @@ int mr_cfg_load_file(struct mr_cfg *cfg, const char *path, char *errmsg);
  * flag or key. */
 int mr_cfg_parse_args(struct mr_cfg *cfg, int argc, char **argv, char *errmsg);
 
-/* Fills computed defaults (data_dir, raft_addr, http_addr, state_machine)
+/* Fills computed defaults (data_dir, raft_addr, http_addr; state_machine
+ * stays NULL for the built-in kv.lua)
  * and checks types, ranges and consistency (peers include self, peers vs
  * bootstrap_expect/join are exclusive, addresses parse, election timeout
  * above the heartbeat, ...). Errors: MR_ECONFIG naming the key. */

@@ -8,9 +8,9 @@
  * blocking HTTP/1.1 client (keep-alive, Content-Length and chunked answers,
  * http-parser), and a libedit REPL with history and tab completion.
  *
- * lua/ is found through, in order: $MOONRAFT_LUA_DIR; `<exe dir>/../lua`
- * (build/moonraft -> ./lua); `<exe dir>/lua`; MR_SOURCE_DIR "/lua" when that
- * macro is defined at compile time. See docs/console.md. */
+ * console.lua is built into the binary (mr_util_lua_embedded); a directory
+ * in $MOONRAFT_LUA_DIR overrides it (its console.lua, and console_*.lua
+ * helpers on package.path). See docs/console.md. */
 #ifndef MR_CONSOLE_H
 #define MR_CONSOLE_H
 
@@ -21,7 +21,7 @@
 enum {
     MR_CONSOLE_EXIT_OK = 0,    /* everything ran */
     MR_CONSOLE_EXIT_ERROR = 1, /* a Lua error, a server error or a transport error */
-    MR_CONSOLE_EXIT_USAGE = 2  /* bad command line, or lua/console.lua not found */
+    MR_CONSOLE_EXIT_USAGE = 2  /* bad command line, or no console.lua in $MOONRAFT_LUA_DIR */
 };
 
 /* Runs `moonraft console`. argv[0] is "console" (the subcommand name), then:

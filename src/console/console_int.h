@@ -101,12 +101,13 @@ struct mr_console {
     char *token;       /* owned (mr_strdup), NULL if none */
     char *admin_token; /* owned (mr_strdup), NULL if none */
     int module_ref;    /* registry ref of the table lua/console.lua returned */
-    char lua_dir[4096];
+    char lua_dir[4096]; /* $MOONRAFT_LUA_DIR, or "" for the built-in console.lua */
     char errmsg[MR_ERRMSG_SIZE];
 };
 
-/* Finds the lua/ directory (see console.h) holding console.lua, writing it
- * into dir (size `size`). Returns 0 or MR_ENOTFOUND. */
+/* Writes into dir (size `size`) the directory in $MOONRAFT_LUA_DIR, or ""
+ * when it is unset (the built-in console.lua, see console.h). Returns 0, or
+ * MR_ENOTFOUND when that directory holds no console.lua. */
 int mr_console_find_lua_dir(char *dir, size_t size);
 
 /* Creates the Lua state, opens the standard libraries and cjson, installs the

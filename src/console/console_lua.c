@@ -42,29 +42,11 @@ static int try_dir(char *dir, size_t size, const char *cand)
 int mr_console_find_lua_dir(char *dir, size_t size)
 {
     const char *env = getenv("MOONRAFT_LUA_DIR");
-    char exe[PATH_MAX], cand[PATH_MAX + 16];
-    ssize_t n;
-    if (env != NULL && env[0] != '\0') {
-        /* An explicit choice is never second-guessed. */
-        return try_dir(dir, size, env) ? 0 : MR_ENOTFOUND;
-    }
-    n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        char *slash;
-        exe[n] = '\0';
-        slash = strrchr(exe, '/');
-        if (slash != NULL) {
-            *slash = '\0';
-            snprintf(cand, sizeof cand, "%s/../lua", exe);
-            if (try_dir(dir, size, cand)) return 0;
-            snprintf(cand, sizeof cand, "%s/lua", exe);
-            if (try_dir(dir, size, cand)) return 0;
-        }
-    }
-#ifdef MR_SOURCE_DIR
-    if (try_dir(dir, size, MR_SOURCE_DIR "/lua")) return 0;
-#endif
-    return MR_ENOTFOUND;
+    dir[0] = '\0';
+    /* An explicit choice is never second-guessed; without one the console
+     * runs the console.lua built into the binary. */
+    if (env != NULL && env[0] != '\0') return try_dir(dir, size, env) ? 0 : MR_ENOTFOUND;
+    return 0;
 }
 
 /* ---- the `mr` table ------------------------------------------------------------- */
@@ -332,16 +314,23 @@ static int setup(lua_State *L)
     luaL_requiref(L, "cjson", luaopen_cjson, 1);
     lua_pop(L, 1);
 
-    /* package.path: lua/ first, so console_*.lua helpers can be required. */
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/?.lua;", c->lua_dir);
-    lua_getfield(L, -2, "path");
-    lua_concat(L, 2);
-    lua_setfield(L, -2, "path");
-    lua_pop(L, 1);
-
-    snprintf(path, sizeof path, "%s/console.lua", c->lua_dir);
-    if (luaL_loadfilex(L, path, "t") != LUA_OK) return lua_error(L);
+    if (c->lua_dir[0] != '\0') {
+        /* package.path: lua/ first, so console_*.lua helpers can be required. */
+        lua_getglobal(L, "package");
+        lua_pushfstring(L, "%s/?.lua;", c->lua_dir);
+        lua_getfield(L, -2, "path");
+        lua_concat(L, 2);
+        lua_setfield(L, -2, "path");
+        lua_pop(L, 1);
+        snprintf(path, sizeof path, "%s/console.lua", c->lua_dir);
+        if (luaL_loadfilex(L, path, "t") != LUA_OK) return lua_error(L);
+    } else {
+        size_t len;
+        const char *src = mr_util_lua_embedded("console.lua", &len);
+        snprintf(path, sizeof path, "console.lua");
+        if (luaL_loadbufferx(L, src, len, "@console.lua", "t") != LUA_OK)
+            return lua_error(L);
+    }
     lua_createtable(L, 0, 8);
     lua_pushlightuserdata(L, c);
     luaL_setfuncs(L, fns, 1);
@@ -363,7 +352,8 @@ int mr_console_open(struct mr_console *c, const char *addr, const char *token,
         return MR_EINVAL;
     }
     if (mr_console_find_lua_dir(c->lua_dir, sizeof c->lua_dir) != 0) {
-        mr_errmsg_printf(c->errmsg, "cannot find lua/console.lua (set MOONRAFT_LUA_DIR)");
+        mr_errmsg_printf(c->errmsg, "no console.lua in $MOONRAFT_LUA_DIR (%s)",
+                         getenv("MOONRAFT_LUA_DIR"));
         return MR_ENOTFOUND;
     }
     if ((token != NULL && (c->token = mr_strdup(token)) == NULL) ||

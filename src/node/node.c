@@ -734,6 +734,7 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
         }
         p.entries = rec->entries;
         p.n_entries = rec->n_entries;
+        p.commit = mr_node_members_load_removed(n);
         rv = mr_raft_load(&n->raft, &p, err);
         if (rv != 0) return fail(n, MR_NODE_EXIT_CORRUPT, "cannot load the log", err);
         n->last_queued = rec->last_index;
@@ -956,7 +957,12 @@ int mr_node_run(const struct mr_node_options *o)
     mr_node_metrics_init(n);
 
     memset(&smo, 0, sizeof smo);
-    smo.script_path = o->state_machine ? o->state_machine : "lua/kv.lua";
+    if (o->state_machine != NULL) {
+        smo.script_path = o->state_machine;
+    } else { /* the built-in kv script: the same bytes, so the same hash, as lua/kv.lua */
+        smo.script_source = mr_util_lua_embedded("kv.lua", NULL);
+        smo.script_name = "kv.lua";
+    }
     smo.instruction_budget = o->lua_instruction_budget;
     smo.memory_limit_bytes = o->lua_memory_bytes;
     rv = mr_sm_open(&n->sm, &smo, err);
@@ -964,7 +970,7 @@ int mr_node_run(const struct mr_node_options *o)
         fail(n, MR_NODE_EXIT_CONFIG, "state machine script", err);
         goto out;
     }
-    LOGI("state machine %s loaded", smo.script_path);
+    LOGI("state machine %s loaded", smo.script_path ? smo.script_path : "kv.lua (built in)");
 
     mr_node_snap_fault_setup(n);
     if (start_storage(n, &rec) != 0) goto out;

@@ -34,7 +34,7 @@ struct mr_node_options {
     const char *raft_addr;     /* required: peer port, "127.0.0.1:7001" */
     const char *raft_listen;   /* bind here instead of raft_addr [NULL] */
     const char *http_addr;     /* required: client port, "127.0.0.1:8001" */
-    const char *state_machine; /* path of the Lua script ["lua/kv.lua"] */
+    const char *state_machine; /* path of the Lua script [NULL: the built-in kv.lua] */
     /* Cluster formation (exactly one of these, or an existing data dir). */
     const struct mr_node_peer *peers; /* static: every node lists the same set */
     size_t n_peers;

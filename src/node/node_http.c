@@ -284,7 +284,7 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_http_json_key(&j, "id");
     mr_http_json_str(&j, n->name);
     mr_http_json_key(&j, "role");
-    mr_http_json_str(&j, role_name(n->role));
+    mr_http_json_str(&j, n->is_removed ? "removed" : role_name(n->role));
     mr_http_json_key(&j, "term");
     mr_http_json_uint(&j, st.term);
     mr_http_json_key(&j, "leader");
@@ -512,7 +512,7 @@ static void update_gauges(struct mr_node *n)
     struct mr_raft_status st;
     mr_raft_status(&n->raft, &st);
     mr_http_metric_set(n->m_term, (double)st.term);
-    mr_http_metric_set(n->m_role, (double)n->role);
+    mr_http_metric_set(n->m_role, n->is_removed ? 5.0 : (double)n->role);
     mr_http_metric_set(n->m_commit, (double)st.commit);
     mr_http_metric_set(n->m_applied, (double)n->applied);
     mr_http_metric_set(n->m_lag, (double)(st.commit > n->applied ? st.commit - n->applied : 0));
@@ -550,7 +550,7 @@ int mr_node_metrics_init(struct mr_node *n)
     struct mr_http_metrics *m = &n->metrics;
     n->m_term = mr_http_metrics_gauge(m, "moonraft_term", NULL, "Current Raft term");
     n->m_role = mr_http_metrics_gauge(m, "moonraft_role", NULL,
-                                      "Raft role: 1 follower, 2 precandidate, 3 candidate, 4 leader");
+                                      "Raft role: 1 follower, 2 precandidate, 3 candidate, 4 leader, 5 removed");
     n->m_commit = mr_http_metrics_gauge(m, "moonraft_commit_index", NULL, "Commit index");
     n->m_applied = mr_http_metrics_gauge(m, "moonraft_applied_index", NULL, "Applied index");
     n->m_lag = mr_http_metrics_gauge(m, "moonraft_apply_lag", NULL, "Committed entries not yet applied");

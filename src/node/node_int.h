@@ -338,6 +338,14 @@ struct mr_node {
     int join_inflight;
     uint64_t last_promote_try;
     mr_index synced_config_index; /* peers match the core's config at this index */
+    /* Removed (docs/operations.md "Removed nodes"): a committed configuration
+     * excludes this node, which was a member before. Recorded durably in
+     * <data_dir>/removed (the configuration's index) so that a restart still
+     * knows; cleared if a configuration includes the node again. */
+    int is_removed;
+    int was_member;         /* some configuration included this node */
+    mr_index removed_index; /* the configuration entry that removed it */
+    mr_node_id removed_leader; /* the leader then (0: unknown), for clients */
 
     /* Watch ring */
     struct mr_node_event events[MR_NODE_EVENT_RING];
@@ -582,8 +590,17 @@ void mr_node_script_metrics(struct mr_node *n, struct mr_http_buf *b);
 /* node_members.c */
 void mr_node_apply_config(struct mr_node *n, const void *data, size_t len, mr_index index);
 void mr_node_members_tick(struct mr_node *n);
-/* Adds transport peers for every server of the core's newest configuration. */
+/* Adds transport peers for every server of the core's newest configuration,
+ * and notices when this node was removed (mr_node_members_check_removed). */
 void mr_node_members_sync(struct mr_node *n);
+/* Reads <data_dir>/removed at start: sets is_removed and returns the index
+ * of the configuration that removed this node (a commit index for
+ * mr_raft_load), or 0 when the node was not removed. */
+mr_index mr_node_members_load_removed(struct mr_node *n);
+/* After each step: a committed configuration without this (former) member
+ * makes it removed (one log line, the marker file); one with it again
+ * clears that. */
+void mr_node_members_check_removed(struct mr_node *n);
 int mr_node_members_bootstrap_static(struct mr_node *n);
 void mr_node_members_on_add(struct mr_node *n, struct mr_node_op *op);
 void mr_node_members_json(struct mr_node *n, struct mr_http_json *j);

@@ -16,10 +16,14 @@
  * the leader before the configuration reaches it through the log. */
 #include "node/node_int.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void mr_node_member_parse(struct mr_node_member *m, mr_node_id id, int role,
                           const char *context)
@@ -72,6 +76,7 @@ static void sync_peers(struct mr_node *n, const struct mr_raft_config *cfg)
 void mr_node_members_sync(struct mr_node *n)
 {
     struct mr_raft_status st;
+    mr_node_members_check_removed(n);
     mr_raft_status(&n->raft, &st);
     if (st.config == NULL || st.config_index == n->synced_config_index) return;
     n->synced_config_index = st.config_index;
@@ -98,20 +103,119 @@ void mr_node_apply_config(struct mr_node *n, const void *data, size_t len, mr_in
     {
         char list[512] = "";
         size_t off = 0;
-        int self_in = 0;
         for (i = 0; i < cfg.n; i++) {
             struct mr_node_member m;
             mr_node_member_parse(&m, cfg.servers[i].id, cfg.servers[i].role, cfg.servers[i].context);
-            if (m.id == n->id) self_in = 1;
             if (off < sizeof list)
                 off += (size_t)snprintf(list + off, sizeof list - off, "%s%s%s", i ? ", " : "",
                                         m.name, m.role == MR_RAFT_LEARNER ? " (learner)" : "");
         }
+        /* whether this node was removed: mr_node_members_check_removed */
         LOGI("membership at index %llu: %s", (unsigned long long)index, list);
-        if (!self_in && n->applied_conf != NULL && cfg.n > 0)
-            LOGW("this node is no longer a member of the cluster");
     }
     mr_raft_config_close(&cfg);
+}
+
+/* ---- removed ----------------------------------------------------------------------- */
+
+static void removed_path(struct mr_node *n, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/removed", n->o->data_dir);
+}
+
+mr_index mr_node_members_load_removed(struct mr_node *n)
+{
+    char path[4200], text[64] = "";
+    unsigned long long index = 0, leader = 0;
+    removed_path(n, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 0;
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    if (sscanf(text, "removed at index %llu leader %llu", &index, &leader) < 1 || index == 0) {
+        LOGW("%s: unreadable (\"%.40s\"): ignored", path, text);
+        return 0;
+    }
+    n->is_removed = 1;
+    n->removed_index = index;
+    n->removed_leader = leader;
+    LOGW("this node was removed from the cluster (configuration at index %llu, recorded in "
+         "%s): it takes no part in elections and refuses requests; stop it",
+         index, path);
+    return index;
+}
+
+/* Writes <data_dir>/removed durably (temporary file, fsync, rename, fsync of
+ * the directory): a restart must still know. */
+static int write_removed(struct mr_node *n, mr_index index, char *err, size_t errlen)
+{
+    char path[4200], tmp[4300], text[64];
+    removed_path(n, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int len = snprintf(text, sizeof text, "removed at index %llu leader %llu\n",
+                       (unsigned long long)index, (unsigned long long)n->removed_leader);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) goto fail;
+    if (write(fd, text, (size_t)len) != len || fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        goto fail;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) goto fail;
+    fd = open(n->o->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    return 0;
+fail:
+    snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+    unlink(tmp);
+    return -1;
+}
+
+void mr_node_members_check_removed(struct mr_node *n)
+{
+    struct mr_raft_status st;
+    char path[4200], lb[72], err[4400];
+    mr_raft_status(&n->raft, &st);
+    if (st.config == NULL || st.config->n == 0) return; /* joining: no configuration yet */
+    if (mr_raft_config_get(st.config, n->id) != NULL) {
+        n->was_member = 1;
+        if (n->is_removed) {
+            n->is_removed = 0;
+            removed_path(n, path, sizeof path);
+            unlink(path);
+            LOGI("this node is a member of the cluster again (configuration at index %llu)",
+                 (unsigned long long)st.config_index);
+        }
+        return;
+    }
+    /* A joining node applies configurations without itself while it catches
+     * up: only a former member whose removal committed is removed. */
+    if (n->is_removed || !n->was_member || st.config_index > st.commit) return;
+    n->is_removed = 1;
+    n->removed_index = st.config_index;
+    n->removed_leader = n->leader;
+    if (write_removed(n, st.config_index, err, sizeof err) != 0)
+        LOGE("cannot record the removal (a restart will not know it): %s", err);
+    if (n->leader != 0) {
+        struct mr_node_member m;
+        const char *http = "";
+        if (mr_node_find_member(n, n->leader, &m) == 0 && strcmp(m.http_addr, "-") != 0)
+            http = m.http_addr;
+        LOGW("this node was removed from the cluster (configuration at index %llu, leader %s%s%s): "
+             "it takes no part in elections and refuses requests; stop it",
+             (unsigned long long)st.config_index, mr_node_name_of(n, n->leader, lb, sizeof lb),
+             http[0] ? " at " : "", http);
+    } else {
+        LOGW("this node was removed from the cluster (configuration at index %llu, no leader "
+             "known): it takes no part in elections and refuses requests; stop it",
+             (unsigned long long)st.config_index);
+    }
 }
 
 void mr_node_members_json(struct mr_node *n, struct mr_http_json *j)

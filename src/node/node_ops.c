@@ -296,6 +296,28 @@ static int is_write(int kind) { return kind != OP_READ; }
 
 static void start_read(struct mr_node *n, struct mr_node_op *op);
 
+/* 503 removed, naming the leader this node knows, else the one it knew when
+ * it was removed (recorded across restarts), with its HTTP address. No
+ * longer a member, even its stale reads would stay stale forever. */
+static void fail_removed(struct mr_node *n, struct mr_node_op *op)
+{
+    struct mr_node_member m;
+    struct mr_http_buf b;
+    char msg[400], lb[72];
+    mr_node_id leader = n->leader ? n->leader : n->removed_leader;
+    const char *name = leader ? mr_node_name_of(n, leader, lb, sizeof lb) : NULL;
+    if (leader != 0 && mr_node_find_member(n, leader, &m) == 0 && strcmp(m.http_addr, "-") != 0)
+        snprintf(msg, sizeof msg,
+                 "this node was removed from the cluster; the leader it knew is %s at %s", m.name,
+                 m.http_addr);
+    else
+        snprintf(msg, sizeof msg, "this node was removed from the cluster; ask a member");
+    mr_http_buf_init(&b);
+    mr_http_error_body(&b, "removed", msg, name);
+    mr_node_op_finish(op, 503, 0, b.data ? b.data : "", b.len, 1);
+    mr_http_buf_close(&b);
+}
+
 void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op)
 {
     int rv;
@@ -306,6 +328,10 @@ void mr_node_op_submit(struct mr_node *n, struct mr_node_op *op)
     if (n->disk_error) {
         /* out of the cluster until restarted: clients go to another node */
         fail_for_code(op, MR_EDISKFAIL);
+        return;
+    }
+    if (n->is_removed) {
+        fail_removed(n, op);
         return;
     }
     if (op->kind == OP_READ) {

@@ -5,7 +5,7 @@
  * newest snapshot and the log after it, and applies every entry in the log, in
  * order, to two state machines side by side:
  *   - "log": the script the log ran. It starts with the script recorded in the
- *     snapshot (or --original / lua/kv.lua for a snapshot without one, or no
+ *     snapshot (or --original / the built-in kv.lua for a snapshot without one, or no
  *     snapshot) and switches at SCRIPT entries exactly as a node does;
  *   - "candidate": the new script. It takes the snapshot's state over the way
  *     a deploy would (migrate() or restore() of the log script's snapshot())
@@ -114,7 +114,7 @@ static void usage(FILE *f)
           "  Replays a stopped node's snapshot and log (or a backup) through NEW.lua next to\n"
           "  the script the log ran, and reports where results, events or the final state\n"
           "  differ. --original: the script of a snapshot that does not record its own (or of\n"
-          "  a log without a snapshot; default lua/kv.lua). Budget and memory cap must be the\n"
+          "  a log without a snapshot; default the built-in kv.lua). Budget and memory cap must be the\n"
           "  cluster's (defaults: the node's defaults).\n"
           "  Exit 0: everything agrees; 1: something differs; 2: usage or data error.\n",
           f);
@@ -458,7 +458,7 @@ int mr_node_replay_main(int argc, char **argv, FILE *out, FILE *err)
     r.lock_fd = -1;
     r.log.what = "log";
     r.cand.what = "candidate";
-    r.orig_path = "lua/kv.lua";
+    r.orig_path = NULL; /* the built-in kv.lua */
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -498,8 +498,18 @@ int mr_node_replay_main(int argc, char **argv, FILE *out, FILE *err)
     if (read_whole(r.cand_path, &r.cand_src, &r.cand_len, err) != 0) goto out;
     {
         /* --original is optional when the snapshot records its script */
-        FILE *f = fopen(r.orig_path, "rb");
-        if (f != NULL) {
+        FILE *f = r.orig_path != NULL ? fopen(r.orig_path, "rb") : NULL;
+        if (r.orig_path == NULL) {
+            size_t len;
+            const char *src = mr_util_lua_embedded("kv.lua", &len);
+            r.orig_path = "kv.lua";
+            if ((r.orig_src = mr_malloc(len + 1)) == NULL) {
+                fprintf(err, "moonraft replay: out of memory\n");
+                goto out;
+            }
+            memcpy(r.orig_src, src, len + 1);
+            r.orig_len = len;
+        } else if (f != NULL) {
             fclose(f);
             if (read_whole(r.orig_path, &r.orig_src, &r.orig_len, err) != 0) goto out;
         }

@@ -154,6 +154,6 @@ void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s
     if (strcmp(si.hash, si.config_hash) != 0)
         LOGW("the cluster runs another state machine script than this node's state_machine "
              "file (%s): running the cluster's, %s (%s, %zu bytes, since index %llu)",
-             n->o->state_machine ? n->o->state_machine : "lua/kv.lua", si.hash, si.label,
+             n->o->state_machine ? n->o->state_machine : "the built-in kv.lua", si.hash, si.label,
              si.size, (unsigned long long)si.index);
 }

@@ -171,6 +171,11 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
     r->snap_index = p->snap_index;
     r->snap_term = p->snap_term;
     r->commit = r->applied = p->snap_index;
+    if (p->commit > r->commit && p->commit <= log_last_index(r)) {
+        TRACE(r, "the host knows %llu is committed -> commit %llu", U(p->commit),
+              U(p->commit));
+        r->commit = p->commit;
+    }
     r->persisted = log_last_index(r);
     r->unstable = r->persisted + 1;
     if (p->snap_config != NULL)
@@ -288,14 +293,26 @@ void progress_reset(struct mr_raft *r, struct mr_raft_progress *p)
     inflight_reset(p);
 }
 
+/* The id of progress slot i: the configuration's servers, then the
+ * departing server (slot n). */
+static mr_node_id slot_id(const struct mr_raft *r, unsigned i)
+{
+    return i < r->config.n ? r->config.servers[i].id : r->departing;
+}
+
 int progress_sync(struct mr_raft *r)
 {
     unsigned n = r->config.n;
-    struct mr_raft_progress *np = mr_calloc(n ? n : 1, sizeof(*np));
+    if (r->departing != 0 && mr_raft_config_get(&r->config, r->departing) != NULL) {
+        TRACE(r, "departing server %llu is a member again", U(r->departing));
+        r->departing = 0;
+    }
+    unsigned total = n + (r->departing != 0 ? 1 : 0);
+    struct mr_raft_progress *np = mr_calloc(total ? total : 1, sizeof(*np));
     if (np == NULL) return MR_ENOMEM;
     /* allocate first so that a failure leaves the old progress intact */
-    for (unsigned i = 0; i < n; i++) {
-        if (progress_get(r, r->config.servers[i].id) != NULL) continue;
+    for (unsigned i = 0; i < total; i++) {
+        if (progress_get(r, slot_id(r, i)) != NULL) continue;
         np[i].inflight = mr_calloc(r->opts.max_inflight, sizeof(mr_index));
         if (np[i].inflight == NULL) {
             for (unsigned k = 0; k < i; k++) mr_free(np[k].inflight);
@@ -303,22 +320,22 @@ int progress_sync(struct mr_raft *r)
             return MR_ENOMEM;
         }
     }
-    for (unsigned i = 0; i < n; i++) {
-        const struct mr_raft_server *s = &r->config.servers[i];
-        struct mr_raft_progress *old = progress_get(r, s->id);
+    for (unsigned i = 0; i < total; i++) {
+        mr_node_id id = slot_id(r, i);
+        struct mr_raft_progress *old = progress_get(r, id);
         if (old != NULL) {
             np[i] = *old;
             old->inflight = NULL; /* moved */
         } else {
-            np[i].id = s->id;
+            np[i].id = id;
             progress_reset(r, &np[i]);
         }
-        np[i].role = s->role;
+        np[i].role = i < n ? r->config.servers[i].role : 0; /* departing: no role */
     }
     for (unsigned i = 0; i < r->n_progress; i++) mr_free(r->progress[i].inflight);
     mr_free(r->progress);
     r->progress = np;
-    r->n_progress = n;
+    r->n_progress = total;
     /* vote tallies are sized by the configuration */
     mr_free(r->granted);
     mr_free(r->rejected);
@@ -386,11 +403,19 @@ void become_follower(struct mr_raft *r, mr_term term, mr_node_id leader)
         r->vote = 0;
         r->term_unsafe = 0; /* learned from a message: durable elsewhere */
     }
-    if (r->state == MR_RAFT_LEADER) {
+    int was_leader = r->state == MR_RAFT_LEADER;
+    if (was_leader) {
         read_abort_all(r);
         r->transferee = 0;
     }
     r->state = MR_RAFT_FOLLOWER;
+    if (was_leader && r->departing != 0) {
+        /* its progress slot stays (callers may hold progress pointers) and is
+         * dropped when this server leads again (repl_become_leader) */
+        TRACE(r, "stop replicating to removed server %llu: this server no longer leads",
+              U(r->departing));
+        r->departing = 0;
+    }
     r->leader = leader;
     r->n_granted = r->n_rejected = 0;
     reset_election_timer(r);
@@ -450,7 +475,15 @@ static int receive(struct mr_raft *r, const struct mr_raft_msg *m)
         } else {
             TRACE(r, "remote term is higher (%llu vs %llu) -> bump term (%s from %llu)",
                   U(m->term), U(r->term), mr_raft_msg_name(m->type), U(m->from));
+            unsigned elapsed = r->election_elapsed;
+            int was_follower = r->state == MR_RAFT_FOLLOWER;
             become_follower(r, m->term, leader_of(m));
+            /* Figure 2: only a granted vote (election_recv_vote) restarts a
+             * follower's election timer. Restarting it for every vote request
+             * lets a candidate whose log is behind, on a faster clock, keep
+             * the up-to-date server from ever timing out (without pre-vote) */
+            if (m->type == MR_RAFT_MSG_VOTE && was_follower)
+                r->election_elapsed = elapsed;
         }
     } else if (m->term < r->term) {
         if ((r->opts.check_quorum || r->opts.pre_vote) &&

@@ -90,9 +90,21 @@
  *     4.2.1: catch up before voting; one batch of slack so that promotion
  *     is possible under steady load).
  *   - Commit is not part of the hard state: after a restart commit starts at
- *     the snapshot index and is learned again from the leader. (A restarted
- *     server that was removed may therefore campaign once, see above; it
- *     steps down as soon as it commits anything.)
+ *     the snapshot index (or at a commit index the host recorded, see
+ *     mr_raft_load) and is learned again from the leader. (A restarted
+ *     server that was removed may therefore campaign once, see above, unless
+ *     its host recorded the removal's commit; it steps down as soon as it
+ *     commits anything.)
+ *   - A removed server is told (thesis 4.2.3 leaves it to stop by itself or
+ *     be disruptive): the leader that removes a follower keeps replicating
+ *     to it, as a server of no role that never counts, until it holds the
+ *     removing CONFIG entry and acknowledged a heartbeat carrying a commit
+ *     at or past it. Its core then has a committed configuration without
+ *     itself: it never campaigns again, and its host can say it was removed.
+ *     Best effort: a removed server that stays unreachable for
+ *     MR_RAFT_DEPARTING_TICKS_FACTOR election timeouts, or whose leader
+ *     steps down first, is not told (pre-vote and the lease still keep it
+ *     from disrupting anyone).
  *
  * READS. READ_INDEX on the leader queues the read; it comes back in `reads`
  * once a heartbeat round sent after it arrived is acknowledged by a majority
@@ -318,6 +330,10 @@ struct mr_raft_options {
     struct mr_tracer tracer;     /* emit_cb may be NULL */
 };
 
+/* A leader stops informing a removed server after this many times
+ * election_timeout_max ticks without success (struct mr_raft.departing). */
+#define MR_RAFT_DEPARTING_TICKS_FACTOR 10
+
 /* Fills `o` with the defaults for `id` (election 30..60, heartbeat 5, 64
  * entries / 1 MiB per append, 256 inflight, 0 trailing, check_quorum,
  * pre_vote and lease reads on, seed = id). */
@@ -341,7 +357,8 @@ enum mr_raft_progress_state {
 
 struct mr_raft_progress {
     mr_node_id id;
-    uint8_t role;          /* MR_RAFT_VOTER / MR_RAFT_LEARNER */
+    uint8_t role;          /* MR_RAFT_VOTER / MR_RAFT_LEARNER, or 0 for the
+                              departing server (struct mr_raft.departing) */
     uint8_t state;         /* enum mr_raft_progress_state */
     uint8_t probe_sent;    /* PROBE: one message outstanding */
     uint8_t recent_active; /* heard from it in the current check-quorum window */
@@ -414,8 +431,18 @@ struct mr_raft {
     struct mr_raft_config config;
     mr_index config_index;             /* index of that entry (or snapshot index) */
     mr_index pending_conf;             /* no change until commit reaches this */
-    struct mr_raft_progress *progress; /* one per config server, plus self */
+    struct mr_raft_progress *progress; /* one per config server (self included), then
+                                        * the departing server's, if any */
     unsigned n_progress;
+    /* leader: the server its latest configuration removed, still replicated
+     * to (never counted) until it holds the removing entry and acknowledged a
+     * heartbeat that told it the entry is committed, so that it knows it was
+     * removed; given up after MR_RAFT_DEPARTING_TICKS_FACTOR election
+     * timeouts or when this server stops leading (raft_membership.c) */
+    mr_node_id departing;       /* 0: none */
+    mr_index departing_index;   /* the configuration entry that removed it */
+    uint64_t departing_round;   /* heartbeat round that told it (0: none yet) */
+    unsigned departing_elapsed; /* ticks since the removal */
     /* timers */
     uint64_t ticks;
     unsigned election_elapsed;
@@ -463,11 +490,17 @@ struct mr_raft_persisted {
     const struct mr_raft_entry *entries; /* contiguous, from snap_index + 1 (the WAL's
                                             older entries are left out) */
     size_t n_entries;
+    /* 0, or an index the host durably recorded as committed in an earlier run
+     * (moonraft's node records the configuration that removed it): commit
+     * starts there instead of at snap_index, if the log reaches it. Then a
+     * removed server knows its removal committed and does not campaign. */
+    mr_index commit;
 };
 
 /* Loads persisted state into a freshly initialised core. The effective
  * configuration is the last CONFIG entry, else the snapshot's. commit and
- * applied start at snap_index. Errors: MR_EINVAL (non-contiguous entries,
+ * applied start at snap_index (commit at p->commit if set, see above: the
+ * entries up to it come out as committed). Errors: MR_EINVAL (non-contiguous entries,
  * already loaded), MR_EMALFORMED (undecodable configuration, errmsg says
  * which), MR_ENOMEM. `errmsg` may be NULL. */
 int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *errmsg);

@@ -42,6 +42,7 @@ static void advance(unsigned *counter, unsigned k)
  * heartbeat round: a host that reports a stall at once gets no burst. */
 static void leader_tick(struct mr_raft *r, unsigned k)
 {
+    member_departing_tick(r, k);
     advance(&r->heartbeat_elapsed, k);
     advance(&r->election_elapsed, k);
     if (r->transferee != 0) advance(&r->transfer_elapsed, k);

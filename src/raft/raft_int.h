@@ -119,6 +119,15 @@ int member_apply_entry(struct mr_raft *r, const struct mr_raft_entry *e);
 int member_truncated(struct mr_raft *r, mr_index from);
 /* Commit advanced: a leader no longer in the configuration steps down. */
 void member_committed(struct mr_raft *r);
+/* Leader: stop replicating to the departing server (`why` is traced). */
+void member_departed(struct mr_raft *r, const char *why);
+/* Leader: the departing server acknowledged heartbeat round `round`. */
+void member_departing_ack(struct mr_raft *r, uint64_t round);
+/* Leader: heartbeat round `round` is going out; it tells the departing
+ * server its removal committed if it holds the entry and it did. */
+void member_departing_round(struct mr_raft *r, uint64_t round);
+/* Leader: k ticks elapsed; gives up on a departing server that took too long. */
+void member_departing_tick(struct mr_raft *r, unsigned k);
 int member_set(struct mr_raft *r, const struct mr_raft_config *c, mr_index index);
 /* Encoded configuration effective at `index` (latest CONFIG entry <= index,
  * else the snapshot's); new reference or NULL. */

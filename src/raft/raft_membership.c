@@ -1,7 +1,15 @@
 /* raft_membership.c: one-server-at-a-time membership changes (thesis 4.1,
  * 4.2), learners (thesis 4.2.1, non-voting catch-up), removing the leader
  * (thesis 4.2.2). A configuration takes effect as soon as its entry is in the
- * log, committed or not, and reverts if that entry is truncated. */
+ * log, committed or not, and reverts if that entry is truncated.
+ *
+ * Deviation: a removed follower is told (raft.h). Thesis 4.2.3 only keeps a
+ * removed server from disrupting the others; here the leader goes on
+ * replicating to it ("departing", a progress of no role that never counts)
+ * until it holds the removing entry and acknowledged a heartbeat that
+ * carried a commit at or past it. Then that server's own core holds a
+ * committed configuration without itself, so it never campaigns again
+ * (raft_election.c promotable()) and its host can report it removed. */
 #include <string.h>
 
 #include "raft/raft_int.h"
@@ -93,6 +101,46 @@ void member_committed(struct mr_raft *r)
     }
 }
 
+void member_departed(struct mr_raft *r, const char *why)
+{
+    if (r->departing == 0) return;
+    TRACE(r, "stop replicating to removed server %llu: %s", U(r->departing), why);
+    r->departing = 0;
+    /* on MR_ENOMEM its progress stays, of no role: it still never counts and
+     * the next configuration change drops it */
+    (void)progress_sync(r);
+}
+
+void member_departing_round(struct mr_raft *r, uint64_t round)
+{
+    if (r->departing == 0 || r->departing_round != 0) return;
+    struct mr_raft_progress *p = progress_get(r, r->departing);
+    /* the heartbeat carries min(match, commit): both must have reached the
+     * removing entry for it to tell the server its removal committed */
+    if (p == NULL || p->match < r->departing_index || r->commit < r->departing_index)
+        return;
+    TRACE(r, "heartbeat round %llu tells removed server %llu that %llu committed",
+          U(round), U(r->departing), U(r->departing_index));
+    r->departing_round = round;
+}
+
+void member_departing_ack(struct mr_raft *r, uint64_t round)
+{
+    if (r->departing == 0 || r->departing_round == 0 || round < r->departing_round)
+        return;
+    member_departed(r, "it knows its removal committed");
+}
+
+void member_departing_tick(struct mr_raft *r, unsigned k)
+{
+    if (r->departing == 0) return;
+    unsigned limit = MR_RAFT_DEPARTING_TICKS_FACTOR * r->opts.election_max_ticks;
+    /* departing_elapsed < limit here: it is dropped once it gets there */
+    r->departing_elapsed =
+        k >= limit - r->departing_elapsed ? limit : r->departing_elapsed + k;
+    if (r->departing_elapsed >= limit) member_departed(r, "no answer in time, gave up");
+}
+
 int member_change(struct mr_raft *r, struct mr_raft_event *ev)
 {
     if (r->state != MR_RAFT_LEADER) return MR_ENOTLEADER;
@@ -158,8 +206,18 @@ int member_change(struct mr_raft *r, struct mr_raft_event *ev)
     rv = log_append(r, &e);
     mr_rcbuf_unref(e.data);
     if (rv != 0) return rv;
+    if (ev->change == MR_RAFT_REMOVE && s != NULL && id != r->id) {
+        /* keep its progress (progress_sync) so that it learns its removal */
+        if (r->departing != 0 && r->departing != id)
+            member_departed(r, "another server is being removed");
+        r->departing = id;
+        r->departing_index = e.index;
+        r->departing_round = 0;
+        r->departing_elapsed = 0;
+    }
     rv = member_apply_entry(r, log_get(r, e.index));
     if (rv != 0) {
+        if (r->departing == id) r->departing = 0;
         log_truncate(r, e.index);
         return rv;
     }

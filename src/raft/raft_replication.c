@@ -84,9 +84,18 @@ static void send_snapshot(struct mr_raft *r, struct mr_raft_progress *p)
 
 /* Sends the next batch to `p` if flow control allows. Returns 1 if a
  * message carrying entries left. */
+/* The departing server hears nothing until its removal commits: it gets the
+ * removing entry and the commit that covers it together, so it never holds
+ * an uncommitted removal of itself, which would let it campaign (the
+ * deviation in raft_election.c promotable()). */
+static int departing_waits(const struct mr_raft *r, const struct mr_raft_progress *p)
+{
+    return p->role == 0 && p->id == r->departing && r->commit < r->departing_index;
+}
+
 static int send_append(struct mr_raft *r, struct mr_raft_progress *p, int allow_empty)
 {
-    if (p->id == r->id) return 0;
+    if (p->id == r->id || departing_waits(r, p)) return 0;
     if (p->state == MR_RAFT_SNAPSHOT) return 0;
     if (p->state == MR_RAFT_PROBE && p->probe_sent) return 0;
     if (p->state == MR_RAFT_REPLICATE && inflight_full(r, p)) return 0;
@@ -150,9 +159,10 @@ void repl_broadcast_heartbeat(struct mr_raft *r, uint64_t round)
 {
     if (round == 0) round = ++r->read_round;
     r->round_tick[round % 64] = r->ticks;
+    member_departing_round(r, round);
     for (unsigned i = 0; i < r->n_progress; i++) {
         struct mr_raft_progress *p = &r->progress[i];
-        if (p->id == r->id) continue;
+        if (p->id == r->id || departing_waits(r, p)) continue;
         mr_index commit = p->match < r->commit ? p->match : r->commit;
         struct mr_raft_msg m = {
             .type = MR_RAFT_MSG_HEARTBEAT, .to = p->id, .commit = commit, .ctx = round};
@@ -195,6 +205,8 @@ int repl_become_leader(struct mr_raft *r)
     r->heartbeat_elapsed = 0;
     r->election_elapsed = 0;
     r->quiet_start = 0;
+    /* the slot of a server we were informing of its removal when we last led */
+    if (r->n_progress != r->config.n) (void)progress_sync(r);
     for (unsigned i = 0; i < r->n_progress; i++) progress_reset(r, &r->progress[i]);
     struct mr_raft_progress *self = progress_get(r, r->id);
     if (self != NULL) {
@@ -324,6 +336,7 @@ int repl_recv_heartbeat_resp(struct mr_raft *r, const struct mr_raft_msg *m)
     if (p->state == MR_RAFT_REPLICATE && inflight_full(r, p)) inflight_free_first(r, p);
     if (p->match < log_last_index(r)) send_append(r, p, 1);
     read_ack(r, p, m->ctx);
+    if (p->id == r->departing) member_departing_ack(r, m->ctx); /* last: may free p */
     return 0;
 }
 

@@ -87,6 +87,14 @@ void mr_alloc_fail_at(unsigned long n, int repeat);
 /* Number of live allocations made through the seam (for leak tests). */
 long mr_alloc_live(void);
 
+/* ---- Lua files built into the binary --------------------------------------
+ * The default state machine ("kv.lua") and the console's Lua ("console.lua")
+ * are compiled in from lua/ (cmake/embed.cmake), byte for byte, so that the
+ * binary runs from any directory and the built-in kv script hashes exactly
+ * like lua/kv.lua. Returns the NUL-terminated text (static, never freed) and
+ * sets *len (if not NULL) to its length, or returns NULL for an unknown name. */
+const char *mr_util_lua_embedded(const char *name, size_t *len);
+
 /* ---- refcounted immutable byte buffer (STYLE 9) ----------------------------
  * Log entry payloads are shared between the WAL, the network and apply. */
 struct mr_rcbuf {

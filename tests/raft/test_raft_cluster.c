@@ -479,6 +479,110 @@ static void test_membership_add_and_remove_members(void **state)
     sim_free(s);
 }
 
+/* Figure 2: a vote request the follower rejects does not restart its
+ * election timer. Otherwise, without pre-vote, a candidate whose log is
+ * behind and whose clock runs faster keeps the only server that can win
+ * from ever timing out, and the cluster has no leader forever. */
+static void
+test_election_rejected_vote_requests_do_not_starve_the_up_to_date_server(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.n_voters = 3;
+    o.seed = 43;
+    o.pre_vote = 0;
+    o.keep_traces = 1;
+    struct sim *s = sim_new(&o);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, ELECTION);
+    mr_node_id y = l % 3 + 1, c = y % 3 + 1;
+    /* l gets entries nobody else has: its log is the only up-to-date one */
+    sim_crash(s, c);
+    sim_isolate(s, y);
+    mr_index idx;
+    mr_term t;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(sim_propose(s, l, "only-on-l", &idx, &t), 0);
+    sim_run(s, 2 * ELECTION);
+    /* l's clock runs at a third of y's speed, y campaigns at once and often */
+    sim_set_clock(s, l, 3 * UNIT);
+    sim_heal(s);
+    mr_node_id got = sim_wait_leader(s, 60 * ELECTION);
+    assert_int_equal(got, l);
+    assert_true(sim_trace_count(s, l, "reject vote from") > 0);
+    sim_free(s);
+}
+
+/* The leader keeps replicating to a removed follower until it has the
+ * removing entry and knows it committed: from then on its own core holds a
+ * committed configuration without itself, so it never even pre-votes. */
+static void test_membership_removed_follower_learns_it_and_never_campaigns(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 0, 37);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, ELECTION);
+    mr_node_id gone = l % 3 + 1, rest[2];
+    unsigned k = 0;
+    for (mr_node_id i = 1; i <= 3; i++)
+        if (i != gone) rest[k++] = i;
+    assert_int_equal(sim_change(s, l, MR_RAFT_REMOVE, gone), 0);
+    mr_index idx = sim_raft(s, l)->config_index;
+    propose_and_wait(s, l, "without", rest, 2);
+    sim_run(s, ELECTION);
+    /* the removed server holds the entry and knows it committed */
+    struct mr_raft *g = sim_raft(s, gone);
+    assert_int_equal(g->config_index, idx);
+    assert_null(mr_raft_config_get(&g->config, gone));
+    assert_true(sim_commit(s, gone) >= idx);
+    assert_int_equal(g->leader, l);
+    /* ...and the leader stopped talking to it */
+    struct mr_raft *lr = sim_raft(s, l);
+    assert_int_equal(lr->departing, 0);
+    assert_int_equal(lr->n_progress, 2);
+    assert_true(sim_trace_count(s, l, "knows its removal committed") > 0);
+    unsigned long prevotes = sim_sent(s, gone, MR_RAFT_MSG_PREVOTE);
+    unsigned long votes = sim_sent(s, gone, MR_RAFT_MSG_VOTE);
+    unsigned long beats = sim_sent(s, l, MR_RAFT_MSG_HEARTBEAT);
+    mr_term t = sim_term(s, l);
+    sim_run(s, 10 * ELECTION);
+    assert_int_equal(sim_sent(s, gone, MR_RAFT_MSG_PREVOTE), prevotes);
+    assert_int_equal(sim_sent(s, gone, MR_RAFT_MSG_VOTE), votes);
+    assert_int_equal(sim_state(s, gone), MR_RAFT_FOLLOWER);
+    assert_int_equal(sim_leader(s), l);
+    assert_int_equal(sim_term(s, l), t);
+    assert_int_equal(sim_term(s, gone), t);
+    /* heartbeats went to the one remaining follower only */
+    assert_true(sim_sent(s, l, MR_RAFT_MSG_HEARTBEAT) > beats);
+    sim_free(s);
+}
+
+/* A removed server that never answers is given up after a while. */
+static void
+test_membership_leader_gives_up_informing_an_unreachable_removed_server(void **state)
+{
+    (void)state;
+    struct sim *s = cluster(3, 0, 41);
+    mr_node_id l = leader_or_fail(s);
+    sim_run(s, ELECTION);
+    mr_node_id gone = l % 3 + 1, rest[2];
+    unsigned k = 0;
+    for (mr_node_id i = 1; i <= 3; i++)
+        if (i != gone) rest[k++] = i;
+    sim_crash(s, gone);
+    assert_int_equal(sim_change(s, l, MR_RAFT_REMOVE, gone), 0);
+    propose_and_wait(s, l, "without", rest, 2);
+    assert_int_equal(sim_raft(s, l)->departing, gone);
+    assert_int_equal(sim_raft(s, l)->n_progress, 3);
+    sim_run(s, (MR_RAFT_DEPARTING_TICKS_FACTOR + 1) * ELECTION);
+    assert_int_equal(sim_leader(s), l);
+    assert_int_equal(sim_raft(s, l)->departing, 0);
+    assert_int_equal(sim_raft(s, l)->n_progress, 2);
+    assert_true(sim_trace_count(s, l, "gave up") > 0);
+    sim_free(s);
+}
+
 static void test_membership_removing_the_leader_makes_it_step_down(void **state)
 {
     (void)state;
@@ -874,6 +978,11 @@ int main(void)
         cmocka_unit_test(test_replication_crash_loses_only_unpersisted_entries),
         cmocka_unit_test(test_replication_twenty_thousand_entries_commit_everywhere),
         cmocka_unit_test(test_membership_add_and_remove_members),
+        cmocka_unit_test(test_membership_removed_follower_learns_it_and_never_campaigns),
+        cmocka_unit_test(
+            test_election_rejected_vote_requests_do_not_starve_the_up_to_date_server),
+        cmocka_unit_test(
+            test_membership_leader_gives_up_informing_an_unreachable_removed_server),
         cmocka_unit_test(test_membership_removing_the_leader_makes_it_step_down),
         cmocka_unit_test(test_membership_learner_catches_up_and_is_promoted),
         cmocka_unit_test(test_snapshot_catches_up_a_far_behind_follower),

@@ -322,6 +322,79 @@ static void test_core_load_restores_state_and_rejects_gaps(void **state)
     mr_raft_config_close(&c);
 }
 
+/* Counts (pre)vote requests server 3 sends over `ticks` ticks. */
+static unsigned campaign_messages(struct mr_raft *r, unsigned ticks)
+{
+    unsigned n = 0;
+    for (unsigned t = 0; t < ticks; t++) {
+        struct mr_raft_event ev = {.type = MR_RAFT_EVENT_TICK};
+        struct mr_raft_ready rd;
+        mr_raft_step(r, &ev, &rd);
+        for (size_t i = 0; i < rd.n_msgs; i++)
+            if (rd.msgs[i].type == MR_RAFT_MSG_PREVOTE ||
+                rd.msgs[i].type == MR_RAFT_MSG_VOTE)
+                n++;
+        for (size_t i = 0; i < rd.n_msgs_after; i++)
+            if (rd.msgs_after[i].type == MR_RAFT_MSG_PREVOTE ||
+                rd.msgs_after[i].type == MR_RAFT_MSG_VOTE)
+                n++;
+        mr_raft_ready_release(&rd);
+    }
+    return n;
+}
+
+/* A restarted server whose last configuration removed it: without the
+ * host's commit hint it may campaign (the removal looks uncommitted); with
+ * it (the node records its removal) it knows and stays quiet. */
+static void test_core_load_with_a_commit_hint_keeps_a_removed_server_quiet(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 3);
+    struct mr_raft_config c;
+    mr_raft_config_init(&c);
+    mr_raft_config_add(&c, 1, MR_RAFT_VOTER, "a");
+    mr_raft_config_add(&c, 2, MR_RAFT_VOTER, "b");
+    mr_raft_config_add(&c, 3, MR_RAFT_VOTER, "c");
+    struct mr_rcbuf *all = mr_raft_config_encode(&c);
+    mr_raft_config_remove(&c, 3);
+    struct mr_rcbuf *without = mr_raft_config_encode(&c);
+    struct mr_raft_entry e[2] = {
+        {.term = 3, .index = 11, .type = MR_RAFT_ENTRY_CONFIG, .data = without},
+        {.term = 3, .index = 12, .type = MR_RAFT_ENTRY_NORMAL},
+    };
+    struct mr_raft_persisted p = {.term = 3,
+                                  .snap_index = 10,
+                                  .snap_term = 3,
+                                  .snap_config = all,
+                                  .entries = e,
+                                  .n_entries = 2};
+    struct mr_raft r;
+    char err[MR_ERRMSG_SIZE];
+    assert_int_equal(mr_raft_init(&r, &o), 0);
+    assert_int_equal(mr_raft_load(&r, &p, err), 0);
+    assert_int_equal(r.commit, 10);
+    assert_true(campaign_messages(&r, 100) > 0);
+    mr_raft_close(&r);
+
+    p.commit = 11; /* recorded by the host when it learned its removal */
+    assert_int_equal(mr_raft_init(&r, &o), 0);
+    assert_int_equal(mr_raft_load(&r, &p, err), 0);
+    assert_int_equal(r.commit, 11);
+    assert_int_equal(campaign_messages(&r, 100), 0);
+    assert_int_equal(r.state, MR_RAFT_FOLLOWER);
+    mr_raft_close(&r);
+
+    p.commit = 99; /* beyond the log: ignored */
+    assert_int_equal(mr_raft_init(&r, &o), 0);
+    assert_int_equal(mr_raft_load(&r, &p, err), 0);
+    assert_int_equal(r.commit, 10);
+    mr_raft_close(&r);
+    mr_rcbuf_unref(all);
+    mr_rcbuf_unref(without);
+    mr_raft_config_close(&c);
+}
+
 /* ---- configuration codec ------------------------------------------------------- */
 
 static void test_config_roundtrips_and_rejects_every_malformed_input(void **state)
@@ -1697,6 +1770,7 @@ int main(void)
         cmocka_unit_test(test_core_init_rejects_bad_options),
         cmocka_unit_test(test_core_bootstrap_writes_the_configuration_at_index_1),
         cmocka_unit_test(test_core_load_restores_state_and_rejects_gaps),
+        cmocka_unit_test(test_core_load_with_a_commit_hint_keeps_a_removed_server_quiet),
         cmocka_unit_test(test_config_roundtrips_and_rejects_every_malformed_input),
         cmocka_unit_test(test_election_traces_explain_each_decision),
         cmocka_unit_test(test_election_first_timeout_after_a_start),

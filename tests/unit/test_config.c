@@ -50,7 +50,7 @@ static void test_flags_alone_are_enough_and_fill_defaults(void **state)
     assert_string_equal(cfg.data_dir, "data/n7");
     assert_string_equal(cfg.raft_addr, "127.0.0.1:7001");
     assert_string_equal(cfg.http_addr, "127.0.0.1:8001");
-    assert_string_equal(cfg.state_machine, "lua/kv.lua");
+    assert_null(cfg.state_machine); /* the built-in kv.lua */
     assert_int_equal(cfg.heartbeat_ms, 50);
     assert_int_equal(cfg.election_timeout_min_ms, 300);
     assert_int_equal(cfg.election_timeout_max_ms, 600);
@@ -121,7 +121,7 @@ static void test_the_three_conf_files_load_and_validate(void **state)
         assert_string_equal(cfg.raft_addr, want);
         snprintf(want, sizeof want, "127.0.0.1:800%d", i + 1);
         assert_string_equal(cfg.http_addr, want);
-        assert_string_equal(cfg.state_machine, "lua/kv.lua");
+        assert_null(cfg.state_machine); /* the built-in kv.lua */
         assert_int_equal(cfg.n_peers, 3);
         for (size_t p = 0; p < cfg.n_peers; p++) assert_non_null(cfg.peers[p].http_addr);
         assert_string_equal(cfg.config_path, files[i]);

@@ -6,6 +6,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/util.h"
@@ -140,6 +142,40 @@ static void test_queue_push_remove_keeps_order(void **state)
     assert_int_equal(i, 2);
 }
 
+/* The built-in scripts must be lua/'s files byte for byte: a node running the
+ * built-in kv.lua and one given --state-machine lua/kv.lua hash the same
+ * script, and a cluster mixing them agrees. */
+static void expect_embedded_equals_file(const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lua/%s", MR_SOURCE_DIR, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long flen = ftell(f);
+    assert_true(flen > 0);
+    rewind(f);
+    char *buf = malloc((size_t)flen);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)flen, f), (size_t)flen);
+    fclose(f);
+    size_t len = 0;
+    const char *src = mr_util_lua_embedded(name, &len);
+    assert_non_null(src);
+    assert_int_equal(len, (size_t)flen);
+    assert_memory_equal(src, buf, len);
+    assert_int_equal(src[len], '\0');
+    free(buf);
+}
+
+static void test_embedded_lua_files_are_lua_dir_byte_for_byte(void **state)
+{
+    (void)state;
+    expect_embedded_equals_file("kv.lua");
+    expect_embedded_equals_file("console.lua");
+    assert_null(mr_util_lua_embedded("nonexistent.lua", NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_rcbuf_is_freed_with_last_reference),
         cmocka_unit_test(test_rand_is_deterministic_per_seed),
         cmocka_unit_test(test_queue_push_remove_keeps_order),
+        cmocka_unit_test(test_embedded_lua_files_are_lua_dir_byte_for_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

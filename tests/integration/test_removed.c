@@ -1,0 +1,156 @@
+/* Integration: a node removed from the cluster knows it (docs/operations.md
+ * "Removed nodes"): its status says role "removed", it logs that once,
+ * naming the leader, it never disturbs the remaining members' term, its
+ * clients get 503 `removed` naming the leader, and a restart still knows. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static struct mr_it_cluster cluster;
+
+static int teardown_cluster(void **state)
+{
+    (void)state;
+    return mr_it_cluster_destroy(&cluster);
+}
+
+#define EXPECT_STATUS(resp, want) MR_IT_EXPECT_STATUS(&cluster, resp, want)
+
+static const char *status_field(int node, const char *expr)
+{
+    static char out[4096];
+    struct mr_it_resp r = mr_it_http(&cluster, node, "GET", "/v1/status", NULL, NULL);
+    snprintf(out, sizeof out, "%s", r.status == 200 ? mr_it_jq(r.body, expr) : "<down>");
+    mr_it_resp_free(&r);
+    return out;
+}
+
+static int wait_status(int node, const char *expr, const char *want, int timeout_ms)
+{
+    long long end = mr_it_now_ms() + timeout_ms;
+    while (mr_it_now_ms() < end) {
+        if (strcmp(status_field(node, expr), want) == 0) return 1;
+        mr_it_sleep_ms(50);
+    }
+    fprintf(stderr, "%s on node %d is %s, wanted %s\n", expr, node,
+            status_field(node, expr), want);
+    mr_it_dump_logs(&cluster);
+    return 0;
+}
+
+/* Occurrences of `needle` in node i's log. */
+static int log_count(int i, const char *needle)
+{
+    FILE *f = fopen(cluster.nodes[i].log_path, "r");
+    char line[2048];
+    int n = 0;
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strstr(line, needle) != NULL) n++;
+    fclose(f);
+    return n;
+}
+
+/* The removed node's write is refused, naming the leader and its address. */
+static void expect_refused(int victim, int leader)
+{
+    char want[64];
+    struct mr_it_resp r = mr_it_http(&cluster, victim, "PUT", "/v1/kv/after", "1", NULL);
+    EXPECT_STATUS(r, 503);
+    assert_string_equal(mr_it_jq(r.body, "j.error.code"), "removed");
+    assert_string_equal(mr_it_jq(r.body, "j.error.leader"), cluster.nodes[leader].name);
+    snprintf(want, sizeof want, "127.0.0.1:%d", cluster.nodes[leader].http_port);
+    assert_non_null(strstr(mr_it_jq(r.body, "j.error.message"), want));
+    mr_it_resp_free(&r);
+    r = mr_it_http(&cluster, victim, "GET", "/v1/kv/before?consistency=stale", NULL,
+                   NULL);
+    EXPECT_STATUS(r, 503);
+    assert_string_equal(mr_it_jq(r.body, "j.error.code"), "removed");
+    mr_it_resp_free(&r);
+}
+
+/* Static peers with their HTTP addresses, so that members know each other's. */
+static void start(int i)
+{
+    char args[1024];
+    size_t off = (size_t)snprintf(args, sizeof args, "--peers ");
+    for (int k = 0; k < 3; k++)
+        off += (size_t)snprintf(args + off, sizeof args - off,
+                                "%s%s=127.0.0.1:%d/127.0.0.1:%d", k ? "," : "",
+                                cluster.nodes[k].name, cluster.nodes[k].raft_port,
+                                cluster.nodes[k].http_port);
+    mr_it_start_args(&cluster, i, args);
+}
+
+static void test_removed_node_knows_it_stays_quiet_and_refuses_requests(void **state)
+{
+    char path[64], term[32], want[96];
+    struct mr_it_resp r;
+    int leader, victim, other;
+    (void)state;
+    mr_it_cluster_init(&cluster, 3);
+    for (int i = 0; i < 3; i++) start(i);
+    leader = mr_it_wait_leader(&cluster, 15000, 1);
+    assert_true(leader >= 0);
+    victim = (leader + 1) % 3;
+    other = (leader + 2) % 3;
+    r = mr_it_http(&cluster, leader, "PUT", "/v1/kv/before", "1", NULL);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+    assert_true(wait_status(victim, "j.applied >= 2", "true", 5000));
+
+    snprintf(path, sizeof path, "/v1/members/%s", cluster.nodes[victim].name);
+    r = mr_it_http(&cluster, leader, "DELETE", path, NULL, NULL);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+    assert_true(wait_status(victim, "j.role", "removed", 10000));
+    assert_string_equal(status_field(victim, "j.leader"), cluster.nodes[leader].name);
+    /* one line, naming the leader */
+    assert_int_equal(log_count(victim, "this node was removed from the cluster"), 1);
+    snprintf(want, sizeof want, "leader %s at 127.0.0.1:%d", cluster.nodes[leader].name,
+             cluster.nodes[leader].http_port);
+    assert_int_equal(log_count(victim, want), 1);
+    expect_refused(victim, leader);
+
+    /* It does not disturb the others: no election for a while. */
+    snprintf(term, sizeof term, "%s", status_field(leader, "j.term"));
+    mr_it_sleep_ms(3000);
+    assert_string_equal(status_field(leader, "j.role"), "leader");
+    assert_string_equal(status_field(leader, "j.term"), term);
+    assert_string_equal(status_field(other, "j.term"), term);
+    assert_string_equal(status_field(victim, "j.role"), "removed");
+    assert_int_equal(log_count(victim, "starting an election"), 0);
+    r = mr_it_http(&cluster, other, "PUT", "/v1/kv/during", "2", NULL);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+
+    /* A restart still knows, and still stays quiet. */
+    assert_int_equal(mr_it_stop(&cluster, victim), 0);
+    start(victim);
+    assert_true(wait_status(victim, "j.role", "removed", 10000));
+    expect_refused(victim, leader);
+    mr_it_sleep_ms(2000);
+    assert_string_equal(status_field(victim, "j.role"), "removed");
+    assert_string_equal(status_field(leader, "j.role"), "leader");
+    assert_string_equal(status_field(leader, "j.term"), term);
+    assert_int_equal(log_count(victim, "starting an election"), 0);
+    assert_int_equal(log_count(victim, "this node was removed from the cluster"), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(
+            test_removed_node_knows_it_stays_quiet_and_refuses_requests,
+            teardown_cluster),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
