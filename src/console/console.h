@@ -61,10 +61,10 @@ int mr_console_deploy_main(int argc, char **argv);
 /* ---- talking to a node from other commands (moonraft backup) -------------- */
 
 /* The TLS options every command that talks to a node takes, for usage texts. */
-#define MR_CONSOLE_TLS_USAGE                                                        \
-    "  --tls-ca FILE      CA that signs the node's certificate, for https://\n"       \
-    "                     addresses (default $MOONRAFT_TLS_CA; else the system's)\n" \
-    "  --tls-cert FILE    client certificate, when the node requires one\n"          \
+#define MR_CONSOLE_TLS_USAGE                                                             \
+    "  --tls-ca FILE      CA that signs the node's certificate, for https://\n"          \
+    "                     addresses (default $MOONRAFT_TLS_CA; else the system's)\n"     \
+    "  --tls-cert FILE    client certificate, when the node requires one\n"              \
     "  --tls-key FILE     its key ($MOONRAFT_TLS_CERT, $MOONRAFT_TLS_KEY)\n"
 
 /* TLS files (borrowed strings; NULL: none). */

@@ -405,7 +405,8 @@ static struct mr_http_req *conn_stream(struct mr_http_conn *c)
     if (mr_queue_empty(&c->reqs)) return NULL;
     r = MR_CONTAINER_OF(c->reqs.next, struct mr_http_req, link);
     if (r->stream == NULL) return NULL;
-    return r->state == MR_HTTP_REQ_STREAMING || r->state == MR_HTTP_REQ_WRITING ? r : NULL;
+    return r->state == MR_HTTP_REQ_STREAMING || r->state == MR_HTTP_REQ_WRITING ? r
+                                                                                : NULL;
 }
 
 /* Frees the stream and its request (already unlinked from c->reqs), then

@@ -175,7 +175,8 @@ int mr_http__build_head(struct mr_http_req *r, unsigned status, const char *ct,
         mr_http_buf_puts(b, ct);
         mr_http_buf_puts(b, "\r\n");
     }
-    if (status != 204) mr_http_buf_printf(b, "Content-Length: %llu\r\n", (unsigned long long)len);
+    if (status != 204)
+        mr_http_buf_printf(b, "Content-Length: %llu\r\n", (unsigned long long)len);
     if (r->is_close || !r->pub.is_keep_alive) {
         r->is_close = 1;
         mr_http_buf_puts(b, "Connection: close\r\n");

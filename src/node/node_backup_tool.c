@@ -182,8 +182,8 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
             return 2;
         }
     }
-    if (addr == NULL || file == NULL || (lag != NULL && (strlen(lag) > 20 ||
-                                                         strspn(lag, "0123456789") != strlen(lag)))) {
+    if (addr == NULL || file == NULL ||
+        (lag != NULL && (strlen(lag) > 20 || strspn(lag, "0123456789") != strlen(lag)))) {
         backup_usage(err);
         return 2;
     }
@@ -212,7 +212,8 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
                              &k, &status, errbody, sizeof errbody, errmsg);
     if (rv != 0) {
         if (k.write_errno != 0)
-            fprintf(err, "moonraft backup: %s: write: %s\n", part, strerror(k.write_errno));
+            fprintf(err, "moonraft backup: %s: write: %s\n", part,
+                    strerror(k.write_errno));
         else if (k.len > 0)
             fprintf(err, "moonraft backup: %s (after %" PRIu64 " bytes of the backup)\n",
                     errmsg, k.len);

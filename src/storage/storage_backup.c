@@ -88,8 +88,8 @@ int mr_store_backup_stream_read(struct mr_store_backup_stream *bs, void *buf, si
             rv = pread_all(fd, out, n, bs->pos - bs->head_len);
             if (rv != 0) {
                 mr_errmsg_printf(errmsg,
-                                 "backup: read the snapshot at %" PRIu64 " offset %" PRIu64
-                                 ": %s",
+                                 "backup: read the snapshot at %" PRIu64
+                                 " offset %" PRIu64 ": %s",
                                  mr_store_snap_reader_info(bs->reader)->index,
                                  bs->pos - bs->head_len, mr_strerror(rv));
                 return rv;

@@ -323,10 +323,11 @@ static void test_a_large_backup_is_streamed_without_holding_it_in_memory(void **
     before = vm_hwm_kb(src.nodes[0].pid);
     assert_true(before > 0);
     snprintf(file, sizeof file, "%s/big.mrb", src.root);
-    assert_int_equal(run(out, sizeof out,
-                         "%s/moonraft backup 127.0.0.1:%d %s --token adm --max-lag 1000000",
-                         MR_BINARY_DIR, src.nodes[0].http_port, file),
-                     0);
+    assert_int_equal(
+        run(out, sizeof out,
+            "%s/moonraft backup 127.0.0.1:%d %s --token adm --max-lag 1000000",
+            MR_BINARY_DIR, src.nodes[0].http_port, file),
+        0);
     after = vm_hwm_kb(src.nodes[0].pid);
     size = atoll(field(out, "size"));
     fprintf(stderr, "backup of %lld bytes: node peak RSS %lld kB -> %lld kB\n", size,

@@ -289,7 +289,8 @@ static void test_backup_over_https_is_verified_and_a_wrong_ca_leaves_no_file(voi
     snprintf(part, sizeof part, "%s.part", file);
 
     /* A CA that did not sign the node's certificate: refused, nothing left. */
-    assert_int_equal(sh_all(out, sizeof out, "%s/moonraft backup https://127.0.0.1:%d %s "
+    assert_int_equal(sh_all(out, sizeof out,
+                            "%s/moonraft backup https://127.0.0.1:%d %s "
                             "--tls-ca %s",
                             MR_BINARY_DIR, cluster.nodes[0].http_port, file,
                             cert("rogue-ca.pem")),
@@ -308,11 +309,11 @@ static void test_backup_over_https_is_verified_and_a_wrong_ca_leaves_no_file(voi
 
     /* The right CA from the environment, as for `moonraft console`: the
      * backup arrives, the tool verified it, and it restores. */
-    assert_int_equal(sh_all(out, sizeof out,
-                            "MOONRAFT_TLS_CA=%s %s/moonraft backup https://127.0.0.1:%d %s",
-                            cert("ca.pem"), MR_BINARY_DIR, cluster.nodes[0].http_port,
-                            file),
-                     0);
+    assert_int_equal(
+        sh_all(out, sizeof out,
+               "MOONRAFT_TLS_CA=%s %s/moonraft backup https://127.0.0.1:%d %s",
+               cert("ca.pem"), MR_BINARY_DIR, cluster.nodes[0].http_port, file),
+        0);
     assert_non_null(strstr(out, "\nindex: "));
     assert_non_null(strstr(out, "\nstate_hash: "));
     assert_null(strstr(out, "state_hash: unknown"));
@@ -325,13 +326,15 @@ static void test_backup_over_https_is_verified_and_a_wrong_ca_leaves_no_file(voi
     assert_int_equal(sh_all(out, sizeof out,
                             "%s/moonraft backup https://127.0.0.1:%d %s.2 --tls-ca %s "
                             "--max-lag 1000",
-                            MR_BINARY_DIR, cluster.nodes[0].http_port, file, cert("ca.pem")),
+                            MR_BINARY_DIR, cluster.nodes[0].http_port, file,
+                            cert("ca.pem")),
                      0);
-    assert_int_equal(sh_all(out, sizeof out,
-                            "%s/moonraft data restore %s.2 --data-dir %s/restored --id n1 "
-                            "--peers n1=127.0.0.1:1/127.0.0.1:2 --cluster-id other",
-                            MR_BINARY_DIR, file, cluster.root),
-                     0);
+    assert_int_equal(
+        sh_all(out, sizeof out,
+               "%s/moonraft data restore %s.2 --data-dir %s/restored --id n1 "
+               "--peers n1=127.0.0.1:1/127.0.0.1:2 --cluster-id other",
+               MR_BINARY_DIR, file, cluster.root),
+        0);
 }
 
 static void test_tls_sighup_swaps_the_served_certificate(void **state)

@@ -1003,12 +1003,13 @@ static void expect_streamed_body(const struct fake *f, uint64_t length)
     sep += 4;
     assert_int_equal((uint64_t)(f->out.data + f->out.len - sep), length);
     for (i = 0; i < length; i++) {
-        if ((unsigned char)sep[i] != pattern(i)) fail_msg("byte %llu differs", (unsigned long long)i);
+        if ((unsigned char)sep[i] != pattern(i))
+            fail_msg("byte %llu differs", (unsigned long long)i);
     }
 }
 
-static void test_streamed_answer_sends_a_large_body_in_order_then_the_next_answer(
-    void **state)
+static void
+test_streamed_answer_sends_a_large_body_in_order_then_the_next_answer(void **state)
 {
     struct fake f;
     struct producer p;
@@ -1055,8 +1056,8 @@ static void test_streamed_answer_sends_a_large_body_in_order_then_the_next_answe
     fake_teardown(&f);
 }
 
-static void test_streamed_answer_reads_ahead_at_most_a_few_chunks_of_a_slow_reader(
-    void **state)
+static void
+test_streamed_answer_reads_ahead_at_most_a_few_chunks_of_a_slow_reader(void **state)
 {
     struct fake f;
     struct producer p;
@@ -1103,8 +1104,8 @@ static void test_streamed_answer_reads_ahead_at_most_a_few_chunks_of_a_slow_read
     fake_teardown(&f);
 }
 
-static void test_streamed_answer_ends_canceled_when_the_client_leaves_mid_stream(
-    void **state)
+static void
+test_streamed_answer_ends_canceled_when_the_client_leaves_mid_stream(void **state)
 {
     struct fake f;
     struct producer p;
@@ -1132,7 +1133,7 @@ static void test_streamed_answer_ends_canceled_when_the_client_leaves_mid_stream
     assert_true(f.is_closed);
     assert_int_equal(p.ndone, 0);
     assert_int_equal(f.srv.stats.connections, 1); /* held by the stream */
-    producer_fill(&p);                             /* the read finishes */
+    producer_fill(&p);                            /* the read finishes */
     assert_int_equal(p.ndone, 1);
     assert_int_equal(p.done_status, MR_ECANCELED);
     assert_int_equal(f.srv.stats.connections, 0);
