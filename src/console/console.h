@@ -90,12 +90,12 @@ typedef int (*mr_console_sink_cb)(void *data, const char *chunk, size_t len);
  * (tls may be NULL). `headers`: NULL or a NULL-terminated list of
  * "Name: value". A 2xx body goes to `sink` as it arrives; any other answer's
  * body (its first errbody_size - 1 bytes) is copied NUL-terminated into
- * errbody. `timeout_ms` bounds every wait (connect, each read), not the whole
- * transfer. Returns 0 with *status set once the whole answer arrived (the
- * body announced by Content-Length, chunked or up to the close), or a
- * negative code with errmsg (MR_ERRMSG_SIZE) saying what failed: MR_EINVAL
- * (bad address), MR_EAUTH (TLS: certificate refused...), MR_ETIMEOUT,
- * MR_EPROTO (malformed or cut answer), -errno, or the sink's code. */
+ * errbody. `timeout_ms` bounds each wait for answer bytes, not the whole
+ * transfer (connecting: 10 s). Returns 0 with *status set once the whole answer arrived
+ * (the body announced by Content-Length, chunked or up to the close), or a negative code
+ * with errmsg (MR_ERRMSG_SIZE) saying what failed: MR_EINVAL (bad address), MR_EAUTH
+ * (TLS: certificate refused...), MR_ETIMEOUT, MR_EPROTO (malformed or cut answer),
+ * -errno, or the sink's code. */
 int mr_console_download(const char *addr, const struct mr_console_tls_files *tls,
                         const char *path, const char *const *headers, int timeout_ms,
                         mr_console_sink_cb sink, void *data, int *status, char *errbody,

@@ -687,7 +687,6 @@ int mr_console_download(const char *addr, const struct mr_console_tls_files *tls
     *status = 0;
     if (errbody_size > 0) errbody[0] = '\0';
     mr_console_http_init(&c);
-    c.connect_timeout_ms = timeout_ms;
     rv = mr_console_http_set_addr(&c, addr);
     if (rv == 0 && tls != NULL) {
         rv = mr_console_http_set_tls(&c, tls->ca, tls->cert, tls->key);
