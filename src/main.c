@@ -5,7 +5,7 @@
  *   moonraft deploy FILE [host:port]     deploy a new state machine script
  *   moonraft replay DIR --script NEW.lua try a script on a stopped node's log
  *   moonraft data verify|dump DIR        inspect a data directory
- *   moonraft backup host:port FILE       online backup of a running node
+ *   moonraft backup [https://]host:port FILE   online backup of a running node
  *   moonraft data restore FILE ...       seed a new cluster from a backup
  *   moonraft data recover DIR --force-new-cluster   after a permanent quorum loss
  *   moonraft data powercut DIR IMAGE     tests: rewrite DIR to its durable image
@@ -49,7 +49,7 @@ static void usage(FILE *out)
             "                                             NEW.lua and compare (0 same, 1 differs)\n"
             "  moonraft data verify DIR                   check every checksum of a data dir\n"
             "  moonraft data dump DIR                     print the log entries\n"
-            "  moonraft backup host:port FILE [--token T] [--max-lag N]\n"
+            "  moonraft backup [https://]host:port FILE [--token T] [--max-lag N]\n"
             "                                             save an online backup of a member\n"
             "  moonraft data restore FILE --data-dir DIR --id ID --peers ID=RAFT/HTTP,...\n"
             "                        --cluster-id NAME    seed a new cluster from a backup\n"

@@ -58,4 +58,47 @@ int mr_console_main(int argc, char **argv);
  * server's 422 message), MR_CONSOLE_EXIT_USAGE for a bad command line. */
 int mr_console_deploy_main(int argc, char **argv);
 
+/* ---- talking to a node from other commands (moonraft backup) -------------- */
+
+/* The TLS options every command that talks to a node takes, for usage texts. */
+#define MR_CONSOLE_TLS_USAGE                                                             \
+    "  --tls-ca FILE      CA that signs the node's certificate, for https://\n"          \
+    "                     addresses (default $MOONRAFT_TLS_CA; else the system's)\n"     \
+    "  --tls-cert FILE    client certificate, when the node requires one\n"              \
+    "  --tls-key FILE     its key ($MOONRAFT_TLS_CERT, $MOONRAFT_TLS_KEY)\n"
+
+/* TLS files (borrowed strings; NULL: none). */
+struct mr_console_tls_files {
+    const char *ca, *cert, *key;
+};
+
+/* Takes --tls-ca/--tls-cert/--tls-key (as "--opt V" or "--opt=V") at
+ * argv[*i], advancing *i past a separate value. Returns 1 taken, 0 not one
+ * of them, -1 value missing. */
+int mr_console_tls_opt(int argc, char **argv, int *i, struct mr_console_tls_files *t);
+/* Fills the unset ones from $MOONRAFT_TLS_CA, $MOONRAFT_TLS_CERT and
+ * $MOONRAFT_TLS_KEY (empty values count as unset). */
+void mr_console_tls_env(struct mr_console_tls_files *t);
+
+/* Receives the body of a large answer, piece by piece and in order. Returns
+ * 0, or a negative code that stops the transfer (and is returned). */
+typedef int (*mr_console_sink_cb)(void *data, const char *chunk, size_t len);
+
+/* One GET of `path` from the node at `addr` ([http://|https://]host:port, as
+ * the console takes it) with the console's client: https verifies the node
+ * against tls->ca (or the system's CAs) and presents tls->cert/key when set
+ * (tls may be NULL). `headers`: NULL or a NULL-terminated list of
+ * "Name: value". A 2xx body goes to `sink` as it arrives; any other answer's
+ * body (its first errbody_size - 1 bytes) is copied NUL-terminated into
+ * errbody. `timeout_ms` bounds each wait for answer bytes, not the whole
+ * transfer (connecting: 10 s). Returns 0 with *status set once the whole answer arrived
+ * (the body announced by Content-Length, chunked or up to the close), or a negative code
+ * with errmsg (MR_ERRMSG_SIZE) saying what failed: MR_EINVAL (bad address), MR_EAUTH
+ * (TLS: certificate refused...), MR_ETIMEOUT, MR_EPROTO (malformed or cut answer),
+ * -errno, or the sink's code. */
+int mr_console_download(const char *addr, const struct mr_console_tls_files *tls,
+                        const char *path, const char *const *headers, int timeout_ms,
+                        mr_console_sink_cb sink, void *data, int *status, char *errbody,
+                        size_t errbody_size, char *errmsg);
+
 #endif /* MR_CONSOLE_H */

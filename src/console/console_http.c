@@ -325,6 +325,9 @@ struct reader {
     int complete;
     int too_big;
     int oom;
+    mr_console_sink_cb sink; /* 2xx bodies go here, when set */
+    void *sink_data;
+    int sink_rv; /* the sink's error */
 };
 
 static int flush_header(struct reader *r)
@@ -392,6 +395,10 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct reader *r = p->data;
+    if (r->sink != NULL && p->status_code / 100 == 2) {
+        r->sink_rv = r->sink(r->sink_data, at, n);
+        return r->sink_rv != 0 ? -1 : 0;
+    }
     if (r->body.len + n > MR_CONSOLE_MAX_BODY) {
         r->too_big = 1;
         return -1;
@@ -521,6 +528,7 @@ tls_failed:
 /* One attempt on the current connection. *got_bytes tells the caller whether
  * any answer byte arrived (a retry is only safe when none did). */
 static int exchange(struct mr_console_http *c, const struct buf *req, long long deadline,
+                    int idle_ms, mr_console_sink_cb sink, void *sink_data,
                     struct mr_console_http_resp *resp, int *got_bytes)
 {
     static const http_parser_settings settings = {
@@ -538,6 +546,8 @@ static int exchange(struct mr_console_http *c, const struct buf *req, long long 
     *got_bytes = 0;
     memset(&r, 0, sizeof r);
     r.resp = resp;
+    r.sink = sink;
+    r.sink_data = sink_data;
     http_parser_init(&parser, HTTP_RESPONSE);
     parser.data = &r;
 
@@ -545,10 +555,15 @@ static int exchange(struct mr_console_http *c, const struct buf *req, long long 
     if (rv != 0) goto out;
     while (!r.complete) {
         size_t n, used;
+        if (idle_ms > 0) deadline = now_ms() + idle_ms;
         rv = recv_some(c, chunk, sizeof chunk, deadline, &n);
         if (rv != 0) goto out;
         if (n > 0) *got_bytes = 1;
         used = http_parser_execute(&parser, &settings, chunk, (size_t)n);
+        if (r.sink_rv != 0) {
+            rv = r.sink_rv;
+            goto out;
+        }
         if (r.oom) {
             rv = MR_ENOMEM;
             goto out;
@@ -590,6 +605,9 @@ out:
     return rv;
 }
 
+static void describe_failure(struct mr_console_http *c, int rv, const char *method,
+                             const char *path, int timeout_ms);
+
 int mr_console_http_request(struct mr_console_http *c, const char *method,
                             const char *path, const char *const *headers,
                             const char *body, size_t body_len, int timeout_ms,
@@ -607,12 +625,41 @@ int mr_console_http_request(struct mr_console_http *c, const char *method,
             rv = do_connect(c);
             if (rv != 0) goto out;
         }
-        rv = exchange(c, &req, now_ms() + timeout_ms, resp, &got_bytes);
+        rv = exchange(c, &req, now_ms() + timeout_ms, 0, NULL, NULL, resp, &got_bytes);
         if (rv == 0) goto out;
         mr_console_http_close(c);
         /* A keep-alive connection the server already closed: resend once. */
         if (!(reused && !got_bytes && (rv == -ECONNRESET || rv == -EPIPE))) break;
     }
+    describe_failure(c, rv, method, path, timeout_ms);
+out:
+    mr_free(req.p);
+    return rv;
+}
+
+int mr_console_http_request_to(struct mr_console_http *c, const char *method,
+                               const char *path, const char *const *headers,
+                               int timeout_ms, mr_console_sink_cb sink, void *data,
+                               struct mr_console_http_resp *resp)
+{
+    struct buf req = {0};
+    int rv, got_bytes = 0;
+    memset(resp, 0, sizeof *resp);
+    rv = build_request(c, &req, method, path, headers, NULL, 0);
+    if (rv == 0 && c->fd < 0) rv = do_connect(c);
+    if (rv != 0) goto out;
+    rv = exchange(c, &req, now_ms() + timeout_ms, timeout_ms, sink, data, resp, &got_bytes);
+    if (rv == 0) goto out;
+    mr_console_http_close(c);
+    describe_failure(c, rv, method, path, timeout_ms);
+out:
+    mr_free(req.p);
+    return rv;
+}
+
+static void describe_failure(struct mr_console_http *c, int rv, const char *method,
+                             const char *path, int timeout_ms)
+{
     if (rv == MR_EAUTH) {
         mr_errmsg_wrapf(c->errmsg, "%s %s: TLS with %s:%s", method, path, c->host, c->port);
     } else if (rv == MR_ECANCELED) {
@@ -627,7 +674,35 @@ int mr_console_http_request(struct mr_console_http *c, const char *method,
         mr_errmsg_printf(c->errmsg, "%s %s (%s:%s): %s", method, path, c->host, c->port,
                          mr_strerror(rv));
     }
-out:
-    mr_free(req.p);
+}
+
+int mr_console_download(const char *addr, const struct mr_console_tls_files *tls,
+                        const char *path, const char *const *headers, int timeout_ms,
+                        mr_console_sink_cb sink, void *data, int *status, char *errbody,
+                        size_t errbody_size, char *errmsg)
+{
+    struct mr_console_http c;
+    struct mr_console_http_resp resp;
+    int rv;
+    *status = 0;
+    if (errbody_size > 0) errbody[0] = '\0';
+    mr_console_http_init(&c);
+    rv = mr_console_http_set_addr(&c, addr);
+    if (rv == 0 && tls != NULL) {
+        rv = mr_console_http_set_tls(&c, tls->ca, tls->cert, tls->key);
+        if (rv != 0) mr_errmsg_printf(c.errmsg, "out of memory");
+    }
+    if (rv == 0)
+        rv = mr_console_http_request_to(&c, "GET", path, headers, timeout_ms, sink, data,
+                                        &resp);
+    if (rv != 0) {
+        mr_errmsg_printf(errmsg, "%s", c.errmsg);
+    } else {
+        *status = resp.status;
+        if (errbody_size > 0 && resp.status / 100 != 2)
+            snprintf(errbody, errbody_size, "%s", resp.body);
+        mr_console_http_resp_free(&resp);
+    }
+    mr_console_http_free(&c);
     return rv;
 }

@@ -7,6 +7,7 @@
 
 #include <lua.h>
 
+#include "console/console.h"
 #include "tls/tls.h"
 #include "util/util.h"
 
@@ -89,6 +90,17 @@ int mr_console_http_request(struct mr_console_http *c, const char *method,
                             const char *path, const char *const *headers,
                             const char *body, size_t body_len, int timeout_ms,
                             struct mr_console_http_resp *resp);
+
+/* mr_console_http_request for large answers: the body of a 2xx answer goes
+ * to `sink` (see mr_console_sink_cb in console.h) as it arrives, not into
+ * resp->body (other answers are kept in resp->body as usual), and
+ * `timeout_ms` bounds each wait for bytes instead of the whole exchange. A
+ * sink error ends the exchange with the sink's code. The connection is
+ * never reused for a retry. */
+int mr_console_http_request_to(struct mr_console_http *c, const char *method,
+                               const char *path, const char *const *headers,
+                               int timeout_ms, mr_console_sink_cb sink, void *data,
+                               struct mr_console_http_resp *resp);
 
 /* Frees what a response owns and zeroes it; safe on a zeroed struct. */
 void mr_console_http_resp_free(struct mr_console_http_resp *resp);

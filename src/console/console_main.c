@@ -15,20 +15,6 @@ static void on_sigint(int sig)
     mr_console_on_sigint();
 }
 
-#define TLS_USAGE                                                                   \
-    "  --tls-ca FILE      CA that signs the node's certificate, for https://\n"       \
-    "                     addresses (default $MOONRAFT_TLS_CA; else the system's)\n" \
-    "  --tls-cert FILE    client certificate, when the node requires one\n"          \
-    "  --tls-key FILE     its key ($MOONRAFT_TLS_CERT, $MOONRAFT_TLS_KEY)\n"
-
-struct tls_files {
-    const char *ca, *cert, *key;
-};
-
-/* Takes --tls-ca/--tls-cert/--tls-key at argv[*i]: 1 taken, 0 not one of
- * them, -1 missing value. */
-static int tls_opt(int argc, char **argv, int *i, struct tls_files *t);
-
 static void usage(FILE *f)
 {
     fputs("usage: moonraft console [options] [host:port] [SCRIPT.lua [args...]]\n"
@@ -36,7 +22,7 @@ static void usage(FILE *f)
           "  -i                 enter the interactive console after -e/SCRIPT\n"
           "  --token T          bearer token (default $MOONRAFT_TOKEN)\n"
           "  --admin-token T    admin bearer token (default $MOONRAFT_ADMIN_TOKEN)\n"
-          TLS_USAGE
+          MR_CONSOLE_TLS_USAGE
           "  -h, --help         this text\n"
           "The address defaults to $MOONRAFT_ADDR, then " MR_CONSOLE_DEFAULT_ADDR ";\n"
           "https://host:port speaks TLS.\n"
@@ -45,7 +31,7 @@ static void usage(FILE *f)
 }
 
 struct opts {
-    struct tls_files tls;
+    struct mr_console_tls_files tls;
     const char *addr;
     const char *token;
     const char *admin_token;
@@ -72,7 +58,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
     return argv[++*i];
 }
 
-static int tls_opt(int argc, char **argv, int *i, struct tls_files *t)
+int mr_console_tls_opt(int argc, char **argv, int *i, struct mr_console_tls_files *t)
 {
     static const char *const names[3] = {"--tls-ca", "--tls-cert", "--tls-key"};
     const char **slots[3] = {&t->ca, &t->cert, &t->key};
@@ -103,7 +89,7 @@ static int parse(int argc, char **argv, struct opts *o)
             o->code[o->n_code++] = code;
         } else if (strcmp(a, "-i") == 0) {
             o->interactive = 1;
-        } else if (strncmp(a, "--tls-", 6) == 0 && (k = tls_opt(argc, argv, &i, &o->tls)) != 0) {
+        } else if (strncmp(a, "--tls-", 6) == 0 && (k = mr_console_tls_opt(argc, argv, &i, &o->tls)) != 0) {
             if (k < 0) goto missing;
         } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
             if ((o->token = opt_value(argc, argv, &i, "--token")) == NULL) goto missing;
@@ -143,12 +129,17 @@ static const char *env_or(const char *value, const char *name)
     return e != NULL && e[0] != '\0' ? e : NULL;
 }
 
-/* Flags, else the environment, onto the console's HTTP client. */
-static int apply_tls(struct mr_console *c, struct tls_files *t)
+void mr_console_tls_env(struct mr_console_tls_files *t)
 {
     t->ca = env_or(t->ca, "MOONRAFT_TLS_CA");
     t->cert = env_or(t->cert, "MOONRAFT_TLS_CERT");
     t->key = env_or(t->key, "MOONRAFT_TLS_KEY");
+}
+
+/* Flags, else the environment, onto the console's HTTP client. */
+static int apply_tls(struct mr_console *c, struct mr_console_tls_files *t)
+{
+    mr_console_tls_env(t);
     return mr_console_http_set_tls(&c->http, t->ca, t->cert, t->key);
 }
 
@@ -223,14 +214,14 @@ static void deploy_usage(FILE *out)
     fputs("usage: moonraft deploy FILE [[https://]host:port] [--label L] [--token T]\n"
           "  Runs FILE as the cluster's new state machine script (through the log) and\n"
           "  exits 0 once the node at host:port runs it. --label defaults to FILE's name;\n"
-          "  --token to $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN.\n" TLS_USAGE,
+          "  --token to $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN.\n" MR_CONSOLE_TLS_USAGE,
           out);
 }
 
 int mr_console_deploy_main(int argc, char **argv)
 {
     const char *file = NULL, *addr = NULL, *label = NULL, *token = NULL;
-    struct tls_files tls = {NULL, NULL, NULL};
+    struct mr_console_tls_files tls = {NULL, NULL, NULL};
     struct mr_console c;
     struct sigaction sa, old_sa;
     int i, rv, status = MR_CONSOLE_EXIT_OK;
@@ -244,7 +235,7 @@ int mr_console_deploy_main(int argc, char **argv)
             if ((label = opt_value(argc, argv, &i, "--label")) == NULL) goto usage;
         } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
             if ((token = opt_value(argc, argv, &i, "--token")) == NULL) goto usage;
-        } else if (strncmp(a, "--tls-", 6) == 0 && (rv = tls_opt(argc, argv, &i, &tls)) != 0) {
+        } else if (strncmp(a, "--tls-", 6) == 0 && (rv = mr_console_tls_opt(argc, argv, &i, &tls)) != 0) {
             if (rv < 0) goto usage;
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "moonraft deploy: unknown option %s\n", a);

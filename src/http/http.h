@@ -326,6 +326,56 @@ int mr_http_respond_error_hdr(struct mr_http_request *req, unsigned status,
                               const char *code, const char *message, const char *leader,
                               unsigned retry_after_s, const char *extra_headers);
 
+/* ---- streamed answers --------------------------------------------------------
+ * For bodies too large to build in memory (a backup): the server sends the
+ * status line and headers with Content-Length = `length`, then asks the
+ * producer for the body one chunk at a time and writes each chunk (through
+ * TLS on an HTTPS connection) as it arrives. Backpressure: at most
+ * MR_HTTP_STREAM_AHEAD chunks of MR_HTTP_STREAM_CHUNK bytes are filled or
+ * being written at once, so a slow client holds the producer back instead
+ * of costing memory. Answers pipelined after a streamed one wait for its end.
+ * A stream that makes no progress (no chunk filled or written) for
+ * idle_timeout_ms closes the connection. */
+#define MR_HTTP_STREAM_CHUNK (256u * 1024) /* bytes per pull */
+#define MR_HTTP_STREAM_AHEAD 4u            /* chunks filled ahead of the client */
+
+struct mr_http_stream; /* private; valid from the answer until done_cb */
+
+/* Asks for the next body bytes: the producer writes up to `cap` bytes (cap
+ * >= 1, never more than what remains of `length`) into `buf`, now or later
+ * (e.g. from a uv_fs_read into buf: buf stays valid until the answer), then
+ * calls mr_http_stream_ready() or mr_http_stream_fail() exactly once. The
+ * server does not pull again before that. Called on the loop thread, maybe
+ * from inside mr_http_respond_stream() or mr_http_stream_ready(). */
+typedef void (*mr_http_stream_pull_cb)(void *data, struct mr_http_stream *s, char *buf,
+                                       size_t cap);
+/* Fires exactly once, on the loop thread: status 0 once the whole body has
+ * been handed to the socket, MR_ECANCELED when it will not be (client gone,
+ * write failed, stalled, server closing, mr_http_stream_fail). No pull is
+ * outstanding then, and the stream handle is invalid afterwards; the
+ * producer frees its resources. It may fire from inside
+ * mr_http_stream_ready()/_fail() (as their last action) but never from
+ * inside mr_http_respond_stream(). */
+typedef void (*mr_http_stream_done_cb)(void *data, int status);
+
+/* Answers `req` (exactly once, like mr_http_respond) with a streamed body of
+ * `length` bytes produced by `pull` (see above); HEAD answers send no body
+ * and pull nothing. content_type and extra_headers as for mr_http_respond.
+ * Returns 0: done_cb will fire exactly once. Otherwise done_cb never fires
+ * and nothing was pulled: MR_ECANCELED when the client is gone (answer
+ * discarded), MR_ENOMEM when the answer could not be set up (the connection
+ * is closed after the earlier answers). `data` is passed to both callbacks. */
+int mr_http_respond_stream(struct mr_http_request *req, unsigned status,
+                           const char *content_type, const char *extra_headers,
+                           uint64_t length, mr_http_stream_pull_cb pull,
+                           mr_http_stream_done_cb done_cb, void *data);
+/* The producer put n bytes (1 <= n <= cap) into the buffer of the current
+ * pull. After a cancel the bytes are dropped (done_cb follows). */
+void mr_http_stream_ready(struct mr_http_stream *s, size_t n);
+/* The producer cannot go on: the connection is closed (the client sees a
+ * short body) and done_cb fires with MR_ECANCELED. Ends the current pull. */
+void mr_http_stream_fail(struct mr_http_stream *s);
+
 /* ==== routing ============================================================== */
 
 /* Method bit for route masks: MR_HTTP_M(HTTP_GET) | MR_HTTP_M(HTTP_PUT). */

@@ -21,6 +21,8 @@ static void conn_rearm(struct mr_http_conn *c);
 static void conn_die(struct mr_http_conn *c);
 static void conn_fail(struct mr_http_conn *c, unsigned status, const char *code,
                       const char *msg);
+static void maybe_free(struct mr_http_conn *c);
+static int stream_pump(struct mr_http_conn *c, struct mr_http_req *r);
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -389,6 +391,140 @@ struct mr_http_conn *mr_http__conn_new(struct mr_http_server *srv,
     return c;
 }
 
+/* ---- streamed bodies ------------------------------------------------------------ */
+static int stream_busy(const struct mr_http_stream *s)
+{
+    return s->is_pulling || s->nwriting > 0 || s->is_in_pump;
+}
+
+/* The streamed answer at the head of the connection, headers in flight or
+ * body in progress; NULL if none. */
+static struct mr_http_req *conn_stream(struct mr_http_conn *c)
+{
+    struct mr_http_req *r;
+    if (mr_queue_empty(&c->reqs)) return NULL;
+    r = MR_CONTAINER_OF(c->reqs.next, struct mr_http_req, link);
+    if (r->stream == NULL) return NULL;
+    return r->state == MR_HTTP_REQ_STREAMING || r->state == MR_HTTP_REQ_WRITING ? r
+                                                                                : NULL;
+}
+
+/* Frees the stream and its request (already unlinked from c->reqs), then
+ * tells the producer. */
+static void stream_end(struct mr_http_conn *c, struct mr_http_req *r, int status)
+{
+    struct mr_http_stream *s = r->stream;
+    mr_http_stream_done_cb cb = s->done_cb;
+    void *data = s->data;
+    unsigned i;
+    MR_ASSERT(!stream_busy(s));
+    for (i = 0; i < MR_HTTP_STREAM_AHEAD; i++) mr_free(s->buf[i]);
+    mr_free(s);
+    r->stream = NULL;
+    mr_http__req_put(c->srv, r);
+    MR_ASSERT(c->nrefs > 0);
+    c->nrefs--;
+    cb(data, status);
+}
+
+static void stream_unlink_end(struct mr_http_conn *c, struct mr_http_req *r, int status)
+{
+    mr_queue_remove(&r->link);
+    c->nqueue--;
+    stream_end(c, r, status);
+}
+
+/* Issues pulls while there is room ahead of the client. Returns 1 when the
+ * stream ended (canceled during a pull: r is gone). */
+static int stream_pump(struct mr_http_conn *c, struct mr_http_req *r)
+{
+    struct mr_http_stream *s = r->stream;
+    s->is_in_pump = 1;
+    while (!s->is_canceled && !s->is_pulling && s->count < MR_HTTP_STREAM_AHEAD &&
+           s->pulled < s->length) {
+        unsigned k = (s->head + s->count) % MR_HTTP_STREAM_AHEAD;
+        uint64_t left = s->length - s->pulled;
+        if (s->buf[k] == NULL) s->buf[k] = mr_malloc(MR_HTTP_STREAM_CHUNK);
+        if (s->buf[k] == NULL) {
+            s->is_canceled = 1;
+            conn_die(c); /* the stream ends below, once out of the pump */
+            break;
+        }
+        s->cap = left < MR_HTTP_STREAM_CHUNK ? (size_t)left : MR_HTTP_STREAM_CHUNK;
+        s->len[k] = 0;
+        s->count++;
+        s->is_pulling = 1;
+        s->pull(s->data, s, s->buf[k], s->cap);
+    }
+    s->is_in_pump = 0;
+    if (s->is_canceled && !stream_busy(s)) {
+        stream_unlink_end(c, r, MR_ECANCELED);
+        return 1;
+    }
+    return 0;
+}
+
+/* The chunks of the finished write are out. */
+static void stream_written(struct mr_http_stream *s)
+{
+    while (s->nwriting > 0) {
+        s->sent += s->len[s->head];
+        s->head = (s->head + 1) % MR_HTTP_STREAM_AHEAD;
+        s->count--;
+        s->nwriting--;
+    }
+}
+
+void mr_http_stream_ready(struct mr_http_stream *s, size_t n)
+{
+    struct mr_http_req *r = s->r;
+    struct mr_http_conn *c = r->conn;
+    MR_ASSERT(s->is_pulling);
+    s->is_pulling = 0;
+    if (s->is_canceled) {
+        s->count--; /* the slot being filled: dropped */
+    } else {
+        MR_ASSERT(n >= 1 && n <= s->cap);
+        s->len[(s->head + s->count - 1) % MR_HTTP_STREAM_AHEAD] = n;
+        s->pulled += n;
+        c->t_activity = mr_http__now(c->srv);
+    }
+    if (s->is_in_pump) return; /* the pump goes on */
+    if (s->is_canceled) {
+        if (!stream_busy(s)) {
+            stream_unlink_end(c, r, MR_ECANCELED);
+            maybe_free(c);
+        }
+        return;
+    }
+    if (stream_pump(c, r)) {
+        maybe_free(c);
+        return;
+    }
+    if (c->phase != MR_HTTP_CONN_OPEN) return;
+    conn_flush(c);
+    conn_rearm(c);
+}
+
+void mr_http_stream_fail(struct mr_http_stream *s)
+{
+    struct mr_http_req *r = s->r;
+    struct mr_http_conn *c = r->conn;
+    MR_ASSERT(s->is_pulling);
+    s->is_pulling = 0;
+    s->count--;
+    if (!s->is_canceled) {
+        /* Close: abort_all (or the pump, or the write in flight) ends it. */
+        s->is_canceled = 1;
+        conn_die(c);
+        return;
+    }
+    if (!stream_busy(s)) {
+        stream_unlink_end(c, r, MR_ECANCELED);
+        maybe_free(c);
+    }
+}
+
 static void maybe_free(struct mr_http_conn *c)
 {
     struct mr_http_server *srv = c->srv;
@@ -409,8 +545,9 @@ static void maybe_free(struct mr_http_conn *c)
 static void abort_all(struct mr_http_conn *c)
 {
     struct mr_http_server *srv = c->srv;
-    struct mr_queue aborted, *q, *next;
+    struct mr_queue aborted, ended, *q, *next;
     mr_queue_init(&aborted);
+    mr_queue_init(&ended);
     c->cur = NULL;
     c->is_in_headers = 0;
     c->is_in_body = 0;
@@ -418,14 +555,26 @@ static void abort_all(struct mr_http_conn *c)
         struct mr_http_req *r = MR_CONTAINER_OF(q, struct mr_http_req, link);
         next = q->next;
         if (r->state == MR_HTTP_REQ_WRITING) continue;
+        if (r->stream != NULL) {
+            /* A pull or write in progress ends it later. */
+            r->stream->is_canceled = 1;
+            if (stream_busy(r->stream)) continue;
+        }
         mr_queue_remove(q);
         c->nqueue--;
         if (r->state == MR_HTTP_REQ_DISPATCHED) {
             r->is_aborted = 1;
             mr_queue_push_tail(&aborted, q);
+        } else if (r->stream != NULL) {
+            mr_queue_push_tail(&ended, q);
         } else {
             mr_http__req_put(srv, r);
         }
+    }
+    while (!mr_queue_empty(&ended)) {
+        struct mr_http_req *r = MR_CONTAINER_OF(ended.next, struct mr_http_req, link);
+        mr_queue_remove(&r->link);
+        stream_end(c, r, MR_ECANCELED);
     }
     /* The hooks may answer any of these (the answer unlinks it), so take
      * them one at a time from the head. */
@@ -612,20 +761,47 @@ void mr_http__conn_read_end(struct mr_http_conn *c, int status)
     conn_die(c);
 }
 
-/* Pops the requests of the finished write. */
+/* Pops the requests of the finished write; moves a streamed body on. */
 static void conn_written(struct mr_http_conn *c, int status)
 {
     struct mr_http_server *srv = c->srv;
+    struct mr_http_req *sr = conn_stream(c);
     int is_close = 0;
-    while (!mr_queue_empty(&c->reqs)) {
+    if (sr != NULL && sr->state == MR_HTTP_REQ_STREAMING) {
+        stream_written(sr->stream);
+    } else {
+        sr = NULL;
+    }
+    while (sr == NULL && !mr_queue_empty(&c->reqs)) {
         struct mr_http_req *r = MR_CONTAINER_OF(c->reqs.next, struct mr_http_req, link);
         if (r->state != MR_HTTP_REQ_WRITING) break;
+        if (r->stream != NULL) {
+            /* Its headers are out: the body follows. */
+            r->state = MR_HTTP_REQ_STREAMING;
+            sr = r;
+            break;
+        }
         mr_queue_remove(&r->link);
         c->nqueue--;
         is_close |= r->is_close;
         mr_http__req_put(srv, r);
     }
-    if (c->phase != MR_HTTP_CONN_OPEN) return;
+    if (sr != NULL) {
+        struct mr_http_stream *s = sr->stream;
+        if (c->phase != MR_HTTP_CONN_OPEN || status < 0) s->is_canceled = 1;
+        if (s->is_canceled) {
+            if (!stream_busy(s)) stream_unlink_end(c, sr, MR_ECANCELED);
+            sr = NULL;
+        } else if (s->sent == s->length) {
+            is_close |= sr->is_close;
+            stream_unlink_end(c, sr, 0);
+            sr = NULL;
+        }
+    }
+    if (c->phase != MR_HTTP_CONN_OPEN) {
+        maybe_free(c);
+        return;
+    }
     if (status < 0) {
         conn_die(c);
         return;
@@ -634,6 +810,10 @@ static void conn_written(struct mr_http_conn *c, int status)
     if (is_close) {
         conn_finish(c);
         return;
+    }
+    if (sr != NULL) {
+        if (stream_pump(c, sr)) return;
+        if (c->phase != MR_HTTP_CONN_OPEN) return;
     }
     if (c->is_paused && c->nqueue < srv->opt.max_pipelined && !c->is_read_done) {
         conn_resume(c);
@@ -658,6 +838,18 @@ static void conn_flush(struct mr_http_conn *c)
     MR_QUEUE_FOREACH(q, &c->reqs)
     {
         struct mr_http_req *r = MR_CONTAINER_OF(q, struct mr_http_req, link);
+        if (r->state == MR_HTTP_REQ_STREAMING) {
+            /* The filled chunks, in order (the one being filled is last). */
+            struct mr_http_stream *s = r->stream;
+            unsigned i, ready = s->count - (s->is_pulling ? 1u : 0u);
+            MR_ASSERT(s->nwriting == 0 && n == 0);
+            for (i = 0; i < ready; i++) {
+                unsigned k = (s->head + i) % MR_HTTP_STREAM_AHEAD;
+                c->wbufs[n++] = uv_buf_init(s->buf[k], (unsigned)s->len[k]);
+            }
+            s->nwriting = ready;
+            break;
+        }
         if (r->state == MR_HTTP_REQ_ANSWERED) {
             if (r->out.len > 0) {
                 if (n == MR_HTTP_WBUFS) break;
@@ -665,7 +857,7 @@ static void conn_flush(struct mr_http_conn *c)
             }
             r->state = MR_HTTP_REQ_WRITING;
             nw++;
-            if (r->is_close) break;
+            if (r->is_close || r->stream != NULL) break;
         } else {
             if (r->is_continue && !r->is_continue_sent &&
                 r->state == MR_HTTP_REQ_PARSING && n < MR_HTTP_WBUFS) {
@@ -698,8 +890,9 @@ static void conn_rearm(struct mr_http_conn *c)
         deadline = c->t_header_start + o->header_timeout_ms;
     } else if (c->is_in_body) {
         deadline = c->t_body_start + o->body_timeout_ms;
-    } else if (c->nrefs == 0) {
-        /* Idle between requests, or a client that does not read answers. */
+    } else if (c->nrefs == 0 || conn_stream(c) != NULL) {
+        /* Idle between requests, a client that does not read answers, or a
+         * streamed body that does not move. */
         deadline = c->t_activity + o->idle_timeout_ms;
     }
     c->io->timer(c, deadline == UINT64_MAX ? UINT64_MAX
@@ -724,7 +917,8 @@ void mr_http__conn_timeout(struct mr_http_conn *c)
         if (now >= c->t_body_start + o->body_timeout_ms) {
             conn_fail(c, 408, "timeout", "request body not received in time");
         }
-    } else if (c->nrefs == 0 && now >= c->t_activity + o->idle_timeout_ms) {
+    } else if ((c->nrefs == 0 || conn_stream(c) != NULL) &&
+               now >= c->t_activity + o->idle_timeout_ms) {
         conn_die(c);
         return;
     }
@@ -783,6 +977,57 @@ int mr_http_respond(struct mr_http_request *req, unsigned status,
         conn_rearm(c);
         return MR_ENOMEM;
     }
+    conn_flush(c);
+    conn_rearm(c);
+    return 0;
+}
+
+int mr_http_respond_stream(struct mr_http_request *req, unsigned status,
+                           const char *content_type, const char *extra_headers,
+                           uint64_t length, mr_http_stream_pull_cb pull,
+                           mr_http_stream_done_cb done_cb, void *data)
+{
+    struct mr_http_req *r = (struct mr_http_req *)(void *)req;
+    struct mr_http_conn *c = r->conn;
+    struct mr_http_server *srv = c->srv;
+    struct mr_http_stream *s;
+    size_t elen;
+    MR_ASSERT(r->state == MR_HTTP_REQ_DISPATCHED);
+    MR_ASSERT(status >= 200 && status <= 599 && status != 204 && status != 304);
+    MR_ASSERT(pull != NULL && done_cb != NULL);
+    elen = extra_headers != NULL ? strlen(extra_headers) : 0;
+    MR_ASSERT(elen == 0 || (elen >= 2 && extra_headers[elen - 2] == '\r' &&
+                            extra_headers[elen - 1] == '\n'));
+    MR_ASSERT(c->nrefs > 0);
+    c->nrefs--;
+    srv->stats.outstanding--;
+    mr_http__record(srv, status, r->t_start);
+    r->abort_cb = NULL;
+    if (r->is_aborted) {
+        mr_queue_remove(&r->link);
+        mr_http__req_put(srv, r);
+        maybe_free(c);
+        return MR_ECANCELED;
+    }
+    r->state = MR_HTTP_REQ_ANSWERED;
+    s = mr_calloc(1, sizeof *s);
+    if (s == NULL ||
+        mr_http__build_head(r, status, content_type, extra_headers, length) != 0) {
+        mr_free(s);
+        mr_http_buf_reset(&r->out);
+        r->is_close = 1;
+        c->is_read_done = 1;
+        conn_flush(c);
+        conn_rearm(c);
+        return MR_ENOMEM;
+    }
+    s->r = r;
+    s->pull = pull;
+    s->done_cb = done_cb;
+    s->data = data;
+    s->length = r->is_head ? 0 : length;
+    r->stream = s;
+    c->nrefs++; /* the stream holds the connection until done_cb */
     conn_flush(c);
     conn_rearm(c);
     return 0;

@@ -24,7 +24,27 @@ enum {
     MR_HTTP_REQ_PARSING,    /* being read (conn->cur) */
     MR_HTTP_REQ_DISPATCHED, /* handed to the handler, unanswered */
     MR_HTTP_REQ_ANSWERED,   /* answer built, waiting for its turn */
-    MR_HTTP_REQ_WRITING     /* answer inside the current uv_write */
+    MR_HTTP_REQ_WRITING,    /* answer inside the current uv_write */
+    MR_HTTP_REQ_STREAMING   /* headers sent, streamed body in progress (head) */
+};
+
+/* A streamed body (mr_http_respond_stream): a ring of MR_HTTP_STREAM_AHEAD
+ * chunk buffers. From `head`, `count` slots are in use: the first `nwriting`
+ * are inside the current write, then filled ones, and the last one is being
+ * filled when is_pulling. */
+struct mr_http_stream {
+    struct mr_http_req *r;
+    mr_http_stream_pull_cb pull;
+    mr_http_stream_done_cb done_cb;
+    void *data;
+    uint64_t length, pulled, sent; /* bytes */
+    char *buf[MR_HTTP_STREAM_AHEAD]; /* owned, allocated on first use */
+    size_t len[MR_HTTP_STREAM_AHEAD];
+    size_t cap; /* of the current pull */
+    unsigned head, count, nwriting;
+    unsigned is_pulling : 1;
+    unsigned is_in_pump : 1;  /* pulls are being issued: defer the end */
+    unsigned is_canceled : 1; /* the body will not be delivered */
 };
 
 /* Offsets into req->raw of two NUL-terminated strings. */
@@ -54,6 +74,7 @@ struct mr_http_req {
     uint64_t t_start; /* uv_hrtime() at dispatch, ns */
     mr_http_abort_cb abort_cb;
     void *abort_data;
+    struct mr_http_stream *stream; /* owned; a streamed answer, else NULL */
 };
 
 struct mr_http_conn;
@@ -146,6 +167,9 @@ void mr_http__req_put(struct mr_http_server *srv, struct mr_http_req *r);
  * must close after it. 0 or MR_ENOMEM. */
 int mr_http__build_response(struct mr_http_req *r, unsigned status, const char *ct,
                             const char *extra, const void *body, size_t len);
+/* The status line and headers only, announcing a body of `len` bytes. */
+int mr_http__build_head(struct mr_http_req *r, unsigned status, const char *ct,
+                        const char *extra, uint64_t len);
 /* Counts an answer in the metrics; t_start 0 = no latency sample. */
 void mr_http__record(struct mr_http_server *srv, unsigned status, uint64_t t_start);
 

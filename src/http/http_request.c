@@ -51,6 +51,7 @@ struct mr_http_req *mr_http__req_get(struct mr_http_server *srv)
     r->t_start = 0;
     r->abort_cb = NULL;
     r->abort_data = NULL;
+    r->stream = NULL;
     return r;
 }
 
@@ -160,16 +161,13 @@ static const char *reason(unsigned status)
     return s;
 }
 
-int mr_http__build_response(struct mr_http_req *r, unsigned status, const char *ct,
-                            const char *extra, const void *body, size_t len)
+int mr_http__build_head(struct mr_http_req *r, unsigned status, const char *ct,
+                        const char *extra, uint64_t len)
 {
     struct mr_http_buf *b = &r->out;
     struct mr_http_server *srv = r->conn->srv;
-    int has_body = !r->is_head && status != 204 && status != 304;
     update_date(srv);
     mr_http_buf_reset(b);
-    mr_http_buf_reserve(b,
-                        160 + (extra != NULL ? strlen(extra) : 0) + (has_body ? len : 0));
     mr_http_buf_printf(b, "HTTP/1.1 %u %s\r\n", status, reason(status));
     mr_http_buf_puts(b, srv->date);
     if (ct != NULL) {
@@ -177,7 +175,8 @@ int mr_http__build_response(struct mr_http_req *r, unsigned status, const char *
         mr_http_buf_puts(b, ct);
         mr_http_buf_puts(b, "\r\n");
     }
-    if (status != 204) mr_http_buf_printf(b, "Content-Length: %zu\r\n", len);
+    if (status != 204)
+        mr_http_buf_printf(b, "Content-Length: %llu\r\n", (unsigned long long)len);
     if (r->is_close || !r->pub.is_keep_alive) {
         r->is_close = 1;
         mr_http_buf_puts(b, "Connection: close\r\n");
@@ -186,6 +185,18 @@ int mr_http__build_response(struct mr_http_req *r, unsigned status, const char *
     }
     if (extra != NULL) mr_http_buf_puts(b, extra);
     mr_http_buf_puts(b, "\r\n");
+    return b->is_oom ? MR_ENOMEM : 0;
+}
+
+int mr_http__build_response(struct mr_http_req *r, unsigned status, const char *ct,
+                            const char *extra, const void *body, size_t len)
+{
+    struct mr_http_buf *b = &r->out;
+    int has_body = !r->is_head && status != 204 && status != 304;
+    mr_http_buf_reset(b);
+    mr_http_buf_reserve(b,
+                        160 + (extra != NULL ? strlen(extra) : 0) + (has_body ? len : 0));
+    mr_http__build_head(r, status, ct, extra, len);
     if (has_body) mr_http_buf_append(b, body, len);
     return b->is_oom ? MR_ENOMEM : 0;
 }

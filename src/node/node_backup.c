@@ -9,13 +9,15 @@
  * (node_snap.c), so writes stall no more than for any snapshot: the fork.
  * A snapshot already running is waited for first. Once a durable snapshot
  * covers the target, it is opened (the open file stays readable even when a
- * newer snapshot replaces it and compaction deletes the old one) and a work
- * thread reads it into the answer, so the loop never reads the file.
- *
- * The answer carries the backup's index, term, size and checksum in headers
- * (X-Moonraft-Backup-*), and the body is the backup file.
- * XXX(#13): the answer is built in memory (the http module has no streaming
- * body), so a backup briefly costs twice the snapshot's size in RAM. */
+ * newer snapshot replaces it and compaction deletes the old one) and the
+ * answer is streamed (mr_http_respond_stream): headers with the backup's
+ * index, term (X-Moonraft-Backup-*) and Content-Length, then the backup
+ * produced chunk by chunk by mr_store_backup_stream_read on a work thread
+ * (the loop never reads the file), its CRC32C computed on the way and sent
+ * last. Memory: a few chunks per backup (MR_HTTP_STREAM_AHEAD x
+ * MR_HTTP_STREAM_CHUNK), whatever the snapshot's size. The checksum is not
+ * in the headers (it is known only at the end): it is the body's last 4
+ * bytes, and `moonraft backup` checks it before keeping the file. */
 #include "node/node_int.h"
 
 #include <inttypes.h>
@@ -26,20 +28,18 @@
 #define BACKUP_TIMEOUT_MS (10u * 60u * 1000u) /* a snapshot of a large state */
 
 struct backup {
-    struct mr_queue link; /* n->backups */
+    struct mr_queue link; /* n->backups, until streaming starts */
     struct mr_node *n;
-    struct mr_http_request *req;
-    mr_index want;     /* the snapshot must cover this index */
-    uint64_t deadline; /* loop ms */
-    int is_working;    /* on the work thread */
-    uv_work_t work;
+    struct mr_http_request *req; /* until answered */
+    mr_index want;               /* the snapshot must cover this index */
+    uint64_t deadline;           /* loop ms */
     struct mr_store_snap_reader *reader;
-    uint64_t cluster_id;
-    unsigned char *buf;
-    size_t len;
-    uint32_t checksum;
-    mr_index index;
-    mr_term term;
+    struct mr_store_backup_stream bs;
+    /* The pull being served on the work thread. */
+    uv_work_t work;
+    struct mr_http_stream *s;
+    char *buf;
+    size_t cap;
     int rc;
     char errmsg[MR_ERRMSG_SIZE];
 };
@@ -48,7 +48,6 @@ static void backup_free(struct backup *b)
 {
     mr_queue_remove(&b->link);
     mr_store_snap_reader_close(b->reader);
-    mr_free(b->buf);
     mr_free(b);
 }
 
@@ -61,11 +60,8 @@ static void fail_answer(struct backup *b, unsigned status, const char *code,
 
 static void on_abort(void *data, struct mr_http_request *req)
 {
-    struct backup *b = data;
     (void)req;
-    /* on the work thread: its completion answers (the answer is discarded) */
-    if (b->is_working) return;
-    fail_answer(b, 503, "canceled", "the client went away");
+    fail_answer(data, 503, "canceled", "the client went away");
 }
 
 static const char *cluster_name(const struct mr_node *n)
@@ -73,43 +69,64 @@ static const char *cluster_name(const struct mr_node *n)
     return n->o->cluster_id && n->o->cluster_id[0] ? n->o->cluster_id : "moonraft";
 }
 
-static void work_cb(uv_work_t *w)
+static void read_cb(uv_work_t *w)
 {
     struct backup *b = w->data;
-    struct mr_node *n = b->n;
-    b->rc = mr_store_backup_encode(b->reader, cluster_name(n), n->name, b->cluster_id,
-                                   mr_node_wall_ms(), &b->buf, &b->len, &b->checksum,
-                                   b->errmsg);
+    b->rc = mr_store_backup_stream_read(&b->bs, b->buf, b->cap, b->errmsg);
 }
 
-static void after_work_cb(uv_work_t *w, int status)
+static void after_read_cb(uv_work_t *w, int status)
 {
     struct backup *b = w->data;
-    char hdr[256];
+    struct mr_http_stream *s = b->s;
     (void)status;
-    b->is_working = 0;
+    b->s = NULL;
     if (b->rc != 0) {
         LOGW("backup failed: %s", b->errmsg);
-        fail_answer(b, 500, "backup_failed", b->errmsg);
+        mr_http_stream_fail(s); /* may free b (done_cb) */
         return;
     }
-    snprintf(hdr, sizeof hdr,
-             "X-Moonraft-Backup-Index: %" PRIu64 "\r\nX-Moonraft-Backup-Term: %" PRIu64
-             "\r\nX-Moonraft-Backup-Checksum: %08x\r\n"
-             "Content-Disposition: attachment; filename=\"backup-%" PRIu64 ".mrb\"\r\n",
-             b->index, b->term, b->checksum, b->index);
-    LOGI("backup at index %llu (%zu bytes, checksum %08x) sent",
-         (unsigned long long)b->index, b->len, b->checksum);
-    mr_http_respond(b->req, 200, "application/octet-stream", hdr, b->buf, b->len);
+    mr_http_stream_ready(s, b->cap); /* may free b (done_cb) */
+}
+
+/* The http server wants the next `cap` bytes of the backup in buf. */
+static void on_pull(void *data, struct mr_http_stream *s, char *buf, size_t cap)
+{
+    struct backup *b = data;
+    b->s = s;
+    b->buf = buf;
+    b->cap = cap;
+    b->work.data = b;
+    if (uv_queue_work(&b->n->loop, &b->work, read_cb, after_read_cb) != 0) {
+        LOGW("backup failed: cannot queue the work");
+        b->s = NULL;
+        mr_http_stream_fail(s);
+    }
+}
+
+static void on_sent(void *data, int status)
+{
+    struct backup *b = data;
+    if (status == 0) {
+        LOGI("backup at index %llu (%" PRIu64 " bytes, checksum %08x) sent",
+             (unsigned long long)mr_store_snap_reader_info(b->reader)->index, b->bs.size,
+             b->bs.crc);
+    } else {
+        LOGW("backup at index %llu not delivered: sent %" PRIu64 " of %" PRIu64
+             " bytes (client gone, or a read failed)",
+             (unsigned long long)mr_store_snap_reader_info(b->reader)->index, b->bs.pos,
+             b->bs.size);
+    }
     backup_free(b);
 }
 
-/* The newest snapshot covers b->want: read it on a work thread. */
-static void start_work(struct backup *b)
+/* The newest snapshot covers b->want: stream it. */
+static void start_stream(struct backup *b)
 {
     struct mr_node *n = b->n;
     const struct mr_store_snap_info *si;
-    char err[MR_ERRMSG_SIZE] = "";
+    struct mr_http_request *req = b->req;
+    char err[MR_ERRMSG_SIZE] = "", hdr[256];
     int rv = mr_store_snap_reader_open(n->store, &b->reader, err);
     if (rv != 0) {
         LOGW("backup: %s", err);
@@ -117,14 +134,24 @@ static void start_work(struct backup *b)
         return;
     }
     si = mr_store_snap_reader_info(b->reader);
-    b->index = si->index;
-    b->term = si->term;
-    b->cluster_id = mr_node_id_from_name(cluster_name(n));
-    b->work.data = b;
-    b->is_working = 1;
-    if (uv_queue_work(&n->loop, &b->work, work_cb, after_work_cb) != 0) {
-        b->is_working = 0;
-        fail_answer(b, 500, "backup_failed", "cannot queue the work");
+    mr_store_backup_stream_init(&b->bs, b->reader, cluster_name(n), n->name,
+                                mr_node_id_from_name(cluster_name(n)), mr_node_wall_ms());
+    snprintf(hdr, sizeof hdr,
+             "X-Moonraft-Backup-Index: %" PRIu64 "\r\nX-Moonraft-Backup-Term: %" PRIu64
+             "\r\nContent-Disposition: attachment; filename=\"backup-%" PRIu64
+             ".mrb\"\r\n",
+             si->index, si->term, si->index);
+    /* From here the stream owns b: it leaves the list that ticks and the
+     * shutdown walk (the http server's close ends the stream). */
+    mr_queue_remove(&b->link);
+    mr_queue_init(&b->link);
+    b->req = NULL;
+    rv = mr_http_respond_stream(req, 200, "application/octet-stream", hdr, b->bs.size,
+                                on_pull, on_sent, b);
+    if (rv != 0) {
+        LOGW("backup at index %llu not sent: %s", (unsigned long long)si->index,
+             rv == MR_ECANCELED ? "the client went away" : mr_strerror(rv));
+        backup_free(b);
     }
 }
 
@@ -148,7 +175,7 @@ static int refuse_unhealthy(struct backup *b)
 static void advance(struct backup *b)
 {
     struct mr_node *n = b->n;
-    if (b->is_working || refuse_unhealthy(b)) return;
+    if (refuse_unhealthy(b)) return;
     if (mr_node_now(n) > b->deadline) {
         fail_answer(b, 504, "timeout", "no snapshot could be taken in time");
         return;
@@ -156,7 +183,7 @@ static void advance(struct backup *b)
     /* A running snapshot may publish over the one we would open: wait. */
     if (n->job_running || n->snap_work_busy) return;
     if (n->snap_index >= b->want && n->snap_index > 0) {
-        start_work(b);
+        start_stream(b);
         return;
     }
     mr_node_snap_maybe_start(n, 1);
@@ -224,18 +251,10 @@ void mr_node_backup_tick(struct mr_node *n)
 
 void mr_node_backup_close(struct mr_node *n)
 {
-    struct mr_queue working;
-    mr_queue_init(&working);
+    /* Only backups still waiting for a snapshot are listed; streaming ones
+     * end when the http server closes their connection. */
     while (!mr_queue_empty(&n->backups)) {
         struct backup *b = MR_CONTAINER_OF(n->backups.next, struct backup, link);
-        mr_queue_remove(&b->link);
-        mr_queue_push_tail(&working, &b->link);
-        if (!b->is_working) fail_answer(b, 503, "shutting_down", "the node is stopping");
-    }
-    /* back where their completion looks for them */
-    while (!mr_queue_empty(&working)) {
-        struct mr_queue *q = working.next;
-        mr_queue_remove(q);
-        mr_queue_push_tail(&n->backups, q);
+        fail_answer(b, 503, "shutting_down", "the node is stopping");
     }
 }

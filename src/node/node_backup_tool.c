@@ -1,25 +1,27 @@
 /* node_backup_tool: the operator commands around backups and disasters
  * (docs/operations.md "Backup and restore", "Recovering from quorum loss"):
  *
- *   moonraft backup host:port FILE [--token T] [--max-lag N]
+ *   moonraft backup [https://]host:port FILE [--token T] [--max-lag N]
+ *                   [--tls-ca F] [--tls-cert F] [--tls-key F]
  *   moonraft data restore FILE --data-dir DIR --id ID --peers ID=RAFT/HTTP,...
  *                         --cluster-id NAME
  *   moonraft data recover DIR --force-new-cluster
  *
- * `backup` is a small blocking HTTP client (http-parser parses the answer)
- * that writes the body to FILE.part, checks the whole file (storage's
+ * `backup` downloads with the console's blocking HTTP client
+ * (mr_console_download: http or https, the same --tls-* options and
+ * MOONRAFT_TLS_* variables as `moonraft console`), writing the body to
+ * FILE.part as it arrives; it then checks the whole file (storage's
  * mr_store_backup_check) and only then renames it to FILE. */
 #include "node/node_int.h"
 
+#include "console/console.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <http_parser.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,102 +98,41 @@ static void print_info(FILE *out, const char *path,
 
 /* ---- moonraft backup ------------------------------------------------------------- */
 
-struct client {
-    int fd_out; /* FILE.part */
-    int status;
-    int is_done;
-    int write_error;
-    uint64_t body_len;
-    char errbody[1024]; /* the start of a non-200 body */
-    size_t errlen;
+/* Waiting for the node's snapshot can take minutes; the node gives up after
+ * 10 (504). The same bound applies to each wait for bytes. */
+#define BACKUP_IO_TIMEOUT_MS (11 * 60 * 1000)
+
+struct sink {
+    int fd; /* FILE.part */
+    uint64_t len;
+    int write_errno;
 };
 
-static int on_body(http_parser *p, const char *at, size_t len)
+static int sink_write(void *data, const char *at, size_t len)
 {
-    struct client *c = p->data;
-    c->status = (int)p->status_code;
-    if (c->status != 200) {
-        size_t n = sizeof c->errbody - 1 - c->errlen;
-        if (n > len) n = len;
-        memcpy(c->errbody + c->errlen, at, n);
-        c->errlen += n;
-        c->errbody[c->errlen] = '\0';
-        return 0;
-    }
+    struct sink *k = data;
     while (len > 0) {
-        ssize_t w = write(c->fd_out, at, len);
+        ssize_t w = write(k->fd, at, len);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
-            c->write_error = errno;
-            return -1;
+            k->write_errno = errno;
+            return -errno;
         }
         at += w;
         len -= (size_t)w;
-        c->body_len += (uint64_t)w;
-    }
-    return 0;
-}
-
-static int on_complete(http_parser *p)
-{
-    struct client *c = p->data;
-    c->status = (int)p->status_code;
-    c->is_done = 1;
-    return 0;
-}
-
-static int dial(const char *addr, FILE *err)
-{
-    char host[256], *colon;
-    struct addrinfo hints, *res = NULL, *ai;
-    int fd = -1, rv;
-    snprintf(host, sizeof host, "%s", addr);
-    colon = strrchr(host, ':');
-    if (colon == NULL) {
-        fprintf(err, "moonraft backup: %s: expected host:port\n", addr);
-        return -1;
-    }
-    *colon = '\0';
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    rv = getaddrinfo(host[0] == '[' ? host + 1 : host, colon + 1, &hints, &res);
-    if (rv != 0) {
-        fprintf(err, "moonraft backup: %s: %s\n", addr, gai_strerror(rv));
-        return -1;
-    }
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) continue;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        fprintf(err, "moonraft backup: cannot connect to %s: %s\n", addr,
-                strerror(errno));
-    return fd;
-}
-
-static int send_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        p += w;
-        len -= (size_t)w;
+        k->len += (uint64_t)w;
     }
     return 0;
 }
 
 static void backup_usage(FILE *err)
 {
-    fputs("usage: moonraft backup host:port FILE [--token T] [--max-lag N]\n"
+    fputs("usage: moonraft backup [https://]host:port FILE [--token T] [--max-lag N]\n"
           "  Saves an online backup of the node at host:port (any member) to FILE and\n"
           "  prints its index, term, size and checksum. The token (admin) defaults to\n"
           "  $MOONRAFT_ADMIN_TOKEN, then $MOONRAFT_TOKEN. --max-lag N reuses the newest\n"
-          "  snapshot if it is at most N entries behind (default 0: take one now).\n",
+          "  snapshot if it is at most N entries behind (default 0: take one now).\n"
+          "  https://host:port speaks TLS:\n" MR_CONSOLE_TLS_USAGE,
           err);
 }
 
@@ -206,12 +147,12 @@ static const char *env_or(const char *v, const char *name)
 int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
 {
     const char *addr = NULL, *file = NULL, *token = NULL, *lag = NULL;
-    char req[1024], part[4096], buf[65536], errmsg[MR_ERRMSG_SIZE] = "";
-    http_parser p;
-    http_parser_settings ps;
-    struct client c;
+    const char *headers[2] = {NULL, NULL};
+    char path[128], auth[1024], part[4096], errbody[1024], errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_console_tls_files tls = {NULL, NULL, NULL};
+    struct sink k;
     struct mr_store_backup_info info;
-    int i, fd, rv;
+    int i, rv, status = 0;
 
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -223,6 +164,12 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             backup_usage(out);
             return 0;
+        } else if (strncmp(a, "--tls-", 6) == 0 &&
+                   (rv = mr_console_tls_opt(argc, argv, &i, &tls)) != 0) {
+            if (rv < 0) {
+                backup_usage(err);
+                return 2;
+            }
         } else if (a[0] == '-') {
             backup_usage(err);
             return 2;
@@ -236,72 +183,54 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
         }
     }
     if (addr == NULL || file == NULL ||
-        (lag != NULL && strspn(lag, "0123456789") != strlen(lag))) {
+        (lag != NULL && (strlen(lag) > 20 || strspn(lag, "0123456789") != strlen(lag)))) {
         backup_usage(err);
         return 2;
     }
     token = env_or(token, "MOONRAFT_ADMIN_TOKEN");
     token = env_or(token, "MOONRAFT_TOKEN");
-    snprintf(req, sizeof req,
-             "GET /v1/backup%s%s HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n",
-             lag ? "?max_lag=" : "", lag ? lag : "", addr,
-             token ? "Authorization: Bearer " : "", token ? token : "",
-             token ? "\r\n" : "");
+    mr_console_tls_env(&tls);
+    snprintf(path, sizeof path, "/v1/backup%s%s", lag ? "?max_lag=" : "", lag ? lag : "");
+    if (token != NULL) {
+        if (strpbrk(token, "\r\n") != NULL || strlen(token) > sizeof auth - 32) {
+            fputs("moonraft backup: bad token\n", err);
+            return 2;
+        }
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        headers[0] = auth;
+    }
     snprintf(part, sizeof part, "%s.part", file);
-    memset(&c, 0, sizeof c);
-    c.fd_out = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (c.fd_out < 0) {
+    memset(&k, 0, sizeof k);
+    k.fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (k.fd < 0) {
         fprintf(err, "moonraft backup: %s: %s\n", part, strerror(errno));
         return 1;
     }
-    fd = dial(addr, err);
-    if (fd < 0 || send_all(fd, req, strlen(req)) != 0) {
-        if (fd >= 0) fprintf(err, "moonraft backup: send: %s\n", strerror(errno));
-        goto fail;
-    }
-    http_parser_init(&p, HTTP_RESPONSE);
-    p.data = &c;
-    http_parser_settings_init(&ps);
-    ps.on_body = on_body;
-    ps.on_message_complete = on_complete;
-    while (!c.is_done) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        size_t used;
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            fprintf(err, "moonraft backup: receive: %s\n", strerror(errno));
-            goto fail;
-        }
-        used = http_parser_execute(&p, &ps, buf, (size_t)n);
-        if (c.write_error) {
+    /* The body goes to FILE.part as it arrives (the console's client, so
+     * https and its options work as for `moonraft console`). */
+    rv = mr_console_download(addr, &tls, path, headers, BACKUP_IO_TIMEOUT_MS, sink_write,
+                             &k, &status, errbody, sizeof errbody, errmsg);
+    if (rv != 0) {
+        if (k.write_errno != 0)
             fprintf(err, "moonraft backup: %s: write: %s\n", part,
-                    strerror(c.write_error));
-            goto fail;
-        }
-        if (HTTP_PARSER_ERRNO(&p) != HPE_OK || used != (size_t)n) {
-            fprintf(err, "moonraft backup: bad answer from %s: %s\n", addr,
-                    http_errno_description(HTTP_PARSER_ERRNO(&p)));
-            goto fail;
-        }
-        if (n == 0 && !c.is_done) {
-            fprintf(err,
-                    "moonraft backup: %s closed the connection after %" PRIu64 " bytes\n",
-                    addr, c.body_len);
-            goto fail;
-        }
-    }
-    close(fd);
-    fd = -1;
-    if (c.status != 200) {
-        fprintf(err, "moonraft backup: %s answered %d: %s\n", addr, c.status, c.errbody);
+                    strerror(k.write_errno));
+        else if (k.len > 0)
+            fprintf(err, "moonraft backup: %s (after %" PRIu64 " bytes of the backup)\n",
+                    errmsg, k.len);
+        else
+            fprintf(err, "moonraft backup: %s\n", errmsg);
         goto fail;
     }
-    if (fsync(c.fd_out) != 0 || close(c.fd_out) != 0) {
-        c.fd_out = -1;
+    if (status != 200) {
+        fprintf(err, "moonraft backup: %s answered %d: %s\n", addr, status, errbody);
+        goto fail;
+    }
+    if (fsync(k.fd) != 0 || close(k.fd) != 0) {
+        k.fd = -1;
         fprintf(err, "moonraft backup: %s: %s\n", part, strerror(errno));
         goto fail;
     }
-    c.fd_out = -1;
+    k.fd = -1;
     rv = mr_store_backup_check(part, &info, errmsg);
     if (rv != 0) {
         fprintf(err, "moonraft backup: the received backup is damaged: %s\n", errmsg);
@@ -317,8 +246,7 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
     mr_store_backup_info_release(&info);
     return 0;
 fail:
-    if (fd >= 0) close(fd);
-    if (c.fd_out >= 0) close(c.fd_out);
+    if (k.fd >= 0) close(k.fd);
     unlink(part);
     return 1;
 }

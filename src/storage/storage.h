@@ -410,13 +410,37 @@ struct mr_store_backup_info {
 };
 void mr_store_backup_info_release(struct mr_store_backup_info *info); /* NULL-safe */
 
-/* Builds a whole backup file in memory from an open snapshot reader (which
- * keeps the file readable even if a newer snapshot replaces it): reads it
- * with pread, so it may run on a work thread while the store is in use.
- * Names are borrowed (truncated to MR_STORE_BACKUP_NAME_MAX). On success
- * *out is an mr_malloc'd buffer of *len bytes (the caller frees it) and
- * *checksum its trailing CRC32C. Errors: MR_ENOMEM, MR_ECORRUPT (the file
- * changed size under us), -errno. */
+/* A backup produced piece by piece, in order, so a server can send one of any
+ * size without holding it in memory: the header (built at init), the
+ * snapshot file read from the reader's open file (which stays readable even
+ * if a newer snapshot replaces it), then the CRC32C computed on the way. */
+struct mr_store_backup_stream {
+    struct mr_store_snap_reader *reader; /* borrowed; must outlive the stream */
+    unsigned char head[MR_STORE_BACKUP_HEADER + 2 * MR_STORE_BACKUP_NAME_MAX];
+    size_t head_len;   /* H */
+    uint64_t snap_len; /* L */
+    uint64_t size;     /* the whole backup: H + L + 4 */
+    uint64_t pos;      /* bytes produced so far */
+    uint32_t crc;      /* over bytes [0, min(pos, H + L)) */
+};
+/* Prepares a stream over reader `r` (borrowed). Names are copied (truncated
+ * to MR_STORE_BACKUP_NAME_MAX). Cannot fail. */
+void mr_store_backup_stream_init(struct mr_store_backup_stream *bs,
+                                 struct mr_store_snap_reader *r, const char *cluster_name,
+                                 const char *node_name, uint64_t cluster_id,
+                                 uint64_t created_ms);
+/* Produces the next `len` bytes (1 <= len <= size - pos) into buf, reading
+ * the snapshot with pread (blocking: call it off the loop, e.g. on a work
+ * thread; one call at a time). Once pos == size, bs->crc is the checksum.
+ * Errors: MR_ECORRUPT (the file is shorter than its header said), -errno;
+ * errmsg says where. */
+int mr_store_backup_stream_read(struct mr_store_backup_stream *bs, void *buf, size_t len,
+                                char *errmsg);
+
+/* The whole backup file in memory (mr_store_backup_stream in one piece; for
+ * tools and tests). On success *out is an mr_malloc'd buffer of *len bytes
+ * (the caller frees it) and *checksum its trailing CRC32C. Errors: MR_ENOMEM,
+ * and those of mr_store_backup_stream_read. */
 int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_name,
                            const char *node_name, uint64_t cluster_id,
                            uint64_t created_ms, unsigned char **out, size_t *len,

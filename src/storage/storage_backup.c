@@ -37,40 +37,26 @@ static int pread_all(int fd, void *buf, size_t n, uint64_t off)
     return 0;
 }
 
-int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_name,
-                           const char *node_name, uint64_t cluster_id,
-                           uint64_t created_ms, unsigned char **out, size_t *len,
-                           uint32_t *checksum, char *errmsg)
+void mr_store_backup_stream_init(struct mr_store_backup_stream *bs,
+                                 struct mr_store_snap_reader *r, const char *cluster_name,
+                                 const char *node_name, uint64_t cluster_id,
+                                 uint64_t created_ms)
 {
     const struct mr_store_snap_info *si = mr_store_snap_reader_info(r);
-    size_t cl = strlen(cluster_name), nl = strlen(node_name), h, total;
-    uint64_t snap_len;
-    int fd = mr_store__snap_reader_file(r, &snap_len), rv;
-    unsigned char *b;
-    uint32_t crc;
-
-    *out = NULL;
-    *len = 0;
+    size_t cl = strlen(cluster_name), nl = strlen(node_name);
+    unsigned char *b = bs->head;
+    memset(bs, 0, sizeof *bs);
+    bs->reader = r;
+    (void)mr_store__snap_reader_file(r, &bs->snap_len);
     if (cl > MR_STORE_BACKUP_NAME_MAX) cl = MR_STORE_BACKUP_NAME_MAX;
     if (nl > MR_STORE_BACKUP_NAME_MAX) nl = MR_STORE_BACKUP_NAME_MAX;
-    h = MR_STORE_BACKUP_HEADER + cl + nl;
-    if (snap_len > SIZE_MAX - h - 4) {
-        mr_errmsg_printf(errmsg, "backup: snapshot too large for memory");
-        return MR_ENOMEM;
-    }
-    total = h + (size_t)snap_len + 4;
-    b = mr_malloc(total);
-    if (b == NULL) {
-        mr_errmsg_printf(errmsg, "backup: out of memory (%zu bytes)", total);
-        return MR_ENOMEM;
-    }
-    memset(b, 0, MR_STORE_BACKUP_HEADER);
+    bs->head_len = MR_STORE_BACKUP_HEADER + cl + nl;
     memcpy(b, BACKUP_MAGIC, 8);
     mr_put_u32(b + 8, BACKUP_VERSION);
-    mr_put_u32(b + 12, (uint32_t)h);
+    mr_put_u32(b + 12, (uint32_t)bs->head_len);
     mr_put_u64(b + 16, si->index);
     mr_put_u64(b + 24, si->term);
-    mr_put_u64(b + 32, snap_len);
+    mr_put_u64(b + 32, bs->snap_len);
     mr_put_u64(b + 40, created_ms);
     mr_put_u64(b + 48, cluster_id);
     b[56] = (unsigned char)(cl & 0xff);
@@ -79,18 +65,83 @@ int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_n
     b[59] = (unsigned char)(nl >> 8);
     memcpy(b + MR_STORE_BACKUP_HEADER, cluster_name, cl);
     memcpy(b + MR_STORE_BACKUP_HEADER + cl, node_name, nl);
-    rv = pread_all(fd, b + h, (size_t)snap_len, 0);
+    bs->size = bs->head_len + bs->snap_len + 4;
+}
+
+int mr_store_backup_stream_read(struct mr_store_backup_stream *bs, void *buf, size_t len,
+                                char *errmsg)
+{
+    unsigned char *out = buf;
+    uint64_t body_end = bs->head_len + bs->snap_len;
+    int fd = mr_store__snap_reader_file(bs->reader, &(uint64_t){0});
+    MR_ASSERT(len >= 1 && len <= bs->size - bs->pos);
+    while (len > 0) {
+        size_t n;
+        if (bs->pos < bs->head_len) {
+            n = bs->head_len - (size_t)bs->pos;
+            if (n > len) n = len;
+            memcpy(out, bs->head + bs->pos, n);
+        } else if (bs->pos < body_end) {
+            uint64_t left = body_end - bs->pos;
+            int rv;
+            n = left < len ? (size_t)left : len;
+            rv = pread_all(fd, out, n, bs->pos - bs->head_len);
+            if (rv != 0) {
+                mr_errmsg_printf(errmsg,
+                                 "backup: read the snapshot at %" PRIu64
+                                 " offset %" PRIu64 ": %s",
+                                 mr_store_snap_reader_info(bs->reader)->index,
+                                 bs->pos - bs->head_len, mr_strerror(rv));
+                return rv;
+            }
+        } else {
+            unsigned char trailer[4];
+            size_t at = (size_t)(bs->pos - body_end);
+            mr_put_u32(trailer, bs->crc);
+            n = 4 - at;
+            if (n > len) n = len;
+            memcpy(out, trailer + at, n);
+            bs->pos += n;
+            out += n;
+            len -= n;
+            continue;
+        }
+        bs->crc = mr_crc32c(bs->crc, out, n);
+        bs->pos += n;
+        out += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int mr_store_backup_encode(struct mr_store_snap_reader *r, const char *cluster_name,
+                           const char *node_name, uint64_t cluster_id,
+                           uint64_t created_ms, unsigned char **out, size_t *len,
+                           uint32_t *checksum, char *errmsg)
+{
+    struct mr_store_backup_stream bs;
+    unsigned char *b;
+    int rv;
+    *out = NULL;
+    *len = 0;
+    mr_store_backup_stream_init(&bs, r, cluster_name, node_name, cluster_id, created_ms);
+    if (bs.size > SIZE_MAX) {
+        mr_errmsg_printf(errmsg, "backup: snapshot too large for memory");
+        return MR_ENOMEM;
+    }
+    b = mr_malloc((size_t)bs.size);
+    if (b == NULL) {
+        mr_errmsg_printf(errmsg, "backup: out of memory (%" PRIu64 " bytes)", bs.size);
+        return MR_ENOMEM;
+    }
+    rv = mr_store_backup_stream_read(&bs, b, (size_t)bs.size, errmsg);
     if (rv != 0) {
         mr_free(b);
-        mr_errmsg_printf(errmsg, "backup: read the snapshot at %" PRIu64 ": %s",
-                         si->index, mr_strerror(rv));
         return rv;
     }
-    crc = mr_crc32c(0, b, h + (size_t)snap_len);
-    mr_put_u32(b + h + snap_len, crc);
     *out = b;
-    *len = total;
-    *checksum = crc;
+    *len = (size_t)bs.size;
+    *checksum = bs.crc;
     return 0;
 }
 

@@ -263,6 +263,81 @@ test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster(void **stat
     assert_true(mr_it_same_state(&src, 20000, NULL, NULL));
 }
 
+/* VmHWM (peak resident set, kB) of a process, -1 if unreadable. */
+static long long vm_hwm_kb(pid_t pid)
+{
+    char path[64], line[256];
+    long long v = -1;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL) return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0) v = atoll(line + 6);
+    fclose(f);
+    return v;
+}
+
+/* Resets the peak to the current resident set (Linux >= 4.0). */
+static void reset_hwm(pid_t pid)
+{
+    char path[64];
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%d/clear_refs", (int)pid);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs("5", f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_a_large_backup_is_streamed_without_holding_it_in_memory(void **state)
+{
+    char out[8192], file[400], *big;
+    const int n_values = 56, value_len = 900 * 1000; /* about 50 MB of state */
+    long long before, after, size;
+    int i;
+    (void)state;
+
+    mr_it_cluster_init(&src, 1);
+    snprintf(src.extra_args, sizeof src.extra_args, "--admin-token adm");
+    mr_it_start_static(&src, 0, NULL);
+    assert_int_equal(mr_it_wait_leader(&src, 10000, 1), 0);
+    big = malloc((size_t)value_len + 3);
+    assert_non_null(big);
+    for (i = 0; i < n_values; i++) {
+        char path[32];
+        struct mr_it_resp r;
+        memset(big, 'a' + i % 26, (size_t)value_len + 2);
+        big[0] = big[value_len + 1] = '"';
+        big[value_len + 2] = '\0';
+        snprintf(path, sizeof path, "/v1/kv/big%d", i);
+        r = mr_it_http(&src, 0, "PUT", path, big, NULL);
+        MR_IT_EXPECT_STATUS(&src, r, 200);
+        mr_it_resp_free(&r);
+    }
+    free(big);
+    /* The snapshot the backup will reuse (--max-lag): no fork during it. */
+    assert_true(mr_it_snapshot(&src, 0, ADMIN) > 0);
+
+    reset_hwm(src.nodes[0].pid);
+    before = vm_hwm_kb(src.nodes[0].pid);
+    assert_true(before > 0);
+    snprintf(file, sizeof file, "%s/big.mrb", src.root);
+    assert_int_equal(
+        run(out, sizeof out,
+            "%s/moonraft backup 127.0.0.1:%d %s --token adm --max-lag 1000000",
+            MR_BINARY_DIR, src.nodes[0].http_port, file),
+        0);
+    after = vm_hwm_kb(src.nodes[0].pid);
+    size = atoll(field(out, "size"));
+    fprintf(stderr, "backup of %lld bytes: node peak RSS %lld kB -> %lld kB\n", size,
+            before, after);
+    assert_true(size > (long long)n_values * value_len);
+    /* Building the answer in memory would add at least the backup's size;
+     * streaming costs a few chunks (MR_HTTP_STREAM_AHEAD x 256 KiB). */
+    assert_true(after - before < size / 1024 / 4);
+}
+
 static void test_backup_and_restore_refuse_what_they_must(void **state)
 {
     char out[8192], file[400], bad[400], dir[400], peers[256];
@@ -438,6 +513,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster,
             setup_none, teardown_both),
+        cmocka_unit_test_setup_teardown(
+            test_a_large_backup_is_streamed_without_holding_it_in_memory, setup_none,
+            teardown_both),
         cmocka_unit_test_setup_teardown(test_backup_and_restore_refuse_what_they_must,
                                         setup_none, teardown_both),
         cmocka_unit_test_setup_teardown(

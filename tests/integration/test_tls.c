@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -230,6 +232,111 @@ static void test_tls_cluster_forms_replicates_and_fails_closed(void **state)
     cluster.n = 5; /* so teardown stops n4 and n5 too */
 }
 
+/* Runs a command line (stderr joined) into out; returns its exit code. */
+static int sh_all(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int sh_all(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[2048];
+    size_t n = 0;
+    FILE *p;
+    int st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
+    out[0] = '\0';
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    while (n + 1 < cap) {
+        size_t got = fread(out + n, 1, cap - 1 - n, p);
+        if (got == 0) break;
+        n += got;
+    }
+    out[n] = '\0';
+    st = pclose(p);
+    fprintf(stderr, "$ %s\n%s", cmd, out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_backup_over_https_is_verified_and_a_wrong_ca_leaves_no_file(void **state)
+{
+    char args[1024], out[8192], file[400], part[410], size[64], *big;
+    struct stat sb;
+    int i;
+    (void)state;
+    mr_it_cluster_init(&cluster, 1);
+    make_certs();
+    snprintf(args, sizeof args, "--tls-cert %s --tls-key %s --tls-ca %s",
+             cert("server.pem"), cert("server.key"), cert("ca.pem"));
+    mr_it_start_static(&cluster, 0, args);
+    assert_int_equal(mr_it_set_tls(cert("ca.pem"), NULL, NULL), 0);
+    assert_int_equal(mr_it_wait_leader(&cluster, 15000, 1), 0);
+    /* About 2.4 MB of state: the backup spans many chunks of the stream. */
+    big = malloc(100003);
+    assert_non_null(big);
+    for (i = 0; i < 24; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        memset(big, 'a' + i, 100002);
+        big[0] = big[100001] = '"';
+        big[100002] = '\0';
+        put_key(0, key, big, NULL);
+    }
+    free(big);
+    snprintf(file, sizeof file, "%s/tls.mrb", cluster.root);
+    snprintf(part, sizeof part, "%s.part", file);
+
+    /* A CA that did not sign the node's certificate: refused, nothing left. */
+    assert_int_equal(sh_all(out, sizeof out,
+                            "%s/moonraft backup https://127.0.0.1:%d %s "
+                            "--tls-ca %s",
+                            MR_BINARY_DIR, cluster.nodes[0].http_port, file,
+                            cert("rogue-ca.pem")),
+                     1);
+    assert_non_null(strstr(out, "certificate verify failed"));
+    assert_non_null(strstr(out, "TLS with 127.0.0.1"));
+    assert_int_not_equal(stat(file, &sb), 0);
+    assert_int_not_equal(stat(part, &sb), 0);
+    /* Plain http to the https port: the node's 400 is shown, nothing left. */
+    assert_int_equal(sh_all(out, sizeof out, "%s/moonraft backup 127.0.0.1:%d %s",
+                            MR_BINARY_DIR, cluster.nodes[0].http_port, file),
+                     1);
+    assert_non_null(strstr(out, "400"));
+    assert_int_not_equal(stat(file, &sb), 0);
+    assert_int_not_equal(stat(part, &sb), 0);
+
+    /* The right CA from the environment, as for `moonraft console`: the
+     * backup arrives, the tool verified it, and it restores. */
+    assert_int_equal(
+        sh_all(out, sizeof out,
+               "MOONRAFT_TLS_CA=%s %s/moonraft backup https://127.0.0.1:%d %s",
+               cert("ca.pem"), MR_BINARY_DIR, cluster.nodes[0].http_port, file),
+        0);
+    assert_non_null(strstr(out, "\nindex: "));
+    assert_non_null(strstr(out, "\nstate_hash: "));
+    assert_null(strstr(out, "state_hash: unknown"));
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_not_equal(stat(part, &sb), 0);
+    assert_true(sb.st_size > 2400000);
+    snprintf(size, sizeof size, "\nsize: %lld\n", (long long)sb.st_size);
+    assert_non_null(strstr(out, size));
+    /* --tls-ca on the command line works the same, and the file checks out. */
+    assert_int_equal(sh_all(out, sizeof out,
+                            "%s/moonraft backup https://127.0.0.1:%d %s.2 --tls-ca %s "
+                            "--max-lag 1000",
+                            MR_BINARY_DIR, cluster.nodes[0].http_port, file,
+                            cert("ca.pem")),
+                     0);
+    assert_int_equal(
+        sh_all(out, sizeof out,
+               "%s/moonraft data restore %s.2 --data-dir %s/restored --id n1 "
+               "--peers n1=127.0.0.1:1/127.0.0.1:2 --cluster-id other",
+               MR_BINARY_DIR, file, cluster.root),
+        0);
+}
+
 static void test_tls_sighup_swaps_the_served_certificate(void **state)
 {
     char tls[1200];
@@ -389,6 +496,9 @@ int main(void)
             test_tls_cluster_forms_replicates_and_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_sighup_swaps_the_served_certificate,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_backup_over_https_is_verified_and_a_wrong_ca_leaves_no_file, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_sighup_reloads_tokens_and_log_level_and_keeps_a_bad_file_out, setup,
             teardown),

@@ -1114,6 +1114,79 @@ static void test_http_request_times_out_on_a_silent_server(void **state)
     close(lfd);
 }
 
+struct collected {
+    char data[256];
+    size_t len;
+    unsigned calls;
+    int fail; /* return this from the sink */
+};
+
+static int collect(void *arg, const char *chunk, size_t len)
+{
+    struct collected *k = arg;
+    k->calls++;
+    if (k->fail != 0) return k->fail;
+    assert_true(k->len + len < sizeof k->data);
+    memcpy(k->data + k->len, chunk, len);
+    k->len += len;
+    return 0;
+}
+
+static void test_download_streams_a_2xx_body_to_the_sink_and_keeps_other_bodies(
+    void **state)
+{
+    struct fake srv;
+    struct collected k;
+    const char *hdrs[] = {"Authorization: Bearer adm", NULL};
+    char addr[64], errbody[64], errmsg[MR_ERRMSG_SIZE] = "";
+    int status;
+    (void)state;
+    memset(&srv, 0, sizeof srv);
+    fake_route(&srv, (struct route){"GET", "/v1/backup", 200, "MRBACKUP-bytes-of-the-body",
+                                    NULL, 1, 0, NULL, 0});
+    fake_route(&srv, (struct route){"GET", "/v1/nope", 404,
+                                    "{\"error\":{\"code\":\"not_found\"}}", NULL, 0, 0,
+                                    NULL, 0});
+    fake_start(&srv);
+    snprintf(addr, sizeof addr, "http://127.0.0.1:%d", srv.port);
+
+    /* 200 (chunked here): every byte to the sink, in order, nothing kept. */
+    memset(&k, 0, sizeof k);
+    assert_int_equal(mr_console_download(addr, NULL, "/v1/backup", hdrs, 2000, collect, &k,
+                                         &status, errbody, sizeof errbody, errmsg),
+                     0);
+    assert_int_equal(status, 200);
+    assert_int_equal(k.len, strlen("MRBACKUP-bytes-of-the-body"));
+    assert_memory_equal(k.data, "MRBACKUP-bytes-of-the-body", k.len);
+    assert_string_equal(errbody, "");
+    assert_string_equal(fake_rec(&srv, 0).auth, "Bearer adm");
+
+    /* Another status: the body is the error text, the sink sees nothing. */
+    memset(&k, 0, sizeof k);
+    assert_int_equal(mr_console_download(addr, NULL, "/v1/nope", NULL, 2000, collect, &k,
+                                         &status, errbody, sizeof errbody, errmsg),
+                     0);
+    assert_int_equal(status, 404);
+    assert_int_equal(k.calls, 0);
+    assert_non_null(strstr(errbody, "not_found"));
+
+    /* A sink error stops the transfer with its code. */
+    memset(&k, 0, sizeof k);
+    k.fail = -ENOSPC;
+    assert_int_equal(mr_console_download(addr, NULL, "/v1/backup", NULL, 2000, collect, &k,
+                                         &status, errbody, sizeof errbody, errmsg),
+                     -ENOSPC);
+    assert_non_null(strstr(errmsg, "/v1/backup"));
+
+    /* A bad address is refused before connecting. */
+    assert_int_equal(mr_console_download("https://[::1", NULL, "/v1/backup", NULL, 2000,
+                                         collect, &k, &status, errbody, sizeof errbody,
+                                         errmsg),
+                     MR_EINVAL);
+    assert_non_null(strstr(errmsg, "bad address"));
+    fake_stop(&srv);
+}
+
 /* ---- interactive, through a pseudo-terminal
  * ---------------------------------------------- */
 
@@ -1436,6 +1509,9 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_http_request_times_out_on_a_silent_server,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_download_streams_a_2xx_body_to_the_sink_and_keeps_other_bodies, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_repl_prints_expressions_and_nested_tables,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_repl_ctrl_c_cancels_the_line, setup,

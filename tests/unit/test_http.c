@@ -938,6 +938,268 @@ static void test_out_of_memory_while_reading_closes_cleanly(void **state)
     }
 }
 
+/* ---- streamed answers ------------------------------------------------------------ */
+/* A producer of `length` bytes where byte i is (i * 7 + 3) & 0xff. Answers
+ * each pull at once (is_async 0) or keeps it for the test to answer. */
+struct producer {
+    uint64_t length, made;
+    int is_async, fail_at_pull; /* fail the Nth pull (1-based); 0 never */
+    unsigned npulls, ndone;
+    int done_status;
+    struct mr_http_stream *s; /* a kept pull */
+    char *buf;
+    size_t cap;
+};
+
+static unsigned char pattern(uint64_t i)
+{
+    return (unsigned char)((i * 7 + 3) & 0xff);
+}
+
+static void producer_fill(struct producer *p)
+{
+    struct mr_http_stream *s = p->s;
+    size_t i, n = p->cap > 100000 ? p->cap - 777 : p->cap; /* short pieces too */
+    for (i = 0; i < n; i++) p->buf[i] = (char)pattern(p->made + i);
+    p->made += n;
+    p->s = NULL;
+    mr_http_stream_ready(s, n);
+}
+
+static void producer_pull(void *data, struct mr_http_stream *s, char *buf, size_t cap)
+{
+    struct producer *p = data;
+    assert_null(p->s);
+    assert_true(cap >= 1 && cap <= MR_HTTP_STREAM_CHUNK && cap <= p->length - p->made);
+    p->npulls++;
+    p->s = s;
+    p->buf = buf;
+    p->cap = cap;
+    if ((int)p->npulls == p->fail_at_pull) {
+        p->s = NULL;
+        mr_http_stream_fail(s);
+        return;
+    }
+    if (!p->is_async) producer_fill(p);
+}
+
+static void producer_done(void *data, int status)
+{
+    struct producer *p = data;
+    assert_null(p->s); /* never with a pull outstanding */
+    p->ndone++;
+    p->done_status = status;
+}
+
+/* The body after the headers of f->out, checked against the pattern. */
+static void expect_streamed_body(const struct fake *f, uint64_t length)
+{
+    const char *sep = strstr(f->out.data, "\r\n\r\n");
+    char want[64];
+    uint64_t i;
+    assert_non_null(sep);
+    snprintf(want, sizeof want, "Content-Length: %llu\r\n", (unsigned long long)length);
+    assert_non_null(strstr(f->out.data, want));
+    sep += 4;
+    assert_int_equal((uint64_t)(f->out.data + f->out.len - sep), length);
+    for (i = 0; i < length; i++) {
+        if ((unsigned char)sep[i] != pattern(i))
+            fail_msg("byte %llu differs", (unsigned long long)i);
+    }
+}
+
+static void
+test_streamed_answer_sends_a_large_body_in_order_then_the_next_answer(void **state)
+{
+    struct fake f;
+    struct producer p;
+    uint64_t length = 3 * MR_HTTP_STREAM_CHUNK + 12345;
+    (void)state;
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /big HTTP/1.1\r\n\r\n");
+    assert_int_equal(mr_http_respond_stream(f.held[0], 200, "application/octet-stream",
+                                            "X-A: 1\r\n", length, producer_pull,
+                                            producer_done, &p),
+                     0);
+    f.held[0] = NULL;
+    assert_int_equal(p.ndone, 0); /* never from inside the answer */
+    fake_pump(&f);
+    assert_int_equal(p.ndone, 1);
+    assert_int_equal(p.done_status, 0);
+    assert_int_equal(p.made, length);
+    assert_non_null(strstr(f.out.data, "X-A: 1\r\n"));
+    expect_streamed_body(&f, length);
+    /* The connection goes on: the next answer follows the body. */
+    f.hold = 0;
+    mr_http_buf_reset(&f.out);
+    fake_feed(&f, "GET /next HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(f.out.data, "\r\n\r\n/next"));
+    /* HEAD: the length, no body, nothing pulled. */
+    f.hold = 1;
+    mr_http_buf_reset(&f.out);
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    fake_feed(&f, "HEAD /big HTTP/1.1\r\n\r\n");
+    assert_int_equal(mr_http_respond_stream(f.held[1], 200, NULL, NULL, length,
+                                            producer_pull, producer_done, &p),
+                     0);
+    f.held[1] = NULL;
+    fake_pump(&f);
+    assert_int_equal(p.ndone, 1);
+    assert_int_equal(p.done_status, 0);
+    assert_int_equal(p.npulls, 0);
+    assert_non_null(strstr(f.out.data, "Content-Length: "));
+    assert_string_equal(strstr(f.out.data, "\r\n\r\n"), "\r\n\r\n");
+    fake_teardown(&f);
+}
+
+static void
+test_streamed_answer_reads_ahead_at_most_a_few_chunks_of_a_slow_reader(void **state)
+{
+    struct fake f;
+    struct producer p;
+    uint64_t length = 10 * MR_HTTP_STREAM_CHUNK;
+    unsigned rounds = 0;
+    (void)state;
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    p.is_async = 1;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /big HTTP/1.1\r\n\r\n");
+    assert_int_equal(mr_http_respond_stream(f.held[0], 200, NULL, NULL, length,
+                                            producer_pull, producer_done, &p),
+                     0);
+    f.held[0] = NULL;
+    /* The headers are in the socket; the client reads nothing yet. */
+    assert_true(f.is_writing);
+    assert_int_equal(p.npulls, 0);
+    f.is_writing = 0;
+    mr_http__conn_write_done(f.c, 0);
+    /* The producer fills what it is asked, but the client still does not
+     * read: the server stops asking after MR_HTTP_STREAM_AHEAD chunks. */
+    while (p.s != NULL) producer_fill(&p);
+    assert_int_equal(p.npulls, MR_HTTP_STREAM_AHEAD);
+    assert_true(f.is_writing);
+    assert_true(f.timer != UINT64_MAX); /* a stalled stream times out */
+    /* The client reads one write at a time: one more chunk each time. */
+    while (p.ndone == 0) {
+        unsigned before = p.npulls;
+        assert_true(++rounds < 100);
+        if (f.is_writing) {
+            f.is_writing = 0;
+            mr_http__conn_write_done(f.c, 0);
+        }
+        while (p.s != NULL) producer_fill(&p);
+        assert_true(p.npulls - before <= MR_HTTP_STREAM_AHEAD);
+        /* filled but not yet handed to the socket: a few chunks at most */
+        assert_true((int64_t)p.made - (int64_t)f.out.len <=
+                    (int64_t)MR_HTTP_STREAM_AHEAD * MR_HTTP_STREAM_CHUNK);
+    }
+    assert_int_equal(p.done_status, 0);
+    expect_streamed_body(&f, length);
+    fake_teardown(&f);
+}
+
+static void
+test_streamed_answer_ends_canceled_when_the_client_leaves_mid_stream(void **state)
+{
+    struct fake f;
+    struct producer p;
+    uint64_t length = 8 * MR_HTTP_STREAM_CHUNK;
+    (void)state;
+
+    /* Leaving while a pull is outstanding: done waits for the producer. */
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    p.is_async = 1;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /big HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+    assert_int_equal(f.nheld, 2);
+    assert_int_equal(mr_http_respond_stream(f.held[0], 200, NULL, NULL, length,
+                                            producer_pull, producer_done, &p),
+                     0);
+    f.held[0] = NULL;
+    assert_int_equal(fake_answer(&f, 1, "queued behind the stream"), 0);
+    producer_fill(&p);
+    fake_pump(&f);
+    assert_non_null(p.s);
+    mr_http__conn_read_end(f.c, UV_EOF);
+    fake_pump(&f);
+    assert_true(f.is_closed);
+    assert_int_equal(p.ndone, 0);
+    assert_int_equal(f.srv.stats.connections, 1); /* held by the stream */
+    producer_fill(&p);                            /* the read finishes */
+    assert_int_equal(p.ndone, 1);
+    assert_int_equal(p.done_status, MR_ECANCELED);
+    assert_int_equal(f.srv.stats.connections, 0);
+    assert_null(strstr(f.out.data, "queued behind"));
+    fake_teardown(&f);
+
+    /* Leaving while a chunk is being written: the failed write ends it. */
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /big HTTP/1.1\r\n\r\n");
+    assert_int_equal(mr_http_respond_stream(f.held[0], 200, NULL, NULL, length,
+                                            producer_pull, producer_done, &p),
+                     0);
+    f.held[0] = NULL;
+    f.is_writing = 0;
+    mr_http__conn_write_done(f.c, 0); /* headers out, chunks in the socket */
+    assert_true(f.is_writing);
+    mr_http__conn_read_end(f.c, UV_ECONNRESET);
+    assert_int_equal(p.ndone, 0);
+    fake_pump(&f); /* the write fails, then the close completes */
+    assert_int_equal(p.ndone, 1);
+    assert_int_equal(p.done_status, MR_ECANCELED);
+    assert_true(f.is_closed);
+    fake_teardown(&f);
+
+    /* The producer fails: the connection closes, the body stays short. */
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    p.fail_at_pull = 3;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /big HTTP/1.1\r\n\r\n");
+    assert_int_equal(mr_http_respond_stream(f.held[0], 200, NULL, NULL, length,
+                                            producer_pull, producer_done, &p),
+                     0);
+    f.held[0] = NULL;
+    fake_pump(&f);
+    assert_int_equal(p.ndone, 1);
+    assert_int_equal(p.done_status, MR_ECANCELED);
+    assert_true(f.is_closed);
+    assert_true(p.made < length);
+    fake_teardown(&f);
+
+    /* Server close while streaming. */
+    memset(&p, 0, sizeof p);
+    p.length = length;
+    p.is_async = 1;
+    fake_setup(&f, NULL);
+    f.hold = 1;
+    fake_feed(&f, "GET /big HTTP/1.1\r\n\r\n");
+    assert_int_equal(mr_http_respond_stream(f.held[0], 200, NULL, NULL, length,
+                                            producer_pull, producer_done, &p),
+                     0);
+    f.held[0] = NULL;
+    fake_pump(&f);
+    assert_non_null(p.s);
+    mr_http__conn_kill(f.c);
+    fake_pump(&f);
+    producer_fill(&p);
+    assert_int_equal(p.ndone, 1);
+    assert_int_equal(p.done_status, MR_ECANCELED);
+    fake_teardown(&f);
+}
+
 /* ==== real sockets ========================================================== */
 struct sock_test;
 typedef void (*client_fn)(struct sock_test *t);
@@ -1664,6 +1926,12 @@ int main(void)
         cmocka_unit_test(test_write_error_closes_and_aborts_the_rest),
         cmocka_unit_test(test_body_timeout_answers_408),
         cmocka_unit_test(test_out_of_memory_while_reading_closes_cleanly),
+        cmocka_unit_test(
+            test_streamed_answer_sends_a_large_body_in_order_then_the_next_answer),
+        cmocka_unit_test(
+            test_streamed_answer_reads_ahead_at_most_a_few_chunks_of_a_slow_reader),
+        cmocka_unit_test(
+            test_streamed_answer_ends_canceled_when_the_client_leaves_mid_stream),
         cmocka_unit_test(test_socket_keep_alive_and_pipelined_async_order),
         cmocka_unit_test(test_socket_slowloris_is_dropped_after_header_timeout),
         cmocka_unit_test(test_socket_ten_thousand_connections_open_and_drop),

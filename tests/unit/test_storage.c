@@ -2868,6 +2868,43 @@ static void make_backup(const char *dir, char *path, size_t cap, uint32_t *crc)
     mr_rcbuf_unref(conf);
 }
 
+static void test_store_backup_streamed_in_pieces_equals_the_whole_file(void **state)
+{
+    struct fx *f = *state;
+    static const size_t pieces[] = {1, 3, 63, 4099, 65536, 2, 300 * 1024};
+    char path[128], src[160], errmsg[MR_ERRMSG_SIZE] = "";
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_snap_reader *r;
+    struct mr_store_backup_stream bs;
+    unsigned char *whole, *got;
+    uint64_t size;
+    uint32_t crc;
+    unsigned k = 0;
+    make_backup(f->dir, path, sizeof path, &crc);
+    whole = slurp(path, &size);
+    snprintf(src, sizeof src, "%s/src", f->dir);
+    assert_int_equal(open_store(src, 0, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    assert_int_equal(mr_store_snap_reader_open(st, &r, errmsg), 0);
+    mr_store_backup_stream_init(&bs, r, "prod", "n2", 77, 1234);
+    assert_int_equal(bs.size, size);
+    got = malloc((size_t)size);
+    while (bs.pos < bs.size) {
+        size_t n = pieces[k++ % (sizeof pieces / sizeof pieces[0])];
+        uint64_t at = bs.pos;
+        if (n > bs.size - bs.pos) n = (size_t)(bs.size - bs.pos);
+        assert_int_equal(mr_store_backup_stream_read(&bs, got + at, n, errmsg), 0);
+        assert_int_equal(bs.pos, at + n);
+    }
+    assert_memory_equal(got, whole, (size_t)size);
+    assert_int_equal(bs.crc, crc);
+    mr_store_snap_reader_close(r);
+    mr_store_close(st);
+    free(got);
+    free(whole);
+}
+
 static void test_store_backup_round_trips_and_any_damage_is_refused(void **state)
 {
     struct fx *f = *state;
@@ -3174,6 +3211,8 @@ int main(void)
             test_store_a_directory_in_use_is_refused_to_a_second_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_backup_round_trips_and_any_damage_is_refused,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_backup_streamed_in_pieces_equals_the_whole_file, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_backup_restore_seeds_only_an_empty_dir_with_the_new_membership, setup,
             teardown),
