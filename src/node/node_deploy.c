@@ -97,6 +97,8 @@ void mr_node_deploy_start(struct mr_node *n, struct mr_node_op *op)
         mr_node_op_fail(op, 409, "busy", "another script is being validated; retry later");
         return;
     }
+    /* the validation and the trial fork use the state machine at n->applied */
+    mr_node_apply_sync(n);
     rv = mr_sm_validate(n->sm, se.src, se.src_len, se.label, se.label_len, err);
     if (rv == MR_ESCRIPT) {
         mr_node_op_fail(op, 422, "script_error", err);

@@ -233,7 +233,14 @@ struct mr_node {
     int disk_error;
     char disk_errmsg[MR_ERRMSG_SIZE];
 
-    /* State machine */
+    /* State machine. Threading (node_apply.c): `sm`, `idem` and
+     * `last_time_ms` belong to the apply thread while it runs a job
+     * (mr_node_apply_is_idle() == 0) and to the loop otherwise; the loop
+     * then reads last_time_ms only with __atomic_load_n. Every other field
+     * of this struct is the loop thread's. `applied` is what the loop has
+     * taken from the apply thread (clients answered): the state machine is
+     * exactly at `applied` whenever the apply thread is idle. */
+    struct mr_node_applier *ap;
     mr_index applied;
     mr_term applied_term;
     uint64_t last_time_ms; /* ctx.time of the last applied command (monotonic) */
@@ -255,6 +262,7 @@ struct mr_node {
     struct mr_queue forwarded;   /* ops sent to the leader, awaiting reply */
     struct mr_queue reads;       /* reads waiting for a read index */
     struct mr_queue read_apply;  /* reads with an index, waiting for apply */
+    struct mr_queue read_running; /* reads handed to the apply thread (node_apply.c) */
     struct mr_queue transfers;   /* transfer ops waiting for the new leader */
     struct mr_queue watches;     /* long-poll watches */
 
@@ -364,11 +372,42 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op);
  * filled on success. */
 int mr_node_propose_entry(struct mr_node *n, struct mr_rcbuf *payload, mr_index *index,
                           mr_term *term);
-/* Applies committed entries (those above n->applied) to the state machine. */
-void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
 const char *mr_node_name_of(struct mr_node *n, mr_node_id id, char *buf, size_t len);
 int mr_node_find_member(struct mr_node *n, mr_node_id id, struct mr_node_member *out);
 void mr_node_request_stop(struct mr_node *n, int code);
+
+/* node_apply.c: the apply thread (threading model at the top of that file).
+ * Every function here is called on the loop thread. */
+/* Starts the thread and its uv_async_t (before the first step). */
+int mr_node_apply_start(struct mr_node *n);
+/* Finishes the entry the thread is running, answers what it applied, joins
+ * it and frees the backlog; the async handle closes in the next uv_run. */
+void mr_node_apply_stop(struct mr_node *n);
+/* Queues committed entries (those above n->applied; their payloads are held
+ * by reference) for the apply thread, in order, and starts a job if it is
+ * idle. Returns at once: n->applied advances as outcomes come back. */
+void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
+/* Starts the next job if the thread is idle: the loop-only entries at the
+ * head of the backlog (CHECK, SCRIPT) are applied here first, then a slice of
+ * the backlog and the reads of n->read_apply it satisfies go to the thread. */
+void mr_node_apply_kick(struct mr_node *n);
+/* 1 when no job is out: the loop may use n->sm (fork, restore, hash), which
+ * is then exactly at n->applied. */
+int mr_node_apply_is_idle(const struct mr_node *n);
+/* Makes the thread idle: it stops after the entry it is running, and what it
+ * applied is taken (clients answered, n->applied advanced), as an apply in a
+ * ready batch used to be. The rest of the backlog goes on at the next loop
+ * turn. Called where the loop needs the state machine now. */
+void mr_node_apply_sync(struct mr_node *n);
+/* Applies es on the loop thread, at once. Precondition: idle (after
+ * mr_node_apply_sync). For the integrity resync's re-apply. */
+void mr_node_apply_now(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
+/* mr_node_snap_maybe_start(force) now if idle, else when the job ends. */
+void mr_node_apply_snapshot_soon(struct mr_node *n, int force);
+/* The state machine's earliest deadline and number of deadlines, as of the
+ * last time the loop held it (live when idle). */
+int64_t mr_node_apply_next_deadline(struct mr_node *n);
+size_t mr_node_apply_deadline_count(struct mr_node *n);
 
 /* node_ops.c: operations and their answers */
 struct mr_node_op *mr_node_op_new(struct mr_node *n, int kind);
@@ -396,7 +435,13 @@ void mr_node_ops_on_config_applied(struct mr_node *n, mr_index index, mr_term te
 void mr_node_ops_on_snapshot_installed(struct mr_node *n, mr_index index);
 void mr_node_ops_on_read_states(struct mr_node *n, const struct mr_raft_read_state *rs,
                                 size_t n_rs);
+/* Reads whose index is applied go to the apply thread (mr_node_apply_kick). */
 void mr_node_ops_check_reads(struct mr_node *n);
+/* Fails op (and returns 1) when this node must not serve reads now. */
+int mr_node_ops_read_refused(struct mr_node *n, struct mr_node_op *op);
+/* The apply thread ran op's query at `index`: rv (host failure) and res. */
+void mr_node_ops_read_done(struct mr_node *n, struct mr_node_op *op, int rv,
+                           const struct mr_sm_result *res, mr_index index);
 void mr_node_ops_expire(struct mr_node *n);
 void mr_node_ops_cancel_all(struct mr_node *n);
 void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
@@ -489,8 +534,15 @@ void mr_node_integrity_close(struct mr_node *n);
 /* Every tick, outside any step: the leader proposes a TICK entry once the
  * state machine's earliest deadline has passed. */
 void mr_node_timers_tick(struct mr_node *n);
-/* Applies a committed TICK entry (payload kind MR_NODE_ENTRY_TICK). */
-void mr_node_timers_apply(struct mr_node *n, const struct mr_raft_entry *e);
+/* A committed TICK entry (payload kind MR_NODE_ENTRY_TICK), in two parts:
+ * the state machine's (the apply thread, or the loop when idle; touches
+ * n->sm and n->last_time_ms only) runs tick(ctx) into res and returns 0,
+ * MR_EMALFORMED (a bad payload: nothing ran) or the host's failure; the
+ * loop's then records the outcome (counters, events, the answer). */
+int mr_node_timers_apply_sm(struct mr_node *n, const struct mr_raft_entry *e,
+                            struct mr_sm_result *res);
+void mr_node_timers_applied(struct mr_node *n, const struct mr_raft_entry *e, int rv,
+                            struct mr_sm_result *res);
 void mr_node_timers_json(struct mr_node *n, struct mr_http_json *j);
 /* Section MR_NODE_SECTION_TIMERS: body size (out NULL) or bytes; validation
  * (MR_ECORRUPT); installing the parsed body after the restore. */

@@ -67,6 +67,9 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     int rv, fd;
 
     if (n->job_running || n->snap_work_busy || n->is_stopping || n->disk_error) return;
+    /* The fork below needs the state machine at n->applied, with the apply
+     * thread parked: the end of its job calls us again (node_apply.c). */
+    if (!mr_node_apply_is_idle(n)) return;
     /* A state found diverged is not worth keeping (nor compacting the log
      * for: a resync re-applies the entries after the leader's snapshot). */
     if (n->integ_diverged && !n->integ_resynced) return;
@@ -333,7 +336,11 @@ int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct
     char err[MR_ERRMSG_SIZE] = "";
     struct mr_store_snap_reader *r = NULL;
     uint64_t seq = 0;
-    int rv = fault_install(n, 0, err);
+    int rv;
+    /* The state machine is replaced below: take it from the apply thread
+     * (what it applied meanwhile is answered first). */
+    mr_node_apply_sync(n);
+    rv = fault_install(n, 0, err);
     if (rv == 0 && (n->rx == NULL || !n->rx_complete || n->rx_index != index ||
                     n->rx_term != term)) {
         rv = MR_ENOTFOUND;
