@@ -414,7 +414,9 @@ static void progress(struct mr_node_applier *ap)
     for (i = 0; i < job->n_reads; i++) {
         struct read_item *r = &job->reads[i];
         if (has_reads) {
-            mr_node_ops_read_done(n, r->op, r->rv, &r->res, job->end);
+            /* refused if an entry of this job left the state suspect */
+            if (!mr_node_ops_read_refused(n, r->op))
+                mr_node_ops_read_done(n, r->op, r->rv, &r->res, job->end);
         } else {
             /* the thread stopped early: back in line for the next job */
             mr_queue_remove(&r->op->link);

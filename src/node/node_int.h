@@ -471,6 +471,9 @@ int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char
                         char (*out)[256], unsigned nfields, char *errmsg);
 
 /* node_snap.c */
+/* Starts a snapshot (fork) when one is due; nothing while the apply thread
+ * runs a job (the job's end calls it again: mr_node_apply_snapshot_soon
+ * keeps a forced request until then). */
 void mr_node_snap_maybe_start(struct mr_node *n, int force);
 void mr_node_snap_poll(struct mr_node *n);
 void mr_node_snap_send_start(struct mr_node *n, const struct mr_raft_msg *m);
@@ -478,7 +481,8 @@ void mr_node_snap_send_pump(struct mr_node *n);
 void mr_node_snap_on_msg(struct mr_node *n, mr_node_id from, const struct mr_raft_msg *m);
 void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
                                const struct mr_net_snapshot_chunk *chunk);
-/* The core asks to install the snapshot it was sent (ready.snapshot): publishes
+/* The core asks to install the snapshot it was sent (ready.snapshot): takes the
+ * state machine from the apply thread (mr_node_apply_sync), publishes
  * the received file (kept aside until now), restores the state machine from
  * it and queues the WAL reset (its seq goes to n->last_seq, so that the
  * acknowledgement the core sends next waits for it). 0 when installed (step
@@ -509,7 +513,8 @@ int mr_node_integrity_propose(struct mr_node *n);
 /* Every tick, outside any step: proposes a CHECK entry when one is due and
  * hands leadership over when this leader's state cannot be trusted. */
 void mr_node_integrity_tick(struct mr_node *n);
-/* A CHECK entry was applied at `index`: hash the state in a child. */
+/* A CHECK entry was applied at `index`: hash the state in a child. Loop
+ * thread, apply thread idle (node_apply.c applies CHECK entries there). */
 void mr_node_integrity_apply(struct mr_node *n, mr_index index);
 /* Reaps hash children, reports, decides late rounds (every 50 ms). */
 void mr_node_integrity_poll(struct mr_node *n);
@@ -519,7 +524,8 @@ void mr_node_integrity_on_msg(struct mr_node *n, mr_node_id from, const uint8_t 
 void mr_node_integrity_on_verdict(struct mr_node *n, mr_index index, int ok, const char *ref);
 /* Asks the leader for a snapshot to rebuild the state machine from. */
 void mr_node_integrity_resync_start(struct mr_node *n);
-/* A resync snapshot at (s, term) arrived and is the newest file: rebuild. */
+/* A resync snapshot at (s, term) arrived and is the newest file: rebuild
+ * (after mr_node_apply_sync; the re-apply runs on the loop, mr_node_apply_now). */
 void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term term);
 /* SNAPSHOT messages with this ctx carry a resync snapshot, not a Raft install. */
 #define MR_NODE_SNAP_RESYNC_CTX UINT64_C(0x7265737963) /* "resyc" */
@@ -589,11 +595,13 @@ int mr_node_script_entry_decode(const unsigned char *p, size_t len,
                                 struct mr_node_script_entry *out);
 int mr_node_is_script_entry(const struct mr_raft_entry *e);
 /* Leader: validates op (OP_DEPLOY) and starts the trial migration; answers
- * the op itself on failure. */
+ * the op itself on failure. Takes the state machine from the apply thread
+ * first (mr_node_apply_sync). */
 void mr_node_deploy_start(struct mr_node *n, struct mr_node_op *op);
 /* Every tick, outside any step: reaps the trial and proposes the entry. */
 void mr_node_deploy_tick(struct mr_node *n);
-/* A SCRIPT entry was committed: switch (or refuse) and answer the op. */
+/* A SCRIPT entry was committed: switch (or refuse) and answer the op. Loop
+ * thread, apply thread idle (node_apply.c applies SCRIPT entries there). */
 void mr_node_deploy_apply(struct mr_node *n, const struct mr_raft_entry *e);
 void mr_node_deploy_close(struct mr_node *n);
 /* {"hash","label","size","index"} of the running script. */
