@@ -508,7 +508,7 @@ void mr_node_apply_kick(struct mr_node *n)
         job_free(job);
         return;
     }
-    memcpy(job->es, ap->backlog + ap->head, k * sizeof *job->es);
+    if (k > 0) memcpy(job->es, ap->backlog + ap->head, k * sizeof *job->es);
     job->n_es = k;
     job->n_reads = 0;
     for (it = n->read_apply.next; it != &n->read_apply; it = next) {
