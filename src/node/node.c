@@ -166,15 +166,18 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
         /* Two phases: the core changed nothing yet. Installed: it drops its
          * log and acknowledges (msgs_after, after the WAL reset queued here).
          * Failed: it keeps its log and does not answer; the leader retries. */
+        int is_async = 0;
         rv = n->disk_error ? MR_EDISKFAIL
                            : mr_node_snap_install(n, rd->snap_index, rd->snap_term,
-                                                  rd->snap_config);
-        memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
-        deferred[*n_deferred].type =
-            rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
-        deferred[*n_deferred].index = rd->snap_index;
-        deferred[*n_deferred].term = rd->snap_term;
-        (*n_deferred)++;
+                                                  rd->snap_config, &is_async);
+        if (!is_async) { /* else mr_node_snap_installed, once restored */
+            memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
+            deferred[*n_deferred].type =
+                rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
+            deferred[*n_deferred].index = rd->snap_index;
+            deferred[*n_deferred].term = rd->snap_term;
+            (*n_deferred)++;
+        }
     }
     /* raft.h rule 1: the hard state, then the entries (the store keeps this
      * order on disk). */
@@ -252,6 +255,25 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev)
     }
     if (n->net_ready) mr_node_members_sync(n);
     return rv;
+}
+
+void mr_node_snap_installed(struct mr_node *n, mr_index index, mr_term term, int rv)
+{
+    struct mr_raft_event ev;
+    int drv;
+    memset(&ev, 0, sizeof ev);
+    ev.type = rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
+    ev.index = index;
+    ev.term = term;
+    drv = mr_node_step(n, &ev);
+    if (drv != 0 && rv == 0) {
+        /* only MR_ENOMEM: the state machine holds the snapshot, the core
+         * its old log; going on would apply entries twice */
+        LOGE("the Raft core could not take the installed snapshot at index %llu: %s; stopping",
+             (unsigned long long)index, mr_strerror(drv));
+        n->is_sm_stale = 1;
+        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+    }
 }
 
 /* Runs before the loop waits for I/O: sends what proposals held back. */

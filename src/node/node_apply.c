@@ -69,6 +69,11 @@ struct read_item {
 };
 
 struct job {
+    /* a call (mr_node_apply_call) instead of entries and reads */
+    mr_node_apply_work_cb fn;
+    mr_node_apply_done_cb done;
+    void *arg;
+    int call_rv;
     struct mr_raft_entry *es; /* borrowed from the backlog (it holds the refs) */
     size_t n_es;
     struct applied *out;
@@ -96,6 +101,7 @@ struct mr_node_applier {
     int has_async;
     /* loop only */
     struct job *job; /* the job out, or NULL (the loop owns the state machine) */
+    struct job call; /* the job of mr_node_apply_call */
     struct mr_raft_entry *backlog;
     size_t head, count, cap; /* entries backlog[head .. head+count) */
     int in_sync;             /* no new job: the caller holds the state machine */
@@ -286,6 +292,16 @@ static void run_job(struct mr_node_applier *ap, struct job *job)
     struct mr_node *n = ap->n;
     size_t i;
     int stop = 0;
+    if (job->fn != NULL) {
+        int rv = job->fn(n, job->arg);
+        pthread_mutex_lock(&ap->mu);
+        job->call_rv = rv;
+        job->is_finished = 1;
+        pthread_cond_broadcast(&ap->cv);
+        uv_async_send(&ap->async);
+        pthread_mutex_unlock(&ap->mu);
+        return;
+    }
     for (i = 0; i < job->n_es && !stop; i++) {
         apply_sm(n, &job->es[i], &job->out[i]);
         pthread_mutex_lock(&ap->mu);
@@ -400,6 +416,13 @@ static void progress(struct mr_node_applier *ap)
     fin = job->is_finished;
     has_reads = job->has_run_reads;
     pthread_mutex_unlock(&ap->mu);
+    if (job->fn != NULL) {
+        if (!fin) return;
+        ap->job = NULL;
+        job->done(n, job->arg, job->call_rv);
+        after_apply(n);
+        return;
+    }
     for (; job->n_seen < done; job->n_seen++) {
         i = job->n_seen;
         MR_ASSERT(ap->count > 0 && ap->backlog[ap->head].index == job->es[i].index);
@@ -582,6 +605,18 @@ void mr_node_apply_sync(struct mr_node *n)
     ap->in_sync = 0;
     MR_ASSERT(ap->job == NULL);
     uv_async_send(&ap->async); /* the rest of the backlog: next turn */
+}
+
+void mr_node_apply_call(struct mr_node *n, mr_node_apply_work_cb fn, mr_node_apply_done_cb done,
+                        void *arg)
+{
+    struct mr_node_applier *ap = n->ap;
+    MR_ASSERT(ap->job == NULL);
+    memset(&ap->call, 0, sizeof ap->call);
+    ap->call.fn = fn;
+    ap->call.done = done;
+    ap->call.arg = arg;
+    post(ap, &ap->call);
 }
 
 int mr_node_apply_is_idle(const struct mr_node *n)

@@ -399,6 +399,14 @@ int mr_node_apply_is_idle(const struct mr_node *n);
  * ready batch used to be. The rest of the backlog goes on at the next loop
  * turn. Called where the loop needs the state machine now. */
 void mr_node_apply_sync(struct mr_node *n);
+/* Runs fn(n, arg) on the apply thread (it may use n->sm, n->idem and
+ * n->last_time_ms), then done(n, arg, fn's result) on the loop, from the
+ * async callback (or from mr_node_apply_sync, which waits for fn to
+ * return). Precondition: idle. Used to restore a snapshot off the loop. */
+typedef int (*mr_node_apply_work_cb)(struct mr_node *n, void *arg);
+typedef void (*mr_node_apply_done_cb)(struct mr_node *n, void *arg, int rv);
+void mr_node_apply_call(struct mr_node *n, mr_node_apply_work_cb fn, mr_node_apply_done_cb done,
+                        void *arg);
 /* Applies es on the loop thread, at once. Precondition: idle (after
  * mr_node_apply_sync). For the integrity resync's re-apply. */
 void mr_node_apply_now(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
@@ -485,11 +493,17 @@ void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
  * state machine from the apply thread (mr_node_apply_sync), publishes
  * the received file (kept aside until now), restores the state machine from
  * it and queues the WAL reset (its seq goes to n->last_seq, so that the
- * acknowledgement the core sends next waits for it). 0 when installed (step
- * SNAPSHOT_INSTALLED), else an error (step SNAPSHOT_FAILED): the old state
- * machine stays, unless it was already replaced, then n->is_sm_stale is set. */
+ * acknowledgement the core sends next waits for it). With *is_async set, the
+ * restore runs on the apply thread and mr_node_snap_installed tells the core
+ * once it is done (`conf` is referenced until then); otherwise the result
+ * is the return code: 0 when installed (step SNAPSHOT_INSTALLED), else an
+ * error (step SNAPSHOT_FAILED). On failure the old state machine stays,
+ * unless it was already replaced, then n->is_sm_stale is set. */
 int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term,
-                         struct mr_rcbuf *conf);
+                         struct mr_rcbuf *conf, int *is_async);
+/* node.c: steps SNAPSHOT_INSTALLED (rv 0) or SNAPSHOT_FAILED for an install
+ * that completed asynchronously (not from inside a step). */
+void mr_node_snap_installed(struct mr_node *n, mr_index index, mr_term term, int rv);
 /* Reads the MOONRAFT_FAULT_SNAP_INSTALL test hook. */
 void mr_node_snap_fault_setup(struct mr_node *n);
 /* Restores the state machine from a node snapshot payload file at path. */
@@ -554,7 +568,7 @@ void mr_node_timers_json(struct mr_node *n, struct mr_http_json *j);
  * (MR_ECORRUPT); installing the parsed body after the restore. */
 size_t mr_node_timers_encode(struct mr_node *n, unsigned char *out);
 int mr_node_timers_parse(const unsigned char *p, size_t len, char *errmsg);
-void mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len);
+int mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len, char *errmsg);
 
 /* node_sections.c: node-level replicated state in snapshots (see there) */
 #define MR_NODE_SECTION_TIMERS 2 /* pending deadlines (mr_sm_deadlines_encode) */
@@ -576,8 +590,12 @@ size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out);
 /* Validates untrusted bytes: 0 or MR_ECORRUPT (errmsg says why). */
 int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_sections *out,
                            char *errmsg);
-/* Makes parsed sections the node's state (after the state machine restored). */
-void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s);
+/* Makes parsed sections the node's state (after the state machine restored),
+ * in two parts: the state machine's (the apply thread, or the loop when
+ * idle; 0, or the host's failure: the state is then incomplete, stop), then
+ * the loop's. */
+int mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s, char *errmsg);
+void mr_node_sections_committed(struct mr_node *n);
 
 /* node_deploy.c: deploying a script through the log (see there) */
 #define MR_NODE_MAX_SCRIPT_LABEL 256 /* bytes */

@@ -143,15 +143,9 @@ int mr_node_timers_parse(const unsigned char *p, size_t len, char *errmsg)
     return 0;
 }
 
-void mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len)
+int mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len, char *errmsg)
 {
-    char err[MR_ERRMSG_SIZE] = "";
     /* Checked by the parse: only the host's memory can fail here, after the
-     * state machine was replaced. Going on without the deadlines would
-     * diverge (they would never fire here): stop. */
-    if (mr_sm_deadlines_restore(n->sm, p, len, err) != 0) {
-        LOGE("cannot restore the pending timers from the snapshot: %s; stopping", err);
-        n->is_sm_stale = 1;
-        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
-    }
+     * state machine was replaced (the caller stops the node). */
+    return mr_sm_deadlines_restore(n->sm, p, len, errmsg);
 }
