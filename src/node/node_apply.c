@@ -17,10 +17,13 @@
  * machine is exactly at n->applied: that is when the loop forks (snapshots,
  * integrity hashes, deploy trials: the only thread in the child is then the
  * loop thread, and the apply thread is parked in pthread_cond_wait holding no
- * lock the child could need), restores a snapshot, switches scripts (SCRIPT
- * entries) and starts hash children (CHECK entries). Those two entry kinds
- * are rare, so a job stops in front of them and the loop applies them itself
- * between jobs (mr_node_apply_kick).
+ * lock the child could need), restores a snapshot at start or for an
+ * integrity resync, switches scripts (SCRIPT entries) and starts hash
+ * children (CHECK entries). Those two entry kinds are rare, so a job stops in
+ * front of them and the loop applies them itself between jobs
+ * (mr_node_apply_kick). A snapshot sent by the leader is restored on the
+ * thread (mr_node_apply_call: a job that runs one function), and the core
+ * hears SNAPSHOT_INSTALLED only once it is done (node_snap.c).
  *
  * A job is a slice of the backlog of committed entries (copies of the core's
  * entries, their payloads held by reference) plus the reads whose read index
