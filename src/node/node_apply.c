@@ -43,6 +43,7 @@
 #include "node/node_int.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #define JOB_MAX_ENTRIES 256
@@ -111,6 +112,8 @@ struct mr_node_applier {
     int snap_force;          /* a forced snapshot waits for the thread to be idle */
     int64_t next_deadline;   /* the state machine's, as of the last time the loop held it */
     size_t deadline_count;
+    struct mr_sm_script_info script; /* idem; label points to script_label, no source */
+    char script_label[1024];
 };
 
 /* ---- applying one entry (on either thread: touches n->sm, n->idem,
@@ -385,10 +388,17 @@ static void job_free(struct job *job)
     mr_free(job);
 }
 
+/* What the loop shows of the state machine while a job runs (a restore on
+ * the thread swaps the script and frees the old one's strings). */
 static void refresh_deadlines(struct mr_node *n)
 {
-    n->ap->next_deadline = mr_sm_next_deadline(n->sm);
-    n->ap->deadline_count = mr_sm_deadline_count(n->sm);
+    struct mr_node_applier *ap = n->ap;
+    ap->next_deadline = mr_sm_next_deadline(n->sm);
+    ap->deadline_count = mr_sm_deadline_count(n->sm);
+    mr_sm_script_info(n->sm, &ap->script);
+    snprintf(ap->script_label, sizeof ap->script_label, "%s", ap->script.label);
+    ap->script.label = ap->script_label;
+    ap->script.source = NULL;
 }
 
 /* After entries were applied: what used to follow every apply batch. */
@@ -650,6 +660,17 @@ size_t mr_node_apply_deadline_count(struct mr_node *n)
     return n->ap ? n->ap->deadline_count : mr_sm_deadline_count(n->sm);
 }
 
+void mr_node_apply_script_info(struct mr_node *n, struct mr_sm_script_info *out)
+{
+    if (n->ap == NULL) {
+        mr_sm_script_info(n->sm, out);
+        out->source = NULL;
+        return;
+    }
+    if (mr_node_apply_is_idle(n)) refresh_deadlines(n);
+    *out = n->ap->script;
+}
+
 int mr_node_apply_start(struct mr_node *n)
 {
     struct mr_node_applier *ap = mr_calloc(1, sizeof *ap);
@@ -669,6 +690,7 @@ int mr_node_apply_start(struct mr_node *n)
     ap->async.data = n;
     ap->has_async = 1;
     n->ap = ap;
+    refresh_deadlines(n);
     rv = pthread_create(&ap->thread, NULL, thread_main, ap);
     if (rv != 0) return -rv; /* mr_node_apply_stop closes the handle */
     ap->has_thread = 1;

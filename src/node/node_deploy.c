@@ -69,7 +69,7 @@ int mr_node_is_script_entry(const struct mr_raft_entry *e)
 void mr_node_script_json(struct mr_node *n, struct mr_http_json *j)
 {
     struct mr_sm_script_info si;
-    mr_sm_script_info(n->sm, &si);
+    mr_node_apply_script_info(n, &si); /* a restore may run on the apply thread */
     mr_http_json_obj_begin(j);
     mr_http_json_key(j, "hash");
     mr_http_json_str(j, si.hash);
@@ -252,7 +252,7 @@ void mr_node_script_metrics(struct mr_node *n, struct mr_http_buf *b)
 {
     struct mr_sm_script_info si;
     const char *p;
-    mr_sm_script_info(n->sm, &si);
+    mr_node_apply_script_info(n, &si); /* a restore may run on the apply thread */
     mr_http_buf_puts(b, "# HELP moonraft_script_info The running state machine script: hash "
                         "(SHA-256 of its source) and label\n"
                         "# TYPE moonraft_script_info gauge\n"

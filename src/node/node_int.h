@@ -416,6 +416,9 @@ void mr_node_apply_snapshot_soon(struct mr_node *n, int force);
  * last time the loop held it (live when idle). */
 int64_t mr_node_apply_next_deadline(struct mr_node *n);
 size_t mr_node_apply_deadline_count(struct mr_node *n);
+/* The running script's info as of then (source NULL; label truncated to
+ * 1023 bytes); for status and metrics. */
+void mr_node_apply_script_info(struct mr_node *n, struct mr_sm_script_info *out);
 
 /* node_ops.c: operations and their answers */
 struct mr_node_op *mr_node_op_new(struct mr_node *n, int kind);
