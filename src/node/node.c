@@ -113,128 +113,6 @@ static void disk_failed(struct mr_node *n, int rv, const char *what)
          n->disk_errmsg);
 }
 
-/* ---- apply ------------------------------------------------------------------- */
-static void apply_normal(struct mr_node *n, const struct mr_raft_entry *e)
-{
-    struct mr_node_entry ne;
-    struct mr_sm_result res;
-    struct mr_sm_ctx ctx;
-    const struct mr_idem_rec *rec;
-    int rv;
-
-    memset(&res, 0, sizeof res);
-    if (e->data == NULL || mr_node_entry_decode(e->data->data, e->data->len, &ne) != 0) {
-        /* Same bytes on every node, so the same outcome everywhere. */
-        static const char msg[] = "malformed log entry payload";
-        LOGW("entry %llu: %s", (unsigned long long)e->index, msg);
-        mr_node_ops_on_applied(n, e->index, e->term, MR_SM_SCRIPT_ERROR, msg, sizeof msg - 1,
-                               e->index);
-        return;
-    }
-    if (ne.key_len > 0 && (rec = mr_idem_get(&n->idem, ne.key, ne.key_len)) != NULL) {
-        /* A retry of a command already applied: answer what the first one got. */
-        mr_node_ops_on_applied(n, e->index, e->term, rec->status, rec->result,
-                               rec->result_len, rec->index);
-        return;
-    }
-    ctx.index = e->index;
-    ctx.term = e->term;
-    /* ctx.time never goes backwards, even when a new leader's clock is
-     * behind the old one's: the same clamp runs on every replica, and the
-     * last value travels in snapshots. */
-    if (ne.time_ms > n->last_time_ms) n->last_time_ms = ne.time_ms;
-    ctx.time_ms = (int64_t)n->last_time_ms;
-    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
-                         ? n->o->fault_sm_salt
-                         : NULL;
-    rv = mr_sm_apply(n->sm, &ctx, ne.cmd, ne.cmd_len, &res);
-    if (rv != 0) {
-        LOGE("state machine host failed at entry %llu: %s; stopping to avoid divergence",
-             (unsigned long long)e->index, mr_strerror(rv));
-        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
-        mr_sm_result_free(&res);
-        return;
-    }
-    {
-        const char *text = res.status == MR_SM_OK ? res.json : res.error;
-        size_t len = res.status == MR_SM_OK ? res.json_len : (res.error ? strlen(res.error) : 0);
-        if (text == NULL) {
-            text = "";
-            len = 0;
-        }
-        if (res.is_uncertain) {
-            /* The heap of a replica restored from a snapshot is laid out
-             * differently from one that replayed the log: near the cap, one
-             * may fail where another succeeds (or recover differently). Have
-             * the state checked before serving reads from it. */
-            mr_node_integrity_suspect(n, e->index, "the command hit the Lua memory cap");
-        }
-        if (res.status != MR_SM_OK && res.traceback != NULL) {
-            LOGD("entry %llu: script %s: %s", (unsigned long long)e->index,
-                 mr_sm_status_name(res.status), res.traceback);
-        }
-        if (ne.key_len > 0) {
-            rv = mr_idem_put(&n->idem, ne.key, ne.key_len, e->index, res.status, text, len);
-            if (rv == MR_ENOMEM) {
-                LOGE("out of memory recording an idempotency key; stopping");
-                mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
-            }
-        }
-        if (res.events != NULL) mr_node_watch_record(n, e->index, res.events, res.events_len);
-        mr_node_ops_on_applied(n, e->index, e->term, res.status, text, len, e->index);
-    }
-    mr_sm_result_free(&res);
-}
-
-void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count)
-{
-    size_t i;
-    if (n->is_sm_stale) {
-        /* Applying on a state machine that does not match the log would
-         * diverge; the entries are covered by the snapshot the leader
-         * sends again (it only sends one when they are compacted away). */
-        LOGD("state machine is stale: entries %llu..%llu not applied",
-             count ? (unsigned long long)es[0].index : 0ULL,
-             count ? (unsigned long long)es[count - 1].index : 0ULL);
-        return;
-    }
-    for (i = 0; i < count && !n->is_stopping; i++) {
-        const struct mr_raft_entry *e = &es[i];
-        if (e->index <= n->applied) continue;
-        switch (e->type) {
-        case MR_RAFT_ENTRY_NORMAL:
-            if (e->data != NULL && e->data->len == 2 && e->data->data[0] == 1 &&
-                e->data->data[1] == MR_NODE_ENTRY_CHECK) {
-                mr_node_integrity_apply(n, e->index);
-                mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
-            } else if (e->data != NULL && e->data->len >= 2 && e->data->data[0] == 1 &&
-                       e->data->data[1] == MR_NODE_ENTRY_TICK) {
-                mr_node_timers_apply(n, e);
-            } else if (mr_node_is_script_entry(e)) {
-                mr_node_deploy_apply(n, e);
-            } else {
-                apply_normal(n, e);
-            }
-            break;
-        case MR_RAFT_ENTRY_CONFIG:
-            if (e->data != NULL) mr_node_apply_config(n, e->data->data, e->data->len, e->index);
-            mr_node_ops_on_config_applied(n, e->index, e->term);
-            break;
-        default: /* NOOP */
-            break;
-        }
-        n->applied = e->index;
-        n->applied_term = e->term;
-        if (e->data != NULL) n->log_bytes += e->data->len;
-        mr_idem_expire(&n->idem, n->applied);
-    }
-    if (count > 0) {
-        mr_node_ops_check_reads(n);
-        mr_node_watch_notify(n);
-        mr_node_snap_maybe_start(n, 0);
-    }
-}
-
 /* ---- the ready cycle ---------------------------------------------------------- */
 static void on_soft_state(struct mr_node *n, uint8_t state, mr_node_id leader)
 {
@@ -288,15 +166,18 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
         /* Two phases: the core changed nothing yet. Installed: it drops its
          * log and acknowledges (msgs_after, after the WAL reset queued here).
          * Failed: it keeps its log and does not answer; the leader retries. */
+        int is_async = 0;
         rv = n->disk_error ? MR_EDISKFAIL
                            : mr_node_snap_install(n, rd->snap_index, rd->snap_term,
-                                                  rd->snap_config);
-        memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
-        deferred[*n_deferred].type =
-            rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
-        deferred[*n_deferred].index = rd->snap_index;
-        deferred[*n_deferred].term = rd->snap_term;
-        (*n_deferred)++;
+                                                  rd->snap_config, &is_async);
+        if (!is_async) { /* else mr_node_snap_installed, once restored */
+            memset(&deferred[*n_deferred], 0, sizeof deferred[0]);
+            deferred[*n_deferred].type =
+                rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
+            deferred[*n_deferred].index = rd->snap_index;
+            deferred[*n_deferred].term = rd->snap_term;
+            (*n_deferred)++;
+        }
     }
     /* raft.h rule 1: the hard state, then the entries (the store keeps this
      * order on disk). */
@@ -376,6 +257,25 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev)
     return rv;
 }
 
+void mr_node_snap_installed(struct mr_node *n, mr_index index, mr_term term, int rv)
+{
+    struct mr_raft_event ev;
+    int drv;
+    memset(&ev, 0, sizeof ev);
+    ev.type = rv == 0 ? MR_RAFT_EVENT_SNAPSHOT_INSTALLED : MR_RAFT_EVENT_SNAPSHOT_FAILED;
+    ev.index = index;
+    ev.term = term;
+    drv = mr_node_step(n, &ev);
+    if (drv != 0 && rv == 0) {
+        /* only MR_ENOMEM: the state machine holds the snapshot, the core
+         * its old log; going on would apply entries twice */
+        LOGE("the Raft core could not take the installed snapshot at index %llu: %s; stopping",
+             (unsigned long long)index, mr_strerror(drv));
+        n->is_sm_stale = 1;
+        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+    }
+}
+
 /* Runs before the loop waits for I/O: sends what proposals held back. */
 static void on_flush(uv_prepare_t *h)
 {
@@ -414,7 +314,13 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op)
     struct mr_rcbuf *payload;
     int rv;
     if (n->disk_error) return MR_EDISKFAIL;
-    payload = mr_node_entry_encode(mr_node_wall_ms() > n->last_time_ms ? mr_node_wall_ms() : n->last_time_ms, op->key, op->key_len, op->body, op->body_len);
+    {
+        /* the apply thread may be moving it (node_apply.c) */
+        uint64_t last = __atomic_load_n(&n->last_time_ms, __ATOMIC_RELAXED);
+        uint64_t now = mr_node_wall_ms();
+        payload = mr_node_entry_encode(now > last ? now : last, op->key, op->key_len, op->body,
+                                       op->body_len);
+    }
     if (payload == NULL) return MR_ENOMEM;
     memset(&ev, 0, sizeof ev);
     ev.type = MR_RAFT_EVENT_PROPOSE;
@@ -706,10 +612,10 @@ static int start_raft(struct mr_node *n, struct mr_store_recovered *rec)
     if (n->o->max_append_entries) ro.max_append_entries = n->o->max_append_entries;
     if (n->o->max_inflight) ro.max_inflight = n->o->max_inflight;
     ro.snapshot_trailing = (unsigned)n->o->snapshot_trailing;
-    /* A backlog (a restart, a follower catching up) is applied in slices of
-     * this many bytes, with I/O between them: heartbeats keep going out and
-     * in, instead of the loop blocking for the whole backlog (170 bulk
-     * entries after a restart: ~350 ms, long enough for an election). */
+    /* A backlog (a restart, a follower catching up) is handed out in slices
+     * of this many bytes, with I/O between them. The apply thread runs them
+     * (node_apply.c), so the loop only queues them; the slices keep each
+     * ready batch small. */
     ro.max_apply_bytes = 256u << 10;
     if (n->o->pre_vote >= 0) ro.pre_vote = (uint8_t)n->o->pre_vote;
     if (n->o->check_quorum >= 0) ro.check_quorum = (uint8_t)n->o->check_quorum;
@@ -882,6 +788,7 @@ static void close_handles(struct mr_node *n)
 static void shutdown_node(struct mr_node *n)
 {
     /* Answer what is in flight, stop taking traffic, sync the log. */
+    mr_node_apply_stop(n);
     mr_node_deploy_close(n);
     mr_node_ops_cancel_all(n);
     mr_node_watch_close(n);
@@ -932,6 +839,7 @@ int mr_node_run(const struct mr_node_options *o)
     mr_queue_init(&n->forwarded);
     mr_queue_init(&n->reads);
     mr_queue_init(&n->read_apply);
+    mr_queue_init(&n->read_running);
     mr_queue_init(&n->transfers);
     mr_queue_init(&n->watches);
     mr_queue_init(&n->snap_sends);
@@ -971,6 +879,11 @@ int mr_node_run(const struct mr_node_options *o)
         goto out;
     }
     LOGI("state machine %s loaded", smo.script_path ? smo.script_path : "kv.lua (built in)");
+    rv = mr_node_apply_start(n);
+    if (rv != 0) {
+        fail(n, MR_NODE_EXIT_RUNTIME, "cannot start the apply thread", mr_strerror(rv));
+        goto out;
+    }
 
     mr_node_snap_fault_setup(n);
     if (start_storage(n, &rec) != 0) goto out;

@@ -186,7 +186,7 @@ static void advance(struct backup *b)
         start_stream(b);
         return;
     }
-    mr_node_snap_maybe_start(n, 1);
+    mr_node_apply_snapshot_soon(n, 1); /* at the apply thread's next idle point */
 }
 
 void mr_node_backup_route(struct mr_node *n, struct mr_http_request *req)

@@ -69,7 +69,7 @@ int mr_node_is_script_entry(const struct mr_raft_entry *e)
 void mr_node_script_json(struct mr_node *n, struct mr_http_json *j)
 {
     struct mr_sm_script_info si;
-    mr_sm_script_info(n->sm, &si);
+    mr_node_apply_script_info(n, &si); /* a restore may run on the apply thread */
     mr_http_json_obj_begin(j);
     mr_http_json_key(j, "hash");
     mr_http_json_str(j, si.hash);
@@ -97,6 +97,8 @@ void mr_node_deploy_start(struct mr_node *n, struct mr_node_op *op)
         mr_node_op_fail(op, 409, "busy", "another script is being validated; retry later");
         return;
     }
+    /* the validation and the trial fork use the state machine at n->applied */
+    mr_node_apply_sync(n);
     rv = mr_sm_validate(n->sm, se.src, se.src_len, se.label, se.label_len, err);
     if (rv == MR_ESCRIPT) {
         mr_node_op_fail(op, 422, "script_error", err);
@@ -250,7 +252,7 @@ void mr_node_script_metrics(struct mr_node *n, struct mr_http_buf *b)
 {
     struct mr_sm_script_info si;
     const char *p;
-    mr_sm_script_info(n->sm, &si);
+    mr_node_apply_script_info(n, &si); /* a restore may run on the apply thread */
     mr_http_buf_puts(b, "# HELP moonraft_script_info The running state machine script: hash "
                         "(SHA-256 of its source) and label\n"
                         "# TYPE moonraft_script_info gauge\n"

@@ -166,7 +166,7 @@ void mr_node_disk_tick(struct mr_node *n)
     /* 2. a newer snapshot, so that more of the WAL can go */
     if (n->applied > n->snap_index && !n->job_running && now >= n->disk_next_snap_ms) {
         n->disk_next_snap_ms = now + DISK_SNAP_GAP_MS;
-        mr_node_snap_maybe_start(n, 1);
+        mr_node_apply_snapshot_soon(n, 1);
     }
     mr_store_retry_now(n->store);
 }

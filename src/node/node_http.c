@@ -269,7 +269,10 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
      * (?hash=true); a hash already computed at the applied index is free. */
     const char *want = mr_http_request_param(req, "hash");
     int want_hash = want != NULL && (strcmp(want, "true") == 0 || strcmp(want, "1") == 0);
-    if (want_hash && (!n->has_hash || n->hash_index != n->applied)) {
+    /* Only while the apply thread is idle (the state machine is then at
+     * n->applied); otherwise state_hash is null and the caller asks again. */
+    if (want_hash && (!n->has_hash || n->hash_index != n->applied) &&
+        mr_node_apply_is_idle(n)) {
         if (mr_sm_state_hash(n->sm, n->hash, err) == 0) {
             n->has_hash = 1;
             n->hash_index = n->applied;
@@ -427,6 +430,7 @@ static void route_snapshot(struct mr_node *n, struct mr_http_request *req)
         mr_http_respond_json(req, 200, body, strlen(body));
         return;
     }
+    mr_node_apply_sync(n); /* the snapshot forks the state machine at n->applied */
     mr_node_snap_maybe_start(n, 1);
     {
         char body[128];

@@ -244,7 +244,14 @@ struct mr_node {
     mr_index disk_compacted;           /* compaction asked for by the alarm */
     struct mr_http_metric *m_nospace, *m_disk_used;
 
-    /* State machine */
+    /* State machine. Threading (node_apply.c): `sm`, `idem` and
+     * `last_time_ms` belong to the apply thread while it runs a job
+     * (mr_node_apply_is_idle() == 0) and to the loop otherwise; the loop
+     * then reads last_time_ms only with __atomic_load_n. Every other field
+     * of this struct is the loop thread's. `applied` is what the loop has
+     * taken from the apply thread (clients answered): the state machine is
+     * exactly at `applied` whenever the apply thread is idle. */
+    struct mr_node_applier *ap;
     mr_index applied;
     mr_term applied_term;
     uint64_t last_time_ms; /* ctx.time of the last applied command (monotonic) */
@@ -266,6 +273,7 @@ struct mr_node {
     struct mr_queue forwarded;   /* ops sent to the leader, awaiting reply */
     struct mr_queue reads;       /* reads waiting for a read index */
     struct mr_queue read_apply;  /* reads with an index, waiting for apply */
+    struct mr_queue read_running; /* reads handed to the apply thread (node_apply.c) */
     struct mr_queue transfers;   /* transfer ops waiting for the new leader */
     struct mr_queue watches;     /* long-poll watches */
 
@@ -400,11 +408,53 @@ int mr_node_propose(struct mr_node *n, struct mr_node_op *op);
  * filled on success. */
 int mr_node_propose_entry(struct mr_node *n, struct mr_rcbuf *payload, mr_index *index,
                           mr_term *term);
-/* Applies committed entries (those above n->applied) to the state machine. */
-void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
 const char *mr_node_name_of(struct mr_node *n, mr_node_id id, char *buf, size_t len);
 int mr_node_find_member(struct mr_node *n, mr_node_id id, struct mr_node_member *out);
 void mr_node_request_stop(struct mr_node *n, int code);
+
+/* node_apply.c: the apply thread (threading model at the top of that file).
+ * Every function here is called on the loop thread. */
+/* Starts the thread and its uv_async_t (before the first step). */
+int mr_node_apply_start(struct mr_node *n);
+/* Finishes the entry the thread is running, answers what it applied, joins
+ * it and frees the backlog; the async handle closes in the next uv_run. */
+void mr_node_apply_stop(struct mr_node *n);
+/* Queues committed entries (those above n->applied; their payloads are held
+ * by reference) for the apply thread, in order, and starts a job if it is
+ * idle. Returns at once: n->applied advances as outcomes come back. */
+void mr_node_apply_entries(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
+/* Starts the next job if the thread is idle: the loop-only entries at the
+ * head of the backlog (CHECK, SCRIPT) are applied here first, then a slice of
+ * the backlog and the reads of n->read_apply it satisfies go to the thread. */
+void mr_node_apply_kick(struct mr_node *n);
+/* 1 when no job is out: the loop may use n->sm (fork, restore, hash), which
+ * is then exactly at n->applied. */
+int mr_node_apply_is_idle(const struct mr_node *n);
+/* Makes the thread idle: it stops after the entry it is running, and what it
+ * applied is taken (clients answered, n->applied advanced), as an apply in a
+ * ready batch used to be. The rest of the backlog goes on at the next loop
+ * turn. Called where the loop needs the state machine now. */
+void mr_node_apply_sync(struct mr_node *n);
+/* Runs fn(n, arg) on the apply thread (it may use n->sm, n->idem and
+ * n->last_time_ms), then done(n, arg, fn's result) on the loop, from the
+ * async callback (or from mr_node_apply_sync, which waits for fn to
+ * return). Precondition: idle. Used to restore a snapshot off the loop. */
+typedef int (*mr_node_apply_work_cb)(struct mr_node *n, void *arg);
+typedef void (*mr_node_apply_done_cb)(struct mr_node *n, void *arg, int rv);
+void mr_node_apply_call(struct mr_node *n, mr_node_apply_work_cb fn, mr_node_apply_done_cb done,
+                        void *arg);
+/* Applies es on the loop thread, at once. Precondition: idle (after
+ * mr_node_apply_sync). For the integrity resync's re-apply. */
+void mr_node_apply_now(struct mr_node *n, const struct mr_raft_entry *es, size_t count);
+/* mr_node_snap_maybe_start(force) now if idle, else when the job ends. */
+void mr_node_apply_snapshot_soon(struct mr_node *n, int force);
+/* The state machine's earliest deadline and number of deadlines, as of the
+ * last time the loop held it (live when idle). */
+int64_t mr_node_apply_next_deadline(struct mr_node *n);
+size_t mr_node_apply_deadline_count(struct mr_node *n);
+/* The running script's info as of then (source NULL; label truncated to
+ * 1023 bytes); for status and metrics. */
+void mr_node_apply_script_info(struct mr_node *n, struct mr_sm_script_info *out);
 
 /* node_ops.c: operations and their answers */
 struct mr_node_op *mr_node_op_new(struct mr_node *n, int kind);
@@ -432,7 +482,13 @@ void mr_node_ops_on_config_applied(struct mr_node *n, mr_index index, mr_term te
 void mr_node_ops_on_snapshot_installed(struct mr_node *n, mr_index index);
 void mr_node_ops_on_read_states(struct mr_node *n, const struct mr_raft_read_state *rs,
                                 size_t n_rs);
+/* Reads whose index is applied go to the apply thread (mr_node_apply_kick). */
 void mr_node_ops_check_reads(struct mr_node *n);
+/* Fails op (and returns 1) when this node must not serve reads now. */
+int mr_node_ops_read_refused(struct mr_node *n, struct mr_node_op *op);
+/* The apply thread ran op's query at `index`: rv (host failure) and res. */
+void mr_node_ops_read_done(struct mr_node *n, struct mr_node_op *op, int rv,
+                           const struct mr_sm_result *res, mr_index index);
 void mr_node_ops_expire(struct mr_node *n);
 void mr_node_ops_cancel_all(struct mr_node *n);
 void mr_node_on_forward(struct mr_net *net, mr_node_id from, uint64_t req_id,
@@ -465,6 +521,9 @@ int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char
                         char (*out)[256], unsigned nfields, char *errmsg);
 
 /* node_snap.c */
+/* Starts a snapshot (fork) when one is due; nothing while the apply thread
+ * runs a job (the job's end calls it again: mr_node_apply_snapshot_soon
+ * keeps a forced request until then). */
 void mr_node_snap_maybe_start(struct mr_node *n, int force);
 void mr_node_snap_poll(struct mr_node *n);
 void mr_node_snap_send_start(struct mr_node *n, const struct mr_raft_msg *m);
@@ -472,14 +531,21 @@ void mr_node_snap_send_pump(struct mr_node *n);
 void mr_node_snap_on_msg(struct mr_node *n, mr_node_id from, const struct mr_raft_msg *m);
 void mr_node_on_snapshot_chunk(struct mr_net *net, mr_node_id from,
                                const struct mr_net_snapshot_chunk *chunk);
-/* The core asks to install the snapshot it was sent (ready.snapshot): publishes
+/* The core asks to install the snapshot it was sent (ready.snapshot): takes the
+ * state machine from the apply thread (mr_node_apply_sync), publishes
  * the received file (kept aside until now), restores the state machine from
  * it and queues the WAL reset (its seq goes to n->last_seq, so that the
- * acknowledgement the core sends next waits for it). 0 when installed (step
- * SNAPSHOT_INSTALLED), else an error (step SNAPSHOT_FAILED): the old state
- * machine stays, unless it was already replaced, then n->is_sm_stale is set. */
+ * acknowledgement the core sends next waits for it). With *is_async set, the
+ * restore runs on the apply thread and mr_node_snap_installed tells the core
+ * once it is done (`conf` is referenced until then); otherwise the result
+ * is the return code: 0 when installed (step SNAPSHOT_INSTALLED), else an
+ * error (step SNAPSHOT_FAILED). On failure the old state machine stays,
+ * unless it was already replaced, then n->is_sm_stale is set. */
 int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term,
-                         struct mr_rcbuf *conf);
+                         struct mr_rcbuf *conf, int *is_async);
+/* node.c: steps SNAPSHOT_INSTALLED (rv 0) or SNAPSHOT_FAILED for an install
+ * that completed asynchronously (not from inside a step). */
+void mr_node_snap_installed(struct mr_node *n, mr_index index, mr_term term, int rv);
 /* Reads the MOONRAFT_FAULT_SNAP_INSTALL test hook. */
 void mr_node_snap_fault_setup(struct mr_node *n);
 /* Restores the state machine from a node snapshot payload file at path. */
@@ -503,7 +569,8 @@ int mr_node_integrity_propose(struct mr_node *n);
 /* Every tick, outside any step: proposes a CHECK entry when one is due and
  * hands leadership over when this leader's state cannot be trusted. */
 void mr_node_integrity_tick(struct mr_node *n);
-/* A CHECK entry was applied at `index`: hash the state in a child. */
+/* A CHECK entry was applied at `index`: hash the state in a child. Loop
+ * thread, apply thread idle (node_apply.c applies CHECK entries there). */
 void mr_node_integrity_apply(struct mr_node *n, mr_index index);
 /* Reaps hash children, reports, decides late rounds (every 50 ms). */
 void mr_node_integrity_poll(struct mr_node *n);
@@ -513,7 +580,8 @@ void mr_node_integrity_on_msg(struct mr_node *n, mr_node_id from, const uint8_t 
 void mr_node_integrity_on_verdict(struct mr_node *n, mr_index index, int ok, const char *ref);
 /* Asks the leader for a snapshot to rebuild the state machine from. */
 void mr_node_integrity_resync_start(struct mr_node *n);
-/* A resync snapshot at (s, term) arrived and is the newest file: rebuild. */
+/* A resync snapshot at (s, term) arrived and is the newest file: rebuild
+ * (after mr_node_apply_sync; the re-apply runs on the loop, mr_node_apply_now). */
 void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term term);
 /* SNAPSHOT messages with this ctx carry a resync snapshot, not a Raft install. */
 #define MR_NODE_SNAP_RESYNC_CTX UINT64_C(0x7265737963) /* "resyc" */
@@ -528,14 +596,21 @@ void mr_node_integrity_close(struct mr_node *n);
 /* Every tick, outside any step: the leader proposes a TICK entry once the
  * state machine's earliest deadline has passed. */
 void mr_node_timers_tick(struct mr_node *n);
-/* Applies a committed TICK entry (payload kind MR_NODE_ENTRY_TICK). */
-void mr_node_timers_apply(struct mr_node *n, const struct mr_raft_entry *e);
+/* A committed TICK entry (payload kind MR_NODE_ENTRY_TICK), in two parts:
+ * the state machine's (the apply thread, or the loop when idle; touches
+ * n->sm and n->last_time_ms only) runs tick(ctx) into res and returns 0,
+ * MR_EMALFORMED (a bad payload: nothing ran) or the host's failure; the
+ * loop's then records the outcome (counters, events, the answer). */
+int mr_node_timers_apply_sm(struct mr_node *n, const struct mr_raft_entry *e,
+                            struct mr_sm_result *res);
+void mr_node_timers_applied(struct mr_node *n, const struct mr_raft_entry *e, int rv,
+                            struct mr_sm_result *res);
 void mr_node_timers_json(struct mr_node *n, struct mr_http_json *j);
 /* Section MR_NODE_SECTION_TIMERS: body size (out NULL) or bytes; validation
  * (MR_ECORRUPT); installing the parsed body after the restore. */
 size_t mr_node_timers_encode(struct mr_node *n, unsigned char *out);
 int mr_node_timers_parse(const unsigned char *p, size_t len, char *errmsg);
-void mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len);
+int mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len, char *errmsg);
 
 /* node_sections.c: node-level replicated state in snapshots (see there) */
 #define MR_NODE_SECTION_TIMERS 2 /* pending deadlines (mr_sm_deadlines_encode) */
@@ -557,8 +632,12 @@ size_t mr_node_sections_encode(struct mr_node *n, unsigned char *out);
 /* Validates untrusted bytes: 0 or MR_ECORRUPT (errmsg says why). */
 int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_sections *out,
                            char *errmsg);
-/* Makes parsed sections the node's state (after the state machine restored). */
-void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s);
+/* Makes parsed sections the node's state (after the state machine restored),
+ * in two parts: the state machine's (the apply thread, or the loop when
+ * idle; 0, or the host's failure: the state is then incomplete, stop), then
+ * the loop's. */
+int mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s, char *errmsg);
+void mr_node_sections_committed(struct mr_node *n);
 
 /* node_deploy.c: deploying a script through the log (see there) */
 #define MR_NODE_MAX_SCRIPT_LABEL 256 /* bytes */
@@ -576,11 +655,13 @@ int mr_node_script_entry_decode(const unsigned char *p, size_t len,
                                 struct mr_node_script_entry *out);
 int mr_node_is_script_entry(const struct mr_raft_entry *e);
 /* Leader: validates op (OP_DEPLOY) and starts the trial migration; answers
- * the op itself on failure. */
+ * the op itself on failure. Takes the state machine from the apply thread
+ * first (mr_node_apply_sync). */
 void mr_node_deploy_start(struct mr_node *n, struct mr_node_op *op);
 /* Every tick, outside any step: reaps the trial and proposes the entry. */
 void mr_node_deploy_tick(struct mr_node *n);
-/* A SCRIPT entry was committed: switch (or refuse) and answer the op. */
+/* A SCRIPT entry was committed: switch (or refuse) and answer the op. Loop
+ * thread, apply thread idle (node_apply.c applies SCRIPT entries there). */
 void mr_node_deploy_apply(struct mr_node *n, const struct mr_raft_entry *e);
 void mr_node_deploy_close(struct mr_node *n);
 /* {"hash","label","size","index"} of the running script. */

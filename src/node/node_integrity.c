@@ -498,14 +498,17 @@ void mr_node_integrity_resync_pump(struct mr_node *n)
         return;
     }
     if (!n->job_running && !n->snap_work_busy && n->applied >= n->integ_resync_from)
-        mr_node_snap_maybe_start(n, 1);
+        mr_node_apply_snapshot_soon(n, 1);
 }
 
 void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term term)
 {
     char err[MR_ERRMSG_SIZE] = "";
-    mr_index upto = n->applied, i;
+    mr_index upto, i;
     int rv;
+    /* the state machine is rebuilt here: take it from the apply thread */
+    mr_node_apply_sync(n);
+    upto = n->applied;
     if (!n->integ_resyncing) {
         LOGW("ignored a resync snapshot at index %llu: not asked for", (unsigned long long)s);
         return;
@@ -556,7 +559,7 @@ void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term ter
             return;
         }
         copy = *e; /* borrowed: the core is not stepped during the loop */
-        mr_node_apply_entries(n, &copy, 1);
+        mr_node_apply_now(n, &copy, 1);
     }
     n->integ_resyncing = 0;
     n->integ_resynced = 1;

@@ -447,16 +447,14 @@ void mr_node_on_forward_reply(struct mr_net *net, mr_node_id from, uint64_t req_
 }
 
 /* ---- reads ------------------------------------------------------------------- */
-static void run_query(struct mr_node *n, struct mr_node_op *op)
+int mr_node_ops_read_refused(struct mr_node *n, struct mr_node_op *op)
 {
-    struct mr_sm_result res;
-    int rv;
     if (n->is_sm_stale) {
         /* any consistency: the state does not match any point of the log */
         mr_node_op_fail(op, 503, "state_machine_stale",
                         "this node could not install a snapshot after replacing its state "
                         "machine; it serves no reads until one is installed, ask another node");
-        return;
+        return 1;
     }
     if (mr_node_integrity_blocks_reads(n)) {
         /* Our state may differ from the majority's: answering from it could
@@ -467,21 +465,25 @@ static void run_query(struct mr_node *n, struct mr_node_op *op)
                               "it does not serve reads until it is rebuilt: ask another node"
                             : "this node's state is being verified (an apply hit a limit whose "
                               "outcome may differ between nodes): ask another node");
-        return;
+        return 1;
     }
-    memset(&res, 0, sizeof res);
-    rv = mr_sm_query(n->sm, op->body, op->body_len, &res);
+    return 0;
+}
+
+void mr_node_ops_read_done(struct mr_node *n, struct mr_node_op *op, int rv,
+                           const struct mr_sm_result *res, mr_index index)
+{
     if (n->m_reads) mr_http_metric_add(n->m_reads, 1);
     if (rv != 0) {
         mr_node_op_fail(op, 500, "no_memory", "out of memory running the query");
-    } else if (res.status == MR_SM_OK) {
-        mr_node_op_finish(op, 200, n->applied, res.json, res.json_len, 0);
-    } else if (res.status == MR_SM_INVALID_JSON) {
-        mr_node_op_fail(op, 400, "invalid_json", res.error ? res.error : "invalid JSON");
+    } else if (res->status == MR_SM_OK) {
+        mr_node_op_finish(op, 200, index, res->json, res->json_len, 0);
+    } else if (res->status == MR_SM_INVALID_JSON) {
+        mr_node_op_fail(op, 400, "invalid_json", res->error ? res->error : "invalid JSON");
     } else {
-        mr_node_op_fail(op, 422, "script_error", res.error ? res.error : mr_sm_status_name(res.status));
+        mr_node_op_fail(op, 422, "script_error",
+                        res->error ? res->error : mr_sm_status_name(res->status));
     }
-    mr_sm_result_free(&res);
 }
 
 static void start_read(struct mr_node *n, struct mr_node_op *op)
@@ -489,7 +491,11 @@ static void start_read(struct mr_node *n, struct mr_node_op *op)
     struct mr_raft_event ev;
     int rv;
     if (op->consistency == CONS_STALE || n->o->unsafe_local_reads) {
-        run_query(n, op);
+        /* whatever is applied: runs on the apply thread after the entries
+         * it is applying now (node_apply.c) */
+        op->read_index = 0;
+        mr_queue_push_tail(&n->read_apply, &op->link);
+        mr_node_apply_kick(n);
         return;
     }
     /* a lease is checked against the core's clock: give it the time that
@@ -537,15 +543,8 @@ void mr_node_ops_on_read_states(struct mr_node *n, const struct mr_raft_read_sta
 
 void mr_node_ops_check_reads(struct mr_node *n)
 {
-    struct mr_queue *it, *next;
-    for (it = n->read_apply.next; it != &n->read_apply; it = next) {
-        struct mr_node_op *op = MR_CONTAINER_OF(it, struct mr_node_op, link);
-        next = it->next;
-        if (op->read_index <= n->applied) {
-            mr_queue_remove(&op->link);
-            run_query(n, op);
-        }
-    }
+    /* the reads whose index is applied go to the apply thread */
+    mr_node_apply_kick(n);
 }
 
 /* ---- outcomes ------------------------------------------------------------------ */

@@ -142,13 +142,16 @@ int mr_node_sections_parse(const unsigned char *p, size_t len, struct mr_node_se
     return 0;
 }
 
-void mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s)
+int mr_node_sections_commit(struct mr_node *n, const struct mr_node_sections *s, char *errmsg)
 {
-    /* Always: a snapshot without the section had no deadline pending. */
-    mr_node_timers_commit(n, s->timers, s->timers_len);
+    /* Always: a snapshot without the section had no deadline pending. The
+     * script itself was installed with the state (mr_sm_restore_script). */
+    return mr_node_timers_commit(n, s->timers, s->timers_len, errmsg);
+}
+
+void mr_node_sections_committed(struct mr_node *n)
+{
     struct mr_sm_script_info si;
-    /* The script itself was installed with the state (mr_sm_restore_script). */
-    (void)s;
     mr_sm_script_info(n->sm, &si);
     n->has_hash = 0;
     if (strcmp(si.hash, si.config_hash) != 0)

@@ -67,6 +67,9 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     int rv, fd;
 
     if (n->job_running || n->snap_work_busy || n->is_stopping || n->disk_error) return;
+    /* The fork below needs the state machine at n->applied, with the apply
+     * thread parked: the end of its job calls us again (node_apply.c). */
+    if (!mr_node_apply_is_idle(n)) return;
     /* A state found diverged is not worth keeping (nor compacting the log
      * for: a resync re-applies the entries after the leader's snapshot). */
     if (n->integ_diverged && !n->integ_resynced) return;
@@ -211,7 +214,18 @@ void mr_node_snap_poll(struct mr_node *n)
 }
 
 /* ---- installing ---------------------------------------------------------------- */
-static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r, char *errmsg)
+/* What restore_sm leaves for the loop's part (restore_loop). */
+struct restored {
+    uint64_t snap_size;
+    int timers_rv; /* the state was replaced but its timers could not be */
+    char timers_err[MR_ERRMSG_SIZE];
+};
+
+/* The state machine's part of a restore: touches n->sm, n->idem and
+ * n->last_time_ms only, so it runs on the apply thread (install) or on the
+ * loop while the apply thread is idle (start, resync). */
+static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct restored *out,
+                      char *errmsg)
 {
     const struct mr_store_snap_info *info = mr_store_snap_reader_info(r);
     unsigned char *buf;
@@ -282,16 +296,42 @@ static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r
                 q->next->prev = q;
                 q->prev->next = q;
             }
-            n->last_time_ms = ver == 1 ? 0 : mr_get_u64(buf + 16);
-            mr_node_sections_commit(n, &sec);
-            n->snap_size = info->size - hdr - idem_len - sections_len;
-            n->log_bytes = 0;
+            __atomic_store_n(&n->last_time_ms, ver == 1 ? 0 : mr_get_u64(buf + 16),
+                             __ATOMIC_RELAXED);
+            out->timers_rv = mr_node_sections_commit(n, &sec, out->timers_err);
+            out->snap_size = info->size - hdr - idem_len - sections_len;
         } else {
             mr_idem_close(&fresh);
         }
         mr_free(buf);
         return rv;
     }
+}
+
+/* The loop's part, once restore_sm succeeded. */
+static void restore_loop(struct mr_node *n, const struct restored *o)
+{
+    if (o->timers_rv != 0) {
+        /* Going on without the deadlines would diverge (they would never
+         * fire here): stop. */
+        LOGE("cannot restore the pending timers from the snapshot: %s; stopping", o->timers_err);
+        n->is_sm_stale = 1;
+        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+    }
+    mr_node_sections_committed(n);
+    n->snap_size = o->snap_size;
+    n->log_bytes = 0;
+}
+
+static int restore_from_reader(struct mr_node *n, struct mr_store_snap_reader *r, char *errmsg)
+{
+    struct restored o;
+    int rv;
+    MR_ASSERT(mr_node_apply_is_idle(n));
+    memset(&o, 0, sizeof o);
+    rv = restore_sm(n, r, &o, errmsg);
+    if (rv == 0) restore_loop(n, &o);
+    return rv;
 }
 
 int mr_node_snap_restore_newest(struct mr_node *n, char *errmsg)
@@ -328,46 +368,24 @@ static int fault_install(struct mr_node *n, int late, char *err)
     return MR_EIOERR;
 }
 
-int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct mr_rcbuf *conf)
+/* An install whose restore runs on the apply thread. */
+struct install {
+    mr_index index;
+    mr_term term;
+    struct mr_rcbuf *conf;
+    struct mr_store_snap_reader *r;
+    struct restored o;
+    char err[MR_ERRMSG_SIZE];
+};
+
+/* After the state machine restored: reset the log and adopt the snapshot.
+ * 0, or an error that leaves the state machine stale. */
+static int install_finish(struct mr_node *n, mr_index index, mr_term term,
+                          struct mr_rcbuf *conf, char *err)
 {
-    char err[MR_ERRMSG_SIZE] = "";
-    struct mr_store_snap_reader *r = NULL;
     uint64_t seq = 0;
-    int rv = fault_install(n, 0, err);
-    if (rv == 0 && (n->rx == NULL || !n->rx_complete || n->rx_index != index ||
-                    n->rx_term != term)) {
-        rv = MR_ENOTFOUND;
-        mr_errmsg_printf(err, "no complete received snapshot at %llu/%llu",
-                         (unsigned long long)index, (unsigned long long)term);
-    }
-    if (rv == 0 && (n->job_running || n->snap_work_busy)) {
-        /* its finish would publish an older file and delete this one */
-        rv = MR_EBUSY;
-        mr_errmsg_printf(err, "a local snapshot is being written");
-    }
-    if (rv == 0) {
-        /* Only now, with the core asking for it, does the received file go
-         * into snap/ (replacing the older ones). */
-        rv = mr_store_snap_receiver_finish(n->rx, 0, 0, err);
-        n->rx = NULL;
-        n->rx_complete = 0;
-    }
-    if (rv == 0) rv = mr_store_snap_reader_open(n->store, &r, err);
-    if (rv == 0 && mr_store_snap_reader_info(r)->index != index) {
-        rv = MR_ENOTFOUND;
-        mr_errmsg_printf(err, "the newest snapshot is not the received one at index %llu",
-                         (unsigned long long)index);
-    }
-    if (rv == 0) rv = restore_from_reader(n, r, err);
-    mr_store_snap_reader_close(r);
-    if (rv != 0) {
-        /* The old state stays (sm restore is atomic): the core keeps its log
-         * and the leader retries later. */
-        LOGE("cannot install the snapshot at index %llu: %s", (unsigned long long)index, err);
-        return rv;
-    }
     /* From here on the state machine is the snapshot's. */
-    rv = fault_install(n, 1, err);
+    int rv = fault_install(n, 1, err);
     if (rv == 0) {
         rv = mr_store_reset(n->store, index + 1, &seq);
         if (rv != 0) mr_errmsg_printf(err, "reset the log: %s", mr_strerror(rv));
@@ -395,6 +413,96 @@ int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct
     LOGI("installed the leader's snapshot at index %llu (term %llu)", (unsigned long long)index,
          (unsigned long long)term);
     return 0;
+}
+
+/* Apply thread. */
+static int install_work(struct mr_node *n, void *arg)
+{
+    struct install *in = arg;
+    return restore_sm(n, in->r, &in->o, in->err);
+}
+
+/* Loop, once install_work returned: tells the core. */
+static void install_done(struct mr_node *n, void *arg, int rv)
+{
+    struct install *in = arg;
+    mr_store_snap_reader_close(in->r);
+    if (rv != 0) {
+        /* The old state stays (sm restore is atomic): the core keeps its log
+         * and the leader retries later. */
+        LOGE("cannot install the snapshot at index %llu: %s", (unsigned long long)in->index,
+             in->err);
+    } else {
+        restore_loop(n, &in->o);
+        rv = install_finish(n, in->index, in->term, in->conf, in->err);
+    }
+    mr_node_snap_installed(n, in->index, in->term, rv);
+    mr_rcbuf_unref(in->conf);
+    mr_free(in);
+}
+
+int mr_node_snap_install(struct mr_node *n, mr_index index, mr_term term, struct mr_rcbuf *conf,
+                         int *is_async)
+{
+    char err[MR_ERRMSG_SIZE] = "";
+    struct mr_store_snap_reader *r = NULL;
+    struct install *in = NULL;
+    int rv;
+    *is_async = 0;
+    /* The state machine is replaced below: take it from the apply thread
+     * (what it applied meanwhile is answered first). */
+    mr_node_apply_sync(n);
+    rv = fault_install(n, 0, err);
+    if (rv == 0 && (n->rx == NULL || !n->rx_complete || n->rx_index != index ||
+                    n->rx_term != term)) {
+        rv = MR_ENOTFOUND;
+        mr_errmsg_printf(err, "no complete received snapshot at %llu/%llu",
+                         (unsigned long long)index, (unsigned long long)term);
+    }
+    if (rv == 0 && (n->job_running || n->snap_work_busy)) {
+        /* its finish would publish an older file and delete this one */
+        rv = MR_EBUSY;
+        mr_errmsg_printf(err, "a local snapshot is being written");
+    }
+    if (rv == 0 && n->ap != NULL && (in = mr_calloc(1, sizeof *in)) == NULL) {
+        rv = MR_ENOMEM;
+        mr_errmsg_printf(err, "out of memory");
+    }
+    if (rv == 0) {
+        /* Only now, with the core asking for it, does the received file go
+         * into snap/ (replacing the older ones). */
+        rv = mr_store_snap_receiver_finish(n->rx, 0, 0, err);
+        n->rx = NULL;
+        n->rx_complete = 0;
+    }
+    if (rv == 0) rv = mr_store_snap_reader_open(n->store, &r, err);
+    if (rv == 0 && mr_store_snap_reader_info(r)->index != index) {
+        rv = MR_ENOTFOUND;
+        mr_errmsg_printf(err, "the newest snapshot is not the received one at index %llu",
+                         (unsigned long long)index);
+    }
+    if (rv == 0 && in != NULL) {
+        /* The restore (seconds for a large state) runs on the apply thread;
+         * the loop goes on answering heartbeats (the core drops appends and
+         * does not campaign while the install is pending, raft.h). */
+        in->index = index;
+        in->term = term;
+        in->conf = mr_rcbuf_ref(conf);
+        in->r = r;
+        *is_async = 1;
+        mr_node_apply_call(n, install_work, install_done, in);
+        return 0;
+    }
+    mr_free(in);
+    if (rv == 0) rv = restore_from_reader(n, r, err);
+    mr_store_snap_reader_close(r);
+    if (rv != 0) {
+        /* The old state stays (sm restore is atomic): the core keeps its log
+         * and the leader retries later. */
+        LOGE("cannot install the snapshot at index %llu: %s", (unsigned long long)index, err);
+        return rv;
+    }
+    return install_finish(n, index, term, conf, err);
 }
 
 /* ---- sending -------------------------------------------------------------------- */

@@ -39,11 +39,14 @@ void mr_node_timers_tick(struct mr_node *n)
     if (n->role != MR_RAFT_LEADER || n->disk_error || n->is_stopping || n->is_sm_stale)
         return;
     if (n->timer_proposed > n->applied) return; /* ours is on its way */
-    next = mr_sm_next_deadline(n->sm);
+    /* as of the last time the apply thread was idle: a TICK proposed a
+     * little early finds nothing due and runs nothing */
+    next = mr_node_apply_next_deadline(n);
     if (next == INT64_MAX) return;
     /* the clamp of mr_node_propose: ctx.time never runs back */
     now = mr_node_wall_ms();
-    if (now < n->last_time_ms) now = n->last_time_ms;
+    uint64_t last = __atomic_load_n(&n->last_time_ms, __ATOMIC_RELAXED);
+    if (now < last) now = last;
     if (next > 0 && (uint64_t)next > now) return;
     payload = mr_rcbuf_new(TICK_LEN);
     if (payload == NULL) return; /* next tick retries */
@@ -59,28 +62,37 @@ void mr_node_timers_tick(struct mr_node *n)
     }
 }
 
-void mr_node_timers_apply(struct mr_node *n, const struct mr_raft_entry *e)
+int mr_node_timers_apply_sm(struct mr_node *n, const struct mr_raft_entry *e,
+                            struct mr_sm_result *res)
 {
-    struct mr_sm_result res;
     struct mr_sm_ctx ctx;
-    int rv;
-    memset(&res, 0, sizeof res);
-    if (e->data->len != TICK_LEN) {
+    uint64_t t, last;
+    if (e->data->len != TICK_LEN) return MR_EMALFORMED;
+    t = mr_get_u64(e->data->data + 2);
+    last = __atomic_load_n(&n->last_time_ms, __ATOMIC_RELAXED);
+    if (t > last) {
+        __atomic_store_n(&n->last_time_ms, t, __ATOMIC_RELAXED);
+        last = t;
+    }
+    ctx.index = e->index;
+    ctx.term = e->term;
+    ctx.time_ms = (int64_t)last;
+    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
+                         ? n->o->fault_sm_salt
+                         : NULL;
+    return mr_sm_tick(n->sm, &ctx, res);
+}
+
+void mr_node_timers_applied(struct mr_node *n, const struct mr_raft_entry *e, int rv,
+                            struct mr_sm_result *res)
+{
+    if (rv == MR_EMALFORMED) {
         /* Same bytes on every node, so the same outcome everywhere. */
         LOGW("entry %llu: malformed timer tick entry (%zu bytes)", (unsigned long long)e->index,
              e->data->len);
         mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
         return;
     }
-    uint64_t t = mr_get_u64(e->data->data + 2);
-    if (t > n->last_time_ms) n->last_time_ms = t;
-    ctx.index = e->index;
-    ctx.term = e->term;
-    ctx.time_ms = (int64_t)n->last_time_ms;
-    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
-                         ? n->o->fault_sm_salt
-                         : NULL;
-    rv = mr_sm_tick(n->sm, &ctx, &res);
     if (rv != 0) {
         LOGE("state machine host failed at timer tick %llu: %s; stopping to avoid divergence",
              (unsigned long long)e->index, mr_strerror(rv));
@@ -89,22 +101,21 @@ void mr_node_timers_apply(struct mr_node *n, const struct mr_raft_entry *e)
     }
     n->timer_ticks++;
     if (n->m_timer_ticks) mr_http_metric_add(n->m_timer_ticks, 1);
-    if (res.is_uncertain)
+    if (res->is_uncertain)
         mr_node_integrity_suspect(n, e->index, "a timer tick hit the Lua memory cap");
-    if (res.status != MR_SM_OK)
+    if (res->status != MR_SM_OK)
         LOGW("entry %llu: tick(ctx) failed (%s): %s", (unsigned long long)e->index,
-             mr_sm_status_name(res.status), res.traceback ? res.traceback : res.error);
-    if (res.events != NULL) mr_node_watch_record(n, e->index, res.events, res.events_len);
+             mr_sm_status_name(res->status), res->traceback ? res->traceback : res->error);
+    if (res->events != NULL) mr_node_watch_record(n, e->index, res->events, res->events_len);
     mr_node_ops_on_applied(n, e->index, e->term, MR_SM_OK, "null", 4, e->index);
-    mr_sm_result_free(&res);
 }
 
 void mr_node_timers_json(struct mr_node *n, struct mr_http_json *j)
 {
-    int64_t next = n->sm ? mr_sm_next_deadline(n->sm) : INT64_MAX;
+    int64_t next = mr_node_apply_next_deadline(n);
     mr_http_json_obj_begin(j);
     mr_http_json_key(j, "pending");
-    mr_http_json_uint(j, n->sm ? mr_sm_deadline_count(n->sm) : 0);
+    mr_http_json_uint(j, mr_node_apply_deadline_count(n));
     mr_http_json_key(j, "next");
     if (next == INT64_MAX)
         mr_http_json_null(j);
@@ -132,15 +143,9 @@ int mr_node_timers_parse(const unsigned char *p, size_t len, char *errmsg)
     return 0;
 }
 
-void mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len)
+int mr_node_timers_commit(struct mr_node *n, const unsigned char *p, size_t len, char *errmsg)
 {
-    char err[MR_ERRMSG_SIZE] = "";
     /* Checked by the parse: only the host's memory can fail here, after the
-     * state machine was replaced. Going on without the deadlines would
-     * diverge (they would never fire here): stop. */
-    if (mr_sm_deadlines_restore(n->sm, p, len, err) != 0) {
-        LOGE("cannot restore the pending timers from the snapshot: %s; stopping", err);
-        n->is_sm_stale = 1;
-        mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
-    }
+     * state machine was replaced (the caller stops the node). */
+    return mr_sm_deadlines_restore(n->sm, p, len, errmsg);
 }
