@@ -38,26 +38,37 @@ grep -q '^ExecStart=.*/moonraft --config .*/moonraft/moonraft.lua$' \
     "$prefix/lib/systemd/system/moonraft.service" || fail "unit has no ExecStart"
 grep -q '^User=moonraft$' "$prefix/lib/systemd/system/moonraft.service" || fail "unit has no User"
 
-# Ports from the PID, so that parallel runs rarely meet; 127.0.0.1 only.
-base=$((20000 + ($$ % 2000) * 10))
-http=127.0.0.1:$base
-raft=127.0.0.1:$((base + 1))
-
 # Somewhere with no lua/ and no conf/: the node must need neither.
 run=$tmp/elsewhere
 mkdir -p "$run"
 cd "$run"
-env -u MOONRAFT_LUA_DIR "$prefix/bin/moonraft" --config "$prefix/etc/moonraft/moonraft.lua" \
-    --data-dir "$run/data" --http-addr "$http" --raft-addr "$raft" --fsync false \
-    >"$tmp/node.log" 2>&1 &
-pid=$!
 
-i=0
-until curl -sf "http://$http/v1/status" 2>/dev/null | grep -q '"role":"leader"'; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || fail "no leader after 10 s"
-    kill -0 "$pid" 2>/dev/null || { pid=""; fail "the node exited"; }
-    sleep 0.1
+# Ports from the PID, so that parallel runs rarely meet; 127.0.0.1 only. A
+# port taken by another test (the range overlaps the ephemeral one) makes the
+# node exit at once with a bind error: try the next pair, up to 5 times.
+attempt=0
+while :; do
+    base=$((20000 + (($$ + attempt * 7919) % 2000) * 10))
+    http=127.0.0.1:$base
+    raft=127.0.0.1:$((base + 1))
+    rm -rf "$run/data"
+    env -u MOONRAFT_LUA_DIR "$prefix/bin/moonraft" --config "$prefix/etc/moonraft/moonraft.lua" \
+        --data-dir "$run/data" --http-addr "$http" --raft-addr "$raft" --fsync false \
+        >"$tmp/node.log" 2>&1 &
+    pid=$!
+    i=0
+    until curl -sf "http://$http/v1/status" 2>/dev/null | grep -q '"role":"leader"'; do
+        i=$((i + 1))
+        [ $i -lt 300 ] || fail "no leader after 30 s"
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && break
+    wait "$pid" 2>/dev/null || true
+    pid=""
+    attempt=$((attempt + 1))
+    grep -qi "address already in use" "$tmp/node.log" && [ $attempt -lt 5 ] && continue
+    fail "the node exited"
 done
 
 out=$(curl -s -X PUT "http://$http/v1/kv/installed" -d '{"from":"anywhere"}' -w ' %{http_code}')
