@@ -425,6 +425,17 @@ int mr_node_json_string_field(const char *s, size_t len, const char *name, char 
 int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char *const *names,
                         char (*out)[256], unsigned nfields, char *errmsg);
 
+/* node_snap_policy.c */
+/* 1 when a snapshot is due (besides a forced one): `entries` applied and
+ * `log_bytes` of entries since the last snapshot began, whose payload was
+ * `snap_size` bytes (0: none yet). The triggers are snapshot_entries or
+ * snapshot_log_mb (0: their defaults, 10000 and 32); then the log must also
+ * reach snapshot_log_percent of snap_size (0: no such gate) or, if larger,
+ * snapshot_log_percent_small of it capped at snapshot_log_mb (for a
+ * snap_size of 1 MiB or more). Pure. */
+int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t log_bytes,
+                     uint64_t snap_size);
+
 /* node_snap.c */
 void mr_node_snap_maybe_start(struct mr_node *n, int force);
 void mr_node_snap_poll(struct mr_node *n);

@@ -57,7 +57,6 @@ static int write_all(int fd, const void *buf, size_t len)
 
 void mr_node_snap_maybe_start(struct mr_node *n, int force)
 {
-    uint64_t every = n->o->snapshot_entries ? n->o->snapshot_entries : 10000;
     uint64_t log_max = (n->o->snapshot_log_mb ? n->o->snapshot_log_mb : 32) << 20;
     uint64_t trailing = n->o->snapshot_trailing, n_log, avg;
     char err[MR_ERRMSG_SIZE] = "";
@@ -72,17 +71,7 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     if (n->integ_diverged && !n->integ_resynced) return;
     if (n->applied <= n->snap_index || n->applied_conf == NULL) return;
     n_log = n->applied - n->snap_index;
-    /* By count, or by bytes: a few large entries (bulk loads) would
-     * otherwise sit in memory and in the WAL until the count is reached. */
-    if (!force && n_log < every && n->log_bytes < log_max) return;
-    /* A snapshot rewrites the whole state: with a large state and a count
-     * trigger alone, nodes would spend their CPU and disk rewriting it (1M
-     * keys and 10,000 entries: a 130 MB rewrite per ~1.5 MB of log). Wait
-     * until the log since the last one is a share of its size, so the
-     * rewrite cost stays proportional to the write traffic. */
-    if (!force && n->o->snapshot_log_percent > 0 && n->snap_size > 0 &&
-        n->log_bytes < n->snap_size / 100 * n->o->snapshot_log_percent)
-        return;
+    if (!force && !mr_node_snap_due(n->o, n_log, n->log_bytes, n->snap_size)) return;
     /* The entries kept behind the snapshot for slow followers: at most
      * snapshot_trailing of them and at most a quarter of log_max bytes
      * (estimated from the average entry since the last snapshot). */
