@@ -322,6 +322,25 @@ static void test_zero_options_mean_the_default_triggers(void **state)
     assert_true(mr_node_snap_due(&o, 1 /* entries */, 32 * MIB, 0 /* snap */));
 }
 
+static void test_freed_memory_goes_back_when_idle_or_after_a_minute_not_under_writes(void **state)
+{
+    (void)state;
+    /* applying until 50 ms ago (a gap under load): not now */
+    assert_false(mr_node_snap_trim_due(5050 /* now */, 5000 /* idle since */, 4000 /* pending */));
+    assert_false(mr_node_snap_trim_due(5000 + MR_NODE_TRIM_IDLE_MS - 1 /* now */,
+                                       5000 /* idle since */, 4000 /* pending */));
+    /* nothing applied for MR_NODE_TRIM_IDLE_MS: now */
+    assert_true(mr_node_snap_trim_due(5000 + MR_NODE_TRIM_IDLE_MS /* now */, 5000 /* idle since */,
+                                      4000 /* pending */));
+    /* under writes for a minute: now anyway, so RSS does not stay high forever */
+    assert_false(mr_node_snap_trim_due(4000 + MR_NODE_TRIM_MAX_DELAY_MS - 1 /* now */,
+                                       4000 + MR_NODE_TRIM_MAX_DELAY_MS - 2 /* idle since */,
+                                       4000 /* pending */));
+    assert_true(mr_node_snap_trim_due(4000 + MR_NODE_TRIM_MAX_DELAY_MS /* now */,
+                                      4000 + MR_NODE_TRIM_MAX_DELAY_MS - 1 /* idle since */,
+                                      4000 /* pending */));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_a_small_state_snapshots_on_the_count_as_before),
         cmocka_unit_test(test_snapshot_log_percent_zero_counts_entries_only),
         cmocka_unit_test(test_zero_options_mean_the_default_triggers),
+        cmocka_unit_test(test_freed_memory_goes_back_when_idle_or_after_a_minute_not_under_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
