@@ -399,8 +399,8 @@ cell() {
 # leader; moonraft, etcd's gRPC API (its own tool), etcd's JSON gateway (wrk)
 SYSTEMS="moonraft etcd"
 [ -n "$EBENCH" ] && SYSTEMS="moonraft etcd-grpc etcd"
-record "{\"kind\":\"info\",\"etcd_grpc\":$([ -n "$EBENCH" ] && echo true || echo false)}"
 if [ "$ONLY" != big ] && [ "$ONLY" != snap ]; then
+    record "{\"kind\":\"info\",\"etcd_grpc\":$([ -n "$EBENCH" ] && echo true || echo false)}"
     load_keys 0 "$PRELOAD"
     for op in write read; do
         cs=$CONNS
