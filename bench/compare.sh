@@ -5,18 +5,30 @@
 #
 # Starts a 3-node moonraft cluster (kv state machine, fsync on, default
 # timeouts) and a 3-node etcd cluster (Debian's etcd-server, defaults) on
-# 127.0.0.1 with temp data dirs, drives both with wrk and the Lua scripts in
-# bench/wrk/, prints one table and writes bench/results/<UTC time>.json.
-# Every process it starts is stopped by PID on exit (also on Ctrl-C).
+# 127.0.0.1 with temp data dirs, drives moonraft and etcd's JSON gateway with
+# wrk and the Lua scripts in bench/wrk/, and etcd's gRPC API with etcd's own
+# benchmark tool (bench/etcd-benchmark.sh builds it; without it the gateway
+# is the only anchor, and the table says so). Each cell also reports the
+# servers' CPU per request (utime+stime of the three server processes and of
+# their reaped children, from /proc/PID/stat) and the snapshots each node
+# took during the cell. Prints one table and writes
+# bench/results/<UTC time>.json. Every process it starts is stopped by PID on
+# exit (also on Ctrl-C).
 #
 # Environment knobs:
-#   MR_BENCH_SECONDS    seconds per wrk run (default 5)
-#   MR_BENCH_CONNS      connection counts (default "1 16 64 256")
+#   MR_BENCH_SECONDS    seconds per cell (default 20: long enough for
+#                       snapshots, compaction and WAL segment rolls)
+#   MR_BENCH_CONNS      write client counts (default "1 16 64 256")
+#   MR_BENCH_READ_CONNS linearizable read client counts (default "64 256")
 #   MR_BENCH_PRELOAD    keys preloaded for the read rows (default 10000)
 #   MR_BENCH_KEYS       keys for the memory/disk/restart/snapshot rows (default 1000000)
 #   MR_BENCH_FAILOVERS  leader kills per system (default 5)
-#   MR_BENCH_ONLY       "matrix" to skip everything after the matrix,
+#   MR_BENCH_ONLY       "matrix" to skip everything after the matrix (and
+#                       the snapshot A/B), "snap" for the snapshot A/B only,
 #                       "big" to skip the matrix (default: everything)
+#   MR_BENCH_SNAP_CONNS clients of the snapshot A/B cell (default 64): moonraft
+#                       writes on a fresh cluster with default snapshots, then
+#                       on one with snapshots pushed out of the window
 #   MR_BENCH_KEEP=1     keep the temp dir (logs, data) after the run
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,8 +36,10 @@ BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 MR_BIN="$BUILD/moonraft"
 FLOOR_BIN="$BUILD/bench/bench_floor"
-SECS=${MR_BENCH_SECONDS:-5}
+SECS=${MR_BENCH_SECONDS:-20}
 CONNS=${MR_BENCH_CONNS:-"1 16 64 256"}
+READ_CONNS=${MR_BENCH_READ_CONNS:-"64 256"}
+SNAP_CONNS=${MR_BENCH_SNAP_CONNS:-64}
 PRELOAD=${MR_BENCH_PRELOAD:-10000}
 BIGKEYS=${MR_BENCH_KEYS:-1000000}
 FAILOVERS=${MR_BENCH_FAILOVERS:-5}
@@ -52,6 +66,13 @@ if [ -n "$need_pkgs" ]; then
         die "apt-get install$need_pkgs failed"
 fi
 [ -x "$MR_BIN" ] || die "$MR_BIN not built (make build)"
+# etcd's own gRPC benchmark (built once, cached): the second anchor
+EBENCH=""
+if [ "$ONLY" != big ] && [ "$ONLY" != snap ]; then
+    EBENCH=$(sh "$ROOT/bench/etcd-benchmark.sh") || EBENCH=""
+    [ -n "$EBENCH" ] ||
+        log "WARNING: etcd's gRPC benchmark tool could not be built (see above): the JSON gateway is the only etcd anchor"
+fi
 [ -x "$FLOOR_BIN" ] || die "$FLOOR_BIN not built (make build)"
 
 TMP=$(mktemp -d /tmp/mr-compare-XXXXXX) || die "mktemp"
@@ -99,6 +120,17 @@ MR_PEERS="n1=$(mr_raft 1),n2=$(mr_raft 2),n3=$(mr_raft 3)"
 E_CLUSTER="e1=http://$(e_peer 1),e2=http://$(e_peer 2),e3=http://$(e_peer 3)"
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# CPU ticks (utime+stime, and cutime+cstime: the reaped snapshot children)
+# of the processes whose PIDs are given
+cpu_ticks() {
+    local p t=0 v
+    for p in "$@"; do
+        v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null)
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo -1; }
 
 # ---- moonraft ---------------------------------------------------------------------
@@ -262,33 +294,155 @@ load_keys() { # from n -> loads both systems, records the times
     log "etcd: loaded $n keys in $ms ms"
 }
 
+# ---- cells: CPU per request, snapshots per node --------------------------------------
+# snaps mr|e -> the snapshot counters of the three nodes, "a,b,c" ("-1" if unknown)
+snaps() {
+    local i v out=""
+    for i in 1 2 3; do
+        if [ "$1" = mr ]; then
+            v=$(curl -s --max-time 2 "http://$(mr_http "$i")/v1/status" | jq -r '.snapshots_taken // -1' 2>/dev/null)
+        else
+            v=$(curl -s --max-time 2 "http://$(e_client "$i")/metrics" |
+                awk '/^etcd_debugging_snap_save_total_duration_seconds_count/ {print $2}')
+        fi
+        out="$out${out:+,}${v:--1}"
+    done
+    echo "$out"
+}
+snaps_delta() { # before after -> JSON array of per-node differences
+    echo "$1 $2" | awk '{ n = split($1, a, ","); split($2, b, ","); s = "[";
+        for (i = 1; i <= n; i++) s = s (i > 1 ? "," : "") ((a[i] < 0 || b[i] < 0) ? -1 : b[i] - a[i]);
+        print s "]" }'
+}
+sys_pids() { echo "$(pid_of "${1}1") $(pid_of "${1}2") $(pid_of "${1}3")"; }
+
+# etcd's benchmark tool runs a number of requests, not a duration: a short
+# probe (grpc_total, outside the cell's CPU and snapshot counts) measures the
+# rate, then the cell (run_grpc) asks for rate x seconds.
+# grpc_once op conns endpoint total -> the tool's output
+grpc_once() {
+    local op=$1 c=$2 ep=$3
+    shift 3
+    if [ "$op" = write ]; then
+        "$EBENCH" put --endpoints "$ep" --clients "$c" --conns "$c" --total "$1" \
+            --key-size 16 --val-size 100 --key-space-size 100000000 </dev/null 2>&1
+    else
+        "$EBENCH" range k000000000000000 --consistency l --endpoints "$ep" --clients "$c" \
+            --conns "$c" --total "$1" </dev/null 2>&1
+    fi
+}
+grpc_json() { # total: benchmark output on stdin -> WRKJSON-shaped object
+    tr '\r' '\n' | awk -v total="$1" '
+        /^ *Total:/ { secs = $2 }
+        /^ *Slowest:/ { max = $2 }
+        /^ *Requests\/sec:/ { rps = $2 }
+        /^ *50% in/ { p50 = $3 }
+        /^ *99% in/ { p99 = $3 }
+        /^Error distribution:/ { inerr = 1; next }
+        inerr && /^ *\[[0-9]+\]/ { gsub(/[^0-9]/, "", $1); errs += $1 }
+        END {
+            if (secs == "") { print "{\"requests\":0,\"errors\":0,\"status_errors\":0,\"seconds\":0,\"rps\":0,\"p50_us\":-1,\"p99_us\":-1,\"max_us\":-1}"; exit }
+            ok = total - errs
+            printf "{\"requests\":%d,\"errors\":%d,\"status_errors\":0,\"seconds\":%.3f,\"rps\":%.1f,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d}\n",
+                total, errs, secs, ok / secs, p50 * 1e6, p99 * 1e6, max * 1e6
+        }'
+}
+grpc_total() { # op conns seconds endpoint -> requests for about that many seconds
+    local op=$1 c=$2 d=$3 ep=$4 total
+    total=$((c * 40 > 2000 ? c * 40 : 2000))
+    total=$(grpc_once "$op" "$c" "$ep" "$total" | grpc_json "$total" |
+        jq -r --arg d "$d" '(.rps * ($d | tonumber)) | floor')
+    [ "${total:-0}" -ge 1000 ] 2>/dev/null || total=1000
+    echo "$total"
+}
+run_grpc() { # op conns endpoint total -> WRKJSON-shaped object
+    local out
+    out=$(grpc_once "$@")
+    echo "$out" | grpc_json "$4" | grep -q '"seconds":0,' && echo "$out" | tail -3 | sed 's/^/  etcd benchmark: /' >&2
+    echo "$out" | grpc_json "$4"
+}
+
+# cell sys op conns seconds -> runs one cell against sys's leader, records it
+cell() {
+    local sys=$1 op=$2 c=$3 d=$4 short=mr l url s cons j s0 s1 c0 c1 total
+    [ "$sys" = moonraft ] || short=e
+    l=$(wait_leader $short 15) || die "$sys lost its leader"
+    case $sys/$op in
+    moonraft/write) s=moonraft_put.lua cons= ;;
+    moonraft/read) s=moonraft_get.lua cons=linearizable ;;
+    etcd/write) s=etcd_put.lua cons= ;;
+    etcd/read) s=etcd_range.lua cons=linearizable ;;
+    esac
+    if [ $sys = moonraft ]; then url="http://$(mr_http "$l")"; else url="http://$(e_client "$l")"; fi
+    [ $sys = etcd-grpc ] && total=$(grpc_total "$op" "$c" "$d" "$(e_client "$l")")
+    s0=$(snaps $short)
+    c0=$(cpu_ticks $(sys_pids $short))
+    if [ $sys = etcd-grpc ]; then
+        j=$(run_grpc "$op" "$c" "$(e_client "$l")" "$total")
+    else
+        j=$(run_wrk "$url" "$s" "$c" "$d" BENCH_KEYS="$PRELOAD" BENCH_CONSISTENCY="$cons")
+    fi
+    c1=$(cpu_ticks $(sys_pids $short))
+    s1=$(snaps $short)
+    j=$(echo "$j" | jq -c --argjson t "$((c1 - c0))" --argjson hz "$HZ" \
+        --argjson snaps "$(snaps_delta "$s0" "$s1")" \
+        '. + {cpu_ms: ($t * 1000 / $hz), snapshots: $snaps,
+              cpu_us_per_req: (if (.requests - .errors - .status_errors) > 0
+                  then ($t * 1e6 / $hz / (.requests - .errors - .status_errors) | . * 10 | round / 10)
+                  else -1 end)}')
+    record "{\"kind\":\"wrk\",\"system\":\"$sys\",\"op\":\"$op\",\"target\":\"leader\",\"conns\":$c,\"r\":$j}"
+    log "$sys $op c=$c: $j"
+}
+
 # ---- the matrix ---------------------------------------------------------------------
-if [ "$ONLY" != big ]; then
+# writes at $CONNS clients, linearizable reads at $READ_CONNS, all on the
+# leader; moonraft, etcd's gRPC API (its own tool), etcd's JSON gateway (wrk)
+SYSTEMS="moonraft etcd"
+[ -n "$EBENCH" ] && SYSTEMS="moonraft etcd-grpc etcd"
+if [ "$ONLY" != big ] && [ "$ONLY" != snap ]; then
+    record "{\"kind\":\"info\",\"etcd_grpc\":$([ -n "$EBENCH" ] && echo true || echo false)}"
     load_keys 0 "$PRELOAD"
-    for op in write read stale; do
-        for target in leader follower; do
-            for c in $CONNS; do
-                for sys in moonraft etcd; do
-                    if [ $sys = moonraft ]; then short=mr; else short=e; fi
-                    l=$(wait_leader $short 15) || die "$sys lost its leader"
-                    n=$l
-                    [ $target = follower ] && n=$(other_than "$l")
-                    case $sys/$op in
-                    moonraft/write) s=moonraft_put.lua cons= ;;
-                    moonraft/read) s=moonraft_get.lua cons=linearizable ;;
-                    moonraft/stale) s=moonraft_get.lua cons=stale ;;
-                    etcd/write) s=etcd_put.lua cons= ;;
-                    etcd/read) s=etcd_range.lua cons=linearizable ;;
-                    etcd/stale) s=etcd_range.lua cons=stale ;;
-                    esac
-                    if [ $sys = moonraft ]; then url="http://$(mr_http "$n")"; else url="http://$(e_client "$n")"; fi
-                    j=$(run_wrk "$url" "$s" "$c" "$SECS" BENCH_KEYS="$PRELOAD" BENCH_CONSISTENCY="$cons")
-                    record "{\"kind\":\"wrk\",\"system\":\"$sys\",\"op\":\"$op\",\"target\":\"$target\",\"conns\":$c,\"r\":$j}"
-                    log "$sys $op $target c=$c: $j"
-                done
+    for op in write read; do
+        cs=$CONNS
+        [ $op = read ] && cs=$READ_CONNS
+        for c in $cs; do
+            for sys in $SYSTEMS; do
+                cell $sys $op "$c" "$SECS"
             done
         done
     done
+fi
+
+# ---- snapshots A/B ----------------------------------------------------------------------
+# The same moonraft write cell twice, each on a fresh cluster: default
+# snapshot settings, then snapshots pushed out of the window. The p99 of the
+# first should be within 20% of the second's (issue 14).
+mr_fresh() { # extra args... -> a fresh 3-node moonraft cluster
+    local i
+    for i in 1 2 3; do kill -TERM "$(pid_of mr$i)" 2>/dev/null; done
+    for i in 1 2 3; do wait "$(pid_of mr$i)" 2>/dev/null; pid_set mr$i ""; done
+    for i in 1 2 3; do rm -rf "$TMP/mr$i/data"; done
+    for i in 1 2 3; do mr_start "$i" --peers "$MR_PEERS" "$@"; done
+    wait_leader mr 30 >/dev/null || die "moonraft: no leader on the fresh cluster"
+    sleep 1
+}
+snap_ab() {
+    local mode j
+    for mode in default pushed_out; do
+        if [ $mode = default ]; then
+            mr_fresh
+        else
+            mr_fresh --snapshot-entries 10000000 --snapshot-log-mb 100000
+        fi
+        cell moonraft write "$SNAP_CONNS" "$SECS"
+        j=$(tail -1 "$RES" | jq -c '.r')
+        sed -i '$d' "$RES" # not a matrix row
+        record "{\"kind\":\"snap_ab\",\"mode\":\"$mode\",\"conns\":$SNAP_CONNS,\"r\":$j}"
+    done
+    mr_fresh
+}
+if [ "$ONLY" = snap ] || [ "$ONLY" = all ]; then
+    snap_ab
 fi
 
 # ---- failover -----------------------------------------------------------------------
@@ -320,7 +474,7 @@ failover() { # mr|e -> records each round
         sleep 2
     done
 }
-if [ "$ONLY" != matrix ]; then
+if [ "$ONLY" != matrix ] && [ "$ONLY" != snap ]; then
     failover mr
     failover e
 

@@ -15,24 +15,45 @@ def mark(ok): if ok then "met" else "MISSED" end;
 | ($rows | map(select(.kind == "wrk"))) as $w
 | ($rows | map(select(.kind == "floor")) | .[0].floor) as $fl
 | def cell(sys; op; t; c): ($w | map(select(.system == sys and .op == op and .target == t and .conns == c)) | .[0].r);
-  "moonraft vs etcd, 3 nodes each on 127.0.0.1, \(.cpus) CPUs shared with wrk, \(.secs_per_run) s per run",
+
+  "moonraft vs etcd, 3 nodes each on 127.0.0.1, \(.cpus) CPUs shared with the clients, \(.secs_per_run) s per cell, all on the leader",
+  (if ($rows | map(select(.kind == "info" and .etcd_grpc == false)) | length) > 0
+   then "NOTE: the etcd gRPC benchmark tool could not be built (bench/etcd-benchmark.sh): the JSON gateway is the only etcd anchor"
+   else empty end),
   "",
-  ("op     target    conns" + (" | moonraft req/s" | lpad(16)) + ("etcd req/s" | lpad(11)) + ("ratio" | lpad(7))
-   + " | " + ("mr p50" | lpad(7)) + ("etcd p50" | lpad(9)) + " | " + ("mr p99" | lpad(7)) + ("etcd p99" | lpad(9))
-   + ("p99 ratio" | lpad(10)) + "   (latencies in ms)"),
-  ( [$w[] | {op, target, conns}] | unique_by([.op, .target, .conns])
-    | sort_by([(.op | if . == "write" then 0 elif . == "read" then 1 else 2 end), (.target == "follower"), .conns])[]
+  ("op    clients  system    " + ("req/s" | lpad(9)) + ("p50" | lpad(8)) + ("p99" | lpad(8)) + ("CPU/req" | lpad(9))
+   + "  snapshots  | vs best etcd: " + ("req/s" | lpad(6)) + ("p99" | lpad(6))),
+  ( [$w[] | {op, conns}] | unique_by([.op, .conns])
+    | sort_by([(.op | if . == "write" then 0 elif . == "read" then 1 else 2 end), .conns])[]
     | . as $k
-    | cell("moonraft"; $k.op; $k.target; $k.conns) as $m
-    | cell("etcd"; $k.op; $k.target; $k.conns) as $e
-    | ($k.op | pad(6)) + " " + ($k.target | pad(9)) + ($k.conns | lpad(6)) + " | "
-      + (($m.rps // 0) | round | lpad(15)) + (($e.rps // 0) | round | lpad(11))
-      + ((ratio($m.rps // 0; $e.rps // 0) // "-") | lpad(7)) + " | "
-      + (($m.p50_us // -1) | ms | lpad(7)) + (($e.p50_us // -1) | ms | lpad(9)) + " | "
-      + (($m.p99_us // -1) | ms | lpad(7)) + (($e.p99_us // -1) | ms | lpad(9))
-      + ((ratio($m.p99_us // 0; $e.p99_us // 0) // "-") | lpad(10))
-      + (if (($m.errors // 0) + ($e.errors // 0)) > 0 then "   errors mr \($m.errors // 0) etcd \($e.errors // 0)" else "" end)
+    | ([cell("etcd-grpc"; $k.op; "leader"; $k.conns), cell("etcd"; $k.op; "leader"; $k.conns)]
+       | map(select(. != null and (.rps // 0) > 0))) as $anchors
+    | (($anchors | map(.rps) | max) // 0) as $best_rps
+    | (($anchors | map(.p99_us | select(. > 0)) | min) // 0) as $best_p99
+    | (["moonraft", "etcd-grpc", "etcd"][] as $s
+       | cell($s; $k.op; "leader"; $k.conns) as $r
+       | select($r != null)
+       | ($k.op | pad(6)) + ($k.conns | lpad(7)) + "  " + (if $s == "etcd" then "etcd-gw" else $s end | pad(10))
+         + (($r.rps // 0) | round | lpad(9)) + (($r.p50_us // -1) | ms | lpad(8)) + (($r.p99_us // -1) | ms | lpad(8))
+         + ((if ($r.cpu_us_per_req // -1) < 0 then "-" else ($r.cpu_us_per_req | round | tostring) + " us" end) | lpad(9))
+         + "  " + (($r.snapshots // []) | map(if . < 0 then "?" else tostring end) | join("/") | if . == "" then "-" else . end | pad(10))
+         + (if $s == "moonraft" then " | " + " " * 14
+              + ((ratio($r.rps // 0; $best_rps) // "-") | lpad(6)) + ((ratio($r.p99_us // 0; $best_p99) // "-") | lpad(6))
+            else "" end)
+         + (if (($r.errors // 0) + ($r.status_errors // 0)) > 0 then "   errors \(($r.errors // 0) + ($r.status_errors // 0))" else "" end))
   ),
+  "(latencies in ms; CPU/req: utime+stime of the 3 server processes and their snapshot children per",
+  " successful request; snapshots: taken by n1/n2/n3 during the cell; ratios: moonraft / the better",
+  " etcd anchor (higher req/s, lower p99) of etcd-grpc (the etcd benchmark tool) and etcd-gw (JSON gateway, wrk))",
+  ( ($rows | map(select(.kind == "snap_ab"))) as $ab
+    | ($ab | map(select(.mode == "default")) | .[0]) as $d
+    | ($ab | map(select(.mode == "pushed_out")) | .[0]) as $o
+    | select($d and $o)
+    | "",
+      "snapshots A/B (moonraft writes, \($d.conns) clients, fresh cluster each):",
+      "  default snapshots:    \($d.r.rps | round) req/s, p50 \($d.r.p50_us | ms) ms, p99 \($d.r.p99_us | ms) ms, CPU/req \($d.r.cpu_us_per_req) us, snapshots \($d.r.snapshots | map(tostring) | join("/"))",
+      "  snapshots pushed out: \($o.r.rps | round) req/s, p50 \($o.r.p50_us | ms) ms, p99 \($o.r.p99_us | ms) ms, CPU/req \($o.r.cpu_us_per_req) us, snapshots \($o.r.snapshots | map(tostring) | join("/"))",
+      "  p99 with / without snapshots <= 1.2: \(ratio($d.r.p99_us; $o.r.p99_us))x \(mark($d.r.p99_us <= 1.2 * $o.r.p99_us)); req/s \(ratio($d.r.rps; $o.r.rps))x" ),
   "",
   (if $fl then
     "floor: fdatasync \($fl.fdatasync_per_s)/s, p50 \($fl.fdatasync_p50_us) us (p99 \($fl.fdatasync_p99_us) us); loopback round trip p50 \($fl.loopback_rtt_p50_us) us (p99 \($fl.loopback_rtt_p99_us) us); one write >= \($fl.fdatasync_p50_us + $fl.loopback_rtt_p50_us) us"

@@ -74,6 +74,10 @@ return {
   -- ...and once the log since the last snapshot is this % of its size
   -- (default 25; 0 = by entry count only).
   snapshot_log_percent = 25,
+  -- ...or, for a state of 1 MiB or more, this % of its size, capped at
+  -- snapshot_log_mb (default 100: a growing state is rewritten about once per
+  -- its own size of log, not every time it grows by a quarter).
+  snapshot_log_percent_small = 100,
   -- Also snapshot once the log since the last one holds this many MiB
   -- (default 32), whatever the count.
   snapshot_log_mb = 32,

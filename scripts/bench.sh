@@ -4,8 +4,9 @@
 # issue 7 and writes bench/results/<time>.json). Numbers depend on the
 # machine; compare runs made on the same machine. Environment knobs:
 #   MR_BENCH_ONLY       "micro" for the micro benchmarks only, "compare" for
-#                       the comparison only (also: "matrix", "big", see
-#                       bench/compare.sh)
+#                       the comparison only (also: "matrix", "snap", "big",
+#                       see bench/compare.sh)
+#   MR_BENCH_SECONDS    seconds per cell (default 20)
 #   MR_BENCH_CLUSTER=1  also run bench_cluster (moonraft alone: 1M keys,
 #                       failover, snapshot stall, restart; MR_BENCH_KEYS,
 #                       MR_BENCH_FAILOVERS)
@@ -14,7 +15,7 @@ BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 status=0
 only=${MR_BENCH_ONLY:-all}
-if [ "$only" != compare ] && [ "$only" != matrix ] && [ "$only" != big ]; then
+if [ "$only" != compare ] && [ "$only" != matrix ] && [ "$only" != big ] && [ "$only" != snap ]; then
     for b in bench_wal bench_sm_snapshot; do
         if [ -x "$BUILD/bench/$b" ]; then
             echo "==== $b"

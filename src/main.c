@@ -127,6 +127,7 @@ static int run_node(int argc, char **argv)
     o.snapshot_entries = cfg.snapshot_entries;
     o.snapshot_trailing = cfg.snapshot_trailing;
     o.snapshot_log_percent = cfg.snapshot_log_percent;
+    o.snapshot_log_percent_small = cfg.snapshot_log_percent_small;
     o.snapshot_log_mb = cfg.snapshot_log_mb;
     o.integrity_check_entries = cfg.integrity_check_entries;
     o.integrity_resync = cfg.integrity_resync;

@@ -77,6 +77,8 @@ static const struct keydesc keys[] = {
      "also snapshot once the log since the last one holds this many MiB (32)"},
     {"snapshot_log_percent", K_U64, F(snapshot_log_percent), 0, 100000,
      "also wait until the log since the last snapshot is this % of its size (25; 0 = off)"},
+    {"snapshot_log_percent_small", K_U64, F(snapshot_log_percent_small), 0, 100000,
+     "or this % of its size while that stays under snapshot_log_mb (100)"},
     {"integrity_check_entries", K_U64, F(integrity_check_entries), 0, INT64_C(1000000000000),
      "compare every member's state hash every this many log entries (100000; 0 = off)"},
     {"integrity_resync", K_BOOL, F(integrity_resync), 0, 1,
@@ -137,6 +139,7 @@ void mr_cfg_defaults(struct mr_cfg *cfg)
     cfg->snapshot_entries = 10000;
     cfg->snapshot_trailing = 1000;
     cfg->snapshot_log_percent = 25;
+    cfg->snapshot_log_percent_small = 100;
     cfg->snapshot_log_mb = 32;
     cfg->integrity_check_entries = 100000;
     cfg->integrity_resync = 1;

@@ -75,6 +75,8 @@ struct mr_cfg {
                                     * this many MiB, whatever the count; default 32 */
     uint64_t snapshot_log_percent; /* log bytes since the last snapshot, in % of its
                                     * size, before the next one; default 25, 0 = off */
+    uint64_t snapshot_log_percent_small; /* or this % (default 100) while that log
+                                          * stays under snapshot_log_mb */
     uint64_t integrity_check_entries; /* entries between state hash checks, default
                                        * 100000, 0 = off */
     int integrity_resync;             /* bool, default 1: a diverged member reinstalls

@@ -51,6 +51,7 @@ struct mr_node_options {
     uint64_t snapshot_trailing;       /* [1000] entries kept in the log after one */
     uint64_t snapshot_log_mb;         /* [32] or once the log holds this many MiB */
     uint64_t snapshot_log_percent;    /* [25] and log bytes >= this % of the last one */
+    uint64_t snapshot_log_percent_small; /* [100] or this %, while under snapshot_log_mb */
     /* Integrity checks (node_integrity.c) */
     uint64_t integrity_check_entries; /* [100000] entries between checks; 0 = off */
     int integrity_resync;             /* a diverged member reinstalls a snapshot [1] */

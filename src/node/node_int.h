@@ -282,6 +282,10 @@ struct mr_node {
     uint64_t snap_size;           /* its payload bytes (0: none yet) */
     uint64_t log_bytes;           /* entry bytes applied since the last snapshot began */
     uint64_t job_trailing;        /* entries the running snapshot keeps behind it */
+    int trim_pending;             /* a compaction freed memory not yet trimmed */
+    mr_index trim_applied;        /* applied when last seen changing... */
+    uint64_t trim_idle_since_ms;  /* ...at this uv_now */
+    uint64_t trim_since_ms;       /* uv_now when trim_pending was set */
     struct mr_sm_snapjob job;
     struct mr_store_snap_writer *snap_writer;
     mr_index job_index;
@@ -519,6 +523,26 @@ int mr_node_json_string_field(const char *s, size_t len, const char *name, char 
                               size_t cap);
 int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char *const *names,
                         char (*out)[256], unsigned nfields, char *errmsg);
+
+/* node_snap_policy.c */
+/* 1 when a snapshot is due (besides a forced one): `entries` applied and
+ * `log_bytes` of entries since the last snapshot began, whose payload was
+ * `snap_size` bytes (0: none yet). The triggers are snapshot_entries or
+ * snapshot_log_mb (0: their defaults, 10000 and 32); then the log must also
+ * reach snapshot_log_percent of snap_size (0: no such gate) or, if larger,
+ * snapshot_log_percent_small of it capped at snapshot_log_mb (for a
+ * snap_size of 1 MiB or more). Pure. */
+int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t log_bytes,
+                     uint64_t snap_size);
+
+/* 1 when the memory freed by a snapshot's compaction should be handed back to
+ * the system (malloc_trim) now: the node has applied nothing since
+ * `idle_since_ms` for MR_NODE_TRIM_IDLE_MS, or the trim has waited
+ * MR_NODE_TRIM_MAX_DELAY_MS since `pending_since_ms` (times in ms, both
+ * <= now_ms). Pure. */
+#define MR_NODE_TRIM_IDLE_MS 500
+#define MR_NODE_TRIM_MAX_DELAY_MS 60000
+int mr_node_snap_trim_due(uint64_t now_ms, uint64_t idle_since_ms, uint64_t pending_since_ms);
 
 /* node_snap.c */
 /* Starts a snapshot (fork) when one is due; nothing while the apply thread

@@ -57,7 +57,6 @@ static int write_all(int fd, const void *buf, size_t len)
 
 void mr_node_snap_maybe_start(struct mr_node *n, int force)
 {
-    uint64_t every = n->o->snapshot_entries ? n->o->snapshot_entries : 10000;
     uint64_t log_max = (n->o->snapshot_log_mb ? n->o->snapshot_log_mb : 32) << 20;
     uint64_t trailing = n->o->snapshot_trailing, n_log, avg;
     char err[MR_ERRMSG_SIZE] = "";
@@ -75,17 +74,7 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     if (n->integ_diverged && !n->integ_resynced) return;
     if (n->applied <= n->snap_index || n->applied_conf == NULL) return;
     n_log = n->applied - n->snap_index;
-    /* By count, or by bytes: a few large entries (bulk loads) would
-     * otherwise sit in memory and in the WAL until the count is reached. */
-    if (!force && n_log < every && n->log_bytes < log_max) return;
-    /* A snapshot rewrites the whole state: with a large state and a count
-     * trigger alone, nodes would spend their CPU and disk rewriting it (1M
-     * keys and 10,000 entries: a 130 MB rewrite per ~1.5 MB of log). Wait
-     * until the log since the last one is a share of its size, so the
-     * rewrite cost stays proportional to the write traffic. */
-    if (!force && n->o->snapshot_log_percent > 0 && n->snap_size > 0 &&
-        n->log_bytes < n->snap_size / 100 * n->o->snapshot_log_percent)
-        return;
+    if (!force && !mr_node_snap_due(n->o, n_log, n->log_bytes, n->snap_size)) return;
     /* The entries kept behind the snapshot for slow followers: at most
      * snapshot_trailing of them and at most a quarter of log_max bytes
      * (estimated from the average entry since the last snapshot). */
@@ -144,8 +133,9 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
 
 /* The compacted log (or the replaced state) went back to malloc, but glibc
  * keeps freed pages below the top of its heap: hand them to the kernel so
- * RSS follows the data (1M keys: 228 -> 196 MiB per node). A few ms at
- * most, once per snapshot. */
+ * RSS follows the data (1M keys: 228 -> 196 MiB per node). After a snapshot
+ * of our own only once the node is idle (mr_node_snap_poll): it holds the
+ * event loop for as long as it walks the heap. */
 static void give_back_memory(void)
 {
     uint64_t t0 = uv_hrtime();
@@ -187,13 +177,27 @@ static void finish_done(uv_work_t *w, int status)
         int rv = mr_store_compact(n->store, n->job_index - trailing, NULL);
         if (rv != 0 && rv != MR_EINVAL) LOGW("compaction failed: %s", mr_strerror(rv));
     }
-    give_back_memory();
+    /* not now: once the node is idle (mr_node_snap_trim_due) */
+    n->trim_pending = 1;
+    n->trim_applied = n->applied;
+    n->trim_since_ms = n->trim_idle_since_ms = uv_now(&n->loop);
 }
 
 void mr_node_snap_poll(struct mr_node *n)
 {
     char err[MR_ERRMSG_SIZE] = "";
     int rv;
+    if (n->trim_pending) {
+        uint64_t now = uv_now(&n->loop);
+        if (n->applied != n->trim_applied) {
+            n->trim_applied = n->applied;
+            n->trim_idle_since_ms = now;
+        }
+        if (mr_node_snap_trim_due(now, n->trim_idle_since_ms, n->trim_since_ms)) {
+            n->trim_pending = 0;
+            give_back_memory();
+        }
+    }
     if (!n->job_running) return;
     rv = mr_sm_snapshot_poll(&n->job, 0, err);
     if (rv == MR_EBUSY) return;

@@ -56,6 +56,7 @@ static void test_flags_alone_are_enough_and_fill_defaults(void **state)
     assert_int_equal(cfg.election_timeout_max_ms, 600);
     assert_int_equal(cfg.snapshot_entries, 10000);
     assert_int_equal(cfg.snapshot_log_percent, 25);
+    assert_int_equal(cfg.snapshot_log_percent_small, 100);
     assert_int_equal(cfg.snapshot_log_mb, 32);
     assert_int_equal(cfg.integrity_check_entries, 100000);
     assert_int_equal(cfg.integrity_resync, 1);

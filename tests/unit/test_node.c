@@ -244,6 +244,103 @@ static void test_ticks_follow_the_clock_not_the_timer_callbacks(void **state)
     mr_free(n);
 }
 
+/* ---- snapshot policy (node_snap_policy.c) ---------------------------------------- */
+#define MIB (UINT64_C(1) << 20)
+
+static struct mr_node_options snap_defaults(void)
+{
+    struct mr_node_options o;
+    memset(&o, 0, sizeof o);
+    o.snapshot_entries = 10000;
+    o.snapshot_log_mb = 32;
+    o.snapshot_log_percent = 25;
+    o.snapshot_log_percent_small = 100;
+    return o;
+}
+
+static void test_snapshot_is_due_by_count_or_bytes_when_there_is_none_yet(void **state)
+{
+    struct mr_node_options o = snap_defaults();
+    (void)state;
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 1 * MIB /* log */, 0 /* snap */));
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 1 * MIB /* log */, 0 /* snap */));
+    assert_true(mr_node_snap_due(&o, 10 /* entries */, 32 * MIB /* log */, 0 /* snap */));
+}
+
+static void test_a_growing_state_is_rewritten_once_per_its_size_of_log_not_per_quarter(void **state)
+{
+    struct mr_node_options o = snap_defaults();
+    (void)state;
+    /* 20 MiB of state, 10,000+ entries since: 25% (5 MiB) used to be enough */
+    assert_false(mr_node_snap_due(&o, 50000 /* entries */, 5 * MIB /* log */, 20 * MIB));
+    assert_false(mr_node_snap_due(&o, 100000 /* entries */, 19 * MIB /* log */, 20 * MIB));
+    assert_true(mr_node_snap_due(&o, 100000 /* entries */, 20 * MIB /* log */, 20 * MIB));
+    /* off: the 25% share alone */
+    o.snapshot_log_percent_small = 0;
+    assert_true(mr_node_snap_due(&o, 50000 /* entries */, 5 * MIB /* log */, 20 * MIB));
+}
+
+static void test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keeps_25_percent(
+    void **state)
+{
+    struct mr_node_options o = snap_defaults();
+    (void)state;
+    /* 64 MiB of state: 100% would keep 64 MiB of log; capped at 32 MiB */
+    assert_false(mr_node_snap_due(&o, 200000 /* entries */, 32 * MIB - 1 /* log */, 64 * MIB));
+    assert_true(mr_node_snap_due(&o, 200000 /* entries */, 32 * MIB /* log */, 64 * MIB));
+    /* 400 MiB: 25% (100 MiB) is more than the cap, and decides */
+    assert_false(mr_node_snap_due(&o, 900000 /* entries */, 99 * MIB /* log */, 400 * MIB));
+    assert_true(mr_node_snap_due(&o, 900000 /* entries */, 100 * MIB /* log */, 400 * MIB));
+}
+
+static void test_a_small_state_snapshots_on_the_count_as_before(void **state)
+{
+    struct mr_node_options o = snap_defaults();
+    (void)state;
+    /* 512 KiB of state: below 1 MiB the count (and the 25% share) decide */
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 200 * 1024 /* log */, 512 * 1024));
+    assert_false(mr_node_snap_due(&o, 10000 /* entries */, 100 * 1024 /* log */, 512 * 1024));
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 400 * 1024 /* log */, 512 * 1024));
+}
+
+static void test_snapshot_log_percent_zero_counts_entries_only(void **state)
+{
+    struct mr_node_options o = snap_defaults();
+    (void)state;
+    o.snapshot_log_percent = 0;
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 1 /* log */, 100 * MIB));
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 1 /* log */, 100 * MIB));
+}
+
+static void test_zero_options_mean_the_default_triggers(void **state)
+{
+    struct mr_node_options o;
+    (void)state;
+    memset(&o, 0, sizeof o);
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 32 * MIB - 1, 0 /* snap */));
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 0 /* log */, 0 /* snap */));
+    assert_true(mr_node_snap_due(&o, 1 /* entries */, 32 * MIB, 0 /* snap */));
+}
+
+static void test_freed_memory_goes_back_when_idle_or_after_a_minute_not_under_writes(void **state)
+{
+    (void)state;
+    /* applying until 50 ms ago (a gap under load): not now */
+    assert_false(mr_node_snap_trim_due(5050 /* now */, 5000 /* idle since */, 4000 /* pending */));
+    assert_false(mr_node_snap_trim_due(5000 + MR_NODE_TRIM_IDLE_MS - 1 /* now */,
+                                       5000 /* idle since */, 4000 /* pending */));
+    /* nothing applied for MR_NODE_TRIM_IDLE_MS: now */
+    assert_true(mr_node_snap_trim_due(5000 + MR_NODE_TRIM_IDLE_MS /* now */, 5000 /* idle since */,
+                                      4000 /* pending */));
+    /* under writes for a minute: now anyway, so RSS does not stay high forever */
+    assert_false(mr_node_snap_trim_due(4000 + MR_NODE_TRIM_MAX_DELAY_MS - 1 /* now */,
+                                       4000 + MR_NODE_TRIM_MAX_DELAY_MS - 2 /* idle since */,
+                                       4000 /* pending */));
+    assert_true(mr_node_snap_trim_due(4000 + MR_NODE_TRIM_MAX_DELAY_MS /* now */,
+                                      4000 + MR_NODE_TRIM_MAX_DELAY_MS - 1 /* idle since */,
+                                      4000 /* pending */));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +353,13 @@ int main(void)
         cmocka_unit_test(test_node_ids_are_stable_and_nonzero),
         cmocka_unit_test(test_json_string_field_reads_the_key_of_an_event),
         cmocka_unit_test(test_ticks_follow_the_clock_not_the_timer_callbacks),
+        cmocka_unit_test(test_snapshot_is_due_by_count_or_bytes_when_there_is_none_yet),
+        cmocka_unit_test(test_a_growing_state_is_rewritten_once_per_its_size_of_log_not_per_quarter),
+        cmocka_unit_test(test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keeps_25_percent),
+        cmocka_unit_test(test_a_small_state_snapshots_on_the_count_as_before),
+        cmocka_unit_test(test_snapshot_log_percent_zero_counts_entries_only),
+        cmocka_unit_test(test_zero_options_mean_the_default_triggers),
+        cmocka_unit_test(test_freed_memory_goes_back_when_idle_or_after_a_minute_not_under_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
