@@ -569,6 +569,8 @@ static int start_storage(struct mr_node *n, struct mr_store_recovered *rec)
         so.fs = &fault_fs;
         LOGW("MOONRAFT_FAULT_DISK_FILE is set: disk faults will be injected (testing only)");
     }
+    n->fault_salt = n->o->fault_sm_salt;
+    n->fault_salt_until = n->o->fault_sm_salt_until;
     if (n->o->fault_sm_salt != NULL)
         LOGW("MOONRAFT_FAULT_SM_SALT is set: this node's script sees ctx.fault_salt and may "
              "diverge on purpose (testing only)");

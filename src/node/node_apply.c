@@ -117,7 +117,7 @@ struct mr_node_applier {
 };
 
 /* ---- applying one entry (on either thread: touches n->sm, n->idem,
- * n->last_time_ms, n->o only) --------------------------------------------- */
+ * n->last_time_ms, n->fault_salt only) --------------------------------------------- */
 static uint64_t clamp_time(struct mr_node *n, uint64_t t)
 {
     uint64_t last = __atomic_load_n(&n->last_time_ms, __ATOMIC_RELAXED);
@@ -167,8 +167,8 @@ static void sm_normal(struct mr_node *n, const struct mr_raft_entry *e, struct a
     ctx.index = e->index;
     ctx.term = e->term;
     ctx.time_ms = (int64_t)clamp_time(n, ne.time_ms);
-    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
-                         ? n->o->fault_sm_salt
+    ctx.fault_salt = n->fault_salt_until == 0 || e->index <= n->fault_salt_until
+                         ? n->fault_salt
                          : NULL;
     rv = mr_sm_apply(n->sm, &ctx, ne.cmd, ne.cmd_len, &a->res);
     if (rv != 0) {

@@ -255,6 +255,11 @@ struct mr_node {
     mr_index applied;
     mr_term applied_term;
     uint64_t last_time_ms; /* ctx.time of the last applied command (monotonic) */
+    /* The test-only salt (MOONRAFT_FAULT_SM_SALT), copied from the options at
+     * start: the apply thread reads these, never n->o (a SIGHUP reload
+     * repoints n->o on the loop). */
+    const char *fault_salt;
+    uint64_t fault_salt_until;
     struct mr_rcbuf *applied_conf; /* encoded config as of `applied` */
     struct mr_idem idem;
     char hash[65];

@@ -77,8 +77,8 @@ int mr_node_timers_apply_sm(struct mr_node *n, const struct mr_raft_entry *e,
     ctx.index = e->index;
     ctx.term = e->term;
     ctx.time_ms = (int64_t)last;
-    ctx.fault_salt = n->o->fault_sm_salt_until == 0 || e->index <= n->o->fault_sm_salt_until
-                         ? n->o->fault_sm_salt
+    ctx.fault_salt = n->fault_salt_until == 0 || e->index <= n->fault_salt_until
+                         ? n->fault_salt
                          : NULL;
     return mr_sm_tick(n->sm, &ctx, res);
 }
