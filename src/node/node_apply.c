@@ -48,6 +48,9 @@
 
 #define JOB_MAX_ENTRIES 256
 #define JOB_MAX_BYTES (1u << 20)
+/* The apply thread wakes the loop with finished entries at most this often
+ * within a job (and always at its end). */
+#define PUBLISH_NS (500u * 1000u)
 
 enum { AP_NOOP = 0, AP_RESULT, AP_CONFIG, AP_TICK, AP_CHECK, AP_SCRIPT };
 
@@ -308,13 +311,25 @@ static void run_job(struct mr_node_applier *ap, struct job *job)
         pthread_mutex_unlock(&ap->mu);
         return;
     }
+    uint64_t last_publish = uv_hrtime();
     for (i = 0; i < job->n_es && !stop; i++) {
         apply_sm(n, &job->es[i], &job->out[i]);
         pthread_mutex_lock(&ap->mu);
         job->n_done = i + 1;
         stop = ap->yield || job->out[i].host_rv != 0;
         pthread_mutex_unlock(&ap->mu);
-        uv_async_send(&ap->async);
+        /* Wake the loop for finished entries only when the job has run
+         * for a while (a slow command's neighbours need not wait for the
+         * whole slice); the end of the job wakes it anyway, and a wake-up
+         * per entry costs a loop iteration and a context switch each
+         * (a fifth of the CPU of a write at 16 clients). */
+        if (i + 1 < job->n_es && !stop) {
+            uint64_t now = uv_hrtime();
+            if (now - last_publish >= PUBLISH_NS) {
+                last_publish = now;
+                uv_async_send(&ap->async);
+            }
+        }
     }
     if (!stop) {
         for (i = 0; i < job->n_reads; i++) {
