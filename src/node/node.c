@@ -729,26 +729,31 @@ static int start_net(struct mr_node *n)
     return 0;
 }
 
+void mr_node_http_limits(const struct mr_node *n, struct mr_http_options *ho)
+{
+    memset(ho, 0, sizeof *ho);
+    ho->max_body_bytes = n->o->max_body_bytes;
+    ho->max_header_bytes = n->o->max_header_bytes;
+    ho->idle_timeout_ms = n->o->http_idle_timeout_ms;
+    /* A slow client (slowloris) gets no more time for its head or body than
+     * an idle one gets between requests. */
+    if (ho->idle_timeout_ms != 0) {
+        ho->header_timeout_ms = ho->idle_timeout_ms < MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS
+                                    ? ho->idle_timeout_ms
+                                    : MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+        ho->body_timeout_ms = ho->idle_timeout_ms < MR_HTTP_DEFAULT_BODY_TIMEOUT_MS
+                                  ? ho->idle_timeout_ms
+                                  : MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
+    }
+    ho->max_connections = n->o->max_connections;
+}
+
 static int start_http(struct mr_node *n)
 {
     struct mr_http_options ho;
     char err[MR_ERRMSG_SIZE] = "";
     int rv;
-    memset(&ho, 0, sizeof ho);
-    ho.max_body_bytes = n->o->max_body_bytes;
-    ho.max_header_bytes = n->o->max_header_bytes;
-    ho.idle_timeout_ms = n->o->http_idle_timeout_ms;
-    /* A slow client (slowloris) gets no more time for its head or body than
-     * an idle one gets between requests. */
-    if (ho.idle_timeout_ms != 0) {
-        ho.header_timeout_ms = ho.idle_timeout_ms < MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS
-                                   ? ho.idle_timeout_ms
-                                   : MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
-        ho.body_timeout_ms = ho.idle_timeout_ms < MR_HTTP_DEFAULT_BODY_TIMEOUT_MS
-                                 ? ho.idle_timeout_ms
-                                 : MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
-    }
-    ho.max_connections = n->o->max_connections;
+    mr_node_http_limits(n, &ho);
     ho.metrics = &n->metrics;
     ho.tls = n->tls_http; /* NULL without TLS (node_reload.c) */
     rv = mr_http_server_init(&n->http, &n->loop, &ho, mr_node_http_handler, n);

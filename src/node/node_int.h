@@ -400,6 +400,9 @@ void mr_node_reload_start(struct mr_node *n);
 void mr_node_reload_close(struct mr_node *n);
 
 /* node.c */
+/* The HTTP server's limits and timeouts as the options give them (start
+ * and SIGHUP reload). */
+void mr_node_http_limits(const struct mr_node *n, struct mr_http_options *ho);
 uint64_t mr_node_now(struct mr_node *n);
 /* The wall clock in ms since the epoch: what ctx.time is made of. */
 uint64_t mr_node_wall_ms(void);

@@ -173,19 +173,7 @@ static void live_from_run(struct mr_node_reload *st)
 static void apply_http_limits(struct mr_node *n)
 {
     struct mr_http_options ho;
-    memset(&ho, 0, sizeof ho);
-    ho.max_body_bytes = n->o->max_body_bytes;
-    ho.max_header_bytes = n->o->max_header_bytes;
-    ho.idle_timeout_ms = n->o->http_idle_timeout_ms;
-    if (ho.idle_timeout_ms != 0) {
-        ho.header_timeout_ms = ho.idle_timeout_ms < MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS
-                                   ? ho.idle_timeout_ms
-                                   : MR_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
-        ho.body_timeout_ms = ho.idle_timeout_ms < MR_HTTP_DEFAULT_BODY_TIMEOUT_MS
-                                 ? ho.idle_timeout_ms
-                                 : MR_HTTP_DEFAULT_BODY_TIMEOUT_MS;
-    }
-    ho.max_connections = n->o->max_connections;
+    mr_node_http_limits(n, &ho);
     mr_http_server_update(&n->http, &ho);
 }
 
