@@ -195,8 +195,15 @@ void mr_node_members_check_removed(struct mr_node *n)
         return;
     }
     /* A joining node applies configurations without itself while it catches
-     * up: only a former member whose removal committed is removed. */
-    if (n->is_removed || !n->was_member || st.config_index > st.commit) return;
+     * up: only a former member whose removal committed is removed. The
+     * record is also the commit hint of the next start (mr_raft_load), so it
+     * waits until the WAL holds the removing entry: a follower's commit runs
+     * ahead of its disk, and a record written before the entry is durable
+     * could, after a crash, mark as committed an older conflicting entry the
+     * WAL still has at that index. */
+    if (n->is_removed || !n->was_member || st.config_index > st.commit ||
+        st.config_index > st.persisted)
+        return;
     n->is_removed = 1;
     n->removed_index = st.config_index;
     n->removed_leader = n->leader;
