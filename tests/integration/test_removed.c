@@ -175,7 +175,8 @@ static void test_the_removal_is_recorded_only_once_the_wal_holds_it(void **state
     r = mr_it_http(&cluster, leader, "PUT", "/v1/kv/before", "1", NULL);
     EXPECT_STATUS(r, 200);
     mr_it_resp_free(&r);
-    assert_true(wait_status(victim, "j.persisted_index >= j.commit and j.commit >= 2", "true", 10000));
+    assert_true(wait_status(victim, "j.persisted_index >= j.commit and j.commit >= 2", "true",
+                            10000));
 
     snprintf(file, sizeof file, "%s/removed", cluster.nodes[victim].data_dir);
     snprintf(path, sizeof path, "/v1/members/%s", cluster.nodes[victim].name);
