@@ -10,8 +10,9 @@
  *     N members, then bootstraps them all as voters; the joiners receive the
  *     log from the first leader;
  *   - join: a node with an empty data dir asks a member (HTTP POST
- *     /v1/members) to add it; a follower forwards that to the leader, which
- *     adds it as a learner and promotes it once it has caught up.
+ *     /v1/members, over HTTPS with the peer client TLS context when TLS is
+ *     on) to add it; a follower forwards that to the leader, which adds it
+ *     as a learner and promotes it once it has caught up.
  * The join answer lists every member's addresses, so the new node can answer
  * the leader before the configuration reaches it through the log. */
 #include "node/node_int.h"
@@ -195,8 +196,15 @@ void mr_node_members_check_removed(struct mr_node *n)
         return;
     }
     /* A joining node applies configurations without itself while it catches
-     * up: only a former member whose removal committed is removed. */
-    if (n->is_removed || !n->was_member || st.config_index > st.commit) return;
+     * up: only a former member whose removal committed is removed. The
+     * record is also the commit hint of the next start (mr_raft_load), so it
+     * waits until the WAL holds the removing entry: a follower's commit runs
+     * ahead of its disk, and a record written before the entry is durable
+     * could, after a crash, mark as committed an older conflicting entry the
+     * WAL still has at that index. */
+    if (n->is_removed || !n->was_member || st.config_index > st.commit ||
+        st.config_index > st.persisted)
+        return;
     n->is_removed = 1;
     n->removed_index = st.config_index;
     n->removed_leader = n->leader;
@@ -443,6 +451,10 @@ struct join_req {
     struct mr_http_buf in;
     http_parser parser;
     int complete;
+    /* With TLS on, the member's HTTP port speaks HTTPS: the request (and the
+     * admin token in it) goes through a session on the peer client context
+     * (node certificate, tls_ca), never in plaintext. NULL without TLS. */
+    struct mr_tls *tls;
 };
 
 static void join_closed(uv_handle_t *h)
@@ -451,7 +463,54 @@ static void join_closed(uv_handle_t *h)
     jr->n->join_inflight = 0;
     mr_free(jr->out);
     mr_http_buf_close(&jr->in);
+    mr_tls_free(jr->tls);
     mr_free(jr);
+}
+
+static void join_close(struct join_req *jr)
+{
+    if (!uv_is_closing((uv_handle_t *)&jr->tcp)) uv_close((uv_handle_t *)&jr->tcp, join_closed);
+}
+
+/* One write of ciphertext (handshake records, the request, alerts). */
+struct join_wreq {
+    uv_write_t req;
+    struct join_req *jr;
+    char *buf;
+};
+
+static void join_tls_written(uv_write_t *w, int status)
+{
+    struct join_wreq *jw = MR_CONTAINER_OF(w, struct join_wreq, req);
+    struct join_req *jr = jw->jr;
+    mr_free(jw->buf);
+    mr_free(jw);
+    if (status != 0) join_close(jr);
+}
+
+/* Writes what the TLS session has pending. 0, or an error (the caller closes). */
+static int join_tls_flush(struct join_req *jr)
+{
+    struct join_wreq *jw;
+    char *buf;
+    size_t len;
+    uv_buf_t b;
+    if (mr_tls_pending(jr->tls) == 0) return 0;
+    jw = mr_calloc(1, sizeof *jw);
+    if (jw == NULL) return MR_ENOMEM;
+    if (mr_tls_take(jr->tls, &buf, &len) != 0) {
+        mr_free(jw);
+        return MR_ENOMEM;
+    }
+    jw->jr = jr;
+    jw->buf = buf;
+    b = uv_buf_init(buf, (unsigned)len);
+    if (uv_write(&jw->req, (uv_stream_t *)&jr->tcp, &b, 1, join_tls_written) != 0) {
+        mr_free(buf);
+        mr_free(jw);
+        return MR_EPROTO;
+    }
+    return 0;
 }
 
 static int jp_complete(http_parser *p)
@@ -510,7 +569,25 @@ static void join_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct join_req *jr = s->data;
     static const http_parser_settings settings = {.on_body = jp_body,
                                                   .on_message_complete = jp_complete};
-    if (nread > 0) http_parser_execute(&jr->parser, &settings, buf->base, (size_t)nread);
+    if (nread > 0 && jr->tls != NULL) {
+        /* The ciphertext goes into the session, the plaintext to the parser. */
+        int rv = mr_tls_feed(jr->tls, buf->base, (size_t)nread);
+        while (rv == 0 && !jr->complete) {
+            size_t got;
+            rv = mr_tls_read(jr->tls, buf->base, buf->len, &got);
+            if (rv != 0 || got == 0) break;
+            http_parser_execute(&jr->parser, &settings, buf->base, got);
+        }
+        if (rv == 0 || rv == MR_EPROTO) (void)join_tls_flush(jr); /* the request, an alert */
+        if (rv != 0 && rv != MR_ESHUTDOWN) {
+            LOGW("join: %s", mr_tls_errmsg(jr->tls));
+            nread = UV_EPROTO;
+        } else if (rv == MR_ESHUTDOWN) {
+            nread = UV_EOF;
+        }
+    } else if (nread > 0) {
+        http_parser_execute(&jr->parser, &settings, buf->base, (size_t)nread);
+    }
     mr_free(buf->base);
     if (nread < 0 || jr->complete) {
         if (jr->complete) {
@@ -542,9 +619,22 @@ static void join_connected(uv_connect_t *c, int status)
         uv_close((uv_handle_t *)&jr->tcp, join_closed);
         return;
     }
-    b = uv_buf_init(jr->out, (unsigned)strlen(jr->out));
-    jr->write.data = jr;
-    uv_write(&jr->write, (uv_stream_t *)&jr->tcp, &b, 1, join_written);
+    if (jr->n->tls_peer_client != NULL) {
+        /* Queued in the session, sent once the handshake completes. */
+        int rv = mr_tls_new(jr->n->tls_peer_client, NULL, &jr->tls);
+        if (rv == 0) rv = mr_tls_start(jr->tls);
+        if (rv == 0) rv = mr_tls_write(jr->tls, jr->out, strlen(jr->out));
+        if (rv == 0) rv = join_tls_flush(jr);
+        if (rv != 0) {
+            LOGW("join: cannot start TLS: %s", jr->tls ? mr_tls_errmsg(jr->tls) : mr_strerror(rv));
+            join_close(jr);
+            return;
+        }
+    } else {
+        b = uv_buf_init(jr->out, (unsigned)strlen(jr->out));
+        jr->write.data = jr;
+        uv_write(&jr->write, (uv_stream_t *)&jr->tcp, &b, 1, join_written);
+    }
     uv_read_start((uv_stream_t *)&jr->tcp, join_alloc, join_read);
 }
 

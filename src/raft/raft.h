@@ -493,7 +493,11 @@ struct mr_raft_persisted {
     /* 0, or an index the host durably recorded as committed in an earlier run
      * (moonraft's node records the configuration that removed it): commit
      * starts there instead of at snap_index, if the log reaches it. Then a
-     * removed server knows its removal committed and does not campaign. */
+     * removed server knows its removal committed and does not campaign.
+     * The core trusts the entries up to it: the host MUST record it only
+     * once its log holds them durably (status.persisted >= the index), since
+     * a follower's commit may run ahead of its disk and, after a crash, the
+     * log could still hold an older, uncommitted entry at that index. */
     mr_index commit;
 };
 

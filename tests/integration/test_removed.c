@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -145,12 +146,78 @@ static void test_removed_node_knows_it_stays_quiet_and_refuses_requests(void **s
     assert_int_equal(log_count(victim, "this node was removed from the cluster"), 2);
 }
 
+
+/* <data_dir>/removed is the commit hint of the next start (mr_raft_load):
+ * it must never name an index the node's WAL does not hold durably yet, or a
+ * crash could leave it pointing at an older, uncommitted entry at that
+ * index. With a slow disk (every sync 1.5 s) on the removed node, the file
+ * must not appear before persisted_index reaches the removal. Before the fix
+ * it was written as soon as the commit arrived, seconds before the sync. */
+static void test_the_removal_is_recorded_only_once_the_wal_holds_it(void **state)
+{
+    char path[64], file[600];
+    struct mr_it_resp r;
+    long long end;
+    int leader, victim, seen = 0;
+    (void)state;
+    mr_it_cluster_init(&cluster, 3);
+    for (int i = 0; i < 3; i++) {
+        mr_it_powerloss_enable(&cluster, i); /* the slow disk needs the layer */
+        start(i);
+    }
+    leader = mr_it_wait_leader(&cluster, 15000, 1);
+    assert_true(leader >= 0);
+    /* The follower to remove comes back with a slow disk. */
+    victim = (leader + 1) % 3;
+    assert_int_equal(mr_it_stop(&cluster, victim), 0);
+    cluster.nodes[victim].slow_sync_ms = 1500;
+    start(victim);
+    r = mr_it_http(&cluster, leader, "PUT", "/v1/kv/before", "1", NULL);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+    assert_true(wait_status(victim, "j.persisted_index >= j.commit and j.commit >= 2", "true",
+                            10000));
+
+    snprintf(file, sizeof file, "%s/removed", cluster.nodes[victim].data_dir);
+    snprintf(path, sizeof path, "/v1/members/%s", cluster.nodes[victim].name);
+    r = mr_it_http(&cluster, leader, "DELETE", path, NULL, NULL);
+    EXPECT_STATUS(r, 200);
+    mr_it_resp_free(&r);
+    end = mr_it_now_ms() + 15000;
+    while (!seen && mr_it_now_ms() < end) {
+        if (access(file, F_OK) == 0) {
+            unsigned long long at = 0, leader_id = 0;
+            FILE *f = fopen(file, "r");
+            seen = 1;
+            assert_non_null(f);
+            assert_int_equal(fscanf(f, "removed at index %llu leader %llu", &at, &leader_id),
+                             2);
+            fclose(f);
+            r = mr_it_http(&cluster, victim, "GET", "/v1/status", NULL, NULL);
+            EXPECT_STATUS(r, 200);
+            if (strtoull(mr_it_jq(r.body, "j.persisted_index"), NULL, 10) < at) {
+                fprintf(stderr, "removed at index %llu recorded with persisted_index %s\n", at,
+                        mr_it_jq(r.body, "j.persisted_index"));
+                mr_it_dump_logs(&cluster);
+                fail();
+            }
+            mr_it_resp_free(&r);
+        } else {
+            mr_it_sleep_ms(5);
+        }
+    }
+    assert_true(seen);
+    assert_true(wait_status(victim, "j.role", "removed", 10000));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
             test_removed_node_knows_it_stays_quiet_and_refuses_requests,
             teardown_cluster),
+        cmocka_unit_test_teardown(test_the_removal_is_recorded_only_once_the_wal_holds_it,
+                                  teardown_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

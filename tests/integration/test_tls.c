@@ -489,6 +489,48 @@ static void test_client_certificates_are_required_and_their_ou_stands_for_the_ad
         0);
 }
 
+
+/* A node joins a TLS cluster (--join): its POST /v1/members goes over HTTPS
+ * with the node certificate (the member wants client certificates here), so
+ * the admin token it carries never crosses the network in plaintext. Before
+ * the fix the joiner spoke plaintext HTTP to the HTTPS port, got 400 forever
+ * and sent the token in the clear each time. */
+static void test_a_node_joins_a_tls_cluster_over_https_with_its_certificate(void **state)
+{
+    char tls[1200], args[1500];
+    long long end;
+    int joined = 0;
+    (void)state;
+    mr_it_cluster_init(&cluster, 2);
+    make_certs();
+    snprintf(tls, sizeof tls,
+             "--tls-cert %s --tls-key %s --tls-ca %s --tls-client-verify true "
+             "--tls-admin-ou admin --admin-token adm",
+             cert("server.pem"), cert("server.key"), cert("ca.pem"));
+    cluster.n = 1; /* n1 alone; n2 joins it */
+    mr_it_start_static(&cluster, 0, tls);
+    cluster.nodes[1].pid = 0;
+    assert_int_equal(
+        mr_it_set_tls(cert("ca.pem"), cert("client.pem"), cert("client.key")), 0);
+    assert_int_equal(mr_it_wait_leader(&cluster, 15000, 1), 0);
+    cluster.n = 2;
+    snprintf(args, sizeof args, "--join 127.0.0.1:%d %s", cluster.nodes[0].http_port, tls);
+    mr_it_start_args(&cluster, 1, args);
+    end = mr_it_now_ms() + 15000;
+    while (!joined && mr_it_now_ms() < end) {
+        struct mr_it_resp r = mr_it_http(&cluster, 0, "GET", "/v1/status", NULL, NULL);
+        joined = r.status == 200 && strcmp(mr_it_jq(r.body, "#j.members"), "2") == 0;
+        mr_it_resp_free(&r);
+        if (!joined) mr_it_sleep_ms(100);
+    }
+    if (!joined) mr_it_dump_logs(&cluster);
+    assert_true(joined);
+    assert_false(log_has(1, "join request answered", 0));
+    /* The joiner gets the log over the peer port, and writes reach it. */
+    put_key(0, "joined", "\"yes\"", NULL);
+    assert_true(key_shows(1, "joined", "yes"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,6 +547,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_client_certificates_are_required_and_their_ou_stands_for_the_admin_token,
             setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_node_joins_a_tls_cluster_over_https_with_its_certificate, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
