@@ -1083,6 +1083,15 @@ int mr_cfg_validate(struct mr_cfg *cfg, char *errmsg)
                                  "client certificates)");
         return MR_ECONFIG;
     }
+    /* Client certificates come from the same tls_ca as the peers', so on the
+     * peer port a client's certificate would pass for a node's: only the
+     * cluster secret (net_hmac.c) then tells a member from a client. */
+    if (cfg->tls_client_verify && (cfg->cluster_secret == NULL || !cfg->cluster_secret[0])) {
+        mr_errmsg_printf(errmsg, "tls_client_verify: needs cluster_secret (clients' "
+                                 "certificates come from tls_ca too, and would otherwise be "
+                                 "accepted on the peer port)");
+        return MR_ECONFIG;
+    }
     if ((cfg->tls_admin_ou != NULL || cfg->tls_client_ou != NULL) && !cfg->tls_client_verify) {
         mr_errmsg_printf(errmsg, "%s: needs tls_client_verify = true",
                          cfg->tls_admin_ou != NULL ? "tls_admin_ou" : "tls_client_ou");

@@ -452,7 +452,8 @@ static void test_client_certificates_are_required_and_their_ou_stands_for_the_ad
     make_certs();
     snprintf(args, sizeof args,
              "--tls-cert %s --tls-key %s --tls-ca %s --tls-client-verify true "
-             "--tls-admin-ou admin --client-token cli --admin-token adm",
+             "--tls-admin-ou admin --client-token cli --admin-token adm "
+             "--cluster-secret tls-test-cluster-secret",
              cert("server.pem"), cert("server.key"), cert("ca.pem"));
     mr_it_start_static(&cluster, 0, args);
     /* client.pem has OU=admin: no Authorization header needed, even for admin calls. */
@@ -505,7 +506,7 @@ static void test_a_node_joins_a_tls_cluster_over_https_with_its_certificate(void
     make_certs();
     snprintf(tls, sizeof tls,
              "--tls-cert %s --tls-key %s --tls-ca %s --tls-client-verify true "
-             "--tls-admin-ou admin --admin-token adm",
+             "--tls-admin-ou admin --admin-token adm --cluster-secret tls-test-cluster-secret",
              cert("server.pem"), cert("server.key"), cert("ca.pem"));
     cluster.n = 1; /* n1 alone; n2 joins it */
     mr_it_start_static(&cluster, 0, tls);

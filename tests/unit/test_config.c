@@ -424,9 +424,15 @@ static void test_tls_keys_must_come_together(void **state)
                      MR_ECONFIG);
     assert_non_null(strstr(err, "tls_admin_ou"));
     mr_cfg_free(&cfg);
+    /* client certificates share tls_ca with the peers: the secret must tell them apart */
+    assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                           "--tls-ca", "ca.pem", "--tls-client-verify", "true", NULL),
+                     MR_ECONFIG);
+    assert_non_null(strstr(err, "cluster_secret"));
+    mr_cfg_free(&cfg);
     assert_int_equal(parse(&cfg, err, "--id", "n1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
                            "--tls-ca", "ca.pem", "--tls-client-verify", "true", "--tls-admin-ou",
-                           "ops", NULL),
+                           "ops", "--cluster-secret", "s3cret-s3cret", NULL),
                      0);
     assert_string_equal(cfg.tls_cert, "c.pem");
     assert_int_equal(cfg.tls_peer_verify, 1); /* the default */
