@@ -420,14 +420,20 @@ static void refresh_deadlines(struct mr_node *n)
 static void after_apply(struct mr_node *n)
 {
     struct mr_node_applier *ap = n->ap;
-    mr_node_ops_check_reads(n);
-    mr_node_watch_notify(n);
     if (ap->job == NULL) {
+        /* An idle point: use it before mr_node_ops_check_reads hands the
+         * backlog to the thread again. Under writes that keep the thread
+         * busy there is always a next job to post, so after it there would
+         * be no idle point at all: no snapshot (the log grows; a backup, the
+         * NOSPACE alarm or a resync wait for the load to stop) and stale
+         * cached deadlines (timers do not fire). */
         int force = ap->snap_force;
         ap->snap_force = 0;
         refresh_deadlines(n);
         mr_node_snap_maybe_start(n, force);
     }
+    mr_node_ops_check_reads(n);
+    mr_node_watch_notify(n);
 }
 
 /* Takes what the thread published; with the job finished, answers its reads
