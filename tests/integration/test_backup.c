@@ -176,8 +176,8 @@ test_a_backup_from_a_follower_under_load_restores_into_a_new_cluster(void **stat
     l = mr_it_wait_leader(&src, 10000, 1);
     assert_true(l >= 0);
     f = (l + 1) % 3;
-    snprintf(leader_before, sizeof leader_before, "%s", status_of(&src, f, "j.leader"));
-    snprintf(term_before, sizeof term_before, "%s", status_of(&src, l, "j.term"));
+    snprintf(leader_before, sizeof leader_before, "%.63s", status_of(&src, f, "j.leader"));
+    snprintf(term_before, sizeof term_before, "%.31s", status_of(&src, l, "j.term"));
 
     memset(&w, 0, sizeof w);
     w.port = src.nodes[l].http_port;
