@@ -506,7 +506,8 @@ void mr_it_resp_free(struct mr_it_resp *r)
 /* ---- JSON queries through Lua + cjson ------------------------------------------ */
 const char *mr_it_jq(const char *json, const char *expr)
 {
-    static char out[4096];
+    /* per thread: tests call it from writer threads too (test_backup.c) */
+    static _Thread_local char out[4096];
     lua_State *L = luaL_newstate();
     char code[1024];
     luaL_openlibs(L);

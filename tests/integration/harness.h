@@ -2,7 +2,8 @@
  *
  * Starts nodes on free 127.0.0.1 ports with temp data dirs, talks HTTP to
  * them, and always stops what it started (by PID) in teardown. Responses are
- * JSON; mr_it_jq() evaluates a Lua expression over the decoded body. */
+ * JSON; mr_it_jq() evaluates a Lua expression over the decoded body (its answer
+ * lives in a per-thread buffer until the next call). */
 #ifndef MR_IT_HARNESS_H
 #define MR_IT_HARNESS_H
 
