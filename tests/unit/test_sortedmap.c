@@ -307,6 +307,296 @@ static void test_sortedmap_work_is_charged_to_the_budget(void **state)
     mr_sm_close(sm);
 }
 
+/* The reference: check(m, mirror) compares everything a map shows with a
+ * sorted array of the mirror's keys: count, range and items from the start
+ * and from keys on and next to leaf boundaries (positions near multiples of
+ * 32 and 64, the B+tree's half and full node), prefixes, limits, and the
+ * dump byte for byte against one built here from the array. The helpers
+ * are kept in probe, so that the work is spread over commands (each has its
+ * instruction budget). */
+static const char check_lua[] =
+    SAME
+    "local function varint(n)\n"
+    "  local t = {}\n"
+    "  repeat local b = n % 128; n = n // 128\n"
+    "    t[#t + 1] = string.char(n > 0 and b + 128 or b) until n == 0\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local function want(keys, prefix, lim, after)\n"
+    "  local lo, hi = 1, #keys + 1\n"
+    "  local from = (after and after >= prefix) and after or prefix\n"
+    "  while lo < hi do\n"
+    "    local mid = (lo + hi) // 2\n"
+    "    if keys[mid] < from or (after and keys[mid] == after) then lo = mid + 1 else hi = mid end\n"
+    "  end\n"
+    "  local r = {}\n"
+    "  for i = lo, #keys do\n"
+    "    if #r >= lim or keys[i]:sub(1, #prefix) ~= prefix then break end\n"
+    "    r[#r + 1] = keys[i]\n"
+    "  end\n"
+    "  return r\n"
+    "end\n"
+    "local function check(m, mirror)\n"
+    "  local keys = canonical.keys(mirror)\n"
+    "  assert(m:count() == #keys and #m == #keys)\n"
+    "  assert(same(m:range(), keys))\n"
+    "  local d = {'MRSM\\1\\0\\0\\0', string.pack('<I8', #keys)}\n"
+    "  for i, k in ipairs(keys) do\n"
+    "    d[#d + 1] = varint(#k) .. varint(#mirror[k]) .. k .. mirror[k]\n"
+    "  end\n"
+    "  local dump = m:dump()\n"
+    "  assert(dump == table.concat(d), 'dump bytes')\n"
+    "  assert(sortedmap.load(dump):dump() == dump)\n"
+    "  for _, j in ipairs({1, 31, 32, 33, 63, 64, 65, 129, #keys - 1, #keys, #keys // 2}) do\n"
+    "    local a = keys[j]\n"
+    "    if a then\n"
+    "      for _, lim in ipairs({0, 1, 32, 33, 65, 1000}) do\n"
+    "        local w = want(keys, '', lim, a)\n"
+    "        local ks, vs = m:items('', lim, a)\n"
+    "        assert(same(ks, w) and same(m:range('', lim, a), w), 'range after')\n"
+    "        for i = 1, #ks do assert(vs[i] == mirror[ks[i]]) end\n"
+    "        assert(same(m:range(a:sub(1, 3), lim, a), want(keys, a:sub(1, 3), lim, a)))\n"
+    "        assert(same(m:range(a:sub(1, 4), lim), want(keys, a:sub(1, 4), lim)))\n"
+    "      end\n"
+    "      assert(m:get(a) == mirror[a] and m:has(a))\n"
+    "      assert(m:has(a .. '\\0') == (mirror[a .. '\\0'] ~= nil))\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local function kasc(i) return ('%06d'):format(i) end\n"
+    "local function klong(i) return 'longkey:' .. ('%05d'):format(i * 7 % 10007) end\n"
+    "local function shuffle(t)\n"
+    "  for i = #t, 2, -1 do local j = math.random(i); t[i], t[j] = t[j], t[i] end\n"
+    "end\n"
+    "-- fills a map with n keys in an order; keeps it in probe\n"
+    "function probe.fill(kf, order, n, every)\n"
+    "  local keyf = kf == 'long' and klong or kasc\n"
+    "  local m, mirror, idx = sortedmap.new(), {}, {}\n"
+    "  for i = 1, n do idx[i] = order == 'desc' and n + 1 - i or i end\n"
+    "  if order == 'rand' then shuffle(idx) end\n"
+    "  for s = 1, n do\n"
+    "    local k, v = keyf(idx[s]), ('v'):rep(s % 7) .. s\n"
+    "    assert(m:set(k, v) == true); mirror[k] = v\n"
+    "    if s % every == 0 then check(m, mirror) end\n"
+    "  end\n"
+    "  check(m, mirror)\n"
+    "  for s = 1, n, 3 do\n"
+    "    local k, v = keyf(idx[s]), ('w'):rep(s % 150)\n"
+    "    assert(m:set(k, v) == false); mirror[k] = v\n"
+    "  end\n"
+    "  check(m, mirror)\n"
+    "  probe.m, probe.mirror = m, mirror\n"
+    "  return #m\n"
+    "end\n"
+    "-- removes everything from a copy of probe.m (loaded from its dump, so\n"
+    "-- from full leaves), in an order\n"
+    "function probe.drain(order, every)\n"
+    "  local m, mirror = sortedmap.load(probe.m:dump()), {}\n"
+    "  for k, v in pairs(probe.mirror) do mirror[k] = v end\n"
+    "  local ks = canonical.keys(mirror)\n"
+    "  if order == 'desc' then\n"
+    "    for i = 1, #ks // 2 do ks[i], ks[#ks + 1 - i] = ks[#ks + 1 - i], ks[i] end\n"
+    "  end\n"
+    "  if order == 'rand' then shuffle(ks) end\n"
+    "  for i, k in ipairs(ks) do\n"
+    "    assert(m:remove(k) == true); assert(m:remove(k) == false); mirror[k] = nil\n"
+    "    if i % every == 0 then check(m, mirror) end\n"
+    "  end\n"
+    "  check(m, mirror)\n"
+    "  assert(m:set('again', 'x') and m:get('again') == 'x' and #m == 1)\n"
+    "  -- and half of probe.m itself (built by sets)\n"
+    "  ks = canonical.keys(probe.mirror)\n"
+    "  shuffle(ks)\n"
+    "  for i = 1, #ks // 2 do\n"
+    "    assert(probe.m:remove(ks[i])); probe.mirror[ks[i]] = nil\n"
+    "    if i % every == 0 then check(probe.m, probe.mirror) end\n"
+    "  end\n"
+    "  check(probe.m, probe.mirror)\n"
+    "  return true\n"
+    "end\n"
+    "-- n random sets and removes over a small key space, phases of more\n"
+    "-- sets and of more removes: nodes split and merge over and over\n"
+    "function probe.mixed(n, every)\n"
+    "  local m, mirror = sortedmap.new(), {}\n"
+    "  for i = 1, n do\n"
+    "    local k = ('%04d'):format(math.random(0, 1500))\n"
+    "    if math.random() < (i % 4000 < 2000 and 0.3 or 0.7) then\n"
+    "      assert(m:remove(k) == (mirror[k] ~= nil)); mirror[k] = nil\n"
+    "    else\n"
+    "      local v = ('x'):rep(math.random(0, 200))\n"
+    "      assert(m:set(k, v) == (mirror[k] == nil)); mirror[k] = v\n"
+    "    end\n"
+    "    if i % every == 0 then check(m, mirror) end\n"
+    "  end\n"
+    "  check(m, mirror)\n"
+    "  return n\n"
+    "end\n"
+    "return true";
+
+static void test_sortedmap_agrees_with_a_sorted_array_through_splits_and_merges(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_probe(0);
+    expect_eval_at(sm, 3, check_lua, "true");
+    /* Orders that stress node splits and merges: ascending (appends: left
+     * nodes stay full), descending, random; short keys and keys longer than
+     * the 8-byte prefix kept in the leaves and equal in it; then removal of
+     * everything in ascending, descending and random order, with checks
+     * all along. Tiny maps (one leaf, growing) are checked after every
+     * operation. */
+    const char *kinds[] = {"asc", "long"}, *orders[] = {"asc", "desc", "rand"};
+    char code[160];
+    mr_index at = 10;
+    for (int k = 0; k < 2; k++) {
+        for (int o = 0; o < 3; o++) {
+            for (int small = 0; small < 2; small++) {
+                int n = small ? 150 : 2500, every = small ? 7 : 833;
+                snprintf(code, sizeof code, "return probe.fill('%s', '%s', %d, %d)", kinds[k],
+                         orders[o], n, every);
+                char want[16];
+                snprintf(want, sizeof want, "%d", n);
+                expect_eval_at(sm, at++, code, want);
+                for (int r = 0; r < 3; r++) {
+                    snprintf(code, sizeof code, "return probe.drain('%s', %d)", orders[r],
+                             every);
+                    expect_eval_at(sm, at++, code, "true");
+                }
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) expect_eval_at(sm, at++, "return probe.mixed(8000, 997)", "8000");
+    mr_sm_close(sm);
+}
+
+static void test_sortedset_from_builds_the_same_set_as_adds(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_probe(0);
+    expect_eval_at(sm, 5,
+                   SAME "for _, n in ipairs({0, 1, 2, 63, 64, 65, 4095, 4096, 4097}) do\n"
+                        "  local t = {}\n"
+                        "  for i = 1, n do t[('k%05d'):format(math.random(0, 99999))] = true end\n"
+                        "  local f, s = sortedset.from(t), sortedset.new()\n"
+                        "  for k in pairs(t) do s:add(k) end\n"
+                        "  assert(same(f:range(), s:range()) and same(f:range(), canonical.keys(t)))\n"
+                        "  for k in pairs(t) do assert(f:remove(k)) end\n"
+                        "  assert(f:count() == 0 and #f:range() == 0)\n"
+                        "end\n"
+                        "return true",
+                   "true");
+    mr_sm_close(sm);
+}
+
+/* Applies code; returns its status (the result is dropped). */
+static int try_eval(struct mr_sm *sm, const char *code)
+{
+    struct mr_sm_result res = {0};
+    int st = eval_at(sm, 1, code, &res);
+    mr_sm_result_free(&res);
+    return st;
+}
+
+static void test_sortedmap_set_refused_during_a_split_leaves_the_map_as_it_was(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_probe(4u << 20);
+    /* Ascending keys: every leaf is full, so a key in the middle splits a
+     * leaf (and its parents when they are full). The heap is filled with
+     * padding a few bytes shorter each round: at some point the set
+     * is refused at the largest allocation it makes (the node reserved for
+     * the split), then a few rounds later it fits. Every refused set must leave
+     * the map exactly as it was. */
+    expect_eval_at(sm, 1,
+                   "probe.m = sortedmap.new()\n"
+                   "for i = 1, 20000 do probe.m:set(('k%06d'):format(i * 2), 'v') end\n"
+                   "probe.d = probe.m:dump()\n"
+                   "return #probe.m",
+                   "20000");
+    int refused = 0, fits = 0;
+    char code[256];
+    /* the padding: a second map of n small entries (no allocation in it is
+     * larger than a leaf, so it fills the heap to within a few hundred
+     * bytes); the largest n that fits, found by bisection */
+    long lo = 0, hi = 1000000;
+    while (hi - lo > 1) {
+        long mid = lo + (hi - lo) / 2;
+        assert_int_equal(try_eval(sm, "probe.pad = nil"), MR_SM_OK);
+        snprintf(code, sizeof code,
+                 "probe.pad = sortedmap.new(); for i = 1, %ld do"
+                 " probe.pad:set(('%%09d'):format(i), 'padding padding') end",
+                 mid);
+        if (try_eval(sm, code) == MR_SM_OK)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    /* then the padding and the set in one command, with less padding each
+     * round (the collection a refusal runs finds the same garbage as the
+     * padding alone did) */
+    for (long n = lo; n > 0 && fits == 0; n--) {
+        assert_int_equal(try_eval(sm, "probe.pad = nil"), MR_SM_OK);
+        snprintf(code, sizeof code,
+                 "probe.pad = sortedmap.new(); for i = 1, %ld do"
+                 " probe.pad:set(('%%09d'):format(i), 'padding padding') end\n"
+                 "probe.m:set('k020001', 'new')",
+                 n);
+        int st = try_eval(sm, code);
+        if (st == MR_SM_MEMORY_EXCEEDED) {
+            refused++;
+            expect_eval_at(sm, 1,
+                           "return {#probe.m, probe.m:has('k020001'),"
+                           " probe.m:dump() == probe.d}",
+                           "[20000,false,true]");
+        } else {
+            assert_int_equal(st, MR_SM_OK);
+            fits++;
+        }
+    }
+    assert_true(refused > 0);
+    assert_int_equal(fits, 1);
+    expect_eval_at(sm, 1,
+                   "probe.pad = nil\n"
+                   "local r = {#probe.m, probe.m:get('k020001'), probe.m:remove('k020001'),"
+                   " probe.m:dump() == probe.d}\n"
+                   "return r",
+                   "[20001,\"new\",true,true]");
+    mr_sm_close(sm);
+}
+
+static void test_a_failed_command_undoes_sets_and_removes_that_split_and_merge(void **state)
+{
+    (void)state;
+    struct mr_sm *sm = open_probe(0);
+    expect_eval_at(sm, 1,
+                   "probe.m = sortedmap.new()\n"
+                   "for i = 1, 5000 do probe.m:set(('k%06d'):format(i * 3), 'v' .. i) end\n"
+                   "probe.d = probe.m:dump()\n"
+                   "return #probe.m",
+                   "5000");
+    /* many new keys (splits), most old ones removed (merges, root
+     * shrinking), values resized, then an error: all undone */
+    expect_eval_error(sm,
+                      "local m = probe.m\n"
+                      "for i = 1, 4000 do m:set(('k%06d'):format(i * 3 + 1), ('n'):rep(i % 90)) end\n"
+                      "for i = 1, 5000 do if i % 10 ~= 0 then m:remove(('k%06d'):format(i * 3)) end end\n"
+                      "for i = 1, 4000, 2 do m:remove(('k%06d'):format(i * 3 + 1)) end\n"
+                      "for i = 10, 5000, 10 do m:set(('k%06d'):format(i * 3), ('big'):rep(100)) end\n"
+                      "error('boom')",
+                      MR_SM_SCRIPT_ERROR, "boom");
+    expect_eval_at(sm, 2, "return {#probe.m, probe.m:dump() == probe.d}", "[5000,true]");
+    /* everything removed, then refused for memory: undone as well */
+    expect_eval_error(sm,
+                      "for i = 1, 5000 do probe.m:remove(('k%06d'):format(i * 3)) end\n"
+                      "assert(#probe.m == 0)\n"
+                      "error('boom')",
+                      MR_SM_SCRIPT_ERROR, "boom");
+    expect_eval_at(sm, 3,
+                   "local m = sortedmap.load(probe.d)\n"
+                   "return {#probe.m, probe.m:dump() == probe.d, m:dump() == probe.d}",
+                   "[5000,true,true]");
+    mr_sm_close(sm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -317,6 +607,10 @@ int main(void)
         cmocka_unit_test(test_sortedmap_load_rejects_every_malformed_dump),
         cmocka_unit_test(test_sortedmap_memory_counts_against_the_heap_cap),
         cmocka_unit_test(test_sortedmap_work_is_charged_to_the_budget),
+        cmocka_unit_test(test_sortedmap_agrees_with_a_sorted_array_through_splits_and_merges),
+        cmocka_unit_test(test_sortedset_from_builds_the_same_set_as_adds),
+        cmocka_unit_test(test_sortedmap_set_refused_during_a_split_leaves_the_map_as_it_was),
+        cmocka_unit_test(test_a_failed_command_undoes_sets_and_removes_that_split_and_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
