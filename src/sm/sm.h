@@ -83,7 +83,7 @@
  * scanned by canonical.keys, per table.sort comparison, and per 64 bytes of
  * long string built (concatenation, string.rep, table.concat, ...) or
  * scanned, per key sorted by pairs/next, and per sortedmap seek (from the
- * map's count, not from the links walked: the skip list's shape depends on
+ * map's count, not from the nodes visited: the B+tree's shape depends on
  * its history). Every charge is a function of what the script computes,
  * never of heap layout, hash order or garbage: the budget trips at the same
  * instruction on every replica. Once tripped, the hook fires on every

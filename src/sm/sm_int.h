@@ -147,7 +147,7 @@ static inline void mr_sm_charge(lua_State *L, uint64_t n)
 /* Raises "not enough memory" for C code whose allocation through the Lua
  * allocator failed; the call then reports MR_SM_MEMORY_EXCEEDED. */
 void mr_sm_vm_raise_memory(lua_State *L) __attribute__((noreturn));
-/* Registers the global `sortedset` (sm_sortedmap.c: the same skip list). */
+/* Registers the global `sortedset` (sm_sortedmap.c: the same B+tree). */
 void mr_sm_sortedset_open(lua_State *L);
 /* Registers the global `sortedmap` (sm_sortedmap.c). */
 void mr_sm_sortedmap_open(lua_State *L);

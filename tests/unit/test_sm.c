@@ -783,7 +783,7 @@ static int gets_fit(struct mr_sm *sm, const char *m, long n)
 
 /* The budget must trip at the same point on a replica that built its
  * sortedmap command by command and on one that loaded it from a dump: the
- * skip lists differ in shape. */
+ * trees differ in shape (full leaves after a load). */
 static void test_sortedmap_work_is_charged_alike_whatever_its_history(void **state)
 {
     (void)state;
