@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-cjson-dev \
 libcmocka-dev libhttp-parser-dev libedit-dev libmd-dev clang libclang-rt-dev curl \
-libssl-dev openssl"
+libssl-dev openssl libjemalloc-dev"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -155,6 +155,8 @@ static void on_apply_more(uv_idle_t *h)
     mr_node_step(n, &ev);
 }
 
+static void wal_sync_soon(struct mr_node *n);
+
 static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
                          struct mr_raft_event *deferred, int *n_deferred)
 {
@@ -185,6 +187,7 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
         rv = mr_store_save_hard_state(n->store, rd->term, rd->vote, &seq);
         if (rv != 0) disk_failed(n, rv, "save term and vote");
         else n->last_seq = seq;
+        if (rv == 0) wal_sync_soon(n);
     }
     if ((rd->flags & MR_RAFT_READY_ENTRIES) && rd->n_entries > 0 && !n->disk_error) {
         mr_index first = rd->entries[0].index;
@@ -201,6 +204,8 @@ static void handle_ready(struct mr_node *n, struct mr_raft_ready *rd,
                 n->last_seq = seq;
                 n->last_queued = rd->entries[rd->n_entries - 1].index;
                 if (n->last_sync_start_ms == 0) n->last_sync_start_ms = mr_node_now(n);
+                n->wal_turn_entries += rd->n_entries;
+                wal_sync_soon(n);
             }
         }
     }
@@ -401,9 +406,8 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static void on_store_async(uv_async_t *a)
+static void store_progress(struct mr_node *n)
 {
-    struct mr_node *n = a->data;
     struct mr_store_progress p;
     int rv = mr_store_poll(n->store, &p);
     if (rv != 0 && !n->disk_error) disk_failed(n, rv, "write-ahead log");
@@ -427,6 +431,73 @@ static void on_store_async(uv_async_t *a)
         ev.term = p.persisted_term;
         mr_node_step(n, &ev);
     }
+}
+
+static void on_store_async(uv_async_t *a)
+{
+    store_progress(a->data);
+}
+
+/* ---- the WAL synced on the loop ------------------------------------------------
+ * The writer thread costs two thread hand-offs per write group (the loop wakes
+ * the writer, the writer wakes the loop): on this class of machine 20-30 us
+ * each when the other thread's CPU is idle, and the context switches are the
+ * largest single item of a replica's CPU under load. A follower has nothing
+ * to do while its WAL syncs but wait for it (its acknowledgement is held
+ * until then), so it syncs on the loop itself, once per loop turn, after
+ * every AppendEntries that turn read (the group commit), then sends the
+ * acknowledgements. It falls back to the writer thread whenever that is busy
+ * or the store is stalled on a full disk (mr_store_sync_inline). A leader
+ * keeps the writer thread by default: its loop parses requests and replies
+ * while its WAL syncs in parallel with the followers'. */
+static int wal_inline_ok(const struct mr_node *n)
+{
+    switch (n->wal_inline) {
+    case MR_NODE_WAL_INLINE_ALL:
+        return 1;
+    case MR_NODE_WAL_INLINE_FOLLOWER:
+        return n->role == MR_RAFT_FOLLOWER;
+    default:
+        return 0;
+    }
+}
+
+static void wal_sync_now(struct mr_node *n)
+{
+    size_t entries = n->wal_turn_entries;
+    n->wal_turn_entries = 0;
+    if (entries > 1) {
+        /* Under load: the writer thread syncs while the loop reads the
+         * next AppendEntries (measured: 3-6% more writes/s at 16 and 64
+         * clients than syncing each batch on the loop). */
+        mr_store_wake(n->store);
+        return;
+    }
+    if (n->disk_error || !mr_store_sync_inline(n->store)) return;
+    store_progress(n);
+    if (n->net_ready) mr_net_flush(&n->net);
+}
+
+static void on_wal_sync(uv_idle_t *h)
+{
+    struct mr_node *n = h->data;
+    uv_idle_stop(h);
+    n->is_wal_sync_pending = 0;
+    wal_sync_now(n);
+}
+
+static void wal_sync_soon(struct mr_node *n)
+{
+    int on = wal_inline_ok(n);
+    if (on != n->is_store_inline) { /* the role changed since the last write */
+        mr_store_set_inline(n->store, on);
+        n->is_store_inline = on;
+    }
+    if (n->is_wal_sync_pending || !on) return;
+    n->is_wal_sync_pending = 1;
+    /* an idle handle: runs at the start of the next loop turn, after
+     * everything this turn read, and keeps the loop from blocking first */
+    uv_idle_start(&n->wal_sync, on_wal_sync);
 }
 
 static void store_notify(void *arg)
@@ -773,13 +844,22 @@ static void init_handles(struct mr_node *n)
     n->store_async.data = n;
     uv_prepare_init(&n->loop, &n->flush);
     n->flush.data = n;
+    uv_idle_init(&n->loop, &n->wal_sync);
+    n->wal_sync.data = n;
+    {
+        const char *w = getenv("MR_WAL_INLINE");
+        n->wal_inline = w == NULL ? MR_NODE_WAL_INLINE_FOLLOWER
+                        : strcmp(w, "all") == 0 ? MR_NODE_WAL_INLINE_ALL
+                        : strcmp(w, "off") == 0 ? MR_NODE_WAL_INLINE_OFF
+                                                : MR_NODE_WAL_INLINE_FOLLOWER;
+    }
     uv_idle_init(&n->loop, &n->apply_more);
     n->apply_more.data = n;
     uv_signal_init(&n->loop, &n->sigint);
     n->sigint.data = n;
     uv_signal_init(&n->loop, &n->sigterm);
     n->sigterm.data = n;
-    n->handles_open = 6;
+    n->handles_open = 7;
 }
 
 static void close_handles(struct mr_node *n)
@@ -787,6 +867,7 @@ static void close_handles(struct mr_node *n)
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
     uv_close((uv_handle_t *)&n->store_async, on_handle_closed);
     uv_close((uv_handle_t *)&n->flush, on_handle_closed);
+    uv_close((uv_handle_t *)&n->wal_sync, on_handle_closed);
     uv_close((uv_handle_t *)&n->apply_more, on_handle_closed);
     uv_close((uv_handle_t *)&n->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&n->sigterm, on_handle_closed);

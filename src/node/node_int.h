@@ -192,6 +192,14 @@ struct mr_node_integ_round {
     char hashes[MR_NODE_INTEG_MAX_REPORTS][65];
 };
 
+/* Which roles sync their WAL on the loop thread (node.c, "the WAL synced on
+ * the loop"). */
+enum mr_node_wal_inline {
+    MR_NODE_WAL_INLINE_OFF = 0,
+    MR_NODE_WAL_INLINE_FOLLOWER,
+    MR_NODE_WAL_INLINE_ALL,
+};
+
 struct mr_node {
     const struct mr_node_options *o;
     uv_loop_t loop;
@@ -214,6 +222,11 @@ struct mr_node {
     uv_timer_t tick;
     uv_async_t store_async;
     uv_prepare_t flush; /* steps FLUSH before the loop blocks (batched proposals) */
+    uv_idle_t wal_sync; /* syncs the WAL on the loop after this turn's I/O (node.c) */
+    int is_wal_sync_pending;
+    int is_store_inline; /* mr_store_set_inline as last set */
+    size_t wal_turn_entries; /* entries queued since the last wal_sync_now */
+    int wal_inline;      /* enum mr_node_wal_inline */
     uv_idle_t apply_more; /* applies the next slice of a long backlog, between I/O */
     int is_flush_pending;
     uint64_t last_tick_ns; /* uv_hrtime() of the previous tick, for the loop lag */

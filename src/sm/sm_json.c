@@ -163,14 +163,30 @@ static int enc_string(struct mr_sm_buf *out, const char *s, size_t len, char *er
     return buf_putc(out, '"');
 }
 
+/* Writes v in decimal as "%lld" does, into tmp (at least 21 bytes, no
+ * terminator); returns the length. snprintf was a tenth of an apply that
+ * encodes a few integers. */
+static size_t fmt_int(char *tmp, lua_Integer v)
+{
+    char rev[24];
+    size_t n = 0, len = 0;
+    /* negate in unsigned arithmetic: LUA_MININTEGER has no positive twin */
+    lua_Unsigned u = v < 0 ? (lua_Unsigned)0 - (lua_Unsigned)v : (lua_Unsigned)v;
+    do {
+        rev[n++] = (char)('0' + (int)(u % 10u));
+        u /= 10u;
+    } while (u != 0);
+    if (v < 0) tmp[len++] = '-';
+    while (n > 0) tmp[len++] = rev[--n];
+    return len;
+}
+
 static int enc_number(lua_State *L, int idx, struct mr_sm_buf *out, char *errmsg)
 {
     char tmp[64];
     int n;
-    if (lua_isinteger(L, idx)) {
-        n = snprintf(tmp, sizeof tmp, "%lld", (long long)lua_tointeger(L, idx));
-        return mr_sm_buf_append(out, tmp, (size_t)n);
-    }
+    if (lua_isinteger(L, idx))
+        return mr_sm_buf_append(out, tmp, fmt_int(tmp, lua_tointeger(L, idx)));
     double d = lua_tonumber(L, idx);
     if (!isfinite(d)) {
         mr_errmsg_printf(errmsg, "cannot encode %s", isnan(d) ? "NaN" : "infinity");
@@ -197,6 +213,25 @@ static int key_cmp(const void *a, const void *b)
     int c = memcmp(x->s, y->s, n);
     if (c != 0) return c;
     return (x->len > y->len) - (x->len < y->len);
+}
+
+/* Sorts keys by key_cmp: insertion sort for the few keys most objects have
+ * (qsort's setup cost more than the sort), qsort beyond. */
+static void sort_keys(struct mr_sm_key *k, size_t n)
+{
+    if (n > 12) {
+        qsort(k, n, sizeof *k, key_cmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct mr_sm_key t = k[i];
+        size_t j = i;
+        while (j > 0 && key_cmp(&k[j - 1], &t) > 0) {
+            k[j] = k[j - 1];
+            j--;
+        }
+        k[j] = t;
+    }
 }
 
 static int push_key(struct mr_sm_json_scratch *js, struct mr_sm_key **k)
@@ -278,7 +313,7 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
             k->ik = lua_tointeger(L, -2);
             k->is_int = 1;
             k->numoff = js->numbuf.len;
-            k->len = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)k->ik);
+            k->len = fmt_int(tmp, k->ik);
             if (mr_sm_buf_append(&js->numbuf, tmp, k->len) != 0) return MR_ENOMEM;
             if (k->ik < 1)
                 all_int = 0;
@@ -340,7 +375,7 @@ static int enc_table(lua_State *L, int idx, struct mr_sm_buf *out, int depth,
         struct mr_sm_key *k = &js->keys[base + i];
         if (k->is_int) k->s = js->numbuf.p + k->numoff;
     }
-    if (count > 1) qsort(js->keys + base, count, sizeof *js->keys, key_cmp);
+    if (count > 1) sort_keys(js->keys + base, count);
     if ((rv = buf_putc(out, '{')) != 0) return rv;
     for (size_t i = 0; i < count; i++) {
         /* Re-read through the array each time: nested levels may move it. */

@@ -632,6 +632,46 @@ static int run_batch(struct mr_store *st, struct mr_queue *batch, uint64_t *done
     return rv;
 }
 
+/* Called with st->mu held after a batch ran: publishes its outcome. Returns
+ * the writer's next backoff (0: none). */
+static unsigned finish_batch_locked(struct mr_store *st, int rv, uint64_t done,
+                                    const char *errmsg, unsigned backoff_ms)
+{
+    if (is_nospace(rv)) {
+        st->prog.nospace = rv;
+        snprintf(st->prog.nospace_msg, sizeof st->prog.nospace_msg, "%s", errmsg);
+        st->prog.nospace_retries++;
+        return backoff_ms == 0                 ? RETRY_MIN_MS
+               : backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+                                               : backoff_ms * 2;
+    }
+    if (rv != 0) {
+        st->prog.error = rv;
+        snprintf(st->prog.errmsg, sizeof st->prog.errmsg, "%s", errmsg);
+        ops_free(&st->queue); /* never written: their seqs never complete */
+        return 0;
+    }
+    st->prog.done_seq = done;
+    st->prog.persisted_index = st->last_index;
+    st->prog.persisted_term = st->last_term;
+    st->prog.term = st->meta.term;
+    st->prog.vote = st->meta.vote;
+    st->prog.nospace = 0;
+    st->prog.nospace_msg[0] = '\0';
+    return 0;
+}
+
+/* Called with st->mu held and the queue not empty: moves all of it to
+ * `batch` (the group commit). */
+static void take_all_locked(struct mr_store *st, struct mr_queue *batch)
+{
+    batch->next = st->queue.next;
+    batch->prev = st->queue.prev;
+    batch->next->prev = batch;
+    batch->prev->next = batch;
+    mr_queue_init(&st->queue);
+}
+
 static void *writer_main(void *arg)
 {
     struct mr_store *st = arg;
@@ -656,16 +696,13 @@ static void *writer_main(void *arg)
                 if (rv != 0 && !is_nospace(rv)) goto failed;
             }
         } else {
-            while (mr_queue_empty(&st->queue) && !st->is_stopping)
+            /* is_busy: mr_store_sync_inline is running a batch */
+            while ((mr_queue_empty(&st->queue) || st->is_busy) && !st->is_stopping)
                 pthread_cond_wait(&st->cond, &st->mu);
         }
         if (mr_queue_empty(&st->queue)) break;
-        /* Take everything queued: this is the group commit. */
-        batch.next = st->queue.next;
-        batch.prev = st->queue.prev;
-        batch.next->prev = &batch;
-        batch.prev->next = &batch;
-        mr_queue_init(&st->queue);
+        take_all_locked(st, &batch);
+        st->is_busy = 1;
         pthread_mutex_unlock(&st->mu);
 
         errmsg[0] = '\0';
@@ -673,35 +710,61 @@ static void *writer_main(void *arg)
         rv = run_batch(st, &batch, &done, errmsg);
 
         pthread_mutex_lock(&st->mu);
+        st->is_busy = 0;
     failed:
-        if (is_nospace(rv)) {
-            st->prog.nospace = rv;
-            snprintf(st->prog.nospace_msg, sizeof st->prog.nospace_msg, "%s", errmsg);
-            st->prog.nospace_retries++;
-            backoff_ms = backoff_ms == 0                 ? RETRY_MIN_MS
-                         : backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
-                                                         : backoff_ms * 2;
-        } else if (rv != 0) {
-            st->prog.error = rv;
-            snprintf(st->prog.errmsg, sizeof st->prog.errmsg, "%s", errmsg);
-            ops_free(&st->queue); /* never written: their seqs never complete */
-            backoff_ms = 0;
-        } else {
-            st->prog.done_seq = done;
-            st->prog.persisted_index = st->last_index;
-            st->prog.persisted_term = st->last_term;
-            st->prog.term = st->meta.term;
-            st->prog.vote = st->meta.vote;
-            st->prog.nospace = 0;
-            st->prog.nospace_msg[0] = '\0';
-            backoff_ms = 0;
-        }
+        backoff_ms = finish_batch_locked(st, rv, done, errmsg, backoff_ms);
+        st->is_stalled = backoff_ms > 0;
         pthread_mutex_unlock(&st->mu);
         if (st->notify != NULL) st->notify(st->notify_arg);
         pthread_mutex_lock(&st->mu);
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
+}
+
+void mr_store_wake(struct mr_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    if (!mr_queue_empty(&st->queue)) pthread_cond_signal(&st->cond);
+    pthread_mutex_unlock(&st->mu);
+}
+
+void mr_store_set_inline(struct mr_store *st, int on)
+{
+    pthread_mutex_lock(&st->mu);
+    st->is_inline = on != 0;
+    if (!on && !mr_queue_empty(&st->queue)) pthread_cond_signal(&st->cond);
+    pthread_mutex_unlock(&st->mu);
+}
+
+int mr_store_sync_inline(struct mr_store *st)
+{
+    struct mr_queue batch;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t done = 0;
+    int rv;
+    pthread_mutex_lock(&st->mu);
+    if (st->is_busy || st->is_stalled || st->is_stopping || st->prog.error != 0 ||
+        st->prog.nospace != 0 || mr_queue_empty(&st->queue)) {
+        if (!mr_queue_empty(&st->queue)) pthread_cond_signal(&st->cond); /* the writer runs them */
+        pthread_mutex_unlock(&st->mu);
+        return 0;
+    }
+    take_all_locked(st, &batch);
+    st->is_busy = 1;
+    pthread_mutex_unlock(&st->mu);
+
+    errmsg[0] = '\0';
+    rv = run_batch(st, &batch, &done, errmsg);
+
+    pthread_mutex_lock(&st->mu);
+    st->is_busy = 0;
+    /* A full disk: the batch is back at the head of the queue, and the
+     * writer thread takes over the retries (with its backoff). */
+    (void)finish_batch_locked(st, rv, done, errmsg, 0);
+    pthread_cond_signal(&st->cond); /* what others queued meanwhile, or the retry */
+    pthread_mutex_unlock(&st->mu);
+    return 1;
 }
 
 /* ---- the queue (any thread) ---------------------------------------------------- */
@@ -721,7 +784,11 @@ static int enqueue_locked(struct mr_store *st, struct op *op, uint64_t *seq)
     op->seq = ++st->next_seq;
     if (seq != NULL) *seq = op->seq;
     mr_queue_push_tail(&st->queue, &op->link);
-    pthread_cond_signal(&st->cond);
+    /* In inline mode appends and hard states wait for the host's
+     * mr_store_sync_inline (which wakes the writer if it cannot run them);
+     * anything else wakes the writer at once. */
+    if (!st->is_inline || (op->kind != OP_APPEND && op->kind != OP_HARD_STATE))
+        pthread_cond_signal(&st->cond);
     return 0;
 }
 

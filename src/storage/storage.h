@@ -34,7 +34,11 @@
  * queued with as few writes as possible and one fdatasync per batch (group
  * commit). It then calls `options.notify` (from the writer thread) and the
  * host calls mr_store_poll() to learn what became durable. Storage does not
- * use libuv; the host typically calls uv_async_send() from notify.
+ * use libuv; the host typically calls uv_async_send() from notify. A host may
+ * also run the queued batch on its own thread when the writer is idle
+ * (mr_store_sync_inline, with mr_store_set_inline so appends stop waking the
+ * writer): the same batch, the same order, one fdatasync, minus two thread
+ * hand-offs.
  *
  * Errors: 0 or a negative MR_E* / -errno code; functions taking `errmsg` fill
  * it (MR_ERRMSG_SIZE bytes) on failure. MR_ECORRUPT means damaged data on disk
@@ -277,6 +281,29 @@ struct mr_store_progress {
 
 /* Copies the current progress into *p. Thread-safe; cheap. Returns p->error. */
 int mr_store_poll(struct mr_store *st, struct mr_store_progress *p);
+
+/* Runs everything queued on the calling thread, now, if the writer thread is
+ * idle and the store healthy (not failed, not stalled on a full disk): the
+ * same batch, writes and fdatasync the writer would have run, without the
+ * two thread hand-offs around it. Returns 1 if it ran a batch (its outcome is
+ * in mr_store_poll(); `notify` is NOT called for it), 0 if it did nothing
+ * (the writer thread runs what is queued, as always). A full disk found here
+ * is handed to the writer thread, which retries with its backoff. The caller
+ * blocks for the fdatasync: a host calls it where waiting for the disk is
+ * what it would do next anyway (a follower about to acknowledge). */
+int mr_store_sync_inline(struct mr_store *st);
+
+/* Inline mode (off at open): appends and hard-state writes no longer wake the
+ * writer thread when queued; the host promises to call mr_store_sync_inline()
+ * soon after queueing them, which runs them or, if it cannot, wakes the
+ * writer. Other operations wake the writer as always. Turning it off wakes
+ * the writer for whatever is queued. Without this, every append woke the
+ * writer thread only for mr_store_sync_inline to find it busy. */
+void mr_store_set_inline(struct mr_store *st, int on);
+
+/* Wakes the writer thread for what is queued (inline mode: the host decided
+ * not to run it itself). */
+void mr_store_wake(struct mr_store *st);
 
 /* Makes a writer stalled on a full disk retry now instead of at the end of
  * its backoff (the host calls it when it freed space). Thread-safe. */

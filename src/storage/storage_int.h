@@ -140,6 +140,9 @@ struct mr_store {
     mr_index enq_last; /* last index queued */
     int is_stopping;
     int is_kicked; /* retry a batch stalled on a full disk now */
+    int is_busy;   /* a batch is running (writer thread or mr_store_sync_inline) */
+    int is_stalled; /* the writer is backing off a full disk */
+    int is_inline;  /* mr_store_set_inline: appends wait for mr_store_sync_inline */
     int has_thread;
     pthread_t thread;
     struct mr_store_progress prog; /* prog.error != 0: failed */
@@ -149,7 +152,8 @@ struct mr_store {
     pthread_mutex_t snap_mu; /* serialises snapshot publication */
     uint64_t snap_counter;
 
-    /* writer thread only (and open/close) */
+    /* writer only: the writer thread, or the caller of mr_store_sync_inline
+     * while is_busy (and open/close) */
     struct mr_store_seg *segs;
     size_t n_segs, cap_segs;
     int cur_fd;          /* fd of segs[n_segs-1] when open for appending */

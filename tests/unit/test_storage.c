@@ -1584,6 +1584,101 @@ static void test_store_enospc_mid_record_stalls_and_leaves_no_torn_record(void *
     mr_store_close(st);
 }
 
+/* mr_store_sync_inline: the caller runs the queued batch itself (one write
+ * group, one fdatasync, no notify), appends queued in inline mode do not wake
+ * the writer thread, and a full disk met inline is handed to the writer,
+ * which retries it in order. */
+static void test_store_inline_sync_runs_the_batch_on_the_caller_and_hands_a_full_disk_to_the_writer(
+    void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_options o;
+    struct mr_store_progress p;
+    struct notify_count nc;
+    struct faults fl;
+    char errmsg[MR_ERRMSG_SIZE];
+    uint64_t seq = 0;
+    unsigned long syncs;
+    mr_index i;
+    size_t k;
+
+    faults_init(&fl);
+    pthread_mutex_init(&nc.mu, NULL);
+    nc.n = 0;
+    memset(&o, 0, sizeof o);
+    o.data_dir = f->dir;
+    o.segment_size = 4096;
+    o.fs = &fl.fs;
+    o.notify = count_notify;
+    o.notify_arg = &nc;
+    assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    assert_int_equal(mr_store_sync_inline(st), 0); /* nothing queued */
+
+    /* a first write through the writer, then time for it to park (a writer
+     * that is awake anyway takes whatever is queued, inline mode or not) */
+    append_one(st, 1, 1, &seq);
+    wait_seq(st, seq);
+    usleep(20000);
+    pthread_mutex_lock(&nc.mu);
+    nc.n = 0;
+    pthread_mutex_unlock(&nc.mu);
+    mr_store_set_inline(st, 1);
+    for (i = 2; i <= 10; i++) append_one(st, i, 1, &seq);
+    usleep(20000);
+    mr_store_poll(st, &p);
+    assert_int_equal(p.done_seq, 1); /* the writer was not woken */
+    syncs = faults_count(&fl, F_FDATASYNC);
+    assert_int_equal(mr_store_sync_inline(st), 1);
+    /* done when it returns: one group, one fdatasync, no notify */
+    mr_store_poll(st, &p);
+    assert_int_equal(p.done_seq, seq);
+    assert_int_equal(p.persisted_index, 10);
+    assert_int_equal(faults_count(&fl, F_FDATASYNC), syncs + 1);
+    pthread_mutex_lock(&nc.mu);
+    assert_int_equal(nc.n, 0);
+    pthread_mutex_unlock(&nc.mu);
+
+    /* a full disk inline: reported, nothing of it durable, and the writer
+     * thread retries it once space is back */
+    fl.is_sticky = 1; /* the writer's own retry fails too: it backs off */
+    faults_arm(&fl, F_PWRITE, 1, -ENOSPC);
+    for (i = 11; i <= 14; i++) append_one(st, i, 1, &seq);
+    assert_int_equal(mr_store_sync_inline(st), 1);
+    mr_store_poll(st, &p);
+    assert_int_equal(p.error, 0);
+    assert_int_equal(p.nospace, -ENOSPC);
+    assert_int_equal(p.persisted_index, 10);
+    append_one(st, 15, 1, &seq);
+    assert_int_equal(mr_store_sync_inline(st), 0); /* stalled: the writer's */
+    pthread_mutex_lock(&fl.mu);
+    fl.fail_at = 0; /* space is back */
+    fl.is_sticky = 0;
+    pthread_mutex_unlock(&fl.mu);
+    mr_store_retry_now(st);
+    wait_nospace(st, 0);
+    wait_seq(st, seq);
+    mr_store_poll(st, &p);
+    assert_int_equal(p.persisted_index, 15);
+
+    /* leaving inline mode wakes the writer for what is queued */
+    append_one(st, 16, 1, &seq);
+    mr_store_set_inline(st, 0);
+    wait_seq(st, seq);
+    mr_store_close(st);
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    assert_string_equal(rec.note, "");
+    assert_int_equal(rec.n_entries, 16);
+    for (k = 0; k < rec.n_entries; k++) check_entry(&rec.entries[k], k + 1, 1, 100);
+    mr_store_recovered_release(&rec);
+    mr_store_close(st);
+    pthread_mutex_destroy(&nc.mu);
+    pthread_mutex_destroy(&fl.mu);
+}
+
 static void
 test_store_full_disk_retries_until_space_returns_and_keeps_queue_order(void **state)
 {
@@ -3132,6 +3227,9 @@ int main(void)
             test_store_fresh_dir_is_initialised_and_reopens_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_appends_survive_reopen_across_segments,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_inline_sync_runs_the_batch_on_the_caller_and_hands_a_full_disk_to_the_writer,
+            setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_group_commit_syncs_once_per_batch,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
