@@ -19,6 +19,12 @@
 #include "node/node.h"
 #include "storage/storage.h"
 
+/* jemalloc's build-time options, read at its first allocation (the binary
+ * links jemalloc statically unless MR_JEMALLOC=OFF; glibc ignores this). One
+ * arena: a node has three busy threads, each with its own thread cache, and
+ * every extra arena costs idle memory (docs/performance.md). */
+const char *malloc_conf = "narenas:1";
+
 static const char *level_name(int l)
 {
     switch (l) {

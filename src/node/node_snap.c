@@ -32,6 +32,21 @@
 #include <string.h>
 #include <unistd.h>
 
+/* This node's place among the voters by id (0: the lowest, or not a voter):
+ * staggers the members' snapshots (node_snap_policy.c). */
+static unsigned voter_rank(struct mr_node *n)
+{
+    struct mr_raft_status st;
+    unsigned i, rank = 0;
+    mr_raft_status(&n->raft, &st);
+    if (st.config == NULL) return 0;
+    for (i = 0; i < st.config->n; i++) {
+        const struct mr_raft_server *s = &st.config->servers[i];
+        if (s->role == MR_RAFT_VOTER && s->id < n->id) rank++;
+    }
+    return rank;
+}
+
 #define CHUNK_SIZE (256u * 1024u)     /* bytes per SNAPSHOT_CHUNK frame */
 #define SEND_WINDOW (4u * 1024u * 1024u) /* bytes queued per peer before pausing */
 #define NODE_SNAP_MAGIC "MRNS"
@@ -74,7 +89,8 @@ void mr_node_snap_maybe_start(struct mr_node *n, int force)
     if (n->integ_diverged && !n->integ_resynced) return;
     if (n->applied <= n->snap_index || n->applied_conf == NULL) return;
     n_log = n->applied - n->snap_index;
-    if (!force && !mr_node_snap_due(n->o, n_log, n->log_bytes, n->snap_size)) return;
+    if (!force && !mr_node_snap_due(n->o, n_log, n->log_bytes, n->snap_size, voter_rank(n)))
+        return;
     /* The entries kept behind the snapshot for slow followers: at most
      * snapshot_trailing of them and at most a quarter of log_max bytes
      * (estimated from the average entry since the last snapshot). */

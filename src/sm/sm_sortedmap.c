@@ -36,7 +36,7 @@
  *     klen, varint vlen, key bytes, value bytes (2 bytes of header for short
  *     keys and values). dump() copies entries as they are; load() copies
  *     records into entries; a value update reallocates the one block.
- *   - A leaf holds up to LEAF_MAX (64) entries in key order: per slot a
+ *   - A leaf holds up to LEAF_MAX (63) entries in key order: per slot a
  *     pointer to the entry and the key's first 8 bytes big-endian (zero
  *     padded), so most comparisons never touch the entry. Leaves are linked
  *     left to right for range, items and dump. A map that is one leaf grows
@@ -83,7 +83,9 @@
 
 #include "sm/sm_int.h"
 
-#define LEAF_MAX 64
+/* 63: a full leaf is then 16 + 63 x 16 = 1024 bytes, a size class of every
+ * allocator (64 slots made it 1040, which jemalloc rounds up to 1280). */
+#define LEAF_MAX 63
 #define LEAF_MIN (LEAF_MAX / 2)
 #define LEAF_FIRST 2 /* slots of a new map's (root) leaf; doubles up to LEAF_MAX */
 #define INNER_MAX 64 /* children */

@@ -262,9 +262,9 @@ static void test_snapshot_is_due_by_count_or_bytes_when_there_is_none_yet(void *
 {
     struct mr_node_options o = snap_defaults();
     (void)state;
-    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 1 * MIB /* log */, 0 /* snap */));
-    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 1 * MIB /* log */, 0 /* snap */));
-    assert_true(mr_node_snap_due(&o, 10 /* entries */, 32 * MIB /* log */, 0 /* snap */));
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 1 * MIB /* log */, 0 /* snap */, 0));
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 1 * MIB /* log */, 0 /* snap */, 0));
+    assert_true(mr_node_snap_due(&o, 10 /* entries */, 32 * MIB /* log */, 0 /* snap */, 0));
 }
 
 static void test_a_growing_state_is_rewritten_once_per_its_size_of_log_not_per_quarter(void **state)
@@ -272,12 +272,12 @@ static void test_a_growing_state_is_rewritten_once_per_its_size_of_log_not_per_q
     struct mr_node_options o = snap_defaults();
     (void)state;
     /* 20 MiB of state, 10,000+ entries since: 25% (5 MiB) used to be enough */
-    assert_false(mr_node_snap_due(&o, 50000 /* entries */, 5 * MIB /* log */, 20 * MIB));
-    assert_false(mr_node_snap_due(&o, 100000 /* entries */, 19 * MIB /* log */, 20 * MIB));
-    assert_true(mr_node_snap_due(&o, 100000 /* entries */, 20 * MIB /* log */, 20 * MIB));
+    assert_false(mr_node_snap_due(&o, 50000 /* entries */, 5 * MIB /* log */, 20 * MIB, 0));
+    assert_false(mr_node_snap_due(&o, 100000 /* entries */, 19 * MIB /* log */, 20 * MIB, 0));
+    assert_true(mr_node_snap_due(&o, 100000 /* entries */, 20 * MIB /* log */, 20 * MIB, 0));
     /* off: the 25% share alone */
     o.snapshot_log_percent_small = 0;
-    assert_true(mr_node_snap_due(&o, 50000 /* entries */, 5 * MIB /* log */, 20 * MIB));
+    assert_true(mr_node_snap_due(&o, 50000 /* entries */, 5 * MIB /* log */, 20 * MIB, 0));
 }
 
 static void test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keeps_25_percent(
@@ -286,11 +286,31 @@ static void test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keep
     struct mr_node_options o = snap_defaults();
     (void)state;
     /* 64 MiB of state: 100% would keep 64 MiB of log; capped at 32 MiB */
-    assert_false(mr_node_snap_due(&o, 200000 /* entries */, 32 * MIB - 1 /* log */, 64 * MIB));
-    assert_true(mr_node_snap_due(&o, 200000 /* entries */, 32 * MIB /* log */, 64 * MIB));
+    assert_false(mr_node_snap_due(&o, 200000 /* entries */, 32 * MIB - 1 /* log */, 64 * MIB, 0));
+    assert_true(mr_node_snap_due(&o, 200000 /* entries */, 32 * MIB /* log */, 64 * MIB, 0));
     /* 400 MiB: 25% (100 MiB) is more than the cap, and decides */
-    assert_false(mr_node_snap_due(&o, 900000 /* entries */, 99 * MIB /* log */, 400 * MIB));
-    assert_true(mr_node_snap_due(&o, 900000 /* entries */, 100 * MIB /* log */, 400 * MIB));
+    assert_false(mr_node_snap_due(&o, 900000 /* entries */, 99 * MIB /* log */, 400 * MIB, 0));
+    assert_true(mr_node_snap_due(&o, 900000 /* entries */, 100 * MIB /* log */, 400 * MIB, 0));
+}
+
+static void test_members_ranked_higher_wait_for_a_longer_log_so_snapshots_do_not_coincide(
+    void **state)
+{
+    struct mr_node_options o = snap_defaults();
+    (void)state;
+    /* 160 MiB of state: rank 0 at 25% (40 MiB), rank 1 at 46 MiB, rank 2 at 52 MiB
+     * (give or take the rounding of the percentages) */
+    assert_true(mr_node_snap_due(&o, 300000, 40 * MIB, 160 * MIB, 0));
+    assert_false(mr_node_snap_due(&o, 300000, 40 * MIB, 160 * MIB, 1));
+    assert_false(mr_node_snap_due(&o, 300000, 46 * MIB - 64 * 1024, 160 * MIB, 1));
+    assert_true(mr_node_snap_due(&o, 300000, 46 * MIB, 160 * MIB, 1));
+    assert_false(mr_node_snap_due(&o, 300000, 52 * MIB - 64 * 1024, 160 * MIB, 2));
+    assert_true(mr_node_snap_due(&o, 300000, 52 * MIB, 160 * MIB, 2));
+    /* capped: rank 6 and beyond wait 90% longer */
+    assert_false(mr_node_snap_due(&o, 300000, 76 * MIB - 64 * 1024, 160 * MIB, 9));
+    assert_true(mr_node_snap_due(&o, 300000, 76 * MIB, 160 * MIB, 9));
+    /* a small state is not staggered: the count decides for every rank */
+    assert_true(mr_node_snap_due(&o, 10000, 200 * 1024, 512 * 1024, 2));
 }
 
 static void test_a_small_state_snapshots_on_the_count_as_before(void **state)
@@ -298,9 +318,9 @@ static void test_a_small_state_snapshots_on_the_count_as_before(void **state)
     struct mr_node_options o = snap_defaults();
     (void)state;
     /* 512 KiB of state: below 1 MiB the count (and the 25% share) decide */
-    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 200 * 1024 /* log */, 512 * 1024));
-    assert_false(mr_node_snap_due(&o, 10000 /* entries */, 100 * 1024 /* log */, 512 * 1024));
-    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 400 * 1024 /* log */, 512 * 1024));
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 200 * 1024 /* log */, 512 * 1024, 0));
+    assert_false(mr_node_snap_due(&o, 10000 /* entries */, 100 * 1024 /* log */, 512 * 1024, 0));
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 400 * 1024 /* log */, 512 * 1024, 0));
 }
 
 static void test_snapshot_log_percent_zero_counts_entries_only(void **state)
@@ -308,8 +328,8 @@ static void test_snapshot_log_percent_zero_counts_entries_only(void **state)
     struct mr_node_options o = snap_defaults();
     (void)state;
     o.snapshot_log_percent = 0;
-    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 1 /* log */, 100 * MIB));
-    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 1 /* log */, 100 * MIB));
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 1 /* log */, 100 * MIB, 0));
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 1 /* log */, 100 * MIB, 0));
 }
 
 static void test_zero_options_mean_the_default_triggers(void **state)
@@ -317,9 +337,9 @@ static void test_zero_options_mean_the_default_triggers(void **state)
     struct mr_node_options o;
     (void)state;
     memset(&o, 0, sizeof o);
-    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 32 * MIB - 1, 0 /* snap */));
-    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 0 /* log */, 0 /* snap */));
-    assert_true(mr_node_snap_due(&o, 1 /* entries */, 32 * MIB, 0 /* snap */));
+    assert_false(mr_node_snap_due(&o, 9999 /* entries */, 32 * MIB - 1, 0 /* snap */, 0));
+    assert_true(mr_node_snap_due(&o, 10000 /* entries */, 0 /* log */, 0 /* snap */, 0));
+    assert_true(mr_node_snap_due(&o, 1 /* entries */, 32 * MIB, 0 /* snap */, 0));
 }
 
 static void test_freed_memory_goes_back_when_idle_or_after_a_minute_not_under_writes(void **state)
@@ -356,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_is_due_by_count_or_bytes_when_there_is_none_yet),
         cmocka_unit_test(test_a_growing_state_is_rewritten_once_per_its_size_of_log_not_per_quarter),
         cmocka_unit_test(test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keeps_25_percent),
+        cmocka_unit_test(test_members_ranked_higher_wait_for_a_longer_log_so_snapshots_do_not_coincide),
         cmocka_unit_test(test_a_small_state_snapshots_on_the_count_as_before),
         cmocka_unit_test(test_snapshot_log_percent_zero_counts_entries_only),
         cmocka_unit_test(test_zero_options_mean_the_default_triggers),
