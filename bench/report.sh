@@ -57,6 +57,7 @@ def mark(ok): if ok then "met" else "MISSED" end;
   "",
   (if $fl then
     "floor: fdatasync \($fl.fdatasync_per_s)/s, p50 \($fl.fdatasync_p50_us) us (p99 \($fl.fdatasync_p99_us) us); loopback round trip p50 \($fl.loopback_rtt_p50_us) us (p99 \($fl.loopback_rtt_p99_us) us); one write >= \($fl.fdatasync_p50_us + $fl.loopback_rtt_p50_us) us"
+    + (if $fl.shared3_majority_p50_us then "; 3 syncs at once on this disk, 2nd durable: p50 \($fl.shared3_majority_p50_us) us (p99 \($fl.shared3_majority_p99_us) us): one write of 3 nodes on one disk >= \($fl.shared3_majority_p50_us + $fl.loopback_rtt_p50_us) us" else "" end)
    else empty end),
   ( ["moonraft", "etcd"][] as $s
     | ($rows | map(select(.kind == "failover" and .system == $s) | .ms)) as $fo
@@ -86,7 +87,11 @@ def mark(ok): if ok then "met" else "MISSED" end;
       + "; p99 <= 0.5x etcd: \(ratio($m.p99_us; $e.p99_us))x \(mark($m.p99_us <= 0.5 * $e.p99_us))" ),
   ( cell("moonraft"; "write"; "leader"; 1) as $m | select($m and $fl)
     | ($fl.fdatasync_p50_us + $fl.loopback_rtt_p50_us) as $floor
-    | "  single write p50 <= 1.5x (fdatasync p50 + rtt p50 = \($floor) us): \($m.p50_us) us = \(ratio($m.p50_us; $floor))x \(mark($m.p50_us <= 1.5 * $floor))" ),
+    | "  single write p50 <= 1.5x (fdatasync p50 + rtt p50 = \($floor) us): \($m.p50_us) us = \(ratio($m.p50_us; $floor))x \(mark($m.p50_us <= 1.5 * $floor))"
+      + (if $fl.shared3_majority_p50_us then
+           ($fl.shared3_majority_p50_us + $fl.loopback_rtt_p50_us) as $f3
+           | "; against the shared-disk floor (2nd of 3 concurrent syncs + rtt = \($f3) us): \(ratio($m.p50_us; $f3))x"
+         else "" end) ),
   ( cell("moonraft"; "read"; "leader"; 64) as $m | cell("etcd"; "read"; "leader"; 64) as $e
     | select($m and $e)
     | "  linearizable reads/s at 64 conns >= 2x etcd: \(ratio($m.rps; $e.rps))x \(mark(($m.rps / ($e.rps + 0.001)) >= 2))" ),
