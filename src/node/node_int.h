@@ -552,9 +552,9 @@ int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char
  * snapshot_log_mb (0: their defaults, 10000 and 32); then the log must also
  * reach snapshot_log_percent of snap_size (0: no such gate) or, if larger,
  * snapshot_log_percent_small of it capped at snapshot_log_mb (for a
- * snap_size of 1 MiB or more); for such a state that size gate is 15% higher
- * per voter whose id is below this node's (`rank`), which staggers the
- * members' snapshots. Pure. */
+ * snap_size of 1 MiB or more); for such a state that size gate is 10% lower
+ * per voter whose id is below this node's (`rank`, up to 50%), which staggers
+ * the members' snapshots. Pure. */
 int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t log_bytes,
                      uint64_t snap_size, unsigned rank);
 

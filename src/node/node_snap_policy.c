@@ -27,11 +27,15 @@
  * whole state at the same moment. On a machine (or disk) they share, that is
  * three times the CPU and I/O burst at once, and the leader's loop and WAL
  * syncs starve behind it (1M keys, 256 writers: p99 2x that of the same run
- * without snapshots). For a state of 1 MiB or more, each member waits for a
- * log STAGGER_PCT% longer per member ranked before it (by id), so at most one
- * of them usually snapshots at a time and a quorum stays fast. rank is the
- * node's place among the voters by id (0 for the lowest; capped at 6). */
-#define STAGGER_PCT 15u
+ * without snapshots). For a state of 1 MiB or more, each member takes its
+ * snapshot at a log STAGGER_PCT% shorter per member ranked before it (by id),
+ * so at most one of them usually snapshots at a time and a quorum stays fast.
+ * Shorter, not longer: no member keeps more log (memory, replay time at a
+ * restart) than before; the lower-ranked ones snapshot a little more often.
+ * rank is the node's place among the voters by id (0 for the lowest; capped
+ * at STAGGER_MAX_RANK). */
+#define STAGGER_PCT 10u
+#define STAGGER_MAX_RANK 5u
 
 int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t log_bytes,
                      uint64_t snap_size, unsigned rank)
@@ -39,7 +43,7 @@ int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t
     uint64_t every = o->snapshot_entries ? o->snapshot_entries : 10000;
     uint64_t log_max = (o->snapshot_log_mb ? o->snapshot_log_mb : 32) << 20;
     uint64_t need, small;
-    uint64_t stretch = 100u + STAGGER_PCT * (rank > 6 ? 6 : rank); /* percent */
+    uint64_t share = 100u - STAGGER_PCT * (rank > STAGGER_MAX_RANK ? STAGGER_MAX_RANK : rank);
 
     /* The triggers: by count, or by bytes (a few large entries, a bulk
      * load, would otherwise sit in memory and in the WAL until the count). */
@@ -51,7 +55,7 @@ int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t
     if (small > need) need = small;
     /* only where a rewrite costs: a state of 1 MiB or more */
     if (snap_size >= SMALL_MIN_BYTES && rank > 0)
-        need = need < UINT64_MAX / 200 ? need * stretch / 100 : need / 100 * stretch;
+        need = need < UINT64_MAX / 100 ? need * share / 100 : need / 100 * share;
     return log_bytes >= need;
 }
 

@@ -293,22 +293,24 @@ static void test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keep
     assert_true(mr_node_snap_due(&o, 900000 /* entries */, 100 * MIB /* log */, 400 * MIB, 0));
 }
 
-static void test_members_ranked_higher_wait_for_a_longer_log_so_snapshots_do_not_coincide(
+static void test_members_ranked_higher_snapshot_at_a_shorter_log_so_snapshots_do_not_coincide(
     void **state)
 {
     struct mr_node_options o = snap_defaults();
     (void)state;
-    /* 160 MiB of state: rank 0 at 25% (40 MiB), rank 1 at 46 MiB, rank 2 at 52 MiB
+    /* 160 MiB of state: rank 0 at 25% (40 MiB), rank 1 at 36 MiB, rank 2 at 32 MiB
      * (give or take the rounding of the percentages) */
+    assert_false(mr_node_snap_due(&o, 300000, 40 * MIB - 64 * 1024, 160 * MIB, 0));
     assert_true(mr_node_snap_due(&o, 300000, 40 * MIB, 160 * MIB, 0));
-    assert_false(mr_node_snap_due(&o, 300000, 40 * MIB, 160 * MIB, 1));
-    assert_false(mr_node_snap_due(&o, 300000, 46 * MIB - 64 * 1024, 160 * MIB, 1));
-    assert_true(mr_node_snap_due(&o, 300000, 46 * MIB, 160 * MIB, 1));
-    assert_false(mr_node_snap_due(&o, 300000, 52 * MIB - 64 * 1024, 160 * MIB, 2));
-    assert_true(mr_node_snap_due(&o, 300000, 52 * MIB, 160 * MIB, 2));
-    /* capped: rank 6 and beyond wait 90% longer */
-    assert_false(mr_node_snap_due(&o, 300000, 76 * MIB - 64 * 1024, 160 * MIB, 9));
-    assert_true(mr_node_snap_due(&o, 300000, 76 * MIB, 160 * MIB, 9));
+    assert_false(mr_node_snap_due(&o, 300000, 36 * MIB - 64 * 1024, 160 * MIB, 1));
+    assert_true(mr_node_snap_due(&o, 300000, 36 * MIB, 160 * MIB, 1));
+    assert_false(mr_node_snap_due(&o, 300000, 32 * MIB - 64 * 1024, 160 * MIB, 2));
+    assert_true(mr_node_snap_due(&o, 300000, 32 * MIB, 160 * MIB, 2));
+    /* capped: rank 5 and beyond at half the log */
+    assert_false(mr_node_snap_due(&o, 300000, 20 * MIB - 64 * 1024, 160 * MIB, 9));
+    assert_true(mr_node_snap_due(&o, 300000, 20 * MIB, 160 * MIB, 9));
+    /* never below the triggers: 10,000 entries or snapshot_log_mb */
+    assert_false(mr_node_snap_due(&o, 9999, 20 * MIB, 160 * MIB, 9));
     /* a small state is not staggered: the count decides for every rank */
     assert_true(mr_node_snap_due(&o, 10000, 200 * 1024, 512 * 1024, 2));
 }
@@ -376,7 +378,8 @@ int main(void)
         cmocka_unit_test(test_snapshot_is_due_by_count_or_bytes_when_there_is_none_yet),
         cmocka_unit_test(test_a_growing_state_is_rewritten_once_per_its_size_of_log_not_per_quarter),
         cmocka_unit_test(test_the_larger_share_stops_at_snapshot_log_mb_so_a_large_state_keeps_25_percent),
-        cmocka_unit_test(test_members_ranked_higher_wait_for_a_longer_log_so_snapshots_do_not_coincide),
+        cmocka_unit_test(
+            test_members_ranked_higher_snapshot_at_a_shorter_log_so_snapshots_do_not_coincide),
         cmocka_unit_test(test_a_small_state_snapshots_on_the_count_as_before),
         cmocka_unit_test(test_snapshot_log_percent_zero_counts_entries_only),
         cmocka_unit_test(test_zero_options_mean_the_default_triggers),
