@@ -983,6 +983,29 @@ static void test_json_values_round_trip_exactly(void **state)
     expect_eval(sm, "return canonical.encode({z = 1, a = {y = 2, b = 3}})",
                 "\"{\\\"a\\\":{\\\"b\\\":3,\\\"y\\\":2},\\\"z\\\":1}\"");
     expect_eval(sm, "return json.encode(json.array()) .. json.encode({})", "\"[]{}\"");
+    /* integer keys are written as "%lld" writes them (fmt_int), and objects
+     * of up to 12 keys (insertion sort) and more (qsort) come out in the same
+     * bytewise order a Lua sort gives */
+    expect_eval(sm,
+                "return json.encode({[math.mininteger] = 1, [-3] = 2, [0] = 3, [10] = 4, b = 5})",
+                "\"{\\\"-3\\\":2,\\\"-9223372036854775808\\\":1,\\\"0\\\":3,"
+                "\\\"10\\\":4,\\\"b\\\":5}\"");
+    expect_eval(sm,
+                "local out = {}\n"
+                "for n = 1, 40 do\n"
+                "  local t, keys = {}, {}\n"
+                "  for i = n, 1, -1 do\n"
+                "    local k = string.format('%x', (i * 2654435761) % 4096)\n"
+                "    if t[k] == nil then t[k] = i; keys[#keys + 1] = k end\n"
+                "  end\n"
+                "  table.sort(keys)\n"
+                "  local parts = {}\n"
+                "  for _, k in ipairs(keys) do parts[#parts + 1] = '\"' .. k .. '\":' .. t[k] end\n"
+                "  out[#out + 1] = json.encode(t) == '{' .. table.concat(parts, ',') .. '}'\n"
+                "end\n"
+                "for _, ok in ipairs(out) do if not ok then return false end end\n"
+                "return #out",
+                "40");
     expect_eval(sm, "return cjson.null == json.null and cjson.encode({1, 2})",
                 "\"[1,2]\"");
     expect_eval(sm, "return canonical.keys({b = 1, a = 2, ab = 3, [1] = 4}, 'a')",
