@@ -622,6 +622,27 @@ int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
     return agree;
 }
 
+int mr_it_state_hash(struct mr_it_cluster *c, int i, int timeout_ms, char hash_out[65],
+                     long long *applied_out)
+{
+    long long end = mr_it_now_ms() + timeout_ms;
+    hash_out[0] = '\0';
+    for (;;) {
+        struct mr_it_resp r = mr_it_http(c, i, "GET", "/v1/status?hash=true", NULL, NULL);
+        if (r.status == 200) {
+            const char *h = mr_it_jq(r.body, "j.state_hash");
+            if (strlen(h) == 64) {
+                snprintf(hash_out, 65, "%s", h);
+                if (applied_out) *applied_out = atoll(mr_it_jq(r.body, "j.applied"));
+            }
+        }
+        mr_it_resp_free(&r);
+        if (hash_out[0] != '\0') return 1;
+        if (mr_it_now_ms() > end) return 0;
+        mr_it_sleep_ms(20);
+    }
+}
+
 long long mr_it_snapshot(struct mr_it_cluster *c, int i, const char *headers)
 {
     long long want = -1, end = mr_it_now_ms() + 20000; /* generous: ASan, a loaded machine */

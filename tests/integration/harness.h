@@ -102,6 +102,12 @@ void mr_it_sleep_ms(int ms);
  * equal too, else 0. hash_out (65 bytes) and applied_out may be NULL. */
 int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
                      long long *applied_out);
+/* Polls /v1/status?hash=true on node i until it reports a state hash (null
+ * while its apply thread is busy, by contract) and copies it to hash_out (65
+ * bytes); applied_out (may be NULL) gets the applied index the hash is at.
+ * Returns 1, or 0 after timeout_ms (hash_out is then ""). */
+int mr_it_state_hash(struct mr_it_cluster *c, int i, int timeout_ms, char hash_out[65],
+                     long long *applied_out);
 /* POST /v1/snapshot on node i (waiting while an automatic one runs), then
  * waits until its snapshot_index reaches the applied index it reported.
  * Returns that index, or -1. `headers` as for mr_it_http (an admin token). */
