@@ -697,8 +697,11 @@ static void *writer_main(void *arg)
             }
         } else {
             /* is_busy: mr_store_sync_inline is running a batch */
-            while ((mr_queue_empty(&st->queue) || st->is_busy) && !st->is_stopping)
+            while ((mr_queue_empty(&st->queue) || st->is_busy) && !st->is_stopping) {
+                st->is_parked = 1;
                 pthread_cond_wait(&st->cond, &st->mu);
+                st->is_parked = 0;
+            }
         }
         if (mr_queue_empty(&st->queue)) break;
         take_all_locked(st, &batch);
@@ -737,6 +740,15 @@ void mr_store_set_inline(struct mr_store *st, int on)
     pthread_mutex_unlock(&st->mu);
 }
 
+int mr_store__writer_is_parked(struct mr_store *st)
+{
+    int v;
+    pthread_mutex_lock(&st->mu);
+    v = st->is_parked;
+    pthread_mutex_unlock(&st->mu);
+    return v;
+}
+
 int mr_store_sync_inline(struct mr_store *st)
 {
     struct mr_queue batch;
@@ -762,7 +774,11 @@ int mr_store_sync_inline(struct mr_store *st)
     /* A full disk: the batch is back at the head of the queue, and the
      * writer thread takes over the retries (with its backoff). */
     (void)finish_batch_locked(st, rv, done, errmsg, 0);
-    pthread_cond_signal(&st->cond); /* what others queued meanwhile, or the retry */
+    /* What others queued meanwhile, or the retry (the batch is back in the
+     * queue): only then is the writer woken; a wake-up for nothing costs
+     * a context switch per inline sync, and the writer could then take the
+     * next lone entry that this loop would have synced itself. */
+    if (!mr_queue_empty(&st->queue)) pthread_cond_signal(&st->cond);
     pthread_mutex_unlock(&st->mu);
     return 1;
 }

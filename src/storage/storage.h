@@ -376,7 +376,14 @@ mr_store_snap_reader_info(const struct mr_store_snap_reader *r);
  * the count (0 at the end) or a negative error. Thread-compatible (pread). */
 ssize_t mr_store_snap_reader_read(struct mr_store_snap_reader *r, uint64_t off, void *buf,
                                   size_t len);
-/* Reads the whole payload and checks its checksum: 0 or MR_ECORRUPT. */
+/* The whole payload mapped read-only (the pages are the page cache's: no
+ * copy, no anonymous memory), valid until mr_store_snap_reader_unmap or
+ * close; NULL if it cannot be mapped (the caller then reads). Not
+ * thread-safe against another call on the same reader. */
+const unsigned char *mr_store_snap_reader_map(struct mr_store_snap_reader *r);
+void mr_store_snap_reader_unmap(struct mr_store_snap_reader *r);
+/* Reads the whole payload (through a mapping when it can) and checks its
+ * checksum: 0 or MR_ECORRUPT. */
 int mr_store_snap_reader_verify(struct mr_store_snap_reader *r, char *errmsg);
 void mr_store_snap_reader_close(struct mr_store_snap_reader *r); /* NULL-safe */
 

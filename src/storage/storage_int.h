@@ -27,6 +27,8 @@ int mr_store__write_all(const struct mr_store_fs *fs, int fd, const void *buf, s
                         off_t off);
 /* fsync of a directory. 0 or -errno. */
 int mr_store__sync_dir(const struct mr_store_fs *fs, const char *dir);
+/* 1 while the writer thread waits for work (for tests that need it idle). */
+int mr_store__writer_is_parked(struct mr_store *st);
 /* Reads a whole regular file into a new mr_malloc'd buffer (*buf NULL when
  * the file is empty). 0 or -errno / MR_ENOMEM. */
 int mr_store__read_file(const char *path, unsigned char **buf, uint64_t *size);
@@ -141,6 +143,7 @@ struct mr_store {
     int is_stopping;
     int is_kicked; /* retry a batch stalled on a full disk now */
     int is_busy;   /* a batch is running (writer thread or mr_store_sync_inline) */
+    int is_parked; /* the writer waits for work (tests: mr_store__writer_is_parked) */
     int is_stalled; /* the writer is backing off a full disk */
     int is_inline;  /* mr_store_set_inline: appends wait for mr_store_sync_inline */
     int has_thread;

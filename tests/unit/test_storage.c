@@ -1621,7 +1621,7 @@ static void test_store_inline_sync_runs_the_batch_on_the_caller_and_hands_a_full
      * that is awake anyway takes whatever is queued, inline mode or not) */
     append_one(st, 1, 1, &seq);
     wait_seq(st, seq);
-    usleep(20000);
+    while (!mr_store__writer_is_parked(st)) usleep(1000);
     pthread_mutex_lock(&nc.mu);
     nc.n = 0;
     pthread_mutex_unlock(&nc.mu);
@@ -1889,6 +1889,19 @@ static void test_store_snapshot_round_trip_in_chunks_and_older_ones_removed(void
     assert_int_equal(info->size, plen);
     assert_memory_equal(info->conf->data, "members2", 8);
     assert_int_equal(mr_store_snap_reader_verify(r, errmsg), 0);
+    /* mapped: the payload's bytes in place, one mapping per reader until
+     * unmap; verify neither needs nor drops a mapping the caller holds */
+    {
+        const unsigned char *m = mr_store_snap_reader_map(r);
+        assert_non_null(m);
+        assert_memory_equal(m, payload_buf, plen);
+        assert_ptr_equal(mr_store_snap_reader_map(r), m);
+        assert_int_equal(mr_store_snap_reader_verify(r, errmsg), 0);
+        assert_memory_equal(m + plen - 16, payload_buf + plen - 16, 16);
+        mr_store_snap_reader_unmap(r);
+        mr_store_snap_reader_unmap(r); /* idempotent */
+        assert_int_equal(mr_store_snap_reader_verify(r, errmsg), 0);
+    }
 
     /* received chunk by chunk on another store */
     {
