@@ -11,7 +11,10 @@
  * (mr_console_download: http or https, the same --tls-* options and
  * MOONRAFT_TLS_* variables as `moonraft console`), writing the body to
  * FILE.part as it arrives; it then checks the whole file (storage's
- * mr_store_backup_check) and only then renames it to FILE. */
+ * mr_store_backup_check) and only then renames it to FILE (and fsyncs its
+ * directory). Interrupted (SIGINT, SIGTERM, SIGHUP) or failed, it removes
+ * FILE.part: a partial download is never left behind to be mistaken for a
+ * backup. */
 #include "node/node_int.h"
 
 #include "console/console.h"
@@ -19,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +148,63 @@ static const char *env_or(const char *v, const char *name)
     return e != NULL && e[0] ? e : NULL;
 }
 
+/* FILE.part while a download runs, for the signal handler (async-signal-safe:
+ * unlink, then the default action, so the exit status still says which
+ * signal ended the tool). */
+static char part_on_signal[4096];
+static volatile sig_atomic_t part_armed;
+static const int part_signals[] = {SIGINT, SIGTERM, SIGHUP};
+#define N_PART_SIGNALS (sizeof part_signals / sizeof part_signals[0])
+
+static void part_signal_handler(int sig)
+{
+    if (part_armed) unlink(part_on_signal);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void part_guard(const char *part, struct sigaction old[N_PART_SIGNALS])
+{
+    struct sigaction sa;
+    size_t i;
+    snprintf(part_on_signal, sizeof part_on_signal, "%s", part);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = part_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    for (i = 0; i < N_PART_SIGNALS; i++) sigaddset(&sa.sa_mask, part_signals[i]);
+    part_armed = 1;
+    for (i = 0; i < N_PART_SIGNALS; i++) sigaction(part_signals[i], &sa, &old[i]);
+}
+
+static void part_unguard(const struct sigaction old[N_PART_SIGNALS])
+{
+    size_t i;
+    for (i = 0; i < N_PART_SIGNALS; i++) sigaction(part_signals[i], &old[i], NULL);
+    part_armed = 0;
+}
+
+/* Makes a rename in `file`'s directory durable. */
+static int sync_parent_dir(const char *file)
+{
+    char dir[4096];
+    const char *slash = strrchr(file, '/');
+    int fd, rv = 0;
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == file)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - file), file);
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (fsync(fd) != 0) rv = -1;
+    close(fd);
+    return rv;
+}
+
 int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
 {
+    struct sigaction old_sa[N_PART_SIGNALS];
     const char *addr = NULL, *file = NULL, *token = NULL, *lag = NULL;
     const char *headers[2] = {NULL, NULL};
     char path[128], auth[1024], part[4096], errbody[1024], errmsg[MR_ERRMSG_SIZE] = "";
@@ -201,8 +260,10 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
     }
     snprintf(part, sizeof part, "%s.part", file);
     memset(&k, 0, sizeof k);
+    part_guard(part, old_sa);
     k.fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (k.fd < 0) {
+        part_unguard(old_sa);
         fprintf(err, "moonraft backup: %s: %s\n", part, strerror(errno));
         return 1;
     }
@@ -241,6 +302,10 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
         mr_store_backup_info_release(&info);
         goto fail;
     }
+    part_unguard(old_sa);
+    if (sync_parent_dir(file) != 0)
+        fprintf(err, "moonraft backup: warning: fsync of %s's directory: %s\n", file,
+                strerror(errno));
     fprintf(out, "backup: %s\n", file);
     print_info(out, file, &info);
     mr_store_backup_info_release(&info);
@@ -248,6 +313,7 @@ int mr_node_backup_main(int argc, char **argv, FILE *out, FILE *err)
 fail:
     if (k.fd >= 0) close(k.fd);
     unlink(part);
+    part_unguard(old_sa);
     return 1;
 }
 

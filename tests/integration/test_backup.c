@@ -7,7 +7,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +345,74 @@ static void test_a_large_backup_is_streamed_without_holding_it_in_memory(void **
     assert_true(after - before < size / 1024 / 4);
 }
 
+/* Interrupted while the node has not answered yet (paused), the tool removes
+ * FILE.part and dies of the signal; a backup taken afterwards is whole. */
+static void test_an_interrupted_backup_leaves_no_partial_file(void **state)
+{
+    static const int sigs[] = {SIGINT, SIGTERM};
+    char out[8192], file[400], part[420], port[16];
+    struct stat sb;
+    size_t k;
+    (void)state;
+
+    mr_it_cluster_init(&src, 1);
+    snprintf(src.extra_args, sizeof src.extra_args, "--admin-token adm");
+    mr_it_start_static(&src, 0, NULL);
+    assert_int_equal(mr_it_wait_leader(&src, 10000, 1), 0);
+    for (k = 0; k < 20; k++) {
+        char path[32];
+        struct mr_it_resp r;
+        snprintf(path, sizeof path, "/v1/kv/k%zu", k);
+        r = mr_it_http(&src, 0, "PUT", path, "\"v\"", NULL);
+        MR_IT_EXPECT_STATUS(&src, r, 200);
+        mr_it_resp_free(&r);
+    }
+    snprintf(file, sizeof file, "%s/cut.mrb", src.root);
+    snprintf(part, sizeof part, "%s.part", file);
+    snprintf(port, sizeof port, "127.0.0.1:%d", src.nodes[0].http_port);
+    for (k = 0; k < sizeof sigs / sizeof sigs[0]; k++) {
+        char bin[300];
+        int st;
+        long long t0;
+        pid_t pid;
+        mr_it_pause(&src, 0); /* the request is accepted by the kernel, never answered */
+        snprintf(bin, sizeof bin, "%s/moonraft", MR_BINARY_DIR);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            int null = open("/dev/null", O_WRONLY);
+            if (null >= 0) {
+                dup2(null, 1);
+                dup2(null, 2);
+            }
+            execl(bin, bin, "backup", port, file, "--token", "adm", (char *)NULL);
+            _exit(127);
+        }
+        t0 = mr_it_now_ms();
+        while (stat(part, &sb) != 0) {
+            assert_true(mr_it_now_ms() - t0 < 10000);
+            mr_it_sleep_ms(10);
+        }
+        mr_it_sleep_ms(200); /* into the download's wait */
+        assert_int_equal(kill(pid, sigs[k]), 0);
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        mr_it_resume(&src, 0);
+        fprintf(stderr, "backup tool after signal %d: %s %d\n", sigs[k],
+                WIFSIGNALED(st) ? "killed by" : "exit", WIFSIGNALED(st) ? WTERMSIG(st)
+                                                                       : WEXITSTATUS(st));
+        assert_true(WIFSIGNALED(st));
+        assert_int_equal(WTERMSIG(st), sigs[k]);
+        assert_int_not_equal(stat(part, &sb), 0);
+        assert_int_not_equal(stat(file, &sb), 0);
+    }
+    /* the node is fine and a backup now completes */
+    assert_int_equal(run(out, sizeof out, "%s/moonraft backup %s %s --token adm",
+                         MR_BINARY_DIR, port, file),
+                     0);
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_not_equal(stat(part, &sb), 0);
+}
+
 static void test_backup_and_restore_refuse_what_they_must(void **state)
 {
     char out[8192], file[400], bad[400], dir[400], peers[256];
@@ -525,6 +595,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_large_backup_is_streamed_without_holding_it_in_memory, setup_none,
             teardown_both),
+        cmocka_unit_test_setup_teardown(test_an_interrupted_backup_leaves_no_partial_file,
+                                        setup_none, teardown_both),
         cmocka_unit_test_setup_teardown(test_backup_and_restore_refuse_what_they_must,
                                         setup_none, teardown_both),
         cmocka_unit_test_setup_teardown(
