@@ -250,6 +250,15 @@ struct restored {
     char timers_err[MR_ERRMSG_SIZE];
 };
 
+/* Drops restore_sm's view of the payload: the copy, or the mapping. */
+static void release_payload(struct mr_store_snap_reader *r, unsigned char *copy)
+{
+    if (copy != NULL)
+        mr_free(copy);
+    else
+        mr_store_snap_reader_unmap(r);
+}
+
 /* The state machine's part of a restore: touches n->sm, n->idem and
  * n->last_time_ms only, so it runs on the apply thread (install) or on the
  * loop while the apply thread is idle (start, resync). */
@@ -257,7 +266,8 @@ static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct 
                       char *errmsg)
 {
     const struct mr_store_snap_info *info = mr_store_snap_reader_info(r);
-    unsigned char *buf;
+    const unsigned char *buf;
+    unsigned char *copy = NULL;
     uint64_t off = 0, idem_len, sections_len = 0;
     struct mr_node_sections sec;
     size_t used;
@@ -266,16 +276,26 @@ static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct 
         mr_errmsg_printf(errmsg, "snapshot %llu: payload too small", (unsigned long long)info->index);
         return MR_ECORRUPT;
     }
-    buf = mr_malloc((size_t)info->size + 1);
-    if (buf == NULL) return MR_ENOMEM;
-    while (off < info->size) {
-        ssize_t got = mr_store_snap_reader_read(r, off, buf + off, (size_t)(info->size - off));
-        if (got <= 0) {
-            mr_free(buf);
-            mr_errmsg_printf(errmsg, "snapshot %llu: read failed", (unsigned long long)info->index);
-            return got < 0 ? (int)got : MR_ECORRUPT;
+    /* Parsed in place from a read-only mapping of the file: no copy of the
+     * whole payload into anonymous memory (page faults, a memcpy from the
+     * page cache) at a restart of a large state. Read into a buffer only
+     * when it cannot be mapped. */
+    buf = getenv("MR_SNAP_NO_MMAP") == NULL ? mr_store_snap_reader_map(r) : NULL;
+    if (buf == NULL) {
+        copy = mr_malloc((size_t)info->size + 1);
+        if (copy == NULL) return MR_ENOMEM;
+        while (off < info->size) {
+            ssize_t got =
+                mr_store_snap_reader_read(r, off, copy + off, (size_t)(info->size - off));
+            if (got <= 0) {
+                mr_free(copy);
+                mr_errmsg_printf(errmsg, "snapshot %llu: read failed",
+                                 (unsigned long long)info->index);
+                return got < 0 ? (int)got : MR_ECORRUPT;
+            }
+            off += (uint64_t)got;
         }
-        off += (uint64_t)got;
+        buf = copy;
     }
     {
         uint32_t ver = mr_get_u32(buf + 4);
@@ -284,7 +304,7 @@ static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct 
         if (memcmp(buf, NODE_SNAP_MAGIC, 4) != 0 || ver < 1 || ver > 3 || info->size < hdr ||
             mr_get_u64(buf + 8) > info->size - hdr ||
             (ver >= 3 && mr_get_u64(buf + 24) > info->size - hdr - mr_get_u64(buf + 8))) {
-            mr_free(buf);
+            release_payload(r, copy);
             mr_errmsg_printf(errmsg, "snapshot %llu: not a moonraft node snapshot",
                              (unsigned long long)info->index);
             return MR_ECORRUPT;
@@ -293,7 +313,7 @@ static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct 
         if (ver >= 3) sections_len = mr_get_u64(buf + 24);
         rv = mr_node_sections_parse(buf + hdr + idem_len, (size_t)sections_len, &sec, errmsg);
         if (rv != 0) {
-            mr_free(buf);
+            release_payload(r, copy);
             return rv;
         }
         /* Decode into a fresh table and swap only once the state machine has
@@ -302,7 +322,7 @@ static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct 
         if (rv == 0) rv = mr_idem_decode(&fresh, buf + hdr, (size_t)idem_len, &used);
         if (rv != 0) {
             mr_idem_close(&fresh);
-            mr_free(buf);
+            release_payload(r, copy);
             mr_errmsg_printf(errmsg, "snapshot %llu: bad idempotency table",
                              (unsigned long long)info->index);
             return rv == MR_ENOMEM ? rv : MR_ECORRUPT;
@@ -332,7 +352,7 @@ static int restore_sm(struct mr_node *n, struct mr_store_snap_reader *r, struct 
         } else {
             mr_idem_close(&fresh);
         }
-        mr_free(buf);
+        release_payload(r, copy);
         return rv;
     }
 }
