@@ -106,7 +106,7 @@ trap 'exit 130' INT TERM
 
 # ---- ports ------------------------------------------------------------------------
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-BASE=$((20000 + ($$ % 300) * 100))
+BASE=$((20000 + ($$ % 120) * 100)) # 20000..31999: below the ephemeral range (32768+)
 while port_busy $((BASE + 1)) || port_busy $((BASE + 11)) || port_busy $((BASE + 21)) ||
     port_busy $((BASE + 31)); do
     BASE=$((BASE + 100))
