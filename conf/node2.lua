@@ -71,6 +71,9 @@ return {
   -- snapshot_trailing entries in the log for slow followers (default 1000).
   snapshot_entries = 10000,
   snapshot_trailing = 1000,
+  -- MiB of log entry payloads kept in memory (default 8; 0 = none): older
+  -- applied ones are read back from the WAL when a follower needs them.
+  log_cache_mb = 8,
   -- ...and once the log since the last snapshot is this % of its size
   -- (default 25; 0 = by entry count only).
   snapshot_log_percent = 25,

@@ -135,6 +135,7 @@ static int run_node(int argc, char **argv)
     o.snapshot_log_percent = cfg.snapshot_log_percent;
     o.snapshot_log_percent_small = cfg.snapshot_log_percent_small;
     o.snapshot_log_mb = cfg.snapshot_log_mb;
+    o.log_cache_bytes = cfg.log_cache_mb > 0 ? cfg.log_cache_mb << 20 : 1; /* 1: none */
     o.integrity_check_entries = cfg.integrity_check_entries;
     o.integrity_resync = cfg.integrity_resync;
     o.fault_sm_salt = getenv("MOONRAFT_FAULT_SM_SALT");

@@ -83,6 +83,9 @@ static const struct keydesc keys[] = {
      "compare every member's state hash every this many log entries (100000; 0 = off)"},
     {"integrity_resync", K_BOOL, F(integrity_resync), 0, 1,
      "a member whose state diverged reinstalls the leader's snapshot (true)"},
+    {"log_cache_mb", K_U64, F(log_cache_mb), 0, 1048576,
+     "MiB of log entry payloads kept in memory; older ones are read back from the WAL "
+     "when a follower needs them (8; 0 = none)"},
     {"snapshot_trailing", K_U64, F(snapshot_trailing), 0, INT64_C(1000000000000),
      "entries kept in the log after a snapshot (1000)"},
     {"wal_segment_mb", K_U64, F(wal_segment_mb), 1, 4096, "WAL segment size in MiB (64)"},
@@ -141,6 +144,7 @@ void mr_cfg_defaults(struct mr_cfg *cfg)
     cfg->snapshot_log_percent = 25;
     cfg->snapshot_log_percent_small = 100;
     cfg->snapshot_log_mb = 32;
+    cfg->log_cache_mb = 8;
     cfg->integrity_check_entries = 100000;
     cfg->integrity_resync = 1;
     cfg->wal_segment_mb = 64;

@@ -73,6 +73,8 @@ struct mr_cfg {
         snapshot_trailing;   /* entries kept in the log after a snapshot, default 1000 */
     uint64_t snapshot_log_mb;      /* snapshot once the log since the last one holds
                                     * this many MiB, whatever the count; default 32 */
+    uint64_t log_cache_mb;         /* MiB of entry payloads kept in memory, default 8;
+                                    * 0 = none (older ones are read from the WAL) */
     uint64_t snapshot_log_percent; /* log bytes since the last snapshot, in % of its
                                     * size, before the next one; default 25, 0 = off */
     uint64_t snapshot_log_percent_small; /* or this % (default 100) while that log

@@ -263,6 +263,13 @@ int mr_net_msg_encode(const struct mr_raft_msg *m, size_t max_frame,
     if ((rv = check_rcbuf(m->snap_chunk, errmsg)) != 0) return rv;
     for (i = 0; i < m->n_entries; i++) {
         const struct mr_raft_entry *e = &m->entries[i];
+        if (e->evicted) {
+            /* its payload was dropped from memory and not read back: sent
+             * as is, the follower would apply an empty command */
+            mr_errmsg_printf(errmsg, "entry %llu has no payload in memory (evicted)",
+                             (unsigned long long)e->index);
+            return MR_EINVAL;
+        }
         head += ENTRY_MIN_SIZE;
         payload += ENTRY_MIN_SIZE;
         if (e->data != NULL) {

@@ -67,12 +67,31 @@ static void trace_cb(void *data, mr_node_id id, const char *line)
 }
 
 /* ---- sending ----------------------------------------------------------------- */
+static void disk_failed_msg(struct mr_node *n, int rv, const char *what, const char *detail);
+
 static void send_msg(struct mr_node *n, const struct mr_raft_msg *m)
 {
     int rv;
     if (m->type == MR_RAFT_MSG_SNAPSHOT) {
         mr_node_snap_send_start(n, m);
         return;
+    }
+    if (m->type == MR_RAFT_MSG_APPEND) {
+        /* entries whose payloads the log cache dropped: from the WAL (the
+         * message is ours to fill: the ready's or a held copy) */
+        char err[MR_ERRMSG_SIZE] = "";
+        rv = mr_node_log_cache_fill(n, (struct mr_raft_msg *)m, err);
+        if (rv == MR_EUNAVAIL) {
+            LOGD("append to %llu dropped: %s", (unsigned long long)m->to,
+                 err[0] ? err : "an entry was compacted meanwhile");
+            return;
+        }
+        if (rv != 0) {
+            /* damaged under acknowledged data (or unreadable): as any disk failure */
+            disk_failed_msg(n, rv, "read the log back from the WAL",
+                            err[0] ? err : mr_strerror(rv));
+            return;
+        }
     }
     rv = mr_net_send_raft(&n->net, m->to, m);
     if (rv != 0 && rv != MR_EBUSY && rv != MR_EUNAVAIL) {
@@ -99,11 +118,14 @@ static void release_held(struct mr_node *n, int send)
 }
 
 /* ---- disk failure ------------------------------------------------------------ */
-static void disk_failed(struct mr_node *n, int rv, const char *what)
+static void disk_failed_msg(struct mr_node *n, int rv, const char *what, const char *detail)
 {
     if (n->disk_error) return;
     n->disk_error = rv;
-    if (n->store != NULL) mr_store_status(n->store, n->disk_errmsg);
+    if (detail != NULL && detail[0] != '\0')
+        snprintf(n->disk_errmsg, sizeof n->disk_errmsg, "%s: %s", what, detail);
+    else if (n->store != NULL)
+        mr_store_status(n->store, n->disk_errmsg);
     if (n->disk_errmsg[0] == '\0') snprintf(n->disk_errmsg, sizeof n->disk_errmsg, "%s", mr_strerror(rv));
     /* Fail-stop for consensus: a node that cannot persist must neither lead
      * nor vote. It stops ticking and ignores peer traffic, so a leader stops
@@ -111,6 +133,11 @@ static void disk_failed(struct mr_node *n, int rv, const char *what)
      * requests here get 503 disk_failed. Status and metrics still answer. */
     LOGE("disk failure (%s): %s; this node leaves the cluster until it is restarted", what,
          n->disk_errmsg);
+}
+
+static void disk_failed(struct mr_node *n, int rv, const char *what)
+{
+    disk_failed_msg(n, rv, what, NULL);
 }
 
 /* ---- the ready cycle ---------------------------------------------------------- */
@@ -259,6 +286,7 @@ int mr_node_step(struct mr_node *n, struct mr_raft_event *ev)
         }
     }
     if (n->net_ready) mr_node_members_sync(n);
+    mr_node_log_cache_trim(n);
     return rv;
 }
 
@@ -890,6 +918,7 @@ static void shutdown_node(struct mr_node *n)
     uv_run(&n->loop, UV_RUN_DEFAULT);
     release_held(n, 0);
     if (n->store != NULL) {
+        mr_node_log_cache_close(n);
         mr_store_close(n->store); /* drains: everything queued is written and synced */
         n->store = NULL;
     }

@@ -50,6 +50,10 @@ struct mr_node_options {
     uint64_t snapshot_entries;        /* [10000] applied entries between snapshots */
     uint64_t snapshot_trailing;       /* [1000] entries kept in the log after one */
     uint64_t snapshot_log_mb;         /* [32] or once the log holds this many MiB */
+    uint64_t log_cache_bytes;         /* [0 = 8 MiB] payload bytes the in-memory log keeps;
+                                       * older entries, durable and applied, are read back
+                                       * from the WAL when a follower needs them (1: keep
+                                       * none; UINT64_MAX: keep all) */
     uint64_t snapshot_log_percent;    /* [25] and log bytes >= this % of the last one */
     uint64_t snapshot_log_percent_small; /* [100] or this %, while under snapshot_log_mb */
     /* Integrity checks (node_integrity.c) */

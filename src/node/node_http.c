@@ -326,6 +326,17 @@ static void route_status(struct mr_node *n, struct mr_http_request *req)
     mr_http_json_uint(&j, n->snapshots_installed);
     mr_http_json_key(&j, "snapshots_sent");
     mr_http_json_uint(&j, n->snapshots_sent);
+    mr_http_json_key(&j, "log_cache");
+    mr_http_json_obj_begin(&j);
+    mr_http_json_key(&j, "resident_bytes");
+    mr_http_json_uint(&j, mr_raft_log_resident_bytes(&n->raft));
+    mr_http_json_key(&j, "limit_bytes");
+    mr_http_json_uint(&j, n->o->log_cache_bytes ? n->o->log_cache_bytes : (uint64_t)8 << 20);
+    mr_http_json_key(&j, "misses");
+    mr_http_json_uint(&j, n->cache_misses);
+    mr_http_json_key(&j, "evicted_bytes");
+    mr_http_json_uint(&j, n->cache_evicted_bytes);
+    mr_http_json_obj_end(&j);
     mr_http_json_key(&j, "bootstrapping");
     mr_http_json_bool(&j, n->is_bootstrapping);
     mr_http_json_key(&j, "version");
@@ -528,6 +539,9 @@ static void update_gauges(struct mr_node *n)
         mr_http_metric_set(n->m_peers_up, up);
     }
     mr_http_metric_set(n->m_integ_alarm, n->integ_alarm ? 1 : 0);
+    mr_http_metric_set(n->m_log_resident, (double)mr_raft_log_resident_bytes(&n->raft));
+    mr_http_metric_set(n->m_cache_misses, (double)n->cache_misses);
+    mr_http_metric_set(n->m_cache_evicted, (double)n->cache_evicted_bytes);
     mr_http_metric_set(n->m_integ_state, n->integ_resyncing  ? 3
                                          : n->integ_diverged ? 2
                                          : n->integ_suspect  ? 1
@@ -588,6 +602,15 @@ int mr_node_metrics_init(struct mr_node *n)
     n->m_integ_mismatches = mr_http_metrics_counter(
         m, "moonraft_integrity_mismatches_total", NULL,
         "Integrity checks (as leader) that found a member with a different state");
+    n->m_log_resident = mr_http_metrics_gauge(
+        m, "moonraft_log_resident_bytes", NULL,
+        "Payload bytes of log entries held in memory (at most log_cache_mb of applied ones)");
+    n->m_cache_misses = mr_http_metrics_counter(
+        m, "moonraft_log_cache_misses_total", NULL,
+        "Log entries read back from the WAL to send to a follower (dropped from memory)");
+    n->m_cache_evicted = mr_http_metrics_counter(
+        m, "moonraft_log_cache_evicted_bytes_total", NULL,
+        "Payload bytes of applied log entries dropped from memory (still in the WAL)");
     n->m_timer_ticks = mr_http_metrics_counter(m, "moonraft_timer_ticks_total", NULL,
                                                "Timer tick entries (ctx.wake_at) applied");
     return 0;

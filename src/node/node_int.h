@@ -325,6 +325,12 @@ struct mr_node {
     unsigned fault_installs;      /* test hook: the next n installs fail */
     int fault_install_late;       /* test hook: ... after the old state was replaced */
     uint64_t snapshots_taken, snapshots_installed, snapshots_sent;
+    /* The log cache (node_log_cache.c): payloads the core dropped
+     * (mr_raft_log_evict) are read back from the WAL when an AppendEntries
+     * needs them. The reader is opened on the first miss. */
+    struct mr_store_wal_reader *wal_reader;
+    uint64_t cache_misses;       /* entries read back from the WAL */
+    uint64_t cache_evicted_bytes; /* payload bytes the core dropped, in total */
 
     /* Integrity checks */
     struct mr_node_integ_job integ_jobs[MR_NODE_INTEG_JOBS];
@@ -384,7 +390,8 @@ struct mr_node {
     /* Metrics */
     struct mr_http_metric *m_term, *m_role, *m_commit, *m_applied, *m_lag, *m_proposals,
         *m_reads, *m_elections, *m_snapshots, *m_wal_sync, *m_leader_changes, *m_loop_lag,
-        *m_peers_up, *m_integ_alarm, *m_integ_checks, *m_integ_mismatches, *m_integ_state;
+        *m_peers_up, *m_integ_alarm, *m_integ_checks, *m_integ_mismatches, *m_integ_state,
+        *m_log_resident, *m_cache_misses, *m_cache_evicted;
     uint64_t last_sync_start_ms;
 
     /* Deploys (node_deploy.c): the request whose script a child is trying */
@@ -555,6 +562,17 @@ int mr_node_json_fields(struct mr_node *n, const char *s, size_t len, const char
  * snap_size of 1 MiB or more); for such a state that size gate is 10% lower
  * per voter whose id is below this node's (`rank`, up to 50%), which staggers
  * the members' snapshots. Pure. */
+/* node_log_cache.c: keeps the in-memory log's payloads within
+ * o->log_cache_bytes (after every step), and fills the entries an
+ * AppendEntries carries whose payloads were dropped, from the WAL. Returns 0;
+ * MR_EUNAVAIL when the message must be dropped (Raft sends again: an entry
+ * compacted meanwhile, no memory); another error is a damaged WAL (the caller
+ * treats it as a disk failure), errmsg says which entry and why. */
+void mr_node_log_cache_trim(struct mr_node *n);
+int mr_node_log_cache_fill(struct mr_node *n, struct mr_raft_msg *m, char *errmsg);
+int mr_node_log_cache_fill_entry(struct mr_node *n, struct mr_raft_entry *e, char *errmsg);
+void mr_node_log_cache_close(struct mr_node *n);
+
 int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t log_bytes,
                      uint64_t snap_size, unsigned rank);
 

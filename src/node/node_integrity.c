@@ -559,6 +559,20 @@ void mr_node_integrity_resync_install(struct mr_node *n, mr_index s, mr_term ter
             return;
         }
         copy = *e; /* borrowed: the core is not stepped during the loop */
+        if (copy.evicted) {
+            /* dropped by the log cache: the payload is read back from the WAL */
+            char rerr[MR_ERRMSG_SIZE] = "";
+            int frv = mr_node_log_cache_fill_entry(n, &copy, rerr);
+            if (frv != 0) {
+                LOGE("resync: cannot read entry %llu back from the WAL: %s; stopping",
+                     (unsigned long long)i, rerr[0] ? rerr : mr_strerror(frv));
+                mr_node_request_stop(n, MR_NODE_EXIT_RUNTIME);
+                return;
+            }
+            mr_node_apply_now(n, &copy, 1);
+            mr_rcbuf_unref(copy.data);
+            continue;
+        }
         mr_node_apply_now(n, &copy, 1);
     }
     n->integ_resyncing = 0;

@@ -231,14 +231,15 @@ static int port_in_use(struct mr_it_cluster *c, int port, const int *extra, int 
 static pid_t start_node(struct run *rn, int i)
 {
     char args[256];
+    const char *cache = rn->o->log_cache_none ? " --log-cache-mb 0" : "";
     if (rn->join_port[i]) {
         snprintf(args, sizeof args,
-                 "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d --integrity-check-entries %d",
-                 rn->listen_port[i], rn->join_port[i], CHAOS_CHECK_ENTRIES);
+                 "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d --integrity-check-entries %d%s",
+                 rn->listen_port[i], rn->join_port[i], CHAOS_CHECK_ENTRIES, cache);
         return mr_it_start_args(rn->c, i, args);
     }
-    snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --integrity-check-entries %d",
-             rn->listen_port[i], CHAOS_CHECK_ENTRIES);
+    snprintf(args, sizeof args, "--raft-listen 127.0.0.1:%d --integrity-check-entries %d%s",
+             rn->listen_port[i], CHAOS_CHECK_ENTRIES, cache);
     return mr_it_start_static(rn->c, i, args);
 }
 

@@ -35,6 +35,8 @@ struct mr_chaos_opts {
     uint64_t seed;    /* fault schedule + client choices */
     int unsafe_reads; /* start nodes with MOONRAFT_UNSAFE_LOCAL_READS=1 */
     int targeted;     /* mutation schedule: pause the leader, read from it on resume */
+    int log_cache_none; /* nodes keep no applied payloads in memory (--log-cache-mb 0):
+                         * every catch-up from the log reads the WAL back */
     FILE *out;        /* report stream (not owned) */
 };
 
