@@ -3242,8 +3242,8 @@ static uint8_t type_of(mr_index i)
 
 /* Appends [from, to] with `term`, types by type_of(), a few entries per call;
  * does not wait. Returns the last seq. */
-static uint64_t append_typed(struct mr_store *st, mr_index from, mr_index to, mr_term term,
-                             size_t max)
+static uint64_t append_typed(struct mr_store *st, mr_index from, mr_index to,
+                             mr_term term, size_t max)
 {
     uint64_t seq = 0;
     mr_index i = from;
@@ -3319,8 +3319,8 @@ static size_t list_segs(const char *dir, mr_index *firsts, size_t cap)
     return n;
 }
 
-static void test_wal_reader_reads_back_every_entry_in_any_order_while_the_store_appends(
-    void **state)
+static void
+test_wal_reader_reads_back_every_entry_in_any_order_while_the_store_appends(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
@@ -3417,8 +3417,8 @@ static void test_wal_reader_returns_the_new_entries_after_a_truncation(void **st
     mr_store_close(st);
 }
 
-static void test_wal_reader_reports_compacted_entries_not_found_and_reads_the_rest(
-    void **state)
+static void
+test_wal_reader_reports_compacted_entries_not_found_and_reads_the_rest(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
@@ -3465,7 +3465,8 @@ static void test_wal_reader_reports_compacted_entries_not_found_and_reads_the_re
     mr_store_close(st);
 }
 
-static void test_wal_reader_reports_past_the_end_not_found_and_damage_corrupt(void **state)
+static void
+test_wal_reader_reports_past_the_end_not_found_and_damage_corrupt(void **state)
 {
     struct fx *f = *state;
     struct mr_store *st;
@@ -3506,10 +3507,11 @@ static void test_wal_reader_reports_past_the_end_not_found_and_damage_corrupt(vo
     assert_int_equal(pread(fd, &b, 1, (off_t)(rs.off[x] + 32 + rs.len[x] - 1)), 1);
     b ^= 0x10;
     assert_int_equal(pwrite(fd, &b, 1, (off_t)(rs.off[x] + 32 + rs.len[x] - 1)), 1);
-    snprintf(want, sizeof want, "%s offset %" PRIu64 ": checksum mismatch", rel, rs.off[x]);
-    read_fails(r, k, 1, MR_ECORRUPT, want);      /* found by a scan */
+    snprintf(want, sizeof want, "%s offset %" PRIu64 ": checksum mismatch", rel,
+             rs.off[x]);
+    read_fails(r, k, 1, MR_ECORRUPT, want); /* found by a scan */
     read_check(r, k - 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
-    read_fails(r, k, 0, MR_ECORRUPT, want);      /* at the cursor */
+    read_fails(r, k, 0, MR_ECORRUPT, want);                /* at the cursor */
     read_check(r, k + 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL); /* the rest is fine */
 
     /* a record header before the target claiming a length past the end of
@@ -3542,7 +3544,8 @@ static void test_wal_reader_reports_past_the_end_not_found_and_damage_corrupt(vo
     mr_store_wal_reader_close(r);
 }
 
-static void test_wal_reader_counts_reads_and_opens_a_segment_once_while_reading_it_in_order(
+static void
+test_wal_reader_counts_reads_and_opens_a_segment_once_while_reading_it_in_order(
     void **state)
 {
     struct fx *f = *state;
