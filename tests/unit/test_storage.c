@@ -3379,39 +3379,54 @@ static void test_wal_reader_returns_the_new_entries_after_a_truncation(void **st
     struct mr_store_recovered rec;
     struct mr_store_wal_reader *r;
     char errmsg[MR_ERRMSG_SIZE], want[64];
-    mr_index segs[64], i, newest;
+    mr_index segs[64], i, cut, newest;
     size_t n_segs;
 
     assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
-    wait_seq(st, append_range(st, 1, 200, 1, 100, 5, 0));
+    /* empty payloads: 127 records a segment, so the reader keeps a mark in
+     * the middle of one (every 64 records) */
+    wait_seq(st, append_range(st, 1, 200, 1, 0, 5, 0));
+    n_segs = list_segs(f->dir, segs, 64);
+    cut = segs[n_segs - 1];
+    assert_true(cut + 70 <= 200);
     assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
-    /* the reader learns offsets everywhere; its cursor ends past 200 */
-    for (i = 1; i <= 200; i++) read_check(r, i, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    /* the reader learns offsets; its cursor ends past 200 */
+    for (i = 1; i <= 200; i++) read_check(r, i, 1, 1, 0, MR_RAFT_ENTRY_NORMAL);
 
-    /* a cut inside a segment, new records of other sizes after it: the
-     * offsets learned before are wrong now */
-    assert_int_equal(mr_store_truncate(st, 150, NULL), 0);
-    wait_seq(st, append_range(st, 150, 230, 2, 40, 5, 0));
-    for (i = 150; i <= 230; i++) read_check(r, i, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
-    for (i = 230; i >= 140; i--)
-        read_check(r, i, 0, i >= 150 ? 2 : 1, i >= 150 ? 40 : 100, MR_RAFT_ENTRY_NORMAL);
-    read_fails(r, 170, 1 /* the replaced term */, MR_ECORRUPT, "has term 2, expected 1");
-    read_fails(r, 231, 0, MR_ENOTFOUND, NULL);
+    /* a cut inside the newest segment, new records of other sizes after it:
+     * the cursor's offset is wrong now */
+    assert_int_equal(mr_store_truncate(st, cut + 2, NULL), 0);
+    wait_seq(st, append_range(st, cut + 2, 280, 2, 40, 5, 0));
+    read_check(r, 201, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    for (i = cut + 2; i <= 280; i++) read_check(r, i, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    for (i = 280; i >= cut - 10; i--)
+        read_check(r, i, 0, i >= cut + 2 ? 2 : 1, i >= cut + 2 ? 40 : 0,
+                   MR_RAFT_ENTRY_NORMAL);
+    /* and again, with the cursor past a mark that turns wrong */
+    read_check(r, cut + 66, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    assert_int_equal(mr_store_truncate(st, cut + 4, NULL), 0);
+    wait_seq(st, append_range(st, cut + 4, 280, 3, 8, 5, 0));
+    read_check(r, cut + 65, 3, 3, 8, MR_RAFT_ENTRY_NORMAL);
+    read_check(r, cut + 3, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    for (i = cut + 4; i <= 280; i++) read_check(r, i, 3, 3, 8, MR_RAFT_ENTRY_NORMAL);
+    read_fails(r, 270, 2 /* a replaced term */, MR_ECORRUPT, "has term 3, expected 2");
+    read_fails(r, 281, 0, MR_ENOTFOUND, NULL);
 
     /* a cut at the first index of the newest segment (which the reader has
      * open): the file is unlinked and a new one takes its name */
     n_segs = list_segs(f->dir, segs, 64);
     newest = segs[n_segs - 1];
-    read_check(r, newest + 1, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    assert_true(newest - 5 >= cut + 4);
+    read_check(r, newest + 1, 3, 3, 8, MR_RAFT_ENTRY_NORMAL);
     assert_int_equal(mr_store_truncate(st, newest, NULL), 0);
-    wait_seq(st, append_range(st, newest, newest + 60, 3, 70, 5, 0));
-    read_check(r, newest + 2, 3, 3, 70, MR_RAFT_ENTRY_NORMAL);
+    wait_seq(st, append_range(st, newest, newest + 60, 4, 70, 5, 0));
+    read_check(r, newest + 2, 4, 4, 70, MR_RAFT_ENTRY_NORMAL);
     for (i = newest - 5; i <= newest + 60; i++)
-        read_check(r, i, 0, i >= newest ? 3 : 2, i >= newest ? 70 : 40,
+        read_check(r, i, 0, i >= newest ? 4 : 3, i >= newest ? 70 : 8,
                    MR_RAFT_ENTRY_NORMAL);
-    snprintf(want, sizeof want, "entry %" PRIu64 " has term 3, expected 2", newest);
-    read_fails(r, newest, 2, MR_ECORRUPT, want);
+    snprintf(want, sizeof want, "entry %" PRIu64 " has term 4, expected 3", newest);
+    read_fails(r, newest, 3, MR_ECORRUPT, want);
     read_fails(r, newest + 61, 0, MR_ENOTFOUND, NULL);
     mr_store_wal_reader_close(r);
     mr_store_close(st);
