@@ -313,6 +313,45 @@ void mr_store_retry_now(struct mr_store *st);
  * state; errmsg (may be NULL) receives its description. Thread-safe. */
 int mr_store_status(struct mr_store *st, char *errmsg);
 
+/* ---- reading entries back (storage_walread.c) -------------------------------
+ * Reading entries back from the WAL: a log cache miss (the node's leader sends
+ * a follower entries whose payloads its in-memory log dropped). A reader
+ * belongs to one thread; it opens the segment files itself (never the writer
+ * thread's descriptors) and keeps a cursor, so reading consecutive indexes
+ * costs one pread per entry (header + payload), plus one fstat that tells a
+ * segment unlinked by compaction or truncation from a live one. Only for
+ * entries that are durable (<= the persisted index) and not compacted away:
+ * the writer may be appending to the newest segment meanwhile, and a
+ * truncation only ever removes entries after the committed ones. A random
+ * read scans at most 63 record headers (the reader remembers one offset every
+ * 64 records of each segment it has scanned). Blocking file I/O (page-cache
+ * reads, usually): fine on a loop thread for an occasional miss.
+ * Thread-compatible, not thread-safe; takes no lock and never touches the
+ * struct mr_store (it needs only the data directory). */
+struct mr_store_wal_reader;
+/* A new reader of data_dir/wal (data_dir borrowed, copied). Lists wal/ (a
+ * missing wal/ is an empty log). *out: free with mr_store_wal_reader_close.
+ * Errors: MR_ENOMEM, -errno (errmsg says what). */
+int mr_store_wal_reader_open(const char *data_dir, struct mr_store_wal_reader **out,
+                             char *errmsg);
+/* The entry at `index`: fills *out (term, index, type; data = a new mr_rcbuf
+ * reference, NULL for an empty payload; every other field 0). If `term` != 0 the
+ * record's term must equal it. Returns 0; MR_ENOTFOUND when no segment holds
+ * `index` (compacted away, or past the last record written); MR_ECORRUPT
+ * (errmsg names file and offset, e.g. "wal/0000000000000041.seg offset 4096:
+ * checksum mismatch", or "...: entry 70 has term 1, expected 2") on a
+ * checksum, length or index/term mismatch; MR_ENOMEM; or -errno. A term
+ * mismatch means the caller's log and the WAL disagree about `index`. For an
+ * index that is not yet durable the answer is undefined (MR_ENOTFOUND, or
+ * MR_ECORRUPT while the writer is in the middle of writing it). On failure
+ * *out is zeroed and owns nothing. */
+int mr_store_wal_reader_read(struct mr_store_wal_reader *r, mr_index index, mr_term term,
+                             struct mr_raft_entry *out, char *errmsg);
+/* Counters for metrics: entries read, segment files opened. */
+void mr_store_wal_reader_stats(const struct mr_store_wal_reader *r, uint64_t *reads,
+                               uint64_t *opens);
+void mr_store_wal_reader_close(struct mr_store_wal_reader *r); /* NULL-safe */
+
 /* ---- snapshots ---------------------------------------------------------------
  * Snapshot calls do synchronous I/O (including fsync): call them off the event
  * loop (a work thread). They are serialised by a snapshot lock and do not

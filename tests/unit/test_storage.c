@@ -3233,6 +3233,377 @@ static void test_store_force_new_cluster_appends_a_one_voter_config_in_a_new_ter
     mr_rcbuf_unref(three);
 }
 
+/* ---- reading entries back from the WAL ----------------------------------------- */
+
+static uint8_t type_of(mr_index i)
+{
+    return (uint8_t)(MR_RAFT_ENTRY_NORMAL + i % 3);
+}
+
+/* Appends [from, to] with `term`, types by type_of(), a few entries per call;
+ * does not wait. Returns the last seq. */
+static uint64_t append_typed(struct mr_store *st, mr_index from, mr_index to,
+                             mr_term term, size_t max)
+{
+    uint64_t seq = 0;
+    mr_index i = from;
+    while (i <= to) {
+        struct mr_raft_entry e[5];
+        size_t n = 0, k;
+        for (; n < 5 && i <= to; n++, i++) {
+            e[n].index = i;
+            e[n].term = term;
+            e[n].type = type_of(i);
+            e[n].data = payload(i, term, max);
+        }
+        assert_int_equal(mr_store_append(st, e, n, &seq), 0);
+        for (k = 0; k < n; k++) mr_rcbuf_unref(e[k].data);
+    }
+    return seq;
+}
+
+/* Reads `i` and checks it is the entry append_range/append_typed wrote. */
+static void read_check(struct mr_store_wal_reader *r, mr_index i, mr_term term_arg,
+                       mr_term t, size_t max, uint8_t type)
+{
+    struct mr_raft_entry e;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    int rv = mr_store_wal_reader_read(r, i, term_arg, &e, errmsg);
+    if (rv != 0) fail_msg("read %" PRIu64 ": %s (%s)", i, mr_strerror(rv), errmsg);
+    check_entry(&e, i, t, max);
+    assert_int_equal(e.type, type);
+    if (payload_len(i, t, max) == 0) assert_null(e.data);
+    mr_rcbuf_unref(e.data);
+}
+
+/* Reads `i` expecting error `want`; errmsg must contain `needle` (if not
+ * NULL) and *out must own nothing. */
+static void read_fails(struct mr_store_wal_reader *r, mr_index i, mr_term term, int want,
+                       const char *needle)
+{
+    struct mr_raft_entry e;
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    int rv = mr_store_wal_reader_read(r, i, term, &e, errmsg);
+    if (rv != want)
+        fail_msg("read %" PRIu64 ": got %d (%s), want %d", i, rv, errmsg, want);
+    if (needle != NULL && strstr(errmsg, needle) == NULL)
+        fail_msg("read %" PRIu64 ": errmsg \"%s\" lacks \"%s\"", i, errmsg, needle);
+    assert_null(e.data);
+    assert_int_equal(e.index, 0);
+    assert_int_equal(e.term, 0);
+}
+
+/* First indexes of the segments in dir/wal, sorted. */
+static size_t list_segs(const char *dir, mr_index *firsts, size_t cap)
+{
+    char wal[256];
+    DIR *d;
+    struct dirent *de;
+    size_t n = 0, i, j;
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    d = opendir(wal);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        mr_index first;
+        if (!mr_store__seg_name_parse(de->d_name, &first)) continue;
+        assert_true(n < cap);
+        firsts[n++] = first;
+    }
+    closedir(d);
+    for (i = 1; i < n; i++)
+        for (j = i; j > 0 && firsts[j - 1] > firsts[j]; j--) {
+            mr_index t = firsts[j];
+            firsts[j] = firsts[j - 1];
+            firsts[j - 1] = t;
+        }
+    return n;
+}
+
+static void
+test_wal_reader_reads_back_every_entry_in_any_order_while_the_store_appends(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_wal_reader *r;
+    char errmsg[MR_ERRMSG_SIZE];
+    mr_index order[300], segs[256], i;
+    struct mr_rand rnd;
+    uint64_t seq;
+    size_t n_segs, k;
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    /* payloads of 0..300 bytes (some empty), three entry types */
+    wait_seq(st, append_typed(st, 1, 300, 1, 300));
+    n_segs = list_segs(f->dir, segs, 256);
+    assert_true(n_segs >= 8);
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    for (i = 1; i <= 300; i++) read_check(r, i, 1, 1, 300, type_of(i));
+
+    /* random order, with and without the term, while the writer appends
+     * more (in new segments and at the end of the newest one) */
+    seq = append_typed(st, 301, 700, 2, 300);
+    mr_rand_seed(&rnd, 42);
+    for (k = 0; k < 300; k++) order[k] = k + 1;
+    for (k = 299; k > 0; k--) {
+        size_t j = (size_t)mr_rand_below(&rnd, k + 1);
+        mr_index t = order[k];
+        order[k] = order[j];
+        order[j] = t;
+    }
+    for (k = 0; k < 300; k++)
+        read_check(r, order[k], k % 2 ? 1 : 0, 1, 300, type_of(order[k]));
+    /* every segment boundary, both ways */
+    for (k = 1; k < n_segs; k++) {
+        read_check(r, segs[k], 1, 1, 300, type_of(segs[k]));
+        read_check(r, segs[k] - 1, 1, 1, 300, type_of(segs[k] - 1));
+    }
+    wait_seq(st, seq);
+    for (i = 301; i <= 700; i++) read_check(r, i, 2, 2, 300, type_of(i));
+    for (i = 700; i >= 1; i -= 7) read_check(r, i, 0, i > 300 ? 2 : 1, 300, type_of(i));
+
+    /* payloads larger than a segment and than the reader's read window */
+    wait_seq(st, append_typed(st, 701, 720, 3, 70000));
+    for (i = 720; i >= 701; i--) read_check(r, i, 3, 3, 70000, type_of(i));
+    for (i = 701; i <= 720; i++) read_check(r, i, 3, 3, 70000, type_of(i));
+    read_check(r, 300, 1, 1, 300, type_of(300));
+    mr_store_wal_reader_close(r);
+    mr_store_close(st);
+}
+
+static void test_wal_reader_returns_the_new_entries_after_a_truncation(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_wal_reader *r;
+    char errmsg[MR_ERRMSG_SIZE], want[64];
+    mr_index segs[64], i, cut, newest;
+    size_t n_segs;
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    /* empty payloads: 127 records a segment, so the reader keeps a mark in
+     * the middle of one (every 64 records) */
+    wait_seq(st, append_range(st, 1, 200, 1, 0, 5, 0));
+    n_segs = list_segs(f->dir, segs, 64);
+    cut = segs[n_segs - 1];
+    assert_true(cut + 70 <= 200);
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    /* the reader learns offsets; its cursor ends past 200 */
+    for (i = 1; i <= 200; i++) read_check(r, i, 1, 1, 0, MR_RAFT_ENTRY_NORMAL);
+
+    /* a cut inside the newest segment, new records of other sizes after it:
+     * the cursor's offset is wrong now */
+    assert_int_equal(mr_store_truncate(st, cut + 2, NULL), 0);
+    wait_seq(st, append_range(st, cut + 2, 280, 2, 40, 5, 0));
+    read_check(r, 201, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    for (i = cut + 2; i <= 280; i++) read_check(r, i, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    for (i = 280; i >= cut - 10; i--)
+        read_check(r, i, 0, i >= cut + 2 ? 2 : 1, i >= cut + 2 ? 40 : 0,
+                   MR_RAFT_ENTRY_NORMAL);
+    /* and again, with the cursor past a mark that turns wrong */
+    read_check(r, cut + 66, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    assert_int_equal(mr_store_truncate(st, cut + 4, NULL), 0);
+    wait_seq(st, append_range(st, cut + 4, 280, 3, 8, 5, 0));
+    read_check(r, cut + 65, 3, 3, 8, MR_RAFT_ENTRY_NORMAL);
+    read_check(r, cut + 3, 2, 2, 40, MR_RAFT_ENTRY_NORMAL);
+    for (i = cut + 4; i <= 280; i++) read_check(r, i, 3, 3, 8, MR_RAFT_ENTRY_NORMAL);
+    read_fails(r, 270, 2 /* a replaced term */, MR_ECORRUPT, "has term 3, expected 2");
+    read_fails(r, 281, 0, MR_ENOTFOUND, NULL);
+
+    /* a cut at the first index of the newest segment (which the reader has
+     * open): the file is unlinked and a new one takes its name */
+    n_segs = list_segs(f->dir, segs, 64);
+    newest = segs[n_segs - 1];
+    assert_true(newest - 5 >= cut + 4);
+    read_check(r, newest + 1, 3, 3, 8, MR_RAFT_ENTRY_NORMAL);
+    assert_int_equal(mr_store_truncate(st, newest, NULL), 0);
+    wait_seq(st, append_range(st, newest, newest + 60, 4, 70, 5, 0));
+    read_check(r, newest + 2, 4, 4, 70, MR_RAFT_ENTRY_NORMAL);
+    for (i = newest - 5; i <= newest + 60; i++)
+        read_check(r, i, 0, i >= newest ? 4 : 3, i >= newest ? 70 : 8,
+                   MR_RAFT_ENTRY_NORMAL);
+    snprintf(want, sizeof want, "entry %" PRIu64 " has term 4, expected 3", newest);
+    read_fails(r, newest, 3, MR_ECORRUPT, want);
+    read_fails(r, newest + 61, 0, MR_ENOTFOUND, NULL);
+    mr_store_wal_reader_close(r);
+    mr_store_close(st);
+}
+
+static void
+test_wal_reader_reports_compacted_entries_not_found_and_reads_the_rest(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_wal_reader *r;
+    char errmsg[MR_ERRMSG_SIZE];
+    mr_index segs[64], first, i;
+    uint64_t seq;
+    size_t n_before, n_after;
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    wait_seq(st, append_range(st, 1, 300, 1, 100, 10, 0));
+    n_before = list_segs(f->dir, segs, 64);
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    /* the reader holds the oldest segment open, its cursor at 3 */
+    read_check(r, 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_check(r, 2, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+
+    assert_int_equal(mr_store_snapshot_write(st, 200, 1, "conf", 4, "state", 5, errmsg),
+                     0);
+    assert_int_equal(mr_store_compact(st, 200, &seq), 0);
+    wait_seq(st, seq);
+    n_after = list_segs(f->dir, segs, 64);
+    assert_true(n_after < n_before);
+    first = segs[0];
+    assert_true(first > 3 && first <= 201);
+
+    read_fails(r, 3, 1, MR_ENOTFOUND, "no segment holds entry 3"); /* at the cursor */
+    read_fails(r, 1, 0, MR_ENOTFOUND, NULL);
+    read_fails(r, first - 1, 0, MR_ENOTFOUND, NULL);
+    for (i = first; i <= 300; i++) read_check(r, i, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    /* a compaction while the reader holds a kept segment changes nothing */
+    read_check(r, 250, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    assert_int_equal(mr_store_snapshot_write(st, 240, 1, "conf", 4, "state", 5, errmsg),
+                     0);
+    assert_int_equal(mr_store_compact(st, 240, &seq), 0);
+    wait_seq(st, seq);
+    n_after = list_segs(f->dir, segs, 64);
+    read_check(r, 251, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_fails(r, segs[0] - 1, 0, MR_ENOTFOUND, NULL);
+    read_check(r, segs[0], 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    mr_store_wal_reader_close(r);
+    mr_store_close(st);
+}
+
+static void
+test_wal_reader_reports_past_the_end_not_found_and_damage_corrupt(void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_wal_reader *r;
+    char errmsg[MR_ERRMSG_SIZE], path[256], want[128], rel[64];
+    mr_index segs[64], k = 0, j;
+    struct recs rs;
+    unsigned char b;
+    size_t n_segs, x;
+    int fd;
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    wait_seq(st, append_range(st, 1, 100, 1, 100, 10, 0));
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    read_fails(r, 101, 0, MR_ENOTFOUND, "no segment holds entry 101");
+    read_fails(r, 5000, 1, MR_ENOTFOUND, NULL);
+    read_fails(r, 0, 0, MR_ENOTFOUND, NULL);
+    read_check(r, 100, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_fails(r, 101, 1, MR_ENOTFOUND, NULL); /* at the cursor */
+    mr_store_close(st);
+
+    /* a flipped payload byte in a record of the second segment */
+    n_segs = list_segs(f->dir, segs, 64);
+    assert_true(n_segs >= 3);
+    scan_file(f->dir, segs[1], &rs);
+    for (x = 1; x < rs.n; x++)
+        if (rs.len[x] > 0) {
+            k = segs[1] + x;
+            break;
+        }
+    assert_true(k != 0);
+    seg_abs(path, sizeof path, f->dir, segs[1]);
+    seg_rel(rel, sizeof rel, segs[1]);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, (off_t)(rs.off[x] + 32 + rs.len[x] - 1)), 1);
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(rs.off[x] + 32 + rs.len[x] - 1)), 1);
+    snprintf(want, sizeof want, "%s offset %" PRIu64 ": checksum mismatch", rel,
+             rs.off[x]);
+    read_fails(r, k, 1, MR_ECORRUPT, want); /* found by a scan */
+    read_check(r, k - 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_fails(r, k, 0, MR_ECORRUPT, want);                /* at the cursor */
+    read_check(r, k + 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL); /* the rest is fine */
+
+    /* a record header before the target claiming a length past the end of
+     * the file, then one with another index */
+    j = segs[2] + 1;
+    scan_file(f->dir, segs[2], &rs);
+    assert_true(rs.n >= 4);
+    seg_abs(path, sizeof path, f->dir, segs[2]);
+    seg_rel(rel, sizeof rel, segs[2]);
+    close(fd);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    b = 0x7f;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(rs.off[1] + 7)), 1);
+    mr_store_wal_reader_close(r);
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    snprintf(want, sizeof want, "%s offset %" PRIu64 ": record length runs past", rel,
+             rs.off[1]);
+    read_fails(r, j + 2, 0, MR_ECORRUPT, want);
+    read_check(r, j - 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    b = 0;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(rs.off[1] + 7)), 1);
+    b = 0x55;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(rs.off[1] + 16)), 1);
+    snprintf(want, sizeof want, "%s offset %" PRIu64 ": record index", rel, rs.off[1]);
+    mr_store_wal_reader_close(r);
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    read_fails(r, j + 2, 0, MR_ECORRUPT, want);
+    close(fd);
+    mr_store_wal_reader_close(r);
+}
+
+static void
+test_wal_reader_counts_reads_and_opens_a_segment_once_while_reading_it_in_order(
+    void **state)
+{
+    struct fx *f = *state;
+    struct mr_store *st;
+    struct mr_store_recovered rec;
+    struct mr_store_wal_reader *r;
+    char errmsg[MR_ERRMSG_SIZE];
+    mr_index segs[64], i;
+    uint64_t reads, opens;
+    size_t n_segs;
+
+    assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
+    mr_store_recovered_release(&rec);
+    wait_seq(st, append_range(st, 1, 100, 1, 100, 10, 0));
+    n_segs = list_segs(f->dir, segs, 64);
+    assert_true(n_segs >= 3);
+    assert_int_equal(mr_store_wal_reader_open(f->dir, &r, errmsg), 0);
+    mr_store_wal_reader_stats(r, &reads, &opens);
+    assert_int_equal(reads, 0);
+    assert_int_equal(opens, 0);
+    for (i = 1; i < segs[1]; i++) read_check(r, i, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    mr_store_wal_reader_stats(r, &reads, &opens);
+    assert_int_equal(reads, segs[1] - 1);
+    assert_int_equal(opens, 1);
+    /* back and forth in one segment: still one open */
+    read_check(r, 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_check(r, segs[1] - 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    mr_store_wal_reader_stats(r, &reads, &opens);
+    assert_int_equal(reads, segs[1] + 1);
+    assert_int_equal(opens, 1);
+    /* the next segment, then back to the first */
+    read_check(r, segs[1], 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_check(r, segs[1] + 1, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    read_check(r, 2, 1, 1, 100, MR_RAFT_ENTRY_NORMAL);
+    /* failures are not reads */
+    read_fails(r, 101, 0, MR_ENOTFOUND, NULL);
+    mr_store_wal_reader_stats(r, &reads, &opens);
+    assert_int_equal(reads, segs[1] + 4);
+    assert_int_equal(opens, 3 + 1 /* the newest, scanned for 101 */);
+    mr_store_wal_reader_close(r);
+    mr_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3330,6 +3701,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_store_force_new_cluster_appends_a_one_voter_config_in_a_new_term, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_wal_reader_reads_back_every_entry_in_any_order_while_the_store_appends,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_wal_reader_returns_the_new_entries_after_a_truncation, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_wal_reader_reports_compacted_entries_not_found_and_reads_the_rest, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_wal_reader_reports_past_the_end_not_found_and_damage_corrupt, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_wal_reader_counts_reads_and_opens_a_segment_once_while_reading_it_in_order,
+            setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
