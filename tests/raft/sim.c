@@ -660,7 +660,7 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
                          (unsigned long long)want);
             /* Log Matching over durable logs: what a crash can lose never
              * existed as far as the protocol is concerned */
-            mr_term prev = d->n_wal > 0                    ? d->wal[d->n_wal - 1].term
+            mr_term prev = d->n_wal > 0                   ? d->wal[d->n_wal - 1].term
                            : d->wal_base == d->snap_index ? d->snap_term
                                                           : 0; /* unknown */
             check_append(s, n, &w->entries[i], prev);
@@ -752,8 +752,9 @@ static void fill_evicted(struct sim *s, struct sim_node *n, struct mr_raft_msg *
     for (uint32_t i = 0; i < m->n_entries; i++) {
         struct mr_raft_entry *e = &m->entries[i];
         if (!e->evicted) continue;
-        if (!s->o.evict) sim_fail(s, "node %llu evicted without being asked",
-                                  (unsigned long long)n->id);
+        if (!s->o.evict)
+            sim_fail(s, "node %llu evicted without being asked",
+                     (unsigned long long)n->id);
         const struct mr_raft_entry *w = NULL;
         if (e->index > d->wal_base && e->index <= d->wal_base + d->n_wal)
             w = &d->wal[e->index - d->wal_base - 1];
@@ -789,9 +790,9 @@ static void evict(struct sim *s, struct sim_node *n)
             resident += e->data ? e->data->len : 0;
             continue;
         }
-        const struct mr_raft_entry *w =
-            i > d->wal_base && i <= d->wal_base + d->n_wal ? &d->wal[i - d->wal_base - 1]
-                                                           : NULL;
+        const struct mr_raft_entry *w = i > d->wal_base && i <= d->wal_base + d->n_wal
+                                            ? &d->wal[i - d->wal_base - 1]
+                                            : NULL;
         if (e->data != NULL || e->type == MR_RAFT_ENTRY_CONFIG || i > n->applied ||
             w == NULL || w->term != e->term)
             sim_fail(s,
@@ -799,7 +800,8 @@ static void evict(struct sim *s, struct sim_node *n)
                      "its durable WAL holds %llu..%llu",
                      (unsigned long long)n->id, (unsigned long long)i,
                      (unsigned long long)e->term, (unsigned)e->type,
-                     (unsigned long long)n->applied, (unsigned long long)(d->wal_base + 1),
+                     (unsigned long long)n->applied,
+                     (unsigned long long)(d->wal_base + 1),
                      (unsigned long long)(d->wal_base + d->n_wal));
     }
     if (resident != mr_raft_log_resident_bytes(r))
@@ -864,7 +866,8 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         for (size_t i = 0; i < rd->n_entries; i++)
             if (rd->entries[i].evicted)
                 sim_fail(s, "node %llu is handed evicted entry %llu to write",
-                         (unsigned long long)n->id, (unsigned long long)rd->entries[i].index);
+                         (unsigned long long)n->id,
+                         (unsigned long long)rd->entries[i].index);
         mirror_append(s, n, rd->entries, rd->n_entries);
         w.entries = rd->entries;
         w.n_entries = rd->n_entries;

@@ -50,8 +50,8 @@ struct sim_opts {
     int keep_traces;
     unsigned isolate_new_leader_permille;
     unsigned fail_install_permille;      /* a requested snapshot install fails */
-    int evict;              /* bounded in-memory log (see above) */
-    size_t evict_max_bytes; /* resident payload bytes the host allows */
+    int evict;                           /* bounded in-memory log (see above) */
+    size_t evict_max_bytes;              /* resident payload bytes the host allows */
     /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 

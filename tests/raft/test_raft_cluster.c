@@ -459,7 +459,8 @@ static mr_index propose_many(struct sim *s, mr_node_id l, unsigned n,
     return c.index;
 }
 
-static void test_replication_lagging_follower_catches_up_from_evicted_entries(void **state)
+static void
+test_replication_lagging_follower_catches_up_from_evicted_entries(void **state)
 {
     (void)state;
     struct sim *s = cluster_evict(41, 0 /* bytes: evict everything allowed */);
@@ -487,8 +488,8 @@ static void test_replication_lagging_follower_catches_up_from_evicted_entries(vo
     sim_free(s);
 }
 
-static void test_replication_new_leader_elected_after_eviction_catches_a_follower_up(
-    void **state)
+static void
+test_replication_new_leader_elected_after_eviction_catches_a_follower_up(void **state)
 {
     (void)state;
     struct sim *s = cluster_evict(43, 20 /* bytes: about two payloads */);
@@ -1081,7 +1082,8 @@ int main(void)
         cmocka_unit_test(test_replication_leader_change_loses_no_committed_entry),
         cmocka_unit_test(test_replication_crash_loses_only_unpersisted_entries),
         cmocka_unit_test(test_replication_twenty_thousand_entries_commit_everywhere),
-        cmocka_unit_test(test_replication_lagging_follower_catches_up_from_evicted_entries),
+        cmocka_unit_test(
+            test_replication_lagging_follower_catches_up_from_evicted_entries),
         cmocka_unit_test(
             test_replication_new_leader_elected_after_eviction_catches_a_follower_up),
         cmocka_unit_test(test_membership_add_and_remove_members),

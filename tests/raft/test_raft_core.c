@@ -1314,8 +1314,8 @@ static void h_persist_to(struct h *h, mr_index index)
     h_step(h, &p);
 }
 
-static void test_evict_drops_only_durable_applied_entries_up_to_the_bound_and_budget(
-    void **state)
+static void
+test_evict_drops_only_durable_applied_entries_up_to_the_bound_and_budget(void **state)
 {
     (void)state;
     struct mr_raft_options o;
@@ -1375,8 +1375,8 @@ static void test_evict_drops_only_durable_applied_entries_up_to_the_bound_and_bu
     h_free(h);
 }
 
-static void test_evict_resident_bytes_follow_append_truncate_compact_and_install(
-    void **state)
+static void
+test_evict_resident_bytes_follow_append_truncate_compact_and_install(void **state)
 {
     (void)state;
     struct h *h = h_new_no_cq(3); /* follower; the harness persists every write */
@@ -1457,7 +1457,8 @@ static void test_evict_resident_bytes_follow_append_truncate_compact_and_install
     h_free(h);
 }
 
-static void test_evict_load_counts_resident_bytes_and_refuses_evicted_entries(void **state)
+static void
+test_evict_load_counts_resident_bytes_and_refuses_evicted_entries(void **state)
 {
     (void)state;
     struct mr_raft_options o;
@@ -2118,7 +2119,8 @@ int main(void)
             test_evict_drops_only_durable_applied_entries_up_to_the_bound_and_budget),
         cmocka_unit_test(
             test_evict_resident_bytes_follow_append_truncate_compact_and_install),
-        cmocka_unit_test(test_evict_load_counts_resident_bytes_and_refuses_evicted_entries),
+        cmocka_unit_test(
+            test_evict_load_counts_resident_bytes_and_refuses_evicted_entries),
         cmocka_unit_test(test_evict_append_to_a_lagging_follower_carries_evicted_entries),
         cmocka_unit_test(test_evict_ready_never_hands_out_evicted_entries),
         cmocka_unit_test(
