@@ -1458,6 +1458,49 @@ test_evict_resident_bytes_follow_append_truncate_compact_and_install(void **stat
 }
 
 static void
+test_evict_spares_entries_a_snapshot_covers_before_the_wal_holds_them(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.check_quorum = 0;
+    o.snapshot_trailing = 3;
+    struct h *h = h_new_opts(3, &o);
+    h->auto_persist = 0;
+    struct mr_rcbuf *d = mr_rcbuf_copy("pp", 2);
+    struct mr_raft_entry e[5];
+    for (int i = 0; i < 5; i++)
+        e[i] = (struct mr_raft_entry){
+            .term = 2, .index = (mr_index)i + 2, .type = MR_RAFT_ENTRY_NORMAL, .data = d};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 6,
+                                   .n_entries = 5,
+                                   .entries = e});
+    /* a follower applies what is committed before its own write is durable */
+    assert_int_equal(h->applied, 6);
+    h_persist_to(h, 3);
+    /* the snapshot at 6 raises status.persisted to 6, the WAL holds 1..3 */
+    struct mr_raft_event snap = {
+        .type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = 6, .term = 2};
+    assert_int_equal(h_step(h, &snap), 0);
+    struct mr_raft_status st;
+    mr_raft_status(&h->r, &st);
+    assert_int_equal(st.persisted, 6);
+    assert_int_equal(st.first_index, 4);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 0);
+    /* the write lands: now they can go */
+    h_persist_to(h, 6);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 6);
+    for (mr_index i = 4; i <= 6; i++) assert_evicted(h, i, 2);
+    mr_rcbuf_unref(d);
+    h_free(h);
+}
+
+static void
 test_evict_load_counts_resident_bytes_and_refuses_evicted_entries(void **state)
 {
     (void)state;
@@ -2121,6 +2164,8 @@ int main(void)
             test_evict_resident_bytes_follow_append_truncate_compact_and_install),
         cmocka_unit_test(
             test_evict_load_counts_resident_bytes_and_refuses_evicted_entries),
+        cmocka_unit_test(
+            test_evict_spares_entries_a_snapshot_covers_before_the_wal_holds_them),
         cmocka_unit_test(test_evict_append_to_a_lagging_follower_carries_evicted_entries),
         cmocka_unit_test(test_evict_ready_never_hands_out_evicted_entries),
         cmocka_unit_test(
