@@ -168,7 +168,8 @@ static void bench_store(const char *base, size_t size, int batched, double secs)
     syncs0 = __atomic_load_n(&n_syncs, __ATOMIC_RELAXED);
     t0 = now_s();
     do {
-        struct mr_raft_entry e = {1, next, MR_RAFT_ENTRY_NORMAL, data};
+        struct mr_raft_entry e = {
+            .term = 1, .index = next, .type = MR_RAFT_ENTRY_NORMAL, .data = data};
         if (!batched) {
             mr_store_append(st, &e, 1, &seq);
             next++;

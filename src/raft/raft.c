@@ -4,6 +4,11 @@
 
 #include "raft/raft_int.h"
 
+/* evicted / evicted_len live in what was padding after `type`: an entry is
+ * still four words, and the network codec never sees the new fields */
+_Static_assert(sizeof(struct mr_raft_entry) == 32 || sizeof(void *) != 8,
+               "struct mr_raft_entry grew");
+
 /* ---- names ------------------------------------------------------------------ */
 
 const char *mr_raft_state_name(int state)
@@ -161,6 +166,12 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
                                  U(p->entries[i].index), U(p->snap_index + 1 + i));
             return MR_EINVAL;
         }
+        if (p->entries[i].evicted) {
+            if (errmsg)
+                mr_errmsg_printf(errmsg, "load: entry %llu has no payload (evicted)",
+                                 U(p->entries[i].index));
+            return MR_EINVAL;
+        }
     }
     r->term = r->persisted_term = p->term;
     r->vote = r->persisted_vote = p->vote;
@@ -176,7 +187,7 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
               U(p->commit));
         r->commit = p->commit;
     }
-    r->persisted = log_last_index(r);
+    r->persisted = r->wal_persisted = log_last_index(r);
     r->unstable = r->persisted + 1;
     if (p->snap_config != NULL)
         r->snap_config = mr_rcbuf_ref((struct mr_rcbuf *)p->snap_config);
@@ -186,6 +197,7 @@ int mr_raft_load(struct mr_raft *r, const struct mr_raft_persisted *p, char *err
     const struct mr_rcbuf *enc = r->snap_config;
     for (mr_index i = log_last_index(r); i > r->log.offset; i--) {
         if (log_get(r, i)->type == MR_RAFT_ENTRY_CONFIG) {
+            MR_ASSERT(!log_get(r, i)->evicted);
             at = i;
             enc = log_get(r, i)->data;
             break;
@@ -436,6 +448,8 @@ static int validate(const struct mr_raft *r, const struct mr_raft_msg *m)
                 return 0;
             if (e->type < MR_RAFT_ENTRY_NORMAL || e->type > MR_RAFT_ENTRY_CONFIG)
                 return 0;
+            /* the sender's host had to fill it from its WAL (raft.h) */
+            if (e->evicted) return 0;
             if (i > 0 && e->term < m->entries[i - 1].term) return 0;
             if (i == 0 && e->term < m->log_term) return 0;
         }
@@ -631,6 +645,8 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
         size_t n;
         int err;
         rd->entries = log_slice(r, r->unstable, log_last_index(r), 0, 0, &n, &err);
+        /* eviction stops at wal_persisted, below unstable */
+        for (size_t i = 0; i < n; i++) MR_ASSERT(!rd->entries[i].evicted);
         if (err == 0) {
             rd->n_entries = n;
             rd->flags |= MR_RAFT_READY_ENTRIES;
@@ -649,6 +665,8 @@ static int collect(struct mr_raft *r, struct mr_raft_ready *rd)
         MR_ASSERT(r->applied >= r->log.offset);
         rd->committed =
             log_slice(r, r->applied + 1, apply_to, 0, r->opts.max_apply_bytes, &n, &err);
+        /* eviction stops at applied */
+        for (size_t i = 0; i < n; i++) MR_ASSERT(!rd->committed[i].evicted);
         if (err == 0) {
             rd->n_committed = n;
             rd->flags |= MR_RAFT_READY_COMMITTED;

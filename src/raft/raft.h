@@ -26,7 +26,10 @@
  *   2. `msgs` may be sent at once (these are a leader's AppendEntries,
  *      heartbeats, snapshots, TimeoutNow, ReadIndex traffic and Pre-Vote:
  *      none of them promises anything about local storage; the leader writes
- *      its own log in parallel with replication, thesis 10.2.1).
+ *      its own log in parallel with replication, thesis 10.2.1). An APPEND
+ *      in `msgs` or `msgs_after` may carry evicted entries (data NULL,
+ *      evicted = 1, see struct mr_raft_entry): the host fills each from its
+ *      WAL before the message leaves, or drops the message.
  *   3. `msgs_after` MUST NOT leave before the hard state, snapshot and entries
  *      of this batch AND of every earlier batch are durable (votes granted,
  *      vote requests -- they imply a persisted self-vote --, append and
@@ -38,6 +41,7 @@
  *      persisted.
  *   5. `committed` entries may be applied at once, in order (they are durable
  *      on a majority), but after the batch's snapshot is installed.
+ *      `entries` and `committed` always carry their payloads (never evicted).
  *   6. Release the batch with mr_raft_ready_release() when done with it; a
  *      host that needs a payload longer takes its own mr_rcbuf_ref().
  *
@@ -160,11 +164,30 @@ enum mr_raft_entry_type {
 
 /* One log entry. `data` is a refcounted payload shared by the log, the WAL,
  * the network and apply (may be NULL for an empty payload). Whoever stores an
- * entry takes its own reference with mr_rcbuf_ref() and drops it when done. */
+ * entry takes its own reference with mr_rcbuf_ref() and drops it when done.
+ *
+ * EVICTED ENTRIES (a bounded in-memory log, mr_raft_log_evict()): the core
+ * may drop the payload of an old entry that is durable in the host's WAL and
+ * was already handed out for applying; the entry stays in the log with
+ * evicted = 1, data = NULL and evicted_len = the dropped payload's length.
+ * Where an entry can be evicted:
+ *   - ready.entries (to persist) and ready.committed (to apply): NEVER, every
+ *     entry there carries its payload;
+ *   - APPEND messages (ready.msgs / msgs_after): MAY. Before such a message
+ *     leaves, the host MUST fill every evicted entry from its WAL (data = the
+ *     payload read back, a reference the message owns; evicted = 0) and drop
+ *     the whole message if it cannot (dropping is always safe: the leader
+ *     resends). An evicted entry never goes on the wire; the core rejects a
+ *     received entry with evicted != 0 as malformed;
+ *   - mr_raft_entry_at(): MAY;
+ *   - CONFIG entries are never evicted (membership is read from the log).
+ * evicted and evicted_len live in the struct's padding: sizeof stays 32. */
 struct mr_raft_entry {
     mr_term term;
     mr_index index;
-    uint8_t type; /* enum mr_raft_entry_type */
+    uint8_t type;         /* enum mr_raft_entry_type */
+    uint8_t evicted;      /* 1: payload dropped from memory (data is NULL) */
+    uint32_t evicted_len; /* evicted: the dropped payload's length in bytes */
     struct mr_rcbuf *data;
 };
 
@@ -408,10 +431,16 @@ struct mr_raft {
         size_t cap, start, n; /* entries at ring[(start + k) % cap] */
         mr_index offset;      /* index of the entry before ring[start] */
         mr_term offset_term;  /* its term (the snapshot's or compaction point) */
+        size_t resident;      /* payload bytes held (evicted entries not counted) */
+        mr_index evicted_to;  /* eviction cursor: every entry up to here was
+                               * looked at by mr_raft_log_evict (>= offset) */
     } log;
     mr_index commit;
     mr_index applied;   /* last index handed out in `committed` */
-    mr_index persisted; /* WAL durable up to here */
+    mr_index persisted; /* WAL durable up to here (or covered by a snapshot) */
+    mr_index wal_persisted; /* highest index reported PERSISTED (or loaded): the
+                             * WAL holds every entry up to here; never raised by
+                             * SNAPSHOT_TAKEN (the eviction bound) */
     mr_index unstable;  /* first index not yet handed to the host */
     int is_holding;     /* deferred proposals wait for FLUSH (leader only) */
     /* latest snapshot (taken locally or installed) */
@@ -668,8 +697,32 @@ mr_term mr_raft_term_at(const struct mr_raft *r, mr_index index);
  * (compacted, or beyond the last index). Borrowed until the next step; the
  * host takes its own mr_rcbuf_ref() of `data` to keep it. Read-only: the
  * node uses it to re-apply committed entries after rebuilding its state
- * machine from a snapshot without touching the log (integrity resync). */
+ * machine from a snapshot without touching the log (integrity resync). The
+ * entry may be evicted (evicted = 1, data NULL): its payload is then in the
+ * host's WAL only. */
 const struct mr_raft_entry *mr_raft_entry_at(const struct mr_raft *r, mr_index index);
+
+/* ---- bounded in-memory log ------------------------------------------------------ */
+
+/* Drops the in-memory payloads of the oldest entries while the log's resident
+ * payload bytes exceed `max_bytes`, among entries that are durable here (at
+ * or below the highest index the host reported PERSISTED or loaded, which,
+ * unlike status.persisted, a SNAPSHOT_TAKEN never raises: the WAL may not
+ * hold entries a snapshot covers yet), already handed out for applying
+ * (<= status.applied), <= `up_to`, and not configuration entries (membership
+ * is read from the log). Empty payloads are left alone (nothing to drop).
+ * Evicted entries stay in the log (evicted = 1, data NULL, evicted_len set;
+ * see struct mr_raft_entry); once a payload is dropped the host must be able
+ * to read that entry back from its WAL for as long as the core's log holds it
+ * (status.first_index on): its WAL compaction must not go past the core's.
+ * Returns the bytes dropped. Pure bookkeeping: deterministic, no I/O, no
+ * allocation; O(entries looked at), each index being looked at once between
+ * truncations. Call it between steps (it invalidates entries borrowed from
+ * mr_raft_entry_at()). */
+size_t mr_raft_log_evict(struct mr_raft *r, size_t max_bytes, mr_index up_to);
+
+/* Payload bytes the in-memory log holds (evicted entries not counted). */
+size_t mr_raft_log_resident_bytes(const struct mr_raft *r);
 
 /* Name of a state ("leader"), message type ("append") or event type. */
 const char *mr_raft_state_name(int state);

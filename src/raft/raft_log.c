@@ -2,7 +2,14 @@
  *
  * A ring buffer of entries after an offset (the compaction point). Entries
  * share their payload by reference with the WAL, the network and apply
- * (STYLE 9), so slicing never copies bytes. Every lookup is O(1). */
+ * (STYLE 9), so slicing never copies bytes. Every lookup is O(1).
+ *
+ * Bounded memory: mr_raft_log_evict() drops the payloads of old entries that
+ * the host's WAL holds and that were handed out for applying; the leader's
+ * host reads them back when an AppendEntries needs them (raft.h). `resident`
+ * counts the payload bytes held, `evicted_to` is how far eviction looked, so
+ * that each call resumes where the last one stopped. */
+#include <stdint.h>
 #include <string.h>
 
 #include "raft/raft_int.h"
@@ -53,14 +60,34 @@ int log_reserve(struct mr_raft *r, size_t more)
     return 0;
 }
 
+static size_t payload_len(const struct mr_raft_entry *e)
+{
+    return e->data != NULL ? e->data->len : 0;
+}
+
+/* Drops the entry's payload reference and its share of `resident`. */
+static void entry_drop(struct mr_raft *r, struct mr_raft_entry *e)
+{
+    size_t len = payload_len(e);
+    MR_ASSERT(r->log.resident >= len);
+    r->log.resident -= len;
+    mr_rcbuf_unref(e->data);
+    memset(e, 0, sizeof(*e));
+}
+
 int log_append(struct mr_raft *r, const struct mr_raft_entry *e)
 {
     MR_ASSERT(e->index == log_last_index(r) + 1);
+    /* callers pass entries they built, or that validate() / mr_raft_load()
+     * checked: an evicted entry never comes in */
+    MR_ASSERT(!e->evicted);
     int rv = log_reserve(r, 1);
     if (rv != 0) return rv;
     struct mr_raft_entry *slot = &RING(r, r->log.n);
     *slot = *e;
+    slot->evicted_len = 0;
     mr_rcbuf_ref(slot->data);
+    r->log.resident += payload_len(slot);
     r->log.n++;
     return 0;
 }
@@ -69,11 +96,12 @@ void log_truncate(struct mr_raft *r, mr_index from)
 {
     MR_ASSERT(from > r->log.offset);
     while (log_last_index(r) >= from) {
-        struct mr_raft_entry *e = &RING(r, r->log.n - 1);
-        mr_rcbuf_unref(e->data);
-        e->data = NULL;
+        entry_drop(r, &RING(r, r->log.n - 1));
         r->log.n--;
     }
+    if (r->log.evicted_to >= from) r->log.evicted_to = from - 1;
+    /* the host truncates its WAL at `from` with its next write */
+    if (r->wal_persisted >= from) r->wal_persisted = from - 1;
 }
 
 void log_compact(struct mr_raft *r, mr_index upto)
@@ -82,25 +110,67 @@ void log_compact(struct mr_raft *r, mr_index upto)
     MR_ASSERT(upto <= log_last_index(r));
     mr_term t = log_term(r, upto);
     while (r->log.offset < upto) {
-        struct mr_raft_entry *e = &RING(r, 0);
-        mr_rcbuf_unref(e->data);
-        e->data = NULL;
+        entry_drop(r, &RING(r, 0));
         r->log.start = (r->log.start + 1) % r->log.cap;
         r->log.n--;
         r->log.offset++;
     }
     r->log.offset_term = t;
+    if (r->log.evicted_to < upto) r->log.evicted_to = upto;
 }
 
 void log_reset(struct mr_raft *r, mr_index index, mr_term term)
 {
     while (r->log.n > 0) {
-        mr_rcbuf_unref(RING(r, r->log.n - 1).data);
+        entry_drop(r, &RING(r, r->log.n - 1));
         r->log.n--;
     }
+    MR_ASSERT(r->log.resident == 0);
     r->log.start = 0;
     r->log.offset = index;
     r->log.offset_term = term;
+    r->log.evicted_to = index;
+}
+
+size_t mr_raft_log_evict(struct mr_raft *r, size_t max_bytes, mr_index up_to)
+{
+    /* only what the WAL holds (the host reads it back from there) and what
+     * apply already has: ready.entries and ready.committed always carry
+     * their payloads */
+    mr_index limit = r->wal_persisted;
+    if (r->applied < limit) limit = r->applied;
+    if (up_to < limit) limit = up_to;
+    if (limit > log_last_index(r)) limit = log_last_index(r);
+    size_t dropped = 0;
+    mr_index i = r->log.evicted_to + 1;
+    MR_ASSERT(i > r->log.offset);
+    for (; i <= limit && r->log.resident > max_bytes; i++) {
+        struct mr_raft_entry *e = &RING(r, i - r->log.offset - 1);
+        r->log.evicted_to = i;
+        /* membership is read from CONFIG entries (member_config_at,
+         * member_truncated); an empty payload has nothing to drop; a payload
+         * of 4 GiB or more does not fit evicted_len */
+        if (e->type == MR_RAFT_ENTRY_CONFIG || e->data == NULL ||
+            e->data->len > UINT32_MAX)
+            continue;
+        MR_ASSERT(!e->evicted);
+        size_t len = e->data->len;
+        mr_rcbuf_unref(e->data);
+        e->data = NULL;
+        e->evicted = 1;
+        e->evicted_len = (uint32_t)len;
+        r->log.resident -= len;
+        dropped += len;
+    }
+    if (dropped > 0)
+        TRACE(r, "evict payloads up to %llu: %zu bytes dropped, %zu resident",
+              U(r->log.evicted_to), dropped, r->log.resident);
+    return dropped;
+}
+
+size_t mr_raft_log_resident_bytes(const struct mr_raft *r)
+{
+    return r->log.resident;
 }
 
 struct mr_raft_entry *log_slice(const struct mr_raft *r, mr_index lo, mr_index hi,
@@ -115,7 +185,8 @@ struct mr_raft_entry *log_slice(const struct mr_raft *r, mr_index lo, mr_index h
     size_t bytes = 0, k;
     for (k = 0; k < count; k++) {
         const struct mr_raft_entry *e = log_get(r, lo + k);
-        size_t len = e->data ? e->data->len : 0;
+        /* an evicted entry counts as the payload the host will fill in */
+        size_t len = e->evicted ? e->evicted_len : payload_len(e);
         if (k > 0 && max_bytes != 0 && bytes + len > max_bytes) break;
         bytes += len;
     }

@@ -34,6 +34,7 @@ int member_set(struct mr_raft *r, const struct mr_raft_config *c, mr_index index
 
 int member_apply_entry(struct mr_raft *r, const struct mr_raft_entry *e)
 {
+    MR_ASSERT(!e->evicted); /* CONFIG entries are never evicted */
     struct mr_raft_config c;
     char err[MR_ERRMSG_SIZE];
     int rv = e->data == NULL
@@ -57,7 +58,10 @@ struct mr_rcbuf *member_config_at(struct mr_raft *r, mr_index index)
     if (index > log_last_index(r)) index = log_last_index(r);
     for (mr_index i = index; i > r->log.offset; i--) {
         const struct mr_raft_entry *e = log_get(r, i);
-        if (e->type == MR_RAFT_ENTRY_CONFIG) return mr_rcbuf_ref(e->data);
+        if (e->type == MR_RAFT_ENTRY_CONFIG) {
+            MR_ASSERT(!e->evicted); /* never evicted: see mr_raft_log_evict */
+            return mr_rcbuf_ref(e->data);
+        }
     }
     if (r->snap_config != NULL) return mr_rcbuf_ref(r->snap_config);
     return mr_raft_config_encode(&r->config); /* bootstrap/joining: the current one */

@@ -550,12 +550,18 @@ int repl_recv_snapshot(struct mr_raft *r, const struct mr_raft_msg *m)
 
 void repl_persisted(struct mr_raft *r, mr_index index, mr_term term)
 {
-    if (index <= r->persisted || index >= r->unstable) return;
+    if (index >= r->unstable) return;
+    /* wal_persisted may lag persisted: SNAPSHOT_TAKEN raises only persisted
+     * (the snapshot covers entries the WAL may not hold yet) */
+    if (index <= r->persisted && (index <= r->wal_persisted || index <= r->log.offset))
+        return;
     if (log_term(r, index) != term) {
         TRACE(r, "persisted %llu/%llu is stale (log has term %llu)", U(index), U(term),
               U(log_term(r, index)));
         return;
     }
+    if (index > r->wal_persisted) r->wal_persisted = index;
+    if (index <= r->persisted) return;
     r->persisted = index;
     if (r->term_unsafe && term == r->term) {
         TRACE(r, "term %llu is durable -> messages may leave at once", U(r->term));
@@ -624,7 +630,7 @@ int repl_snapshot_installed(struct mr_raft *r, mr_index index, mr_term term)
     r->unstable = index + 1;
     /* the host queued its WAL reset before stepping this: the entries it
      * writes from now on come after it */
-    r->persisted = index;
+    r->persisted = r->wal_persisted = index;
     r->snap_index = index;
     r->snap_term = term;
     mr_rcbuf_unref(r->snap_config);

@@ -58,4 +58,18 @@ mutate M8-self-elected-leader-sends-before-term-durable src/raft/raft_replicatio
 mutate M9-no-fast-backtracking-hint src/raft/raft_replication.c \
     "            if (m->hint_term > 0) hint = log_find_conflict_by_term(r, hint, m->hint_term);" \
     "            hint = rejected - 1;"
+mutate M10-evict-ignores-the-wal-persisted-index src/raft/raft_log.c \
+    "    mr_index limit = r->wal_persisted;" "    mr_index limit = (mr_index)-1;"
+mutate M11-evict-by-snapshot-raised-persisted src/raft/raft_log.c \
+    "    mr_index limit = r->wal_persisted;" "    mr_index limit = r->persisted;"
+mutate M12-evict-ignores-applied src/raft/raft_log.c \
+    "    if (r->applied < limit) limit = r->applied;" ""
+mutate M13-evict-config-entries src/raft/raft_log.c \
+    "        if (e->type == MR_RAFT_ENTRY_CONFIG || e->data == NULL ||" \
+    "        if (e->data == NULL ||"
+mutate M14-slice-ignores-evicted-len src/raft/raft_log.c \
+    "        size_t len = e->evicted ? e->evicted_len : payload_len(e);" \
+    "        size_t len = payload_len(e);"
+mutate M15-evict-ignores-up-to src/raft/raft_log.c \
+    "    if (up_to < limit) limit = up_to;" "    (void)up_to;"
 cmake --build "$B" -j2 >/dev/null 2>&1

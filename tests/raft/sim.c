@@ -44,8 +44,13 @@ struct disk {
     mr_term snap_term;
     struct mr_rcbuf *snap_config;
     uint64_t snap_hash;
-    struct mr_raft_entry *wal; /* entries snap_index+1 .. */
+    /* entries wal_base+1 .., wal_base <= snap_index: like moonraft's WAL it
+     * keeps the entries the core keeps behind a snapshot (trailing), which
+     * a leader may have to read back (evicted payloads); a restart loads
+     * only those after snap_index */
+    struct mr_raft_entry *wal;
     size_t n_wal, cap_wal;
+    mr_index wal_base;
 };
 
 struct sim_node {
@@ -383,7 +388,7 @@ static void check_apply(struct sim *s, struct sim_node *n, const struct mr_raft_
 static void durable_last(const struct sim_node *n, mr_index *index, mr_term *term)
 {
     const struct disk *d = &n->disk;
-    if (d->n_wal > 0) {
+    if (d->n_wal > 0 && d->wal[d->n_wal - 1].index > d->snap_index) {
         *index = d->wal[d->n_wal - 1].index;
         *term = d->wal[d->n_wal - 1].term;
     } else {
@@ -402,7 +407,7 @@ static int holds(const struct sim_node *c, mr_index index, mr_term term)
     const struct disk *d = &c->disk;
     if (index <= d->snap_index) return 1;
     if (d->n_wal == 0 || index > d->wal[d->n_wal - 1].index) return 0;
-    return d->wal[index - d->snap_index - 1].term == term;
+    return d->wal[index - d->wal_base - 1].term == term;
 }
 
 /* Commit safety, checked the moment a leader commits (index, term): no voter
@@ -609,6 +614,15 @@ static void disk_compact(struct disk *d, mr_index upto)
     d->n_wal -= k;
 }
 
+/* Compacts the WAL as far as the core compacted its log (no further: the
+ * entries the core keeps may be evicted and read back from here). */
+static void disk_compact_to(struct disk *d, mr_index upto)
+{
+    if (upto <= d->wal_base) return;
+    disk_compact(d, upto);
+    d->wal_base = upto;
+}
+
 static void write_release(struct write *w)
 {
     for (size_t i = 0; i < w->n_entries; i++) mr_rcbuf_unref(w->entries[i].data);
@@ -625,6 +639,7 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
     if (w->has_snap) {
         for (size_t i = 0; i < d->n_wal; i++) mr_rcbuf_unref(d->wal[i].data);
         d->n_wal = 0;
+        d->wal_base = w->snap_index;
         d->snap_index = w->snap_index;
         d->snap_term = w->snap_term;
         mr_rcbuf_unref(d->snap_config);
@@ -636,8 +651,8 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
             sim_stats.truncations++;
         disk_truncate(d, w->entries[0].index);
         for (size_t i = 0; i < w->n_entries; i++) {
-            if (w->entries[i].index <= d->snap_index) continue;
-            mr_index want = d->snap_index + d->n_wal + 1;
+            if (w->entries[i].index <= d->wal_base) continue;
+            mr_index want = d->wal_base + d->n_wal + 1;
             if (w->entries[i].index != want)
                 sim_fail(s, "node %llu: WAL gap: writing %llu, expected %llu",
                          (unsigned long long)n->id,
@@ -645,7 +660,9 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
                          (unsigned long long)want);
             /* Log Matching over durable logs: what a crash can lose never
              * existed as far as the protocol is concerned */
-            mr_term prev = d->n_wal > 0 ? d->wal[d->n_wal - 1].term : d->snap_term;
+            mr_term prev = d->n_wal > 0                   ? d->wal[d->n_wal - 1].term
+                           : d->wal_base == d->snap_index ? d->snap_term
+                                                          : 0; /* unknown */
             check_append(s, n, &w->entries[i], prev);
             GROW(d->wal, d->n_wal, d->cap_wal);
             d->wal[d->n_wal] = w->entries[i];
@@ -682,6 +699,9 @@ static void complete_write(struct sim *s, struct sim_node *n, struct write *w)
 
 static void apply_entry(struct sim *s, struct sim_node *n, const struct mr_raft_entry *e)
 {
+    if (e->evicted)
+        sim_fail(s, "node %llu is handed evicted entry %llu to apply",
+                 (unsigned long long)n->id, (unsigned long long)e->index);
     if (e->index != n->applied + 1)
         sim_fail(s, "node %llu applies %llu after %llu", (unsigned long long)n->id,
                  (unsigned long long)e->index, (unsigned long long)n->applied);
@@ -710,7 +730,6 @@ static void maybe_snapshot(struct sim *s, struct sim_node *n)
     d->snap_hash = n->hash;
     n->mem_snap_index = d->snap_index;
     n->mem_snap_hash = d->snap_hash;
-    disk_compact(d, d->snap_index);
     struct mr_raft_event ev = {.type = MR_RAFT_EVENT_SNAPSHOT_TAKEN,
                                .index = n->applied,
                                .term = n->applied_term};
@@ -720,6 +739,74 @@ static void maybe_snapshot(struct sim *s, struct sim_node *n)
         sim_fail(s, "node %llu: SNAPSHOT_TAKEN %llu failed: %s",
                  (unsigned long long)n->id, (unsigned long long)ev.index,
                  mr_err_name(rv));
+    if (n->alive) disk_compact_to(d, n->raft.log.offset);
+}
+
+/* The host's half of the bounded log (raft.h, struct mr_raft_entry): an
+ * APPEND's evicted entries are read back from the durable WAL before it
+ * leaves. Eviction covers only entries the WAL holds: anything else fails. */
+static void fill_evicted(struct sim *s, struct sim_node *n, struct mr_raft_msg *m)
+{
+    if (m->type != MR_RAFT_MSG_APPEND) return;
+    const struct disk *d = &n->disk;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        struct mr_raft_entry *e = &m->entries[i];
+        if (!e->evicted) continue;
+        if (!s->o.evict)
+            sim_fail(s, "node %llu evicted without being asked",
+                     (unsigned long long)n->id);
+        const struct mr_raft_entry *w = NULL;
+        if (e->index > d->wal_base && e->index <= d->wal_base + d->n_wal)
+            w = &d->wal[e->index - d->wal_base - 1];
+        if (w == NULL || w->term != e->term || w->type != e->type || e->data != NULL ||
+            (w->data ? w->data->len : 0) != e->evicted_len)
+            sim_fail(s,
+                     "node %llu sends evicted entry %llu/%llu (%u bytes) that its "
+                     "durable WAL (%llu..%llu) does not hold",
+                     (unsigned long long)n->id, (unsigned long long)e->index,
+                     (unsigned long long)e->term, (unsigned)e->evicted_len,
+                     (unsigned long long)(d->wal_base + 1),
+                     (unsigned long long)(d->wal_base + d->n_wal));
+        e->data = mr_rcbuf_ref(w->data);
+        e->evicted = 0;
+        sim_stats.evicted_filled++;
+    }
+}
+
+/* After every ready: drop payloads down to the budget, then check the
+ * core's books (resident bytes) and that every evicted entry is one the
+ * durable WAL holds, so a wrong eviction fails at once, not only when a
+ * lagging follower happens to need the entry. */
+static void evict(struct sim *s, struct sim_node *n)
+{
+    if (!s->o.evict || !n->alive) return;
+    struct mr_raft *r = &n->raft;
+    sim_stats.evicted_bytes += mr_raft_log_evict(r, s->o.evict_max_bytes, (mr_index)-1);
+    size_t resident = 0;
+    const struct disk *d = &n->disk;
+    for (mr_index i = r->log.offset + 1; i <= r->log.offset + r->log.n; i++) {
+        const struct mr_raft_entry *e = mr_raft_entry_at(r, i);
+        if (!e->evicted) {
+            resident += e->data ? e->data->len : 0;
+            continue;
+        }
+        const struct mr_raft_entry *w = i > d->wal_base && i <= d->wal_base + d->n_wal
+                                            ? &d->wal[i - d->wal_base - 1]
+                                            : NULL;
+        if (e->data != NULL || e->type == MR_RAFT_ENTRY_CONFIG || i > n->applied ||
+            w == NULL || w->term != e->term)
+            sim_fail(s,
+                     "node %llu evicted entry %llu/%llu (type %u) but applied %llu and "
+                     "its durable WAL holds %llu..%llu",
+                     (unsigned long long)n->id, (unsigned long long)i,
+                     (unsigned long long)e->term, (unsigned)e->type,
+                     (unsigned long long)n->applied,
+                     (unsigned long long)(d->wal_base + 1),
+                     (unsigned long long)(d->wal_base + d->n_wal));
+    }
+    if (resident != mr_raft_log_resident_bytes(r))
+        sim_fail(s, "node %llu: resident bytes %zu, the log holds %zu",
+                 (unsigned long long)n->id, mr_raft_log_resident_bytes(r), resident);
 }
 
 static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready *rd)
@@ -776,6 +863,11 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         need_write = 1;
     }
     if (rd->flags & MR_RAFT_READY_ENTRIES) {
+        for (size_t i = 0; i < rd->n_entries; i++)
+            if (rd->entries[i].evicted)
+                sim_fail(s, "node %llu is handed evicted entry %llu to write",
+                         (unsigned long long)n->id,
+                         (unsigned long long)rd->entries[i].index);
         mirror_append(s, n, rd->entries, rd->n_entries);
         w.entries = rd->entries;
         w.n_entries = rd->n_entries;
@@ -789,6 +881,10 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         w.vote = rd->vote;
         need_write = 1;
     }
+    /* evicted entries are on the durable disk now; a message that waits
+     * for a write below is filled before a snapshot may compact them */
+    for (size_t i = 0; i < rd->n_msgs; i++) fill_evicted(s, n, &rd->msgs[i]);
+    for (size_t i = 0; i < rd->n_msgs_after; i++) fill_evicted(s, n, &rd->msgs_after[i]);
     for (size_t i = 0; i < rd->n_msgs; i++) net_send(s, n, &rd->msgs[i]);
     if (rd->n_msgs_after > 0) {
         if (need_write || n->n_writes > 0) {
@@ -851,6 +947,7 @@ static void handle_ready(struct sim *s, struct sim_node *n, struct mr_raft_ready
         int rv;
         step_node(s, n, &ev, &rv);
     }
+    evict(s, n);
 }
 
 static void step_node(struct sim *s, struct sim_node *n, struct mr_raft_event *ev,
@@ -898,15 +995,25 @@ static void node_start(struct sim *s, struct sim_node *n)
     int rv = mr_raft_init(&n->raft, &o);
     if (rv != 0) sim_fail(s, "init: %s", mr_err_name(rv));
     struct disk *d = &n->disk;
+    if (d->wal_base + d->n_wal < d->snap_index) {
+        /* a crash lost writes the snapshot covers: the WAL has a hole before
+         * the snapshot, so it starts over after it */
+        for (size_t i = 0; i < d->n_wal; i++) mr_rcbuf_unref(d->wal[i].data);
+        d->n_wal = 0;
+        d->wal_base = d->snap_index;
+    }
     struct mr_raft_persisted p = {
         .term = d->term,
         .vote = d->vote,
         .snap_index = d->snap_index,
         .snap_term = d->snap_term,
         .snap_config = d->snap_config,
-        .entries = d->wal,
-        .n_entries = d->n_wal,
     };
+    /* the WAL's entries behind the snapshot are left out */
+    size_t skip = 0;
+    while (skip < d->n_wal && d->wal[skip].index <= d->snap_index) skip++;
+    p.entries = d->wal + skip;
+    p.n_entries = d->n_wal - skip;
     char err[MR_ERRMSG_SIZE];
     rv = mr_raft_load(&n->raft, &p, err);
     if (rv != 0) sim_fail(s, "load node %llu: %s", (unsigned long long)n->id, err);
@@ -921,7 +1028,7 @@ static void node_start(struct sim *s, struct sim_node *n)
     n->sm_config = mr_rcbuf_ref(d->snap_config);
     mirror_reset(n, d->snap_index, d->snap_term);
     n->last_leader_term_checked = 0;
-    for (size_t i = 0; i < d->n_wal; i++) {
+    for (size_t i = skip; i < d->n_wal; i++) {
         GROW(n->terms, n->n_terms, n->cap_terms);
         n->terms[n->n_terms++] = d->wal[i].term;
     }
@@ -1117,6 +1224,12 @@ static void deliver_due(struct sim *s)
             to->rx_from = 0;
             to->incoming_snap_hash = nm.snap_hash;
         }
+        for (uint32_t i = 0; !drop && i < nm.m.n_entries; i++)
+            if (nm.m.entries[i].evicted)
+                sim_fail(s, "node %llu received evicted entry %llu from %llu",
+                         (unsigned long long)to->id,
+                         (unsigned long long)nm.m.entries[i].index,
+                         (unsigned long long)nm.m.from);
         if (!drop) {
             struct mr_raft_event ev = {.type = MR_RAFT_EVENT_RECEIVE, .msg = &nm.m};
             int rv;

@@ -14,6 +14,12 @@
  * fail_install_permille) and is reported SNAPSHOT_FAILED. Each node may run
  * its own clock rate (sim_set_clock).
  *
+ * With `evict` the host bounds its in-memory log: after every ready it steps
+ * mr_raft_log_evict(evict_max_bytes), and before an APPEND leaves it fills
+ * each evicted entry from its durable WAL (an entry that is not there, or
+ * differs, is a failure: the core evicted what the host cannot read back).
+ * A receiver that gets an evicted entry fails the run as well.
+ *
  * Every step is checked: one leader per term, log matching, leader
  * completeness, state machine safety, linearizable read indexes. A
  * violation calls sim_fail(), which prints the seed and the schedule. */
@@ -44,6 +50,8 @@ struct sim_opts {
     int keep_traces;
     unsigned isolate_new_leader_permille;
     unsigned fail_install_permille;      /* a requested snapshot install fails */
+    int evict;                           /* bounded in-memory log (see above) */
+    size_t evict_max_bytes;              /* resident payload bytes the host allows */
     /* cut off a fresh leader at once */ /* keep trace lines for sim_trace_count() */
 };
 
@@ -133,7 +141,7 @@ unsigned long sim_sent(struct sim *s, mr_node_id from, int type);
 struct sim_stats {
     unsigned long leaders, applied, snapshots_sent, snapshots_installed, changes_ok,
         reads_ok, reads_failed, crashes, truncations, transfers_ok, lease_reads,
-        snapshots_failed;
+        snapshots_failed, evicted_bytes, evicted_filled;
 };
 extern struct sim_stats sim_stats;
 

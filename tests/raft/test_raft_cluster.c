@@ -415,6 +415,111 @@ static void test_replication_crash_loses_only_unpersisted_entries(void **state)
     sim_free(s);
 }
 
+/* ---- bounded in-memory log ---------------------------------------------------- */
+
+static struct sim *cluster_evict(uint64_t seed, size_t max_bytes)
+{
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.seed = seed;
+    o.keep_traces = 1;
+    o.evict = 1;
+    o.evict_max_bytes = max_bytes;
+    return sim_new(&o);
+}
+
+/* Entries (index, last] of node id: how many are evicted (data NULL). */
+static unsigned evicted_in(struct sim *s, mr_node_id id, mr_index from, mr_index to)
+{
+    unsigned c = 0;
+    for (mr_index i = from; i <= to; i++) {
+        const struct mr_raft_entry *e = mr_raft_entry_at(sim_raft(s, id), i);
+        assert_non_null(e);
+        if (e->evicted) {
+            assert_null(e->data);
+            c++;
+        }
+    }
+    return c;
+}
+
+static mr_index propose_many(struct sim *s, mr_node_id l, unsigned n,
+                             const mr_node_id *nodes, unsigned n_nodes)
+{
+    struct committed c = {.n = n_nodes};
+    memcpy(c.nodes, nodes, n_nodes * sizeof(*nodes));
+    for (unsigned i = 0; i < n; i++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "payload-%u", i);
+        assert_int_equal(sim_propose(s, l, buf, &c.index, &c.term), 0);
+        sim_run(s, 2);
+    }
+    assert_true(sim_run_until(s, applied_on, &c, 10 * ELECTION));
+    sim_run(s, ELECTION); /* every write durable, every ready processed */
+    return c.index;
+}
+
+static void
+test_replication_lagging_follower_catches_up_from_evicted_entries(void **state)
+{
+    (void)state;
+    struct sim *s = cluster_evict(41, 0 /* bytes: evict everything allowed */);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id lag = l == 3 ? 2 : 3, other = 6 - l - lag;
+    sim_isolate(s, lag);
+    mr_index first = sim_raft(s, l)->log.offset + sim_raft(s, l)->log.n + 1;
+    const mr_node_id up[] = {l, other};
+    mr_index last = propose_many(s, l, 40, up, 2);
+    /* the leader holds none of these payloads any more */
+    assert_int_equal(evicted_in(s, l, first, last), last - first + 1);
+    unsigned long filled = sim_stats.evicted_filled;
+    sim_heal(s);
+    const mr_node_id all[] = {1, 2, 3};
+    struct committed c = {.index = last, .term = sim_term(s, l), .n = 3};
+    memcpy(c.nodes, all, sizeof(all));
+    assert_true(sim_run_until(s, applied_on, &c, 10 * ELECTION));
+    assert_int_equal(sim_leader(s), l);
+    /* caught up by AppendEntries read back from the leader's WAL, not by a
+     * snapshot (there is none) */
+    assert_true(sim_stats.evicted_filled - filled >= last - first + 1);
+    assert_int_equal(sim_sent(s, l, MR_RAFT_MSG_SNAPSHOT), 0);
+    assert_int_equal(sim_hash(s, lag), sim_hash(s, l));
+    propose_and_wait(s, l, "after", all, 3);
+    sim_free(s);
+}
+
+static void
+test_replication_new_leader_elected_after_eviction_catches_a_follower_up(void **state)
+{
+    (void)state;
+    struct sim *s = cluster_evict(43, 20 /* bytes: about two payloads */);
+    mr_node_id l = leader_or_fail(s);
+    mr_node_id lag = l == 3 ? 2 : 3, next = 6 - l - lag;
+    sim_isolate(s, lag);
+    mr_index first = sim_raft(s, l)->log.offset + sim_raft(s, l)->log.n + 1;
+    const mr_node_id up[] = {l, next};
+    mr_index last = propose_many(s, l, 30, up, 2);
+    /* the follower that will lead evicted too: all but the newest couple */
+    assert_true(evicted_in(s, next, first, last) >= last - first + 1 - 2);
+    /* what stays resident: the budget, plus CONFIG entries (never evicted) */
+    const struct mr_raft_entry *cfg = mr_raft_entry_at(sim_raft(s, next), 1);
+    assert_true(cfg != NULL && cfg->type == MR_RAFT_ENTRY_CONFIG);
+    assert_true(mr_raft_log_resident_bytes(sim_raft(s, next)) <= 20 + cfg->data->len);
+    sim_crash(s, l);
+    unsigned long filled = sim_stats.evicted_filled;
+    sim_heal(s);
+    mr_node_id l2 = leader_or_fail(s);
+    assert_int_equal(l2, next); /* the lagging one's log is behind */
+    struct committed c = {.index = last, .term = 0, .n = 1, .nodes = {lag}};
+    c.term = mr_raft_term_at(sim_raft(s, l2), last);
+    assert_true(sim_run_until(s, applied_on, &c, 10 * ELECTION));
+    assert_true(sim_stats.evicted_filled - filled >= last - first + 1 - 2);
+    sim_restart(s, l);
+    const mr_node_id all[] = {1, 2, 3};
+    propose_and_wait(s, l2, "after", all, 3);
+    sim_free(s);
+}
+
 /* A long log with many messages in flight: every entry commits everywhere.
  * (Also a smoke test of the per-message cost: no scan of the whole log.) */
 static void test_replication_twenty_thousand_entries_commit_everywhere(void **state)
@@ -977,6 +1082,10 @@ int main(void)
         cmocka_unit_test(test_replication_leader_change_loses_no_committed_entry),
         cmocka_unit_test(test_replication_crash_loses_only_unpersisted_entries),
         cmocka_unit_test(test_replication_twenty_thousand_entries_commit_everywhere),
+        cmocka_unit_test(
+            test_replication_lagging_follower_catches_up_from_evicted_entries),
+        cmocka_unit_test(
+            test_replication_new_leader_elected_after_eviction_catches_a_follower_up),
         cmocka_unit_test(test_membership_add_and_remove_members),
         cmocka_unit_test(test_membership_removed_follower_learns_it_and_never_campaigns),
         cmocka_unit_test(

@@ -54,6 +54,9 @@ static int h_step(struct h *h, struct mr_raft_event *ev)
         h->msgs[h->n++] = rd.msgs_after[i];
         memset(&rd.msgs_after[i], 0, sizeof(rd.msgs_after[i]));
     }
+    /* entries to write and to apply always carry their payloads */
+    for (size_t i = 0; i < rd.n_entries; i++) assert_false(rd.entries[i].evicted);
+    for (size_t i = 0; i < rd.n_committed; i++) assert_false(rd.committed[i].evicted);
     if (rd.n_entries > 0) {
         h->last_written = rd.entries[rd.n_entries - 1].index;
         h->last_written_term = rd.entries[rd.n_entries - 1].term;
@@ -1266,6 +1269,370 @@ test_snapshot_install_is_acknowledged_only_once_the_host_installed_it(void **sta
     h_free(h);
 }
 
+/* ---- bounded in-memory log --------------------------------------------------- */
+
+#define NO_LIMIT ((mr_index)-1)
+
+static size_t payload_at(struct h *h, mr_index i)
+{
+    const struct mr_raft_entry *e = mr_raft_entry_at(&h->r, i);
+    assert_non_null(e);
+    return e->data != NULL ? e->data->len : 0;
+}
+
+static void assert_evicted(struct h *h, mr_index i, size_t len)
+{
+    const struct mr_raft_entry *e = mr_raft_entry_at(&h->r, i);
+    assert_non_null(e);
+    assert_int_equal(e->evicted, 1);
+    assert_null(e->data);
+    assert_int_equal(e->evicted_len, len);
+}
+
+static void assert_resident(struct h *h, mr_index i)
+{
+    const struct mr_raft_entry *e = mr_raft_entry_at(&h->r, i);
+    assert_non_null(e);
+    assert_int_equal(e->evicted, 0);
+    assert_non_null(e->data);
+}
+
+/* Sum of the payloads the log holds, counted the slow way. */
+static size_t resident_by_scan(struct h *h)
+{
+    struct mr_raft_status st;
+    mr_raft_status(&h->r, &st);
+    size_t sum = 0;
+    for (mr_index i = st.first_index; i <= st.last_index; i++) sum += payload_at(h, i);
+    return sum;
+}
+
+static void h_persist_to(struct h *h, mr_index index)
+{
+    struct mr_raft_event p = {
+        .type = MR_RAFT_EVENT_PERSISTED, .index = index, .term = h->r.term};
+    h_step(h, &p);
+}
+
+static void
+test_evict_drops_only_durable_applied_entries_up_to_the_bound_and_budget(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.max_append_entries = 100;
+    struct h *h = h_new_opts(3, &o);
+    h_make_leader(h); /* 1: CONFIG, 2: the no-op, persisted */
+    size_t cfg = payload_at(h, 1);
+    h->auto_persist = 0;
+    for (int i = 0; i < 6; i++) h_propose(h, "12345", NULL); /* 3..8 */
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), cfg + 30);
+    /* both followers hold 3..8: committed and applied, but not durable here */
+    h_ack(h, 2, 8);
+    h_ack(h, 3, 8);
+    assert_int_equal(h->applied, 8);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 0);
+    for (mr_index i = 3; i <= 8; i++) assert_resident(h, i);
+    /* durable up to 5: 3..5 go */
+    h_persist_to(h, 5);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 15);
+    for (mr_index i = 3; i <= 5; i++) assert_evicted(h, i, 5);
+    assert_resident(h, 6);
+    /* the budget: down to cfg + 10 bytes is one entry (6); then up_to */
+    h_persist_to(h, 8);
+    assert_int_equal(mr_raft_log_evict(&h->r, cfg + 10, NO_LIMIT), 5);
+    assert_evicted(h, 6, 5);
+    assert_resident(h, 7);
+    assert_int_equal(mr_raft_log_evict(&h->r, cfg + 10, NO_LIMIT), 0);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, 7), 5);
+    assert_evicted(h, 7, 5);
+    assert_resident(h, 8);
+    /* applied: 9 and 10 are durable but not committed */
+    h_propose(h, "abc", NULL);
+    h_propose(h, "defg", NULL);
+    h_persist_to(h, 10);
+    assert_int_equal(h->applied, 8);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 5);
+    assert_evicted(h, 8, 5);
+    assert_resident(h, 9);
+    assert_resident(h, 10);
+    /* a CONFIG entry (11) stays, so does the bootstrap one (1) */
+    struct mr_raft_event ch = {
+        .type = MR_RAFT_EVENT_CHANGE_MEMBERS, .change = MR_RAFT_ADD_LEARNER, .node = 4};
+    assert_int_equal(h_step(h, &ch), 0);
+    assert_int_equal(ch.out_index, 11);
+    h_persist_to(h, 11);
+    h_ack(h, 2, 11);
+    assert_int_equal(h->applied, 11);
+    size_t cfg11 = payload_at(h, 11);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 7);
+    assert_evicted(h, 9, 3);
+    assert_evicted(h, 10, 4);
+    assert_resident(h, 1);
+    assert_resident(h, 11);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), cfg + cfg11);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), resident_by_scan(h));
+    h_free(h);
+}
+
+static void
+test_evict_resident_bytes_follow_append_truncate_compact_and_install(void **state)
+{
+    (void)state;
+    struct h *h = h_new_no_cq(3); /* follower; the harness persists every write */
+    size_t cfg = payload_at(h, 1);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), cfg);
+    struct mr_rcbuf *b[4] = {mr_rcbuf_copy("aa", 2), mr_rcbuf_copy("bbbb", 4),
+                             mr_rcbuf_copy("cccccc", 6), mr_rcbuf_copy("dddddddd", 8)};
+    struct mr_raft_entry e[4];
+    for (int i = 0; i < 4; i++)
+        e[i] = (struct mr_raft_entry){.term = 2,
+                                      .index = (mr_index)i + 2,
+                                      .type = MR_RAFT_ENTRY_NORMAL,
+                                      .data = b[i]};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 3,
+                                   .n_entries = 4,
+                                   .entries = e});
+    assert_int_equal(last_index(h), 5);
+    assert_int_equal(h->applied, 3);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), cfg + 20);
+    /* 2 and 3 are durable and applied; 4 and 5 are not applied */
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 6);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), cfg + 14);
+    /* a leader of term 3 replaces 5 with a 1-byte entry */
+    struct mr_rcbuf *x = mr_rcbuf_copy("x", 1);
+    struct mr_raft_entry f = {
+        .term = 3, .index = 5, .type = MR_RAFT_ENTRY_NORMAL, .data = x};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 3,
+                                   .term = 3,
+                                   .index = 4,
+                                   .log_term = 2,
+                                   .commit = 5,
+                                   .n_entries = 1,
+                                   .entries = &f});
+    assert_int_equal(mr_raft_term_at(&h->r, 5), 3);
+    assert_int_equal(h->applied, 5);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), cfg + 6 + 1);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), resident_by_scan(h));
+    /* the cursor resumes after 3: 4 and 5 go now */
+    assert_int_equal(mr_raft_log_evict(&h->r, cfg, NO_LIMIT), 7);
+    assert_evicted(h, 5, 1);
+    /* compaction drops evicted and resident entries alike (1 is CONFIG) */
+    struct mr_raft_event snap = {
+        .type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = 4, .term = 2};
+    assert_int_equal(h_step(h, &snap), 0);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), 0);
+    assert_int_equal(resident_by_scan(h), 0);
+    /* a new entry after the compaction point counts again; an install drops
+     * everything */
+    struct mr_rcbuf *y = mr_rcbuf_copy("yyy", 3);
+    struct mr_raft_entry g = {
+        .term = 3, .index = 6, .type = MR_RAFT_ENTRY_NORMAL, .data = y};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 3,
+                                   .term = 3,
+                                   .index = 5,
+                                   .log_term = 3,
+                                   .commit = 5,
+                                   .n_entries = 1,
+                                   .entries = &g});
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), 3);
+    struct mr_rcbuf *c3 = config_of_voters(3);
+    h_clear(h);
+    h->r.term = 3; /* the snapshot comes from leader 2 of term 3 */
+    assert_int_equal(h_recv_snapshot(h, 20, 3, c3), 0);
+    assert_int_equal(h_install_answer(h, MR_RAFT_EVENT_SNAPSHOT_INSTALLED, 20, 3), 0);
+    assert_int_equal(mr_raft_log_resident_bytes(&h->r), 0);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 0);
+    mr_rcbuf_unref(c3);
+    mr_rcbuf_unref(x);
+    mr_rcbuf_unref(y);
+    for (int i = 0; i < 4; i++) mr_rcbuf_unref(b[i]);
+    h_free(h);
+}
+
+static void
+test_evict_spares_entries_a_snapshot_covers_before_the_wal_holds_them(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.check_quorum = 0;
+    o.snapshot_trailing = 3;
+    struct h *h = h_new_opts(3, &o);
+    h->auto_persist = 0;
+    struct mr_rcbuf *d = mr_rcbuf_copy("pp", 2);
+    struct mr_raft_entry e[5];
+    for (int i = 0; i < 5; i++)
+        e[i] = (struct mr_raft_entry){
+            .term = 2, .index = (mr_index)i + 2, .type = MR_RAFT_ENTRY_NORMAL, .data = d};
+    h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 2,
+                                   .term = 2,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .commit = 6,
+                                   .n_entries = 5,
+                                   .entries = e});
+    /* a follower applies what is committed before its own write is durable */
+    assert_int_equal(h->applied, 6);
+    h_persist_to(h, 3);
+    /* the snapshot at 6 raises status.persisted to 6, the WAL holds 1..3 */
+    struct mr_raft_event snap = {
+        .type = MR_RAFT_EVENT_SNAPSHOT_TAKEN, .index = 6, .term = 2};
+    assert_int_equal(h_step(h, &snap), 0);
+    struct mr_raft_status st;
+    mr_raft_status(&h->r, &st);
+    assert_int_equal(st.persisted, 6);
+    assert_int_equal(st.first_index, 4);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 0);
+    /* the write lands: now they can go */
+    h_persist_to(h, 6);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 6);
+    for (mr_index i = 4; i <= 6; i++) assert_evicted(h, i, 2);
+    mr_rcbuf_unref(d);
+    h_free(h);
+}
+
+static void
+test_evict_load_counts_resident_bytes_and_refuses_evicted_entries(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    struct mr_rcbuf *cfg = config_of_voters(3);
+    struct mr_rcbuf *d = mr_rcbuf_copy("payload", 7);
+    struct mr_raft_entry e[3] = {
+        {.term = 1, .index = 1, .type = MR_RAFT_ENTRY_CONFIG, .data = cfg},
+        {.term = 1, .index = 2, .type = MR_RAFT_ENTRY_NORMAL, .data = d},
+        {.term = 1, .index = 3, .type = MR_RAFT_ENTRY_NORMAL, .data = d},
+    };
+    struct mr_raft_persisted p = {.term = 1, .entries = e, .n_entries = 3, .commit = 3};
+    struct mr_raft r;
+    assert_int_equal(mr_raft_init(&r, &o), 0);
+    assert_int_equal(mr_raft_load(&r, &p, NULL), 0);
+    assert_int_equal(mr_raft_log_resident_bytes(&r), cfg->len + 14);
+    mr_raft_close(&r);
+    e[2].data = NULL;
+    e[2].evicted = 1;
+    e[2].evicted_len = 7;
+    char err[MR_ERRMSG_SIZE];
+    assert_int_equal(mr_raft_init(&r, &o), 0);
+    assert_int_equal(mr_raft_load(&r, &p, err), MR_EINVAL);
+    assert_non_null(strstr(err, "evicted"));
+    mr_raft_close(&r);
+    mr_rcbuf_unref(cfg);
+    mr_rcbuf_unref(d);
+}
+
+static void test_evict_append_to_a_lagging_follower_carries_evicted_entries(void **state)
+{
+    (void)state;
+    struct mr_raft_options o;
+    h_init_opts(&o, 1);
+    o.max_append_entries = 100;
+    o.max_append_bytes = 10;
+    o.max_inflight = 100;
+    struct h *h = h_new_opts(3, &o);
+    h_make_leader(h);
+    for (int i = 0; i < 6; i++) h_propose(h, "12345", NULL); /* 3..8, persisted */
+    h_ack(h, 2, 8);
+    assert_int_equal(h->applied, 8);
+    assert_int_equal(mr_raft_log_evict(&h->r, 0, NO_LIMIT), 30);
+    h_clear(h);
+    /* follower 3 matches only 1..2: it gets 3..8 in batches of two entries
+     * (10 bytes as evicted_len counts), none with a payload in memory */
+    h_ack(h, 3, 2);
+    assert_int_equal(h_count(h, MR_RAFT_MSG_APPEND, 3), 3);
+    for (unsigned k = 0; k < h->n; k++) {
+        const struct mr_raft_msg *a = &h->msgs[k];
+        if (a->type != MR_RAFT_MSG_APPEND) continue;
+        assert_int_equal(a->n_entries, 2);
+        for (uint32_t i = 0; i < a->n_entries; i++) {
+            assert_int_equal(a->entries[i].index, a->index + 1 + i);
+            assert_int_equal(a->entries[i].evicted, 1);
+            assert_null(a->entries[i].data);
+            assert_int_equal(a->entries[i].evicted_len, 5);
+        }
+    }
+    struct mr_raft_msg *m = h_find(h, MR_RAFT_MSG_APPEND, 3);
+    assert_int_equal(m->index, 2);
+    /* what the host must do before it sends: fill from its WAL */
+    struct mr_raft_msg filled = *m;
+    struct mr_raft_entry ents[2];
+    memcpy(ents, m->entries, sizeof(ents));
+    filled.entries = ents;
+    /* a receiver refuses an entry that was not filled */
+    struct h *f = h_new_no_cq(3);
+    h_clear(f);
+    f->r.id = 3; /* the message is addressed to node 3 */
+    struct mr_raft_entry noop = {
+        .term = h->r.term, .index = 2, .type = MR_RAFT_ENTRY_NOOP};
+    h_recv(f, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                   .from = 1,
+                                   .term = h->r.term,
+                                   .index = 1,
+                                   .log_term = 1,
+                                   .n_entries = 1,
+                                   .entries = &noop});
+    assert_int_equal(last_index(f), 2);
+    filled.from = 1;
+    assert_int_equal(h_recv(f, filled), MR_EMALFORMED);
+    assert_int_equal(last_index(f), 2);
+    for (int i = 0; i < 2; i++) {
+        ents[i].data = mr_rcbuf_copy("12345", 5);
+        ents[i].evicted = 0;
+    }
+    assert_int_equal(h_recv(f, filled), 0);
+    assert_int_equal(last_index(f), 4);
+    for (int i = 0; i < 2; i++) mr_rcbuf_unref(ents[i].data);
+    h_free(f);
+    h_free(h);
+}
+
+static void test_evict_ready_never_hands_out_evicted_entries(void **state)
+{
+    (void)state;
+    /* follower: entries arrive ahead of the commit; everything allowed is
+     * evicted after every step; the entries that commit later still come
+     * out whole (h_step asserts that no ready entry is evicted) */
+    struct h *h = h_new_no_cq(3);
+    struct mr_rcbuf *d = mr_rcbuf_copy("zz", 2);
+    mr_index prev = 1;
+    for (mr_index i = 2; i <= 20; i++) {
+        struct mr_raft_entry e = {
+            .term = 2, .index = i, .type = MR_RAFT_ENTRY_NORMAL, .data = d};
+        h_recv(h, (struct mr_raft_msg){.type = MR_RAFT_MSG_APPEND,
+                                       .from = 2,
+                                       .term = 2,
+                                       .index = prev,
+                                       .log_term = prev == 1 ? 1 : 2,
+                                       .commit = i > 5 ? i - 5 : 1,
+                                       .n_entries = 1,
+                                       .entries = &e});
+        prev = i;
+        mr_raft_log_evict(&h->r, 0, NO_LIMIT);
+        assert_int_equal(mr_raft_log_resident_bytes(&h->r), resident_by_scan(h));
+        for (mr_index k = 2; k <= i; k++) {
+            const struct mr_raft_entry *x = mr_raft_entry_at(&h->r, k);
+            assert_int_equal(x->evicted, k <= h->applied);
+        }
+    }
+    assert_int_equal(h->applied, 15);
+    /* commit jumps: 16..20 come out with their payloads */
+    h_recv(h, (struct mr_raft_msg){
+                  .type = MR_RAFT_MSG_HEARTBEAT, .from = 2, .term = 2, .commit = 20});
+    assert_int_equal(h->applied, 20);
+    mr_rcbuf_unref(d);
+    h_free(h);
+}
+
 static void test_snapshot_failed_install_keeps_the_log_and_sends_no_ack(void **state)
 {
     (void)state;
@@ -1791,6 +2158,16 @@ int main(void)
         cmocka_unit_test(test_replication_follower_truncates_a_conflicting_suffix),
         cmocka_unit_test(test_replication_rejects_malformed_messages),
         cmocka_unit_test(test_snapshot_compacts_and_is_sent_to_a_follower_that_needs_it),
+        cmocka_unit_test(
+            test_evict_drops_only_durable_applied_entries_up_to_the_bound_and_budget),
+        cmocka_unit_test(
+            test_evict_resident_bytes_follow_append_truncate_compact_and_install),
+        cmocka_unit_test(
+            test_evict_load_counts_resident_bytes_and_refuses_evicted_entries),
+        cmocka_unit_test(
+            test_evict_spares_entries_a_snapshot_covers_before_the_wal_holds_them),
+        cmocka_unit_test(test_evict_append_to_a_lagging_follower_carries_evicted_entries),
+        cmocka_unit_test(test_evict_ready_never_hands_out_evicted_entries),
         cmocka_unit_test(
             test_snapshot_install_is_acknowledged_only_once_the_host_installed_it),
         cmocka_unit_test(test_snapshot_failed_install_keeps_the_log_and_sends_no_ack),

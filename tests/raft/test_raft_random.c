@@ -150,6 +150,12 @@ static void run_schedule(uint64_t seed, unsigned steps)
     /* seeds 4-7 mod 8: three installs in ten fail on the host (the core
      * keeps its log, the leader retries) */
     if (seed & 4) o.fail_install_permille = 300;
+    /* even seeds: the host bounds its in-memory log to 0-4 entries' worth of
+     * payload ("cmd-<seed>-<n>" is ~10 bytes) and fills APPENDs from its WAL */
+    if ((seed & 1) == 0) {
+        o.evict = 1;
+        o.evict_max_bytes = (size_t)(seed >> 1) % 5 * 10;
+    }
     struct sim *s = sim_new(&o);
     current = s;
     /* seeds 8-15 mod 16: node 1's clock runs at half speed (the lease must
@@ -312,11 +318,12 @@ static void test_random_schedules_keep_raft_safety_and_liveness(void **state)
         "exercised: %lu leaders, %lu entries applied, %lu crashes, %lu WAL truncations, "
         "%lu membership changes, %lu transfers, %lu snapshots sent / %lu installed / "
         "%lu failed to install, "
-        "%lu reads ok / %lu failed\n",
+        "%lu reads ok / %lu failed, %lu payload bytes evicted, %lu entries read back "
+        "from a WAL\n",
         sim_stats.leaders, sim_stats.applied, sim_stats.crashes, sim_stats.truncations,
         sim_stats.changes_ok, sim_stats.transfers_ok, sim_stats.snapshots_sent,
         sim_stats.snapshots_installed, sim_stats.snapshots_failed, sim_stats.reads_ok,
-        sim_stats.reads_failed);
+        sim_stats.reads_failed, sim_stats.evicted_bytes, sim_stats.evicted_filled);
 }
 
 int main(void)

@@ -486,7 +486,8 @@ static void test_encode_refuses_frames_above_the_maximum(void **state)
 {
     struct mr_raft_msg m;
     struct mr_net_wbuf wb;
-    struct mr_raft_entry e = {1, 1, MR_RAFT_ENTRY_NORMAL, NULL};
+    struct mr_raft_entry e = {
+        .term = 1, .index = 1, .type = MR_RAFT_ENTRY_NORMAL, .data = NULL};
     char errmsg[MR_ERRMSG_SIZE];
     uint8_t data[5000] = {0};
     (void)state;
@@ -1290,7 +1291,8 @@ static void test_full_queue_drops_instead_of_blocking_and_others_keep_flowing(vo
     struct mr_net_options o;
     struct tnode *a, *b, *d;
     struct mr_raft_msg m;
-    struct mr_raft_entry e = {1, 1, MR_RAFT_ENTRY_NORMAL, NULL};
+    struct mr_raft_entry e = {
+        .term = 1, .index = 1, .type = MR_RAFT_ENTRY_NORMAL, .data = NULL};
     struct mr_net_peer_stats st;
     unsigned accepted = 0, sends = 0;
     int rv = 0;

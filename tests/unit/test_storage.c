@@ -554,7 +554,10 @@ static void test_store_group_commit_syncs_once_per_batch(void **state)
     assert_int_equal(mr_store_open(&st, &o, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
     for (i = 1; i <= 2000; i++) {
-        struct mr_raft_entry e = {1, i, MR_RAFT_ENTRY_NORMAL, payload(i, 1, 100)};
+        struct mr_raft_entry e = {.term = 1,
+                                  .index = i,
+                                  .type = MR_RAFT_ENTRY_NORMAL,
+                                  .data = payload(i, 1, 100)};
         assert_int_equal(mr_store_append(st, &e, 1, &seq), 0);
         mr_rcbuf_unref(e.data);
         if (i % 100 == 0) usleep(500);
@@ -1460,7 +1463,10 @@ static void check_fault(const char *dir, int kind, int err, int is_short)
         int rv = 0;
         seq = good_seq;
         for (i = 21; i <= 60 && rv == 0; i++) {
-            struct mr_raft_entry e = {1, i, MR_RAFT_ENTRY_NORMAL, payload(i, 1, 100)};
+            struct mr_raft_entry e = {.term = 1,
+                                      .index = i,
+                                      .type = MR_RAFT_ENTRY_NORMAL,
+                                      .data = payload(i, 1, 100)};
             rv = mr_store_append(st, &e, 1, &seq);
             mr_rcbuf_unref(e.data);
             assert_true(rv == 0 || rv == MR_EDISKFAIL);
@@ -1481,7 +1487,8 @@ static void check_fault(const char *dir, int kind, int err, int is_short)
     /* refuses further writes; never retries the failed sync */
     syncs_after = faults_count(&fl, F_FDATASYNC);
     {
-        struct mr_raft_entry e = {1, 61, MR_RAFT_ENTRY_NORMAL, NULL};
+        struct mr_raft_entry e = {
+            .term = 1, .index = 61, .type = MR_RAFT_ENTRY_NORMAL, .data = NULL};
         assert_int_equal(mr_store_append(st, &e, 1, NULL), MR_EDISKFAIL);
     }
     assert_int_equal(mr_store_truncate(st, 5, NULL), MR_EDISKFAIL);
@@ -1536,7 +1543,8 @@ static void wait_nospace(struct mr_store *st, int want)
 
 static void append_one(struct mr_store *st, mr_index i, mr_term t, uint64_t *seq)
 {
-    struct mr_raft_entry e = {t, i, MR_RAFT_ENTRY_NORMAL, payload(i, t, 100)};
+    struct mr_raft_entry e = {
+        .term = t, .index = i, .type = MR_RAFT_ENTRY_NORMAL, .data = payload(i, t, 100)};
     assert_int_equal(mr_store_append(st, &e, 1, seq), 0);
     mr_rcbuf_unref(e.data);
 }
@@ -2069,7 +2077,8 @@ static void test_store_tool_verifies_and_dumps_with_exit_codes(void **state)
     char *out, *err;
     unsigned char *b;
     uint64_t size, seq;
-    struct mr_raft_entry e = {3, 1, MR_RAFT_ENTRY_NORMAL, NULL};
+    struct mr_raft_entry e = {
+        .term = 3, .index = 1, .type = MR_RAFT_ENTRY_NORMAL, .data = NULL};
 
     assert_int_equal(open_store(f->dir, 4096, NULL, &st, &rec, errmsg), 0);
     mr_store_recovered_release(&rec);
@@ -2530,8 +2539,14 @@ static void test_powerloss_store_keeps_acknowledged_records_and_hard_state(void 
     c.is_armed = 1;
     pthread_mutex_unlock(&c.mu);
     {
-        struct mr_raft_entry e[2] = {{3, 41, MR_RAFT_ENTRY_NORMAL, payload(41, 3, 300)},
-                                     {3, 42, MR_RAFT_ENTRY_NORMAL, payload(42, 3, 300)}};
+        struct mr_raft_entry e[2] = {{.term = 3,
+                                      .index = 41,
+                                      .type = MR_RAFT_ENTRY_NORMAL,
+                                      .data = payload(41, 3, 300)},
+                                     {.term = 3,
+                                      .index = 42,
+                                      .type = MR_RAFT_ENTRY_NORMAL,
+                                      .data = payload(42, 3, 300)}};
         assert_int_equal(mr_store_append(st, e, 2, &seq), 0);
         mr_rcbuf_unref(e[0].data);
         mr_rcbuf_unref(e[1].data);
@@ -2681,7 +2696,10 @@ static int sc_append(struct mr_store *st, mr_index from, mr_index to, mr_term te
                      uint64_t *seq)
 {
     for (mr_index i = from; i <= to; i++) {
-        struct mr_raft_entry e = {term, i, MR_RAFT_ENTRY_NORMAL, payload(i, term, 200)};
+        struct mr_raft_entry e = {.term = term,
+                                  .index = i,
+                                  .type = MR_RAFT_ENTRY_NORMAL,
+                                  .data = payload(i, term, 200)};
         int rv = mr_store_append(st, &e, 1, seq);
         mr_rcbuf_unref(e.data);
         if (rv != 0) return rv;
