@@ -26,7 +26,7 @@ int mr_store_force_new_cluster(const char *dir, struct mr_store_force_report *re
     struct mr_raft_config old, neu;
     const struct mr_raft_server *self;
     const struct mr_rcbuf *conf = NULL;
-    struct mr_raft_entry e;
+    struct mr_raft_entry e = {.term = 0};
     struct mr_store_progress p;
     struct stat sb;
     uint64_t seq = 0;

@@ -142,6 +142,7 @@ static int collect_cb(void *arg, const struct mr_store_rec *r)
         c->cap = nc;
     }
     e = &rec->entries[rec->n_entries];
+    memset(e, 0, sizeof *e); /* realloc'd: no field left to chance (evicted) */
     e->term = r->term;
     e->index = r->index;
     e->type = r->type;

@@ -508,6 +508,41 @@ static void test_encode_refuses_frames_above_the_maximum(void **state)
                      MR_ETOOBIG);
 }
 
+/* An entry whose payload the log cache dropped must be filled by the host
+ * before it is sent: encoded as is, the follower would apply an empty
+ * command. */
+static void test_encode_refuses_an_entry_whose_payload_was_evicted(void **state)
+{
+    struct mr_raft_msg m;
+    struct mr_net_wbuf wb;
+    struct mr_raft_entry e[2];
+    char errmsg[MR_ERRMSG_SIZE] = "";
+    (void)state;
+    memset(&m, 0, sizeof m);
+    memset(e, 0, sizeof e);
+    e[0].term = e[1].term = 1;
+    e[0].index = 7;
+    e[1].index = 8;
+    e[0].type = e[1].type = MR_RAFT_ENTRY_NORMAL;
+    e[0].data = pattern_buf(10, 1);
+    e[1].evicted = 1;
+    e[1].evicted_len = 10;
+    m.type = MR_RAFT_MSG_APPEND;
+    m.index = 6;
+    m.n_entries = 2;
+    m.entries = e;
+    assert_int_equal(mr_net_msg_encode(&m, 1 << 20, &wb, errmsg), MR_EINVAL);
+    assert_non_null(strstr(errmsg, "entry 8"));
+    assert_null(wb.bufs);
+    e[1].evicted = 0; /* filled */
+    e[1].evicted_len = 0;
+    e[1].data = pattern_buf(10, 2);
+    assert_int_equal(mr_net_msg_encode(&m, 1 << 20, &wb, errmsg), 0);
+    mr_net_wbuf_release(&wb);
+    mr_rcbuf_unref(e[0].data);
+    mr_rcbuf_unref(e[1].data);
+}
+
 static void test_forward_and_snapshot_chunk_frames_round_trip(void **state)
 {
     char errmsg[MR_ERRMSG_SIZE];
@@ -1968,6 +2003,7 @@ int main(void)
         cmocka_unit_test(test_decode_survives_every_allocation_failure),
         cmocka_unit_test(test_frame_header_is_judged_before_the_payload_arrives),
         cmocka_unit_test(test_encode_refuses_frames_above_the_maximum),
+        cmocka_unit_test(test_encode_refuses_an_entry_whose_payload_was_evicted),
         cmocka_unit_test(test_forward_and_snapshot_chunk_frames_round_trip),
         cmocka_unit_test(test_handshake_payloads_round_trip_and_reject_bad_names),
         cmocka_unit_test(test_handshake_proofs_depend_on_every_input_and_direction),
