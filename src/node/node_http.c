@@ -540,8 +540,6 @@ static void update_gauges(struct mr_node *n)
     }
     mr_http_metric_set(n->m_integ_alarm, n->integ_alarm ? 1 : 0);
     mr_http_metric_set(n->m_log_resident, (double)mr_raft_log_resident_bytes(&n->raft));
-    mr_http_metric_set(n->m_cache_misses, (double)n->cache_misses);
-    mr_http_metric_set(n->m_cache_evicted, (double)n->cache_evicted_bytes);
     mr_http_metric_set(n->m_integ_state, n->integ_resyncing  ? 3
                                          : n->integ_diverged ? 2
                                          : n->integ_suspect  ? 1

@@ -29,12 +29,15 @@
 void mr_node_log_cache_trim(struct mr_node *n)
 {
     uint64_t budget;
-    size_t max;
+    size_t max, dropped;
     if (!n->raft_ready || n->o == NULL) return; /* not started (unit tests step bare nodes) */
     budget = n->o->log_cache_bytes ? n->o->log_cache_bytes : DEFAULT_CACHE_BYTES;
     max = budget > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)budget;
     if (mr_raft_log_resident_bytes(&n->raft) <= max) return;
-    n->cache_evicted_bytes += mr_raft_log_evict(&n->raft, max, n->applied);
+    dropped = mr_raft_log_evict(&n->raft, max, n->applied);
+    n->cache_evicted_bytes += dropped;
+    if (dropped > 0 && n->m_cache_evicted != NULL)
+        mr_http_metric_add(n->m_cache_evicted, (double)dropped);
 }
 
 int mr_node_log_cache_fill_entry(struct mr_node *n, struct mr_raft_entry *e, char *errmsg)
@@ -70,6 +73,7 @@ int mr_node_log_cache_fill_entry(struct mr_node *n, struct mr_raft_entry *e, cha
     e->evicted = 0;
     e->evicted_len = 0;
     n->cache_misses++;
+    if (n->m_cache_misses != NULL) mr_http_metric_add(n->m_cache_misses, 1);
     return 0;
 }
 

@@ -231,7 +231,7 @@ static int port_in_use(struct mr_it_cluster *c, int port, const int *extra, int 
 static pid_t start_node(struct run *rn, int i)
 {
     char args[256];
-    const char *cache = rn->o->log_cache_none ? " --log-cache-mb 0" : "";
+    const char *cache = rn->o != NULL && rn->o->log_cache_none ? " --log-cache-mb 0" : "";
     if (rn->join_port[i]) {
         snprintf(args, sizeof args,
                  "--raft-listen 127.0.0.1:%d --join 127.0.0.1:%d --integrity-check-entries %d%s",
@@ -910,6 +910,13 @@ static int check_hashes(struct run *rn)
                 json_tok(r.body, "state_hash", hsh, sizeof hsh))
                 same = 0;
             snprintf(cur, sizeof cur, "%s/%s", a, hsh);
+            if (same && rn->res != NULL) {
+                char mi[32] = "", ev[32] = "";
+                if (json_tok(r.body, "misses", mi, sizeof mi) == 0)
+                    rn->res->cache_misses += strtoull(mi, NULL, 10);
+                if (json_tok(r.body, "evicted_bytes", ev, sizeof ev) == 0)
+                    rn->res->cache_evicted += strtoull(ev, NULL, 10);
+            }
             if (i == 0)
                 snprintf(first, sizeof first, "%s", cur);
             else if (strcmp(first, cur) != 0)
@@ -919,8 +926,14 @@ static int check_hashes(struct run *rn)
         if (same) {
             fprintf(rn->out, "state: all %d nodes applied/state_hash = %s\n", c->n,
                     first);
+            if (rn->res != NULL)
+                fprintf(rn->out,
+                        "log cache: %llu entries read back from the WALs, %llu payload bytes "
+                        "dropped from memory (since each node's last start)\n",
+                        rn->res->cache_misses, rn->res->cache_evicted);
             return 1;
         }
+        if (rn->res != NULL) rn->res->cache_misses = rn->res->cache_evicted = 0;
         mr_it_sleep_ms(100);
     }
     fprintf(rn->out, "state: nodes did NOT converge (applied/state_hash differ)\n");

@@ -52,6 +52,8 @@ struct mr_chaos_result {
     int scripts_equal;    /* after healing every node runs the same script, and it
                              is a deployed one if any deploy was answered 200 */
     int members_ok;   /* every node a voter again after healing */
+    unsigned long long cache_misses,  /* entries read back from WALs (since each node's start) */
+        cache_evicted;                /* payload bytes dropped from memory, likewise */
     int canaries,
         lost_canaries;  /* acknowledged writes made before crashes, missing at the end */
     int member_changes; /* remove + re-join cycles that completed */

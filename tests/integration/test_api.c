@@ -245,6 +245,8 @@ static void test_status_members_transfer_snapshot_and_metrics(void **state)
             "moonraft_leader_changes_total ", "moonraft_snapshots_total",
             "moonraft_wal_sync_seconds_bucket{le=", "moonraft_wal_sync_seconds_count ",
             "moonraft_peers_connected ", "moonraft_http_request_duration_seconds_bucket{le=",
+            "moonraft_log_resident_bytes ", "moonraft_log_cache_misses_total ",
+            "moonraft_log_cache_evicted_bytes_total ",
             "# TYPE moonraft_http_request_duration_seconds histogram"};
         struct mr_it_resp r = mr_it_http(&cluster, leader, "GET", "/metrics", NULL, NULL);
         EXPECT_STATUS(r, 200);

@@ -113,6 +113,16 @@ test_followers_and_new_leaders_catch_up_from_entries_read_back_from_the_wal(void
     misses = status_num(l, "j.log_cache.misses");
     fprintf(stderr, "leader read %lld entries back from its WAL\n", misses);
     assert_true(misses >= 400);
+    {
+        /* the same counts in /metrics */
+        char want[96];
+        struct mr_it_resp r = mr_it_http(&cluster, l, "GET", "/metrics", NULL, NULL);
+        MR_IT_EXPECT_STATUS(&cluster, r, 200);
+        snprintf(want, sizeof want, "\nmoonraft_log_cache_misses_total %lld\n", misses);
+        if (strstr(r.body, want) == NULL) fail_msg("metrics lack%s", want);
+        assert_non_null(strstr(r.body, "\nmoonraft_log_cache_evicted_bytes_total "));
+        mr_it_resp_free(&r);
+    }
 
     /* A new leader whose log dropped every payload as a follower catches up
      * the old one, which missed writes while it was down. */
