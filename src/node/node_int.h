@@ -331,6 +331,7 @@ struct mr_node {
     struct mr_store_wal_reader *wal_reader;
     uint64_t cache_misses;       /* entries read back from the WAL */
     uint64_t cache_evicted_bytes; /* payload bytes the core dropped, in total */
+    uint64_t cache_untrimmed;     /* of which not yet handed back (mr_node_trim_soon) */
 
     /* Integrity checks */
     struct mr_node_integ_job integ_jobs[MR_NODE_INTEG_JOBS];
@@ -584,6 +585,9 @@ int mr_node_snap_due(const struct mr_node_options *o, uint64_t entries, uint64_t
 #define MR_NODE_TRIM_IDLE_MS 500
 #define MR_NODE_TRIM_MAX_DELAY_MS 60000
 int mr_node_snap_trim_due(uint64_t now_ms, uint64_t idle_since_ms, uint64_t pending_since_ms);
+/* Freed memory worth returning to the system (a compaction, payloads the
+ * log cache dropped): returned once the node is idle (mr_node_snap_poll). */
+void mr_node_trim_soon(struct mr_node *n);
 
 /* node_snap.c */
 /* Starts a snapshot (fork) when one is due; nothing while the apply thread

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #define DEFAULT_CACHE_BYTES ((uint64_t)8 << 20)
+#define UNTRIMMED_MAX ((uint64_t)4 << 20)
 
 void mr_node_log_cache_trim(struct mr_node *n)
 {
@@ -36,6 +37,13 @@ void mr_node_log_cache_trim(struct mr_node *n)
     if (mr_raft_log_resident_bytes(&n->raft) <= max) return;
     dropped = mr_raft_log_evict(&n->raft, max, n->applied);
     n->cache_evicted_bytes += dropped;
+    /* the allocator keeps what was freed: returned to the system once the
+     * node is idle, as after a compaction */
+    n->cache_untrimmed += dropped;
+    if (n->cache_untrimmed >= UNTRIMMED_MAX) {
+        n->cache_untrimmed = 0;
+        mr_node_trim_soon(n);
+    }
     if (dropped > 0 && n->m_cache_evicted != NULL)
         mr_http_metric_add(n->m_cache_evicted, (double)dropped);
 }

@@ -208,6 +208,14 @@ static void finish_done(uv_work_t *w, int status)
     n->trim_since_ms = n->trim_idle_since_ms = uv_now(&n->loop);
 }
 
+void mr_node_trim_soon(struct mr_node *n)
+{
+    if (n->trim_pending) return; /* the one pending keeps its deadline */
+    n->trim_pending = 1;
+    n->trim_applied = n->applied;
+    n->trim_since_ms = n->trim_idle_since_ms = uv_now(&n->loop);
+}
+
 void mr_node_snap_poll(struct mr_node *n)
 {
     char err[MR_ERRMSG_SIZE] = "";
