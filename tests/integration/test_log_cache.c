@@ -66,6 +66,19 @@ static void put(int i, const char *key, size_t len, char fill, const char *marke
     free(body);
 }
 
+/* Three nodes that keep no applied payload in memory and never snapshot;
+ * returns the leader. */
+static int start3(void)
+{
+    int i, l;
+    mr_it_cluster_init(&cluster, 3);
+    snprintf(cluster.extra_args, sizeof cluster.extra_args, NO_SNAPSHOTS);
+    for (i = 0; i < 3; i++) mr_it_start_static(&cluster, i, NULL);
+    l = mr_it_wait_leader(&cluster, 10000, 1);
+    assert_true(l >= 0);
+    return l;
+}
+
 static void expect_same_state(void)
 {
     if (!mr_it_same_state(&cluster, 30000, NULL, NULL)) {
@@ -82,11 +95,7 @@ test_followers_and_new_leaders_catch_up_from_entries_read_back_from_the_wal(void
     char key[32];
     (void)state;
 
-    mr_it_cluster_init(&cluster, 3);
-    snprintf(cluster.extra_args, sizeof cluster.extra_args, NO_SNAPSHOTS);
-    for (i = 0; i < 3; i++) mr_it_start_static(&cluster, i, NULL);
-    l = mr_it_wait_leader(&cluster, 10000, 1);
-    assert_true(l >= 0);
+    l = start3();
     f = (l + 1) % 3;
     o = (l + 2) % 3;
     for (i = 0; i < 20; i++) {
@@ -194,11 +203,7 @@ static void test_a_damaged_record_read_back_is_a_disk_failure_and_loses_no_write
     char key[32];
     (void)state;
 
-    mr_it_cluster_init(&cluster, 3);
-    snprintf(cluster.extra_args, sizeof cluster.extra_args, NO_SNAPSHOTS);
-    for (i = 0; i < 3; i++) mr_it_start_static(&cluster, i, NULL);
-    l = mr_it_wait_leader(&cluster, 10000, 1);
-    assert_true(l >= 0);
+    l = start3();
     f = (l + 1) % 3;
     put(l, "first", 10, 'x', NULL);
     expect_same_state();
