@@ -622,6 +622,15 @@ int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
     return agree;
 }
 
+const char *mr_it_status(struct mr_it_cluster *c, int i, const char *expr)
+{
+    static _Thread_local char out[4096];
+    struct mr_it_resp r = mr_it_http(c, i, "GET", "/v1/status", NULL, NULL);
+    snprintf(out, sizeof out, "%s", r.status == 200 ? mr_it_jq(r.body, expr) : "<down>");
+    mr_it_resp_free(&r);
+    return out;
+}
+
 int mr_it_state_hash(struct mr_it_cluster *c, int i, int timeout_ms, char hash_out[65],
                      long long *applied_out)
 {

@@ -102,6 +102,9 @@ void mr_it_sleep_ms(int ms);
  * equal too, else 0. hash_out (65 bytes) and applied_out may be NULL. */
 int mr_it_same_state(struct mr_it_cluster *c, int timeout_ms, char hash_out[65],
                      long long *applied_out);
+/* `expr` (as mr_it_jq) over node i's GET /v1/status, or "<down>" if it did
+ * not answer 200; a static buffer (per thread), valid until the next call. */
+const char *mr_it_status(struct mr_it_cluster *c, int i, const char *expr);
 /* Polls /v1/status?hash=true on node i until it reports a state hash (null
  * while its apply thread is busy, by contract) and copies it to hash_out (65
  * bytes); applied_out (may be NULL) gets the applied index the hash is at.

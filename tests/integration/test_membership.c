@@ -24,11 +24,7 @@ static int teardown_cluster(void **state)
 
 static const char *status_field(int node, const char *expr)
 {
-    static char out[4096];
-    struct mr_it_resp r = mr_it_http(&cluster, node, "GET", "/v1/status", NULL, NULL);
-    snprintf(out, sizeof out, "%s", r.status == 200 ? mr_it_jq(r.body, expr) : "<down>");
-    mr_it_resp_free(&r);
-    return out;
+    return mr_it_status(&cluster, node, expr);
 }
 
 /* Waits until `expr` over node's status equals want. */
