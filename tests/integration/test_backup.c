@@ -345,6 +345,24 @@ static void test_a_large_backup_is_streamed_without_holding_it_in_memory(void **
     assert_true(after - before < size / 1024 / 4);
 }
 
+/* A one-node source cluster (admin token "adm") holding keys k0..k<n-1>. */
+static void start_source(int n)
+{
+    int i;
+    mr_it_cluster_init(&src, 1);
+    snprintf(src.extra_args, sizeof src.extra_args, "--admin-token adm");
+    mr_it_start_static(&src, 0, NULL);
+    assert_int_equal(mr_it_wait_leader(&src, 10000, 1), 0);
+    for (i = 0; i < n; i++) {
+        char path[32];
+        struct mr_it_resp r;
+        snprintf(path, sizeof path, "/v1/kv/k%d", i);
+        r = mr_it_http(&src, 0, "PUT", path, "1", NULL);
+        MR_IT_EXPECT_STATUS(&src, r, 200);
+        mr_it_resp_free(&r);
+    }
+}
+
 /* Interrupted while the node has not answered yet (paused), the tool removes
  * FILE.part and dies of the signal; a backup taken afterwards is whole. */
 static void test_an_interrupted_backup_leaves_no_partial_file(void **state)
@@ -355,18 +373,7 @@ static void test_an_interrupted_backup_leaves_no_partial_file(void **state)
     size_t k;
     (void)state;
 
-    mr_it_cluster_init(&src, 1);
-    snprintf(src.extra_args, sizeof src.extra_args, "--admin-token adm");
-    mr_it_start_static(&src, 0, NULL);
-    assert_int_equal(mr_it_wait_leader(&src, 10000, 1), 0);
-    for (k = 0; k < 20; k++) {
-        char path[32];
-        struct mr_it_resp r;
-        snprintf(path, sizeof path, "/v1/kv/k%zu", k);
-        r = mr_it_http(&src, 0, "PUT", path, "\"v\"", NULL);
-        MR_IT_EXPECT_STATUS(&src, r, 200);
-        mr_it_resp_free(&r);
-    }
+    start_source(20);
     snprintf(file, sizeof file, "%s/cut.mrb", src.root);
     snprintf(part, sizeof part, "%s.part", file);
     snprintf(port, sizeof port, "127.0.0.1:%d", src.nodes[0].http_port);
@@ -422,17 +429,7 @@ static void test_backup_and_restore_refuse_what_they_must(void **state)
     int i;
     (void)state;
 
-    mr_it_cluster_init(&src, 1);
-    snprintf(src.extra_args, sizeof src.extra_args, "--admin-token adm");
-    mr_it_start_static(&src, 0, NULL);
-    assert_int_equal(mr_it_wait_leader(&src, 10000, 1), 0);
-    for (i = 0; i < 10; i++) {
-        char path[32];
-        snprintf(path, sizeof path, "/v1/kv/k%d", i);
-        r = mr_it_http(&src, 0, "PUT", path, "1", NULL);
-        MR_IT_EXPECT_STATUS(&src, r, 200);
-        mr_it_resp_free(&r);
-    }
+    start_source(10);
     /* Not an admin: refused, and the CLI leaves no file behind. */
     r = mr_it_http(&src, 0, "GET", "/v1/backup", NULL, NULL);
     MR_IT_EXPECT_STATUS(&src, r, 401);
